@@ -1,0 +1,343 @@
+//! Earning on a purchase: exclusions, conditions, effects, rounding, caps
+//! and exclusive groups, in the rules' evaluation order.
+//!
+//! Two phases keep an event atomic: first every rule's grant is planned
+//! against the state plus what earlier rules of this event consumed, with
+//! checked arithmetic; only when the whole plan is valid is it committed.
+
+use super::{AccrualRecord, NoEffect, Outcome, RecordKind, Rejection};
+use crate::events::{Event, Purchase};
+use crate::money::{self, RoundingMode};
+use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, Rule, Rules};
+use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase};
+use crate::time::{self, LocalTime};
+use rust_decimal::Decimal;
+use std::fmt::Write as _;
+
+/// Per-worker scratch space, sized to the rules, reused across events.
+pub(super) struct Scratch {
+    /// This event's reward per rule (for `multiply` effects).
+    results: Vec<Decimal>,
+    group_done: Vec<bool>,
+    /// Cap usage planned by earlier rules of this event, per cap.
+    pending: Vec<Decimal>,
+    grants: Vec<Grant>,
+}
+
+impl Scratch {
+    pub(super) fn new(rules: &Rules) -> Scratch {
+        Scratch {
+            results: vec![Decimal::ZERO; rules.rules.len()],
+            group_done: vec![false; rules.groups.len()],
+            pending: vec![Decimal::ZERO; rules.caps.len()],
+            grants: Vec::new(),
+        }
+    }
+}
+
+struct Grant {
+    rule: usize,
+    amount: Decimal,
+    explanation: String,
+    /// (cap index, amount consumed)
+    uses: Vec<(usize, Decimal)>,
+}
+
+/// What the rules need to know about a purchase, computed once.
+struct Facts<'a> {
+    amount: Decimal,
+    purchase: &'a Purchase<'a>,
+    partner: Option<usize>,
+    local: LocalTime,
+    tier: Option<&'a str>,
+}
+
+fn period_key(cap: &Cap, local: &LocalTime) -> Option<u32> {
+    match cap.period {
+        CapPeriod::Transaction => None,
+        CapPeriod::Month => Some(local.month_key()),
+        CapPeriod::Quarter => Some(local.quarter_key()),
+    }
+}
+
+fn period_label(cap: &Cap, local: &LocalTime) -> String {
+    match cap.period {
+        CapPeriod::Transaction => "this purchase".to_string(),
+        CapPeriod::Month => time::month_label(local.month_key()),
+        CapPeriod::Quarter => time::quarter_label(local.quarter_key()),
+    }
+}
+
+fn matches(rules: &Rules, rule: &Rule, f: &Facts<'_>) -> bool {
+    let w = &rule.when;
+    let at = f.local.at;
+    let p = f.purchase;
+    (w.min_amount.is_none_or(|min| f.amount >= min))
+        && (w.max_amount.is_none_or(|max| f.amount <= max))
+        && (w.from.is_none_or(|from| at >= from))
+        && (w.to.is_none_or(|to| at < to))
+        && (w.weekdays == 0 || w.weekdays & (1 << f.local.weekday as u8) != 0)
+        && (w.categories.is_empty()
+            || w.categories.iter().any(|&c| rules.categories[c].mcc.contains(p.mcc, at)))
+        && (w.mcc.as_ref().is_none_or(|set| set.contains(p.mcc)))
+        && (w.partners.is_empty() || f.partner.is_some_and(|x| w.partners.contains(&x)))
+        && (w.merchants.is_empty() || w.merchants.iter().any(|m| m == p.merchant_id))
+        && (w.channels.is_empty() || p.channel.is_some_and(|c| w.channels.iter().any(|x| x == c)))
+        && (w.tiers.is_empty() || f.tier.is_some_and(|t| w.tiers.iter().any(|x| x == t)))
+}
+
+/// How much of a cap is left for this event.
+fn cap_left(cap: &Cap, idx: usize, local: &LocalTime, state: &AccountState, pending: &[Decimal]) -> Decimal {
+    let stored = period_key(cap, local).map_or(Decimal::ZERO, |period| state.cap_used(&cap.id, period));
+    (cap.limit - stored - pending[idx]).max(Decimal::ZERO)
+}
+
+/// Plans one rule's reward for this purchase, or `None` if it pays nothing.
+fn plan(
+    rules: &Rules,
+    index: usize,
+    f: &Facts<'_>,
+    state: &AccountState,
+    scratch: &Scratch,
+) -> Result<Option<Grant>, Rejection> {
+    let rule = &rules.rules[index];
+    let decimals = rules.programs[rule.program].decimals;
+    let mut text = String::with_capacity(96);
+    let mut uses = Vec::new();
+
+    // A spend cap limits the part of the amount that earns.
+    let mut eligible = f.amount;
+    for &c in &rule.caps {
+        let cap = &rules.caps[c];
+        if cap.measure == CapMeasure::Spend {
+            let left = cap_left(cap, c, &f.local, state, &scratch.pending);
+            if left < eligible {
+                eligible = left;
+            }
+        }
+    }
+    let mut base = eligible;
+    if let Some(unit) = rule.rounding.per_full {
+        base = money::full_units(eligible, unit).ok_or(Rejection::Overflow)?;
+    }
+    let raw = match &rule.effect {
+        Effect::Percent { percent, fraction } => {
+            let _ = write!(text, "{percent}% of {base}");
+            base.checked_mul(*fraction).ok_or(Rejection::Overflow)?
+        }
+        Effect::Fixed(v) => {
+            let _ = write!(text, "fixed {v}");
+            *v
+        }
+        Effect::PerUnit { every, award } => {
+            let units = money::full_units(base, *every).ok_or(Rejection::Overflow)?;
+            let units = units.checked_div(*every).ok_or(Rejection::Overflow)?;
+            let _ = write!(text, "{award} per full {every} of {base}");
+            units.checked_mul(*award).ok_or(Rejection::Overflow)?
+        }
+        Effect::Multiply { rule: target, factor } => {
+            let of = scratch.results[*target];
+            let _ = write!(text, "{factor}x {} ({of}), extra {}x", rules.rules[*target].id, factor - Decimal::ONE);
+            of.checked_mul(factor - Decimal::ONE).ok_or(Rejection::Overflow)?
+        }
+    };
+    if raw <= Decimal::ZERO {
+        return Ok(None);
+    }
+    if base != f.amount {
+        let why = if eligible != f.amount { "spend cap left" } else { "full units" };
+        let _ = write!(text, " ({why} of {})", f.amount);
+    }
+    let _ = write!(text, " = {}", raw.normalize());
+    let rounded = money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
+    if rounded != raw || rule.rounding.mode != RoundingMode::Floor {
+        let _ = write!(text, ", {} to {}: {rounded}", rule.rounding.mode, rule.rounding.step);
+    }
+    let mut granted = rounded;
+    for &c in &rule.caps {
+        let cap = &rules.caps[c];
+        let left = cap_left(cap, c, &f.local, state, &scratch.pending);
+        let label = period_label(cap, &f.local);
+        match cap.measure {
+            CapMeasure::Reward => {
+                if left < granted {
+                    granted = left;
+                    let _ = write!(text, "; capped by {} ({label}): {} of {} left", cap.id, left, cap.limit);
+                } else {
+                    let _ = write!(text, "; {} ({label}): {} of {} left", cap.id, left, cap.limit);
+                }
+            }
+            CapMeasure::Spend => {
+                let _ = write!(text, "; spend cap {} ({label}): {} of {} left", cap.id, left, cap.limit);
+            }
+        }
+    }
+    if granted <= Decimal::ZERO {
+        return Ok(None);
+    }
+    for &c in &rule.caps {
+        let used = match rules.caps[c].measure {
+            CapMeasure::Reward => granted,
+            CapMeasure::Spend => eligible,
+        };
+        uses.push((c, used));
+    }
+    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), explanation: text, uses }))
+}
+
+fn take(scratch: &mut Scratch, grant: Grant) {
+    scratch.results[grant.rule] = grant.amount;
+    for &(c, used) in &grant.uses {
+        scratch.pending[c] += used;
+    }
+    scratch.grants.push(grant);
+}
+
+/// Of a group's members that would pay, the winner: highest priority, then
+/// highest reward, then smallest rule id.
+fn decide_group(
+    rules: &Rules,
+    group: usize,
+    f: &Facts<'_>,
+    state: &AccountState,
+    scratch: &Scratch,
+) -> Result<Option<Grant>, Rejection> {
+    let mut best: Option<Grant> = None;
+    for &m in &rules.groups[group].members {
+        if !matches(rules, &rules.rules[m], f) {
+            continue;
+        }
+        let Some(candidate) = plan(rules, m, f, state, scratch)? else { continue };
+        let better = match &best {
+            None => true,
+            Some(b) => {
+                let (rc, rb) = (&rules.rules[candidate.rule], &rules.rules[b.rule]);
+                (rc.priority, candidate.amount, std::cmp::Reverse(&rc.id))
+                    > (rb.priority, b.amount, std::cmp::Reverse(&rb.id))
+            }
+        };
+        if better {
+            best = Some(candidate);
+        }
+    }
+    Ok(best)
+}
+
+pub(super) fn purchase(
+    rules: &Rules,
+    scratch: &mut Scratch,
+    state: &mut AccountState,
+    event: &Event<'_>,
+    p: &Purchase<'_>,
+    out: &mut Vec<AccrualRecord>,
+) -> Outcome {
+    let at = event.occurred_at;
+    if rules.exclusion_of(p.mcc, at).is_some() {
+        return Outcome::NoEffect(NoEffect::Excluded);
+    }
+    let facts = Facts {
+        amount: p.amount,
+        purchase: p,
+        partner: rules.partner_of(p.partner_id, p.merchant_id),
+        local: LocalTime::new(at, rules.timezone),
+        tier: state.tier.as_deref(),
+    };
+    scratch.results.iter_mut().for_each(|r| *r = Decimal::ZERO);
+    scratch.pending.iter_mut().for_each(|r| *r = Decimal::ZERO);
+    scratch.group_done.iter_mut().for_each(|g| *g = false);
+    scratch.grants.clear();
+    for (index, rule) in rules.rules.iter().enumerate() {
+        let planned = match rule.group {
+            Some(g) if scratch.group_done[g] => continue,
+            Some(g) => {
+                scratch.group_done[g] = true;
+                decide_group(rules, g, &facts, state, scratch)
+            }
+            None if matches(rules, rule, &facts) => plan(rules, index, &facts, state, scratch),
+            None => continue,
+        };
+        match planned {
+            Ok(Some(grant)) => take(scratch, grant),
+            Ok(None) => {}
+            Err(rejection) => return Outcome::Rejected(rejection),
+        }
+    }
+    if scratch.grants.is_empty() {
+        return Outcome::NoEffect(NoEffect::NoRuleMatched);
+    }
+    // Headroom check before touching the state, so commit cannot overflow.
+    for g in &scratch.grants {
+        let program = &rules.programs[rules.rules[g.rule].program];
+        let total: Decimal = scratch
+            .grants
+            .iter()
+            .filter(|o| rules.rules[o.rule].program == rules.rules[g.rule].program)
+            .map(|o| o.amount)
+            .sum();
+        let headroom = state.balance(&program.name).map_or(Some(total), |b| {
+            b.available.checked_add(total).and(b.lifetime_earned.checked_add(total))
+        });
+        if headroom.is_none() {
+            return Outcome::Rejected(Rejection::Overflow);
+        }
+    }
+    commit(rules, scratch, state, event, p, out)
+}
+
+fn commit(
+    rules: &Rules,
+    scratch: &mut Scratch,
+    state: &mut AccountState,
+    event: &Event<'_>,
+    p: &Purchase<'_>,
+    out: &mut Vec<AccrualRecord>,
+) -> Outcome {
+    let local = LocalTime::new(event.occurred_at, rules.timezone);
+    let mut retained = Vec::with_capacity(scratch.grants.len());
+    let count = scratch.grants.len();
+    for grant in scratch.grants.drain(..) {
+        let rule = &rules.rules[grant.rule];
+        let program = &rules.programs[rule.program];
+        let balance = state.balance_mut(program);
+        balance.available += grant.amount;
+        balance.lifetime_earned += grant.amount;
+        let balance_after = money::with_scale(balance.available, program.decimals);
+        let mut uses = Vec::with_capacity(grant.uses.len());
+        for &(c, used) in &grant.uses {
+            let cap = &rules.caps[c];
+            if let Some(period) = period_key(cap, &local) {
+                state.add_cap_use(&cap.id, period, used);
+                uses.push(CapUse { cap: cap.id.clone(), period, measure: cap.measure, used, restored: Decimal::ZERO });
+            }
+        }
+        retained.push(RetainedAccrual {
+            rule: rule.id.clone(),
+            program: program.name.clone(),
+            earned: grant.amount,
+            clawed: Decimal::ZERO,
+            caps: uses,
+        });
+        out.push(AccrualRecord {
+            accrual_id: AccrualRecord::id(event.event_id, &rule.id, RecordKind::Earn),
+            source_event_id: event.event_id.to_string(),
+            account_id: event.account_id.to_string(),
+            program: program.name.clone(),
+            rule_id: rule.id.clone(),
+            kind: RecordKind::Earn,
+            amount: grant.amount,
+            unit: program.unit.clone(),
+            balance_after,
+            rules_version: rules.version.clone(),
+            occurred_at: event.occurred_at,
+            explanation: grant.explanation,
+        });
+    }
+    state.purchases.push(RetainedPurchase {
+        event_id: event.event_id.to_string(),
+        at: event.occurred_at,
+        amount: p.amount,
+        refunded: Decimal::ZERO,
+        accruals: retained,
+    });
+    Outcome::Applied(count)
+}

@@ -1,0 +1,430 @@
+//! Decoding events with simd-json, the way that is fast on small messages:
+//! the input is copied once into a reused, padded buffer; simd-json's
+//! buffers and tape are reused across events; the tape is walked directly
+//! (no serde, no DOM); strings are borrowed from the buffer.
+//!
+//! JSON numbers are never trusted as `f64`: integers arrive exact from the
+//! tape, and a non-integer `amount` is re-read from its original digits,
+//! located through simd-json's structural index.
+
+use super::{DecodeError, Event, EventBody, EventKind, Mcc, Purchase, Refund, Reversal};
+use crate::money::{self, AmountError};
+use crate::time::Timestamp;
+use rust_decimal::Decimal;
+use simd_json::{Buffers, INPUT_PADDING, Node, StaticNode, Tape};
+
+/// Events larger than this go to the dead-letter topic unparsed.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024;
+const MAX_ID_LEN: usize = 128;
+
+/// A reusable event decoder. Keep one per thread or partition task.
+pub struct Decoder {
+    buf: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+/// A field's raw value from the tape.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Str(&'a str),
+    Unsigned(u64),
+    Signed(i64),
+    /// A non-integer number: the index of its tape node, to re-read its digits.
+    Float(usize),
+    Bool,
+    Object,
+    Array,
+}
+
+impl Raw<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Raw::Str(_) => "a string",
+            Raw::Unsigned(_) | Raw::Signed(_) | Raw::Float(_) => "a number",
+            Raw::Bool => "a boolean",
+            Raw::Object => "an object",
+            Raw::Array => "an array",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    event_id: Option<Raw<'a>>,
+    kind: Option<Raw<'a>>,
+    account_id: Option<Raw<'a>>,
+    card_id: Option<Raw<'a>>,
+    amount: Option<Raw<'a>>,
+    currency: Option<Raw<'a>>,
+    mcc: Option<Raw<'a>>,
+    merchant_id: Option<Raw<'a>>,
+    partner_id: Option<Raw<'a>>,
+    channel: Option<Raw<'a>>,
+    occurred_at: Option<Raw<'a>>,
+    original_event_id: Option<Raw<'a>>,
+}
+
+impl<'a> Fields<'a> {
+    /// The slot and the canonical field name for a key; unknown keys are
+    /// ignored so producers can add fields without breaking the engine.
+    fn slot(&mut self, key: &str) -> Option<(&mut Option<Raw<'a>>, &'static str)> {
+        Some(match key {
+            "event_id" => (&mut self.event_id, "event_id"),
+            "type" => (&mut self.kind, "type"),
+            "account_id" => (&mut self.account_id, "account_id"),
+            "card_id" => (&mut self.card_id, "card_id"),
+            "amount" => (&mut self.amount, "amount"),
+            "currency" => (&mut self.currency, "currency"),
+            "mcc" => (&mut self.mcc, "mcc"),
+            "merchant_id" => (&mut self.merchant_id, "merchant_id"),
+            "partner_id" => (&mut self.partner_id, "partner_id"),
+            "channel" => (&mut self.channel, "channel"),
+            "occurred_at" => (&mut self.occurred_at, "occurred_at"),
+            "original_event_id" => (&mut self.original_event_id, "original_event_id"),
+            _ => return None,
+        })
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder {
+            buf: Vec::with_capacity(1024 + INPUT_PADDING),
+            buffers: Buffers::new(1024),
+            tape: Some(Tape::null()),
+        }
+    }
+
+    /// Decodes one event. The result borrows this decoder's buffer until
+    /// the next call.
+    pub fn decode<'a>(&'a mut self, input: &[u8]) -> Result<Event<'a>, DecodeError> {
+        if input.len() > MAX_EVENT_BYTES {
+            return Err(DecodeError::TooLarge { size: input.len(), max: MAX_EVENT_BYTES });
+        }
+        let Decoder { buf, buffers, tape } = self;
+        buf.clear();
+        buf.extend_from_slice(input);
+        buf.resize(input.len() + INPUT_PADDING, 0);
+        let mut nodes: Tape<'a> = tape.take().unwrap_or_else(Tape::null).reset();
+        let parsed = simd_json::fill_tape_padded(buf.as_mut_slice(), input.len(), buffers, &mut nodes);
+        let result = match parsed {
+            Ok(()) => read_fields(&nodes.0).and_then(|fields| {
+                build_event(fields, |node| {
+                    float_digits(input, buffers.structural_indexes(), node)
+                        .map_or(Err(AmountError::NotANumber), |text| money::parse_amount(text, true))
+                })
+            }),
+            Err(e) => Err(match e.error() {
+                simd_json::ErrorType::InvalidUtf8 => DecodeError::NotUtf8,
+                _ => DecodeError::Malformed(e.to_string()),
+            }),
+        };
+        *tape = Some(nodes.reset());
+        result
+    }
+}
+
+/// Walks the top-level object, keeping the known fields.
+fn read_fields<'a>(nodes: &[Node<'a>]) -> Result<Fields<'a>, DecodeError> {
+    let Some(Node::Object { len, .. }) = nodes.first() else {
+        return Err(DecodeError::NotAnObject);
+    };
+    let mut fields = Fields::default();
+    let mut i = 1;
+    for _ in 0..*len {
+        let Some(Node::String(key)) = nodes.get(i) else {
+            return Err(DecodeError::Malformed("object key expected".into()));
+        };
+        let value_at = i + 1;
+        let (raw, skip) = match nodes.get(value_at) {
+            Some(Node::String(s)) => (Some(Raw::Str(s)), 1),
+            Some(Node::Static(StaticNode::U64(n))) => (Some(Raw::Unsigned(*n)), 1),
+            Some(Node::Static(StaticNode::I64(n))) => (Some(Raw::Signed(*n)), 1),
+            Some(Node::Static(StaticNode::F64(_))) => (Some(Raw::Float(value_at)), 1),
+            Some(Node::Static(StaticNode::Bool(_))) => (Some(Raw::Bool), 1),
+            // null means "absent", as for an optional field left out.
+            Some(Node::Static(StaticNode::Null)) => (None, 1),
+            Some(Node::Object { count, .. }) => (Some(Raw::Object), 1 + count),
+            Some(Node::Array { count, .. }) => (Some(Raw::Array), 1 + count),
+            None => return Err(DecodeError::Malformed("object value expected".into())),
+        };
+        if let Some((slot, name)) = fields.slot(key) {
+            if slot.is_some() {
+                return Err(DecodeError::DuplicateField(name));
+            }
+            *slot = raw;
+        }
+        i = value_at + skip;
+    }
+    Ok(fields)
+}
+
+/// The original digits of the number at tape node `node`: the tape has one
+/// node per structural character except `:`, `,`, `}` and `]`, so the
+/// node's structural index gives its byte offset in the input.
+fn float_digits<'i>(input: &'i [u8], structurals: &[u32], node: usize) -> Option<&'i str> {
+    let start = structurals
+        .iter()
+        .map(|&at| at as usize)
+        .filter(|&at| !matches!(input.get(at), Some(b':' | b',' | b'}' | b']')))
+        .nth(node)?;
+    let rest = input.get(start..)?;
+    let len = rest
+        .iter()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..len]).ok()
+}
+
+fn wrong(field: &'static str, expected: &'static str, raw: &Raw<'_>) -> DecodeError {
+    DecodeError::WrongType { field, expected, found: raw.type_name() }
+}
+
+fn string<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(Raw::Str(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong(field, "a string", &other)),
+    }
+}
+
+/// An identifier: a non-empty string of at most 128 bytes without control
+/// characters (they would corrupt keys and log lines).
+fn id<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
+    let Some(s) = string(raw, field)? else { return Ok(None) };
+    if s.is_empty() {
+        return Err(DecodeError::Invalid { field, problem: "must not be empty" });
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(DecodeError::Invalid { field, problem: "is longer than 128 bytes" });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(DecodeError::Invalid { field, problem: "contains control characters" });
+    }
+    Ok(Some(s))
+}
+
+fn required<T>(value: Option<T>, field: &'static str) -> Result<T, DecodeError> {
+    value.ok_or(DecodeError::MissingField(field))
+}
+
+fn currency<'a>(raw: Option<Raw<'a>>) -> Result<Option<&'a str>, DecodeError> {
+    let Some(s) = string(raw, "currency")? else { return Ok(None) };
+    if s.len() != 3 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(DecodeError::Invalid {
+            field: "currency",
+            problem: "must be a 3-letter ISO 4217 code such as RUB",
+        });
+    }
+    Ok(Some(s))
+}
+
+fn amount(
+    raw: Option<Raw<'_>>,
+    parse_float: impl Fn(usize) -> Result<Decimal, AmountError>,
+) -> Result<Option<Decimal>, DecodeError> {
+    let problem = |problem| DecodeError::Amount { field: "amount", problem };
+    let value = match raw {
+        None => return Ok(None),
+        Some(Raw::Str(s)) => money::parse_amount(s, false),
+        Some(Raw::Unsigned(n)) => money::check_amount(Decimal::from(n)),
+        Some(Raw::Signed(n)) => money::check_amount(Decimal::from(n)),
+        Some(Raw::Float(node)) => parse_float(node),
+        Some(other) => return Err(wrong("amount", "a decimal string or number", &other)),
+    };
+    value.map(Some).map_err(problem)
+}
+
+fn mcc(raw: Option<Raw<'_>>) -> Result<Option<Mcc>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(Raw::Str(s)) => Mcc::parse(s).map(Some).ok_or(DecodeError::Mcc),
+        Some(Raw::Unsigned(n)) if n <= 9999 => Ok(Some(Mcc(n as u16))),
+        Some(Raw::Unsigned(_) | Raw::Signed(_) | Raw::Float(_)) => Err(DecodeError::Mcc),
+        Some(other) => Err(wrong("mcc", "a 4-digit string", &other)),
+    }
+}
+
+fn build_event<'a>(
+    f: Fields<'a>,
+    parse_float: impl Fn(usize) -> Result<Decimal, AmountError>,
+) -> Result<Event<'a>, DecodeError> {
+    let kind_name = required(string(f.kind, "type")?, "type")?;
+    let kind = EventKind::from_name(kind_name)
+        .ok_or_else(|| DecodeError::UnknownType(kind_name.chars().take(32).collect()))?;
+    let event_id = required(id(f.event_id, "event_id")?, "event_id")?;
+    let account_id = required(id(f.account_id, "account_id")?, "account_id")?;
+    let occurred_at = required(string(f.occurred_at, "occurred_at")?, "occurred_at")?;
+    let occurred_at = Timestamp::parse_rfc3339(occurred_at).map_err(DecodeError::Time)?;
+    let amount = amount(f.amount, parse_float)?;
+    let currency = currency(f.currency)?;
+    let original_event_id = id(f.original_event_id, "original_event_id")?;
+    let body = match kind {
+        EventKind::Purchase => EventBody::Purchase(Purchase {
+            amount: required(amount, "amount")?,
+            currency: required(currency, "currency")?,
+            mcc: required(mcc(f.mcc)?, "mcc")?,
+            merchant_id: required(id(f.merchant_id, "merchant_id")?, "merchant_id")?,
+            partner_id: id(f.partner_id, "partner_id")?,
+            channel: id(f.channel, "channel")?,
+            card_id: id(f.card_id, "card_id")?,
+        }),
+        EventKind::Refund => EventBody::Refund(Refund {
+            original_event_id: required(original_event_id, "original_event_id")?,
+            amount: required(amount, "amount")?,
+            currency: required(currency, "currency")?,
+        }),
+        EventKind::Reversal => {
+            if amount.is_some() && currency.is_none() {
+                return Err(DecodeError::MissingField("currency"));
+            }
+            EventBody::Reversal(Reversal {
+                original_event_id: required(original_event_id, "original_event_id")?,
+                amount,
+                currency,
+            })
+        }
+    };
+    Ok(Event { event_id, account_id, occurred_at, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const PURCHASE: &str = r#"{"event_id":"e-1","type":"purchase","account_id":"acc-42","card_id":"c-9","amount":"1234.56","currency":"RUB","mcc":"5411","merchant_id":"m-7","partner_id":null,"channel":"pos","occurred_at":"2026-11-20T14:03:00+03:00","extra":{"nested":[1,2,{"x":"y"}]}}"#;
+
+    fn purchase_amount(ev: &Event<'_>) -> Decimal {
+        match &ev.body {
+            EventBody::Purchase(p) => p.amount,
+            other => panic!("not a purchase: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_a_purchase() {
+        let mut d = Decoder::new();
+        let ev = d.decode(PURCHASE.as_bytes()).unwrap();
+        assert_eq!(ev.event_id, "e-1");
+        assert_eq!(ev.account_id, "acc-42");
+        assert_eq!(ev.occurred_at.to_string(), "2026-11-20T11:03:00Z");
+        let EventBody::Purchase(p) = &ev.body else { panic!() };
+        assert_eq!(p.amount, Decimal::from_str("1234.56").unwrap());
+        assert_eq!(p.mcc, Mcc(5411));
+        assert_eq!(p.merchant_id, "m-7");
+        assert_eq!(p.partner_id, None);
+        assert_eq!(p.channel, Some("pos"));
+        assert_eq!(p.card_id, Some("c-9"));
+    }
+
+    #[test]
+    fn number_amounts_are_read_from_their_digits() {
+        let mut d = Decoder::new();
+        for (json, expect) in [
+            ("1234.56", "1234.56"),
+            ("0.1", "0.1"),
+            ("100", "100"),
+            ("1.5e2", "150"),
+            ("99999999999.999999", "99999999999.999999"),
+        ] {
+            // Escaped strings before the number shift nothing: unescaping
+            // happens inside string bounds.
+            let line = format!(
+                r#"{{"event_id":"a\"b\u00e9","type":"purchase","account_id":"x","nested":{{"k":[1.25,{{"z":2.5}}]}},"amount":{json},"currency":"RUB","mcc":5411,"merchant_id":"m","occurred_at":"2026-11-20T14:03:00Z"}}"#
+            );
+            let ev = d.decode(line.as_bytes()).unwrap();
+            assert_eq!(ev.event_id, "a\"bé");
+            assert_eq!(purchase_amount(&ev), Decimal::from_str(expect).unwrap(), "{json}");
+        }
+    }
+
+    #[test]
+    fn float_amount_precision_beyond_f64_is_kept_or_refused() {
+        let mut d = Decoder::new();
+        let line = r#"{"event_id":"e","type":"purchase","account_id":"a","amount":12345678901.123457,"currency":"RUB","mcc":"5411","merchant_id":"m","occurred_at":"2026-11-20T14:03:00Z"}"#;
+        let ev = d.decode(line.as_bytes()).unwrap();
+        assert_eq!(purchase_amount(&ev), Decimal::from_str("12345678901.123457").unwrap());
+        let huge = line.replace("12345678901.123457", "1e30");
+        assert!(matches!(
+            d.decode(huge.as_bytes()),
+            Err(DecodeError::Amount { problem: AmountError::TooLarge, .. })
+        ));
+    }
+
+    #[test]
+    fn refund_and_reversal() {
+        let mut d = Decoder::new();
+        let refund = r#"{"event_id":"r-1","type":"refund","account_id":"a","original_event_id":"e-1","amount":"10.00","currency":"RUB","occurred_at":"2026-11-21T00:00:00Z"}"#;
+        let ev = d.decode(refund.as_bytes()).unwrap();
+        assert_eq!(
+            ev.body,
+            EventBody::Refund(Refund {
+                original_event_id: "e-1",
+                amount: Decimal::from(10),
+                currency: "RUB"
+            })
+        );
+        let reversal = r#"{"event_id":"v-1","type":"reversal","account_id":"a","original_event_id":"e-1","occurred_at":"2026-11-21T00:00:00Z"}"#;
+        let ev = d.decode(reversal.as_bytes()).unwrap();
+        assert_eq!(
+            ev.body,
+            EventBody::Reversal(Reversal { original_event_id: "e-1", amount: None, currency: None })
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut d = Decoder::new();
+        let base = PURCHASE;
+        let cases: Vec<(String, DecodeError)> = vec![
+            (base.replace(r#""amount":"1234.56","#, ""), DecodeError::MissingField("amount")),
+            (base.replace(r#""1234.56""#, "true"), DecodeError::WrongType {
+                field: "amount",
+                expected: "a decimal string or number",
+                found: "a boolean",
+            }),
+            (base.replace(r#""1234.56""#, r#""-5""#), DecodeError::Amount {
+                field: "amount",
+                problem: AmountError::Negative,
+            }),
+            (base.replace(r#""1234.56""#, "-5"), DecodeError::Amount {
+                field: "amount",
+                problem: AmountError::Negative,
+            }),
+            (base.replace(r#""5411""#, r#""54111""#), DecodeError::Mcc),
+            (base.replace(r#""5411""#, "12345"), DecodeError::Mcc),
+            (base.replace(r#""purchase""#, r#""gift""#), DecodeError::UnknownType("gift".into())),
+            (base.replace(r#""RUB""#, r#""rub""#), DecodeError::Invalid {
+                field: "currency",
+                problem: "must be a 3-letter ISO 4217 code such as RUB",
+            }),
+            (base.replace(r#""acc-42""#, r#""""#), DecodeError::Invalid {
+                field: "account_id",
+                problem: "must not be empty",
+            }),
+            (base.replace(r#""event_id":"e-1","#, r#""event_id":"e-1","event_id":"e-2","#), {
+                DecodeError::DuplicateField("event_id")
+            }),
+            ("[1,2]".into(), DecodeError::NotAnObject),
+            ("\"purchase\"".into(), DecodeError::NotAnObject),
+        ];
+        for (line, expect) in cases {
+            assert_eq!(d.decode(line.as_bytes()).unwrap_err(), expect, "{line}");
+        }
+        assert!(matches!(d.decode(b"{\"event_id\":"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(d.decode(b""), Err(DecodeError::Malformed(_))));
+        assert_eq!(d.decode(b"{\"event_id\":\"\xff\"}").unwrap_err(), DecodeError::NotUtf8);
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert!(matches!(d.decode(&big), Err(DecodeError::TooLarge { .. })));
+        // A bad event does not poison the decoder.
+        assert!(d.decode(PURCHASE.as_bytes()).is_ok());
+    }
+}

@@ -1,0 +1,181 @@
+//! Input events: the card transactions a bank streams in, one JSON object
+//! per line or per Kafka message. The schema is documented in
+//! `docs/events.md`.
+
+mod decode;
+
+pub use decode::Decoder;
+
+use crate::money::AmountError;
+use crate::time::{TimeError, Timestamp};
+use rust_decimal::Decimal;
+
+/// A merchant category code (ISO 18245), 0000-9999.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mcc(pub u16);
+
+impl Mcc {
+    pub fn parse(text: &str) -> Option<Mcc> {
+        let b = text.as_bytes();
+        if b.len() != 4 || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(Mcc(b.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'))))
+    }
+}
+
+impl std::fmt::Display for Mcc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}", self.0)
+    }
+}
+
+/// What happened. The lifecycle events (`redemption`, `enrollment`,
+/// `referral`, `category_choice`, `clock`) extend this enum and
+/// [`EventBody`] side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Purchase,
+    Refund,
+    Reversal,
+}
+
+impl EventKind {
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        match name {
+            "purchase" => Some(EventKind::Purchase),
+            "refund" => Some(EventKind::Refund),
+            "reversal" => Some(EventKind::Reversal),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Purchase => "purchase",
+            EventKind::Refund => "refund",
+            EventKind::Reversal => "reversal",
+        }
+    }
+}
+
+/// A decoded event. Strings borrow from the decoder's buffer, so decoding
+/// allocates nothing per event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    pub event_id: &'a str,
+    pub account_id: &'a str,
+    pub occurred_at: Timestamp,
+    pub body: EventBody<'a>,
+}
+
+impl Event<'_> {
+    pub fn kind(&self) -> EventKind {
+        match self.body {
+            EventBody::Purchase(_) => EventKind::Purchase,
+            EventBody::Refund(_) => EventKind::Refund,
+            EventBody::Reversal(_) => EventKind::Reversal,
+        }
+    }
+}
+
+/// The fields each event type requires, checked at decode time so the
+/// core never meets a purchase without an amount.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody<'a> {
+    Purchase(Purchase<'a>),
+    Refund(Refund<'a>),
+    Reversal(Reversal<'a>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Purchase<'a> {
+    pub amount: Decimal,
+    pub currency: &'a str,
+    pub mcc: Mcc,
+    pub merchant_id: &'a str,
+    pub partner_id: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub card_id: Option<&'a str>,
+}
+
+/// A (possibly partial) refund of an earlier purchase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refund<'a> {
+    pub original_event_id: &'a str,
+    pub amount: Decimal,
+    pub currency: &'a str,
+}
+
+/// A reversal of an earlier purchase's authorisation; without an amount it
+/// reverses whatever of the purchase is not yet refunded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reversal<'a> {
+    pub original_event_id: &'a str,
+    pub amount: Option<Decimal>,
+    pub currency: Option<&'a str>,
+}
+
+/// Why an event could not be decoded: which field, what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event is {size} bytes, more than the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("event is not valid UTF-8")]
+    NotUtf8,
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("event is not a JSON object")]
+    NotAnObject,
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}`: expected {expected}, found {found}")]
+    WrongType { field: &'static str, expected: &'static str, found: &'static str },
+    #[error("field `{0}` appears more than once")]
+    DuplicateField(&'static str),
+    #[error("field `{field}` {problem}")]
+    Amount { field: &'static str, problem: AmountError },
+    #[error("field `mcc`: must be a 4-digit merchant category code")]
+    Mcc,
+    #[error("field `occurred_at` {0}")]
+    Time(TimeError),
+    #[error("field `type`: unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("field `{field}`: {problem}")]
+    Invalid { field: &'static str, problem: &'static str },
+}
+
+impl DecodeError {
+    /// A low-cardinality label for metrics and the dead-letter header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotUtf8 => "not_utf8",
+            DecodeError::Malformed(_) => "malformed_json",
+            DecodeError::NotAnObject => "not_an_object",
+            DecodeError::MissingField(_) => "missing_field",
+            DecodeError::WrongType { .. } => "wrong_type",
+            DecodeError::DuplicateField(_) => "duplicate_field",
+            DecodeError::Amount { .. } => "invalid_amount",
+            DecodeError::Mcc => "invalid_mcc",
+            DecodeError::Time(_) => "invalid_timestamp",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::Invalid { .. } => "invalid_field",
+        }
+    }
+
+    /// The field at fault, when there is one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            DecodeError::MissingField(f)
+            | DecodeError::DuplicateField(f)
+            | DecodeError::WrongType { field: f, .. }
+            | DecodeError::Amount { field: f, .. }
+            | DecodeError::Invalid { field: f, .. } => Some(f),
+            DecodeError::Mcc => Some("mcc"),
+            DecodeError::Time(_) => Some("occurred_at"),
+            DecodeError::UnknownType(_) => Some("type"),
+            _ => None,
+        }
+    }
+}

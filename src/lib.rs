@@ -1,0 +1,23 @@
+//! accrual: a high-throughput, exactly-once accrual engine for card
+//! transaction streams.
+//!
+//! The pieces, from the inside out:
+//! - [`money`], [`time`]: exact decimals and event-time calendars;
+//! - [`events`]: input events and their decoder;
+//! - [`rules`]: the rules language, validated and compiled;
+//! - [`state`]: per-account state and its binary encoding;
+//! - [`accrue`]: the pure, deterministic core;
+//! - [`store`]: the RocksDB ledger;
+//! - [`pipeline`]: batch processing shared by every driver;
+//! - [`simulate`], [`datagen`]: the file-based backtest and the data generator.
+
+pub mod accrue;
+pub mod events;
+pub mod datagen;
+pub mod money;
+pub mod pipeline;
+pub mod rules;
+pub mod simulate;
+pub mod state;
+pub mod store;
+pub mod time;

@@ -1,0 +1,301 @@
+//! Exact decimal money: strict parsing and explicit rounding.
+//!
+//! Amounts never pass through `f64`. Parsing builds the mantissa digit by
+//! digit, so `"1234.56"` and the JSON number `1234.56` are the same exact
+//! value, and anything out of range is a typed error instead of a silent
+//! approximation.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Largest amount an event may carry (one trillion units): far above any card
+/// transaction, and small enough that every rule computation fits in a
+/// `Decimal` without overflow.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 1e12
+
+/// Most decimal places an amount may carry.
+pub const MAX_SCALE: u32 = 6;
+
+/// Why a decimal could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("is empty")]
+    Empty,
+    #[error("is not a decimal number")]
+    NotANumber,
+    #[error("is negative")]
+    Negative,
+    #[error("must be greater than zero")]
+    Zero,
+    #[error("exceeds the maximum of 1000000000000")]
+    TooLarge,
+    #[error("has more than {MAX_SCALE} decimal places")]
+    TooPrecise,
+}
+
+/// Parses a plain decimal (`123`, `123.45`; with `allow_exponent`, also the
+/// JSON forms `1.2345e2` and `-0`). No sign other than a leading `-`, no
+/// whitespace, no thousands separators. Negative values are reported as
+/// [`AmountError::Negative`] so callers can say so.
+pub fn parse_decimal(text: &str, allow_exponent: bool) -> Result<Decimal, AmountError> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return Err(AmountError::Empty);
+    }
+    let (negative, digits) = match bytes[0] {
+        b'-' => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut mantissa: u128 = 0;
+    let mut significant = 0u32;
+    let mut scale: i64 = 0;
+    let mut seen_digit = false;
+    let mut seen_point = false;
+    let mut i = 0;
+    while i < digits.len() {
+        let c = digits[i];
+        match c {
+            b'0'..=b'9' => {
+                seen_digit = true;
+                if mantissa != 0 || c != b'0' {
+                    significant += 1;
+                }
+                // 29 significant digits exceed what a Decimal holds.
+                if significant > 28 {
+                    return Err(AmountError::TooLarge);
+                }
+                mantissa = mantissa * 10 + u128::from(c - b'0');
+                if seen_point {
+                    scale += 1;
+                }
+            }
+            b'.' if !seen_point && seen_digit => {
+                seen_point = true;
+                if i + 1 == digits.len() {
+                    return Err(AmountError::NotANumber);
+                }
+            }
+            b'e' | b'E' if allow_exponent && seen_digit => break,
+            _ => return Err(AmountError::NotANumber),
+        }
+        i += 1;
+    }
+    if !seen_digit {
+        return Err(AmountError::NotANumber);
+    }
+    if i < digits.len() {
+        // Exponent part: e[+-]digits
+        let exp_text = &digits[i + 1..];
+        let (exp_negative, exp_digits) = match exp_text.first() {
+            Some(b'-') => (true, &exp_text[1..]),
+            Some(b'+') => (false, &exp_text[1..]),
+            _ => (false, exp_text),
+        };
+        if exp_digits.is_empty() || exp_digits.len() > 4 {
+            return Err(if exp_digits.is_empty() {
+                AmountError::NotANumber
+            } else {
+                AmountError::TooLarge
+            });
+        }
+        let mut exp: i64 = 0;
+        for &d in exp_digits {
+            if !d.is_ascii_digit() {
+                return Err(AmountError::NotANumber);
+            }
+            exp = exp * 10 + i64::from(d - b'0');
+        }
+        scale += if exp_negative { exp } else { -exp };
+    }
+    if mantissa == 0 {
+        return Ok(Decimal::ZERO);
+    }
+    if negative {
+        return Err(AmountError::Negative);
+    }
+    // Fold a negative scale (positive exponent) into the mantissa.
+    while scale < 0 {
+        mantissa = mantissa.checked_mul(10).ok_or(AmountError::TooLarge)?;
+        scale += 1;
+    }
+    // Trailing zeros after the point carry no value.
+    while scale > 0 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    if scale > i64::from(MAX_SCALE) {
+        return Err(AmountError::TooPrecise);
+    }
+    let mantissa = i128::try_from(mantissa).map_err(|_| AmountError::TooLarge)?;
+    Decimal::try_from_i128_with_scale(mantissa, scale as u32).map_err(|_| AmountError::TooLarge)
+}
+
+/// Parses an event amount: a positive decimal no larger than [`MAX_AMOUNT`].
+pub fn parse_amount(text: &str, allow_exponent: bool) -> Result<Decimal, AmountError> {
+    let value = parse_decimal(text, allow_exponent)?;
+    check_amount(value)
+}
+
+/// Checks the range of an event amount obtained some other way (an integer).
+pub fn check_amount(value: Decimal) -> Result<Decimal, AmountError> {
+    if value.is_sign_negative() && !value.is_zero() {
+        Err(AmountError::Negative)
+    } else if value.is_zero() {
+        Err(AmountError::Zero)
+    } else if value > MAX_AMOUNT {
+        Err(AmountError::TooLarge)
+    } else {
+        Ok(value)
+    }
+}
+
+/// How a computed reward is rounded to its step. Floor is the banking
+/// default: the customer never gets a fraction of a kopeck they did not earn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoundingMode {
+    #[default]
+    Floor,
+    HalfUp,
+    Ceiling,
+}
+
+impl fmt::Display for RoundingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RoundingMode::Floor => "floor",
+            RoundingMode::HalfUp => "half-up",
+            RoundingMode::Ceiling => "ceiling",
+        })
+    }
+}
+
+/// Rounds `value` to a multiple of `step` (`0.01`, `1`, `10`...).
+/// Returns `None` only on arithmetic overflow, which callers report.
+pub fn round_to_step(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<Decimal> {
+    if step.is_zero() {
+        return Some(value);
+    }
+    let units = value.checked_div(step)?;
+    let rounded = match mode {
+        RoundingMode::Floor => units.floor(),
+        RoundingMode::Ceiling => units.ceil(),
+        RoundingMode::HalfUp => {
+            units.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
+        }
+    };
+    rounded.checked_mul(step)
+}
+
+/// The amount counted "per full N units": `value` floored to a multiple of `unit`.
+pub fn full_units(value: Decimal, unit: Decimal) -> Option<Decimal> {
+    round_to_step(value, unit, RoundingMode::Floor)
+}
+
+/// Sets the number of decimal places for output, so a balance is always
+/// written the same way (`61.70`, never `61.7` in one record and `61.700`
+/// in the next). Rounds toward zero only if the value carries more places,
+/// which the rules' rounding steps prevent.
+pub fn with_scale(value: Decimal, decimals: u32) -> Decimal {
+    let mut v = value.round_dp_with_strategy(decimals, RoundingStrategy::ToZero);
+    v.rescale(decimals);
+    v
+}
+
+/// The share of `total` that stays with the customer when `remaining` of
+/// `original` is still not refunded, rounded down to `step`. Used for
+/// proportional clawback and cap restoration so that successive partial
+/// refunds add up exactly to the whole.
+pub fn proportional_keep(
+    total: Decimal,
+    remaining: Decimal,
+    original: Decimal,
+    step: Decimal,
+) -> Option<Decimal> {
+    if remaining >= original {
+        return Some(total);
+    }
+    if remaining <= Decimal::ZERO || original <= Decimal::ZERO {
+        return Some(Decimal::ZERO);
+    }
+    let share = total.checked_mul(remaining)?.checked_div(original)?;
+    round_to_step(share, step, RoundingMode::Floor).map(|v| v.min(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn parses_plain_decimals_exactly() {
+        assert_eq!(parse_amount("1234.56", false), Ok(d("1234.56")));
+        assert_eq!(parse_amount("0.01", false), Ok(d("0.01")));
+        assert_eq!(parse_amount("100", false), Ok(d("100")));
+        assert_eq!(parse_amount("100.500", false), Ok(d("100.5")));
+        assert_eq!(parse_amount("000100.10", false), Ok(d("100.1")));
+    }
+
+    #[test]
+    fn json_exponents_are_exact() {
+        assert_eq!(parse_amount("1.23456e2", true), Ok(d("123.456")));
+        assert_eq!(parse_amount("5E3", true), Ok(d("5000")));
+        assert_eq!(parse_amount("12345e-2", true), Ok(d("123.45")));
+        assert_eq!(parse_amount("1e2", false), Err(AmountError::NotANumber));
+    }
+
+    #[test]
+    fn rejects_bad_amounts_with_reasons() {
+        assert_eq!(parse_amount("", false), Err(AmountError::Empty));
+        assert_eq!(parse_amount("-5", false), Err(AmountError::Negative));
+        assert_eq!(parse_amount("0", false), Err(AmountError::Zero));
+        assert_eq!(parse_amount("-0.00", false), Err(AmountError::Zero));
+        assert_eq!(parse_amount("1.", false), Err(AmountError::NotANumber));
+        assert_eq!(parse_amount(".5", false), Err(AmountError::NotANumber));
+        assert_eq!(parse_amount("1,5", false), Err(AmountError::NotANumber));
+        assert_eq!(parse_amount(" 1", false), Err(AmountError::NotANumber));
+        assert_eq!(parse_amount("+1", false), Err(AmountError::NotANumber));
+        assert_eq!(parse_amount("NaN", false), Err(AmountError::NotANumber));
+        assert_eq!(parse_amount("1000000000000.01", false), Err(AmountError::TooLarge));
+        assert_eq!(parse_amount("1e400", true), Err(AmountError::TooLarge));
+        assert_eq!(
+            parse_amount("99999999999999999999999999999999", false),
+            Err(AmountError::TooLarge)
+        );
+        assert_eq!(parse_amount("1.0000001", false), Err(AmountError::TooPrecise));
+        assert_eq!(parse_amount("1000000000000", false), Ok(MAX_AMOUNT));
+    }
+
+    #[test]
+    fn rounding_modes() {
+        let step = d("0.01");
+        assert_eq!(round_to_step(d("61.7289"), step, RoundingMode::Floor), Some(d("61.72")));
+        assert_eq!(round_to_step(d("61.7211"), step, RoundingMode::Ceiling), Some(d("61.73")));
+        assert_eq!(round_to_step(d("61.725"), step, RoundingMode::HalfUp), Some(d("61.73")));
+        assert_eq!(round_to_step(d("61.7249"), step, RoundingMode::HalfUp), Some(d("61.72")));
+        assert_eq!(round_to_step(d("19.99"), d("1"), RoundingMode::Floor), Some(d("19")));
+        assert_eq!(full_units(d("1999.99"), d("100")), Some(d("1900")));
+    }
+
+    #[test]
+    fn proportional_keep_adds_up() {
+        let step = d("0.01");
+        // 10.00 earned on 300.00; refunds of 100 three times.
+        let k1 = proportional_keep(d("10.00"), d("200"), d("300"), step).unwrap();
+        let k2 = proportional_keep(d("10.00"), d("100"), d("300"), step).unwrap();
+        let k3 = proportional_keep(d("10.00"), d("0"), d("300"), step).unwrap();
+        assert_eq!((k1, k2, k3), (d("6.66"), d("3.33"), d("0")));
+    }
+
+    #[test]
+    fn scale_is_fixed_for_output() {
+        assert_eq!(with_scale(d("61.7"), 2).to_string(), "61.70");
+        assert_eq!(with_scale(d("12"), 0).to_string(), "12");
+        assert_eq!(with_scale(d("0"), 2).to_string(), "0.00");
+    }
+}

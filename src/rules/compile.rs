@@ -1,0 +1,605 @@
+//! Loading a rules file: TOML syntax, then each section and each rule
+//! deserialized on its own (so an error can name the rule), then semantic
+//! checks. Every problem found is reported, not only the first.
+
+use super::file::*;
+use super::{
+    Cap, Category, Conditions, DatedMccSet, Effect, Group, Item, MccSet, Partner, Problem, Program,
+    Rounding, Rule, Rules, RulesError,
+};
+use crate::time::{self, TzOffset, Weekday};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads and compiles a rules file.
+pub fn load(path: &Path) -> Result<Rules, RulesError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| RulesError::Read { file: file.clone(), source })?;
+    parse(&text, &file)
+}
+
+/// Compiles rules from TOML text; `file` names the source in errors.
+pub fn parse(text: &str, file: &str) -> Result<Rules, RulesError> {
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| RulesError::Syntax { file: file.to_string(), message: e.to_string() })?;
+    let mut problems = Problems::default();
+    let rules = read_sections(table, &mut problems).and_then(|def| compile(def, &mut problems));
+    match rules {
+        Some(rules) if problems.0.is_empty() => Ok(rules),
+        _ => Err(RulesError::Invalid { file: file.to_string(), problems: problems.0 }),
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, item: &Item, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { item: item.clone(), field: field.into(), message: message.into() });
+    }
+}
+
+/// Deserializes one item, returning the failing field's path on error.
+fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string().trim().to_string();
+        // serde reports a missing or unknown key at its parent: name the key.
+        let named_key = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| message.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next());
+        let field = match (named_key, path.as_str()) {
+            (Some(key), ".") => key.to_string(),
+            (Some(key), parent) => format!("{parent}.{key}"),
+            (None, path) => path.to_string(),
+        };
+        (field, message)
+    })
+}
+
+fn named<T: DeserializeOwned>(
+    value: Option<toml::Value>,
+    section: &str,
+    item: fn(String) -> Item,
+    problems: &mut Problems,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    match value {
+        None => {}
+        Some(toml::Value::Table(entries)) => {
+            for (name, value) in entries {
+                match typed::<T>(value) {
+                    Ok(v) => {
+                        out.insert(name, v);
+                    }
+                    Err((field, message)) => problems.add(&item(name), field, message),
+                }
+            }
+        }
+        Some(_) => problems.add(
+            &Item::File,
+            section,
+            format!("must be a table of named entries, [{section}.<name>]"),
+        ),
+    }
+    out
+}
+
+fn read_sections(mut table: toml::Table, problems: &mut Problems) -> Option<RulesFile> {
+    for key in table.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            problems.add(
+                &Item::File,
+                key.as_str(),
+                format!("unknown section, expected one of: {}", SECTIONS.join(", ")),
+            );
+        }
+    }
+    let settings = match table.remove("settings") {
+        None => {
+            problems.add(&Item::Settings, "settings", "missing section [settings]");
+            None
+        }
+        Some(value) => typed::<SettingsDef>(value)
+            .map_err(|(field, message)| problems.add(&Item::Settings, field, message))
+            .ok(),
+    };
+    let programs = named(table.remove("programs"), "programs", Item::Program, problems);
+    let categories = named(table.remove("categories"), "categories", Item::Category, problems);
+    let exclusions = named(table.remove("exclusions"), "exclusions", Item::Exclusion, problems);
+    let partners = named(table.remove("partners"), "partners", Item::Partner, problems);
+    let tiers = named(table.remove("tiers"), "tiers", Item::Tier, problems);
+    let caps = named(table.remove("caps"), "caps", Item::Cap, problems);
+    let mut rules = Vec::new();
+    match table.remove("rules") {
+        None => {}
+        Some(toml::Value::Array(list)) => {
+            for (i, value) in list.into_iter().enumerate() {
+                let label = value
+                    .get("id")
+                    .and_then(toml::Value::as_str)
+                    .map_or_else(|| format!("#{} (no id)", i + 1), str::to_string);
+                match typed::<RuleDef>(value) {
+                    Ok(rule) => rules.push(rule),
+                    Err((field, message)) => problems.add(&Item::Rule(label), field, message),
+                }
+            }
+        }
+        Some(_) => problems.add(&Item::File, "rules", "must be an array of tables, [[rules]]"),
+    }
+    Some(RulesFile {
+        settings: settings?,
+        programs,
+        categories,
+        exclusions,
+        partners,
+        tiers,
+        caps,
+        rules,
+    })
+}
+
+/// Names that end up in ids, keys and metric labels stay plain.
+fn check_name(name: &str, item: &Item, field: &str, problems: &mut Problems) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !ok {
+        problems.add(
+            item,
+            field,
+            format!("\"{name}\" must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"),
+        );
+    }
+}
+
+fn positive(value: Decimal, item: &Item, field: &str, problems: &mut Problems) {
+    if value <= Decimal::ZERO {
+        problems.add(item, field, format!("must be greater than zero, got {value}"));
+    }
+}
+
+fn compile_mcc_list(
+    def: &MccListDef,
+    tz: TzOffset,
+    item: &Item,
+    problems: &mut Problems,
+) -> DatedMccSet {
+    let mut versions = Vec::new();
+    match (&def.mcc, &def.versions) {
+        (Some(list), None) => match MccSet::parse(list) {
+            Ok(set) => versions.push((time::Timestamp(i64::MIN), set)),
+            Err(message) => problems.add(item, "mcc", message),
+        },
+        (None, Some(dated)) if !dated.is_empty() => {
+            for (i, version) in dated.iter().enumerate() {
+                let from = version.from.resolve(tz);
+                if versions.last().is_some_and(|(prev, _)| *prev >= from) {
+                    problems.add(
+                        item,
+                        format!("versions[{i}].from"),
+                        "versions must be in increasing order of `from`",
+                    );
+                }
+                match MccSet::parse(&version.mcc) {
+                    Ok(set) => versions.push((from, set)),
+                    Err(message) => problems.add(item, format!("versions[{i}].mcc"), message),
+                }
+            }
+        }
+        _ => problems.add(item, "mcc", "give exactly one of `mcc = [...]` or `[[...versions]]`"),
+    }
+    DatedMccSet::new(versions)
+}
+
+fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
+    let version = {
+        let canonical = serde_json::to_vec(&def).ok()?;
+        let digest = Sha256::digest(&canonical);
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Arc::<str>::from(hex)
+    };
+    let s = &def.settings;
+    let settings = Item::Settings;
+    if s.currency.len() != 3 || !s.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        problems.add(&settings, "currency", format!("\"{}\" is not a 3-letter ISO 4217 code", s.currency));
+    }
+    let timezone = match time::parse_offset(&s.timezone) {
+        Ok(seconds) => TzOffset(seconds),
+        Err(_) => {
+            problems.add(&settings, "timezone", format!("\"{}\" is not a UTC offset like \"+03:00\" or \"Z\"", s.timezone));
+            TzOffset(0)
+        }
+    };
+    for (field, days) in [("refund_window_days", s.refund_window_days), ("dedupe_window_days", s.dedupe_window_days)] {
+        if !(1..=3650).contains(&days) {
+            problems.add(&settings, field, format!("must be between 1 and 3650 days, got {days}"));
+        }
+    }
+
+    let mut programs = Vec::new();
+    let mut program_index = HashMap::new();
+    for (name, p) in &def.programs {
+        let item = Item::Program(name.clone());
+        check_name(name, &item, "name", problems);
+        let decimals = p.decimals.unwrap_or(match p.kind {
+            ProgramKind::Cashback => 2,
+            ProgramKind::Points => 0,
+        });
+        if decimals > crate::money::MAX_SCALE {
+            problems.add(&item, "decimals", format!("must be at most {}, got {decimals}", crate::money::MAX_SCALE));
+        }
+        if p.unit.trim().is_empty() {
+            problems.add(&item, "unit", "must not be empty");
+        }
+        program_index.insert(name.as_str(), programs.len());
+        programs.push(Program {
+            name: Arc::from(name.as_str()),
+            kind: p.kind,
+            unit: Arc::from(p.unit.as_str()),
+            decimals,
+        });
+    }
+
+    let mut lists = |defs: &BTreeMap<String, MccListDef>, item: fn(String) -> Item| -> Vec<Category> {
+        defs.iter()
+            .map(|(name, list)| {
+                let item = item(name.clone());
+                check_name(name, &item, "name", problems);
+                Category { name: name.clone(), mcc: compile_mcc_list(list, timezone, &item, problems) }
+            })
+            .collect()
+    };
+    let categories = lists(&def.categories, Item::Category);
+    let exclusions = lists(&def.exclusions, Item::Exclusion);
+    let category_index: HashMap<&str, usize> =
+        categories.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+
+    let mut partners = Vec::new();
+    let mut partner_ids = HashMap::new();
+    let mut partner_merchants = HashMap::new();
+    for (i, (name, p)) in def.partners.iter().enumerate() {
+        let item = Item::Partner(name.clone());
+        check_name(name, &item, "name", problems);
+        if p.partner_ids.is_empty() && p.merchant_ids.is_empty() {
+            problems.add(&item, "partner_ids", "give at least one partner id or merchant id");
+        }
+        for (field, ids, index) in [
+            ("partner_ids", &p.partner_ids, &mut partner_ids),
+            ("merchant_ids", &p.merchant_ids, &mut partner_merchants),
+        ] {
+            for id in ids {
+                if let Some(other) = index.insert(id.clone(), i) {
+                    if other != i {
+                        let other_name = def.partners.keys().nth(other).cloned().unwrap_or_default();
+                        problems.add(&item, field, format!("\"{id}\" already belongs to partner \"{other_name}\""));
+                    }
+                }
+            }
+        }
+        partners.push(Partner { name: name.clone() });
+    }
+    let partner_index: HashMap<&str, usize> =
+        def.partners.keys().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+
+    let tiers: Vec<String> = def.tiers.keys().cloned().collect();
+    for name in &tiers {
+        check_name(name, &Item::Tier(name.clone()), "name", problems);
+    }
+
+    let mut caps = Vec::new();
+    let mut cap_index = HashMap::new();
+    let mut cap_program = Vec::new();
+    for (name, c) in &def.caps {
+        let item = Item::Cap(name.clone());
+        check_name(name, &item, "name", problems);
+        positive(c.limit.0, &item, "limit", problems);
+        let program = c.program.as_ref().and_then(|p| {
+            let found = program_index.get(p.as_str()).copied();
+            if found.is_none() {
+                problems.add(&item, "program", format!("unknown program \"{p}\""));
+            }
+            found
+        });
+        cap_index.insert(name.as_str(), caps.len());
+        cap_program.push(program);
+        caps.push(Cap { id: Arc::from(name.as_str()), limit: c.limit.0, period: c.period, measure: c.measure });
+    }
+
+    let mut rule_index = HashMap::new();
+    for (i, r) in def.rules.iter().enumerate() {
+        let item = Item::Rule(r.id.clone());
+        check_name(&r.id, &item, "id", problems);
+        if rule_index.insert(r.id.as_str(), i).is_some() {
+            problems.add(&item, "id", "another rule has the same id");
+        }
+    }
+
+    let mut rules = Vec::with_capacity(def.rules.len());
+    let mut group_names: Vec<Option<Arc<str>>> = Vec::with_capacity(def.rules.len());
+    for r in &def.rules {
+        let item = Item::Rule(r.id.clone());
+        let Some(&program) = program_index.get(r.program.as_str()) else {
+            problems.add(&item, "program", format!("unknown program \"{}\"", r.program));
+            continue;
+        };
+        let when = compile_conditions(&r.when, timezone, &item, &category_index, &partner_index, &tiers, problems);
+        let effect = match &r.effect {
+            EffectDef::Percent(p) => {
+                if p.0 <= Decimal::ZERO || p.0 > Decimal::ONE_HUNDRED {
+                    problems.add(&item, "effect.percent", format!("must be above 0 and at most 100, got {}", p.0));
+                }
+                Effect::Percent { percent: p.0, fraction: p.0 / Decimal::ONE_HUNDRED }
+            }
+            EffectDef::Fixed(v) => {
+                positive(v.0, &item, "effect.fixed", problems);
+                Effect::Fixed(v.0)
+            }
+            EffectDef::PerUnit { every, award } => {
+                positive(every.0, &item, "effect.per_unit.every", problems);
+                positive(award.0, &item, "effect.per_unit.award", problems);
+                Effect::PerUnit { every: every.0, award: award.0 }
+            }
+            EffectDef::Multiply { rule, factor } => {
+                if factor.0 <= Decimal::ONE {
+                    problems.add(&item, "effect.multiply.factor", format!("must be greater than 1, got {}", factor.0));
+                }
+                let target = rule_index.get(rule.as_str()).copied();
+                match target {
+                    None => problems.add(&item, "effect.multiply.rule", format!("unknown rule \"{rule}\"")),
+                    Some(t) if def.rules[t].id == r.id => {
+                        problems.add(&item, "effect.multiply.rule", "a rule cannot multiply itself")
+                    }
+                    Some(t) if def.rules[t].program != r.program => problems.add(
+                        &item,
+                        "effect.multiply.rule",
+                        format!("rule \"{rule}\" pays into program \"{}\", not \"{}\"", def.rules[t].program, r.program),
+                    ),
+                    Some(_) => {}
+                }
+                if r.group.is_some() {
+                    problems.add(&item, "group", "a multiply rule cannot be in an exclusive group");
+                }
+                Effect::Multiply { rule: target.unwrap_or(usize::MAX), factor: factor.0 }
+            }
+        };
+        let decimals = programs[program].decimals;
+        let step = r.rounding.step.map_or_else(|| Decimal::new(1, decimals), |s| s.0);
+        positive(step, &item, "rounding.step", problems);
+        if step.normalize().scale() > decimals {
+            problems.add(
+                &item,
+                "rounding.step",
+                format!("{step} is finer than program \"{}\" keeps ({decimals} decimal places)", r.program),
+            );
+        }
+        if let Some(unit) = r.rounding.per_full {
+            positive(unit.0, &item, "rounding.per_full", problems);
+        }
+        let mut rule_caps = Vec::new();
+        for name in &r.caps {
+            match cap_index.get(name.as_str()) {
+                None => problems.add(&item, "caps", format!("unknown cap \"{name}\"")),
+                Some(&c) => {
+                    if cap_program[c].is_some_and(|p| p != program) {
+                        problems.add(&item, "caps", format!("cap \"{name}\" belongs to another program"));
+                    }
+                    let spend = caps[c].measure == CapMeasure::Spend;
+                    if spend && matches!(r.effect, EffectDef::Fixed(_) | EffectDef::Multiply { .. }) {
+                        problems.add(
+                            &item,
+                            "caps",
+                            format!("spend cap \"{name}\" needs an effect computed from the amount (percent or per_unit)"),
+                        );
+                    }
+                    rule_caps.push(c);
+                }
+            }
+        }
+        for (c, p) in cap_program.iter().enumerate() {
+            let spend_mismatch = caps[c].measure == CapMeasure::Spend
+                && matches!(r.effect, EffectDef::Fixed(_) | EffectDef::Multiply { .. });
+            if *p == Some(program) && !rule_caps.contains(&c) && !spend_mismatch {
+                rule_caps.push(c);
+            }
+        }
+        rule_caps.sort_unstable();
+        if let Some(g) = &r.group {
+            check_name(g, &item, "group", problems);
+        }
+        group_names.push(r.group.as_deref().map(Arc::from));
+        rules.push(Rule {
+            id: Arc::from(r.id.as_str()),
+            program,
+            priority: r.priority,
+            group: None,
+            when,
+            effect,
+            rounding: Rounding { mode: r.rounding.mode, step, per_full: r.rounding.per_full.map(|u| u.0) },
+            caps: rule_caps,
+        });
+    }
+    if !problems.0.is_empty() {
+        return None;
+    }
+
+    // A reward cap adds up amounts of one unit: its rules share a program.
+    for (c, cap) in caps.iter().enumerate() {
+        let programs_using: BTreeSet<usize> =
+            rules.iter().filter(|r| r.caps.contains(&c)).map(|r| r.program).collect();
+        if programs_using.len() > 1 {
+            problems.add(&Item::Cap(cap.id.to_string()), "program", "rules of different programs use this cap");
+        }
+    }
+    let mut group_programs: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+    for (r, g) in rules.iter().zip(&group_names) {
+        if let Some(g) = g {
+            group_programs.entry(g).or_default().insert(r.program);
+        }
+    }
+    for (group, programs_in) in &group_programs {
+        if programs_in.len() > 1 {
+            let first = rules.iter().zip(&group_names).find(|(_, g)| g.as_deref() == Some(*group));
+            problems.add(
+                &Item::Rule(first.map(|(r, _)| r.id.to_string()).unwrap_or_default()),
+                "group",
+                format!("exclusive group \"{group}\" mixes programs; values of different units cannot be compared"),
+            );
+        }
+    }
+    let mut groups: Vec<Group> = group_programs
+        .keys()
+        .map(|name| Group { name: Arc::from(*name), members: Vec::new() })
+        .collect();
+    for (rule, name) in rules.iter_mut().zip(&group_names) {
+        rule.group = name.as_deref().and_then(|n| groups.iter().position(|g| &*g.name == n));
+    }
+
+    let rules = evaluation_order(rules, problems)?;
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(g) = rule.group {
+            groups[g].members.push(i);
+        }
+    }
+    if !problems.0.is_empty() {
+        return None;
+    }
+    Some(Rules {
+        version,
+        name: s.name.clone(),
+        currency: s.currency.clone(),
+        timezone,
+        refund_window_ms: i64::from(s.refund_window_days) * time::MS_PER_DAY,
+        dedupe_window_ms: i64::from(s.dedupe_window_days) * time::MS_PER_DAY,
+        programs,
+        categories,
+        exclusions,
+        partners,
+        tiers,
+        caps,
+        rules,
+        groups,
+        partner_ids,
+        partner_merchants,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_conditions(
+    w: &ConditionsDef,
+    tz: TzOffset,
+    item: &Item,
+    categories: &HashMap<&str, usize>,
+    partners: &HashMap<&str, usize>,
+    tiers: &[String],
+    problems: &mut Problems,
+) -> Conditions {
+    let mut c = Conditions::default();
+    for name in &w.categories {
+        match categories.get(name.as_str()) {
+            Some(&i) => c.categories.push(i),
+            None => problems.add(item, "when.categories", format!("unknown category \"{name}\"")),
+        }
+    }
+    if !w.mcc.is_empty() {
+        match MccSet::parse(&w.mcc) {
+            Ok(set) => c.mcc = Some(set),
+            Err(message) => problems.add(item, "when.mcc", message),
+        }
+    }
+    for name in &w.partners {
+        match partners.get(name.as_str()) {
+            Some(&i) => c.partners.push(i),
+            None => problems.add(item, "when.partners", format!("unknown partner \"{name}\"")),
+        }
+    }
+    for name in &w.tiers {
+        if !tiers.contains(name) {
+            problems.add(item, "when.tiers", format!("unknown tier \"{name}\""));
+        }
+    }
+    for (field, list) in [("when.merchants", &w.merchants), ("when.channels", &w.channels)] {
+        if list.iter().any(|s| s.is_empty()) {
+            problems.add(item, field, "entries must not be empty");
+        }
+    }
+    c.merchants = w.merchants.clone();
+    c.channels = w.channels.clone();
+    c.tiers = w.tiers.clone();
+    for name in &w.weekdays {
+        match Weekday::from_name(&name.to_ascii_lowercase()) {
+            Some(day) => c.weekdays |= 1 << day as u8,
+            None => problems.add(item, "when.weekdays", format!("\"{name}\" is not a weekday (mon, tue, ... sun)")),
+        }
+    }
+    c.min_amount = w.min_amount.map(|d| d.0);
+    c.max_amount = w.max_amount.map(|d| d.0);
+    if let (Some(min), Some(max)) = (c.min_amount, c.max_amount) {
+        if min > max {
+            problems.add(item, "when.max_amount", format!("{max} is below min_amount {min}"));
+        }
+    }
+    c.from = w.from.as_ref().map(|t| t.resolve(tz));
+    c.to = w.to.as_ref().map(|t| t.resolve(tz));
+    if let (Some(from), Some(to)) = (c.from, c.to) {
+        if from >= to {
+            problems.add(item, "when.to", "must be after `from`");
+        }
+    }
+    c
+}
+
+/// Orders rules so a multiplied rule comes before its multiplier; otherwise
+/// by priority (high first), then id. Reports cycles.
+fn evaluation_order(rules: Vec<Rule>, problems: &mut Problems) -> Option<Vec<Rule>> {
+    let n = rules.len();
+    let mut waiting_on = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, r) in rules.iter().enumerate() {
+        if let Effect::Multiply { rule, .. } = r.effect {
+            waiting_on[i] += 1;
+            dependents[rule].push(i);
+        }
+    }
+    let key = |i: usize| (std::cmp::Reverse(rules[i].priority), rules[i].id.clone());
+    let mut ready: BTreeSet<(std::cmp::Reverse<i32>, Arc<str>, usize)> =
+        (0..n).filter(|&i| waiting_on[i] == 0).map(|i| (key(i).0, key(i).1, i)).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(next) = ready.pop_first() {
+        let i = next.2;
+        order.push(i);
+        for &d in &dependents[i] {
+            waiting_on[d] -= 1;
+            if waiting_on[d] == 0 {
+                ready.insert((key(d).0, key(d).1, d));
+            }
+        }
+    }
+    if order.len() < n {
+        for i in (0..n).filter(|i| !order.contains(i)) {
+            problems.add(&Item::Rule(rules[i].id.to_string()), "effect.multiply.rule", "multiply references form a cycle");
+        }
+        return None;
+    }
+    let mut new_position = vec![0; n];
+    for (pos, &old) in order.iter().enumerate() {
+        new_position[old] = pos;
+    }
+    let mut slots: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
+    let mut sorted = Vec::with_capacity(n);
+    for &old in &order {
+        let mut rule = slots[old].take()?;
+        if let Effect::Multiply { rule: target, .. } = &mut rule.effect {
+            *target = new_position[*target];
+        }
+        sorted.push(rule);
+    }
+    Some(sorted)
+}

@@ -1,0 +1,78 @@
+//! A readable summary of compiled rules, printed by `accrual check-config`.
+
+use super::{CapMeasure, CapPeriod, Effect, Rules};
+use crate::time::Timestamp;
+use std::fmt::Write as _;
+
+impl Rules {
+    /// Lines describing the program, in evaluation order.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "  program \"{}\", rules version {}", self.name, self.version);
+        let _ = writeln!(
+            s,
+            "  currency {}, time zone {}, refund window {} days, dedupe window {} days",
+            self.currency,
+            self.timezone,
+            self.refund_window_ms / crate::time::MS_PER_DAY,
+            self.dedupe_window_ms / crate::time::MS_PER_DAY
+        );
+        let programs: Vec<String> = self
+            .programs
+            .iter()
+            .map(|p| format!("{} ({:?}, {}, {} decimals)", p.name, p.kind, p.unit, p.decimals).to_lowercase())
+            .collect();
+        let _ = writeln!(s, "  programs: {}", programs.join(", "));
+        let now = Timestamp(i64::MAX);
+        for (title, lists) in [("categories", &self.categories), ("exclusions", &self.exclusions)] {
+            let items: Vec<String> = lists
+                .iter()
+                .map(|c| match c.mcc.version_count() {
+                    1 => format!("{} ({} MCCs)", c.name, c.mcc.len_at(now)),
+                    n => format!("{} ({n} versions, latest {} MCCs)", c.name, c.mcc.len_at(now)),
+                })
+                .collect();
+            let _ = writeln!(s, "  {title}: {}", if items.is_empty() { "none".into() } else { items.join(", ") });
+        }
+        let partners: Vec<&str> = self.partners.iter().map(|p| p.name.as_str()).collect();
+        let _ = writeln!(s, "  partners: {}", if partners.is_empty() { "none".into() } else { partners.join(", ") });
+        if !self.tiers.is_empty() {
+            let _ = writeln!(s, "  tiers: {}", self.tiers.join(", "));
+        }
+        for cap in &self.caps {
+            let period = match cap.period {
+                CapPeriod::Transaction => "per purchase",
+                CapPeriod::Month => "per calendar month",
+                CapPeriod::Quarter => "per calendar quarter",
+            };
+            let measure = match cap.measure {
+                CapMeasure::Reward => "reward",
+                CapMeasure::Spend => "spend",
+            };
+            let _ = writeln!(s, "  cap {}: {} {measure} {period}", cap.id, cap.limit);
+        }
+        let _ = writeln!(s, "  rules, in evaluation order:");
+        for rule in &self.rules {
+            let effect = match &rule.effect {
+                Effect::Percent { percent, .. } => format!("{percent}%"),
+                Effect::Fixed(v) => format!("fixed {v}"),
+                Effect::PerUnit { every, award } => format!("{award} per full {every}"),
+                Effect::Multiply { rule: target, factor } => format!("{factor}x {}", self.rules[*target].id),
+            };
+            let _ = write!(
+                s,
+                "    {:<20} {:<10} priority {:>3}  {effect}",
+                rule.id, self.programs[rule.program].name, rule.priority
+            );
+            if let Some(g) = rule.group {
+                let _ = write!(s, ", exclusive group {}", self.groups[g].name);
+            }
+            if !rule.caps.is_empty() {
+                let caps: Vec<&str> = rule.caps.iter().map(|&c| &*self.caps[c].id).collect();
+                let _ = write!(s, ", caps {}", caps.join(" "));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}

@@ -1,0 +1,138 @@
+//! MCC lists compiled to bitsets, with effective dates.
+
+use crate::events::Mcc;
+use crate::time::Timestamp;
+
+const WORDS: usize = 10_000usize.div_ceil(64);
+
+/// A set of merchant category codes: one bit per code, so membership is a
+/// shift and a mask whatever the list's size.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MccSet {
+    bits: Box<[u64; WORDS]>,
+}
+
+impl std::fmt::Debug for MccSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MccSet({} codes)", self.len())
+    }
+}
+
+impl Default for MccSet {
+    fn default() -> Self {
+        MccSet { bits: Box::new([0; WORDS]) }
+    }
+}
+
+impl MccSet {
+    pub fn insert_range(&mut self, lo: u16, hi: u16) {
+        for code in lo..=hi {
+            self.bits[usize::from(code) / 64] |= 1 << (code % 64);
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, mcc: Mcc) -> bool {
+        let code = usize::from(mcc.0);
+        code < 10_000 && self.bits[code / 64] & (1 << (code % 64)) != 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parses list entries: `"5411"` or an inclusive range `"5811-5814"`.
+    pub fn parse(entries: &[String]) -> Result<MccSet, String> {
+        let mut set = MccSet::default();
+        for entry in entries {
+            let (lo, hi) = match entry.split_once('-') {
+                Some((lo, hi)) => (Mcc::parse(lo.trim()), Mcc::parse(hi.trim())),
+                None => (Mcc::parse(entry), Mcc::parse(entry)),
+            };
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo <= hi => set.insert_range(lo.0, hi.0),
+                (Some(_), Some(_)) => return Err(format!("range \"{entry}\" runs backwards")),
+                _ => {
+                    return Err(format!(
+                        "\"{entry}\" is not a 4-digit MCC (\"5411\") or range (\"5811-5814\")"
+                    ));
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// An MCC list whose contents change at given instants. Before the first
+/// version the list is empty.
+#[derive(Debug, Clone)]
+pub struct DatedMccSet {
+    /// Sorted by start, strictly increasing.
+    versions: Vec<(Timestamp, MccSet)>,
+}
+
+impl DatedMccSet {
+    pub fn new(versions: Vec<(Timestamp, MccSet)>) -> DatedMccSet {
+        DatedMccSet { versions }
+    }
+
+    /// The version in force at `at`.
+    #[inline]
+    pub fn at(&self, at: Timestamp) -> Option<&MccSet> {
+        match self.versions.as_slice() {
+            [(from, only)] => (*from <= at).then_some(only),
+            versions => {
+                let after = versions.partition_point(|(from, _)| *from <= at);
+                after.checked_sub(1).map(|i| &versions[i].1)
+            }
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, mcc: Mcc, at: Timestamp) -> bool {
+        self.at(at).is_some_and(|set| set.contains(mcc))
+    }
+
+    pub fn version_count(&self) -> usize {
+        self.versions.len()
+    }
+
+    /// Codes in the version in force at `at`.
+    pub fn len_at(&self, at: Timestamp) -> usize {
+        self.at(at).map_or(0, MccSet::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_ranges() {
+        let set = MccSet::parse(&["5411".into(), "5811-5814".into(), "0742".into()]).unwrap();
+        assert!(set.contains(Mcc(5411)));
+        assert!(set.contains(Mcc(5813)));
+        assert!(set.contains(Mcc(742)));
+        assert!(!set.contains(Mcc(5815)));
+        assert!(!set.contains(Mcc(9999)));
+        assert_eq!(set.len(), 6);
+        assert!(MccSet::parse(&["5814-5811".into()]).unwrap_err().contains("backwards"));
+        assert!(MccSet::parse(&["541".into()]).is_err());
+        assert!(MccSet::parse(&["54x1".into()]).is_err());
+    }
+
+    #[test]
+    fn versions_switch_at_their_start() {
+        let v1 = MccSet::parse(&["5912".into()]).unwrap();
+        let v2 = MccSet::parse(&["5912".into(), "5122".into()]).unwrap();
+        let dated = DatedMccSet::new(vec![(Timestamp(100), v1), (Timestamp(200), v2)]);
+        assert!(!dated.contains(Mcc(5912), Timestamp(99)));
+        assert!(dated.contains(Mcc(5912), Timestamp(100)));
+        assert!(!dated.contains(Mcc(5122), Timestamp(199)));
+        assert!(dated.contains(Mcc(5122), Timestamp(200)));
+    }
+}

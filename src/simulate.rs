@@ -1,0 +1,388 @@
+//! `accrual simulate`: the core and the ledger over an NDJSON file, for
+//! backtests ("what would this rule change have paid last month?").
+//!
+//! Each line is an input offset (line N is offset base + N - 1), processed
+//! by the same [`Processor`] as the Kafka engine, so the records are the
+//! same bytes the engine would publish. Malformed lines are reported with
+//! their line number and counted, never fatal.
+
+use crate::accrue::{AccrualRecord, NoEffect, RecordKind, json_str};
+use crate::events::Event;
+use crate::pipeline::{BatchStats, Input, Processor, Sink};
+use crate::rules::{self, Rules, RulesError};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::time::Timestamp;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Rejected lines listed in the summary; all of them go to `--dlq`.
+const LISTED_REJECTS: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    pub rules: PathBuf,
+    pub input: PathBuf,
+    /// Where accrual records go; `-` is stdout; none writes no records.
+    pub out: Option<PathBuf>,
+    /// Rejected lines as NDJSON (line, reason, detail, raw).
+    pub dlq: Option<PathBuf>,
+    /// Keep (and continue from) state here; a temporary directory otherwise.
+    pub state_dir: Option<PathBuf>,
+    pub batch_size: usize,
+    pub show_progress: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the state in {0} was written by rules version {1}; this run uses {2}. Use a fresh --state-dir to backtest other rules.")]
+    RulesChanged(PathBuf, String, String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SimulateError + '_ {
+    move |source| SimulateError::Io { path: path.to_path_buf(), source }
+}
+
+/// Money per rule (or program) and record kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payout {
+    pub unit: String,
+    pub earned: Decimal,
+    pub clawed_back: Decimal,
+    pub earn_records: u64,
+    pub clawback_records: u64,
+}
+
+impl Payout {
+    fn add(&mut self, r: &AccrualRecord) {
+        if self.unit.is_empty() {
+            self.unit = r.unit.to_string();
+        }
+        match r.kind {
+            RecordKind::Earn => {
+                self.earned += r.amount;
+                self.earn_records += 1;
+            }
+            RecordKind::Clawback => {
+                self.clawed_back += r.amount;
+                self.clawback_records += 1;
+            }
+        }
+    }
+
+    pub fn net(&self) -> Decimal {
+        self.earned - self.clawed_back
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedLine {
+    pub line: u64,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub rules_name: String,
+    pub rules_version: String,
+    pub stats: BatchStats,
+    pub no_effect: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// The first rejected lines, in input order.
+    pub rejected_lines: Vec<RejectedLine>,
+    /// Keyed by (program, rule).
+    pub by_rule: BTreeMap<(String, String), Payout>,
+    pub by_program: BTreeMap<String, Payout>,
+    pub elapsed: Duration,
+}
+
+struct SimSink<'a> {
+    summary: &'a mut Summary,
+    out: Option<Box<dyn Write>>,
+    dlq: Option<BufWriter<File>>,
+    base: u64,
+    buf: Vec<u8>,
+    error: Option<io::Error>,
+}
+
+impl SimSink<'_> {
+    fn line_of(&self, offset: u64) -> u64 {
+        offset - self.base + 1
+    }
+
+    fn write(&mut self, to_dlq: bool) {
+        let target: Option<&mut dyn Write> = if to_dlq {
+            self.dlq.as_mut().map(|w| w as &mut dyn Write)
+        } else {
+            self.out.as_mut().map(|w| w.as_mut() as &mut dyn Write)
+        };
+        if let Some(w) = target {
+            if let Err(e) = w.write_all(&self.buf) {
+                self.error.get_or_insert(e);
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+impl Sink for SimSink<'_> {
+    fn accrued(&mut self, _offset: u64, _event: &Event<'_>, records: &[AccrualRecord]) {
+        for r in records {
+            self.summary
+                .by_rule
+                .entry((r.program.to_string(), r.rule_id.to_string()))
+                .or_default()
+                .add(r);
+            self.summary.by_program.entry(r.program.to_string()).or_default().add(r);
+            if self.out.is_some() {
+                r.write_json(&mut self.buf);
+            }
+        }
+        self.write(false);
+    }
+
+    fn no_effect(&mut self, _offset: u64, _event: &Event<'_>, why: NoEffect) {
+        *self.summary.no_effect.entry(why.reason()).or_default() += 1;
+    }
+
+    fn duplicate(&mut self, _offset: u64, _event: &Event<'_>, _first_seen: Timestamp) {}
+
+    fn dead_letter(&mut self, offset: u64, payload: &[u8], reason: &'static str, detail: &str) {
+        let line = self.line_of(offset);
+        *self.summary.rejected.entry(reason).or_default() += 1;
+        if self.summary.rejected_lines.len() < LISTED_REJECTS {
+            self.summary.rejected_lines.push(RejectedLine { line, reason, detail: detail.to_string() });
+        }
+        if self.dlq.is_some() {
+            let mut s = format!("{{\"line\":{line},\"reason\":\"{reason}\",\"detail\":");
+            json_str(&mut s, detail);
+            s.push_str(",\"raw\":");
+            json_str(&mut s, &String::from_utf8_lossy(payload));
+            s.push_str("}\n");
+            self.buf.extend_from_slice(s.as_bytes());
+            self.write(true);
+        }
+    }
+}
+
+/// Runs a simulation and returns its summary.
+pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
+    let started = Instant::now();
+    let rules: Arc<Rules> = Arc::new(rules::load(&opts.rules)?);
+    let temp;
+    let state_dir = match &opts.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir().map_err(io_err(Path::new("temporary state directory")))?;
+            temp.path().to_path_buf()
+        }
+    };
+    let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
+    if let Some(previous) = store.rules_version()? {
+        if previous != *rules.version {
+            return Err(SimulateError::RulesChanged(state_dir, previous, rules.version.to_string()));
+        }
+    }
+    let input = File::open(&opts.input).map_err(io_err(&opts.input))?;
+    let input_len = input.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+
+    let out: Option<Box<dyn Write>> = match &opts.out {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::with_capacity(1 << 20, io::stdout()))),
+        Some(p) => Some(Box::new(BufWriter::with_capacity(1 << 20, File::create(p).map_err(io_err(p))?))),
+    };
+    let dlq = match &opts.dlq {
+        Some(p) => Some(BufWriter::new(File::create(p).map_err(io_err(p))?)),
+        None => None,
+    };
+
+    let mut progress = store.progress(0)?.unwrap_or_default();
+    let mut summary =
+        Summary { rules_name: rules.name.clone(), rules_version: rules.version.to_string(), ..Summary::default() };
+    let mut processor = Processor::new(rules.clone());
+    let mut sink = SimSink { summary: &mut summary, out, dlq, base: progress.next_offset, buf: Vec::new(), error: None };
+
+    let mut arena: Vec<u8> = Vec::with_capacity(opts.batch_size * 320);
+    let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(opts.batch_size);
+    let mut line = Vec::with_capacity(1024);
+    let mut offset = progress.next_offset;
+    let mut bytes_read: u64 = 0;
+    let mut meter = ProgressMeter::new(opts.show_progress, input_len);
+    let mut stats = BatchStats::default();
+    let mut first_batch = true;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io_err(&opts.input))?;
+        let end_of_input = n == 0;
+        if !end_of_input {
+            bytes_read += n as u64;
+            let mut text: &[u8] = &line;
+            while let [rest @ .., b'\n' | b'\r'] = text {
+                text = rest;
+            }
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                let start = arena.len();
+                arena.extend_from_slice(text);
+                spans.push((offset, start, arena.len()));
+            }
+            offset += 1;
+        }
+        if spans.len() >= opts.batch_size || (end_of_input && !spans.is_empty()) {
+            let inputs: Vec<Input<'_>> = spans
+                .iter()
+                .map(|&(offset, start, end)| Input { offset, payload: &arena[start..end] })
+                .collect();
+            let mut batch = store.batch();
+            if first_batch {
+                batch.set_rules_version(&rules.version);
+                first_batch = false;
+            }
+            let s = processor.process(&store, 0, &mut progress, &inputs, &mut batch, &mut sink)?;
+            store.commit(batch)?;
+            if let Some(e) = sink.error.take() {
+                return Err(SimulateError::Io { path: opts.out.clone().unwrap_or_default(), source: e });
+            }
+            add_stats(&mut stats, s);
+            arena.clear();
+            spans.clear();
+            meter.update(bytes_read, stats.inputs);
+        }
+        if end_of_input {
+            break;
+        }
+    }
+    meter.finish(stats.inputs);
+    if let Some(mut w) = sink.out.take() {
+        w.flush().map_err(io_err(opts.out.as_deref().unwrap_or(Path::new("-"))))?;
+    }
+    if let Some(mut w) = sink.dlq.take() {
+        w.flush().map_err(io_err(opts.dlq.as_deref().unwrap_or(Path::new("dlq"))))?;
+    }
+    summary.stats = stats;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn add_stats(total: &mut BatchStats, s: BatchStats) {
+    total.inputs += s.inputs;
+    total.accrued += s.accrued;
+    total.records += s.records;
+    total.no_effect += s.no_effect;
+    total.duplicates += s.duplicates;
+    total.dead_letters += s.dead_letters;
+}
+
+/// Shows progress on stderr for long inputs: a live line on a terminal,
+/// a line per quarter otherwise.
+struct ProgressMeter {
+    enabled: bool,
+    total_bytes: u64,
+    started: Instant,
+    last: Instant,
+    next_quarter: u64,
+    live: bool,
+}
+
+impl ProgressMeter {
+    fn new(enabled: bool, total_bytes: u64) -> ProgressMeter {
+        let now = Instant::now();
+        let live = io::stderr().is_terminal();
+        ProgressMeter { enabled, total_bytes, started: now, last: now, next_quarter: 1, live }
+    }
+
+    fn update(&mut self, bytes: u64, events: u64) {
+        if !self.enabled || self.total_bytes == 0 {
+            return;
+        }
+        let percent = bytes * 100 / self.total_bytes;
+        let rate = events as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        if self.live {
+            if self.last.elapsed() >= Duration::from_millis(250) {
+                self.last = Instant::now();
+                eprint!("\r  {percent:3}%  {events} events  {rate:.0} events/s   ");
+            }
+        } else if percent >= self.next_quarter * 25 && percent < 100 {
+            self.next_quarter = percent / 25 + 1;
+            eprintln!("  {percent}%  {events} events  {rate:.0} events/s");
+        }
+    }
+
+    fn finish(&self, _events: u64) {
+        if self.enabled && self.live && self.total_bytes > 0 {
+            eprint!("\r{:60}\r", "");
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(f, "rules: {} (version {})", self.rules_name, self.rules_version)?;
+        writeln!(
+            f,
+            "events: {} read, {} accrued, {} without effect, {} duplicates, {} rejected",
+            s.inputs, s.accrued, s.no_effect, s.duplicates, s.dead_letters
+        )?;
+        if !self.no_effect.is_empty() {
+            let parts: Vec<String> = self.no_effect.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            writeln!(f, "  without effect: {}", parts.join(", "))?;
+        }
+        let earn: u64 = self.by_program.values().map(|p| p.earn_records).sum();
+        let claw: u64 = self.by_program.values().map(|p| p.clawback_records).sum();
+        writeln!(f, "accrual records: {} (earn {earn}, clawback {claw})", s.records)?;
+        writeln!(f)?;
+        writeln!(f, "payout by rule:")?;
+        writeln!(
+            f,
+            "  {:<22} {:<10} {:>16} {:>14} {:>16} {:>9} {:>9}",
+            "rule", "program", "earned", "clawed back", "net", "earns", "clawbacks"
+        )?;
+        for ((program, rule), p) in &self.by_rule {
+            writeln!(
+                f,
+                "  {:<22} {:<10} {:>16} {:>14} {:>16} {:>9} {:>9}",
+                rule, program, p.earned, p.clawed_back, p.net(), p.earn_records, p.clawback_records
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "payout by program:")?;
+        for (program, p) in &self.by_program {
+            writeln!(
+                f,
+                "  {:<10} earned {} {}, clawed back {}, net {}",
+                program, p.earned, p.unit, p.clawed_back, p.net()
+            )?;
+        }
+        if s.dead_letters > 0 {
+            writeln!(f)?;
+            let parts: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            writeln!(f, "rejected lines: {} ({})", s.dead_letters, parts.join(", "))?;
+            for r in &self.rejected_lines {
+                writeln!(f, "  line {}: {}: {}", r.line, r.reason, r.detail)?;
+            }
+            if s.dead_letters as usize > self.rejected_lines.len() {
+                writeln!(f, "  ... {} more", s.dead_letters as usize - self.rejected_lines.len())?;
+            }
+        }
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(f)?;
+        write!(f, "time: {:.2} s, {:.0} events/s", secs, s.inputs as f64 / secs.max(1e-9))
+    }
+}

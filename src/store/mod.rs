@@ -1,0 +1,373 @@
+//! The RocksDB ledger: account states, dedupe keys, the outbox and
+//! per-partition progress, each in its own column family, every key
+//! prefixed by the input partition so one partition's state can be dropped
+//! or restored alone. A batch of work is committed as ONE `WriteBatch`.
+//!
+//! Layout (partition as 4 big-endian bytes, offsets as 8):
+//! - `accounts`: partition ++ account id -> [`AccountState`] (versioned)
+//! - `dedupe`:   partition ++ event id -> event time first seen
+//! - `outbox`:   partition ++ input offset -> records still to publish
+//! - `meta`:     partition ++ "progress" -> next input offset, stream time;
+//!   "rules_version" -> version last used
+
+use crate::state::AccountState;
+use crate::state::codec::{CodecError, Reader, Writer};
+use crate::time::Timestamp;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions, compaction_filter::Decision,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+const CF_ACCOUNTS: &str = "accounts";
+const CF_DEDUPE: &str = "dedupe";
+const CF_OUTBOX: &str = "outbox";
+const CF_META: &str = "meta";
+const PROGRESS: &[u8] = b"progress";
+const RULES_VERSION: &[u8] = b"rules_version";
+const META_FORMAT: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("state store {path}: corrupt {what} in partition {partition}: {source}")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        partition: u32,
+        #[source]
+        source: CodecError,
+    },
+}
+
+/// Tuning of the store; see `docs/configuration.md`.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Sync the write-ahead log on every commit (needed for exactly-once
+    /// across power loss; simulate can skip it).
+    pub sync: bool,
+    pub block_cache_bytes: usize,
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { sync: true, block_cache_bytes: 256 << 20, write_buffer_bytes: 64 << 20 }
+    }
+}
+
+/// A partition's progress: the next input offset to process and the
+/// largest event time seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub next_offset: u64,
+    pub stream_time: Timestamp,
+}
+
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    write: WriteOptions,
+    /// Per partition, the event time before which dedupe keys have expired:
+    /// the compaction filter drops them. Lookups check expiry themselves, so
+    /// when compaction runs never changes an answer.
+    dedupe_horizons: Arc<RwLock<HashMap<u32, i64>>>,
+}
+
+fn partition_key(partition: u32, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + suffix.len());
+    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(suffix);
+    key
+}
+
+fn decode_seen(value: &[u8]) -> Option<Timestamp> {
+    Reader::new(value).i64().ok().map(Timestamp)
+}
+
+impl Store {
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let db_err = |source| StoreError::Db { path: path.to_path_buf(), source };
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_bytes_per_sync(1 << 20);
+
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let cf_options = |bloom: bool| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            if bloom {
+                table.set_bloom_filter(10.0, false);
+            }
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_write_buffer_size(options.write_buffer_bytes);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o
+        };
+        let horizons: Arc<RwLock<HashMap<u32, i64>>> = Arc::default();
+        let mut dedupe = cf_options(true);
+        let filter_horizons = horizons.clone();
+        dedupe.set_compaction_filter("accrual-dedupe-expiry", move |_level: u32, key: &[u8], value: &[u8]| {
+            let partition = key.get(..4).and_then(|p| p.try_into().ok()).map(u32::from_be_bytes);
+            let horizon = partition.and_then(|p| filter_horizons.read().ok()?.get(&p).copied());
+            match (horizon, decode_seen(value)) {
+                (Some(h), Some(seen)) if seen.0 < h => Decision::Remove,
+                _ => Decision::Keep,
+            }
+        });
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_ACCOUNTS, cf_options(true)),
+            ColumnFamilyDescriptor::new(CF_DEDUPE, dedupe),
+            ColumnFamilyDescriptor::new(CF_OUTBOX, cf_options(false)),
+            ColumnFamilyDescriptor::new(CF_META, cf_options(false)),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(db_err)?;
+        let mut write = WriteOptions::default();
+        write.set_sync(options.sync);
+        Ok(Store { db, path: path.to_path_buf(), write, dedupe_horizons: horizons })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // The four families are created at open; their absence is a bug.
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    fn db_err(&self, source: rocksdb::Error) -> StoreError {
+        StoreError::Db { path: self.path.clone(), source }
+    }
+
+    fn corrupt(&self, what: &'static str, partition: u32, source: CodecError) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), what, partition, source }
+    }
+
+    /// The stored state of an account, if it has any.
+    pub fn account(&self, partition: u32, account_id: &str) -> Result<Option<AccountState>, StoreError> {
+        let key = partition_key(partition, account_id.as_bytes());
+        match self.db.get_pinned_cf(self.cf(CF_ACCOUNTS), key).map_err(|e| self.db_err(e))? {
+            None => Ok(None),
+            Some(bytes) => AccountState::decode(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt("account state", partition, e)),
+        }
+    }
+
+    /// When an event id was first seen in the partition, if it is still
+    /// remembered at `stream_time` under a window of `window_ms`.
+    pub fn seen(
+        &self,
+        partition: u32,
+        event_id: &str,
+        stream_time: Timestamp,
+        window_ms: i64,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let key = partition_key(partition, event_id.as_bytes());
+        let Some(value) = self.db.get_pinned_cf(self.cf(CF_DEDUPE), key).map_err(|e| self.db_err(e))? else {
+            return Ok(None);
+        };
+        let seen = decode_seen(&value)
+            .ok_or_else(|| self.corrupt("dedupe key", partition, CodecError::Truncated))?;
+        Ok((seen.0 >= stream_time.0.saturating_sub(window_ms)).then_some(seen))
+    }
+
+    pub fn progress(&self, partition: u32) -> Result<Option<Progress>, StoreError> {
+        let key = partition_key(partition, PROGRESS);
+        let Some(value) = self.db.get_pinned_cf(self.cf(CF_META), key).map_err(|e| self.db_err(e))? else {
+            return Ok(None);
+        };
+        let read = |r: &mut Reader<'_>| -> Result<Progress, CodecError> {
+            r.version(META_FORMAT)?;
+            Ok(Progress { next_offset: r.u64()?, stream_time: Timestamp(r.i64()?) })
+        };
+        read(&mut Reader::new(&value)).map(Some).map_err(|e| self.corrupt("progress", partition, e))
+    }
+
+    pub fn rules_version(&self) -> Result<Option<String>, StoreError> {
+        let value = self.db.get_cf(self.cf(CF_META), RULES_VERSION).map_err(|e| self.db_err(e))?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Outbox entries of a partition from `from_offset` on, in offset order.
+    pub fn outbox(&self, partition: u32, from_offset: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let start = partition_key(partition, &from_offset.to_be_bytes());
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(CF_OUTBOX), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if key.len() != 12 || key[..4] != partition.to_be_bytes() {
+                break;
+            }
+            let offset = u64::from_be_bytes(key[4..12].try_into().unwrap_or([0; 8]));
+            out.push((offset, value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Starts a batch of changes, committed atomically by [`Store::commit`].
+    pub fn batch(&self) -> LedgerBatch<'_> {
+        LedgerBatch { store: self, batch: WriteBatch::default(), scratch: Writer::with_capacity(512), horizons: Vec::new() }
+    }
+
+    pub fn commit(&self, batch: LedgerBatch<'_>) -> Result<(), StoreError> {
+        let LedgerBatch { batch, horizons, .. } = batch;
+        self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))?;
+        if let Ok(mut map) = self.dedupe_horizons.write() {
+            map.extend(horizons);
+        }
+        Ok(())
+    }
+
+    /// Removes everything stored for a partition.
+    pub fn drop_partition(&self, partition: u32) -> Result<(), StoreError> {
+        let from = partition.to_be_bytes().to_vec();
+        let to = match partition.checked_add(1) {
+            Some(next) => next.to_be_bytes().to_vec(),
+            None => vec![0xff; 5],
+        };
+        let mut batch = WriteBatch::default();
+        for cf in [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META] {
+            batch.delete_range_cf(self.cf(cf), &from, &to);
+        }
+        self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))
+    }
+
+    /// Every account of a partition (for inspection and tests), in key order.
+    pub fn accounts(&self, partition: u32) -> Result<Vec<(String, AccountState)>, StoreError> {
+        let prefix = partition.to_be_bytes();
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(CF_ACCOUNTS), IteratorMode::From(&prefix, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if key.len() < 4 || key[..4] != prefix {
+                break;
+            }
+            let state = AccountState::decode(&value).map_err(|e| self.corrupt("account state", partition, e))?;
+            out.push((String::from_utf8_lossy(&key[4..]).into_owned(), state));
+        }
+        Ok(out)
+    }
+}
+
+/// Changes to commit together: account states, dedupe keys, outbox entries
+/// and progress, possibly for several partitions.
+pub struct LedgerBatch<'s> {
+    store: &'s Store,
+    batch: WriteBatch,
+    scratch: Writer,
+    horizons: Vec<(u32, i64)>,
+}
+
+impl LedgerBatch<'_> {
+    pub fn put_account(&mut self, partition: u32, account_id: &str, state: &AccountState) {
+        self.scratch.buf.clear();
+        state.encode(&mut self.scratch);
+        let key = partition_key(partition, account_id.as_bytes());
+        self.batch.put_cf(self.store.cf(CF_ACCOUNTS), key, &self.scratch.buf);
+    }
+
+    pub fn put_seen(&mut self, partition: u32, event_id: &str, at: Timestamp) {
+        self.scratch.buf.clear();
+        self.scratch.i64(at.0);
+        let key = partition_key(partition, event_id.as_bytes());
+        self.batch.put_cf(self.store.cf(CF_DEDUPE), key, &self.scratch.buf);
+    }
+
+    pub fn put_outbox(&mut self, partition: u32, offset: u64, records: &[u8]) {
+        let key = partition_key(partition, &offset.to_be_bytes());
+        self.batch.put_cf(self.store.cf(CF_OUTBOX), key, records);
+    }
+
+    /// Drops outbox entries below `offset` (published and committed).
+    pub fn clear_outbox_below(&mut self, partition: u32, offset: u64) {
+        let from = partition_key(partition, &0u64.to_be_bytes());
+        let to = partition_key(partition, &offset.to_be_bytes());
+        self.batch.delete_range_cf(self.store.cf(CF_OUTBOX), from, to);
+    }
+
+    /// Records the partition's progress, and lets expired dedupe keys go.
+    pub fn set_progress(&mut self, partition: u32, progress: Progress, dedupe_window_ms: i64) {
+        self.scratch.buf.clear();
+        self.scratch.u8(META_FORMAT);
+        self.scratch.u64(progress.next_offset);
+        self.scratch.i64(progress.stream_time.0);
+        let key = partition_key(partition, PROGRESS);
+        self.batch.put_cf(self.store.cf(CF_META), key, &self.scratch.buf);
+        self.horizons.push((partition, progress.stream_time.0.saturating_sub(dedupe_window_ms)));
+    }
+
+    pub fn set_rules_version(&mut self, version: &str) {
+        self.batch.put_cf(self.store.cf(CF_META), RULES_VERSION, version.as_bytes());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_commits_atomically_and_partitions_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let mut state = AccountState::default();
+        state.watermark = Timestamp(42);
+        let mut b = store.batch();
+        b.put_account(0, "a-1", &state);
+        b.put_account(1, "a-1", &AccountState::default());
+        b.put_seen(0, "e-1", Timestamp(1_000));
+        b.put_outbox(0, 7, b"records");
+        b.set_progress(0, Progress { next_offset: 8, stream_time: Timestamp(1_000) }, 500);
+        store.commit(b).unwrap();
+
+        assert_eq!(store.account(0, "a-1").unwrap(), Some(state));
+        assert_eq!(store.account(1, "a-1").unwrap(), Some(AccountState::default()));
+        assert_eq!(store.account(0, "nobody").unwrap(), None);
+        assert_eq!(store.seen(0, "e-1", Timestamp(1_400), 500).unwrap(), Some(Timestamp(1_000)));
+        assert_eq!(store.seen(0, "e-1", Timestamp(1_501), 500).unwrap(), None, "expired");
+        assert_eq!(store.seen(1, "e-1", Timestamp(1_000), 500).unwrap(), None);
+        assert_eq!(store.outbox(0, 0).unwrap(), vec![(7, b"records".to_vec())]);
+        assert_eq!(store.outbox(0, 8).unwrap(), vec![]);
+        assert_eq!(store.progress(0).unwrap(), Some(Progress { next_offset: 8, stream_time: Timestamp(1_000) }));
+
+        let mut b = store.batch();
+        b.clear_outbox_below(0, 8);
+        store.commit(b).unwrap();
+        assert_eq!(store.outbox(0, 0).unwrap(), vec![]);
+
+        store.drop_partition(0).unwrap();
+        assert_eq!(store.account(0, "a-1").unwrap(), None);
+        assert_eq!(store.progress(0).unwrap(), None);
+        assert!(store.account(1, "a-1").unwrap().is_some());
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            let mut b = store.batch();
+            b.put_account(3, "acc", &AccountState::default());
+            b.set_rules_version("abc");
+            store.commit(b).unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert!(store.account(3, "acc").unwrap().is_some());
+        assert_eq!(store.rules_version().unwrap().as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,353 @@
+//! Event time: strict RFC 3339 parsing, calendar arithmetic and the
+//! program's local calendar. No clock is ever read here: time comes from
+//! events, so replays compute the same periods.
+
+use std::fmt;
+
+pub const MS_PER_DAY: i64 = 86_400_000;
+
+/// A UTC instant in milliseconds since the Unix epoch (sub-millisecond
+/// digits of the input are truncated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+/// Why a timestamp was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("is not an RFC 3339 timestamp like 2026-11-20T14:03:00Z")]
+    Format,
+    #[error("has an invalid date")]
+    Date,
+    #[error("has an invalid time of day")]
+    TimeOfDay,
+    #[error("has an invalid UTC offset")]
+    Offset,
+    #[error("is outside the years 1900-9999")]
+    Range,
+}
+
+fn digits(bytes: &[u8], at: usize, len: usize) -> Result<u32, TimeError> {
+    let part = bytes.get(at..at + len).ok_or(TimeError::Format)?;
+    let mut value = 0u32;
+    for &b in part {
+        if !b.is_ascii_digit() {
+            return Err(TimeError::Format);
+        }
+        value = value * 10 + u32::from(b - b'0');
+    }
+    Ok(value)
+}
+
+fn expect(bytes: &[u8], at: usize, allowed: &[u8]) -> Result<(), TimeError> {
+    match bytes.get(at) {
+        Some(b) if allowed.contains(b) => Ok(()),
+        _ => Err(TimeError::Format),
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+/// (H. Hinnant's `days_from_civil`.)
+pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+pub fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Result<(i32, u32, u32), TimeError> {
+    let b = text.as_bytes();
+    if b.len() != 10 {
+        return Err(TimeError::Format);
+    }
+    let year = digits(b, 0, 4)? as i32;
+    expect(b, 4, b"-")?;
+    let month = digits(b, 5, 2)?;
+    expect(b, 7, b"-")?;
+    let day = digits(b, 8, 2)?;
+    if !(1900..=9999).contains(&year) {
+        return Err(TimeError::Range);
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return Err(TimeError::Date);
+    }
+    Ok((year, month, day))
+}
+
+/// Parses a UTC offset `Z`, `+03:00`, `-05:30`, returning seconds east of UTC.
+pub fn parse_offset(text: &str) -> Result<i32, TimeError> {
+    let b = text.as_bytes();
+    if b == b"Z" || b == b"z" {
+        return Ok(0);
+    }
+    if b.len() != 6 {
+        return Err(TimeError::Offset);
+    }
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return Err(TimeError::Offset),
+    };
+    let hours = digits(b, 1, 2).map_err(|_| TimeError::Offset)?;
+    expect(b, 3, b":").map_err(|_| TimeError::Offset)?;
+    let minutes = digits(b, 4, 2).map_err(|_| TimeError::Offset)?;
+    if hours > 23 || minutes > 59 {
+        return Err(TimeError::Offset);
+    }
+    Ok(sign * (hours as i32 * 3600 + minutes as i32 * 60))
+}
+
+impl Timestamp {
+    /// Parses RFC 3339: `2026-11-20T14:03:00Z`, `2026-11-20T17:03:00.250+03:00`.
+    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, TimeError> {
+        let b = text.as_bytes();
+        if b.len() < 20 {
+            return Err(TimeError::Format);
+        }
+        let (year, month, day) = parse_date(text.get(..10).ok_or(TimeError::Format)?)?;
+        expect(b, 10, b"Tt ")?;
+        let hour = digits(b, 11, 2)?;
+        expect(b, 13, b":")?;
+        let minute = digits(b, 14, 2)?;
+        expect(b, 16, b":")?;
+        let second = digits(b, 17, 2)?;
+        if hour > 23 || minute > 59 || second > 59 {
+            return Err(TimeError::TimeOfDay);
+        }
+        let mut at = 19;
+        let mut millis = 0u32;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let start = at;
+            while at < b.len() && b[at].is_ascii_digit() {
+                if at - start < 3 {
+                    millis = millis * 10 + u32::from(b[at] - b'0');
+                }
+                at += 1;
+            }
+            let n = at - start;
+            if n == 0 {
+                return Err(TimeError::Format);
+            }
+            for _ in n..3 {
+                millis *= 10;
+            }
+        }
+        let offset = parse_offset(text.get(at..).ok_or(TimeError::Format)?)?;
+        let days = days_from_civil(year, month, day);
+        let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - i64::from(offset);
+        Ok(Timestamp(secs * 1000 + i64::from(millis)))
+    }
+
+    /// The instant of local midnight starting `date` at `offset`.
+    pub fn local_midnight(year: i32, month: u32, day: u32, offset: TzOffset) -> Timestamp {
+        Timestamp(days_from_civil(year, month, day) * MS_PER_DAY - i64::from(offset.0) * 1000)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+}
+
+/// Canonical output: UTC, `Z`, milliseconds only when not zero.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.0.div_euclid(MS_PER_DAY);
+        let ms_of_day = self.0.rem_euclid(MS_PER_DAY);
+        let (y, m, d) = civil_from_days(days);
+        let secs = ms_of_day / 1000;
+        let ms = ms_of_day % 1000;
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )?;
+        if ms != 0 {
+            write!(f, ".{ms:03}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+/// A fixed UTC offset in seconds: the program's local time for calendar
+/// months, weekdays and campaign windows. Fixed (not a tz database zone) so
+/// that periods can never shift under a rules version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TzOffset(pub i32);
+
+impl fmt::Display for TzOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { '-' } else { '+' };
+        let abs = self.0.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+
+    pub fn name(self) -> &'static str {
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][self as usize]
+    }
+
+    pub fn from_name(name: &str) -> Option<Weekday> {
+        Weekday::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// 1970-01-01 was a Thursday.
+    fn from_days(days: i64) -> Weekday {
+        Weekday::ALL[(days + 3).rem_euclid(7) as usize]
+    }
+}
+
+/// An instant seen in the program's local calendar: everything the rules
+/// ask of time, computed once per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTime {
+    pub at: Timestamp,
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+    pub weekday: Weekday,
+}
+
+impl LocalTime {
+    pub fn new(at: Timestamp, offset: TzOffset) -> LocalTime {
+        let local_ms = at.0 + i64::from(offset.0) * 1000;
+        let days = local_ms.div_euclid(MS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        LocalTime { at, year, month, day, weekday: Weekday::from_days(days) }
+    }
+
+    /// Calendar month as a counter key: `year * 12 + month - 1`.
+    pub fn month_key(&self) -> u32 {
+        (self.year as u32) * 12 + self.month - 1
+    }
+
+    /// Calendar quarter as a counter key: `year * 4 + quarter - 1`.
+    pub fn quarter_key(&self) -> u32 {
+        (self.year as u32) * 4 + (self.month - 1) / 3
+    }
+}
+
+/// The first instant after a month key's month ends, in local time.
+pub fn month_end(key: u32, offset: TzOffset) -> Timestamp {
+    let next = key + 1;
+    Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, 1, offset)
+}
+
+/// The first instant after a quarter key's quarter ends, in local time.
+pub fn quarter_end(key: u32, offset: TzOffset) -> Timestamp {
+    let next = key + 1;
+    Timestamp::local_midnight((next / 4) as i32, (next % 4) * 3 + 1, 1, offset)
+}
+
+/// `2026-11` for a month key, `2026-Q4` for a quarter key.
+pub fn month_label(key: u32) -> String {
+    format!("{:04}-{:02}", key / 12, key % 12 + 1)
+}
+
+pub fn quarter_label(key: u32) -> String {
+    format!("{:04}-Q{}", key / 4, key % 4 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc3339_forms() {
+        let z = Timestamp::parse_rfc3339("2026-11-20T14:03:00Z").unwrap();
+        let plus3 = Timestamp::parse_rfc3339("2026-11-20T17:03:00+03:00").unwrap();
+        assert_eq!(z, plus3);
+        assert_eq!(z.to_string(), "2026-11-20T14:03:00Z");
+        let frac = Timestamp::parse_rfc3339("2026-11-20T14:03:00.25Z").unwrap();
+        assert_eq!(frac.0 - z.0, 250);
+        assert_eq!(frac.to_string(), "2026-11-20T14:03:00.250Z");
+        let micro = Timestamp::parse_rfc3339("2026-11-20T14:03:00.123456Z").unwrap();
+        assert_eq!(micro.0 - z.0, 123);
+        assert_eq!(Timestamp::parse_rfc3339("1970-01-01T00:00:00Z").unwrap().0, 0);
+    }
+
+    #[test]
+    fn refuses_bad_timestamps() {
+        use TimeError::*;
+        let cases = [
+            ("2026-11-20", Format),
+            ("2026-11-20T14:03:00", Format),
+            ("2026-13-20T14:03:00Z", Date),
+            ("2026-02-29T14:03:00Z", Date),
+            ("2026-11-20T24:00:00Z", TimeOfDay),
+            ("2026-11-20T14:03:00+3:00", Offset),
+            ("2026-11-20T14:03:00.Z", Format),
+            ("1800-11-20T14:03:00Z", Range),
+            ("２026-11-20T14:03:00Z", Format),
+        ];
+        for (text, err) in cases {
+            assert_eq!(Timestamp::parse_rfc3339(text), Err(err), "{text}");
+        }
+        assert!(Timestamp::parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn local_calendar_at_offset() {
+        let offset = TzOffset(3 * 3600);
+        // 22:30 UTC on Thursday 2026-12-03 is 01:30 Friday in Moscow.
+        let t = Timestamp::parse_rfc3339("2026-12-03T22:30:00Z").unwrap();
+        let local = LocalTime::new(t, offset);
+        assert_eq!((local.year, local.month, local.day), (2026, 12, 4));
+        assert_eq!(local.weekday, Weekday::Fri);
+        assert_eq!(month_label(local.month_key()), "2026-12");
+        assert_eq!(quarter_label(local.quarter_key()), "2026-Q4");
+        assert_eq!(month_end(local.month_key(), offset).to_string(), "2026-12-31T21:00:00Z");
+        assert_eq!(quarter_end(local.quarter_key(), offset).to_string(), "2026-12-31T21:00:00Z");
+        assert_eq!(TzOffset(-5 * 3600 - 1800).to_string(), "-05:30");
+    }
+}
