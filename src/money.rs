@@ -119,8 +119,9 @@ pub fn parse_decimal(text: &str, allow_exponent: bool) -> Result<Decimal, Amount
         mantissa = mantissa.checked_mul(10).ok_or(AmountError::TooLarge)?;
         scale += 1;
     }
-    // Trailing zeros after the point carry no value.
-    while scale > 0 && mantissa % 10 == 0 {
+    // The written scale is kept ("1000.00" stays so in explanations), but
+    // zeros beyond the precision limit carry no value.
+    while scale > i64::from(MAX_SCALE) && mantissa % 10 == 0 {
         mantissa /= 10;
         scale -= 1;
     }
@@ -237,7 +238,8 @@ mod tests {
         assert_eq!(parse_amount("1234.56", false), Ok(d("1234.56")));
         assert_eq!(parse_amount("0.01", false), Ok(d("0.01")));
         assert_eq!(parse_amount("100", false), Ok(d("100")));
-        assert_eq!(parse_amount("100.500", false), Ok(d("100.5")));
+        assert_eq!(parse_amount("100.500", false).map(|v| v.to_string()), Ok("100.500".into()));
+        assert_eq!(parse_amount("1.50000000", false).map(|v| v.to_string()), Ok("1.500000".into()));
         assert_eq!(parse_amount("000100.10", false), Ok(d("100.1")));
     }
 

@@ -308,7 +308,8 @@ impl ProgressMeter {
     }
 
     fn update(&mut self, bytes: u64, events: u64) {
-        if !self.enabled || self.total_bytes == 0 {
+        // Short runs need no progress report.
+        if !self.enabled || self.total_bytes == 0 || self.started.elapsed() < Duration::from_secs(1) {
             return;
         }
         let percent = bytes * 100 / self.total_bytes;

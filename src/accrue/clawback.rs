@@ -100,8 +100,8 @@ pub(super) fn refund(
         }
     }
     if records == 0 {
-        // Earlier partial refunds already took back everything rounding allows.
-        return Outcome::Applied(0);
+        // Rounding leaves nothing to take back for this part of the refund.
+        return Outcome::NoEffect(NoEffect::NothingToClawBack);
     }
     Outcome::Applied(records)
 }

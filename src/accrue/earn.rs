@@ -144,9 +144,11 @@ fn plan(
     if raw <= Decimal::ZERO {
         return Ok(None);
     }
-    if base != f.amount {
-        let why = if eligible != f.amount { "spend cap left" } else { "full units" };
-        let _ = write!(text, " ({why} of {})", f.amount);
+    if eligible != f.amount {
+        let _ = write!(text, " (the part of {} within the spend cap)", f.amount);
+    }
+    if let Some(unit) = rule.rounding.per_full.filter(|_| base != eligible) {
+        let _ = write!(text, " (in full {unit}s of {eligible})");
     }
     let _ = write!(text, " = {}", raw.normalize());
     let rounded = money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;

@@ -39,6 +39,9 @@ pub enum NoEffect {
     OriginalNotFound,
     /// The purchase is already fully refunded.
     AlreadyRefunded,
+    /// A partial refund so small that rounding leaves nothing to take back
+    /// yet (later refunds still add up exactly).
+    NothingToClawBack,
 }
 
 impl NoEffect {
@@ -48,6 +51,7 @@ impl NoEffect {
             NoEffect::NoRuleMatched => "no_rule_matched",
             NoEffect::OriginalNotFound => "original_not_found",
             NoEffect::AlreadyRefunded => "already_refunded",
+            NoEffect::NothingToClawBack => "nothing_to_claw_back",
         }
     }
 }

@@ -50,12 +50,13 @@ fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)>
         let path = e.path().to_string();
         let message = e.inner().to_string().trim().to_string();
         // serde reports a missing or unknown key at its parent: name the key.
-        let named_key = ["missing field `", "unknown field `"]
+        let named_key = ["missing field `", "unknown field `", "unknown variant `"]
             .iter()
             .find_map(|p| message.strip_prefix(p))
             .and_then(|rest| rest.split('`').next());
         let field = match (named_key, path.as_str()) {
             (Some(key), ".") => key.to_string(),
+            (Some(key), p) if p == key || p.ends_with(&format!(".{key}")) => p.to_string(),
             (Some(key), parent) => format!("{parent}.{key}"),
             (None, path) => path.to_string(),
         };
@@ -436,6 +437,16 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             rules.iter().filter(|r| r.caps.contains(&c)).map(|r| r.program).collect();
         if programs_using.len() > 1 {
             problems.add(&Item::Cap(cap.id.to_string()), "program", "rules of different programs use this cap");
+        }
+        // What is left of a reward cap is paid out: it must be payable.
+        if let (CapMeasure::Reward, Some(&p)) = (cap.measure, programs_using.first()) {
+            if cap.limit.normalize().scale() > programs[p].decimals {
+                problems.add(
+                    &Item::Cap(cap.id.to_string()),
+                    "limit",
+                    format!("{} has more decimal places than program \"{}\" keeps", cap.limit, programs[p].name),
+                );
+            }
         }
     }
     let mut group_programs: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();

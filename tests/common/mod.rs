@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: build events, run the core.
+#![allow(dead_code)]
+
+use accrual::accrue::{AccrualRecord, Core, Outcome};
+use accrual::events::Decoder;
+use accrual::rules::{self, Rules};
+use accrual::state::AccountState;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn example_rules() -> Arc<Rules> {
+    Arc::new(rules::load(&repo_path("config/rules.example.toml")).expect("shipped example loads"))
+}
+
+pub fn rules_from(text: &str) -> Arc<Rules> {
+    match rules::parse(text, "test.toml") {
+        Ok(r) => Arc::new(r),
+        Err(e) => panic!("test rules do not load:\n{e}"),
+    }
+}
+
+pub fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+/// A purchase event as JSON; `extra` is appended inside the object.
+pub fn purchase(id: &str, account: &str, amount: &str, mcc: &str, at: &str, extra: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"purchase","account_id":"{account}","amount":"{amount}","currency":"RUB","mcc":"{mcc}","merchant_id":"M-1"{extra},"occurred_at":"{at}"}}"#
+    )
+}
+
+pub fn refund(id: &str, account: &str, original: &str, amount: &str, at: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"refund","account_id":"{account}","original_event_id":"{original}","amount":"{amount}","currency":"RUB","occurred_at":"{at}"}}"#
+    )
+}
+
+pub fn reversal(id: &str, account: &str, original: &str, at: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"reversal","account_id":"{account}","original_event_id":"{original}","occurred_at":"{at}"}}"#
+    )
+}
+
+/// Drives the core directly over events, keeping account states in memory.
+pub struct Harness {
+    pub core: Core,
+    pub decoder: Decoder,
+    pub accounts: BTreeMap<String, AccountState>,
+}
+
+impl Harness {
+    pub fn new(rules: Arc<Rules>) -> Harness {
+        Harness { core: Core::new(rules), decoder: Decoder::new(), accounts: BTreeMap::new() }
+    }
+
+    /// Applies one event; returns the outcome and the records it produced.
+    pub fn apply(&mut self, line: &str) -> (Outcome, Vec<AccrualRecord>) {
+        let event = self.decoder.decode(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let state = self.accounts.entry(event.account_id.to_string()).or_default();
+        let mut out = Vec::new();
+        let outcome = self.core.apply(state, &event, &mut out);
+        (outcome, out)
+    }
+
+    /// Applies one event and returns `(rule, kind, amount)` per record.
+    pub fn run(&mut self, line: &str) -> Vec<(String, &'static str, String)> {
+        self.apply(line)
+            .1
+            .iter()
+            .map(|r| (r.rule_id.to_string(), r.kind.name(), r.amount.to_string()))
+            .collect()
+    }
+
+    pub fn available(&self, account: &str, program: &str) -> Decimal {
+        self.accounts
+            .get(account)
+            .and_then(|s| s.balance(program))
+            .map_or(Decimal::ZERO, |b| b.available)
+    }
+}
+
+/// `[(rule, kind, amount)]` literal helper.
+pub fn recs(items: &[(&str, &'static str, &str)]) -> Vec<(String, &'static str, String)> {
+    items.iter().map(|(r, k, a)| (r.to_string(), *k, a.to_string())).collect()
+}

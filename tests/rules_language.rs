@@ -1,0 +1,384 @@
+//! The rules language, feature by feature, on small programs with
+//! hand-computed results; and the load-time errors a data engineer sees.
+
+mod common;
+
+use accrual::accrue::{NoEffect, Outcome};
+use accrual::rules::{self, Item};
+use common::*;
+
+const HEADER: &str = r#"
+[settings]
+name = "test"
+currency = "RUB"
+timezone = "+03:00"
+
+[programs.cashback]
+kind = "cashback"
+unit = "RUB"
+
+[programs.points]
+kind = "points"
+unit = "PTS"
+
+[categories.groceries]
+mcc = ["5411"]
+"#;
+
+fn program(rules: &str) -> Harness {
+    Harness::new(rules_from(&format!("{HEADER}\n{rules}")))
+}
+
+const T: &str = "2026-11-10T12:00:00+03:00";
+
+#[test]
+fn rounding_modes_and_steps() {
+    let mut h = program(
+        r#"
+[[rules]]
+id = "floor"
+program = "cashback"
+effect = { percent = "1.5" }
+
+[[rules]]
+id = "half-up"
+program = "cashback"
+effect = { percent = "1.5" }
+rounding = { mode = "half-up" }
+
+[[rules]]
+id = "ceiling-rouble"
+program = "cashback"
+effect = { percent = "1.5" }
+rounding = { mode = "ceiling", step = "1" }
+
+[[rules]]
+id = "per-full-100"
+program = "cashback"
+effect = { percent = "1.5" }
+rounding = { per_full = "100" }
+"#,
+    );
+    // 1.5% of 123.30 = 1.8495
+    assert_eq!(
+        h.run(&purchase("p", "a", "123.30", "5999", T, "")),
+        recs(&[("ceiling-rouble", "earn", "2.00"), ("floor", "earn", "1.84"), ("half-up", "earn", "1.85"), ("per-full-100", "earn", "1.50")])
+    );
+}
+
+#[test]
+fn fixed_and_per_unit_effects() {
+    let mut h = program(
+        r#"
+[[rules]]
+id = "welcome-fixed"
+program = "points"
+when = { mcc = ["5811-5814"], min_amount = "500", max_amount = "10000" }
+effect = { fixed = "50" }
+
+[[rules]]
+id = "per-100"
+program = "points"
+effect = { per_unit = { every = "100", award = "3" } }
+"#,
+    );
+    assert_eq!(
+        h.run(&purchase("p1", "a", "999.99", "5812", T, "")),
+        recs(&[("per-100", "earn", "27"), ("welcome-fixed", "earn", "50")])
+    );
+    // Outside the amount window and the MCC range.
+    assert_eq!(h.run(&purchase("p2", "a", "10000.01", "5812", T, "")), recs(&[("per-100", "earn", "300")]));
+    assert_eq!(h.run(&purchase("p3", "a", "999.99", "5815", T, "")), recs(&[("per-100", "earn", "27")]));
+    assert_eq!(h.apply(&purchase("p4", "a", "99.99", "5815", T, "")).0, Outcome::NoEffect(NoEffect::NoRuleMatched));
+}
+
+#[test]
+fn quarterly_spend_cap_pays_the_bonus_on_the_first_1500_only() {
+    // "5% on the first 1,500 of combined purchases per quarter, 1% after":
+    // a 1% base plus a 4% bonus whose spend is capped.
+    let mut h = program(
+        r#"
+[caps.rotating-q]
+limit = "1500"
+period = "quarter"
+measure = "spend"
+
+[[rules]]
+id = "base"
+program = "cashback"
+effect = { percent = "1" }
+
+[[rules]]
+id = "rotating-bonus"
+program = "cashback"
+when = { categories = ["groceries"] }
+effect = { percent = "4" }
+caps = ["rotating-q"]
+"#,
+    );
+    assert_eq!(
+        h.run(&purchase("p1", "a", "1000.00", "5411", "2026-10-02T12:00:00+03:00", "")),
+        recs(&[("base", "earn", "10.00"), ("rotating-bonus", "earn", "40.00")])
+    );
+    let (_, records) = h.apply(&purchase("p2", "a", "1000.00", "5411", "2026-11-02T12:00:00+03:00", ""));
+    assert_eq!(records[1].amount.to_string(), "20.00", "4% of the 500 left");
+    assert!(records[1].explanation.contains("4% of 500.00 (the part of 1000.00 within the spend cap)"), "{}", records[1].explanation);
+    assert_eq!(h.run(&purchase("p3", "a", "1000.00", "5411", "2026-12-31T20:59:59Z", "")), recs(&[("base", "earn", "10.00")]));
+    // Q1 (Moscow time) starts over.
+    assert_eq!(
+        h.run(&purchase("p4", "a", "1000.00", "5411", "2026-12-31T21:00:00Z", "")),
+        recs(&[("base", "earn", "10.00"), ("rotating-bonus", "earn", "40.00")])
+    );
+    // Refunding half of p2 gives back half its Q4 spend (250), in Q4.
+    assert_eq!(
+        h.run(&refund("r2", "a", "p2", "500.00", "2027-01-05T12:00:00+03:00")),
+        recs(&[("base", "clawback", "5.00"), ("rotating-bonus", "clawback", "10.00")])
+    );
+    let q4 = 2026 * 4 + 3;
+    assert_eq!(h.accounts["a"].cap_used("rotating-q", q4), d("1250.000000"));
+}
+
+#[test]
+fn exclusive_group_priority_then_value_then_id() {
+    let mut h = program(
+        r#"
+[[rules]]
+id = "zeta"
+program = "cashback"
+group = "rate"
+priority = 5
+effect = { percent = "2" }
+
+[[rules]]
+id = "alpha"
+program = "cashback"
+group = "rate"
+priority = 5
+effect = { percent = "2" }
+
+[[rules]]
+id = "higher-value"
+program = "cashback"
+group = "rate"
+priority = 5
+when = { channels = ["online"] }
+effect = { percent = "3" }
+
+[[rules]]
+id = "top-priority-small"
+program = "cashback"
+group = "rate"
+priority = 9
+when = { merchants = ["M-9"] }
+effect = { fixed = "1" }
+"#,
+    );
+    // Same priority, same value: the smaller id wins.
+    assert_eq!(h.run(&purchase("p1", "a", "100.00", "5999", T, "")), recs(&[("alpha", "earn", "2.00")]));
+    // Same priority: the higher value wins.
+    assert_eq!(h.run(&purchase("p2", "a", "100.00", "5999", T, r#","channel":"online""#)), recs(&[("higher-value", "earn", "3.00")]));
+    // Priority beats value.
+    let at_m9 = purchase("p3", "a", "100.00", "5999", T, r#","channel":"online""#).replace("M-1", "M-9");
+    assert_eq!(h.run(&at_m9), recs(&[("top-priority-small", "earn", "1.00")]));
+}
+
+#[test]
+fn weekday_and_time_window_conditions() {
+    let mut h = program(
+        r#"
+[[rules]]
+id = "weekend-evenings"
+program = "points"
+when = { weekdays = ["sat", "sun"], from = "2026-11-01T18:00:00", to = 2026-12-01 }
+effect = { fixed = "10" }
+"#,
+    );
+    assert_eq!(h.run(&purchase("sat", "a", "1.00", "5999", "2026-11-07T12:00:00+03:00", "")).len(), 1);
+    assert_eq!(h.run(&purchase("fri", "a", "1.00", "5999", "2026-11-06T12:00:00+03:00", "")).len(), 0);
+    // The window opens at 18:00 Moscow on 1 November (a Sunday).
+    assert_eq!(h.run(&purchase("early", "a", "1.00", "5999", "2026-11-01T14:59:59Z", "")).len(), 0);
+    assert_eq!(h.run(&purchase("open", "a", "1.00", "5999", "2026-11-01T15:00:00Z", "")).len(), 1);
+    assert_eq!(h.run(&purchase("closed", "a", "1.00", "5999", "2026-12-05T12:00:00+03:00", "")).len(), 0);
+}
+
+#[test]
+fn tier_conditions_need_the_account_tier() {
+    let mut h = program(
+        r#"
+[tiers.gold]
+
+[[rules]]
+id = "gold-only"
+program = "points"
+when = { tiers = ["gold"] }
+effect = { fixed = "100" }
+"#,
+    );
+    assert_eq!(h.run(&purchase("p1", "a", "10.00", "5999", T, "")).len(), 0);
+    h.accounts.entry("a".into()).or_default().tier = Some("gold".into());
+    assert_eq!(h.run(&purchase("p2", "a", "10.00", "5999", T, "")), recs(&[("gold-only", "earn", "100")]));
+}
+
+fn problems(text: &str) -> Vec<(Item, String, String)> {
+    match rules::parse(&format!("{HEADER}\n{text}"), "bank.toml") {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(shown.starts_with("bank.toml: "), "errors name the file: {shown}");
+            e.problems().iter().map(|p| (p.item.clone(), p.field.clone(), p.message.clone())).collect()
+        }
+    }
+}
+
+#[test]
+fn a_typo_names_the_file_rule_and_field() {
+    let text = r#"
+[[rules]]
+id = "groceries-5"
+program = "cashback"
+effect = { percnt = "5" }
+"#;
+    let p = problems(text);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].0, Item::Rule("groceries-5".into()));
+    assert_eq!(p[0].1, "effect.percnt");
+    assert!(p[0].2.contains("unknown variant `percnt`") || p[0].2.contains("unknown field `percnt`"), "{}", p[0].2);
+
+    let p = problems("[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = { percent = \"5\" }\n");
+    assert_eq!((p[0].0.clone(), p[0].1.as_str()), (Item::Rule("r1".into()), "progrm"));
+    let err = rules::parse(&format!("{HEADER}\n[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = {{ percent = \"5\" }}\n"), "bank.toml").unwrap_err();
+    assert!(err.to_string().starts_with("bank.toml: rule \"r1\": field `progrm`: unknown field `progrm`"), "{err}");
+}
+
+#[test]
+fn unknown_references_are_named() {
+    let p = problems(
+        r#"
+[[rules]]
+id = "fuel-3"
+program = "cashback"
+when = { categories = ["fuel"], partners = ["nobody"], tiers = ["platinum"], weekdays = ["fry"] }
+effect = { percent = "3" }
+caps = ["missing-cap"]
+
+[[rules]]
+id = "x"
+program = "miles"
+effect = { percent = "1" }
+"#,
+    );
+    let fields: Vec<(String, &str)> = p.iter().map(|(i, f, _)| (i.to_string(), f.as_str())).collect();
+    for expected in [
+        ("rule \"fuel-3\"", "when.categories"),
+        ("rule \"fuel-3\"", "when.partners"),
+        ("rule \"fuel-3\"", "when.tiers"),
+        ("rule \"fuel-3\"", "when.weekdays"),
+        ("rule \"fuel-3\"", "caps"),
+        ("rule \"x\"", "program"),
+    ] {
+        assert!(fields.contains(&(expected.0.to_string(), expected.1)), "{expected:?} not in {fields:?}");
+    }
+    assert!(p.iter().any(|(_, _, m)| m == "unknown category \"fuel\""));
+}
+
+#[test]
+fn values_are_checked() {
+    let p = problems(
+        r#"
+[caps.c]
+limit = "0.001"
+period = "month"
+
+[[rules]]
+id = "float"
+program = "cashback"
+effect = { percent = 5.5 }
+
+[[rules]]
+id = "too-much"
+program = "cashback"
+effect = { percent = "150" }
+caps = ["c"]
+
+[[rules]]
+id = "fine-step"
+program = "points"
+effect = { fixed = "1" }
+rounding = { step = "0.5" }
+
+[[rules]]
+id = "window"
+program = "points"
+when = { from = 2026-12-01, to = 2026-11-01, min_amount = "10", max_amount = "5" }
+effect = { fixed = "1" }
+
+[[rules]]
+id = "window"
+program = "points"
+when = { mcc = ["54111", "5999-5990"] }
+effect = { fixed = "1" }
+"#,
+    );
+    let has = |item: &str, field: &str, needle: &str| {
+        p.iter().any(|(i, f, m)| i.to_string() == item && f == field && m.contains(needle))
+    };
+    assert!(has("rule \"float\"", "effect.percent", "write decimals as strings"), "{p:?}");
+    assert!(has("rule \"too-much\"", "effect.percent", "at most 100"));
+    assert!(has("rule \"fine-step\"", "rounding.step", "finer than program"));
+    assert!(has("rule \"window\"", "when.to", "after `from`"));
+    assert!(has("rule \"window\"", "when.max_amount", "below min_amount"));
+    assert!(has("rule \"window\"", "id", "same id"));
+    assert!(has("rule \"window\"", "when.mcc", "not a 4-digit MCC"));
+}
+
+#[test]
+fn structural_mistakes() {
+    let p = problems(
+        r#"
+[[rules]]
+id = "a"
+program = "points"
+effect = { multiply = { rule = "b", factor = "2" } }
+
+[[rules]]
+id = "b"
+program = "points"
+effect = { multiply = { rule = "a", factor = "2" } }
+"#,
+    );
+    assert!(p.iter().any(|(_, f, m)| f == "effect.multiply.rule" && m.contains("cycle")), "{p:?}");
+
+    let p = problems(
+        r#"
+[[rules]]
+id = "cash"
+program = "cashback"
+group = "g"
+effect = { percent = "1" }
+
+[[rules]]
+id = "pts"
+program = "points"
+group = "g"
+effect = { fixed = "1" }
+"#,
+    );
+    assert!(p.iter().any(|(_, f, m)| f == "group" && m.contains("mixes programs")), "{p:?}");
+
+    let bad_section = rules::parse(&format!("{HEADER}\n[rulez]\n"), "bank.toml").unwrap_err();
+    assert_eq!(bad_section.problems()[0].field, "rulez");
+    let no_settings = rules::parse("[programs.cashback]\nkind = \"cashback\"\nunit = \"RUB\"\n", "bank.toml").unwrap_err();
+    assert_eq!(no_settings.problems()[0].item, Item::Settings);
+    let syntax = rules::parse("[settings\nname = 1", "bank.toml").unwrap_err();
+    assert!(syntax.to_string().starts_with("bank.toml: TOML syntax error"), "{syntax}");
+    assert!(syntax.to_string().contains("line 1"), "{syntax}");
+}
+
+#[test]
+fn the_version_follows_the_rules_not_the_formatting() {
+    let a = rules_from(&format!("{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"));
+    let b = rules_from(&format!("# a comment\n{HEADER}\n\n[[rules]]\nid = \"r\"   # same rule\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"));
+    let c = rules_from(&format!("{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"2\" }}\n"));
+    assert_eq!(a.version, b.version);
+    assert_ne!(a.version, c.version);
+}
