@@ -1,0 +1,116 @@
+//! The `accrual` binary as a data engineer uses it: the commands from the
+//! README and the issue's acceptance checks.
+
+mod common;
+
+use common::repo_path;
+use std::process::{Command, Output};
+
+fn accrual(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_accrual")).args(args).output().expect("runs the binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn gen_then_simulate_twice_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = dir.path().join("ev.ndjson");
+    let generated = accrual(&["gen", "--events", "100000", "--accounts", "5000", "--seed", "7", "--out", ev.to_str().unwrap()]);
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let rules = repo_path("config/rules.example.toml");
+    let mut outputs = Vec::new();
+    for run in 0..2 {
+        let out = dir.path().join(format!("acc-{run}.ndjson"));
+        let sim = accrual(&[
+            "simulate",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            ev.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(sim.status.success(), "{}", text(&sim.stderr));
+        let summary = text(&sim.stdout);
+        assert!(summary.contains("payout by rule:"), "{summary}");
+        for rule in ["base-1pct", "groceries-5pct", "fuel-3pct", "partner-10pct", "points-base"] {
+            assert!(summary.lines().any(|l| l.trim_start().starts_with(rule)), "{rule} in {summary}");
+        }
+        assert!(summary.contains("events: 100000 read"), "{summary}");
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(outputs[0].len() > 1_000_000);
+    assert!(outputs[0] == outputs[1], "two runs differ");
+}
+
+#[test]
+fn gen_is_deterministic_on_stdout() {
+    let a = accrual(&["gen", "--events", "500", "--seed", "3", "--malformed", "5"]);
+    let b = accrual(&["gen", "--events", "500", "--seed", "3", "--malformed", "5"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stdout.iter().filter(|&&c| c == b'\n').count(), 500);
+}
+
+#[test]
+fn check_config_accepts_the_example_and_summarises_it() {
+    let out = accrual(&["check-config", repo_path("config/rules.example.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("rules.example.toml: OK"), "{shown}");
+    assert!(shown.contains("rules version"), "{shown}");
+    assert!(shown.contains("december-fridays"), "{shown}");
+}
+
+#[test]
+fn check_config_names_file_rule_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo_path("config/rules.example.toml")).unwrap();
+    let cases = [
+        // A typo'd key in a rule.
+        (
+            example.replace(r#"group = "cashback-rate"
+priority = 10
+when = { categories = ["fuel"]"#, r#"group = "cashback-rate"
+priorty = 10
+when = { categories = ["fuel"]"#),
+            r#"rule "fuel-3pct": field `priorty`: unknown field `priorty`"#,
+        ),
+        // An unknown category.
+        (
+            example.replace(r#"categories = ["fuel"]"#, r#"categories = ["fuels"]"#),
+            r#"rule "fuel-3pct": field `when.categories`: unknown category "fuels""#,
+        ),
+    ];
+    for (i, (toml, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let out = accrual(&["check-config", path.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("{}: {expected}", path.display())), "{err}");
+    }
+    let missing = accrual(&["check-config", "/nonexistent/rules.toml"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("/nonexistent/rules.toml: cannot read"));
+}
+
+#[test]
+fn simulate_survives_the_malformed_corpus() {
+    let out = accrual(&[
+        "simulate",
+        "--rules",
+        repo_path("config/rules.example.toml").to_str().unwrap(),
+        "--input",
+        repo_path("tests/data/malformed.ndjson").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("line 1: malformed_json"), "{shown}");
+    assert!(shown.contains("line 17: invalid_amount: field `amount` is negative"), "{shown}");
+    assert!(shown.contains("... 25 more"), "the first 20 are listed: {shown}");
+    assert!(shown.contains("0 accrued"), "{shown}");
+}
