@@ -84,52 +84,52 @@ impl Rng {
 
 /// (MCC, weight in the portfolio, median amount in roubles)
 const MCC_MIX: &[(&str, f64, f64)] = &[
-    ("5411", 22.0, 900.0),  // supermarkets
-    ("5499", 4.0, 400.0),   // food stores
-    ("5441", 0.7, 350.0),   // confectionery
-    ("5451", 0.6, 300.0),   // dairy
-    ("5462", 0.7, 250.0),   // bakeries
-    ("5814", 7.0, 450.0),   // fast food
-    ("5812", 4.0, 2_500.0), // restaurants
-    ("5813", 1.0, 1_800.0), // bars
-    ("5541", 5.0, 2_500.0), // fuel
-    ("5542", 2.0, 2_200.0), // automated fuel
-    ("5912", 4.0, 700.0),   // pharmacies
-    ("8011", 0.5, 3_000.0), // doctors
-    ("5399", 4.0, 2_000.0), // marketplaces
-    ("5311", 2.0, 2_500.0), // department stores
-    ("5331", 2.0, 600.0),   // variety stores
-    ("5651", 2.0, 4_000.0), // clothing
-    ("5691", 1.0, 5_000.0), // clothing
-    ("5661", 1.0, 4_500.0), // shoes
-    ("5977", 1.0, 1_500.0), // cosmetics
+    ("5411", 22.0, 900.0),   // supermarkets
+    ("5499", 4.0, 400.0),    // food stores
+    ("5441", 0.7, 350.0),    // confectionery
+    ("5451", 0.6, 300.0),    // dairy
+    ("5462", 0.7, 250.0),    // bakeries
+    ("5814", 7.0, 450.0),    // fast food
+    ("5812", 4.0, 2_500.0),  // restaurants
+    ("5813", 1.0, 1_800.0),  // bars
+    ("5541", 5.0, 2_500.0),  // fuel
+    ("5542", 2.0, 2_200.0),  // automated fuel
+    ("5912", 4.0, 700.0),    // pharmacies
+    ("8011", 0.5, 3_000.0),  // doctors
+    ("5399", 4.0, 2_000.0),  // marketplaces
+    ("5311", 2.0, 2_500.0),  // department stores
+    ("5331", 2.0, 600.0),    // variety stores
+    ("5651", 2.0, 4_000.0),  // clothing
+    ("5691", 1.0, 5_000.0),  // clothing
+    ("5661", 1.0, 4_500.0),  // shoes
+    ("5977", 1.0, 1_500.0),  // cosmetics
     ("5732", 1.0, 15_000.0), // electronics
-    ("5200", 1.0, 3_500.0), // home supply
-    ("5251", 1.0, 1_200.0), // hardware
-    ("4111", 4.0, 60.0),    // commuter transport
-    ("4121", 3.0, 500.0),   // taxi
-    ("4131", 1.0, 900.0),   // bus lines
-    ("4814", 3.0, 500.0),   // telecom
-    ("4900", 2.0, 3_500.0), // utilities
-    ("6011", 3.0, 5_000.0), // cash withdrawal
-    ("6051", 0.5, 3_000.0), // quasi-cash
+    ("5200", 1.0, 3_500.0),  // home supply
+    ("5251", 1.0, 1_200.0),  // hardware
+    ("4111", 4.0, 60.0),     // commuter transport
+    ("4121", 3.0, 500.0),    // taxi
+    ("4131", 1.0, 900.0),    // bus lines
+    ("4814", 3.0, 500.0),    // telecom
+    ("4900", 2.0, 3_500.0),  // utilities
+    ("6011", 3.0, 5_000.0),  // cash withdrawal
+    ("6051", 0.5, 3_000.0),  // quasi-cash
     ("4829", 2.0, 10_000.0), // transfers
-    ("6538", 0.5, 8_000.0), // card-to-card
-    ("5815", 0.7, 300.0),   // digital media
-    ("5816", 0.6, 500.0),   // games
-    ("5818", 0.7, 400.0),   // digital goods
-    ("4899", 1.0, 400.0),   // streaming, cable
+    ("6538", 0.5, 8_000.0),  // card-to-card
+    ("5815", 0.7, 300.0),    // digital media
+    ("5816", 0.6, 500.0),    // games
+    ("5818", 0.7, 400.0),    // digital goods
+    ("4899", 1.0, 400.0),    // streaming, cable
     ("4511", 0.5, 15_000.0), // airlines
     ("7011", 0.5, 12_000.0), // hotels
     ("4722", 0.5, 20_000.0), // travel agencies
-    ("7230", 1.0, 2_000.0), // beauty
-    ("8299", 0.5, 6_000.0), // education
-    ("7995", 0.3, 1_000.0), // gambling
+    ("7230", 1.0, 2_000.0),  // beauty
+    ("8299", 0.5, 6_000.0),  // education
+    ("7995", 0.3, 1_000.0),  // gambling
     ("6211", 0.2, 20_000.0), // securities
-    ("9311", 0.3, 3_000.0), // taxes
-    ("0742", 0.2, 2_500.0), // veterinary
-    ("5942", 0.5, 900.0),   // books
-    ("5941", 0.5, 3_000.0), // sporting goods
+    ("9311", 0.3, 3_000.0),  // taxes
+    ("0742", 0.2, 2_500.0),  // veterinary
+    ("5942", 0.5, 900.0),    // books
+    ("5941", 0.5, 3_000.0),  // sporting goods
 ];
 
 const PARTNER_MERCHANTS: [&str; 2] = ["M-MEGAMART-001", "M-MEGAMART-002"];
@@ -213,11 +213,8 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
             let account = format!("acc-{:07}", original.account);
             if roll < opts.refund_percent {
                 // 60% refund in full, the rest part of the amount.
-                let kopecks = if rng.percent(60.0) {
-                    original.kopecks
-                } else {
-                    1 + rng.below(original.kopecks.max(1))
-                };
+                let kopecks =
+                    if rng.percent(60.0) { original.kopecks } else { 1 + rng.below(original.kopecks.max(1)) };
                 line.push_str(&format!(
                     r#"{{"event_id":"{event_id}","type":"refund","account_id":"{account}","original_event_id":"{}","amount":"{}","currency":"{}","occurred_at":"{stamp}"}}"#,
                     original.event_id,
@@ -303,7 +300,13 @@ mod tests {
 
     #[test]
     fn same_seed_same_bytes() {
-        let opts = GenOptions { events: 2_000, accounts: 100, malformed_percent: 2.0, duplicate_percent: 1.0, ..Default::default() };
+        let opts = GenOptions {
+            events: 2_000,
+            accounts: 100,
+            malformed_percent: 2.0,
+            duplicate_percent: 1.0,
+            ..Default::default()
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         generate(&opts, &mut a).unwrap();
         generate(&opts, &mut b).unwrap();
@@ -317,7 +320,13 @@ mod tests {
 
     #[test]
     fn produces_the_requested_mix() {
-        let opts = GenOptions { events: 20_000, accounts: 500, refund_percent: 3.0, reversal_percent: 1.0, ..Default::default() };
+        let opts = GenOptions {
+            events: 20_000,
+            accounts: 500,
+            refund_percent: 3.0,
+            reversal_percent: 1.0,
+            ..Default::default()
+        };
         let mut out = Vec::new();
         generate(&opts, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -12,8 +12,8 @@
 //! - [`simulate`], [`datagen`]: the file-based backtest and the data generator.
 
 pub mod accrue;
-pub mod events;
 pub mod datagen;
+pub mod events;
 pub mod money;
 pub mod pipeline;
 pub mod rules;

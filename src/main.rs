@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "accrual", version, about = "Exactly-once cashback and bonus-point accrual for card transaction streams")]
+#[command(
+    name = "accrual",
+    version,
+    about = "Exactly-once cashback and bonus-point accrual for card transaction streams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -120,7 +124,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("--batch-size must be at least 1");
             }
             let to_stdout = out.as_ref().is_some_and(|p| p.as_os_str() == "-");
-            let opts = SimulateOptions { rules, input, out, dlq, state_dir, batch_size, show_progress: !quiet };
+            let opts =
+                SimulateOptions { rules, input, out, dlq, state_dir, batch_size, show_progress: !quiet };
             let summary = simulate::run(&opts)?;
             if to_stdout {
                 eprintln!("{summary}");
@@ -129,9 +134,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gen { events, accounts, seed, start, days, refunds, reversals, duplicates, malformed, out } => {
+        Command::Gen {
+            events,
+            accounts,
+            seed,
+            start,
+            days,
+            refunds,
+            reversals,
+            duplicates,
+            malformed,
+            out,
+        } => {
             let start = Timestamp::parse_rfc3339(&start).map_err(|e| anyhow::anyhow!("--start {e}"))?;
-            for (name, p) in [("refunds", refunds), ("reversals", reversals), ("duplicates", duplicates), ("malformed", malformed)] {
+            for (name, p) in [
+                ("refunds", refunds),
+                ("reversals", reversals),
+                ("duplicates", duplicates),
+                ("malformed", malformed),
+            ] {
                 if !(0.0..=100.0).contains(&p) {
                     bail!("--{name} must be a percentage between 0 and 100");
                 }

@@ -93,11 +93,7 @@ pub fn parse_decimal(text: &str, allow_exponent: bool) -> Result<Decimal, Amount
             _ => (false, exp_text),
         };
         if exp_digits.is_empty() || exp_digits.len() > 4 {
-            return Err(if exp_digits.is_empty() {
-                AmountError::NotANumber
-            } else {
-                AmountError::TooLarge
-            });
+            return Err(if exp_digits.is_empty() { AmountError::NotANumber } else { AmountError::TooLarge });
         }
         let mut exp: i64 = 0;
         for &d in exp_digits {
@@ -182,9 +178,7 @@ pub fn round_to_step(value: Decimal, step: Decimal, mode: RoundingMode) -> Optio
     let rounded = match mode {
         RoundingMode::Floor => units.floor(),
         RoundingMode::Ceiling => units.ceil(),
-        RoundingMode::HalfUp => {
-            units.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
-        }
+        RoundingMode::HalfUp => units.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero),
     };
     rounded.checked_mul(step)
 }
@@ -265,10 +259,7 @@ mod tests {
         assert_eq!(parse_amount("NaN", false), Err(AmountError::NotANumber));
         assert_eq!(parse_amount("1000000000000.01", false), Err(AmountError::TooLarge));
         assert_eq!(parse_amount("1e400", true), Err(AmountError::TooLarge));
-        assert_eq!(
-            parse_amount("99999999999999999999999999999999", false),
-            Err(AmountError::TooLarge)
-        );
+        assert_eq!(parse_amount("99999999999999999999999999999999", false), Err(AmountError::TooLarge));
         assert_eq!(parse_amount("1.0000001", false), Err(AmountError::TooPrecise));
         assert_eq!(parse_amount("1000000000000", false), Ok(MAX_AMOUNT));
     }

@@ -50,7 +50,9 @@ pub enum SimulateError {
         #[source]
         source: io::Error,
     },
-    #[error("the state in {0} was written by rules version {1}; this run uses {2}. Use a fresh --state-dir to backtest other rules.")]
+    #[error(
+        "the state in {0} was written by rules version {1}; this run uses {2}. Use a fresh --state-dir to backtest other rules."
+    )]
     RulesChanged(PathBuf, String, String),
 }
 
@@ -144,11 +146,7 @@ impl SimSink<'_> {
 impl Sink for SimSink<'_> {
     fn accrued(&mut self, _offset: u64, _event: &Event<'_>, records: &[AccrualRecord]) {
         for r in records {
-            self.summary
-                .by_rule
-                .entry((r.program.to_string(), r.rule_id.to_string()))
-                .or_default()
-                .add(r);
+            self.summary.by_rule.entry((r.program.to_string(), r.rule_id.to_string())).or_default().add(r);
             self.summary.by_program.entry(r.program.to_string()).or_default().add(r);
             if self.out.is_some() {
                 r.write_json(&mut self.buf);
@@ -214,10 +212,14 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     };
 
     let mut progress = store.progress(0)?.unwrap_or_default();
-    let mut summary =
-        Summary { rules_name: rules.name.clone(), rules_version: rules.version.to_string(), ..Summary::default() };
+    let mut summary = Summary {
+        rules_name: rules.name.clone(),
+        rules_version: rules.version.to_string(),
+        ..Summary::default()
+    };
     let mut processor = Processor::new(rules.clone());
-    let mut sink = SimSink { summary: &mut summary, out, dlq, base: progress.next_offset, buf: Vec::new(), error: None };
+    let mut sink =
+        SimSink { summary: &mut summary, out, dlq, base: progress.next_offset, buf: Vec::new(), error: None };
 
     let mut arena: Vec<u8> = Vec::with_capacity(opts.batch_size * 320);
     let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(opts.batch_size);
@@ -359,7 +361,13 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "  {:<22} {:<10} {:>16} {:>14} {:>16} {:>9} {:>9}",
-                rule, program, p.earned, p.clawed_back, p.net(), p.earn_records, p.clawback_records
+                rule,
+                program,
+                p.earned,
+                p.clawed_back,
+                p.net(),
+                p.earn_records,
+                p.clawback_records
             )?;
         }
         writeln!(f)?;
@@ -368,7 +376,11 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "  {:<10} earned {} {}, clawed back {}, net {}",
-                program, p.earned, p.unit, p.clawed_back, p.net()
+                program,
+                p.earned,
+                p.unit,
+                p.clawed_back,
+                p.net()
             )?;
         }
         if s.dead_letters > 0 {

@@ -183,13 +183,7 @@ impl fmt::Display for Timestamp {
         let (y, m, d) = civil_from_days(days);
         let secs = ms_of_day / 1000;
         let ms = ms_of_day % 1000;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )?;
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)?;
         if ms != 0 {
             write!(f, ".{ms:03}")?;
         }
@@ -223,15 +217,8 @@ pub enum Weekday {
 }
 
 impl Weekday {
-    pub const ALL: [Weekday; 7] = [
-        Weekday::Mon,
-        Weekday::Tue,
-        Weekday::Wed,
-        Weekday::Thu,
-        Weekday::Fri,
-        Weekday::Sat,
-        Weekday::Sun,
-    ];
+    pub const ALL: [Weekday; 7] =
+        [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun];
 
     pub fn name(self) -> &'static str {
         ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][self as usize]

@@ -18,7 +18,17 @@ fn text(bytes: &[u8]) -> String {
 fn gen_then_simulate_twice_is_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let ev = dir.path().join("ev.ndjson");
-    let generated = accrual(&["gen", "--events", "100000", "--accounts", "5000", "--seed", "7", "--out", ev.to_str().unwrap()]);
+    let generated = accrual(&[
+        "gen",
+        "--events",
+        "100000",
+        "--accounts",
+        "5000",
+        "--seed",
+        "7",
+        "--out",
+        ev.to_str().unwrap(),
+    ]);
     assert!(generated.status.success(), "{}", text(&generated.stderr));
     let rules = repo_path("config/rules.example.toml");
     let mut outputs = Vec::new();
@@ -72,11 +82,14 @@ fn check_config_names_file_rule_and_field() {
     let cases = [
         // A typo'd key in a rule.
         (
-            example.replace(r#"group = "cashback-rate"
+            example.replace(
+                r#"group = "cashback-rate"
 priority = 10
-when = { categories = ["fuel"]"#, r#"group = "cashback-rate"
+when = { categories = ["fuel"]"#,
+                r#"group = "cashback-rate"
 priorty = 10
-when = { categories = ["fuel"]"#),
+when = { categories = ["fuel"]"#,
+            ),
             r#"rule "fuel-3pct": field `priorty`: unknown field `priorty`"#,
         ),
         // An unknown category.

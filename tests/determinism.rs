@@ -53,7 +53,11 @@ fn same_input_gives_byte_identical_output_whatever_the_batch_size() {
     assert!(summary.by_rule.contains_key(&("points".to_string(), "december-fridays".to_string())));
     let s = summary.stats;
     assert_eq!(s.inputs, 30_000, "every line is an input");
-    assert_eq!(s.inputs, s.accrued + s.no_effect + s.duplicates + s.dead_letters, "every input accounted for");
+    assert_eq!(
+        s.inputs,
+        s.accrued + s.no_effect + s.duplicates + s.dead_letters,
+        "every input accounted for"
+    );
 
     for batch_size in [1, 7, 999, 100_000] {
         let out = dir.path().join(format!("out-{batch_size}.ndjson"));
@@ -103,7 +107,11 @@ fn state_written_under_other_rules_is_refused() {
     simulate(&input, &dir.path().join("a.ndjson"), 10_000, Some(&state));
     let other_rules = dir.path().join("other.toml");
     let text = std::fs::read_to_string(repo_path("config/rules.example.toml")).unwrap();
-    std::fs::write(&other_rules, text.replace(r#"effect = { percent = "3" }"#, r#"effect = { percent = "4" }"#)).unwrap();
+    std::fs::write(
+        &other_rules,
+        text.replace(r#"effect = { percent = "3" }"#, r#"effect = { percent = "4" }"#),
+    )
+    .unwrap();
     let err = simulate::run(&SimulateOptions {
         rules: other_rules,
         input,

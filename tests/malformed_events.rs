@@ -19,7 +19,8 @@ fn corpus() -> Vec<(Vec<u8>, String, String)> {
             (reason.to_string(), field.to_string())
         })
         .collect();
-    let lines: Vec<Vec<u8>> = lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    let lines: Vec<Vec<u8>> =
+        lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     assert_eq!(lines.len(), expected.len(), "corpus and expectations line up");
     lines.into_iter().zip(expected).map(|(l, (r, f))| (l, r, f)).collect()
 }
@@ -46,13 +47,16 @@ fn simulate_reports_each_bad_line_and_keeps_going() {
     let mixed = dir.path().join("mixed.ndjson");
     let dlq = dir.path().join("dlq.ndjson");
     // Valid purchases around the corpus: they are accrued, nothing is lost.
-    let mut text = common::purchase("ok-1", "acc-1", "1000.00", "5411", "2026-11-20T10:00:00Z", "").into_bytes();
+    let mut text =
+        common::purchase("ok-1", "acc-1", "1000.00", "5411", "2026-11-20T10:00:00Z", "").into_bytes();
     text.push(b'\n');
     for (line, _, _) in corpus() {
         text.extend_from_slice(&line);
         text.push(b'\n');
     }
-    text.extend_from_slice(common::purchase("ok-2", "acc-1", "1000.00", "5411", "2026-11-21T10:00:00Z", "").as_bytes());
+    text.extend_from_slice(
+        common::purchase("ok-2", "acc-1", "1000.00", "5411", "2026-11-21T10:00:00Z", "").as_bytes(),
+    );
     text.push(b'\n');
     std::fs::write(&mixed, &text).unwrap();
 
@@ -76,11 +80,8 @@ fn simulate_reports_each_bad_line_and_keeps_going() {
     assert!(shown.contains("line 2: malformed_json"), "{shown}");
     assert!(shown.contains(&format!("rejected lines: {n}")), "{shown}");
 
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(&dlq).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(dead.len() as u64, n);
     let lines: Vec<u64> = dead.iter().map(|v| v["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, (2..n + 2).collect::<Vec<_>>());

@@ -92,8 +92,9 @@ struct Buy {
 }
 
 fn buys(max: usize) -> impl Strategy<Value = Vec<Buy>> {
-    let buy = (1u64..2_000_000, prop::sample::select(vec!["5411", "5499", "5451", "5999", "6011"]), 0u32..120)
-        .prop_map(|(kopecks, mcc, day)| Buy { kopecks, mcc, day });
+    let buy =
+        (1u64..2_000_000, prop::sample::select(vec!["5411", "5499", "5451", "5999", "6011"]), 0u32..120)
+            .prop_map(|(kopecks, mcc, day)| Buy { kopecks, mcc, day });
     prop::collection::vec(buy, 1..max)
 }
 

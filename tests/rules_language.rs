@@ -62,7 +62,12 @@ rounding = { per_full = "100" }
     // 1.5% of 123.30 = 1.8495
     assert_eq!(
         h.run(&purchase("p", "a", "123.30", "5999", T, "")),
-        recs(&[("ceiling-rouble", "earn", "2.00"), ("floor", "earn", "1.84"), ("half-up", "earn", "1.85"), ("per-full-100", "earn", "1.50")])
+        recs(&[
+            ("ceiling-rouble", "earn", "2.00"),
+            ("floor", "earn", "1.84"),
+            ("half-up", "earn", "1.85"),
+            ("per-full-100", "earn", "1.50")
+        ])
     );
 }
 
@@ -89,7 +94,10 @@ effect = { per_unit = { every = "100", award = "3" } }
     // Outside the amount window and the MCC range.
     assert_eq!(h.run(&purchase("p2", "a", "10000.01", "5812", T, "")), recs(&[("per-100", "earn", "300")]));
     assert_eq!(h.run(&purchase("p3", "a", "999.99", "5815", T, "")), recs(&[("per-100", "earn", "27")]));
-    assert_eq!(h.apply(&purchase("p4", "a", "99.99", "5815", T, "")).0, Outcome::NoEffect(NoEffect::NoRuleMatched));
+    assert_eq!(
+        h.apply(&purchase("p4", "a", "99.99", "5815", T, "")).0,
+        Outcome::NoEffect(NoEffect::NoRuleMatched)
+    );
 }
 
 #[test]
@@ -122,8 +130,15 @@ caps = ["rotating-q"]
     );
     let (_, records) = h.apply(&purchase("p2", "a", "1000.00", "5411", "2026-11-02T12:00:00+03:00", ""));
     assert_eq!(records[1].amount.to_string(), "20.00", "4% of the 500 left");
-    assert!(records[1].explanation.contains("4% of 500.00 (the part of 1000.00 within the spend cap)"), "{}", records[1].explanation);
-    assert_eq!(h.run(&purchase("p3", "a", "1000.00", "5411", "2026-12-31T20:59:59Z", "")), recs(&[("base", "earn", "10.00")]));
+    assert!(
+        records[1].explanation.contains("4% of 500.00 (the part of 1000.00 within the spend cap)"),
+        "{}",
+        records[1].explanation
+    );
+    assert_eq!(
+        h.run(&purchase("p3", "a", "1000.00", "5411", "2026-12-31T20:59:59Z", "")),
+        recs(&[("base", "earn", "10.00")])
+    );
     // Q1 (Moscow time) starts over.
     assert_eq!(
         h.run(&purchase("p4", "a", "1000.00", "5411", "2026-12-31T21:00:00Z", "")),
@@ -176,7 +191,10 @@ effect = { fixed = "1" }
     // Same priority, same value: the smaller id wins.
     assert_eq!(h.run(&purchase("p1", "a", "100.00", "5999", T, "")), recs(&[("alpha", "earn", "2.00")]));
     // Same priority: the higher value wins.
-    assert_eq!(h.run(&purchase("p2", "a", "100.00", "5999", T, r#","channel":"online""#)), recs(&[("higher-value", "earn", "3.00")]));
+    assert_eq!(
+        h.run(&purchase("p2", "a", "100.00", "5999", T, r#","channel":"online""#)),
+        recs(&[("higher-value", "earn", "3.00")])
+    );
     // Priority beats value.
     let at_m9 = purchase("p3", "a", "100.00", "5999", T, r#","channel":"online""#).replace("M-1", "M-9");
     assert_eq!(h.run(&at_m9), recs(&[("top-priority-small", "earn", "1.00")]));
@@ -242,12 +260,21 @@ effect = { percnt = "5" }
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].0, Item::Rule("groceries-5".into()));
     assert_eq!(p[0].1, "effect.percnt");
-    assert!(p[0].2.contains("unknown variant `percnt`") || p[0].2.contains("unknown field `percnt`"), "{}", p[0].2);
+    assert!(
+        p[0].2.contains("unknown variant `percnt`") || p[0].2.contains("unknown field `percnt`"),
+        "{}",
+        p[0].2
+    );
 
-    let p = problems("[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = { percent = \"5\" }\n");
+    let p = problems(
+        "[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = { percent = \"5\" }\n",
+    );
     assert_eq!((p[0].0.clone(), p[0].1.as_str()), (Item::Rule("r1".into()), "progrm"));
     let err = rules::parse(&format!("{HEADER}\n[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = {{ percent = \"5\" }}\n"), "bank.toml").unwrap_err();
-    assert!(err.to_string().starts_with("bank.toml: rule \"r1\": field `progrm`: unknown field `progrm`"), "{err}");
+    assert!(
+        err.to_string().starts_with("bank.toml: rule \"r1\": field `progrm`: unknown field `progrm`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -367,7 +394,8 @@ effect = { fixed = "1" }
 
     let bad_section = rules::parse(&format!("{HEADER}\n[rulez]\n"), "bank.toml").unwrap_err();
     assert_eq!(bad_section.problems()[0].field, "rulez");
-    let no_settings = rules::parse("[programs.cashback]\nkind = \"cashback\"\nunit = \"RUB\"\n", "bank.toml").unwrap_err();
+    let no_settings =
+        rules::parse("[programs.cashback]\nkind = \"cashback\"\nunit = \"RUB\"\n", "bank.toml").unwrap_err();
     assert_eq!(no_settings.problems()[0].item, Item::Settings);
     let syntax = rules::parse("[settings\nname = 1", "bank.toml").unwrap_err();
     assert!(syntax.to_string().starts_with("bank.toml: TOML syntax error"), "{syntax}");
@@ -376,9 +404,15 @@ effect = { fixed = "1" }
 
 #[test]
 fn the_version_follows_the_rules_not_the_formatting() {
-    let a = rules_from(&format!("{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"));
-    let b = rules_from(&format!("# a comment\n{HEADER}\n\n[[rules]]\nid = \"r\"   # same rule\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"));
-    let c = rules_from(&format!("{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"2\" }}\n"));
+    let a = rules_from(&format!(
+        "{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"
+    ));
+    let b = rules_from(&format!(
+        "# a comment\n{HEADER}\n\n[[rules]]\nid = \"r\"   # same rule\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"
+    ));
+    let c = rules_from(&format!(
+        "{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"2\" }}\n"
+    ));
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);
 }

@@ -45,16 +45,16 @@ pub(super) fn refund(
             continue;
         };
         let step = Decimal::new(1, balance.decimals);
-        let keep = money::proportional_keep(acc.earned, still_open, purchase.amount, step)
-            .unwrap_or(Decimal::ZERO);
+        let keep =
+            money::proportional_keep(acc.earned, still_open, purchase.amount, step).unwrap_or(Decimal::ZERO);
         let claw = acc.earned - keep - acc.clawed;
         for u in &mut acc.caps {
             let unit = match u.measure {
                 CapMeasure::Reward => step,
                 CapMeasure::Spend => SPEND_STEP,
             };
-            let keep_use = money::proportional_keep(u.used, still_open, purchase.amount, unit)
-                .unwrap_or(Decimal::ZERO);
+            let keep_use =
+                money::proportional_keep(u.used, still_open, purchase.amount, unit).unwrap_or(Decimal::ZERO);
             let give_back = u.used - keep_use - u.restored;
             if give_back > Decimal::ZERO {
                 u.restored += give_back;

@@ -137,7 +137,12 @@ fn plan(
         }
         Effect::Multiply { rule: target, factor } => {
             let of = scratch.results[*target];
-            let _ = write!(text, "{factor}x {} ({of}), extra {}x", rules.rules[*target].id, factor - Decimal::ONE);
+            let _ = write!(
+                text,
+                "{factor}x {} ({of}), extra {}x",
+                rules.rules[*target].id,
+                factor - Decimal::ONE
+            );
             of.checked_mul(factor - Decimal::ONE).ok_or(Rejection::Overflow)?
         }
     };
@@ -151,7 +156,8 @@ fn plan(
         let _ = write!(text, " (in full {unit}s of {eligible})");
     }
     let _ = write!(text, " = {}", raw.normalize());
-    let rounded = money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
+    let rounded =
+        money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
     if rounded != raw || rule.rounding.mode != RoundingMode::Floor {
         let _ = write!(text, ", {} to {}: {rounded}", rule.rounding.mode, rule.rounding.step);
     }
@@ -309,7 +315,13 @@ fn commit(
             let cap = &rules.caps[c];
             if let Some(period) = period_key(cap, &local) {
                 state.add_cap_use(&cap.id, period, used);
-                uses.push(CapUse { cap: cap.id.clone(), period, measure: cap.measure, used, restored: Decimal::ZERO });
+                uses.push(CapUse {
+                    cap: cap.id.clone(),
+                    period,
+                    measure: cap.measure,
+                    used,
+                    restored: Decimal::ZERO,
+                });
             }
         }
         retained.push(RetainedAccrual {

@@ -386,30 +386,36 @@ mod tests {
         let base = PURCHASE;
         let cases: Vec<(String, DecodeError)> = vec![
             (base.replace(r#""amount":"1234.56","#, ""), DecodeError::MissingField("amount")),
-            (base.replace(r#""1234.56""#, "true"), DecodeError::WrongType {
-                field: "amount",
-                expected: "a decimal string or number",
-                found: "a boolean",
-            }),
-            (base.replace(r#""1234.56""#, r#""-5""#), DecodeError::Amount {
-                field: "amount",
-                problem: AmountError::Negative,
-            }),
-            (base.replace(r#""1234.56""#, "-5"), DecodeError::Amount {
-                field: "amount",
-                problem: AmountError::Negative,
-            }),
+            (
+                base.replace(r#""1234.56""#, "true"),
+                DecodeError::WrongType {
+                    field: "amount",
+                    expected: "a decimal string or number",
+                    found: "a boolean",
+                },
+            ),
+            (
+                base.replace(r#""1234.56""#, r#""-5""#),
+                DecodeError::Amount { field: "amount", problem: AmountError::Negative },
+            ),
+            (
+                base.replace(r#""1234.56""#, "-5"),
+                DecodeError::Amount { field: "amount", problem: AmountError::Negative },
+            ),
             (base.replace(r#""5411""#, r#""54111""#), DecodeError::Mcc),
             (base.replace(r#""5411""#, "12345"), DecodeError::Mcc),
             (base.replace(r#""purchase""#, r#""gift""#), DecodeError::UnknownType("gift".into())),
-            (base.replace(r#""RUB""#, r#""rub""#), DecodeError::Invalid {
-                field: "currency",
-                problem: "must be a 3-letter ISO 4217 code such as RUB",
-            }),
-            (base.replace(r#""acc-42""#, r#""""#), DecodeError::Invalid {
-                field: "account_id",
-                problem: "must not be empty",
-            }),
+            (
+                base.replace(r#""RUB""#, r#""rub""#),
+                DecodeError::Invalid {
+                    field: "currency",
+                    problem: "must be a 3-letter ISO 4217 code such as RUB",
+                },
+            ),
+            (
+                base.replace(r#""acc-42""#, r#""""#),
+                DecodeError::Invalid { field: "account_id", problem: "must not be empty" },
+            ),
             (base.replace(r#""event_id":"e-1","#, r#""event_id":"e-1","event_id":"e-2","#), {
                 DecodeError::DuplicateField("event_id")
             }),

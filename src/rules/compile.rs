@@ -4,8 +4,8 @@
 
 use super::file::*;
 use super::{
-    Cap, Category, Conditions, DatedMccSet, Effect, Group, Item, MccSet, Partner, Problem, Program,
-    Rounding, Rule, Rules, RulesError,
+    Cap, Category, Conditions, DatedMccSet, Effect, Group, Item, MccSet, Partner, Problem, Program, Rounding,
+    Rule, Rules, RulesError,
 };
 use crate::time::{self, TzOffset, Weekday};
 use rust_decimal::Decimal;
@@ -18,8 +18,8 @@ use std::sync::Arc;
 /// Loads and compiles a rules file.
 pub fn load(path: &Path) -> Result<Rules, RulesError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| RulesError::Read { file: file.clone(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| RulesError::Read { file: file.clone(), source })?;
     parse(&text, &file)
 }
 
@@ -134,16 +134,7 @@ fn read_sections(mut table: toml::Table, problems: &mut Problems) -> Option<Rule
         }
         Some(_) => problems.add(&Item::File, "rules", "must be an array of tables, [[rules]]"),
     }
-    Some(RulesFile {
-        settings: settings?,
-        programs,
-        categories,
-        exclusions,
-        partners,
-        tiers,
-        caps,
-        rules,
-    })
+    Some(RulesFile { settings: settings?, programs, categories, exclusions, partners, tiers, caps, rules })
 }
 
 /// Names that end up in ids, keys and metric labels stay plain.
@@ -156,7 +147,9 @@ fn check_name(name: &str, item: &Item, field: &str, problems: &mut Problems) {
         problems.add(
             item,
             field,
-            format!("\"{name}\" must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"),
+            format!(
+                "\"{name}\" must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ),
         );
     }
 }
@@ -167,12 +160,7 @@ fn positive(value: Decimal, item: &Item, field: &str, problems: &mut Problems) {
     }
 }
 
-fn compile_mcc_list(
-    def: &MccListDef,
-    tz: TzOffset,
-    item: &Item,
-    problems: &mut Problems,
-) -> DatedMccSet {
+fn compile_mcc_list(def: &MccListDef, tz: TzOffset, item: &Item, problems: &mut Problems) -> DatedMccSet {
     let mut versions = Vec::new();
     match (&def.mcc, &def.versions) {
         (Some(list), None) => match MccSet::parse(list) {
@@ -215,11 +203,17 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let timezone = match time::parse_offset(&s.timezone) {
         Ok(seconds) => TzOffset(seconds),
         Err(_) => {
-            problems.add(&settings, "timezone", format!("\"{}\" is not a UTC offset like \"+03:00\" or \"Z\"", s.timezone));
+            problems.add(
+                &settings,
+                "timezone",
+                format!("\"{}\" is not a UTC offset like \"+03:00\" or \"Z\"", s.timezone),
+            );
             TzOffset(0)
         }
     };
-    for (field, days) in [("refund_window_days", s.refund_window_days), ("dedupe_window_days", s.dedupe_window_days)] {
+    for (field, days) in
+        [("refund_window_days", s.refund_window_days), ("dedupe_window_days", s.dedupe_window_days)]
+    {
         if !(1..=3650).contains(&days) {
             problems.add(&settings, field, format!("must be between 1 and 3650 days, got {days}"));
         }
@@ -235,7 +229,11 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             ProgramKind::Points => 0,
         });
         if decimals > crate::money::MAX_SCALE {
-            problems.add(&item, "decimals", format!("must be at most {}, got {decimals}", crate::money::MAX_SCALE));
+            problems.add(
+                &item,
+                "decimals",
+                format!("must be at most {}, got {decimals}", crate::money::MAX_SCALE),
+            );
         }
         if p.unit.trim().is_empty() {
             problems.add(&item, "unit", "must not be empty");
@@ -280,7 +278,11 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
                 if let Some(other) = index.insert(id.clone(), i) {
                     if other != i {
                         let other_name = def.partners.keys().nth(other).cloned().unwrap_or_default();
-                        problems.add(&item, field, format!("\"{id}\" already belongs to partner \"{other_name}\""));
+                        problems.add(
+                            &item,
+                            field,
+                            format!("\"{id}\" already belongs to partner \"{other_name}\""),
+                        );
                     }
                 }
             }
@@ -311,7 +313,12 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         });
         cap_index.insert(name.as_str(), caps.len());
         cap_program.push(program);
-        caps.push(Cap { id: Arc::from(name.as_str()), limit: c.limit.0, period: c.period, measure: c.measure });
+        caps.push(Cap {
+            id: Arc::from(name.as_str()),
+            limit: c.limit.0,
+            period: c.period,
+            measure: c.measure,
+        });
     }
 
     let mut rule_index = HashMap::new();
@@ -331,11 +338,16 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             problems.add(&item, "program", format!("unknown program \"{}\"", r.program));
             continue;
         };
-        let when = compile_conditions(&r.when, timezone, &item, &category_index, &partner_index, &tiers, problems);
+        let when =
+            compile_conditions(&r.when, timezone, &item, &category_index, &partner_index, &tiers, problems);
         let effect = match &r.effect {
             EffectDef::Percent(p) => {
                 if p.0 <= Decimal::ZERO || p.0 > Decimal::ONE_HUNDRED {
-                    problems.add(&item, "effect.percent", format!("must be above 0 and at most 100, got {}", p.0));
+                    problems.add(
+                        &item,
+                        "effect.percent",
+                        format!("must be above 0 and at most 100, got {}", p.0),
+                    );
                 }
                 Effect::Percent { percent: p.0, fraction: p.0 / Decimal::ONE_HUNDRED }
             }
@@ -350,7 +362,11 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             }
             EffectDef::Multiply { rule, factor } => {
                 if factor.0 <= Decimal::ONE {
-                    problems.add(&item, "effect.multiply.factor", format!("must be greater than 1, got {}", factor.0));
+                    problems.add(
+                        &item,
+                        "effect.multiply.factor",
+                        format!("must be greater than 1, got {}", factor.0),
+                    );
                 }
                 let target = rule_index.get(rule.as_str()).copied();
                 match target {
@@ -361,7 +377,10 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
                     Some(t) if def.rules[t].program != r.program => problems.add(
                         &item,
                         "effect.multiply.rule",
-                        format!("rule \"{rule}\" pays into program \"{}\", not \"{}\"", def.rules[t].program, r.program),
+                        format!(
+                            "rule \"{rule}\" pays into program \"{}\", not \"{}\"",
+                            def.rules[t].program, r.program
+                        ),
                     ),
                     Some(_) => {}
                 }
@@ -436,7 +455,11 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         let programs_using: BTreeSet<usize> =
             rules.iter().filter(|r| r.caps.contains(&c)).map(|r| r.program).collect();
         if programs_using.len() > 1 {
-            problems.add(&Item::Cap(cap.id.to_string()), "program", "rules of different programs use this cap");
+            problems.add(
+                &Item::Cap(cap.id.to_string()),
+                "program",
+                "rules of different programs use this cap",
+            );
         }
         // What is left of a reward cap is paid out: it must be payable.
         if let (CapMeasure::Reward, Some(&p)) = (cap.measure, programs_using.first()) {
@@ -444,7 +467,10 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
                 problems.add(
                     &Item::Cap(cap.id.to_string()),
                     "limit",
-                    format!("{} has more decimal places than program \"{}\" keeps", cap.limit, programs[p].name),
+                    format!(
+                        "{} has more decimal places than program \"{}\" keeps",
+                        cap.limit, programs[p].name
+                    ),
                 );
             }
         }
@@ -461,14 +487,14 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             problems.add(
                 &Item::Rule(first.map(|(r, _)| r.id.to_string()).unwrap_or_default()),
                 "group",
-                format!("exclusive group \"{group}\" mixes programs; values of different units cannot be compared"),
+                format!(
+                    "exclusive group \"{group}\" mixes programs; values of different units cannot be compared"
+                ),
             );
         }
     }
-    let mut groups: Vec<Group> = group_programs
-        .keys()
-        .map(|name| Group { name: Arc::from(*name), members: Vec::new() })
-        .collect();
+    let mut groups: Vec<Group> =
+        group_programs.keys().map(|name| Group { name: Arc::from(*name), members: Vec::new() }).collect();
     for (rule, name) in rules.iter_mut().zip(&group_names) {
         rule.group = name.as_deref().and_then(|n| groups.iter().position(|g| &*g.name == n));
     }
@@ -547,7 +573,11 @@ fn compile_conditions(
     for name in &w.weekdays {
         match Weekday::from_name(&name.to_ascii_lowercase()) {
             Some(day) => c.weekdays |= 1 << day as u8,
-            None => problems.add(item, "when.weekdays", format!("\"{name}\" is not a weekday (mon, tue, ... sun)")),
+            None => problems.add(
+                item,
+                "when.weekdays",
+                format!("\"{name}\" is not a weekday (mon, tue, ... sun)"),
+            ),
         }
     }
     c.min_amount = w.min_amount.map(|d| d.0);
@@ -595,7 +625,11 @@ fn evaluation_order(rules: Vec<Rule>, problems: &mut Problems) -> Option<Vec<Rul
     }
     if order.len() < n {
         for i in (0..n).filter(|i| !order.contains(i)) {
-            problems.add(&Item::Rule(rules[i].id.to_string()), "effect.multiply.rule", "multiply references form a cycle");
+            problems.add(
+                &Item::Rule(rules[i].id.to_string()),
+                "effect.multiply.rule",
+                "multiply references form a cycle",
+            );
         }
         return None;
     }

@@ -32,10 +32,15 @@ impl Rules {
                     n => format!("{} ({n} versions, latest {} MCCs)", c.name, c.mcc.len_at(now)),
                 })
                 .collect();
-            let _ = writeln!(s, "  {title}: {}", if items.is_empty() { "none".into() } else { items.join(", ") });
+            let _ =
+                writeln!(s, "  {title}: {}", if items.is_empty() { "none".into() } else { items.join(", ") });
         }
         let partners: Vec<&str> = self.partners.iter().map(|p| p.name.as_str()).collect();
-        let _ = writeln!(s, "  partners: {}", if partners.is_empty() { "none".into() } else { partners.join(", ") });
+        let _ = writeln!(
+            s,
+            "  partners: {}",
+            if partners.is_empty() { "none".into() } else { partners.join(", ") }
+        );
         if !self.tiers.is_empty() {
             let _ = writeln!(s, "  tiers: {}", self.tiers.join(", "));
         }

@@ -138,11 +138,20 @@ pub struct Conditions {
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// Fraction of the amount (5% is stored as 0.05).
-    Percent { percent: Decimal, fraction: Decimal },
+    Percent {
+        percent: Decimal,
+        fraction: Decimal,
+    },
     Fixed(Decimal),
-    PerUnit { every: Decimal, award: Decimal },
+    PerUnit {
+        every: Decimal,
+        award: Decimal,
+    },
     /// Pays `(factor - 1)` times the reward of the rule at `rule`.
-    Multiply { rule: usize, factor: Decimal },
+    Multiply {
+        rule: usize,
+        factor: Decimal,
+    },
 }
 
 #[derive(Debug, Clone)]

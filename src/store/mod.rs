@@ -14,8 +14,8 @@ use crate::state::AccountState;
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::time::Timestamp;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
-    Options, WriteBatch, WriteOptions, compaction_filter::Decision,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions, compaction_filter::Decision,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -117,14 +117,17 @@ impl Store {
         let horizons: Arc<RwLock<HashMap<u32, i64>>> = Arc::default();
         let mut dedupe = cf_options(true);
         let filter_horizons = horizons.clone();
-        dedupe.set_compaction_filter("accrual-dedupe-expiry", move |_level: u32, key: &[u8], value: &[u8]| {
-            let partition = key.get(..4).and_then(|p| p.try_into().ok()).map(u32::from_be_bytes);
-            let horizon = partition.and_then(|p| filter_horizons.read().ok()?.get(&p).copied());
-            match (horizon, decode_seen(value)) {
-                (Some(h), Some(seen)) if seen.0 < h => Decision::Remove,
-                _ => Decision::Keep,
-            }
-        });
+        dedupe.set_compaction_filter(
+            "accrual-dedupe-expiry",
+            move |_level: u32, key: &[u8], value: &[u8]| {
+                let partition = key.get(..4).and_then(|p| p.try_into().ok()).map(u32::from_be_bytes);
+                let horizon = partition.and_then(|p| filter_horizons.read().ok()?.get(&p).copied());
+                match (horizon, decode_seen(value)) {
+                    (Some(h), Some(seen)) if seen.0 < h => Decision::Remove,
+                    _ => Decision::Keep,
+                }
+            },
+        );
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_ACCOUNTS, cf_options(true)),
             ColumnFamilyDescriptor::new(CF_DEDUPE, dedupe),
@@ -218,7 +221,12 @@ impl Store {
 
     /// Starts a batch of changes, committed atomically by [`Store::commit`].
     pub fn batch(&self) -> LedgerBatch<'_> {
-        LedgerBatch { store: self, batch: WriteBatch::default(), scratch: Writer::with_capacity(512), horizons: Vec::new() }
+        LedgerBatch {
+            store: self,
+            batch: WriteBatch::default(),
+            scratch: Writer::with_capacity(512),
+            horizons: Vec::new(),
+        }
     }
 
     pub fn commit(&self, batch: LedgerBatch<'_>) -> Result<(), StoreError> {
@@ -254,7 +262,8 @@ impl Store {
             if key.len() < 4 || key[..4] != prefix {
                 break;
             }
-            let state = AccountState::decode(&value).map_err(|e| self.corrupt("account state", partition, e))?;
+            let state =
+                AccountState::decode(&value).map_err(|e| self.corrupt("account state", partition, e))?;
             out.push((String::from_utf8_lossy(&key[4..]).into_owned(), state));
         }
         Ok(out)
@@ -325,8 +334,7 @@ mod tests {
     fn batch_commits_atomically_and_partitions_are_separate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
-        let mut state = AccountState::default();
-        state.watermark = Timestamp(42);
+        let state = AccountState { watermark: Timestamp(42), ..AccountState::default() };
         let mut b = store.batch();
         b.put_account(0, "a-1", &state);
         b.put_account(1, "a-1", &AccountState::default());
@@ -343,7 +351,10 @@ mod tests {
         assert_eq!(store.seen(1, "e-1", Timestamp(1_000), 500).unwrap(), None);
         assert_eq!(store.outbox(0, 0).unwrap(), vec![(7, b"records".to_vec())]);
         assert_eq!(store.outbox(0, 8).unwrap(), vec![]);
-        assert_eq!(store.progress(0).unwrap(), Some(Progress { next_offset: 8, stream_time: Timestamp(1_000) }));
+        assert_eq!(
+            store.progress(0).unwrap(),
+            Some(Progress { next_offset: 8, stream_time: Timestamp(1_000) })
+        );
 
         let mut b = store.batch();
         b.clear_outbox_below(0, 8);

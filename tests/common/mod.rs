@@ -80,10 +80,7 @@ impl Harness {
     }
 
     pub fn available(&self, account: &str, program: &str) -> Decimal {
-        self.accounts
-            .get(account)
-            .and_then(|s| s.balance(program))
-            .map_or(Decimal::ZERO, |b| b.available)
+        self.accounts.get(account).and_then(|s| s.balance(program)).map_or(Decimal::ZERO, |b| b.available)
     }
 }
 
