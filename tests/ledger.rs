@@ -1,0 +1,110 @@
+//! The batch processor over a real RocksDB: dedupe across batches and
+//! restarts, the dedupe window, progress, and what a rejected event leaves.
+
+mod common;
+
+use accrual::accrue::{AccrualRecord, NoEffect};
+use accrual::events::Event;
+use accrual::pipeline::{BatchStats, Input, Processor, Sink};
+use accrual::store::{Progress, Store, StoreOptions};
+use accrual::time::Timestamp;
+use common::*;
+use std::path::Path;
+
+#[derive(Default)]
+struct Collect {
+    records: Vec<AccrualRecord>,
+    duplicates: Vec<u64>,
+    dead: Vec<(u64, &'static str)>,
+}
+
+impl Sink for Collect {
+    fn accrued(&mut self, _: u64, _: &Event<'_>, records: &[AccrualRecord]) {
+        self.records.extend_from_slice(records);
+    }
+    fn no_effect(&mut self, _: u64, _: &Event<'_>, _: NoEffect) {}
+    fn duplicate(&mut self, offset: u64, _: &Event<'_>, _: Timestamp) {
+        self.duplicates.push(offset);
+    }
+    fn dead_letter(&mut self, offset: u64, _: &[u8], reason: &'static str, _: &str) {
+        self.dead.push((offset, reason));
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, &StoreOptions { sync: true, ..StoreOptions::default() }).unwrap()
+}
+
+/// Processes `lines` as the next offsets of partition 3 and commits.
+fn run(store: &Store, lines: &[String]) -> (BatchStats, Collect) {
+    let mut processor = Processor::new(example_rules());
+    let mut progress = store.progress(3).unwrap().unwrap_or_default();
+    let first = progress.next_offset;
+    let inputs: Vec<Input<'_>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Input { offset: first + i as u64, payload: l.as_bytes() })
+        .collect();
+    let mut batch = store.batch();
+    let mut sink = Collect::default();
+    let stats = processor.process(store, 3, &mut progress, &inputs, &mut batch, &mut sink).unwrap();
+    store.commit(batch).unwrap();
+    (stats, sink)
+}
+
+#[test]
+fn a_duplicate_is_counted_not_accrued_within_a_batch_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p1 = purchase("e1", "acc", "1000.00", "5411", "2026-11-10T10:00:00Z", "");
+    {
+        let store = open(dir.path());
+        let (stats, sink) = run(&store, &[p1.clone(), p1.clone()]);
+        assert_eq!((stats.accrued, stats.duplicates), (1, 1));
+        assert_eq!(sink.duplicates, vec![1]);
+        assert_eq!(sink.records.len(), 2);
+    }
+    let store = open(dir.path());
+    let before = store.account(3, "acc").unwrap();
+    let (stats, sink) = run(&store, std::slice::from_ref(&p1));
+    assert_eq!((stats.accrued, stats.duplicates), (0, 1));
+    assert_eq!(sink.duplicates, vec![2], "offsets continue from the stored progress");
+    assert_eq!(store.account(3, "acc").unwrap(), before);
+    assert_eq!(store.progress(3).unwrap().map(|p| p.next_offset), Some(3));
+    assert_eq!(before.unwrap().balance("cashback").unwrap().available, d("50.00"));
+}
+
+#[test]
+fn the_dedupe_window_is_measured_in_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e1 = purchase("e1", "acc", "1000.00", "5411", "2026-11-10T10:00:00Z", "");
+    run(&store, std::slice::from_ref(&e1));
+    // Six days later the id is still remembered (window: 7 days).
+    let (stats, _) =
+        run(&store, &[purchase("e2", "other", "10.00", "5999", "2026-11-16T10:00:00Z", ""), e1.clone()]);
+    assert_eq!(stats.duplicates, 1);
+    // Once the partition's event time is past the window, it is new again.
+    let (stats, _) = run(&store, &[purchase("e3", "other", "10.00", "5999", "2026-11-17T10:00:01Z", ""), e1]);
+    assert_eq!((stats.duplicates, stats.accrued), (0, 2));
+    assert_eq!(
+        store.progress(3).unwrap(),
+        Some(Progress {
+            next_offset: 5,
+            stream_time: Timestamp::parse_rfc3339("2026-11-17T10:00:01Z").unwrap()
+        })
+    );
+}
+
+#[test]
+fn rejected_and_malformed_events_leave_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let usd = purchase("u1", "acc-usd", "10.00", "5411", "2026-11-10T10:00:00Z", "").replace("RUB", "USD");
+    let (stats, sink) = run(&store, &[usd.clone(), "{oops".to_string()]);
+    assert_eq!(stats.dead_letters, 2);
+    assert_eq!(sink.dead, vec![(0, "currency_mismatch"), (1, "malformed_json")]);
+    assert_eq!(store.account(3, "acc-usd").unwrap(), None);
+    // Not remembered as seen: a corrected resend is not a duplicate.
+    assert_eq!(store.seen(3, "u1", Timestamp(i64::MAX / 2), i64::MAX / 2).unwrap(), None);
+    assert_eq!(store.progress(3).unwrap().map(|p| p.next_offset), Some(2), "every offset is accounted for");
+}
