@@ -14,19 +14,6 @@ use std::collections::BTreeMap;
 
 /// A program where caps bind often: small limits of every kind.
 const TIGHT: &str = r#"
-[settings]
-name = "tight caps"
-currency = "RUB"
-timezone = "+03:00"
-
-[programs.cashback]
-kind = "cashback"
-unit = "RUB"
-
-[programs.points]
-kind = "points"
-unit = "PTS"
-
 [categories.groceries]
 mcc = ["5411", "5499"]
 
@@ -111,7 +98,7 @@ proptest! {
 
     #[test]
     fn earning_never_goes_negative_nor_above_a_cap(seq in buys(40), rules_choice in 0..2usize) {
-        let rules = if rules_choice == 0 { example_rules() } else { rules_from(TIGHT) };
+        let rules = if rules_choice == 0 { example_rules() } else { test_rules(TIGHT) };
         let mut h = Harness::new(rules.clone());
         let mut earned_per_tx: Vec<Decimal> = Vec::new();
         for (i, b) in seq.iter().enumerate() {
@@ -146,7 +133,7 @@ proptest! {
         splits in prop::collection::vec(1u64..1000, 1..5),
         rules_choice in 0..2usize,
     ) {
-        let rules = if rules_choice == 0 { example_rules() } else { rules_from(TIGHT) };
+        let rules = if rules_choice == 0 { example_rules() } else { test_rules(TIGHT) };
         let mut h = Harness::new(rules);
         for (i, b) in before.iter().enumerate() {
             h.apply(&purchase(&format!("b{i}"), "a", &amount(b.kopecks), b.mcc, &at(b.day % 20), ""));

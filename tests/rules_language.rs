@@ -7,26 +7,18 @@ use accrual::accrue::{NoEffect, Outcome};
 use accrual::rules::{self, Item};
 use common::*;
 
-const HEADER: &str = r#"
-[settings]
-name = "test"
-currency = "RUB"
-timezone = "+03:00"
+/// The test programs and a grocery category.
+fn head() -> String {
+    format!("{TEST_PROGRAMS}\n{CATEGORIES}")
+}
 
-[programs.cashback]
-kind = "cashback"
-unit = "RUB"
-
-[programs.points]
-kind = "points"
-unit = "PTS"
-
+const CATEGORIES: &str = r#"
 [categories.groceries]
 mcc = ["5411"]
 "#;
 
 fn program(rules: &str) -> Harness {
-    Harness::new(rules_from(&format!("{HEADER}\n{rules}")))
+    Harness::new(test_rules(&format!("{CATEGORIES}\n{rules}")))
 }
 
 const T: &str = "2026-11-10T12:00:00+03:00";
@@ -238,7 +230,7 @@ effect = { fixed = "100" }
 }
 
 fn problems(text: &str) -> Vec<(Item, String, String)> {
-    match rules::parse(&format!("{HEADER}\n{text}"), "bank.toml") {
+    match rules::parse(&format!("{}\n{text}", head()), "bank.toml") {
         Ok(_) => panic!("expected errors for:\n{text}"),
         Err(e) => {
             let shown = e.to_string();
@@ -270,7 +262,7 @@ effect = { percnt = "5" }
         "[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = { percent = \"5\" }\n",
     );
     assert_eq!((p[0].0.clone(), p[0].1.as_str()), (Item::Rule("r1".into()), "progrm"));
-    let err = rules::parse(&format!("{HEADER}\n[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = {{ percent = \"5\" }}\n"), "bank.toml").unwrap_err();
+    let err = rules::parse(&format!("{}\n[[rules]]\nid = \"r1\"\nprogram = \"cashback\"\nprogrm = \"x\"\neffect = {{ percent = \"5\" }}\n", head()), "bank.toml").unwrap_err();
     assert!(
         err.to_string().starts_with("bank.toml: rule \"r1\": field `progrm`: unknown field `progrm`"),
         "{err}"
@@ -392,7 +384,7 @@ effect = { fixed = "1" }
     );
     assert!(p.iter().any(|(_, f, m)| f == "group" && m.contains("mixes programs")), "{p:?}");
 
-    let bad_section = rules::parse(&format!("{HEADER}\n[rulez]\n"), "bank.toml").unwrap_err();
+    let bad_section = rules::parse(&format!("{}\n[rulez]\n", head()), "bank.toml").unwrap_err();
     assert_eq!(bad_section.problems()[0].field, "rulez");
     let no_settings =
         rules::parse("[programs.cashback]\nkind = \"cashback\"\nunit = \"RUB\"\n", "bank.toml").unwrap_err();
@@ -404,14 +396,15 @@ effect = { fixed = "1" }
 
 #[test]
 fn the_version_follows_the_rules_not_the_formatting() {
+    let head = head();
     let a = rules_from(&format!(
-        "{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"
+        "{head}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"
     ));
     let b = rules_from(&format!(
-        "# a comment\n{HEADER}\n\n[[rules]]\nid = \"r\"   # same rule\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"
+        "# a comment\n{head}\n\n[[rules]]\nid = \"r\"   # same rule\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n"
     ));
     let c = rules_from(&format!(
-        "{HEADER}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"2\" }}\n"
+        "{head}\n[[rules]]\nid = \"r\"\nprogram = \"cashback\"\neffect = {{ percent = \"2\" }}\n"
     ));
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);

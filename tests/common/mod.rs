@@ -11,6 +11,27 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+/// Settings and the two programs most test rule sets build on.
+pub const TEST_PROGRAMS: &str = r#"
+[settings]
+name = "test"
+currency = "RUB"
+timezone = "+03:00"
+
+[programs.cashback]
+kind = "cashback"
+unit = "RUB"
+
+[programs.points]
+kind = "points"
+unit = "PTS"
+"#;
+
+/// Rules from `TEST_PROGRAMS` plus `rest`.
+pub fn test_rules(rest: &str) -> Arc<Rules> {
+    rules_from(&format!("{TEST_PROGRAMS}\n{rest}"))
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
