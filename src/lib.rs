@@ -9,9 +9,11 @@
 //! - [`accrue`]: the pure, deterministic core;
 //! - [`store`]: the RocksDB ledger;
 //! - [`pipeline`]: batch processing shared by every driver;
+//! - [`config`]: the engine's configuration file;
 //! - [`simulate`], [`datagen`]: the file-based backtest and the data generator.
 
 pub mod accrue;
+pub mod config;
 pub mod datagen;
 pub mod events;
 pub mod money;

@@ -1,0 +1,391 @@
+//! The engine's configuration: a TOML file (`deny_unknown_fields`), then
+//! environment overrides (`ACCRUAL_KAFKA__BROKERS=...`), validated once at
+//! start with errors that name the field. Every setting is documented in
+//! `docs/configuration.md`.
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Prefix of environment overrides; `__` separates path segments.
+pub const ENV_PREFIX: &str = "ACCRUAL_";
+
+/// librdkafka settings the engine owns: setting them in
+/// `[kafka.properties]` would break exactly-once.
+const MANAGED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "transactional.id",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "transaction.timeout.ms",
+];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub kafka: KafkaConfig,
+    pub engine: EngineSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    pub topics: TopicsConfig,
+    /// Kafka transaction timeout; a transaction open longer is aborted by
+    /// the broker.
+    #[serde(default = "default_transaction_timeout_ms", deserialize_with = "number")]
+    pub transaction_timeout_ms: u64,
+    /// Passed to librdkafka as is (SASL/SSL, compression, tuning).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub input: String,
+    pub accruals: String,
+    pub dead_letter: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Names this instance: its Kafka `transactional.id` is
+    /// `<group_id>-<instance_id>`. Keep it stable across restarts and unique
+    /// among the group's instances.
+    pub instance_id: String,
+    /// RocksDB state; relative paths are relative to the working directory.
+    pub state_dir: PathBuf,
+    /// The rules file.
+    pub rules: PathBuf,
+    /// How often a commit cycle (RocksDB batch + Kafka transaction) closes.
+    #[serde(default = "default_commit_interval_ms", deserialize_with = "number")]
+    pub commit_interval_ms: u64,
+    /// Most input messages per commit cycle.
+    #[serde(default = "default_max_batch", deserialize_with = "number")]
+    pub max_batch: usize,
+    /// Sync RocksDB's write-ahead log before each Kafka commit.
+    #[serde(default = "yes", deserialize_with = "boolean")]
+    pub sync_wal: bool,
+    #[serde(default = "default_block_cache_mb", deserialize_with = "number")]
+    pub block_cache_mb: usize,
+    #[serde(default = "default_write_buffer_mb", deserialize_with = "number")]
+    pub write_buffer_mb: usize,
+    /// Timeout for Kafka calls that can block (commit, offsets, metadata).
+    #[serde(default = "default_kafka_timeout_ms", deserialize_with = "number")]
+    pub kafka_timeout_ms: u64,
+}
+
+fn default_group_id() -> String {
+    "accrual".into()
+}
+fn default_transaction_timeout_ms() -> u64 {
+    60_000
+}
+fn default_commit_interval_ms() -> u64 {
+    100
+}
+fn default_max_batch() -> usize {
+    10_000
+}
+fn yes() -> bool {
+    true
+}
+fn default_block_cache_mb() -> usize {
+    256
+}
+fn default_write_buffer_mb() -> usize {
+    64
+}
+fn default_kafka_timeout_ms() -> u64 {
+    30_000
+}
+
+/// A number written natively or as a string (environment overrides are strings).
+fn number<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error>
+where
+    T: FromStr + TryFrom<u64>,
+    <T as FromStr>::Err: Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d).map_err(|_| de::Error::custom("expected a non-negative integer"))? {
+        Raw::N(n) => T::try_from(n).map_err(|_| de::Error::custom(format!("{n} is out of range"))),
+        Raw::S(s) => s.trim().parse().map_err(|e| de::Error::custom(format!("\"{s}\": {e}"))),
+    }
+}
+
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        B(bool),
+        S(String),
+    }
+    match Raw::deserialize(d).map_err(|_| de::Error::custom("expected true or false"))? {
+        Raw::B(b) => Ok(b),
+        Raw::S(s) => match s.trim() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            other => Err(de::Error::custom(format!("\"{other}\" is not true or false"))),
+        },
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: TOML syntax error: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{origin}: field `{field}`: {message}")]
+    Invalid { origin: String, field: String, message: String },
+}
+
+impl EngineConfig {
+    /// Loads a config file and applies `ACCRUAL_*` overrides from `env`.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<EngineConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::parse(&text, &file, env)
+    }
+
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<EngineConfig, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { file: file.to_string(), message: e.to_string() })?;
+        let mut overridden = Vec::new();
+        let mut env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        env.sort();
+        for (key, value) in env {
+            let path = env_path(&key);
+            if path.is_empty() || path.iter().any(String::is_empty) {
+                continue;
+            }
+            set_path(&mut table, &path, value);
+            overridden.push((path.join("."), key));
+        }
+        let config: EngineConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let field = e.path().to_string();
+                let message = e.inner().to_string().trim().to_string();
+                let key = ["unknown field `", "missing field `"]
+                    .iter()
+                    .find_map(|p| message.strip_prefix(p))
+                    .and_then(|r| r.split('`').next());
+                let field = match key {
+                    Some(k) if field == "." => k.to_string(),
+                    Some(k) if !field.ends_with(k) => format!("{field}.{k}"),
+                    _ => field,
+                };
+                let origin = overridden
+                    .iter()
+                    .find(|(path, _)| *path == field)
+                    .map_or_else(|| file.to_string(), |(_, var)| format!("{file} (environment {var})"));
+                ConfigError::Invalid { origin, field, message }
+            })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let fail = |field: &str, message: String| {
+            Err(ConfigError::Invalid { origin: file.to_string(), field: field.to_string(), message })
+        };
+        let k = &self.kafka;
+        if k.brokers.split(',').all(|b| b.trim().is_empty()) {
+            return fail("kafka.brokers", "must list at least one host:port".into());
+        }
+        for (field, name) in [
+            ("kafka.group_id", &k.group_id),
+            ("kafka.topics.input", &k.topics.input),
+            ("kafka.topics.accruals", &k.topics.accruals),
+            ("kafka.topics.dead_letter", &k.topics.dead_letter),
+            ("engine.instance_id", &self.engine.instance_id),
+        ] {
+            let ok = !name.is_empty()
+                && name.len() <= 200
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return fail(field, format!("\"{name}\" must be 1-200 letters, digits, '.', '_' or '-'"));
+            }
+        }
+        let t = &k.topics;
+        if t.input == t.accruals || t.input == t.dead_letter || t.accruals == t.dead_letter {
+            return fail("kafka.topics", "input, accruals and dead_letter must be different topics".into());
+        }
+        for key in k.properties.keys() {
+            if MANAGED_PROPERTIES.contains(&key.as_str()) {
+                return fail(
+                    &format!("kafka.properties.{key}"),
+                    "is set by the engine (exactly-once depends on it); use the engine's own setting".into(),
+                );
+            }
+        }
+        let e = &self.engine;
+        if e.commit_interval_ms == 0 || e.commit_interval_ms > 60_000 {
+            return fail(
+                "engine.commit_interval_ms",
+                format!("must be 1-60000, got {}", e.commit_interval_ms),
+            );
+        }
+        if e.commit_interval_ms * 2 > k.transaction_timeout_ms {
+            return fail(
+                "engine.commit_interval_ms",
+                format!(
+                    "{} ms is more than half of kafka.transaction_timeout_ms ({} ms): transactions would time out",
+                    e.commit_interval_ms, k.transaction_timeout_ms
+                ),
+            );
+        }
+        if e.max_batch == 0 || e.max_batch > 1_000_000 {
+            return fail("engine.max_batch", format!("must be 1-1000000, got {}", e.max_batch));
+        }
+        if e.kafka_timeout_ms < 1_000 {
+            return fail(
+                "engine.kafka_timeout_ms",
+                format!("must be at least 1000, got {}", e.kafka_timeout_ms),
+            );
+        }
+        if e.block_cache_mb == 0 || e.write_buffer_mb == 0 {
+            return fail("engine.block_cache_mb", "cache and buffer sizes must be at least 1 MiB".into());
+        }
+        Ok(())
+    }
+
+    /// The Kafka `transactional.id` of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.kafka.group_id, self.engine.instance_id)
+    }
+}
+
+/// `ACCRUAL_KAFKA__PROPERTIES__SASL_MECHANISM` -> `kafka.properties.sasl.mechanism`:
+/// segments split on `__` and lower-cased; librdkafka property names use
+/// dots where environment variables need `_`.
+fn env_path(key: &str) -> Vec<String> {
+    let rest = &key[ENV_PREFIX.len()..];
+    let mut path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if path.len() == 3 && path[0] == "kafka" && path[1] == "properties" {
+        path[2] = path[2].replace('_', ".");
+    }
+    path
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: String) {
+    let (last, parents) = match path.split_last() {
+        Some(split) => split,
+        None => return,
+    };
+    let mut current = table;
+    for segment in parents {
+        let entry = current.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(t) => current = t,
+            _ => return,
+        }
+    }
+    current.insert(last.clone(), toml::Value::String(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[kafka.topics]
+input = "transactions"
+accruals = "accruals"
+dead_letter = "transactions.dlq"
+[engine]
+instance_id = "node-1"
+state_dir = "state"
+rules = "config/rules.example.toml"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = EngineConfig::parse(BASE, "e.toml", env(&[])).unwrap();
+        assert_eq!(c.engine.commit_interval_ms, 100);
+        assert!(c.engine.sync_wal);
+        assert_eq!(c.transactional_id(), "accrual-node-1");
+        let c = EngineConfig::parse(
+            BASE,
+            "e.toml",
+            env(&[
+                ("ACCRUAL_KAFKA__BROKERS", "10.0.0.1:9093"),
+                ("ACCRUAL_ENGINE__MAX_BATCH", "500"),
+                ("ACCRUAL_ENGINE__SYNC_WAL", "false"),
+                ("ACCRUAL_KAFKA__PROPERTIES__SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "10.0.0.1:9093");
+        assert_eq!(c.engine.max_batch, 500);
+        assert!(!c.engine.sync_wal);
+        assert_eq!(c.kafka.properties.get("sasl.mechanism").map(String::as_str), Some("SCRAM-SHA-512"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let typo = BASE.replace("brokers", "brokrs");
+        let e = EngineConfig::parse(&typo, "e.toml", env(&[])).unwrap_err().to_string();
+        assert!(e.starts_with("e.toml: field `kafka.brokrs`: unknown field `brokrs`"), "{e}");
+
+        let e = EngineConfig::parse(BASE, "e.toml", env(&[("ACCRUAL_ENGINE__MAX_BATCH", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("e.toml (environment ACCRUAL_ENGINE__MAX_BATCH): field `engine.max_batch`"),
+            "{e}"
+        );
+
+        let managed = format!("{BASE}\n[kafka.properties]\n\"isolation.level\" = \"read_uncommitted\"\n");
+        let e = EngineConfig::parse(&managed, "e.toml", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("`kafka.properties.isolation.level`"), "{e}");
+
+        let same = BASE.replace("accruals = \"accruals\"", "accruals = \"transactions\"");
+        let e = EngineConfig::parse(&same, "e.toml", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("must be different topics"), "{e}");
+
+        let slow = BASE.replace("[engine]", "[engine]\ncommit_interval_ms = 40000");
+        let e = EngineConfig::parse(&slow, "e.toml", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("transactions would time out"), "{e}");
+    }
+}
