@@ -21,13 +21,13 @@ impl Sink for Count {
     }
     fn no_effect(&mut self, _: u64, _: &Event<'_>, _: NoEffect) {}
     fn duplicate(&mut self, _: u64, _: &Event<'_>, _: Timestamp) {}
-    fn dead_letter(&mut self, _: u64, _: &[u8], _: &'static str, _: &str) {}
+    fn dead_letter(&mut self, _: &Input<'_>, _: &'static str, _: &str) {}
 }
 
 fn bench(c: &mut Criterion) {
     let events = common::events();
     let inputs: Vec<Input<'_>> =
-        events.iter().enumerate().map(|(i, e)| Input { offset: i as u64, payload: e }).collect();
+        events.iter().enumerate().map(|(i, e)| Input { offset: i as u64, key: b"", payload: e }).collect();
     let rules = common::example_rules();
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(inputs.len() as u64));

@@ -45,9 +45,15 @@ pub struct KafkaConfig {
     /// the broker.
     #[serde(default = "default_transaction_timeout_ms", deserialize_with = "number")]
     pub transaction_timeout_ms: u64,
-    /// Passed to librdkafka as is (SASL/SSL, compression, tuning).
+    /// Passed to librdkafka as is, for both clients (SASL/SSL, tuning).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Passed to the consumer only (e.g. `fetch.max.bytes`).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Passed to the producer only (e.g. `compression.type`, `linger.ms`).
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -241,10 +247,11 @@ impl EngineConfig {
         if t.input == t.accruals || t.input == t.dead_letter || t.accruals == t.dead_letter {
             return fail("kafka.topics", "input, accruals and dead_letter must be different topics".into());
         }
-        for key in k.properties.keys() {
+        let tables = [("properties", &k.properties), ("consumer_properties", &k.consumer_properties), ("producer_properties", &k.producer_properties)];
+        for (table, key) in tables.iter().flat_map(|(t, m)| m.keys().map(move |k| (*t, k))) {
             if MANAGED_PROPERTIES.contains(&key.as_str()) {
                 return fail(
-                    &format!("kafka.properties.{key}"),
+                    &format!("kafka.{table}.{key}"),
                     "is set by the engine (exactly-once depends on it); use the engine's own setting".into(),
                 );
             }
@@ -292,7 +299,7 @@ impl EngineConfig {
 fn env_path(key: &str) -> Vec<String> {
     let rest = &key[ENV_PREFIX.len()..];
     let mut path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-    if path.len() == 3 && path[0] == "kafka" && path[1] == "properties" {
+    if path.len() == 3 && path[0] == "kafka" && path[1].ends_with("properties") {
         path[2] = path[2].replace('_', ".");
     }
     path

@@ -10,12 +10,15 @@
 //! - [`store`]: the RocksDB ledger;
 //! - [`pipeline`]: batch processing shared by every driver;
 //! - [`config`]: the engine's configuration file;
+//! - [`engine`]: `accrual run`, the exactly-once Kafka engine;
 //! - [`simulate`], [`datagen`]: the file-based backtest and the data generator.
 
 pub mod accrue;
 pub mod config;
 pub mod datagen;
+pub mod engine;
 pub mod events;
+pub mod kafka_tools;
 pub mod money;
 pub mod pipeline;
 pub mod rules;

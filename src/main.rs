@@ -1,6 +1,10 @@
 //! The `accrual` command line.
 
+use accrual::config::EngineConfig;
 use accrual::datagen::{self, GenOptions};
+use accrual::engine::{self, RunOptions, journal::Journal};
+use accrual::kafka_tools;
+use accrual::store::{Store, StoreOptions};
 use accrual::simulate::{self, SimulateOptions};
 use accrual::time::Timestamp;
 use anyhow::{Context, Result, bail};
@@ -8,6 +12,9 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +29,53 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the exactly-once streaming engine.
+    Run {
+        /// Engine config (TOML); `ACCRUAL_*` environment variables override it.
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop gracefully after this many seconds without input (demos, tests).
+        #[arg(long)]
+        stop_when_idle: Option<u64>,
+    },
+    /// Create the engine's topics (input, accruals, dead letters).
+    Topics {
+        #[arg(long)]
+        config: PathBuf,
+        /// Partitions of the input topic (the output topics get the same).
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+    },
+    /// Produce an NDJSON file to a topic, one message per line, keyed by account.
+    Produce {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Read a topic from the beginning (read_committed by default).
+    Consume {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// Also show records of open and aborted transactions.
+        #[arg(long)]
+        read_uncommitted: bool,
+        /// Write the payloads here as NDJSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop after this many milliseconds without a message.
+        #[arg(long, default_value_t = 5_000)]
+        idle_ms: u64,
+    },
+    /// Show what the engine keeps in a state directory.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
     /// Validate rules files and print a summary of each.
     CheckConfig {
         /// Rules files (TOML).
@@ -84,6 +138,26 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Inspect {
+    /// The transaction journal: each Kafka transaction's id and outcome.
+    Transactions {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+fn load_config(path: &std::path::Path) -> Result<EngineConfig> {
+    Ok(EngineConfig::load(path, std::env::vars())?)
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -103,13 +177,73 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run { config, stop_when_idle } => {
+            let config = load_config(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+            }
+            let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs) };
+            let summary = engine::run(config, stop, options)?;
+            say!(
+                "events {}, records {}, dead letters {}, duplicates {}, without effect {}, transactions {} (aborted {}), recoveries {}",
+                summary.events,
+                summary.records,
+                summary.dead_letters,
+                summary.duplicates,
+                summary.no_effect,
+                summary.transactions,
+                summary.aborted,
+                summary.recoveries
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics { config, partitions } => {
+            let config = load_config(&config)?;
+            let t = &config.kafka.topics;
+            let topics = [(t.input.as_str(), partitions), (t.accruals.as_str(), partitions), (t.dead_letter.as_str(), partitions)];
+            kafka_tools::create_topics(&config.kafka.brokers, &topics)?;
+            for (name, p) in topics {
+                say!("topic {name}: {} partitions", kafka_tools::partitions(&config.kafka.brokers, name).unwrap_or(p));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Produce { brokers, topic, input } => {
+            let started = std::time::Instant::now();
+            let n = kafka_tools::produce_file(&brokers, &topic, &input)?;
+            let secs = started.elapsed().as_secs_f64();
+            say!("produced {n} messages to {topic} in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-9));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Consume { brokers, topic, read_uncommitted, out, idle_ms } => {
+            let messages =
+                kafka_tools::read_topic(&brokers, &topic, !read_uncommitted, Duration::from_millis(idle_ms))?;
+            if let Some(path) = out {
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| path.display().to_string())?);
+                for m in &messages {
+                    w.write_all(&m.payload)?;
+                    w.write_all(b"\n")?;
+                }
+                w.flush()?;
+            }
+            say!("{} messages in {topic}", messages.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { what: Inspect::Transactions { state_dir } } => {
+            let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
+            let instance = Journal::instance(&store)?.unwrap_or_default();
+            for entry in Journal::entries(&store)? {
+                say!("{instance}:{}:{} {}", entry.epoch, entry.seq, entry.status.name());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { files } => {
             let mut failed = false;
             for file in &files {
                 match accrual::rules::load(file) {
                     Ok(rules) => {
-                        println!("{}: OK", file.display());
-                        println!("{}", rules.describe());
+                        say!("{}: OK", file.display());
+                        say!("{}", rules.describe());
                     }
                     Err(e) => {
                         eprintln!("{e}");
@@ -130,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if to_stdout {
                 eprintln!("{summary}");
             } else {
-                println!("{summary}");
+                say!("{summary}");
             }
             Ok(ExitCode::SUCCESS)
         }

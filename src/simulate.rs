@@ -161,8 +161,8 @@ impl Sink for SimSink<'_> {
 
     fn duplicate(&mut self, _offset: u64, _event: &Event<'_>, _first_seen: Timestamp) {}
 
-    fn dead_letter(&mut self, offset: u64, payload: &[u8], reason: &'static str, detail: &str) {
-        let line = self.line_of(offset);
+    fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str) {
+        let line = self.line_of(input.offset);
         *self.summary.rejected.entry(reason).or_default() += 1;
         if self.summary.rejected_lines.len() < LISTED_REJECTS {
             self.summary.rejected_lines.push(RejectedLine { line, reason, detail: detail.to_string() });
@@ -171,7 +171,7 @@ impl Sink for SimSink<'_> {
             let mut s = format!("{{\"line\":{line},\"reason\":\"{reason}\",\"detail\":");
             json_str(&mut s, detail);
             s.push_str(",\"raw\":");
-            json_str(&mut s, &String::from_utf8_lossy(payload));
+            json_str(&mut s, &String::from_utf8_lossy(input.payload));
             s.push_str("}\n");
             self.buf.extend_from_slice(s.as_bytes());
             self.write(true);
@@ -249,7 +249,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
         if spans.len() >= opts.batch_size || (end_of_input && !spans.is_empty()) {
             let inputs: Vec<Input<'_>> = spans
                 .iter()
-                .map(|&(offset, start, end)| Input { offset, payload: &arena[start..end] })
+                .map(|&(offset, start, end)| Input { offset, key: &[], payload: &arena[start..end] })
                 .collect();
             let mut batch = store.batch();
             if first_batch {

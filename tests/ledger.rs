@@ -26,8 +26,8 @@ impl Sink for Collect {
     fn duplicate(&mut self, offset: u64, _: &Event<'_>, _: Timestamp) {
         self.duplicates.push(offset);
     }
-    fn dead_letter(&mut self, offset: u64, _: &[u8], reason: &'static str, _: &str) {
-        self.dead.push((offset, reason));
+    fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, _: &str) {
+        self.dead.push((input.offset, reason));
     }
 }
 
@@ -43,7 +43,7 @@ fn run(store: &Store, lines: &[String]) -> (BatchStats, Collect) {
     let inputs: Vec<Input<'_>> = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Input { offset: first + i as u64, payload: l.as_bytes() })
+        .map(|(i, l)| Input { offset: first + i as u64, key: b"", payload: l.as_bytes() })
         .collect();
     let mut batch = store.batch();
     let mut sink = Collect::default();

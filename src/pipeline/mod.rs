@@ -19,6 +19,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     pub offset: u64,
+    /// The message key (the account id, by convention); empty if none.
+    pub key: &'a [u8],
     pub payload: &'a [u8],
 }
 
@@ -27,7 +29,7 @@ pub trait Sink {
     fn accrued(&mut self, offset: u64, event: &Event<'_>, records: &[AccrualRecord]);
     fn no_effect(&mut self, offset: u64, event: &Event<'_>, why: NoEffect);
     fn duplicate(&mut self, offset: u64, event: &Event<'_>, first_seen: Timestamp);
-    fn dead_letter(&mut self, offset: u64, payload: &[u8], reason: &'static str, detail: &str);
+    fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str);
 }
 
 /// Counts per batch (metrics are emitted from these, not per record).
@@ -93,7 +95,7 @@ impl Processor {
                 Ok(event) => event,
                 Err(e) => {
                     stats.dead_letters += 1;
-                    sink.dead_letter(input.offset, input.payload, e.reason(), &e.to_string());
+                    sink.dead_letter(input, e.reason(), &e.to_string());
                     continue;
                 }
             };
@@ -127,7 +129,7 @@ impl Processor {
                 }
                 Outcome::Rejected(rejection) => {
                     stats.dead_letters += 1;
-                    sink.dead_letter(input.offset, input.payload, rejection.reason(), &rejection.to_string());
+                    sink.dead_letter(input, rejection.reason(), &rejection.to_string());
                     continue;
                 }
             }

@@ -8,7 +8,9 @@
 //! - `dedupe`:   partition ++ event id -> event time first seen
 //! - `outbox`:   partition ++ input offset -> records still to publish
 //! - `meta`:     partition ++ "progress" -> next input offset, stream time;
-//!   "rules_version" -> version last used
+//!   and engine-wide keys under the prefix FF FF FF FF (not a valid Kafka
+//!   partition): "rules_version", and whatever the engine keeps there (the
+//!   transaction journal).
 
 use crate::state::AccountState;
 use crate::state::codec::{CodecError, Reader, Writer};
@@ -27,6 +29,14 @@ const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
 const PROGRESS: &[u8] = b"progress";
 const RULES_VERSION: &[u8] = b"rules_version";
+/// Prefix of engine-wide meta keys: no Kafka partition is 0xFFFFFFFF.
+const GLOBAL: [u8; 4] = [0xff; 4];
+
+fn global_key(name: &[u8]) -> Vec<u8> {
+    let mut key = GLOBAL.to_vec();
+    key.extend_from_slice(name);
+    key
+}
 const META_FORMAT: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +209,28 @@ impl Store {
     }
 
     pub fn rules_version(&self) -> Result<Option<String>, StoreError> {
-        let value = self.db.get_cf(self.cf(CF_META), RULES_VERSION).map_err(|e| self.db_err(e))?;
-        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self.meta(RULES_VERSION)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// An engine-wide meta value.
+    pub fn meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(CF_META), global_key(name)).map_err(|e| self.db_err(e))
+    }
+
+    /// Engine-wide meta entries whose name starts with `prefix`, in key order
+    /// (names returned without the prefix).
+    pub fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let start = global_key(prefix);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(CF_META), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            out.push((key[start.len()..].to_vec(), value.into_vec()));
+        }
+        Ok(out)
     }
 
     /// Outbox entries of a partition from `from_offset` on, in offset order.
@@ -240,6 +270,9 @@ impl Store {
 
     /// Removes everything stored for a partition.
     pub fn drop_partition(&self, partition: u32) -> Result<(), StoreError> {
+        if partition == u32::MAX {
+            return Ok(()); // the engine-wide keys, not a partition
+        }
         let from = partition.to_be_bytes().to_vec();
         let to = match partition.checked_add(1) {
             Some(next) => next.to_be_bytes().to_vec(),
@@ -318,7 +351,17 @@ impl LedgerBatch<'_> {
     }
 
     pub fn set_rules_version(&mut self, version: &str) {
-        self.batch.put_cf(self.store.cf(CF_META), RULES_VERSION, version.as_bytes());
+        self.put_meta(RULES_VERSION, version.as_bytes());
+    }
+
+    /// Sets an engine-wide meta value.
+    pub fn put_meta(&mut self, name: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_META), global_key(name), value);
+    }
+
+    /// Deletes engine-wide meta entries with names in `[from, to)`.
+    pub fn delete_meta_range(&mut self, from: &[u8], to: &[u8]) {
+        self.batch.delete_range_cf(self.store.cf(CF_META), global_key(from), global_key(to));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -380,5 +423,24 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         assert!(store.account(3, "acc").unwrap().is_some());
         assert_eq!(store.rules_version().unwrap().as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn global_meta_is_apart_from_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let mut b = store.batch();
+        b.put_meta(b"txn/1", b"a");
+        b.put_meta(b"txn/2", b"b");
+        b.put_meta(b"tx", b"other");
+        b.set_progress(0x7fff_ffff, Progress::default(), 1);
+        store.commit(b).unwrap();
+        assert_eq!(store.meta_scan(b"txn/").unwrap(), vec![(b"1".to_vec(), b"a".to_vec()), (b"2".to_vec(), b"b".to_vec())]);
+        store.drop_partition(0x7fff_ffff).unwrap();
+        assert_eq!(store.meta(b"tx").unwrap(), Some(b"other".to_vec()));
+        let mut b = store.batch();
+        b.delete_meta_range(b"txn/1", b"txn/2");
+        store.commit(b).unwrap();
+        assert_eq!(store.meta_scan(b"txn/").unwrap().len(), 1);
     }
 }

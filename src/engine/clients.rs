@@ -1,0 +1,55 @@
+//! librdkafka clients configured for exactly-once: what the engine sets
+//! itself, then `[kafka.properties]` (and the consumer- or producer-only
+//! tables) passed through as they are.
+
+use super::rebalance::EngineContext;
+use crate::config::EngineConfig;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::BaseProducer;
+
+fn base(config: &EngineConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    c.set("client.id", format!("accrual-{}", config.engine.instance_id));
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+pub fn consumer(config: &EngineConfig, context: EngineContext) -> KafkaResult<BaseConsumer<EngineContext>> {
+    let mut c = base(config);
+    c.set("group.id", &config.kafka.group_id)
+        // Offsets are committed only inside our transactions.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Never read what another producer has not committed.
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+    if !config.kafka.properties.contains_key("auto.offset.reset") {
+        c.set("auto.offset.reset", "earliest");
+    }
+    if !config.kafka.properties.contains_key("partition.assignment.strategy") {
+        c.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    for (k, v) in &config.kafka.consumer_properties {
+        c.set(k, v);
+    }
+    c.create_with_context(context)
+}
+
+pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
+    let mut c = base(config);
+    c.set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set("transaction.timeout.ms", config.kafka.transaction_timeout_ms.to_string());
+    if !config.kafka.properties.contains_key("linger.ms") {
+        c.set("linger.ms", "5");
+    }
+    for (k, v) in &config.kafka.producer_properties {
+        c.set(k, v);
+    }
+    c.create()
+}

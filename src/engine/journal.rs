@@ -1,0 +1,252 @@
+//! The transaction journal: which Kafka transactions this instance opened,
+//! and whether each committed or aborted.
+//!
+//! Every transaction gets an id, `<instance>:<epoch>:<sequence>`, stamped on
+//! each message it publishes (header `accrual.txn`) and on the offsets it
+//! commits (the offset metadata). The epoch grows at every start and every
+//! new producer. An entry is written as `open` in the same RocksDB batch as
+//! the state it publishes, then marked `committed` or `aborted`. An `open`
+//! entry left by a crash is resolved at the next start, after
+//! `init_transactions` has completed or aborted it: if the group's committed
+//! offset of one of its partitions carries its id, it committed; otherwise it
+//! never will. So the engine always knows which of its transactions
+//! committed, and a reader on a broker that does not filter aborted
+//! transactions can tell an extra copy from a committed one.
+
+use crate::state::codec::{CodecError, Reader, Writer};
+use crate::store::{LedgerBatch, Store, StoreError};
+use std::fmt;
+
+const EPOCH: &[u8] = b"epoch";
+const INSTANCE: &[u8] = b"instance";
+const PREFIX: &[u8] = b"txn/";
+const FORMAT: u8 = 1;
+/// Entries kept; older ones are dropped as new ones are written.
+const KEEP: u64 = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnId {
+    pub instance: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl fmt::Display for TxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.instance, self.epoch, self.seq)
+    }
+}
+
+impl TxnId {
+    pub fn parse(text: &str) -> Option<TxnId> {
+        let mut parts = text.rsplitn(3, ':');
+        let seq = parts.next()?.parse().ok()?;
+        let epoch = parts.next()?.parse().ok()?;
+        let instance = parts.next()?.to_string();
+        Some(TxnId { instance, epoch, seq })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    Open,
+    Committed,
+    Aborted,
+}
+
+impl TxnStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnStatus::Open => "open",
+            TxnStatus::Committed => "committed",
+            TxnStatus::Aborted => "aborted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub epoch: u64,
+    pub seq: u64,
+    pub status: TxnStatus,
+    /// The input offsets the transaction commits: (partition, next offset).
+    pub offsets: Vec<(u32, u64)>,
+}
+
+fn key(epoch: u64, seq: u64) -> Vec<u8> {
+    let mut k = PREFIX.to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn encode(status: TxnStatus, offsets: &[(u32, u64)]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(FORMAT);
+    w.u8(status as u8);
+    w.u64(offsets.len() as u64);
+    for &(p, o) in offsets {
+        w.u64(u64::from(p));
+        w.u64(o);
+    }
+    w.buf
+}
+
+fn decode(name: &[u8], value: &[u8]) -> Result<JournalEntry, CodecError> {
+    let ids = name.get(..16).ok_or(CodecError::Truncated)?;
+    let epoch = u64::from_be_bytes(ids[..8].try_into().map_err(|_| CodecError::Truncated)?);
+    let seq = u64::from_be_bytes(ids[8..16].try_into().map_err(|_| CodecError::Truncated)?);
+    let mut r = Reader::new(value);
+    r.version(FORMAT)?;
+    let status = match r.u8()? {
+        0 => TxnStatus::Open,
+        1 => TxnStatus::Committed,
+        2 => TxnStatus::Aborted,
+        _ => return Err(CodecError::Corrupt("transaction status")),
+    };
+    let n = r.count()?;
+    let mut offsets = Vec::with_capacity(n);
+    for _ in 0..n {
+        offsets.push((r.u32()?, r.u64()?));
+    }
+    Ok(JournalEntry { epoch, seq, status, offsets })
+}
+
+/// Hands out transaction ids for this run and records their fate.
+pub struct Journal {
+    instance: String,
+    epoch: u64,
+    next_seq: u64,
+}
+
+impl Journal {
+    /// Starts a new epoch (persisted at once).
+    pub fn start(store: &Store, instance: &str) -> Result<Journal, StoreError> {
+        let mut journal = Journal { instance: instance.to_string(), epoch: 0, next_seq: 0 };
+        journal.epoch = Self::stored_epoch(store)?;
+        let mut batch = store.batch();
+        batch.put_meta(INSTANCE, instance.as_bytes());
+        store.commit(batch)?;
+        journal.new_epoch(store)?;
+        Ok(journal)
+    }
+
+    /// The instance that last ran on this state.
+    pub fn instance(store: &Store) -> Result<Option<String>, StoreError> {
+        Ok(store.meta(INSTANCE)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn stored_epoch(store: &Store) -> Result<u64, StoreError> {
+        Ok(store
+            .meta(EPOCH)?
+            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Moves to a new epoch, e.g. with a new producer.
+    pub fn new_epoch(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.epoch += 1;
+        self.next_seq = 0;
+        let mut batch = store.batch();
+        batch.put_meta(EPOCH, &self.epoch.to_be_bytes());
+        store.commit(batch)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The next transaction's id, recorded `open` in `batch`.
+    pub fn open(&mut self, batch: &mut LedgerBatch<'_>, offsets: &[(u32, u64)]) -> TxnId {
+        let id = TxnId { instance: self.instance.clone(), epoch: self.epoch, seq: self.next_seq };
+        self.next_seq += 1;
+        batch.put_meta(&key(id.epoch, id.seq), &encode(TxnStatus::Open, offsets));
+        if id.seq >= KEEP {
+            batch.delete_meta_range(&key(0, 0), &key(id.epoch, id.seq - KEEP));
+        }
+        id
+    }
+
+    /// Records a transaction's outcome.
+    pub fn mark(batch: &mut LedgerBatch<'_>, id: &TxnId, status: TxnStatus, offsets: &[(u32, u64)]) {
+        batch.put_meta(&key(id.epoch, id.seq), &encode(status, offsets));
+    }
+
+    /// Every entry kept, oldest first.
+    pub fn entries(store: &Store) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut out = Vec::new();
+        for (name, value) in store.meta_scan(PREFIX)? {
+            match decode(&name, &value) {
+                Ok(entry) => out.push(entry),
+                Err(source) => {
+                    return Err(StoreError::Corrupt {
+                        path: store.path().to_path_buf(),
+                        what: "transaction journal entry",
+                        partition: u32::MAX,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decides entries left `open` by a crash. `committed_by` gives, for a
+    /// partition, the transaction id in the metadata of the group's
+    /// committed offset. Returns the decided entries.
+    pub fn resolve_open(
+        &self,
+        store: &Store,
+        committed_by: impl Fn(u32) -> Option<String>,
+    ) -> Result<Vec<(TxnId, TxnStatus)>, StoreError> {
+        let mut decided = Vec::new();
+        let mut batch = store.batch();
+        for entry in Self::entries(store)? {
+            if entry.status != TxnStatus::Open {
+                continue;
+            }
+            let id = TxnId { instance: self.instance.clone(), epoch: entry.epoch, seq: entry.seq };
+            let text = id.to_string();
+            let committed = entry.offsets.iter().any(|&(p, _)| committed_by(p).as_deref() == Some(text.as_str()));
+            let status = if committed { TxnStatus::Committed } else { TxnStatus::Aborted };
+            Self::mark(&mut batch, &id, status, &entry.offsets);
+            decided.push((id, status));
+        }
+        if !decided.is_empty() {
+            store.commit(batch)?;
+        }
+        Ok(decided)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    #[test]
+    fn ids_epochs_and_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let mut j = Journal::start(&store, "node-1").unwrap();
+        assert_eq!(j.epoch(), 1);
+        let mut batch = store.batch();
+        let a = j.open(&mut batch, &[(0, 10)]);
+        let b = j.open(&mut batch, &[(1, 5), (2, 7)]);
+        let c = j.open(&mut batch, &[(3, 1)]);
+        store.commit(batch).unwrap();
+        assert_eq!(a.to_string(), "node-1:1:0");
+        assert_eq!(TxnId::parse("my:node:1:7:42"), Some(TxnId { instance: "my:node".into(), epoch: 7, seq: 42 }));
+        let mut batch = store.batch();
+        Journal::mark(&mut batch, &a, TxnStatus::Committed, &[(0, 10)]);
+        store.commit(batch).unwrap();
+
+        // Restart: a new epoch; b's id is in partition 2's committed metadata.
+        let j2 = Journal::start(&store, "node-1").unwrap();
+        assert_eq!(j2.epoch(), 2);
+        let decided = j2.resolve_open(&store, |p| (p == 2).then(|| b.to_string())).unwrap();
+        assert_eq!(decided, vec![(b.clone(), TxnStatus::Committed), (c.clone(), TxnStatus::Aborted)]);
+        let statuses: Vec<_> = Journal::entries(&store).unwrap().iter().map(|e| e.status).collect();
+        assert_eq!(statuses, vec![TxnStatus::Committed; 2].into_iter().chain([TxnStatus::Aborted]).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,583 @@
+//! `accrual run`: the exactly-once Kafka engine.
+//!
+//! One thread runs commit cycles. A cycle polls up to `max_batch` messages
+//! (or for `commit_interval_ms`), runs each partition's messages through the
+//! [`Processor`], commits state, outbox, progress and a journal entry in ONE
+//! synced RocksDB WriteBatch, then publishes the outbox and commits the
+//! input offsets in ONE Kafka transaction. A failed transaction is aborted
+//! (or the producer replaced) and the outbox is published again, never
+//! skipped. The protocol and its crash points: `docs/exactly-once.md`.
+
+mod clients;
+pub mod journal;
+pub mod outbox;
+pub mod rebalance;
+
+use crate::config::EngineConfig;
+use crate::pipeline::{Input, Processor};
+use crate::rules::{self, RulesError};
+use crate::state::codec::Writer;
+use crate::store::{Store, StoreError, StoreOptions};
+use journal::{Journal, TxnId, TxnStatus};
+use outbox::{Destination, HEADER_TXN, OutMessage, OutboxSink};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rebalance::{Assignment, EngineContext};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Kafka: {what}: {source}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("outbox of partition {partition} at offset {offset} is corrupt: {detail}")]
+    Outbox { partition: u32, offset: u64, detail: String },
+    #[error("{0}")]
+    Assignment(String),
+    #[error("could not publish for {seconds} s; exiting so a restart recovers from the outbox: {last}")]
+    Unrecoverable { seconds: u64, last: String },
+}
+
+fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
+    move |source| EngineError::Kafka { what, source }
+}
+
+/// Options of one run beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop (gracefully) after this long without input.
+    pub stop_when_idle: Option<Duration>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub events: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub duplicates: u64,
+    pub no_effect: u64,
+    pub transactions: u64,
+    pub aborted: u64,
+    pub recoveries: u64,
+}
+
+/// Test-only crash points, from `ACCRUAL_FAILPOINT=<point>[:<n>]`: the
+/// process aborts at the n-th time (default first) it reaches `<point>`.
+struct Failpoint {
+    point: Option<(String, u64)>,
+    hits: u64,
+}
+
+impl Failpoint {
+    fn from_env() -> Failpoint {
+        let point = std::env::var("ACCRUAL_FAILPOINT").ok().map(|v| match v.split_once(':') {
+            Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
+            None => (v, 1),
+        });
+        Failpoint { point, hits: 0 }
+    }
+
+    fn hit(&mut self, name: &str) {
+        if let Some((point, n)) = &self.point {
+            if point == name {
+                self.hits += 1;
+                if self.hits >= *n {
+                    eprintln!("failpoint {name} reached: aborting the process");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+}
+
+/// Why a Kafka transaction failed, by what must happen next.
+enum TxnFailure {
+    /// Abort it, then publish the outbox again.
+    Abortable(String),
+    /// The producer is unusable: replace it, then publish again.
+    Fatal(String),
+}
+
+fn classify(e: KafkaError) -> TxnFailure {
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => TxnFailure::Fatal(e.to_string()),
+        _ => TxnFailure::Abortable(e.to_string()),
+    }
+}
+
+struct Engine {
+    config: EngineConfig,
+    store: Arc<Store>,
+    consumer: BaseConsumer<EngineContext>,
+    producer: BaseProducer,
+    assignment: Arc<Mutex<Assignment>>,
+    journal: Journal,
+    processor: Processor,
+    failpoint: Failpoint,
+    summary: RunSummary,
+    timeout: Duration,
+    /// Outcomes to record and outbox to clear in the next RocksDB batch.
+    pending_marks: Vec<(TxnId, TxnStatus, Vec<(u32, u64)>)>,
+    pending_clear: BTreeMap<u32, u64>,
+}
+
+/// Runs the engine until `stop` is set (SIGINT/SIGTERM), the idle limit in
+/// `options` passes, or an unrecoverable error.
+pub fn run(config: EngineConfig, stop: Arc<AtomicBool>, options: RunOptions) -> Result<RunSummary, EngineError> {
+    let rules = Arc::new(rules::load(&config.engine.rules)?);
+    let e = &config.engine;
+    let store = Arc::new(Store::open(
+        &e.state_dir,
+        &StoreOptions {
+            sync: e.sync_wal,
+            block_cache_bytes: e.block_cache_mb << 20,
+            write_buffer_bytes: e.write_buffer_mb << 20,
+        },
+    )?);
+    match store.rules_version()? {
+        Some(previous) if previous != *rules.version => {
+            tracing::info!(previous = %previous, current = %rules.version, "rules changed; new records carry the new version")
+        }
+        _ => {}
+    }
+    let mut batch = store.batch();
+    batch.set_rules_version(&rules.version);
+    store.commit(batch)?;
+
+    let timeout = Duration::from_millis(e.kafka_timeout_ms);
+    let assignment = Arc::new(Mutex::new(Assignment::default()));
+    let context = EngineContext {
+        store: store.clone(),
+        topic: config.kafka.topics.input.clone(),
+        assignment: assignment.clone(),
+        timeout,
+    };
+    let consumer = clients::consumer(&config, context).map_err(kafka("creating the consumer"))?;
+    let producer = clients::producer(&config).map_err(kafka("creating the producer"))?;
+    // Fences an older producer with our transactional id and completes (or
+    // aborts) whatever transaction it left open.
+    producer.init_transactions(timeout).map_err(kafka("initialising transactions"))?;
+    let journal = Journal::start(&store, &config.engine.instance_id)?;
+
+    let mut engine = Engine {
+        store,
+        consumer,
+        producer,
+        assignment,
+        journal,
+        processor: Processor::new(rules.clone()),
+        failpoint: Failpoint::from_env(),
+        summary: RunSummary::default(),
+        timeout,
+        pending_marks: Vec::new(),
+        pending_clear: BTreeMap::new(),
+        config,
+    };
+    engine.resolve_journal()?;
+    engine.consumer.subscribe(&[&engine.config.kafka.topics.input]).map_err(kafka("subscribing"))?;
+    tracing::info!(
+        instance = %engine.config.engine.instance_id,
+        epoch = engine.journal.epoch(),
+        rules_version = %rules.version,
+        topic = %engine.config.kafka.topics.input,
+        "engine started"
+    );
+    engine.main_loop(&stop, &options)?;
+    tracing::info!(summary = ?engine.summary, "engine stopped");
+    Ok(engine.summary)
+}
+
+/// One polled message, copied out of librdkafka's buffer.
+struct Polled {
+    partition: u32,
+    offset: u64,
+    key: (usize, usize),
+    payload: (usize, usize),
+}
+
+impl Engine {
+    /// Decides transactions a crash left open (see [`journal`]).
+    fn resolve_journal(&mut self) -> Result<(), EngineError> {
+        let open: Vec<u32> = Journal::entries(&self.store)?
+            .iter()
+            .filter(|e| e.status == TxnStatus::Open)
+            .flat_map(|e| e.offsets.iter().map(|&(p, _)| p))
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &open {
+            tpl.add_partition(&self.config.kafka.topics.input, *p as i32);
+        }
+        let committed = self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
+        let topic = self.config.kafka.topics.input.clone();
+        let decided = self.journal.resolve_open(&self.store, |p| {
+            committed.find_partition(&topic, p as i32).map(|e| e.metadata().to_string())
+        })?;
+        for (id, status) in decided {
+            tracing::info!(txn = %id, status = status.name(), "resolved a transaction left open by a crash");
+        }
+        Ok(())
+    }
+
+    fn main_loop(&mut self, stop: &AtomicBool, options: &RunOptions) -> Result<(), EngineError> {
+        let interval = Duration::from_millis(self.config.engine.commit_interval_ms);
+        let max_batch = self.config.engine.max_batch;
+        let mut arena: Vec<u8> = Vec::with_capacity(max_batch * 320);
+        let mut polled: Vec<Polled> = Vec::with_capacity(max_batch);
+        let mut last_input = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            arena.clear();
+            polled.clear();
+            let deadline = Instant::now() + interval;
+            while polled.len() < max_batch && !stop.load(Ordering::Relaxed) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match self.consumer.poll(left) {
+                    None => {}
+                    Some(Ok(m)) => {
+                        let key_start = arena.len();
+                        arena.extend_from_slice(m.key().unwrap_or_default());
+                        let payload_start = arena.len();
+                        arena.extend_from_slice(m.payload().unwrap_or_default());
+                        polled.push(Polled {
+                            partition: m.partition() as u32,
+                            offset: m.offset() as u64,
+                            key: (key_start, payload_start),
+                            payload: (payload_start, arena.len()),
+                        });
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
+            if let Some(error) = EngineContext::lock(&self.assignment).error.take() {
+                return Err(EngineError::Assignment(error));
+            }
+            self.recover_assigned()?;
+            if !polled.is_empty() {
+                last_input = Instant::now();
+            }
+            self.cycle(&arena, &polled)?;
+            if options.stop_when_idle.is_some_and(|idle| last_input.elapsed() >= idle) {
+                tracing::info!("no input for the idle limit; stopping");
+                break;
+            }
+        }
+        // Record the outcome of the last transaction before leaving.
+        self.flush_marks()?;
+        Ok(())
+    }
+
+    /// Publishes again the outbox of partitions assigned with work the group
+    /// has not committed (after a crash, an abort, or a move back).
+    fn recover_assigned(&mut self) -> Result<(), EngineError> {
+        let todo: Vec<(u32, u64, u64)> = {
+            let a = EngineContext::lock(&self.assignment);
+            a.owned
+                .iter()
+                .filter(|(_, o)| o.needs_recovery)
+                .map(|(p, o)| (*p, o.committed.unwrap_or(0), o.progress.next_offset))
+                .collect()
+        };
+        if todo.is_empty() {
+            return Ok(());
+        }
+        self.republish(&todo)?;
+        let mut a = EngineContext::lock(&self.assignment);
+        for (p, _, x) in todo {
+            if let Some(o) = a.owned.get_mut(&p) {
+                o.needs_recovery = false;
+                o.committed = Some(x);
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes outbox entries `[from, to)` of each partition and commits
+    /// offset `to`, in one transaction, retrying until it works or the
+    /// Kafka timeout has passed.
+    fn republish(&mut self, ranges: &[(u32, u64, u64)]) -> Result<(), EngineError> {
+        let mut messages = Vec::new();
+        for &(p, from, to) in ranges {
+            for (offset, bytes) in self.store.outbox(p, from)? {
+                if offset >= to {
+                    break;
+                }
+                let decoded = outbox::decode(&bytes).map_err(|e| EngineError::Outbox {
+                    partition: p,
+                    offset,
+                    detail: e.to_string(),
+                })?;
+                messages.extend(decoded);
+            }
+        }
+        let offsets: Vec<(u32, u64)> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
+        tracing::info!(partitions = ?ranges, messages = messages.len(), "recovery: publishing the outbox again");
+        self.summary.recoveries += 1;
+        let started = Instant::now();
+        let store = self.store.clone();
+        loop {
+            let mut batch = store.batch();
+            let id = self.journal.open(&mut batch, &offsets);
+            store.commit(batch)?;
+            match self.transact(&id, &messages, &offsets) {
+                Ok(()) => {
+                    self.committed(id, offsets);
+                    return Ok(());
+                }
+                Err(failure) => self.after_failure(id, &offsets, failure, started)?,
+            }
+        }
+    }
+
+    /// Handles a failed transaction: abort it or replace the producer; gives
+    /// up (error) once the Kafka timeout has passed since `started`.
+    fn after_failure(
+        &mut self,
+        id: TxnId,
+        offsets: &[(u32, u64)],
+        failure: TxnFailure,
+        started: Instant,
+    ) -> Result<(), EngineError> {
+        self.summary.aborted += 1;
+        let last = match failure {
+            TxnFailure::Abortable(e) => {
+                tracing::warn!(txn = %id, error = %e, "transaction failed; aborting and publishing again");
+                if let Err(abort) = self.producer.abort_transaction(self.timeout) {
+                    tracing::warn!(error = %abort, "abort failed; replacing the producer");
+                    self.replace_producer()?;
+                }
+                e
+            }
+            TxnFailure::Fatal(e) => {
+                tracing::error!(txn = %id, error = %e, "fatal producer error; replacing the producer");
+                self.replace_producer()?;
+                e
+            }
+        };
+        self.pending_marks.push((id, TxnStatus::Aborted, offsets.to_vec()));
+        if started.elapsed() >= self.timeout {
+            return Err(EngineError::Unrecoverable { seconds: started.elapsed().as_secs(), last });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
+    }
+
+    fn replace_producer(&mut self) -> Result<(), EngineError> {
+        let producer = clients::producer(&self.config).map_err(kafka("creating the producer"))?;
+        producer.init_transactions(self.timeout).map_err(kafka("initialising transactions"))?;
+        self.producer = producer;
+        self.journal.new_epoch(&self.store)?;
+        Ok(())
+    }
+
+    fn committed(&mut self, id: TxnId, offsets: Vec<(u32, u64)>) {
+        self.summary.transactions += 1;
+        for &(p, x) in &offsets {
+            self.pending_clear.insert(p, x);
+        }
+        self.pending_marks.push((id, TxnStatus::Committed, offsets));
+    }
+
+    fn flush_marks(&mut self) -> Result<(), EngineError> {
+        if self.pending_marks.is_empty() && self.pending_clear.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let mut batch = store.batch();
+        self.stage_housekeeping(&mut batch);
+        store.commit(batch)?;
+        Ok(())
+    }
+
+    /// Journal outcomes and outbox clean-up ride along with the next batch.
+    fn stage_housekeeping(&mut self, batch: &mut crate::store::LedgerBatch<'_>) {
+        for (id, status, offsets) in self.pending_marks.drain(..) {
+            Journal::mark(batch, &id, status, &offsets);
+        }
+        for (p, x) in std::mem::take(&mut self.pending_clear) {
+            batch.clear_outbox_below(p, x);
+        }
+    }
+
+    /// One commit cycle over the polled messages.
+    fn cycle(&mut self, arena: &[u8], polled: &[Polled]) -> Result<(), EngineError> {
+        // Only partitions still owned, only offsets not yet applied.
+        let owned = EngineContext::lock(&self.assignment).owned.clone();
+        let mut by_partition: BTreeMap<u32, Vec<Input<'_>>> = BTreeMap::new();
+        for m in polled {
+            match owned.get(&m.partition) {
+                Some(o) if m.offset >= o.progress.next_offset => {
+                    by_partition.entry(m.partition).or_default().push(Input {
+                        offset: m.offset,
+                        key: &arena[m.key.0..m.key.1],
+                        payload: &arena[m.payload.0..m.payload.1],
+                    });
+                }
+                _ => {}
+            }
+        }
+        if by_partition.is_empty() {
+            return self.flush_marks();
+        }
+        let store = self.store.clone();
+        let mut batch = store.batch();
+        self.stage_housekeeping(&mut batch);
+        let mut messages = Vec::new();
+        let mut offsets = Vec::new();
+        let mut progress_after = Vec::new();
+        let mut w = Writer::with_capacity(1024);
+        for (p, inputs) in &by_partition {
+            let mut progress = owned[p].progress;
+            let mut sink = OutboxSink::new(*p);
+            let stats = self.processor.process(&store, *p, &mut progress, inputs, &mut batch, &mut sink)?;
+            self.summary.events += stats.inputs;
+            self.summary.records += stats.records;
+            self.summary.dead_letters += stats.dead_letters;
+            self.summary.duplicates += stats.duplicates;
+            self.summary.no_effect += stats.no_effect;
+            for (offset, out) in sink.entries {
+                w.buf.clear();
+                outbox::encode(&out, &mut w);
+                batch.put_outbox(*p, offset, &w.buf);
+                messages.extend(out);
+            }
+            offsets.push((*p, progress.next_offset));
+            progress_after.push((*p, progress));
+        }
+        let id = self.journal.open(&mut batch, &offsets);
+        self.failpoint.hit("before-state-commit");
+        store.commit(batch)?;
+        self.failpoint.hit("after-state-commit");
+        {
+            let mut a = EngineContext::lock(&self.assignment);
+            for (p, progress) in progress_after {
+                if let Some(o) = a.owned.get_mut(&p) {
+                    o.progress = progress;
+                }
+            }
+        }
+        let started = Instant::now();
+        match self.transact(&id, &messages, &offsets) {
+            Ok(()) => {
+                self.committed(id, offsets);
+                Ok(())
+            }
+            Err(failure) => {
+                self.after_failure(id, &offsets, failure, started)?;
+                // State is committed locally: publish the same outbox again.
+                let ranges: Vec<(u32, u64, u64)> = self.committed_ranges(&offsets)?;
+                self.republish(&ranges)
+            }
+        }
+    }
+
+    /// For partitions about to be republished: from the group's committed
+    /// offset to the local next offset.
+    fn committed_ranges(&self, offsets: &[(u32, u64)]) -> Result<Vec<(u32, u64, u64)>, EngineError> {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, _) in offsets {
+            tpl.add_partition(&self.config.kafka.topics.input, p as i32);
+        }
+        let committed = self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
+        Ok(offsets
+            .iter()
+            .map(|&(p, x)| {
+                let y = committed
+                    .find_partition(&self.config.kafka.topics.input, p as i32)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Some(o as u64),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                (p, y.min(x), x)
+            })
+            .collect())
+    }
+
+    /// One Kafka transaction: the messages, then the input offsets (with the
+    /// transaction id as their metadata), then commit.
+    fn transact(&mut self, id: &TxnId, messages: &[OutMessage], offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
+        let txn = id.to_string();
+        self.producer.begin_transaction().map_err(classify)?;
+        let topics = &self.config.kafka.topics;
+        for m in messages {
+            let topic = match m.destination {
+                Destination::Accruals => &topics.accruals,
+                Destination::DeadLetter => &topics.dead_letter,
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 1);
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            headers = headers.insert(Header { key: HEADER_TXN, value: Some(&txn) });
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(topic).payload(&m.payload[..]).headers(headers);
+            if !m.key.is_empty() {
+                record = record.key(&m.key[..]);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(classify(e)),
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &(p, x) in offsets {
+            tpl.add_partition_offset(&topics.input, p as i32, Offset::Offset(x as i64)).map_err(classify)?;
+            if let Some(mut elem) = tpl.find_partition(&topics.input, p as i32) {
+                elem.set_metadata(txn.as_str());
+            }
+        }
+        // Fresh group metadata every time: a rebalance may have moved the
+        // generation, and stale metadata would let a zombie commit.
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| TxnFailure::Abortable("the consumer has no group metadata".into()))?;
+        let mut attempt = 0;
+        loop {
+            match self.producer.send_offsets_to_transaction(&tpl, &group, self.timeout) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        self.failpoint.hit("before-kafka-commit");
+        let mut attempt = 0;
+        loop {
+            match self.producer.commit_transaction(self.timeout) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        self.failpoint.hit("after-kafka-commit");
+        // Serve delivery reports so their queue never grows.
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+}

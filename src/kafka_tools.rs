@@ -1,0 +1,213 @@
+//! Kafka helpers around the engine: create topics, produce an NDJSON file
+//! keyed by account, and read a topic back. Used by `accrual topics`,
+//! `accrual produce`, `accrual consume`, the demo and the integration tests.
+//! Standard Kafka APIs only, so they work against Apache Kafka too.
+
+use crate::events::Decoder;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+}
+
+fn client(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+/// Creates topics (name, partitions); an existing topic is fine.
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), ToolError> {
+    let admin: AdminClient<DefaultClientContext> = client(brokers).create()?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1))).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = runtime.block_on(admin.create_topics(&new, &options))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(ToolError::Topic { topic, message: code.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// Partition count of a topic.
+pub fn partitions(brokers: &str, topic: &str) -> Result<i32, ToolError> {
+    let consumer: BaseConsumer = client(brokers).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+        _ => Err(ToolError::Topic { topic: topic.to_string(), message: "does not exist".into() }),
+    }
+}
+
+/// Produces each line of an NDJSON file as one message, keyed by its
+/// `account_id` (lines that do not decode go unkeyed, as a real producer's
+/// garbage would). Returns the number of messages.
+pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, ToolError> {
+    let producer: BaseProducer = client(brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()?;
+    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(input)?);
+    let mut decoder = Decoder::new();
+    let mut line = Vec::new();
+    let mut count = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let key: Option<Vec<u8>> = decoder.decode(&line).ok().map(|e| e.account_id.as_bytes().to_vec());
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&line[..]);
+        if let Some(k) = &key {
+            record = record.key(&k[..]);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        count += 1;
+        if count % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(count)
+}
+
+/// A reader's context: end-of-partition is how it knows it is done, not an
+/// error worth logging.
+struct Reader;
+
+impl ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !eof {
+            tracing::error!(error = %error, "{reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Reader {}
+
+/// A message read back, with its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+impl Consumed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Reads every partition of a topic from the beginning to its end as it is
+/// when the read starts (for `read_committed`, the last stable offset), or
+/// until nothing arrives for `idle`.
+pub fn read_topic(brokers: &str, topic: &str, read_committed: bool, idle: Duration) -> Result<Vec<Consumed>, ToolError> {
+    let consumer: BaseConsumer<Reader> = client(brokers)
+        .set("group.id", format!("accrual-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
+        .set("enable.partition.eof", "true")
+        .create_with_context(Reader)?;
+    let n = partitions(brokers, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        ends.insert(p, high);
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut done: BTreeMap<i32, bool> = ends.iter().map(|(p, high)| (*p, *high <= 0)).collect();
+    let mut last = Instant::now();
+    while !done.values().all(|d| *d) && last.elapsed() < idle {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                done.insert(p, true);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        headers.insert(header.key.to_string(), header.value.unwrap_or_default().to_vec());
+                    }
+                }
+                if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+                    done.insert(m.partition(), true);
+                }
+                out.push(Consumed {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The group's committed offsets for a topic's partitions.
+pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Result<BTreeMap<i32, (i64, String)>, ToolError> {
+    let consumer: BaseConsumer = client(brokers).set("group.id", group).create()?;
+    let n = partitions(brokers, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), (o, e.metadata().to_string()))),
+            _ => None,
+        })
+        .collect())
+}
