@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 /// Prefix of environment overrides; `__` separates path segments.
 pub const ENV_PREFIX: &str = "ACCRUAL_";
+const SECTIONS: [&str; 2] = ["KAFKA", "ENGINE"];
 
 /// librdkafka settings the engine owns: setting them in
 /// `[kafka.properties]` would break exactly-once.
@@ -187,8 +188,12 @@ impl EngineConfig {
         let mut table: toml::Table = toml::from_str(text)
             .map_err(|e| ConfigError::Syntax { file: file.to_string(), message: e.to_string() })?;
         let mut overridden = Vec::new();
-        let mut env: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        // Only variables naming a section (ACCRUAL_KAFKA__..., ACCRUAL_ENGINE__...)
+        // override; other ACCRUAL_* variables belong to scripts and tests.
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| SECTIONS.iter().any(|s| k.starts_with(&format!("{ENV_PREFIX}{s}__"))))
+            .collect();
         env.sort();
         for (key, value) in env {
             let path = env_path(&key);
@@ -247,7 +252,11 @@ impl EngineConfig {
         if t.input == t.accruals || t.input == t.dead_letter || t.accruals == t.dead_letter {
             return fail("kafka.topics", "input, accruals and dead_letter must be different topics".into());
         }
-        let tables = [("properties", &k.properties), ("consumer_properties", &k.consumer_properties), ("producer_properties", &k.producer_properties)];
+        let tables = [
+            ("properties", &k.properties),
+            ("consumer_properties", &k.consumer_properties),
+            ("producer_properties", &k.producer_properties),
+        ];
         for (table, key) in tables.iter().flat_map(|(t, m)| m.keys().map(move |k| (*t, k))) {
             if MANAGED_PROPERTIES.contains(&key.as_str()) {
                 return fail(
@@ -360,6 +369,7 @@ rules = "config/rules.example.toml"
                 ("ACCRUAL_ENGINE__SYNC_WAL", "false"),
                 ("ACCRUAL_KAFKA__PROPERTIES__SASL_MECHANISM", "SCRAM-SHA-512"),
                 ("OTHER_VAR", "ignored"),
+                ("ACCRUAL_TEST_BROKERS", "not config"),
             ]),
         )
         .unwrap();

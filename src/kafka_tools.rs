@@ -115,7 +115,8 @@ struct Reader;
 
 impl ClientContext for Reader {
     fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        let eof =
+            matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
         if !eof {
             tracing::error!(error = %error, "{reason}");
         }
@@ -143,7 +144,12 @@ impl Consumed {
 /// Reads every partition of a topic from the beginning to its end as it is
 /// when the read starts (for `read_committed`, the last stable offset), or
 /// until nothing arrives for `idle`.
-pub fn read_topic(brokers: &str, topic: &str, read_committed: bool, idle: Duration) -> Result<Vec<Consumed>, ToolError> {
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    read_committed: bool,
+    idle: Duration,
+) -> Result<Vec<Consumed>, ToolError> {
     let consumer: BaseConsumer<Reader> = client(brokers)
         .set("group.id", format!("accrual-reader-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -194,7 +200,11 @@ pub fn read_topic(brokers: &str, topic: &str, read_committed: bool, idle: Durati
 }
 
 /// The group's committed offsets for a topic's partitions.
-pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Result<BTreeMap<i32, (i64, String)>, ToolError> {
+pub fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, (i64, String)>, ToolError> {
     let consumer: BaseConsumer = client(brokers).set("group.id", group).create()?;
     let n = partitions(brokers, topic)?;
     let mut tpl = TopicPartitionList::new();

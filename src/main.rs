@@ -4,8 +4,8 @@ use accrual::config::EngineConfig;
 use accrual::datagen::{self, GenOptions};
 use accrual::engine::{self, RunOptions, journal::Journal};
 use accrual::kafka_tools;
-use accrual::store::{Store, StoreOptions};
 use accrual::simulate::{self, SimulateOptions};
+use accrual::store::{Store, StoreOptions};
 use accrual::time::Timestamp;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -201,10 +201,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Topics { config, partitions } => {
             let config = load_config(&config)?;
             let t = &config.kafka.topics;
-            let topics = [(t.input.as_str(), partitions), (t.accruals.as_str(), partitions), (t.dead_letter.as_str(), partitions)];
+            let topics = [
+                (t.input.as_str(), partitions),
+                (t.accruals.as_str(), partitions),
+                (t.dead_letter.as_str(), partitions),
+            ];
             kafka_tools::create_topics(&config.kafka.brokers, &topics)?;
             for (name, p) in topics {
-                say!("topic {name}: {} partitions", kafka_tools::partitions(&config.kafka.brokers, name).unwrap_or(p));
+                say!(
+                    "topic {name}: {} partitions",
+                    kafka_tools::partitions(&config.kafka.brokers, name).unwrap_or(p)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -219,7 +226,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let messages =
                 kafka_tools::read_topic(&brokers, &topic, !read_uncommitted, Duration::from_millis(idle_ms))?;
             if let Some(path) = out {
-                let mut w = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| path.display().to_string())?);
+                let mut w = std::io::BufWriter::new(
+                    std::fs::File::create(&path).with_context(|| path.display().to_string())?,
+                );
                 for m in &messages {
                     w.write_all(&m.payload)?;
                     w.write_all(b"\n")?;

@@ -137,10 +137,7 @@ impl Journal {
     }
 
     fn stored_epoch(store: &Store) -> Result<u64, StoreError> {
-        Ok(store
-            .meta(EPOCH)?
-            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+        Ok(store.meta(EPOCH)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
     }
 
     /// Moves to a new epoch, e.g. with a new producer.
@@ -207,7 +204,8 @@ impl Journal {
             }
             let id = TxnId { instance: self.instance.clone(), epoch: entry.epoch, seq: entry.seq };
             let text = id.to_string();
-            let committed = entry.offsets.iter().any(|&(p, _)| committed_by(p).as_deref() == Some(text.as_str()));
+            let committed =
+                entry.offsets.iter().any(|&(p, _)| committed_by(p).as_deref() == Some(text.as_str()));
             let status = if committed { TxnStatus::Committed } else { TxnStatus::Aborted };
             Self::mark(&mut batch, &id, status, &entry.offsets);
             decided.push((id, status));
@@ -236,7 +234,10 @@ mod tests {
         let c = j.open(&mut batch, &[(3, 1)]);
         store.commit(batch).unwrap();
         assert_eq!(a.to_string(), "node-1:1:0");
-        assert_eq!(TxnId::parse("my:node:1:7:42"), Some(TxnId { instance: "my:node".into(), epoch: 7, seq: 42 }));
+        assert_eq!(
+            TxnId::parse("my:node:1:7:42"),
+            Some(TxnId { instance: "my:node".into(), epoch: 7, seq: 42 })
+        );
         let mut batch = store.batch();
         Journal::mark(&mut batch, &a, TxnStatus::Committed, &[(0, 10)]);
         store.commit(batch).unwrap();
@@ -247,6 +248,9 @@ mod tests {
         let decided = j2.resolve_open(&store, |p| (p == 2).then(|| b.to_string())).unwrap();
         assert_eq!(decided, vec![(b.clone(), TxnStatus::Committed), (c.clone(), TxnStatus::Aborted)]);
         let statuses: Vec<_> = Journal::entries(&store).unwrap().iter().map(|e| e.status).collect();
-        assert_eq!(statuses, vec![TxnStatus::Committed; 2].into_iter().chain([TxnStatus::Aborted]).collect::<Vec<_>>());
+        assert_eq!(
+            statuses,
+            vec![TxnStatus::Committed; 2].into_iter().chain([TxnStatus::Aborted]).collect::<Vec<_>>()
+        );
     }
 }

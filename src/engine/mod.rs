@@ -138,7 +138,11 @@ struct Engine {
 
 /// Runs the engine until `stop` is set (SIGINT/SIGTERM), the idle limit in
 /// `options` passes, or an unrecoverable error.
-pub fn run(config: EngineConfig, stop: Arc<AtomicBool>, options: RunOptions) -> Result<RunSummary, EngineError> {
+pub fn run(
+    config: EngineConfig,
+    stop: Arc<AtomicBool>,
+    options: RunOptions,
+) -> Result<RunSummary, EngineError> {
     let rules = Arc::new(rules::load(&config.engine.rules)?);
     let e = &config.engine;
     let store = Arc::new(Store::open(
@@ -225,7 +229,8 @@ impl Engine {
         for p in &open {
             tpl.add_partition(&self.config.kafka.topics.input, *p as i32);
         }
-        let committed = self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
+        let committed =
+            self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
         let topic = self.config.kafka.topics.input.clone();
         let decided = self.journal.resolve_open(&self.store, |p| {
             committed.find_partition(&topic, p as i32).map(|e| e.metadata().to_string())
@@ -276,6 +281,10 @@ impl Engine {
                 last_input = Instant::now();
             }
             self.cycle(&arena, &polled)?;
+            let assigned = EngineContext::lock(&self.assignment).rebalances > 0;
+            if !assigned {
+                last_input = Instant::now();
+            }
             if options.stop_when_idle.is_some_and(|idle| last_input.elapsed() >= idle) {
                 tracing::info!("no input for the idle limit; stopping");
                 break;
@@ -497,7 +506,8 @@ impl Engine {
         for &(p, _) in offsets {
             tpl.add_partition(&self.config.kafka.topics.input, p as i32);
         }
-        let committed = self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
+        let committed =
+            self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
         Ok(offsets
             .iter()
             .map(|&(p, x)| {
@@ -515,7 +525,12 @@ impl Engine {
 
     /// One Kafka transaction: the messages, then the input offsets (with the
     /// transaction id as their metadata), then commit.
-    fn transact(&mut self, id: &TxnId, messages: &[OutMessage], offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
+    fn transact(
+        &mut self,
+        id: &TxnId,
+        messages: &[OutMessage],
+        offsets: &[(u32, u64)],
+    ) -> Result<(), TxnFailure> {
         let txn = id.to_string();
         self.producer.begin_transaction().map_err(classify)?;
         let topics = &self.config.kafka.topics;

@@ -155,7 +155,12 @@ mod tests {
                 payload: b"{}".to_vec(),
                 headers: vec![("a".into(), b"1".to_vec())],
             },
-            OutMessage { destination: Destination::DeadLetter, key: vec![], payload: vec![0xff, 0], headers: vec![] },
+            OutMessage {
+                destination: Destination::DeadLetter,
+                key: vec![],
+                payload: vec![0xff, 0],
+                headers: vec![],
+            },
         ];
         let mut w = Writer::default();
         encode(&messages, &mut w);

@@ -84,12 +84,10 @@ impl EngineContext {
         let mut decided = Vec::new();
         for elem in tpl.elements() {
             let partition = elem.partition();
-            let y = committed
-                .find_partition(elem.topic(), partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o as u64),
-                    _ => None,
-                });
+            let y = committed.find_partition(elem.topic(), partition).and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            });
             let p = partition as u32;
             let local = match self.store.progress(p) {
                 Ok(local) => local,
@@ -108,7 +106,11 @@ impl EngineContext {
             for (p, decision) in decided {
                 match decision {
                     Ok(owned) => {
-                        tpl.set_partition_offset(&self.topic, p as i32, Offset::Offset(owned.progress.next_offset as i64))?;
+                        tpl.set_partition_offset(
+                            &self.topic,
+                            p as i32,
+                            Offset::Offset(owned.progress.next_offset as i64),
+                        )?;
                         tracing::info!(
                             partition = p,
                             start_offset = owned.progress.next_offset,

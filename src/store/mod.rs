@@ -435,7 +435,10 @@ mod tests {
         b.put_meta(b"tx", b"other");
         b.set_progress(0x7fff_ffff, Progress::default(), 1);
         store.commit(b).unwrap();
-        assert_eq!(store.meta_scan(b"txn/").unwrap(), vec![(b"1".to_vec(), b"a".to_vec()), (b"2".to_vec(), b"b".to_vec())]);
+        assert_eq!(
+            store.meta_scan(b"txn/").unwrap(),
+            vec![(b"1".to_vec(), b"a".to_vec()), (b"2".to_vec(), b"b".to_vec())]
+        );
         store.drop_partition(0x7fff_ffff).unwrap();
         assert_eq!(store.meta(b"tx").unwrap(), Some(b"other".to_vec()));
         let mut b = store.batch();

@@ -109,3 +109,5 @@ impl Harness {
 pub fn recs(items: &[(&str, &'static str, &str)]) -> Vec<(String, &'static str, String)> {
     items.iter().map(|(r, k, a)| (r.to_string(), *k, a.to_string())).collect()
 }
+
+pub mod kafka;

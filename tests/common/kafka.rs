@@ -1,0 +1,318 @@
+//! Helpers for tests against a real Kafka-protocol broker, at the address
+//! in `ACCRUAL_TEST_BROKERS` (`scripts/test.sh` starts the local broker and
+//! sets it; point it at Apache Kafka to run the same suite there).
+
+use super::repo_path;
+use accrual::engine::journal::{Journal, TxnId, TxnStatus};
+use accrual::kafka_tools::{self, Consumed};
+use accrual::simulate::{self, SimulateOptions};
+use accrual::state::AccountState;
+use accrual::store::{Store, StoreOptions};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn brokers() -> String {
+    match std::env::var("ACCRUAL_TEST_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => b,
+        _ => panic!(
+            "ACCRUAL_TEST_BROKERS is not set: these tests need a Kafka-protocol broker. \
+             Run scripts/test.sh (it starts the local broker), or scripts/broker.sh start and \
+             ACCRUAL_TEST_BROKERS=127.0.0.1:9092 cargo nextest run"
+        ),
+    }
+}
+
+/// A unique name, so tests never share topics or groups.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) % 1_000_000_000;
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The topics and group of one test.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub brokers: String,
+    pub input: String,
+    pub accruals: String,
+    pub dlq: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Setup {
+    pub fn new(name: &str, partitions: i32) -> Setup {
+        let brokers = brokers();
+        let base = unique(name);
+        let s = Setup {
+            input: format!("{base}.transactions"),
+            accruals: format!("{base}.accruals"),
+            dlq: format!("{base}.dlq"),
+            group: format!("{base}.group"),
+            brokers,
+            partitions,
+        };
+        kafka_tools::create_topics(
+            &s.brokers,
+            &[(&s.input, partitions), (&s.accruals, partitions), (&s.dlq, partitions)],
+        )
+        .expect("create topics");
+        s
+    }
+
+    /// Writes an engine config for `instance` into `dir`.
+    pub fn config(&self, dir: &Path, instance: &str, extra_engine: &str) -> PathBuf {
+        let path = dir.join(format!("{instance}.toml"));
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+transaction_timeout_ms = 10000
+
+[kafka.topics]
+input = "{input}"
+accruals = "{accruals}"
+dead_letter = "{dlq}"
+
+[kafka.consumer_properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[engine]
+instance_id = "{instance}"
+state_dir = "{state}"
+rules = "{rules}"
+commit_interval_ms = 50
+kafka_timeout_ms = 10000
+{extra_engine}
+"#,
+            brokers = self.brokers,
+            group = self.group,
+            input = self.input,
+            accruals = self.accruals,
+            dlq = self.dlq,
+            state = dir.join(instance).display(),
+            rules = repo_path("config/rules.example.toml").display(),
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn produce(&self, dir: &Path, lines: &[String]) {
+        let file = dir.join(unique("produce"));
+        std::fs::write(&file, lines.join("\n")).expect("write input");
+        let n = kafka_tools::produce_file(&self.brokers, &self.input, &file).expect("produce");
+        assert_eq!(n as usize, lines.len());
+    }
+
+    pub fn read(&self, topic: &str) -> Vec<Consumed> {
+        kafka_tools::read_topic(&self.brokers, topic, true, Duration::from_secs(5)).expect("read topic")
+    }
+
+    /// Waits until the group has committed every input offset.
+    pub fn wait_all_committed(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.lag() == Some(0) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// Input messages the group has not committed yet.
+    pub fn lag(&self) -> Option<i64> {
+        let committed = kafka_tools::committed_offsets(&self.brokers, &self.group, &self.input).ok()?;
+        let mut lag = 0;
+        for p in 0..self.partitions {
+            let high = high_watermark(&self.brokers, &self.input, p)?;
+            let done = committed.get(&p).map_or(0, |(o, _)| *o);
+            lag += (high - done).max(0);
+        }
+        Some(lag)
+    }
+}
+
+fn high_watermark(brokers: &str, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().ok()?;
+    consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)).ok().map(|(_, high)| high)
+}
+
+/// The engine as a child process, its output in a log file.
+pub struct EngineProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl EngineProcess {
+    pub fn spawn(config: &Path, env: &[(&str, &str)], stop_when_idle: Option<u64>) -> EngineProcess {
+        let log = config.with_extension(format!("{}.log", unique("run")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_accrual"));
+        cmd.arg("run").arg("--config").arg(config);
+        if let Some(secs) = stop_when_idle {
+            cmd.arg("--stop-when-idle").arg(secs.to_string());
+        }
+        cmd.env("RUST_LOG", "info,rdkafka=warn")
+            .env_remove("ACCRUAL_FAILPOINT")
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(file.try_clone().expect("log")))
+            .stderr(Stdio::from(file));
+        EngineProcess { child: cmd.spawn().expect("spawn engine"), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for exit; panics with the log after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("engine did not stop within {timeout:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What `accrual simulate` writes for these lines: the reference output.
+pub fn reference(dir: &Path, lines: &[String]) -> (Vec<String>, BTreeMap<String, AccountState>) {
+    let input = dir.join(unique("reference-input"));
+    let out = dir.join(unique("reference-out"));
+    let state = dir.join(unique("reference-state"));
+    std::fs::write(&input, lines.join("\n")).expect("write");
+    simulate::run(&SimulateOptions {
+        rules: repo_path("config/rules.example.toml"),
+        input,
+        out: Some(out.clone()),
+        dlq: None,
+        state_dir: Some(state.clone()),
+        batch_size: 1000,
+        show_progress: false,
+    })
+    .expect("simulate");
+    let records = std::fs::read_to_string(out).expect("read").lines().map(str::to_string).collect();
+    let store = open_store(&state);
+    let accounts = store.accounts(0).expect("accounts").into_iter().collect();
+    (records, accounts)
+}
+
+pub fn open_store(dir: &Path) -> Store {
+    Store::open(dir, &StoreOptions { sync: false, ..StoreOptions::default() }).expect("open store")
+}
+
+/// Every account state the engine keeps in a state directory.
+pub fn engine_accounts(state_dir: &Path, partitions: i32) -> BTreeMap<String, AccountState> {
+    let store = open_store(state_dir);
+    let mut all = BTreeMap::new();
+    for p in 0..partitions {
+        for (account, state) in store.accounts(p as u32).expect("accounts") {
+            assert!(all.insert(account.clone(), state).is_none(), "account {account} in two partitions");
+        }
+    }
+    all
+}
+
+/// The engine's journal: transaction id -> outcome.
+pub fn journal(state_dir: &Path) -> BTreeMap<String, TxnStatus> {
+    let store = open_store(state_dir);
+    let instance = Journal::instance(&store).expect("journal").unwrap_or_default();
+    Journal::entries(&store)
+        .expect("journal")
+        .into_iter()
+        .map(|e| (TxnId { instance: instance.clone(), epoch: e.epoch, seq: e.seq }.to_string(), e.status))
+        .collect()
+}
+
+/// Whether read_committed readers of this broker skip records of aborted
+/// transactions (Apache Kafka does; the local broker does not).
+pub fn broker_filters_aborted() -> bool {
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let brokers = brokers();
+        let topic = unique("probe-abort");
+        kafka_tools::create_topics(&brokers, &[(&topic, 1)]).expect("probe topic");
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", unique("probe"))
+            .create()
+            .expect("producer");
+        producer.init_transactions(Duration::from_secs(10)).expect("init");
+        producer.begin_transaction().expect("begin");
+        producer.send(BaseRecord::<(), _>::to(&topic).payload("aborted")).map_err(|(e, _)| e).expect("send");
+        producer.flush(Duration::from_secs(10)).expect("flush");
+        producer.abort_transaction(Duration::from_secs(10)).expect("abort");
+        let seen = kafka_tools::read_topic(&brokers, &topic, true, Duration::from_secs(3)).expect("read");
+        seen.is_empty()
+    })
+}
+
+/// Checks the published accruals against the reference, exactly once:
+/// the copies from committed transactions are exactly the reference; every
+/// other copy comes from a transaction that never committed.
+pub fn assert_exactly_once(
+    published: &[Consumed],
+    reference: &[String],
+    committed: &BTreeMap<String, TxnStatus>,
+) {
+    let mut committed_view: Vec<String> = Vec::new();
+    let mut extra = 0;
+    for m in published {
+        let txn = m.header("accrual.txn").expect("every record names its transaction");
+        match committed.get(txn) {
+            Some(TxnStatus::Committed) => {
+                committed_view.push(String::from_utf8(m.payload.clone()).expect("utf8"))
+            }
+            Some(TxnStatus::Aborted) => extra += 1,
+            other => panic!("record from transaction {txn} with status {other:?}"),
+        }
+    }
+    if broker_filters_aborted() {
+        assert_eq!(extra, 0, "a broker that filters aborted transactions showed {extra} of their records");
+    }
+    committed_view.sort();
+    let mut expected = reference.to_vec();
+    expected.sort();
+    let missing: BTreeSet<&String> = expected.iter().filter(|r| !committed_view.contains(r)).collect();
+    assert!(missing.is_empty(), "{} accruals missing, e.g. {:?}", missing.len(), missing.iter().next());
+    assert_eq!(
+        committed_view.len(),
+        expected.len(),
+        "committed records are not exactly the reference (duplicates)"
+    );
+    assert!(committed_view == expected, "committed records differ from the reference");
+}
