@@ -2,14 +2,17 @@
 //! and whether each committed or aborted.
 //!
 //! Every transaction gets an id, `<instance>:<epoch>:<sequence>`, stamped on
-//! each message it publishes (header `accrual.txn`) and on the offsets it
-//! commits (the offset metadata). The epoch grows at every start and every
-//! new producer. An entry is written as `open` in the same RocksDB batch as
-//! the state it publishes, then marked `committed` or `aborted`. An `open`
-//! entry left by a crash is resolved at the next start, after
-//! `init_transactions` has completed or aborted it: if the group's committed
-//! offset of one of its partitions carries its id, it committed; otherwise it
-//! never will. So the engine always knows which of its transactions
+//! each message it publishes (header `accrual.txn`; also set as the metadata
+//! of the offsets it commits, for operators, where the broker keeps it). The
+//! epoch grows at every start and every new producer. An entry is written
+//! `open` in the same RocksDB batch as the state it publishes, and that batch
+//! also records the outcome of the transaction before it, so at most one
+//! entry is ever open when the process dies. At the next start, after
+//! `init_transactions` has completed or aborted it, that entry is decided
+//! from the group's committed offsets: a transaction commits its input
+//! offsets atomically, and nothing of ours commits after it, so it committed
+//! if and only if every partition's committed offset has reached the offset
+//! it carried. So the engine always knows which of its transactions
 //! committed, and a reader on a broker that does not filter aborted
 //! transactions can tell an extra copy from a committed one.
 
@@ -188,25 +191,24 @@ impl Journal {
         Ok(out)
     }
 
-    /// Decides entries left `open` by a crash. `committed_by` gives, for a
-    /// partition, the transaction id in the metadata of the group's
-    /// committed offset. Returns the decided entries.
+    /// Decides entries left `open` by a crash. `committed_offset` gives a
+    /// partition's committed offset in the group. Only the newest open entry
+    /// can have committed (see the module docs); older ones are aborted.
+    /// Returns the decided entries.
     pub fn resolve_open(
         &self,
         store: &Store,
-        committed_by: impl Fn(u32) -> Option<String>,
+        committed_offset: impl Fn(u32) -> Option<u64>,
     ) -> Result<Vec<(TxnId, TxnStatus)>, StoreError> {
+        let open: Vec<JournalEntry> =
+            Self::entries(store)?.into_iter().filter(|e| e.status == TxnStatus::Open).collect();
         let mut decided = Vec::new();
         let mut batch = store.batch();
-        for entry in Self::entries(store)? {
-            if entry.status != TxnStatus::Open {
-                continue;
-            }
+        for (i, entry) in open.iter().enumerate() {
+            let newest = i + 1 == open.len();
+            let reached = entry.offsets.iter().all(|&(p, x)| committed_offset(p).is_some_and(|y| y >= x));
+            let status = if newest && reached { TxnStatus::Committed } else { TxnStatus::Aborted };
             let id = TxnId { instance: self.instance.clone(), epoch: entry.epoch, seq: entry.seq };
-            let text = id.to_string();
-            let committed =
-                entry.offsets.iter().any(|&(p, _)| committed_by(p).as_deref() == Some(text.as_str()));
-            let status = if committed { TxnStatus::Committed } else { TxnStatus::Aborted };
             Self::mark(&mut batch, &id, status, &entry.offsets);
             decided.push((id, status));
         }
@@ -235,22 +237,34 @@ mod tests {
         store.commit(batch).unwrap();
         assert_eq!(a.to_string(), "node-1:1:0");
         assert_eq!(
-            TxnId::parse("my:node:1:7:42"),
+            TxnId::parse("my:node:7:42"),
             Some(TxnId { instance: "my:node".into(), epoch: 7, seq: 42 })
         );
         let mut batch = store.batch();
         Journal::mark(&mut batch, &a, TxnStatus::Committed, &[(0, 10)]);
         store.commit(batch).unwrap();
 
-        // Restart: a new epoch; b's id is in partition 2's committed metadata.
+        // Restart: a new epoch. c is the newest open entry and the group has
+        // reached its offset on partition 3: it committed; b, older, did not.
         let j2 = Journal::start(&store, "node-1").unwrap();
         assert_eq!(j2.epoch(), 2);
-        let decided = j2.resolve_open(&store, |p| (p == 2).then(|| b.to_string())).unwrap();
-        assert_eq!(decided, vec![(b.clone(), TxnStatus::Committed), (c.clone(), TxnStatus::Aborted)]);
+        let decided = j2
+            .resolve_open(&store, |p| match p {
+                3 => Some(1),
+                1 => Some(5),
+                _ => Some(0),
+            })
+            .unwrap();
+        assert_eq!(decided, vec![(b.clone(), TxnStatus::Aborted), (c.clone(), TxnStatus::Committed)]);
         let statuses: Vec<_> = Journal::entries(&store).unwrap().iter().map(|e| e.status).collect();
-        assert_eq!(
-            statuses,
-            vec![TxnStatus::Committed; 2].into_iter().chain([TxnStatus::Aborted]).collect::<Vec<_>>()
-        );
+        assert_eq!(statuses, vec![TxnStatus::Committed, TxnStatus::Aborted, TxnStatus::Committed]);
+
+        // An open entry whose offsets the group has not reached never committed.
+        let mut j3 = Journal::start(&store, "node-1").unwrap();
+        let mut batch = store.batch();
+        let d = j3.open(&mut batch, &[(0, 20), (1, 9)]);
+        store.commit(batch).unwrap();
+        let decided = j3.resolve_open(&store, |p| Some(if p == 0 { 20 } else { 8 })).unwrap();
+        assert_eq!(decided, vec![(d, TxnStatus::Aborted)]);
     }
 }

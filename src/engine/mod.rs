@@ -215,7 +215,7 @@ struct Polled {
 }
 
 impl Engine {
-    /// Decides transactions a crash left open (see [`journal`]).
+    /// Decides the transaction a crash left open (see [`journal`]).
     fn resolve_journal(&mut self) -> Result<(), EngineError> {
         let open: Vec<u32> = Journal::entries(&self.store)?
             .iter()
@@ -233,7 +233,10 @@ impl Engine {
             self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
         let topic = self.config.kafka.topics.input.clone();
         let decided = self.journal.resolve_open(&self.store, |p| {
-            committed.find_partition(&topic, p as i32).map(|e| e.metadata().to_string())
+            committed.find_partition(&topic, p as i32).and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            })
         })?;
         for (id, status) in decided {
             tracing::info!(txn = %id, status = status.name(), "resolved a transaction left open by a crash");
@@ -344,7 +347,10 @@ impl Engine {
         let started = Instant::now();
         let store = self.store.clone();
         loop {
+            // The previous transaction's outcome goes in the same batch as
+            // this one's open entry: at most one entry is ever open.
             let mut batch = store.batch();
+            self.stage_housekeeping(&mut batch);
             let id = self.journal.open(&mut batch, &offsets);
             store.commit(batch)?;
             match self.transact(&id, &messages, &offsets) {
