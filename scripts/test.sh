@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite (README command 2; `.ci/run` calls exactly this):
-# installs what is missing, then formatting, clippy, and every test.
+# installs what is missing (Debian packages, the local broker), starts the
+# broker, then formatting, clippy, and every test. Set ACCRUAL_TEST_BROKERS
+# to run the same suite against another broker (e.g. Apache Kafka).
+# ACCRUAL_SOAK=1 runs the long crash soak (20 kills instead of 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -12,5 +15,18 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== build"
 cargo build --locked --all-targets
-echo "== tests (benches run once each, as smoke tests)"
+echo "== local broker"
+scripts/broker.sh install
+if [ -z "${ACCRUAL_TEST_BROKERS:-}" ]; then
+  # A broker of our own, on its own port (a demo broker may hold 9092) and
+  # a fresh data directory, stopped when we finish.
+  export ACCRUAL_BROKER_ADDR="127.0.0.1:19092"
+  export ACCRUAL_BROKER_DIR="$ACCRUAL_CACHE/broker/test-run"
+  scripts/broker.sh stop >/dev/null 2>&1 || true
+  rm -rf "$ACCRUAL_BROKER_DIR"
+  scripts/broker.sh start
+  trap 'scripts/broker.sh stop >/dev/null || true' EXIT
+  export ACCRUAL_TEST_BROKERS="$ACCRUAL_BROKER_ADDR"
+fi
+echo "== tests against the broker at $ACCRUAL_TEST_BROKERS (benches run once each, as smoke tests)"
 cargo nextest run --locked --all-targets --no-fail-fast

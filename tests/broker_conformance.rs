@@ -19,6 +19,9 @@ const T: Duration = Duration::from_secs(10);
 
 type Check = Result<(), String>;
 
+/// (feature, required by the engine, the check)
+type Feature = (&'static str, bool, fn() -> Check);
+
 fn err(what: &str) -> impl Fn(KafkaError) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -313,7 +316,7 @@ fn offset_commit_metadata_is_kept() -> Check {
 
 #[test]
 fn the_broker_supports_what_the_engine_needs() {
-    let checks: [(&str, bool, fn() -> Check); 10] = [
+    let checks: [Feature; 10] = [
         ("topics, keyed produce, consume", true, topics_and_keyed_produce),
         ("transactions commit and abort", true, transaction_commit_and_abort),
         (

@@ -105,6 +105,13 @@ impl Failpoint {
     }
 }
 
+/// A transaction's outcome, to record in the journal.
+struct Decided {
+    id: TxnId,
+    status: TxnStatus,
+    offsets: Vec<(u32, u64)>,
+}
+
 /// Why a Kafka transaction failed, by what must happen next.
 enum TxnFailure {
     /// Abort it, then publish the outbox again.
@@ -132,7 +139,7 @@ struct Engine {
     summary: RunSummary,
     timeout: Duration,
     /// Outcomes to record and outbox to clear in the next RocksDB batch.
-    pending_marks: Vec<(TxnId, TxnStatus, Vec<(u32, u64)>)>,
+    pending_marks: Vec<Decided>,
     pending_clear: BTreeMap<u32, u64>,
 }
 
@@ -388,7 +395,7 @@ impl Engine {
                 e
             }
         };
-        self.pending_marks.push((id, TxnStatus::Aborted, offsets.to_vec()));
+        self.pending_marks.push(Decided { id, status: TxnStatus::Aborted, offsets: offsets.to_vec() });
         if started.elapsed() >= self.timeout {
             return Err(EngineError::Unrecoverable { seconds: started.elapsed().as_secs(), last });
         }
@@ -409,7 +416,7 @@ impl Engine {
         for &(p, x) in &offsets {
             self.pending_clear.insert(p, x);
         }
-        self.pending_marks.push((id, TxnStatus::Committed, offsets));
+        self.pending_marks.push(Decided { id, status: TxnStatus::Committed, offsets });
     }
 
     fn flush_marks(&mut self) -> Result<(), EngineError> {
@@ -425,8 +432,8 @@ impl Engine {
 
     /// Journal outcomes and outbox clean-up ride along with the next batch.
     fn stage_housekeeping(&mut self, batch: &mut crate::store::LedgerBatch<'_>) {
-        for (id, status, offsets) in self.pending_marks.drain(..) {
-            Journal::mark(batch, &id, status, &offsets);
+        for d in self.pending_marks.drain(..) {
+            Journal::mark(batch, &d.id, d.status, &d.offsets);
         }
         for (p, x) in std::mem::take(&mut self.pending_clear) {
             batch.clear_outbox_below(p, x);

@@ -73,6 +73,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// A partition's progress: the next input offset to process and the
 /// largest event time seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -219,7 +222,7 @@ impl Store {
 
     /// Engine-wide meta entries whose name starts with `prefix`, in key order
     /// (names returned without the prefix).
-    pub fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let start = global_key(prefix);
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(self.cf(CF_META), IteratorMode::From(&start, Direction::Forward));
