@@ -221,3 +221,41 @@ pub fn committed_offsets(
         })
         .collect())
 }
+
+/// A readable summary of messages read back: accrual records per rule and
+/// kind with their sums, dead letters per reason.
+pub fn summarize(messages: &[Consumed]) -> String {
+    use rust_decimal::Decimal;
+    use std::fmt::Write as _;
+    #[derive(serde::Deserialize)]
+    struct Record {
+        program: String,
+        rule_id: String,
+        kind: String,
+        amount: Decimal,
+        unit: String,
+    }
+    let mut by_rule: BTreeMap<(String, String, String), (u64, Decimal, String)> = BTreeMap::new();
+    let mut dead: BTreeMap<String, u64> = BTreeMap::new();
+    for m in messages {
+        if let Some(reason) = m.header("accrual.dlq.reason") {
+            *dead.entry(reason.to_string()).or_default() += 1;
+        } else if let Ok(r) = serde_json::from_slice::<Record>(&m.payload) {
+            let e = by_rule.entry((r.program, r.rule_id, r.kind)).or_insert((0, Decimal::ZERO, r.unit));
+            e.0 += 1;
+            e.1 += r.amount;
+        }
+    }
+    let mut s = String::new();
+    if !by_rule.is_empty() {
+        let _ =
+            writeln!(s, "  {:<10} {:<20} {:<9} {:>8} {:>16}", "program", "rule", "kind", "records", "amount");
+        for ((program, rule, kind), (n, sum, unit)) in &by_rule {
+            let _ = writeln!(s, "  {program:<10} {rule:<20} {kind:<9} {n:>8} {sum:>16} {unit}");
+        }
+    }
+    for (reason, n) in &dead {
+        let _ = writeln!(s, "  dead letters {reason}: {n}");
+    }
+    s
+}

@@ -70,6 +70,9 @@ enum Command {
         /// Stop after this many milliseconds without a message.
         #[arg(long, default_value_t = 5_000)]
         idle_ms: u64,
+        /// Print accruals per rule and kind, dead letters per reason.
+        #[arg(long)]
+        summary: bool,
     },
     /// Show what the engine keeps in a state directory.
     Inspect {
@@ -186,8 +189,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs) };
             let summary = engine::run(config, stop, options)?;
+            let rate = summary.events as f64 / summary.busy.as_secs_f64().max(1e-9);
             say!(
-                "events {}, records {}, dead letters {}, duplicates {}, without effect {}, transactions {} (aborted {}), recoveries {}",
+                "events {}, records {}, dead letters {}, duplicates {}, without effect {}, transactions {} (aborted {}), recoveries {}, {rate:.0} events/s",
                 summary.events,
                 summary.records,
                 summary.dead_letters,
@@ -223,7 +227,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             say!("produced {n} messages to {topic} in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-9));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Consume { brokers, topic, read_uncommitted, out, idle_ms } => {
+        Command::Consume { brokers, topic, read_uncommitted, out, idle_ms, summary } => {
             let messages =
                 kafka_tools::read_topic(&brokers, &topic, !read_uncommitted, Duration::from_millis(idle_ms))?;
             if let Some(path) = out {
@@ -237,6 +241,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 w.flush()?;
             }
             say!("{} messages in {topic}", messages.len());
+            if summary {
+                say!("{}", kafka_tools::summarize(&messages));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { what: Inspect::Transactions { state_dir } } => {

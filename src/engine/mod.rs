@@ -74,6 +74,8 @@ pub struct RunSummary {
     pub transactions: u64,
     pub aborted: u64,
     pub recoveries: u64,
+    /// From the first input message to the last commit.
+    pub busy: Duration,
 }
 
 /// Test-only crash points, from `ACCRUAL_FAILPOINT=<point>[:<n>]`: the
@@ -257,6 +259,7 @@ impl Engine {
         let mut arena: Vec<u8> = Vec::with_capacity(max_batch * 320);
         let mut polled: Vec<Polled> = Vec::with_capacity(max_batch);
         let mut last_input = Instant::now();
+        let mut first_input: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             arena.clear();
             polled.clear();
@@ -289,8 +292,12 @@ impl Engine {
             self.recover_assigned()?;
             if !polled.is_empty() {
                 last_input = Instant::now();
+                first_input.get_or_insert(last_input);
             }
             self.cycle(&arena, &polled)?;
+            if let Some(first) = first_input.filter(|_| !polled.is_empty()) {
+                self.summary.busy = first.elapsed();
+            }
             let assigned = EngineContext::lock(&self.assignment).rebalances > 0;
             if !assigned {
                 last_input = Instant::now();
