@@ -203,25 +203,13 @@ impl EngineConfig {
             set_path(&mut table, &path, value);
             overridden.push((path.join("."), key));
         }
-        let config: EngineConfig =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let field = e.path().to_string();
-                let message = e.inner().to_string().trim().to_string();
-                let key = ["unknown field `", "missing field `"]
-                    .iter()
-                    .find_map(|p| message.strip_prefix(p))
-                    .and_then(|r| r.split('`').next());
-                let field = match key {
-                    Some(k) if field == "." => k.to_string(),
-                    Some(k) if !field.ends_with(k) => format!("{field}.{k}"),
-                    _ => field,
-                };
-                let origin = overridden
-                    .iter()
-                    .find(|(path, _)| *path == field)
-                    .map_or_else(|| file.to_string(), |(_, var)| format!("{file} (environment {var})"));
-                ConfigError::Invalid { origin, field, message }
-            })?;
+        let config: EngineConfig = crate::typed_toml::from_value(toml::Value::Table(table)).map_err(|e| {
+            let origin = overridden
+                .iter()
+                .find(|(path, _)| *path == e.field)
+                .map_or_else(|| file.to_string(), |(_, var)| format!("{file} (environment {var})"));
+            ConfigError::Invalid { origin, field: e.field, message: e.message }
+        })?;
         config.validate(file)?;
         Ok(config)
     }

@@ -26,3 +26,4 @@ pub mod simulate;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod typed_toml;

@@ -46,22 +46,7 @@ impl Problems {
 
 /// Deserializes one item, returning the failing field's path on error.
 fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string().trim().to_string();
-        // serde reports a missing or unknown key at its parent: name the key.
-        let named_key = ["missing field `", "unknown field `", "unknown variant `"]
-            .iter()
-            .find_map(|p| message.strip_prefix(p))
-            .and_then(|rest| rest.split('`').next());
-        let field = match (named_key, path.as_str()) {
-            (Some(key), ".") => key.to_string(),
-            (Some(key), p) if p == key || p.ends_with(&format!(".{key}")) => p.to_string(),
-            (Some(key), parent) => format!("{parent}.{key}"),
-            (None, path) => path.to_string(),
-        };
-        (field, message)
-    })
+    crate::typed_toml::from_value(value).map_err(|e| (e.field, e.message))
 }
 
 fn named<T: DeserializeOwned>(
