@@ -3,7 +3,7 @@
 
 mod common;
 
-use accrual::accrue::Core;
+use accrual::accrue::{Core, Effects};
 use accrual::events::Decoder;
 use accrual::state::AccountState;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function("apply_example_rules", |b| {
         let mut core = Core::new(rules.clone());
-        let mut out = Vec::with_capacity(8);
+        let mut out = Effects::default();
         b.iter_batched(
             HashMap::<&str, AccountState>::new,
             |mut accounts| {
@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("decode_and_apply_example_rules", |b| {
         let mut core = Core::new(rules.clone());
         let mut decoder = Decoder::new();
-        let mut out = Vec::with_capacity(8);
+        let mut out = Effects::default();
         b.iter_batched(
             HashMap::<String, AccountState>::new,
             |mut accounts| {

@@ -60,14 +60,11 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SimulateError + '_ {
     move |source| SimulateError::Io { path: path.to_path_buf(), source }
 }
 
-/// Money per rule (or program) and record kind.
+/// Records and amounts per record kind, for a rule or a program.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Payout {
     pub unit: String,
-    pub earned: Decimal,
-    pub clawed_back: Decimal,
-    pub earn_records: u64,
-    pub clawback_records: u64,
+    pub by_kind: BTreeMap<RecordKind, (u64, Decimal)>,
 }
 
 impl Payout {
@@ -75,20 +72,22 @@ impl Payout {
         if self.unit.is_empty() {
             self.unit = r.unit.to_string();
         }
-        match r.kind {
-            RecordKind::Earn => {
-                self.earned += r.amount;
-                self.earn_records += 1;
-            }
-            RecordKind::Clawback => {
-                self.clawed_back += r.amount;
-                self.clawback_records += 1;
-            }
-        }
+        let e = self.by_kind.entry(r.kind).or_insert((0, Decimal::ZERO));
+        e.0 += 1;
+        e.1 += r.amount;
     }
 
+    pub fn amount(&self, kind: RecordKind) -> Decimal {
+        self.by_kind.get(&kind).map_or(Decimal::ZERO, |e| e.1)
+    }
+
+    pub fn count(&self, kind: RecordKind) -> u64 {
+        self.by_kind.get(&kind).map_or(0, |e| e.0)
+    }
+
+    /// Earned, less what refunds took back (pending or available).
     pub fn net(&self) -> Decimal {
-        self.earned - self.clawed_back
+        self.amount(RecordKind::Earn) - self.amount(RecordKind::Clawback) - self.amount(RecordKind::Cancel)
     }
 }
 
@@ -108,8 +107,10 @@ pub struct Summary {
     pub rejected: BTreeMap<&'static str, u64>,
     /// The first rejected lines, in input order.
     pub rejected_lines: Vec<RejectedLine>,
-    /// Keyed by (program, rule).
+    /// Earnings and what refunds took back, keyed by (program, rule).
     pub by_rule: BTreeMap<(String, String), Payout>,
+    /// Record counts per kind.
+    pub by_kind: BTreeMap<RecordKind, u64>,
     pub by_program: BTreeMap<String, Payout>,
     pub elapsed: Duration,
 }
@@ -217,7 +218,9 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
         rules_version: rules.version.to_string(),
         ..Summary::default()
     };
-    let mut processor = Processor::new(rules.clone());
+    // One file is one partition: derived events (a referrer's bonus) are
+    // applied right after the event that caused them.
+    let mut processor = Processor::new(rules.clone()).with_inline_derived();
     let mut sink =
         SimSink { summary: &mut summary, out, dlq, base: progress.next_offset, buf: Vec::new(), error: None };
 
@@ -347,41 +350,44 @@ impl fmt::Display for Summary {
             let parts: Vec<String> = self.no_effect.iter().map(|(r, n)| format!("{r} {n}")).collect();
             writeln!(f, "  without effect: {}", parts.join(", "))?;
         }
-        let earn: u64 = self.by_program.values().map(|p| p.earn_records).sum();
-        let claw: u64 = self.by_program.values().map(|p| p.clawback_records).sum();
-        writeln!(f, "accrual records: {} (earn {earn}, clawback {claw})", s.records)?;
+        let kinds: Vec<String> = self.by_kind.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
+        writeln!(f, "accrual records: {} ({})", s.records, kinds.join(", "))?;
         writeln!(f)?;
         writeln!(f, "payout by rule:")?;
         writeln!(
             f,
             "  {:<22} {:<10} {:>16} {:>14} {:>16} {:>9} {:>9}",
-            "rule", "program", "earned", "clawed back", "net", "earns", "clawbacks"
+            "rule", "program", "earned", "taken back", "net", "earns", "takebacks"
         )?;
         for ((program, rule), p) in &self.by_rule {
+            let back = p.amount(RecordKind::Clawback) + p.amount(RecordKind::Cancel);
+            let backs = p.count(RecordKind::Clawback) + p.count(RecordKind::Cancel);
             writeln!(
                 f,
                 "  {:<22} {:<10} {:>16} {:>14} {:>16} {:>9} {:>9}",
                 rule,
                 program,
-                p.earned,
-                p.clawed_back,
+                p.amount(RecordKind::Earn),
+                back,
                 p.net(),
-                p.earn_records,
-                p.clawback_records
+                p.count(RecordKind::Earn),
+                backs
             )?;
         }
         writeln!(f)?;
-        writeln!(f, "payout by program:")?;
+        writeln!(f, "payout by program and kind:")?;
         for (program, p) in &self.by_program {
-            writeln!(
-                f,
-                "  {:<10} earned {} {}, clawed back {}, net {}",
-                program,
-                p.earned,
-                p.unit,
-                p.clawed_back,
-                p.net()
-            )?;
+            for (kind, (n, amount)) in &p.by_kind {
+                writeln!(
+                    f,
+                    "  {:<10} {:<16} {:>9} records {:>16} {}",
+                    program,
+                    kind.name(),
+                    n,
+                    amount,
+                    p.unit
+                )?;
+            }
         }
         if s.dead_letters > 0 {
             writeln!(f)?;

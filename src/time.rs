@@ -100,6 +100,12 @@ pub fn parse_date(text: &str) -> Result<(i32, u32, u32), TimeError> {
     Ok((year, month, day))
 }
 
+/// Parses `YYYY-MM` into a month key (`year * 12 + month - 1`).
+pub fn parse_month(text: &str) -> Result<u32, TimeError> {
+    let (year, month, _) = parse_date(&format!("{text}-01"))?;
+    Ok(year as u32 * 12 + month - 1)
+}
+
 /// Parses a UTC offset `Z`, `+03:00`, `-05:30`, returning seconds east of UTC.
 pub fn parse_offset(text: &str) -> Result<i32, TimeError> {
     let b = text.as_bytes();
@@ -276,6 +282,42 @@ pub fn quarter_end(key: u32, offset: TzOffset) -> Timestamp {
     Timestamp::local_midnight((next / 4) as i32, (next % 4) * 3 + 1, 1, offset)
 }
 
+/// The same local date and time `months` later, the day clamped to the
+/// month's end (31 January + 1 month = 28/29 February).
+pub fn add_months(at: Timestamp, months: u32, offset: TzOffset) -> Timestamp {
+    let local_ms = at.0 + i64::from(offset.0) * 1000;
+    let days = local_ms.div_euclid(MS_PER_DAY);
+    let ms_of_day = local_ms.rem_euclid(MS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let total = y as i64 * 12 + i64::from(m - 1) + i64::from(months);
+    let (ny, nm) = ((total / 12) as i32, (total % 12) as u32 + 1);
+    let nd = d.min(days_in_month(ny, nm));
+    Timestamp(days_from_civil(ny, nm, nd) * MS_PER_DAY + ms_of_day - i64::from(offset.0) * 1000)
+}
+
+/// Local midnight starting the year after `year`.
+pub fn year_end(year: i32, offset: TzOffset) -> Timestamp {
+    Timestamp::local_midnight(year + 1, 1, 1, offset)
+}
+
+/// The first instant after a year key's year ends (year key = the year).
+pub fn year_end_key(key: u32, offset: TzOffset) -> Timestamp {
+    year_end(key as i32, offset)
+}
+
+/// Statement cycles: a cycle starts at local midnight on the statement day.
+/// Its key is the month key of the month it starts in.
+pub fn statement_cycle(local: &LocalTime, statement_day: u32) -> u32 {
+    let month = local.month_key();
+    if local.day >= statement_day { month } else { month - 1 }
+}
+
+/// The first instant of the cycle after cycle `key` (the next statement date).
+pub fn statement_end(key: u32, statement_day: u32, offset: TzOffset) -> Timestamp {
+    let next = key + 1;
+    Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, statement_day, offset)
+}
+
 /// `2026-11` for a month key, `2026-Q4` for a quarter key.
 pub fn month_label(key: u32) -> String {
     format!("{:04}-{:02}", key / 12, key % 12 + 1)
@@ -321,6 +363,23 @@ mod tests {
             assert_eq!(Timestamp::parse_rfc3339(text), Err(err), "{text}");
         }
         assert!(Timestamp::parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn months_statements_and_years() {
+        let tz = TzOffset(3 * 3600);
+        let jan31 = Timestamp::parse_rfc3339("2027-01-31T15:00:00+03:00").unwrap();
+        assert_eq!(add_months(jan31, 1, tz).to_string(), "2027-02-28T12:00:00Z");
+        assert_eq!(add_months(jan31, 13, tz).to_string(), "2028-02-29T12:00:00Z");
+        assert_eq!(year_end(2026, tz).to_string(), "2026-12-31T21:00:00Z");
+        // Statement day 15: 14 November belongs to the cycle that started on 15 October.
+        let nov14 = LocalTime::new(Timestamp::parse_rfc3339("2026-11-14T23:59:59+03:00").unwrap(), tz);
+        let nov15 = LocalTime::new(Timestamp::parse_rfc3339("2026-11-15T00:00:00+03:00").unwrap(), tz);
+        assert_eq!(month_label(statement_cycle(&nov14, 15)), "2026-10");
+        assert_eq!(month_label(statement_cycle(&nov15, 15)), "2026-11");
+        assert_eq!(statement_end(statement_cycle(&nov14, 15), 15, tz), nov15.at);
+        assert_eq!(parse_month("2026-12"), Ok(2026 * 12 + 11));
+        assert!(parse_month("2026-13").is_err());
     }
 
     #[test]

@@ -216,6 +216,12 @@ fn tier_conditions_need_the_account_tier() {
     let mut h = program(
         r#"
 [tiers.gold]
+rank = 1
+threshold = "1000000"
+
+[tier_qualification]
+measure = "spend"
+period = "quarter"
 
 [[rules]]
 id = "gold-only"

@@ -3,11 +3,17 @@
 //! consumed. Cumulative: after any sequence of partial refunds the customer
 //! keeps `floor(earned x not-yet-refunded / amount)`, so a full refund takes
 //! back exactly what was earned.
+//!
+//! What is taken back comes first from the reward still pending (a `cancel`:
+//! it was never spendable), then from the available lots, the purchase's own
+//! lot first (a `clawback`). Anything the customer already spent is owed,
+//! and repaid from future rewards: the balance never goes negative.
 
-use super::{AccrualRecord, NoEffect, Outcome, RecordKind};
+use super::credit;
+use super::{AccrualRecord, Ctx, NoEffect, Outcome, RecordKind, tiers};
 use crate::events::Event;
 use crate::money;
-use crate::rules::{CapMeasure, Rules};
+use crate::rules::{CapMeasure, TierMeasure};
 use crate::state::AccountState;
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
@@ -17,7 +23,7 @@ use std::fmt::Write as _;
 const SPEND_STEP: Decimal = Decimal::from_parts(1, 0, 0, false, 6);
 
 pub(super) fn refund(
-    rules: &Rules,
+    ctx: &Ctx<'_>,
     state: &mut AccountState,
     event: &Event<'_>,
     original: &str,
@@ -25,11 +31,11 @@ pub(super) fn refund(
     what: &str,
     out: &mut Vec<AccrualRecord>,
 ) -> Outcome {
-    let AccountState { balances, counters: _, purchases, .. } = state;
-    let Some(purchase_at) = purchases.iter().rposition(|p| p.event_id == original) else {
+    let rules = ctx.rules;
+    let Some(index) = state.purchases.iter().rposition(|p| p.event_id == original) else {
         return Outcome::NoEffect(NoEffect::OriginalNotFound);
     };
-    let purchase = &mut purchases[purchase_at];
+    let purchase = &mut state.purchases[index];
     let open = purchase.amount - purchase.refunded;
     if open <= Decimal::ZERO {
         return Outcome::NoEffect(NoEffect::AlreadyRefunded);
@@ -37,61 +43,35 @@ pub(super) fn refund(
     // A refund larger than what is left refunds what is left.
     let this = amount.map_or(open, |a| a.min(open));
     purchase.refunded += this;
-    let still_open = purchase.amount - purchase.refunded;
+    let total = purchase.amount;
+    let still_open = total - purchase.refunded;
+    let bought_at = purchase.at;
+    let source = purchase.event_id.clone();
+
+    // How much each rule gives back, and the cap usage to restore.
+    let mut takes = Vec::new();
     let mut restores = Vec::new();
-    let mut records = 0;
     for acc in &mut purchase.accruals {
-        let Some(balance) = balances.iter_mut().find(|b| b.program == acc.program) else {
-            continue;
-        };
-        let step = Decimal::new(1, balance.decimals);
-        let keep =
-            money::proportional_keep(acc.earned, still_open, purchase.amount, step).unwrap_or(Decimal::ZERO);
-        let claw = acc.earned - keep - acc.clawed;
+        let decimals = state.balances.iter().find(|b| b.program == acc.program).map_or(0, |b| b.decimals);
+        let step = Decimal::new(1, decimals);
+        let keep = money::proportional_keep(acc.earned, still_open, total, step).unwrap_or(Decimal::ZERO);
+        let take = acc.earned - keep - acc.clawed;
         for u in &mut acc.caps {
             let unit = match u.measure {
                 CapMeasure::Reward => step,
                 CapMeasure::Spend => SPEND_STEP,
             };
-            let keep_use =
-                money::proportional_keep(u.used, still_open, purchase.amount, unit).unwrap_or(Decimal::ZERO);
+            let keep_use = money::proportional_keep(u.used, still_open, total, unit).unwrap_or(Decimal::ZERO);
             let give_back = u.used - keep_use - u.restored;
             if give_back > Decimal::ZERO {
                 u.restored += give_back;
                 restores.push((u.cap.clone(), u.period, give_back));
             }
         }
-        if claw <= Decimal::ZERO {
-            continue;
+        if take > Decimal::ZERO {
+            acc.clawed += take;
+            takes.push((acc.rule.clone(), acc.program.clone(), acc.earned, keep, take));
         }
-        acc.clawed += claw;
-        balance.available -= claw;
-        balance.clawed_back += claw;
-        let mut explanation = String::with_capacity(96);
-        let _ = write!(
-            explanation,
-            "{what} {this} of purchase {} ({}): keeps {} of {} earned, takes back {}",
-            purchase.event_id,
-            purchase.amount,
-            money::with_scale(keep, balance.decimals),
-            acc.earned,
-            money::with_scale(claw, balance.decimals)
-        );
-        out.push(AccrualRecord {
-            accrual_id: AccrualRecord::id(event.event_id, &acc.rule, RecordKind::Clawback),
-            source_event_id: event.event_id.to_string(),
-            account_id: event.account_id.to_string(),
-            program: acc.program.clone(),
-            rule_id: acc.rule.clone(),
-            kind: RecordKind::Clawback,
-            amount: money::with_scale(claw, balance.decimals),
-            unit: balance.unit.clone(),
-            balance_after: money::with_scale(balance.available, balance.decimals),
-            rules_version: rules.version.clone(),
-            occurred_at: event.occurred_at,
-            explanation,
-        });
-        records += 1;
     }
     for (cap, period, give_back) in restores {
         // A counter already pruned belongs to a period long closed.
@@ -99,9 +79,84 @@ pub(super) fn refund(
             state.add_cap_use(&cap, period, -give_back);
         }
     }
-    if records == 0 {
+
+    let before = out.len();
+    let mut earned_taken = Decimal::ZERO;
+    for (rule, program_name, earned, keep, take) in takes {
+        let own_lot = rules.program(&program_name).map(|p| credit::lot_expiry(rules, p, bought_at));
+        let Some(balance) = state.balances.iter_mut().find(|b| b.program == program_name) else { continue };
+        let head = format!("{what} {this} of purchase {source} ({total}): keeps {keep} of {earned} earned");
+        // Still pending: cancel it.
+        let mut cancelled = Decimal::ZERO;
+        if let Some(i) = balance.holds.iter().position(|h| h.source == source && h.rule == rule) {
+            cancelled = balance.holds[i].amount.min(take);
+            balance.holds[i].amount -= cancelled;
+            balance.pending -= cancelled;
+            if balance.holds[i].amount.is_zero() {
+                balance.holds.remove(i);
+            }
+        }
+        if program_name.as_ref()
+            == rules
+                .tier_qualification
+                .as_ref()
+                .and_then(|q| q.program)
+                .map_or("", |i| &*rules.programs[i].name)
+        {
+            earned_taken += take;
+        }
+        if cancelled > Decimal::ZERO {
+            let id = AccrualRecord::id(event.event_id, &rule, RecordKind::Cancel);
+            let text = format!("{head}; cancels {cancelled} still pending");
+            out.push(ctx.record(
+                state,
+                &program_name,
+                &rule,
+                RecordKind::Cancel,
+                id,
+                cancelled,
+                event.occurred_at,
+                text,
+            ));
+        }
+        let rest = take - cancelled;
+        if rest <= Decimal::ZERO {
+            continue;
+        }
+        let Some(balance) = state.balances.iter_mut().find(|b| b.program == program_name) else { continue };
+        let taken = balance.take_from_lots(rest, own_lot);
+        let owed = rest - taken;
+        balance.owed += owed;
+        balance.clawed_back += rest;
+        let mut text = format!("{head}; takes back {rest}");
+        if owed > Decimal::ZERO {
+            let _ = write!(text, " ({owed} already spent: owed, repaid from future rewards)");
+        }
+        let id = AccrualRecord::id(event.event_id, &rule, RecordKind::Clawback);
+        out.push(ctx.record(
+            state,
+            &program_name,
+            &rule,
+            RecordKind::Clawback,
+            id,
+            rest,
+            event.occurred_at,
+            text,
+        ));
+    }
+    // Tier qualification follows the net: spend refunded, or points taken back.
+    if let Some(q) = &rules.tier_qualification {
+        let less = match q.measure {
+            TierMeasure::Spend => this,
+            TierMeasure::Earned => earned_taken,
+        };
+        if less > Decimal::ZERO {
+            tiers::qualify(ctx, state, bought_at, -less, out);
+        }
+    }
+    if out.len() == before {
         // Rounding leaves nothing to take back for this part of the refund.
         return Outcome::NoEffect(NoEffect::NothingToClawBack);
     }
-    Outcome::Applied(records)
+    Outcome::Applied(out.len() - before)
 }

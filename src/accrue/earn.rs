@@ -5,10 +5,13 @@
 //! against the state plus what earlier rules of this event consumed, with
 //! checked arithmetic; only when the whole plan is valid is it committed.
 
-use super::{AccrualRecord, NoEffect, Outcome, RecordKind, Rejection};
-use crate::events::{Event, Purchase};
+use super::credit::{self, Credited};
+use super::{
+    AccrualRecord, Ctx, Effects, NoEffect, Outcome, RecordKind, Rejection, account, lifecycle, tiers,
+};
+use crate::events::{Event, Purchase, PurchaseStatus};
 use crate::money::{self, RoundingMode};
-use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, Rule, Rules};
+use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, ExpiryPolicy, Rule, Rules, TierMeasure};
 use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase};
 use crate::time::{self, LocalTime};
 use rust_decimal::Decimal;
@@ -43,6 +46,15 @@ struct Grant {
     uses: Vec<(usize, Decimal)>,
 }
 
+/// The cap periods a purchase falls in.
+#[derive(Clone, Copy)]
+struct Periods {
+    month: u32,
+    quarter: u32,
+    /// The account's statement cycle.
+    statement: u32,
+}
+
 /// What the rules need to know about a purchase, computed once.
 struct Facts<'a> {
     amount: Decimal,
@@ -50,21 +62,26 @@ struct Facts<'a> {
     partner: Option<usize>,
     local: LocalTime,
     tier: Option<&'a str>,
+    periods: Periods,
+    /// Categories the account chose for the month.
+    chosen: Vec<usize>,
 }
 
-fn period_key(cap: &Cap, local: &LocalTime) -> Option<u32> {
+fn period_key(cap: &Cap, periods: &Periods) -> Option<u32> {
     match cap.period {
         CapPeriod::Transaction => None,
-        CapPeriod::Month => Some(local.month_key()),
-        CapPeriod::Quarter => Some(local.quarter_key()),
+        CapPeriod::Month => Some(periods.month),
+        CapPeriod::Quarter => Some(periods.quarter),
+        CapPeriod::Statement => Some(periods.statement),
     }
 }
 
-fn period_label(cap: &Cap, local: &LocalTime) -> String {
+fn period_label(cap: &Cap, periods: &Periods) -> String {
     match cap.period {
         CapPeriod::Transaction => "this purchase".to_string(),
-        CapPeriod::Month => time::month_label(local.month_key()),
-        CapPeriod::Quarter => time::quarter_label(local.quarter_key()),
+        CapPeriod::Month => time::month_label(periods.month),
+        CapPeriod::Quarter => time::quarter_label(periods.quarter),
+        CapPeriod::Statement => format!("statement cycle from {}", time::month_label(periods.statement)),
     }
 }
 
@@ -84,11 +101,12 @@ fn matches(rules: &Rules, rule: &Rule, f: &Facts<'_>) -> bool {
         && (w.merchants.is_empty() || w.merchants.iter().any(|m| m == p.merchant_id))
         && (w.channels.is_empty() || p.channel.is_some_and(|c| w.channels.iter().any(|x| x == c)))
         && (w.tiers.is_empty() || f.tier.is_some_and(|t| w.tiers.iter().any(|x| x == t)))
+        && (!w.chosen || f.chosen.iter().any(|&c| rules.categories[c].mcc.contains(p.mcc, at)))
 }
 
 /// How much of a cap is left for this event.
-fn cap_left(cap: &Cap, idx: usize, local: &LocalTime, state: &AccountState, pending: &[Decimal]) -> Decimal {
-    let stored = period_key(cap, local).map_or(Decimal::ZERO, |period| state.cap_used(&cap.id, period));
+fn cap_left(cap: &Cap, idx: usize, periods: &Periods, state: &AccountState, pending: &[Decimal]) -> Decimal {
+    let stored = period_key(cap, periods).map_or(Decimal::ZERO, |period| state.cap_used(&cap.id, period));
     (cap.limit - stored - pending[idx]).max(Decimal::ZERO)
 }
 
@@ -110,7 +128,7 @@ fn plan(
     for &c in &rule.caps {
         let cap = &rules.caps[c];
         if cap.measure == CapMeasure::Spend {
-            let left = cap_left(cap, c, &f.local, state, &scratch.pending);
+            let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
             if left < eligible {
                 eligible = left;
             }
@@ -164,8 +182,8 @@ fn plan(
     let mut granted = rounded;
     for &c in &rule.caps {
         let cap = &rules.caps[c];
-        let left = cap_left(cap, c, &f.local, state, &scratch.pending);
-        let label = period_label(cap, &f.local);
+        let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
+        let label = period_label(cap, &f.periods);
         match cap.measure {
             CapMeasure::Reward => {
                 if left < granted {
@@ -231,24 +249,68 @@ fn decide_group(
     Ok(best)
 }
 
+/// A cleared purchase naming its authorisation confirms it: the pending
+/// rewards it earned may now release. Returns `None` when there is no such
+/// authorisation in state (the purchase then earns as a purchase).
+fn clearing(
+    ctx: &Ctx<'_>,
+    state: &mut AccountState,
+    event: &Event<'_>,
+    auth: &str,
+    out: &mut Effects,
+) -> Option<Outcome> {
+    let purchase = state.purchases.iter_mut().rev().find(|p| p.event_id == auth && p.authorized)?;
+    purchase.authorized = false;
+    for b in &mut state.balances {
+        for h in b.holds.iter_mut().filter(|h| h.source == auth) {
+            h.cleared = true;
+        }
+    }
+    let before = out.records.len();
+    lifecycle::release_due(ctx, state, event.occurred_at.max(state.watermark), &mut out.records);
+    Some(match out.records.len() - before {
+        0 => Outcome::NoEffect(NoEffect::Cleared),
+        n => Outcome::Applied(n),
+    })
+}
+
 pub(super) fn purchase(
-    rules: &Rules,
+    ctx: &Ctx<'_>,
     scratch: &mut Scratch,
     state: &mut AccountState,
     event: &Event<'_>,
     p: &Purchase<'_>,
-    out: &mut Vec<AccrualRecord>,
+    out: &mut Effects,
 ) -> Outcome {
+    let rules = ctx.rules;
+    if let (PurchaseStatus::Cleared, Some(auth)) = (p.status, p.clears) {
+        if let Some(outcome) = clearing(ctx, state, event, auth, out) {
+            return outcome;
+        }
+    }
     let at = event.occurred_at;
     if rules.exclusion_of(p.mcc, at).is_some() {
         return Outcome::NoEffect(NoEffect::Excluded);
     }
+    let local = LocalTime::new(at, rules.timezone);
+    let periods = Periods {
+        month: local.month_key(),
+        quarter: local.quarter_key(),
+        statement: time::statement_cycle(&local, credit::statement_day(rules, state)),
+    };
+    let chosen = if rules.category_choice.is_some() {
+        account::chosen_categories(rules, state, periods.month)
+    } else {
+        Vec::new()
+    };
     let facts = Facts {
         amount: p.amount,
         purchase: p,
         partner: rules.partner_of(p.partner_id, p.merchant_id),
-        local: LocalTime::new(at, rules.timezone),
+        local,
         tier: state.tier.as_deref(),
+        periods,
+        chosen,
     };
     scratch.results.iter_mut().for_each(|r| *r = Decimal::ZERO);
     scratch.pending.iter_mut().for_each(|r| *r = Decimal::ZERO);
@@ -270,9 +332,6 @@ pub(super) fn purchase(
             Err(rejection) => return Outcome::Rejected(rejection),
         }
     }
-    if scratch.grants.is_empty() {
-        return Outcome::NoEffect(NoEffect::NoRuleMatched);
-    }
     // Headroom check before touching the state, so commit cannot overflow.
     for g in &scratch.grants {
         let program = &rules.programs[rules.rules[g.rule].program];
@@ -283,37 +342,87 @@ pub(super) fn purchase(
             .map(|o| o.amount)
             .sum();
         let headroom = state.balance(&program.name).map_or(Some(total), |b| {
-            b.available.checked_add(total).and(b.lifetime_earned.checked_add(total))
+            b.available
+                .checked_add(total)
+                .and(b.lifetime_earned.checked_add(total))
+                .and(b.pending.checked_add(total))
         });
         if headroom.is_none() {
             return Outcome::Rejected(Rejection::Overflow);
         }
     }
-    commit(rules, scratch, state, event, p, out)
+    let authorized = p.status == PurchaseStatus::Authorized;
+    let before = out.records.len();
+    commit(ctx, scratch, state, event, p, periods, authorized, &mut out.records);
+    after_purchase(ctx, state, event, p, out);
+    match out.records.len() - before {
+        0 => Outcome::NoEffect(NoEffect::NoRuleMatched),
+        n => Outcome::Applied(n),
+    }
 }
 
+/// What every purchase does to the account, rewarded or not: activity for
+/// inactivity expiry, tier qualification, the referral's first purchase.
+fn after_purchase(
+    ctx: &Ctx<'_>,
+    state: &mut AccountState,
+    event: &Event<'_>,
+    p: &Purchase<'_>,
+    out: &mut Effects,
+) {
+    let at = event.occurred_at;
+    if state.last_purchase.is_none_or(|last| last < at) {
+        state.last_purchase = Some(at);
+        // Inactivity deadlines moved: warn again before the new one.
+        for b in &mut state.balances {
+            let inactive = ctx
+                .rules
+                .program(&b.program)
+                .and_then(|prog| prog.expiry)
+                .is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. }));
+            if inactive {
+                b.lots.iter_mut().for_each(|l| l.warned = false);
+            }
+        }
+    }
+    if let Some(q) = &ctx.rules.tier_qualification {
+        let amount = match q.measure {
+            TierMeasure::Spend => p.amount,
+            TierMeasure::Earned => {
+                let program = q.program.map(|i| &ctx.rules.programs[i].name);
+                out.records
+                    .iter()
+                    .filter(|r| r.source_event_id == event.event_id && r.kind == RecordKind::Earn)
+                    .filter(|r| Some(&r.program) == program)
+                    .map(|r| r.amount)
+                    .sum()
+            }
+        };
+        tiers::qualify(ctx, state, at, amount, &mut out.records);
+    }
+    account::after_purchase(ctx, state, event, p.amount, &mut out.derived);
+}
+
+#[allow(clippy::too_many_arguments)]
 fn commit(
-    rules: &Rules,
+    ctx: &Ctx<'_>,
     scratch: &mut Scratch,
     state: &mut AccountState,
     event: &Event<'_>,
     p: &Purchase<'_>,
+    periods: Periods,
+    authorized: bool,
     out: &mut Vec<AccrualRecord>,
-) -> Outcome {
-    let local = LocalTime::new(event.occurred_at, rules.timezone);
+) {
+    let rules = ctx.rules;
     let mut retained = Vec::with_capacity(scratch.grants.len());
-    let count = scratch.grants.len();
     for grant in scratch.grants.drain(..) {
         let rule = &rules.rules[grant.rule];
         let program = &rules.programs[rule.program];
-        let balance = state.balance_mut(program);
-        balance.available += grant.amount;
-        balance.lifetime_earned += grant.amount;
-        let balance_after = money::with_scale(balance.available, program.decimals);
         let mut uses = Vec::with_capacity(grant.uses.len());
         for &(c, used) in &grant.uses {
             let cap = &rules.caps[c];
-            if let Some(period) = period_key(cap, &local) {
+            if let Some(period) = period_key(cap, &periods) {
                 state.add_cap_use(&cap.id, period, used);
                 uses.push(CapUse {
                     cap: cap.id.clone(),
@@ -324,6 +433,31 @@ fn commit(
                 });
             }
         }
+        let held = program.hold.is_some();
+        let credited = credit::credit(
+            rules,
+            state,
+            program,
+            grant.amount,
+            event.event_id,
+            &rule.id,
+            event.occurred_at,
+            held,
+            authorized,
+        );
+        let mut explanation = grant.explanation;
+        match credited {
+            Credited::Pending { release_at } => {
+                let _ = write!(explanation, "; pending until {release_at}");
+                if authorized && program.hold.is_some_and(|h| h.require_clearing) {
+                    explanation.push_str(" and clearing");
+                }
+            }
+            Credited::Available { repaid } if repaid > Decimal::ZERO => {
+                let _ = write!(explanation, "; {repaid} of it repaid what was owed");
+            }
+            Credited::Available { .. } => {}
+        }
         retained.push(RetainedAccrual {
             rule: rule.id.clone(),
             program: program.name.clone(),
@@ -331,27 +465,27 @@ fn commit(
             clawed: Decimal::ZERO,
             caps: uses,
         });
-        out.push(AccrualRecord {
-            accrual_id: AccrualRecord::id(event.event_id, &rule.id, RecordKind::Earn),
-            source_event_id: event.event_id.to_string(),
-            account_id: event.account_id.to_string(),
-            program: program.name.clone(),
-            rule_id: rule.id.clone(),
-            kind: RecordKind::Earn,
-            amount: grant.amount,
-            unit: program.unit.clone(),
-            balance_after,
-            rules_version: rules.version.clone(),
-            occurred_at: event.occurred_at,
-            explanation: grant.explanation,
+        let id = AccrualRecord::id(event.event_id, &rule.id, RecordKind::Earn);
+        out.push(ctx.record(
+            state,
+            &program.name,
+            &rule.id,
+            RecordKind::Earn,
+            id,
+            grant.amount,
+            event.occurred_at,
+            explanation,
+        ));
+    }
+    // Kept for refunds, and (if authorised) for the clearing to come.
+    if !retained.is_empty() || authorized {
+        state.purchases.push(RetainedPurchase {
+            event_id: event.event_id.to_string(),
+            at: event.occurred_at,
+            amount: p.amount,
+            refunded: Decimal::ZERO,
+            authorized,
+            accruals: retained,
         });
     }
-    state.purchases.push(RetainedPurchase {
-        event_id: event.event_id.to_string(),
-        at: event.occurred_at,
-        amount: p.amount,
-        refunded: Decimal::ZERO,
-        accruals: retained,
-    });
-    Outcome::Applied(count)
 }

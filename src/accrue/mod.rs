@@ -3,17 +3,31 @@
 //! Pure and deterministic: no clock, no I/O, no randomness, no hash-map
 //! iteration. The Kafka pipeline, `accrual simulate`, the benchmarks and the
 //! tests all drive this same code.
+//!
+//! Before any event is applied, the account is brought to the event's time
+//! ([`lifecycle`]): pending rewards due are released, lots due burn, a tier
+//! period that ended is evaluated. So a release or an expiry happens at the
+//! same point of an account's history whichever event (or `clock`) brings
+//! the account past its instant.
 
+mod account;
 mod clawback;
+mod credit;
 mod earn;
+mod lifecycle;
 mod record;
+mod redeem;
+mod tiers;
+mod view;
 
 pub use record::{AccrualRecord, RecordKind, json_str};
+pub use view::{BalanceView, ProgramView, TierProgress, balance_view};
 
 use crate::events::{Event, EventBody};
 use crate::rules::Rules;
 use crate::state::AccountState;
-use crate::time::{self, Timestamp};
+use crate::time::Timestamp;
+use rust_decimal::Decimal;
 use std::sync::Arc;
 
 /// What applying one event did.
@@ -42,6 +56,22 @@ pub enum NoEffect {
     /// A partial refund so small that rounding leaves nothing to take back
     /// yet (later refunds still add up exactly).
     NothingToClawBack,
+    /// A clearing of an authorisation: its pending rewards may now release.
+    Cleared,
+    /// Enrolment of an account already enrolled.
+    AlreadyEnrolled,
+    /// No bonus is configured for this event.
+    NoBonus,
+    /// A referral recorded; the bonus comes with the first qualifying purchase.
+    ReferralRecorded,
+    /// A second referral for an already referred account.
+    AlreadyReferred,
+    /// The referrer has had the most referral bonuses of the period.
+    ReferralLimit,
+    /// The statement day was set.
+    StatementDaySet,
+    /// A clock event found no account due.
+    NothingDue,
 }
 
 impl NoEffect {
@@ -52,6 +82,14 @@ impl NoEffect {
             NoEffect::OriginalNotFound => "original_not_found",
             NoEffect::AlreadyRefunded => "already_refunded",
             NoEffect::NothingToClawBack => "nothing_to_claw_back",
+            NoEffect::Cleared => "cleared",
+            NoEffect::AlreadyEnrolled => "already_enrolled",
+            NoEffect::NoBonus => "no_bonus_configured",
+            NoEffect::ReferralRecorded => "referral_recorded",
+            NoEffect::AlreadyReferred => "already_referred",
+            NoEffect::ReferralLimit => "referral_limit_reached",
+            NoEffect::StatementDaySet => "statement_day_set",
+            NoEffect::NothingDue => "nothing_due",
         }
     }
 }
@@ -62,6 +100,8 @@ pub enum Rejection {
     Currency { found: String, expected: String },
     #[error("amounts overflow the decimal range")]
     Overflow,
+    #[error("clock events have no account; they are handled by the pipeline")]
+    Clock,
 }
 
 impl Rejection {
@@ -69,6 +109,100 @@ impl Rejection {
         match self {
             Rejection::Currency { .. } => "currency_mismatch",
             Rejection::Overflow => "overflow",
+            Rejection::Clock => "clock_without_partition",
+        }
+    }
+}
+
+/// An event the core asks to be delivered to another account (through the
+/// input topic, keyed by that account): a referrer's bonus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedEvent {
+    pub event_id: String,
+    pub account_id: String,
+    /// The event as JSON, in the input schema.
+    pub payload: Vec<u8>,
+}
+
+/// What applying events produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Effects {
+    pub records: Vec<AccrualRecord>,
+    pub derived: Vec<DerivedEvent>,
+}
+
+impl Effects {
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.derived.clear();
+    }
+}
+
+/// Who, when and under which rules: what every record needs.
+pub(crate) struct Ctx<'a> {
+    pub rules: &'a Rules,
+    pub event_id: &'a str,
+    pub account_id: &'a str,
+}
+
+impl Ctx<'_> {
+    /// A record about a program's balance, stamped with its balances after.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        state: &AccountState,
+        program: &Arc<str>,
+        rule_id: &Arc<str>,
+        kind: RecordKind,
+        accrual_id: String,
+        amount: Decimal,
+        at: Timestamp,
+        explanation: String,
+    ) -> AccrualRecord {
+        let balance = state.balance(program);
+        let decimals = balance.map_or(0, |b| b.decimals);
+        AccrualRecord {
+            accrual_id,
+            source_event_id: self.event_id.to_string(),
+            account_id: self.account_id.to_string(),
+            program: program.clone(),
+            rule_id: rule_id.clone(),
+            kind,
+            amount: crate::money::with_scale(amount, decimals),
+            unit: balance.map_or_else(|| Arc::from(""), |b| b.unit.clone()),
+            balance_after: crate::money::with_scale(balance.map_or(Decimal::ZERO, |b| b.available), decimals),
+            pending_after: crate::money::with_scale(balance.map_or(Decimal::ZERO, |b| b.pending), decimals),
+            value: None,
+            rules_version: self.rules.version.clone(),
+            occurred_at: at,
+            explanation,
+        }
+    }
+
+    /// A record about the account itself (tier, choices): no program.
+    pub fn account_record(
+        &self,
+        kind: RecordKind,
+        accrual_id: String,
+        rule_id: &str,
+        at: Timestamp,
+        explanation: String,
+    ) -> AccrualRecord {
+        AccrualRecord {
+            accrual_id,
+            source_event_id: self.event_id.to_string(),
+            account_id: self.account_id.to_string(),
+            program: Arc::from(""),
+            rule_id: Arc::from(rule_id),
+            kind,
+            amount: Decimal::ZERO,
+            unit: Arc::from(""),
+            balance_after: Decimal::ZERO,
+            pending_after: Decimal::ZERO,
+            value: None,
+            rules_version: self.rules.version.clone(),
+            occurred_at: at,
+            explanation,
         }
     }
 }
@@ -91,18 +225,16 @@ impl Core {
     }
 
     /// Applies `event` to `state` (the event's account), appending records
-    /// to `out`. On [`Outcome::Rejected`] the state is unchanged.
-    pub fn apply(
-        &mut self,
-        state: &mut AccountState,
-        event: &Event<'_>,
-        out: &mut Vec<AccrualRecord>,
-    ) -> Outcome {
+    /// and derived events to `out`. On [`Outcome::Rejected`] the state is
+    /// unchanged.
+    pub fn apply(&mut self, state: &mut AccountState, event: &Event<'_>, out: &mut Effects) -> Outcome {
         let rules = &*self.rules;
         let currency = match &event.body {
             EventBody::Purchase(p) => Some(p.currency),
             EventBody::Refund(r) => Some(r.currency),
             EventBody::Reversal(r) => r.currency,
+            EventBody::Clock => return Outcome::Rejected(Rejection::Clock),
+            _ => None,
         };
         if let Some(found) = currency.filter(|c| *c != rules.currency) {
             return Outcome::Rejected(Rejection::Currency {
@@ -110,41 +242,70 @@ impl Core {
                 expected: rules.currency.clone(),
             });
         }
-        advance(rules, state, event.occurred_at);
-        match &event.body {
-            EventBody::Purchase(p) => earn::purchase(rules, &mut self.scratch, state, event, p, out),
-            EventBody::Refund(r) => {
-                clawback::refund(rules, state, event, r.original_event_id, Some(r.amount), "refund", out)
+        let ctx = Ctx { rules, event_id: event.event_id, account_id: event.account_id };
+        let before = out.records.len();
+        lifecycle::advance(&ctx, state, event.occurred_at, &mut out.records);
+        let timed = out.records.len() - before;
+        let outcome = match &event.body {
+            EventBody::Purchase(p) => earn::purchase(&ctx, &mut self.scratch, state, event, p, out),
+            EventBody::Refund(r) => clawback::refund(
+                &ctx,
+                state,
+                event,
+                r.original_event_id,
+                Some(r.amount),
+                "refund",
+                &mut out.records,
+            ),
+            EventBody::Reversal(r) => clawback::refund(
+                &ctx,
+                state,
+                event,
+                r.original_event_id,
+                r.amount,
+                "reversal",
+                &mut out.records,
+            ),
+            EventBody::Redemption(r) => redeem::redeem(&ctx, state, event, r, &mut out.records),
+            EventBody::Enrollment => account::enrollment(&ctx, state, event, &mut out.records),
+            EventBody::Referral { referrer } => account::referral(state, referrer),
+            EventBody::ReferralBonus { referred } => {
+                account::referral_bonus(&ctx, state, event, referred, &mut out.records)
             }
-            EventBody::Reversal(r) => {
-                clawback::refund(rules, state, event, r.original_event_id, r.amount, "reversal", out)
+            EventBody::CategoryChoice(c) => account::category_choice(&ctx, state, event, c, &mut out.records),
+            EventBody::StatementCycle { statement_day } => {
+                state.statement_day = Some(*statement_day);
+                Outcome::NoEffect(NoEffect::StatementDaySet)
             }
+            EventBody::Clock => Outcome::Rejected(Rejection::Clock),
+        };
+        match outcome {
+            // Time-based records are part of what the event applied.
+            Outcome::NoEffect(_) if timed > 0 => Outcome::Applied(out.records.len() - before),
+            Outcome::Applied(_) => Outcome::Applied(out.records.len() - before),
+            other => other,
         }
     }
-}
 
-/// Moves the account's watermark forward and drops what has aged out of
-/// the refund window: retained purchases, and cap counters of periods that
-/// ended before it.
-fn advance(rules: &Rules, state: &mut AccountState, at: Timestamp) {
-    let old_day = state.watermark.0.div_euclid(time::MS_PER_DAY);
-    if at <= state.watermark {
-        return;
+    /// Brings an account to `at` without an event of its own (a `clock`
+    /// event `trigger` of its partition): releases, expiries, period ends.
+    /// Returns the number of records appended.
+    pub fn advance(
+        &self,
+        state: &mut AccountState,
+        account_id: &str,
+        at: Timestamp,
+        trigger: &str,
+        out: &mut Effects,
+    ) -> usize {
+        let ctx = Ctx { rules: &self.rules, event_id: trigger, account_id };
+        let before = out.records.len();
+        lifecycle::advance(&ctx, state, at, &mut out.records);
+        out.records.len() - before
     }
-    state.watermark = at;
-    let horizon = Timestamp(at.0.saturating_sub(rules.refund_window_ms));
-    let aged = state.purchases.iter().take_while(|p| p.at < horizon).count();
-    if aged > 0 {
-        state.purchases.drain(..aged);
-    }
-    if at.0.div_euclid(time::MS_PER_DAY) != old_day {
-        let tz = rules.timezone;
-        state.counters.retain(|c| match rules.cap(&c.cap).map(|cap| cap.period) {
-            Some(crate::rules::CapPeriod::Month) => time::month_end(c.period, tz) > horizon,
-            Some(crate::rules::CapPeriod::Quarter) => time::quarter_end(c.period, tz) > horizon,
-            // Transaction caps keep no counters; a cap no longer in the rules
-            // can never be consulted again.
-            _ => false,
-        });
+
+    /// When the account next needs attention without an event of its own.
+    pub fn next_due(&self, state: &AccountState) -> Option<Timestamp> {
+        lifecycle::next_due(&self.rules, state)
     }
 }

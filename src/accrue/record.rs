@@ -9,37 +9,92 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RecordKind {
-    /// A reward earned by a purchase.
+    /// A reward earned (by a purchase or a bonus), pending or available.
     Earn,
-    /// A reward taken back by a refund or reversal.
+    /// A pending reward became available.
+    Release,
+    /// A pending reward was cancelled (refund or reversal before release).
+    Cancel,
+    /// An available reward was taken back by a refund or reversal.
     Clawback,
+    /// Available rewards burnt.
+    Expire,
+    /// Available rewards will burn soon (no balance change).
+    ExpiryWarning,
+    /// Rewards spent.
+    Redeem,
+    /// Rewards donated to a charity.
+    Donation,
+    /// A redemption refused, with the reason (no balance change).
+    RedeemRejected,
+    /// The account's tier changed.
+    TierChanged,
+    /// The account chose its boosted categories for a month.
+    CategoryChoice,
+    /// A category choice refused, with the reason.
+    ChoiceRejected,
 }
 
 impl RecordKind {
+    pub const ALL: [RecordKind; 12] = [
+        RecordKind::Earn,
+        RecordKind::Release,
+        RecordKind::Cancel,
+        RecordKind::Clawback,
+        RecordKind::Expire,
+        RecordKind::ExpiryWarning,
+        RecordKind::Redeem,
+        RecordKind::Donation,
+        RecordKind::RedeemRejected,
+        RecordKind::TierChanged,
+        RecordKind::CategoryChoice,
+        RecordKind::ChoiceRejected,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             RecordKind::Earn => "earn",
+            RecordKind::Release => "release",
+            RecordKind::Cancel => "cancel",
             RecordKind::Clawback => "clawback",
+            RecordKind::Expire => "expire",
+            RecordKind::ExpiryWarning => "expiry_warning",
+            RecordKind::Redeem => "redeem",
+            RecordKind::Donation => "donation",
+            RecordKind::RedeemRejected => "redeem_rejected",
+            RecordKind::TierChanged => "tier_changed",
+            RecordKind::CategoryChoice => "category_choice",
+            RecordKind::ChoiceRejected => "choice_rejected",
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccrualRecord {
-    /// `<source_event_id>:<rule_id>:<kind>`: the same input always yields
-    /// the same id, so downstream systems can deduplicate on it.
+    /// Deterministic: the same input always yields the same id, so
+    /// downstream systems can deduplicate on it (see `docs/events.md`).
     pub accrual_id: String,
+    /// The event that caused it (for time-based records, the event that
+    /// brought the account's time past the instant).
     pub source_event_id: String,
     pub account_id: String,
+    /// Empty for records about the account (tier, choices).
     pub program: Arc<str>,
     pub rule_id: Arc<str>,
     pub kind: RecordKind,
-    /// Always positive; `kind` gives the direction. Fixed to the program's
+    /// Never negative; `kind` gives the direction. Fixed to the program's
     /// decimal places.
     pub amount: Decimal,
     pub unit: Arc<str>,
+    /// The program's available balance after this record.
     pub balance_after: Decimal,
+    /// The program's pending balance after this record.
+    pub pending_after: Decimal,
+    /// For redemptions and donations: the money value spent.
+    pub value: Option<Decimal>,
     pub rules_version: Arc<str>,
+    /// When it took effect: the event's time, or for a release, expiry or
+    /// period end, the instant it became due.
     pub occurred_at: Timestamp,
     /// The numbers used, for the customer and the auditor.
     pub explanation: String,
@@ -58,7 +113,7 @@ impl AccrualRecord {
 
     /// Appends the record as one line of JSON (with the trailing newline).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut s = String::with_capacity(384);
+        let mut s = String::with_capacity(400);
         s.push_str("{\"accrual_id\":");
         json_str(&mut s, &self.accrual_id);
         s.push_str(",\"source_event_id\":");
@@ -66,22 +121,35 @@ impl AccrualRecord {
         s.push_str(",\"account_id\":");
         json_str(&mut s, &self.account_id);
         s.push_str(",\"program\":");
-        json_str(&mut s, &self.program);
+        json_opt_str(&mut s, &self.program);
         s.push_str(",\"rule_id\":");
         json_str(&mut s, &self.rule_id);
         s.push_str(",\"kind\":\"");
         s.push_str(self.kind.name());
         let _ = write!(s, "\",\"amount\":\"{}\",\"unit\":", self.amount);
-        json_str(&mut s, &self.unit);
+        json_opt_str(&mut s, &self.unit);
         let _ = write!(
             s,
-            ",\"balance_after\":\"{}\",\"rules_version\":\"{}\",\"occurred_at\":\"{}\",\"explanation\":",
-            self.balance_after, self.rules_version, self.occurred_at
+            ",\"balance_after\":\"{}\",\"pending_after\":\"{}\"",
+            self.balance_after, self.pending_after
+        );
+        if let Some(value) = self.value {
+            let _ = write!(s, ",\"value\":\"{value}\"");
+        }
+        let _ = write!(
+            s,
+            ",\"rules_version\":\"{}\",\"occurred_at\":\"{}\",\"explanation\":",
+            self.rules_version, self.occurred_at
         );
         json_str(&mut s, &self.explanation);
         s.push_str("}\n");
         out.extend_from_slice(s.as_bytes());
     }
+}
+
+/// A string, or `null` when empty.
+fn json_opt_str(out: &mut String, s: &str) {
+    if s.is_empty() { out.push_str("null") } else { json_str(out, s) }
 }
 
 /// Writes a JSON string literal.
@@ -119,6 +187,8 @@ mod tests {
             amount: Decimal::new(1234, 2),
             unit: Arc::from("RUB"),
             balance_after: Decimal::new(5000, 2),
+            pending_after: Decimal::new(0, 2),
+            value: None,
             rules_version: Arc::from("abc"),
             occurred_at: Timestamp(0),
             explanation: "1% of 1234.00\n".into(),
@@ -130,6 +200,8 @@ mod tests {
         assert_eq!(v["account_id"], "a\\b");
         assert_eq!(v["amount"], "12.34");
         assert_eq!(v["balance_after"], "50.00");
+        assert_eq!(v["pending_after"], "0.00");
+        assert!(v.get("value").is_none());
         assert_eq!(v["occurred_at"], "1970-01-01T00:00:00Z");
         assert_eq!(v["explanation"], "1% of 1234.00\n");
         assert!(out.ends_with(b"}\n"));

@@ -558,6 +558,7 @@ impl Engine {
             let topic = match m.destination {
                 Destination::Accruals => &topics.accruals,
                 Destination::DeadLetter => &topics.dead_letter,
+                Destination::Input => &topics.input,
             };
             let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 1);
             for (k, v) in &m.headers {

@@ -3,7 +3,7 @@
 //! the state, so a crash between the RocksDB commit and the Kafka commit
 //! loses nothing: recovery publishes the outbox again.
 
-use crate::accrue::{AccrualRecord, NoEffect};
+use crate::accrue::{AccrualRecord, DerivedEvent, NoEffect};
 use crate::events::Event;
 use crate::pipeline::{Input, Sink};
 use crate::state::codec::{CodecError, Reader, Writer};
@@ -23,6 +23,9 @@ pub const HEADER_TXN: &str = "accrual.txn";
 pub enum Destination {
     Accruals,
     DeadLetter,
+    /// Back to the input topic: an event for another account (a referrer's
+    /// bonus), keyed by that account.
+    Input,
 }
 
 /// One message to publish.
@@ -42,6 +45,7 @@ pub fn encode(messages: &[OutMessage], w: &mut Writer) {
         w.u8(match m.destination {
             Destination::Accruals => 0,
             Destination::DeadLetter => 1,
+            Destination::Input => 2,
         });
         w.bytes(&m.key);
         w.bytes(&m.payload);
@@ -62,6 +66,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<OutMessage>, CodecError> {
         let destination = match r.u8()? {
             0 => Destination::Accruals,
             1 => Destination::DeadLetter,
+            2 => Destination::Input,
             _ => return Err(CodecError::Corrupt("outbox destination")),
         };
         let key = r.bytes()?.to_vec();
@@ -90,6 +95,14 @@ impl OutboxSink {
         OutboxSink { partition, entries: Vec::new(), no_effect: 0, duplicates: 0 }
     }
 
+    /// Adds messages of an input offset (one outbox entry per offset).
+    fn push(&mut self, offset: u64, mut messages: Vec<OutMessage>) {
+        match self.entries.last_mut() {
+            Some((last, existing)) if *last == offset => existing.append(&mut messages),
+            _ => self.entries.push((offset, messages)),
+        }
+    }
+
     fn source_headers(&self, offset: u64) -> Vec<(String, Vec<u8>)> {
         vec![
             (HEADER_SOURCE_PARTITION.to_string(), self.partition.to_string().into_bytes()),
@@ -99,7 +112,7 @@ impl OutboxSink {
 }
 
 impl Sink for OutboxSink {
-    fn accrued(&mut self, offset: u64, event: &Event<'_>, records: &[AccrualRecord]) {
+    fn accrued(&mut self, offset: u64, _event: &Event<'_>, records: &[AccrualRecord]) {
         if records.is_empty() {
             return;
         }
@@ -111,13 +124,23 @@ impl Sink for OutboxSink {
                 payload.pop(); // the trailing newline belongs to files, not messages
                 OutMessage {
                     destination: Destination::Accruals,
-                    key: event.account_id.as_bytes().to_vec(),
+                    key: r.account_id.as_bytes().to_vec(),
                     payload,
                     headers: self.source_headers(offset),
                 }
             })
             .collect();
-        self.entries.push((offset, messages));
+        self.push(offset, messages);
+    }
+
+    fn derived(&mut self, offset: u64, event: &DerivedEvent) {
+        let message = OutMessage {
+            destination: Destination::Input,
+            key: event.account_id.as_bytes().to_vec(),
+            payload: event.payload.clone(),
+            headers: self.source_headers(offset),
+        };
+        self.push(offset, vec![message]);
     }
 
     fn no_effect(&mut self, _offset: u64, _event: &Event<'_>, _why: NoEffect) {
@@ -138,7 +161,7 @@ impl Sink for OutboxSink {
             payload: input.payload.to_vec(),
             headers,
         };
-        self.entries.push((input.offset, vec![message]));
+        self.push(input.offset, vec![message]);
     }
 }
 

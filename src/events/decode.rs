@@ -7,7 +7,10 @@
 //! tape, and a non-integer `amount` is re-read from its original digits,
 //! located through simd-json's structural index.
 
-use super::{DecodeError, Event, EventBody, EventKind, Mcc, Purchase, Refund, Reversal};
+use super::{
+    CategoryChoice, DecodeError, Event, EventBody, EventKind, Mcc, Purchase, PurchaseStatus, Redemption,
+    Refund, Reversal,
+};
 use crate::money::{self, AmountError};
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
@@ -40,7 +43,8 @@ enum Raw<'a> {
     Float(usize),
     Bool,
     Object,
-    Array,
+    /// The index of the array's tape node.
+    Array(usize),
 }
 
 impl Raw<'_> {
@@ -50,7 +54,7 @@ impl Raw<'_> {
             Raw::Unsigned(_) | Raw::Signed(_) | Raw::Float(_) => "a number",
             Raw::Bool => "a boolean",
             Raw::Object => "an object",
-            Raw::Array => "an array",
+            Raw::Array(_) => "an array",
         }
     }
 }
@@ -69,6 +73,14 @@ struct Fields<'a> {
     channel: Option<Raw<'a>>,
     occurred_at: Option<Raw<'a>>,
     original_event_id: Option<Raw<'a>>,
+    status: Option<Raw<'a>>,
+    program: Option<Raw<'a>>,
+    charity: Option<Raw<'a>>,
+    referrer_account_id: Option<Raw<'a>>,
+    referred_account_id: Option<Raw<'a>>,
+    month: Option<Raw<'a>>,
+    categories: Option<Raw<'a>>,
+    statement_day: Option<Raw<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -88,6 +100,14 @@ impl<'a> Fields<'a> {
             "channel" => (&mut self.channel, "channel"),
             "occurred_at" => (&mut self.occurred_at, "occurred_at"),
             "original_event_id" => (&mut self.original_event_id, "original_event_id"),
+            "status" => (&mut self.status, "status"),
+            "program" => (&mut self.program, "program"),
+            "charity" => (&mut self.charity, "charity"),
+            "referrer_account_id" => (&mut self.referrer_account_id, "referrer_account_id"),
+            "referred_account_id" => (&mut self.referred_account_id, "referred_account_id"),
+            "month" => (&mut self.month, "month"),
+            "categories" => (&mut self.categories, "categories"),
+            "statement_day" => (&mut self.statement_day, "statement_day"),
             _ => return None,
         })
     }
@@ -116,7 +136,7 @@ impl Decoder {
         let parsed = simd_json::fill_tape_padded(buf.as_mut_slice(), input.len(), buffers, &mut nodes);
         let result = match parsed {
             Ok(()) => read_fields(&nodes.0).and_then(|fields| {
-                build_event(fields, |node| {
+                build_event(fields, &nodes.0, |node| {
                     float_digits(input, buffers.structural_indexes(), node)
                         .map_or(Err(AmountError::NotANumber), |text| money::parse_amount(text, true))
                 })
@@ -152,7 +172,7 @@ fn read_fields<'a>(nodes: &[Node<'a>]) -> Result<Fields<'a>, DecodeError> {
             // null means "absent", as for an optional field left out.
             Some(Node::Static(StaticNode::Null)) => (None, 1),
             Some(Node::Object { count, .. }) => (Some(Raw::Object), 1 + count),
-            Some(Node::Array { count, .. }) => (Some(Raw::Array), 1 + count),
+            Some(Node::Array { count, .. }) => (Some(Raw::Array(value_at)), 1 + count),
             None => return Err(DecodeError::Malformed("object value expected".into())),
         };
         if let Some((slot, name)) = fields.slot(key) {
@@ -252,30 +272,96 @@ fn mcc(raw: Option<Raw<'_>>) -> Result<Option<Mcc>, DecodeError> {
     }
 }
 
+/// The strings of an array field (a flat array of strings, at most `max`).
+fn strings<'a>(
+    raw: Option<Raw<'a>>,
+    nodes: &[Node<'a>],
+    field: &'static str,
+    max: usize,
+) -> Result<Option<Vec<&'a str>>, DecodeError> {
+    let at = match raw {
+        None => return Ok(None),
+        Some(Raw::Array(at)) => at,
+        Some(other) => return Err(wrong(field, "an array of strings", &other)),
+    };
+    let Some(Node::Array { len, count }) = nodes.get(at) else {
+        return Err(DecodeError::Malformed("array expected".into()));
+    };
+    if *len != *count {
+        return Err(DecodeError::Invalid { field, problem: "must hold strings only" });
+    }
+    if *len > max {
+        return Err(DecodeError::Invalid { field, problem: "has too many entries" });
+    }
+    let mut out = Vec::with_capacity(*len);
+    for node in nodes.get(at + 1..at + 1 + len).unwrap_or_default() {
+        match node {
+            Node::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => out.push(*s),
+            _ => return Err(DecodeError::Invalid { field, problem: "must hold non-empty strings only" }),
+        }
+    }
+    Ok(Some(out))
+}
+
+fn small_integer(raw: Option<Raw<'_>>, field: &'static str) -> Result<Option<u64>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(Raw::Unsigned(n)) => Ok(Some(n)),
+        Some(Raw::Str(s)) => {
+            s.parse().map(Some).map_err(|_| DecodeError::Invalid { field, problem: "must be a whole number" })
+        }
+        Some(other) => Err(wrong(field, "a whole number", &other)),
+    }
+}
+
 fn build_event<'a>(
     f: Fields<'a>,
+    nodes: &[Node<'a>],
     parse_float: impl Fn(usize) -> Result<Decimal, AmountError>,
 ) -> Result<Event<'a>, DecodeError> {
     let kind_name = required(string(f.kind, "type")?, "type")?;
     let kind = EventKind::from_name(kind_name)
         .ok_or_else(|| DecodeError::UnknownType(kind_name.chars().take(32).collect()))?;
     let event_id = required(id(f.event_id, "event_id")?, "event_id")?;
-    let account_id = required(id(f.account_id, "account_id")?, "account_id")?;
     let occurred_at = required(string(f.occurred_at, "occurred_at")?, "occurred_at")?;
     let occurred_at = Timestamp::parse_rfc3339(occurred_at).map_err(DecodeError::Time)?;
+    if kind == EventKind::Clock {
+        return Ok(Event { event_id, account_id: "", occurred_at, body: EventBody::Clock });
+    }
+    let account_id = required(id(f.account_id, "account_id")?, "account_id")?;
     let amount = amount(f.amount, parse_float)?;
     let currency = currency(f.currency)?;
     let original_event_id = id(f.original_event_id, "original_event_id")?;
     let body = match kind {
-        EventKind::Purchase => EventBody::Purchase(Purchase {
-            amount: required(amount, "amount")?,
-            currency: required(currency, "currency")?,
-            mcc: required(mcc(f.mcc)?, "mcc")?,
-            merchant_id: required(id(f.merchant_id, "merchant_id")?, "merchant_id")?,
-            partner_id: id(f.partner_id, "partner_id")?,
-            channel: id(f.channel, "channel")?,
-            card_id: id(f.card_id, "card_id")?,
-        }),
+        EventKind::Purchase => {
+            let status = match string(f.status, "status")? {
+                None | Some("cleared") => PurchaseStatus::Cleared,
+                Some("authorized") => PurchaseStatus::Authorized,
+                Some(_) => {
+                    return Err(DecodeError::Invalid {
+                        field: "status",
+                        problem: "must be authorized or cleared",
+                    });
+                }
+            };
+            if status == PurchaseStatus::Authorized && original_event_id.is_some() {
+                return Err(DecodeError::Invalid {
+                    field: "original_event_id",
+                    problem: "an authorization clears nothing; only a cleared purchase names its authorization",
+                });
+            }
+            EventBody::Purchase(Purchase {
+                amount: required(amount, "amount")?,
+                currency: required(currency, "currency")?,
+                mcc: required(mcc(f.mcc)?, "mcc")?,
+                merchant_id: required(id(f.merchant_id, "merchant_id")?, "merchant_id")?,
+                partner_id: id(f.partner_id, "partner_id")?,
+                channel: id(f.channel, "channel")?,
+                card_id: id(f.card_id, "card_id")?,
+                status,
+                clears: original_event_id,
+            })
+        }
         EventKind::Refund => EventBody::Refund(Refund {
             original_event_id: required(original_event_id, "original_event_id")?,
             amount: required(amount, "amount")?,
@@ -291,6 +377,46 @@ fn build_event<'a>(
                 currency,
             })
         }
+        EventKind::Redemption => EventBody::Redemption(Redemption {
+            program: required(id(f.program, "program")?, "program")?,
+            amount: required(amount, "amount")?,
+            charity: id(f.charity, "charity")?,
+        }),
+        EventKind::Enrollment => EventBody::Enrollment,
+        EventKind::Referral => {
+            let referrer =
+                required(id(f.referrer_account_id, "referrer_account_id")?, "referrer_account_id")?;
+            if referrer == account_id {
+                return Err(DecodeError::Invalid {
+                    field: "referrer_account_id",
+                    problem: "an account cannot refer itself",
+                });
+            }
+            EventBody::Referral { referrer }
+        }
+        EventKind::ReferralBonus => EventBody::ReferralBonus {
+            referred: required(id(f.referred_account_id, "referred_account_id")?, "referred_account_id")?,
+        },
+        EventKind::CategoryChoice => {
+            let month = required(string(f.month, "month")?, "month")?;
+            let month = crate::time::parse_month(month).map_err(|_| DecodeError::Invalid {
+                field: "month",
+                problem: "must be a month like 2026-12",
+            })?;
+            let categories = required(strings(f.categories, nodes, "categories", 32)?, "categories")?;
+            EventBody::CategoryChoice(CategoryChoice { month, categories })
+        }
+        EventKind::StatementCycle => {
+            let day = required(small_integer(f.statement_day, "statement_day")?, "statement_day")?;
+            if !(1..=28).contains(&day) {
+                return Err(DecodeError::Invalid {
+                    field: "statement_day",
+                    problem: "must be a day from 1 to 28",
+                });
+            }
+            EventBody::StatementCycle { statement_day: day as u8 }
+        }
+        EventKind::Clock => EventBody::Clock,
     };
     Ok(Event { event_id, account_id, occurred_at, body })
 }

@@ -30,24 +30,37 @@ impl std::fmt::Display for Mcc {
     }
 }
 
-/// What happened. The lifecycle events (`redemption`, `enrollment`,
-/// `referral`, `category_choice`, `clock`) extend this enum and
-/// [`EventBody`] side by side.
+/// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Purchase,
     Refund,
     Reversal,
+    Redemption,
+    Enrollment,
+    Referral,
+    ReferralBonus,
+    CategoryChoice,
+    StatementCycle,
+    Clock,
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Purchase,
+        EventKind::Refund,
+        EventKind::Reversal,
+        EventKind::Redemption,
+        EventKind::Enrollment,
+        EventKind::Referral,
+        EventKind::ReferralBonus,
+        EventKind::CategoryChoice,
+        EventKind::StatementCycle,
+        EventKind::Clock,
+    ];
+
     pub fn from_name(name: &str) -> Option<EventKind> {
-        match name {
-            "purchase" => Some(EventKind::Purchase),
-            "refund" => Some(EventKind::Refund),
-            "reversal" => Some(EventKind::Reversal),
-            _ => None,
-        }
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -55,15 +68,23 @@ impl EventKind {
             EventKind::Purchase => "purchase",
             EventKind::Refund => "refund",
             EventKind::Reversal => "reversal",
+            EventKind::Redemption => "redemption",
+            EventKind::Enrollment => "enrollment",
+            EventKind::Referral => "referral",
+            EventKind::ReferralBonus => "referral_bonus",
+            EventKind::CategoryChoice => "category_choice",
+            EventKind::StatementCycle => "statement_cycle",
+            EventKind::Clock => "clock",
         }
     }
 }
 
 /// A decoded event. Strings borrow from the decoder's buffer, so decoding
-/// allocates nothing per event.
+/// allocates nothing per event (a category choice's list aside).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {
     pub event_id: &'a str,
+    /// Empty for `clock` events, which concern a whole partition.
     pub account_id: &'a str,
     pub occurred_at: Timestamp,
     pub body: EventBody<'a>,
@@ -75,6 +96,13 @@ impl Event<'_> {
             EventBody::Purchase(_) => EventKind::Purchase,
             EventBody::Refund(_) => EventKind::Refund,
             EventBody::Reversal(_) => EventKind::Reversal,
+            EventBody::Redemption(_) => EventKind::Redemption,
+            EventBody::Enrollment => EventKind::Enrollment,
+            EventBody::Referral { .. } => EventKind::Referral,
+            EventBody::ReferralBonus { .. } => EventKind::ReferralBonus,
+            EventBody::CategoryChoice(_) => EventKind::CategoryChoice,
+            EventBody::StatementCycle { .. } => EventKind::StatementCycle,
+            EventBody::Clock => EventKind::Clock,
         }
     }
 }
@@ -86,6 +114,32 @@ pub enum EventBody<'a> {
     Purchase(Purchase<'a>),
     Refund(Refund<'a>),
     Reversal(Reversal<'a>),
+    Redemption(Redemption<'a>),
+    /// The account joined the program (welcome bonus, once).
+    Enrollment,
+    /// This (new) account was referred by `referrer`.
+    Referral {
+        referrer: &'a str,
+    },
+    /// Derived by the engine on the referrer's account when `referred`
+    /// made its first qualifying purchase.
+    ReferralBonus {
+        referred: &'a str,
+    },
+    CategoryChoice(CategoryChoice<'a>),
+    /// The account's statement (billing) day of month.
+    StatementCycle {
+        statement_day: u8,
+    },
+    /// Time passes (a partition's ticker).
+    Clock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseStatus {
+    /// Authorised, not yet cleared: its reward can wait for clearing.
+    Authorized,
+    Cleared,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +151,9 @@ pub struct Purchase<'a> {
     pub partner_id: Option<&'a str>,
     pub channel: Option<&'a str>,
     pub card_id: Option<&'a str>,
+    pub status: PurchaseStatus,
+    /// With status `cleared`: the authorisation this clears.
+    pub clears: Option<&'a str>,
 }
 
 /// A (possibly partial) refund of an earlier purchase.
@@ -114,6 +171,22 @@ pub struct Reversal<'a> {
     pub original_event_id: &'a str,
     pub amount: Option<Decimal>,
     pub currency: Option<&'a str>,
+}
+
+/// Spending `amount` of a program's balance (in its unit), or donating it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redemption<'a> {
+    pub program: &'a str,
+    pub amount: Decimal,
+    pub charity: Option<&'a str>,
+}
+
+/// The categories an account boosts for a month.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryChoice<'a> {
+    /// Month key (`year * 12 + month - 1`).
+    pub month: u32,
+    pub categories: Vec<&'a str>,
 }
 
 /// Why an event could not be decoded: which field, what was wrong.

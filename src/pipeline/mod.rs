@@ -1,18 +1,19 @@
 //! Batch processing of one input partition: decode, dedupe, apply the core,
-//! and stage everything for ONE atomic ledger commit. Transport-free: the
-//! file-based `simulate` and the Kafka engine feed it the same way, and a
-//! [`Sink`] receives what each input offset became.
+//! fire timers on `clock` events, and stage everything for ONE atomic ledger
+//! commit. Transport-free: the file-based `simulate` and the Kafka engine
+//! feed it the same way, and a [`Sink`] receives what each input offset
+//! became.
 //!
 //! Every input offset ends as exactly one of: records, no effect, a counted
 //! duplicate, or a dead letter with a reason.
 
-use crate::accrue::{AccrualRecord, Core, NoEffect, Outcome};
-use crate::events::{Decoder, Event};
+use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome};
+use crate::events::{Decoder, Event, EventBody};
 use crate::rules::Rules;
 use crate::state::AccountState;
 use crate::store::{LedgerBatch, Progress, Store, StoreError};
 use crate::time::Timestamp;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// One input message.
@@ -30,6 +31,9 @@ pub trait Sink {
     fn no_effect(&mut self, offset: u64, event: &Event<'_>, why: NoEffect);
     fn duplicate(&mut self, offset: u64, event: &Event<'_>, first_seen: Timestamp);
     fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str);
+    /// An event for another account, to deliver through the input topic
+    /// (not called when the processor applies derived events itself).
+    fn derived(&mut self, _offset: u64, _event: &DerivedEvent) {}
 }
 
 /// Counts per batch (metrics are emitted from these, not per record).
@@ -43,16 +47,66 @@ pub struct BatchStats {
     pub dead_letters: u64,
 }
 
+/// A cached account: its state, whether it changed, and the timer it had
+/// registered when loaded.
+struct Cached {
+    state: AccountState,
+    dirty: bool,
+    registered: Option<Timestamp>,
+}
+
 /// Processes batches of one partition at a time. Keep one per worker.
 pub struct Processor {
     core: Core,
     decoder: Decoder,
-    records: Vec<AccrualRecord>,
-    /// Account states touched by the current batch (read once, written
-    /// once), with whether they changed.
-    accounts: HashMap<String, (AccountState, bool)>,
+    effects: Effects,
+    /// Account states touched by the current batch (read once, written once).
+    accounts: HashMap<String, Cached>,
     /// Event ids first seen in the current batch.
     seen: HashMap<String, Timestamp>,
+    /// Apply derived events right after the input that caused them (for
+    /// `simulate`, where every account is in the one partition), instead of
+    /// handing them to the sink.
+    inline_derived: bool,
+}
+
+/// A `clock` event: every account of the partition whose timer is due by its
+/// time is brought to it, soonest due first.
+fn fire_timers(
+    core: &Core,
+    accounts: &mut HashMap<String, Cached>,
+    effects: &mut Effects,
+    store: &Store,
+    partition: u32,
+    clock: &Event<'_>,
+) -> Result<Outcome, StoreError> {
+    let at = clock.occurred_at;
+    let mut due: BTreeSet<(Timestamp, String)> = store
+        .due_timers(partition, at)?
+        .into_iter()
+        .filter(|(_, account)| !accounts.contains_key(account))
+        .collect();
+    // Accounts changed in this batch: their stored timers may be stale.
+    for (account, cached) in accounts.iter() {
+        if let Some(d) = core.next_due(&cached.state).filter(|d| *d <= at) {
+            due.insert((d, account.clone()));
+        }
+    }
+    for (_, account) in due {
+        let cached = Processor::load(accounts, store, partition, &account)?;
+        core.advance(&mut cached.state, &account, at, clock.event_id, effects);
+        cached.dirty = true;
+    }
+    Ok(match effects.records.len() {
+        0 => Outcome::NoEffect(NoEffect::NothingDue),
+        n => Outcome::Applied(n),
+    })
+}
+
+/// Work for one batch: the inputs, then derived events applied inline.
+enum Work<'a> {
+    Input(Input<'a>),
+    Derived(u64, DerivedEvent),
 }
 
 impl Processor {
@@ -60,20 +114,41 @@ impl Processor {
         Processor {
             core: Core::new(rules),
             decoder: Decoder::new(),
-            records: Vec::with_capacity(16),
+            effects: Effects::default(),
             accounts: HashMap::new(),
             seen: HashMap::new(),
+            inline_derived: false,
         }
+    }
+
+    /// Applies derived events inline (see the field).
+    pub fn with_inline_derived(mut self) -> Processor {
+        self.inline_derived = true;
+        self
     }
 
     pub fn rules(&self) -> &Arc<Rules> {
         self.core.rules()
     }
 
+    fn load<'c>(
+        accounts: &'c mut HashMap<String, Cached>,
+        store: &Store,
+        partition: u32,
+        account: &str,
+    ) -> Result<&'c mut Cached, StoreError> {
+        if !accounts.contains_key(account) {
+            let state = store.account(partition, account)?.unwrap_or_default();
+            let registered = state.next_due;
+            accounts.insert(account.to_string(), Cached { state, dirty: false, registered });
+        }
+        Ok(accounts.get_mut(account).expect("inserted above"))
+    }
+
     /// Runs `inputs` of `partition` through the core and stages the result
-    /// in `batch`: account states, dedupe keys and the new progress.
-    /// `progress` is the partition's progress before the batch and is
-    /// advanced past the last input. Nothing is written to the store; the
+    /// in `batch`: account states, their timers, dedupe keys and the new
+    /// progress. `progress` is the partition's progress before the batch and
+    /// is advanced past the last input. Nothing is written to the store; the
     /// caller commits `batch`.
     pub fn process(
         &mut self,
@@ -88,14 +163,22 @@ impl Processor {
         let window = self.core.rules().dedupe_window_ms;
         self.accounts.clear();
         self.seen.clear();
-        for input in inputs {
-            stats.inputs += 1;
-            progress.next_offset = progress.next_offset.max(input.offset + 1);
-            let event = match self.decoder.decode(input.payload) {
+        let mut queue: VecDeque<Work<'_>> = inputs.iter().copied().map(Work::Input).collect();
+        while let Some(work) = queue.pop_front() {
+            let (offset, payload, input) = match &work {
+                Work::Input(input) => {
+                    stats.inputs += 1;
+                    progress.next_offset = progress.next_offset.max(input.offset + 1);
+                    (input.offset, input.payload, Some(input))
+                }
+                Work::Derived(offset, d) => (*offset, d.payload.as_slice(), None),
+            };
+            let event = match self.decoder.decode(payload) {
                 Ok(event) => event,
                 Err(e) => {
                     stats.dead_letters += 1;
-                    sink.dead_letter(input, e.reason(), &e.to_string());
+                    let fallback = Input { offset, key: &[], payload };
+                    sink.dead_letter(input.unwrap_or(&fallback), e.reason(), &e.to_string());
                     continue;
                 }
             };
@@ -106,49 +189,66 @@ impl Processor {
             };
             if let Some(first_seen) = first_seen {
                 stats.duplicates += 1;
-                sink.duplicate(input.offset, &event, first_seen);
+                sink.duplicate(offset, &event, first_seen);
                 continue;
             }
-            if !self.accounts.contains_key(event.account_id) {
-                let state = store.account(partition, event.account_id)?.unwrap_or_default();
-                self.accounts.insert(event.account_id.to_string(), (state, false));
-            }
-            let Some((state, dirty)) = self.accounts.get_mut(event.account_id) else { continue };
-            self.records.clear();
-            let outcome = self.core.apply(state, &event, &mut self.records);
-            *dirty |= !matches!(outcome, Outcome::Rejected(_));
+            self.effects.clear();
+            let outcome = if let EventBody::Clock = event.body {
+                fire_timers(&self.core, &mut self.accounts, &mut self.effects, store, partition, &event)?
+            } else {
+                let cached = Self::load(&mut self.accounts, store, partition, event.account_id)?;
+                let outcome = self.core.apply(&mut cached.state, &event, &mut self.effects);
+                cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
+                outcome
+            };
             match outcome {
                 Outcome::Applied(_) => {
                     stats.accrued += 1;
-                    stats.records += self.records.len() as u64;
-                    sink.accrued(input.offset, &event, &self.records);
+                    stats.records += self.effects.records.len() as u64;
+                    sink.accrued(offset, &event, &self.effects.records);
                 }
                 Outcome::NoEffect(why) => {
                     stats.no_effect += 1;
-                    sink.no_effect(input.offset, &event, why);
+                    sink.no_effect(offset, &event, why);
                 }
                 Outcome::Rejected(rejection) => {
                     stats.dead_letters += 1;
-                    sink.dead_letter(input, rejection.reason(), &rejection.to_string());
+                    let fallback = Input { offset, key: &[], payload };
+                    sink.dead_letter(input.unwrap_or(&fallback), rejection.reason(), &rejection.to_string());
                     continue;
                 }
             }
             self.seen.insert(event.event_id.to_string(), event.occurred_at);
             progress.stream_time = progress.stream_time.max(event.occurred_at);
+            // Derived events go after this one: inline, or to the sink.
+            for (i, d) in self.effects.derived.drain(..).enumerate() {
+                if self.inline_derived {
+                    queue.insert(i, Work::Derived(offset, d));
+                } else {
+                    sink.derived(offset, &d);
+                }
+            }
         }
-        // Sorted so the staged batch (and so the store's bytes) never depends
-        // on hash-map order.
-        let mut touched: Vec<_> = self.accounts.iter().filter(|(_, (_, dirty))| *dirty).collect();
+        self.stage(partition, batch);
+        batch.set_progress(partition, *progress, window);
+        Ok(stats)
+    }
+
+    /// Stages changed accounts and their timers, and the dedupe keys, sorted
+    /// so the batch (and so the store's bytes) never depends on hash order.
+    fn stage(&mut self, partition: u32, batch: &mut LedgerBatch<'_>) {
+        let mut touched: Vec<_> = self.accounts.iter_mut().filter(|(_, c)| c.dirty).collect();
         touched.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (account, (state, _)) in touched {
-            batch.put_account(partition, account, state);
+        for (account, cached) in touched {
+            let due = self.core.next_due(&cached.state);
+            batch.set_timer(partition, account, cached.registered, due);
+            cached.state.next_due = due;
+            batch.put_account(partition, account, &cached.state);
         }
         let mut seen: Vec<_> = self.seen.iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (event_id, at) in seen {
             batch.put_seen(partition, event_id, *at);
         }
-        batch.set_progress(partition, *progress, window);
-        Ok(stats)
     }
 }

@@ -4,8 +4,9 @@
 
 use super::file::*;
 use super::{
-    Cap, Category, Conditions, DatedMccSet, Effect, Group, Item, MccSet, Partner, Problem, Program, Rounding,
-    Rule, Rules, RulesError,
+    Bonus, Cap, Category, ChoiceConfig, Conditions, DatedMccSet, Effect, Expiry, ExpiryPolicy, Group, Hold,
+    Item, MccSet, Partner, Problem, Program, Redemption, Rounding, Rule, Rules, RulesError, Tier, TierPeriod,
+    TierQualification,
 };
 use crate::time::{self, TzOffset, Weekday};
 use rust_decimal::Decimal;
@@ -101,6 +102,9 @@ fn read_sections(mut table: toml::Table, problems: &mut Problems) -> Option<Rule
     let exclusions = named(table.remove("exclusions"), "exclusions", Item::Exclusion, problems);
     let partners = named(table.remove("partners"), "partners", Item::Partner, problems);
     let tiers = named(table.remove("tiers"), "tiers", Item::Tier, problems);
+    let tier_qualification = single(table.remove("tier_qualification"), "tier_qualification", problems);
+    let bonuses = named(table.remove("bonuses"), "bonuses", Item::Bonus, problems);
+    let category_choice = single(table.remove("category_choice"), "category_choice", problems);
     let caps = named(table.remove("caps"), "caps", Item::Cap, problems);
     let mut rules = Vec::new();
     match table.remove("rules") {
@@ -119,7 +123,29 @@ fn read_sections(mut table: toml::Table, problems: &mut Problems) -> Option<Rule
         }
         Some(_) => problems.add(&Item::File, "rules", "must be an array of tables, [[rules]]"),
     }
-    Some(RulesFile { settings: settings?, programs, categories, exclusions, partners, tiers, caps, rules })
+    Some(RulesFile {
+        settings: settings?,
+        programs,
+        categories,
+        exclusions,
+        partners,
+        tiers,
+        tier_qualification,
+        bonuses,
+        category_choice,
+        caps,
+        rules,
+    })
+}
+
+/// A section that is one table, not named entries.
+fn single<T: DeserializeOwned>(
+    value: Option<toml::Value>,
+    section: &'static str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let value = value?;
+    typed::<T>(value).map_err(|(field, message)| problems.add(&Item::Section(section), field, message)).ok()
 }
 
 /// Names that end up in ids, keys and metric labels stay plain.
@@ -204,6 +230,14 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         }
     }
 
+    if !(1..=28).contains(&s.statement_day) {
+        problems.add(
+            &settings,
+            "statement_day",
+            format!("must be a day from 1 to 28, got {}", s.statement_day),
+        );
+    }
+
     let mut programs = Vec::new();
     let mut program_index = HashMap::new();
     for (name, p) in &def.programs {
@@ -223,12 +257,75 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         if p.unit.trim().is_empty() {
             problems.add(&item, "unit", "must not be empty");
         }
+        let hold = p.hold.as_ref().map(|h| {
+            match (h.days, h.until) {
+                (Some(_), Some(_)) => problems.add(&item, "hold", "give `days` or `until`, not both"),
+                (None, None) => problems.add(&item, "hold", "give `days = N` or `until = \"statement\"`"),
+                (Some(d), None) if d > 3650 => {
+                    problems.add(&item, "hold.days", format!("must be at most 3650, got {d}"))
+                }
+                _ => {}
+            }
+            Hold { days: h.days, until_statement: h.until.is_some(), require_clearing: h.require_clearing }
+        });
+        let expiry = p.expiry.as_ref().and_then(|e| {
+            let policies = [
+                e.after_days.map(ExpiryPolicy::AfterDays),
+                e.after_months.map(ExpiryPolicy::AfterMonths),
+                e.end_of_year.filter(|b| *b).map(|_| ExpiryPolicy::EndOfYear),
+                e.inactive_months.map(|months| ExpiryPolicy::Inactive { months }),
+            ];
+            let given: Vec<ExpiryPolicy> = policies.into_iter().flatten().collect();
+            match given.as_slice() {
+                [one] => {
+                    let zero = matches!(
+                        one,
+                        ExpiryPolicy::AfterDays(0)
+                            | ExpiryPolicy::AfterMonths(0)
+                            | ExpiryPolicy::Inactive { months: 0 }
+                    );
+                    if zero {
+                        problems.add(&item, "expiry", "a period of 0 would expire everything at once");
+                    }
+                    Some(Expiry { policy: *one, warn_days: e.warn_days })
+                }
+                _ => {
+                    problems.add(
+                        &item,
+                        "expiry",
+                        "give exactly one of after_days, after_months, end_of_year = true, inactive_months",
+                    );
+                    None
+                }
+            }
+        });
+        let redemption = p.redemption.as_ref().map(|r| {
+            positive(r.rate.0, &item, "redemption.rate", problems);
+            if let Some(min) = r.min {
+                positive(min.0, &item, "redemption.min", problems);
+            }
+            for (tier, rate) in &r.tier_rates {
+                if !def.tiers.contains_key(tier) {
+                    problems.add(&item, "redemption.tier_rates", format!("unknown tier \"{tier}\""));
+                }
+                positive(rate.0, &item, "redemption.tier_rates", problems);
+            }
+            Redemption {
+                rate: r.rate.0,
+                tier_rates: r.tier_rates.iter().map(|(t, v)| (t.clone(), v.0)).collect(),
+                min: r.min.map(|m| m.0),
+                charities: r.charities.clone(),
+            }
+        });
         program_index.insert(name.as_str(), programs.len());
         programs.push(Program {
             name: Arc::from(name.as_str()),
             kind: p.kind,
             unit: Arc::from(p.unit.as_str()),
             decimals,
+            hold,
+            expiry,
+            redemption,
         });
     }
 
@@ -245,6 +342,32 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let exclusions = lists(&def.exclusions, Item::Exclusion);
     let category_index: HashMap<&str, usize> =
         categories.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let category_choice = def.category_choice.as_ref().map(|c| {
+        let item = Item::Section("category_choice");
+        let mut offered = Vec::new();
+        for name in &c.offered {
+            match category_index.get(name.as_str()) {
+                Some(&i) if !offered.contains(&i) => offered.push(i),
+                Some(_) => problems.add(&item, "offered", format!("\"{name}\" is offered twice")),
+                None => problems.add(&item, "offered", format!("unknown category \"{name}\"")),
+            }
+        }
+        if c.choose == 0 || c.choose as usize > c.offered.len() {
+            problems.add(
+                &item,
+                "choose",
+                format!("must be from 1 to the {} offered, got {}", c.offered.len(), c.choose),
+            );
+        }
+        if !(1..=28).contains(&c.deadline_day) {
+            problems.add(
+                &item,
+                "deadline_day",
+                format!("must be a day from 1 to 28, got {}", c.deadline_day),
+            );
+        }
+        ChoiceConfig { offered, choose: c.choose, deadline_day: c.deadline_day }
+    });
 
     let mut partners = Vec::new();
     let mut partner_ids = HashMap::new();
@@ -277,9 +400,138 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let partner_index: HashMap<&str, usize> =
         def.partners.keys().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
 
-    let tiers: Vec<String> = def.tiers.keys().cloned().collect();
-    for name in &tiers {
-        check_name(name, &Item::Tier(name.clone()), "name", problems);
+    let mut tiers: Vec<Tier> = Vec::new();
+    for (name, t) in &def.tiers {
+        let item = Item::Tier(name.clone());
+        check_name(name, &item, "name", problems);
+        if t.threshold.0 < Decimal::ZERO {
+            problems.add(&item, "threshold", "must not be negative");
+        }
+        if let Some(other) = tiers.iter().find(|o| o.rank == t.rank) {
+            problems.add(&item, "rank", format!("tier \"{}\" has the same rank", other.name));
+        }
+        tiers.push(Tier { name: name.clone(), rank: t.rank, threshold: t.threshold.0 });
+    }
+    tiers.sort_by_key(|t| t.rank);
+    for pair in tiers.windows(2) {
+        if pair[1].threshold <= pair[0].threshold {
+            problems.add(
+                &Item::Tier(pair[1].name.clone()),
+                "threshold",
+                "must be above the thresholds of lower tiers",
+            );
+        }
+    }
+    let qualification_item = Item::Section("tier_qualification");
+    let tier_qualification = match (&def.tier_qualification, tiers.is_empty()) {
+        (None, false) => {
+            problems.add(
+                &qualification_item,
+                "tier_qualification",
+                "tiers need a [tier_qualification] section",
+            );
+            None
+        }
+        (Some(_), true) => {
+            problems.add(
+                &qualification_item,
+                "tier_qualification",
+                "there are no [tiers.<name>] to qualify for",
+            );
+            None
+        }
+        (None, true) => None,
+        (Some(q), false) => {
+            let program = match (q.measure, &q.program) {
+                (super::TierMeasure::Earned, Some(p)) => {
+                    let found = program_index.get(p.as_str()).copied();
+                    if found.is_none() {
+                        problems.add(&qualification_item, "program", format!("unknown program \"{p}\""));
+                    }
+                    found
+                }
+                (super::TierMeasure::Earned, None) => {
+                    problems.add(
+                        &qualification_item,
+                        "program",
+                        "measure \"earned\" needs the program whose earnings count",
+                    );
+                    None
+                }
+                (super::TierMeasure::Spend, Some(_)) => {
+                    problems.add(&qualification_item, "program", "only measure \"earned\" takes a program");
+                    None
+                }
+                (super::TierMeasure::Spend, None) => None,
+            };
+            let period = match (q.period, q.rolling_days) {
+                (super::file::TierPeriodDef::Rolling, Some(days)) if (1..=3650).contains(&days) => {
+                    TierPeriod::Rolling { days }
+                }
+                (super::file::TierPeriodDef::Rolling, _) => {
+                    problems.add(
+                        &qualification_item,
+                        "rolling_days",
+                        "a rolling period needs rolling_days from 1 to 3650",
+                    );
+                    TierPeriod::Rolling { days: 1 }
+                }
+                (_, Some(_)) => {
+                    problems.add(
+                        &qualification_item,
+                        "rolling_days",
+                        "only period \"rolling\" takes rolling_days",
+                    );
+                    TierPeriod::Month
+                }
+                (super::file::TierPeriodDef::Month, None) => TierPeriod::Month,
+                (super::file::TierPeriodDef::Quarter, None) => TierPeriod::Quarter,
+                (super::file::TierPeriodDef::Year, None) => TierPeriod::Year,
+            };
+            Some(TierQualification { measure: q.measure, program, period })
+        }
+    };
+    let mut bonuses = Vec::new();
+    for (name, b) in &def.bonuses {
+        let item = Item::Bonus(name.clone());
+        check_name(name, &item, "name", problems);
+        let Some(&program) = program_index.get(b.program.as_str()) else {
+            problems.add(&item, "program", format!("unknown program \"{}\"", b.program));
+            continue;
+        };
+        positive(b.amount.0, &item, "amount", problems);
+        if b.amount.0.normalize().scale() > programs[program].decimals {
+            problems.add(
+                &item,
+                "amount",
+                format!("{} has more decimal places than program \"{}\" keeps", b.amount.0, b.program),
+            );
+        }
+        let referral = b.on == super::BonusTrigger::Referral;
+        for (field, given) in [
+            ("min_purchase", b.min_purchase.is_some()),
+            ("max_per_referrer", b.max_per_referrer.is_some()),
+            ("per", b.per.is_some()),
+        ] {
+            if given && !referral {
+                problems.add(&item, field, "only referral bonuses take this");
+            }
+        }
+        if b.max_per_referrer.is_some() != b.per.is_some() {
+            problems.add(&item, "per", "max_per_referrer and per go together");
+        }
+        if bonuses.iter().any(|o: &Bonus| o.trigger == b.on) {
+            problems.add(&item, "on", "another bonus has the same trigger");
+        }
+        bonuses.push(Bonus {
+            name: Arc::from(name.as_str()),
+            trigger: b.on,
+            program,
+            amount: b.amount.0,
+            min_purchase: b.min_purchase.map(|m| m.0),
+            max_per_referrer: b.max_per_referrer,
+            per: b.per,
+        });
     }
 
     let mut caps = Vec::new();
@@ -505,6 +757,10 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         exclusions,
         partners,
         tiers,
+        tier_qualification,
+        bonuses,
+        category_choice,
+        statement_day: s.statement_day,
         caps,
         rules,
         groups,
@@ -520,7 +776,7 @@ fn compile_conditions(
     item: &Item,
     categories: &HashMap<&str, usize>,
     partners: &HashMap<&str, usize>,
-    tiers: &[String],
+    tiers: &[Tier],
     problems: &mut Problems,
 ) -> Conditions {
     let mut c = Conditions::default();
@@ -543,7 +799,7 @@ fn compile_conditions(
         }
     }
     for name in &w.tiers {
-        if !tiers.contains(name) {
+        if !tiers.iter().any(|t| &t.name == name) {
             problems.add(item, "when.tiers", format!("unknown tier \"{name}\""));
         }
     }
@@ -572,6 +828,7 @@ fn compile_conditions(
             problems.add(item, "when.max_amount", format!("{max} is below min_amount {min}"));
         }
     }
+    c.chosen = w.chosen;
     c.from = w.from.as_ref().map(|t| t.resolve(tz));
     c.to = w.to.as_ref().map(|t| t.resolve(tz));
     if let (Some(from), Some(to)) = (c.from, c.to) {

@@ -42,13 +42,57 @@ impl Rules {
             if partners.is_empty() { "none".into() } else { partners.join(", ") }
         );
         if !self.tiers.is_empty() {
-            let _ = writeln!(s, "  tiers: {}", self.tiers.join(", "));
+            let tiers: Vec<String> =
+                self.tiers.iter().map(|t| format!("{} (from {})", t.name, t.threshold)).collect();
+            let q = self.tier_qualification.as_ref().map_or(String::new(), |q| {
+                format!(", qualifying by {:?} per {:?}", q.measure, q.period).to_lowercase()
+            });
+            let _ = writeln!(s, "  tiers: {}{q}", tiers.join(", "));
+        }
+        for p in &self.programs {
+            let mut parts = Vec::new();
+            if let Some(h) = &p.hold {
+                let until = match (h.days, h.until_statement) {
+                    (Some(d), _) => format!("{d} days"),
+                    (None, _) => "the next statement date".to_string(),
+                };
+                let clearing = if h.require_clearing { ", and clearing" } else { "" };
+                parts.push(format!("pending until {until}{clearing}"));
+            }
+            if let Some(e) = &p.expiry {
+                let warn = e.warn_days.map_or(String::new(), |d| format!(", warned {d} days before"));
+                parts.push(format!("expiry {:?}{warn}", e.policy).to_lowercase());
+            }
+            if let Some(r) = &p.redemption {
+                parts.push(format!("redeemable at {} {} per {}", r.rate, self.currency, p.unit));
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(s, "  {}: {}", p.name, parts.join("; "));
+            }
+        }
+        for b in &self.bonuses {
+            let _ = writeln!(
+                s,
+                "  bonus {}: {} {} on {:?}",
+                b.name, b.amount, self.programs[b.program].unit, b.trigger
+            );
+        }
+        if let Some(c) = &self.category_choice {
+            let offered: Vec<&str> = c.offered.iter().map(|&i| self.categories[i].name.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "  category choice: {} of {}, until day {}",
+                c.choose,
+                offered.join(", "),
+                c.deadline_day
+            );
         }
         for cap in &self.caps {
             let period = match cap.period {
                 CapPeriod::Transaction => "per purchase",
                 CapPeriod::Month => "per calendar month",
                 CapPeriod::Quarter => "per calendar quarter",
+                CapPeriod::Statement => "per statement cycle",
             };
             let measure = match cap.measure {
                 CapMeasure::Reward => "reward",

@@ -139,6 +139,9 @@ pub struct SettingsDef {
     /// How long an event id is remembered to drop duplicates.
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window_days: u32,
+    /// Statement (billing) day of month of accounts that have not set one.
+    #[serde(default = "default_statement_day")]
+    pub statement_day: u32,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -151,6 +154,9 @@ fn default_refund_window() -> u32 {
 }
 fn default_dedupe_window() -> u32 {
     35
+}
+fn default_statement_day() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -174,6 +180,69 @@ pub struct ProgramDef {
     pub decimals: Option<u32>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Rewards stay pending until released.
+    #[serde(default)]
+    pub hold: Option<HoldDef>,
+    /// Available rewards expire ("burn").
+    #[serde(default)]
+    pub expiry: Option<ExpiryDef>,
+    /// The balance can be spent.
+    #[serde(default)]
+    pub redemption: Option<RedemptionDef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldUntil {
+    /// The account's next statement date after the purchase.
+    Statement,
+}
+
+/// `hold = { days = 30 }`, `hold = { until = "statement" }`; with
+/// `require_clearing = true` an authorised purchase's reward also waits
+/// for its clearing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldDef {
+    #[serde(default)]
+    pub days: Option<u32>,
+    #[serde(default)]
+    pub until: Option<HoldUntil>,
+    #[serde(default)]
+    pub require_clearing: bool,
+}
+
+/// Exactly one of the policies, and an optional warning before.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiryDef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_months: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_year: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_months: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_days: Option<u32>,
+}
+
+/// What one unit of the balance is worth when spent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedemptionDef {
+    /// Value of one unit, in the program's currency (`settings.currency`).
+    pub rate: ConfigDecimal,
+    /// Tier-specific rates, by tier name.
+    #[serde(default)]
+    pub tier_rates: BTreeMap<String, ConfigDecimal>,
+    /// Smallest amount (in units) one redemption may spend.
+    #[serde(default)]
+    pub min: Option<ConfigDecimal>,
+    /// Charities a redemption may donate to (empty: donations refused).
+    #[serde(default)]
+    pub charities: Vec<String>,
 }
 
 /// `[categories.<name>]` or `[exclusions.<name>]`: an MCC list, either
@@ -209,13 +278,99 @@ pub struct PartnerDef {
     pub description: Option<String>,
 }
 
-/// `[tiers.<name>]`: a status level that rules can require. Qualification
-/// (thresholds, periods) comes with the lifecycle mechanics.
+/// `[tiers.<name>]`: a status level. Reached when the qualification
+/// measure in a period reaches `threshold`; rules can require it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierDef {
     #[serde(default)]
     pub description: Option<String>,
+    /// Order of tiers, higher is better.
+    pub rank: u32,
+    /// Qualifying spend (or points earned) in a period.
+    pub threshold: ConfigDecimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierMeasure {
+    /// Purchase amounts (net of refunds).
+    Spend,
+    /// Points earned in `program` (never the balance).
+    Earned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierPeriodDef {
+    Month,
+    Quarter,
+    Year,
+    Rolling,
+}
+
+/// `[tier_qualification]`: how tiers are earned and kept.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierQualificationDef {
+    pub measure: TierMeasure,
+    /// With `measure = "earned"`: the program whose earnings count.
+    #[serde(default)]
+    pub program: Option<String>,
+    pub period: TierPeriodDef,
+    /// With `period = "rolling"`: the window in days.
+    #[serde(default)]
+    pub rolling_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BonusTrigger {
+    /// Once per account, on its `enrollment` event.
+    Enrollment,
+    /// To the referrer, when a referred account's first qualifying purchase
+    /// happens (once per referred account).
+    Referral,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalendarPeriod {
+    Month,
+    Quarter,
+    Year,
+}
+
+/// `[bonuses.<name>]`: a fixed reward for an account-level event.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BonusDef {
+    pub on: BonusTrigger,
+    pub program: String,
+    pub amount: ConfigDecimal,
+    /// Referral: the referred account's purchase must be at least this.
+    #[serde(default)]
+    pub min_purchase: Option<ConfigDecimal>,
+    /// Referral: most bonuses one referrer receives per `per`.
+    #[serde(default)]
+    pub max_per_referrer: Option<u32>,
+    #[serde(default)]
+    pub per: Option<CalendarPeriod>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `[category_choice]`: customers pick which offered categories get the
+/// boosted rate each month (rules with `when.chosen = true`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryChoiceDef {
+    pub offered: Vec<String>,
+    /// How many a customer picks (at most).
+    pub choose: u32,
+    /// A choice for a month is accepted until the end of this day of that
+    /// month (local time); earlier months' choices stay as they were.
+    pub deadline_day: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -224,6 +379,8 @@ pub enum CapPeriod {
     Transaction,
     Month,
     Quarter,
+    /// The account's statement cycle (from its statement day).
+    Statement,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -280,6 +437,9 @@ pub struct ConditionsDef {
     /// Event time window, exclusive end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<ConfigTime>,
+    /// The purchase's category is one the account chose for the month.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chosen: bool,
 }
 
 /// `effect = {...}`: exactly one way to compute the reward.
@@ -343,10 +503,24 @@ pub struct RulesFile {
     pub exclusions: BTreeMap<String, MccListDef>,
     pub partners: BTreeMap<String, PartnerDef>,
     pub tiers: BTreeMap<String, TierDef>,
+    pub tier_qualification: Option<TierQualificationDef>,
+    pub bonuses: BTreeMap<String, BonusDef>,
+    pub category_choice: Option<CategoryChoiceDef>,
     pub caps: BTreeMap<String, CapDef>,
     pub rules: Vec<RuleDef>,
 }
 
 /// The top-level sections a rules file may have.
-pub const SECTIONS: [&str; 8] =
-    ["settings", "programs", "categories", "exclusions", "partners", "tiers", "caps", "rules"];
+pub const SECTIONS: [&str; 11] = [
+    "settings",
+    "programs",
+    "categories",
+    "exclusions",
+    "partners",
+    "tiers",
+    "tier_qualification",
+    "bonuses",
+    "category_choice",
+    "caps",
+    "rules",
+];

@@ -8,7 +8,7 @@ pub mod file;
 mod mcc;
 
 pub use compile::{load, parse};
-pub use file::{CapMeasure, CapPeriod, ProgramKind};
+pub use file::{BonusTrigger, CalendarPeriod, CapMeasure, CapPeriod, ProgramKind, TierMeasure};
 pub use mcc::{DatedMccSet, MccSet};
 
 use crate::events::Mcc;
@@ -34,7 +34,13 @@ pub struct Rules {
     pub categories: Vec<Category>,
     pub exclusions: Vec<Category>,
     pub partners: Vec<Partner>,
-    pub tiers: Vec<String>,
+    /// Sorted by rank, lowest first.
+    pub tiers: Vec<Tier>,
+    pub tier_qualification: Option<TierQualification>,
+    pub bonuses: Vec<Bonus>,
+    pub category_choice: Option<ChoiceConfig>,
+    /// Statement day of accounts that set none.
+    pub statement_day: u32,
     pub caps: Vec<Cap>,
     /// In evaluation order: a multiplied rule before its multiplier, then
     /// priority (high first), then id.
@@ -66,6 +72,14 @@ impl Rules {
     pub fn cap(&self, id: &str) -> Option<&Cap> {
         self.caps.iter().find(|c| &*c.id == id)
     }
+
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    pub fn program_index(&self, name: &str) -> Option<usize> {
+        self.programs.iter().position(|p| &*p.name == name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +88,104 @@ pub struct Program {
     pub kind: ProgramKind,
     pub unit: Arc<str>,
     pub decimals: u32,
+    pub hold: Option<Hold>,
+    pub expiry: Option<Expiry>,
+    pub redemption: Option<Redemption>,
+}
+
+impl Program {
+    /// The smallest amount the program keeps (0.01, 1...).
+    pub fn step(&self) -> Decimal {
+        Decimal::new(1, self.decimals)
+    }
+}
+
+/// Rewards wait before they can be spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Released this many days after the purchase...
+    pub days: Option<u32>,
+    /// ...or at the account's next statement date.
+    pub until_statement: bool,
+    /// An authorised purchase's reward also waits for its clearing.
+    pub require_clearing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryPolicy {
+    AfterDays(u32),
+    AfterMonths(u32),
+    /// At the end of the calendar year it was earned in.
+    EndOfYear,
+    /// All of it, after this many months without a purchase.
+    Inactive {
+        months: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    pub policy: ExpiryPolicy,
+    /// Warn this many days before a lot expires.
+    pub warn_days: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redemption {
+    /// Value of one unit in the program's currency.
+    pub rate: Decimal,
+    /// Per tier name.
+    pub tier_rates: Vec<(String, Decimal)>,
+    pub min: Option<Decimal>,
+    pub charities: Vec<String>,
+}
+
+impl Redemption {
+    pub fn rate_for(&self, tier: Option<&str>) -> Decimal {
+        tier.and_then(|t| self.tier_rates.iter().find(|(n, _)| n == t)).map_or(self.rate, |(_, r)| *r)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    pub rank: u32,
+    pub threshold: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierPeriod {
+    Month,
+    Quarter,
+    Year,
+    Rolling { days: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct TierQualification {
+    pub measure: TierMeasure,
+    /// For `earned`: the program whose earnings count.
+    pub program: Option<usize>,
+    pub period: TierPeriod,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bonus {
+    pub name: Arc<str>,
+    pub trigger: BonusTrigger,
+    pub program: usize,
+    pub amount: Decimal,
+    pub min_purchase: Option<Decimal>,
+    pub max_per_referrer: Option<u32>,
+    pub per: Option<CalendarPeriod>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChoiceConfig {
+    /// Category indices customers may choose from.
+    pub offered: Vec<usize>,
+    pub choose: u32,
+    pub deadline_day: u32,
 }
 
 /// A named MCC list (a spending category or an exclusion list).
@@ -133,6 +245,8 @@ pub struct Conditions {
     pub max_amount: Option<Decimal>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+    /// The category must be one the account chose for the month.
+    pub chosen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +287,9 @@ pub enum Item {
     Tier(String),
     Cap(String),
     Rule(String),
+    Bonus(String),
+    /// A section without named entries (`[tier_qualification]`...).
+    Section(&'static str),
 }
 
 impl fmt::Display for Item {
@@ -187,6 +304,8 @@ impl fmt::Display for Item {
             Item::Tier(n) => write!(f, "tier \"{n}\""),
             Item::Cap(n) => write!(f, "cap \"{n}\""),
             Item::Rule(id) => write!(f, "rule \"{id}\""),
+            Item::Bonus(n) => write!(f, "bonus \"{n}\""),
+            Item::Section(n) => write!(f, "[{n}]"),
         }
     }
 }

@@ -1,52 +1,111 @@
-//! Per-account state: balances, cap counters and the purchases that a
-//! refund may still claw back. Plain data; the core updates it, the store
+//! Per-account state: balances (as pending holds and available lots), cap
+//! counters, the purchases a refund may still claw back, and the loyalty
+//! lifecycle (enrolment, tier and its qualification, chosen categories,
+//! statement day, referral). Plain data; the core updates it, the store
 //! persists it with [`AccountState::encode`].
 //!
-//! Names (programs, rules, caps) are stored as strings, not indices, so
-//! state stays meaningful when a new rules version reorders or removes them.
+//! Names (programs, rules, caps, tiers) are stored as strings, not indices,
+//! so state stays meaningful when a new rules version reorders or removes
+//! them.
 
 pub mod codec;
+mod encode;
 
 use crate::rules::{CapMeasure, Program};
 use crate::time::Timestamp;
-use codec::{CodecError, Reader, Writer};
 use rust_decimal::Decimal;
 use std::sync::Arc;
 
 /// Format version of an encoded [`AccountState`].
-pub const STATE_FORMAT: u8 = 1;
+pub const STATE_FORMAT: u8 = 2;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountState {
-    /// Latest event time seen on the account; retention is measured from it,
-    /// so out-of-order events never resurrect pruned data.
+    /// Latest event time seen on the account; retention and time-based
+    /// effects are measured from it, so out-of-order events never move
+    /// time backwards.
     pub watermark: Timestamp,
-    /// Current tier, when the program has tiers.
+    /// Current tier, if any.
     pub tier: Option<String>,
     /// Sorted by program name.
     pub balances: Vec<Balance>,
     /// Sorted by (cap, period).
     pub counters: Vec<CapCounter>,
-    /// Purchases still within the refund window that earned something, in
-    /// arrival order.
+    /// Purchases within the refund window that earned something or await
+    /// clearing, in arrival order.
     pub purchases: Vec<RetainedPurchase>,
+    /// Received the welcome bonus.
+    pub enrolled: bool,
+    /// Statement day of month, if the account set one.
+    pub statement_day: Option<u8>,
+    pub last_purchase: Option<Timestamp>,
+    /// Chosen categories per month, sorted by month.
+    pub choices: Vec<Choice>,
+    /// Tier qualification per period (or per day for rolling windows),
+    /// sorted by period.
+    pub qualifying: Vec<Qualifying>,
+    /// The tier period the tier was last evaluated in.
+    pub tier_period: Option<u32>,
+    /// Who referred this account, and whether its qualifying purchase came.
+    pub referral: Option<Referral>,
+    /// As a referrer: bonuses received per period, sorted by period.
+    pub referrals: Vec<(u32, u32)>,
+    /// The timer this account has registered: when it next needs attention
+    /// without an event of its own (a release, an expiry, a period end).
+    pub next_due: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balance {
     pub program: Arc<str>,
     pub unit: Arc<str>,
-    /// Decimal places the program keeps (for proportional clawback).
+    /// Decimal places the program keeps.
     pub decimals: u32,
+    /// Spendable: always the sum of `lots`.
     pub available: Decimal,
+    /// Earned but not yet released: always the sum of `holds`.
+    pub pending: Decimal,
+    /// Taken back by refunds beyond what was available; repaid first from
+    /// future rewards, so the balance never goes negative.
+    pub owed: Decimal,
     pub lifetime_earned: Decimal,
     pub clawed_back: Decimal,
+    pub redeemed: Decimal,
+    pub expired: Decimal,
+    /// Available rewards by expiry, soonest first (no expiry last).
+    pub lots: Vec<Lot>,
+    /// Pending rewards, in order of earning.
+    pub holds: Vec<Hold>,
+}
+
+/// Available rewards that expire together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lot {
+    /// When it was (last) earned into.
+    pub earned_at: Timestamp,
+    pub amount: Decimal,
+    /// `None`: no expiry, or expiry after inactivity (computed).
+    pub expires_at: Option<Timestamp>,
+    /// An expiry warning was sent.
+    pub warned: bool,
+}
+
+/// A pending reward of one rule on one purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub source: String,
+    pub rule: Arc<str>,
+    pub earned_at: Timestamp,
+    pub amount: Decimal,
+    pub release_at: Timestamp,
+    /// False while an authorisation awaits clearing (when required).
+    pub cleared: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapCounter {
     pub cap: Arc<str>,
-    /// Month or quarter key (see `time::LocalTime`).
+    /// Month, quarter or statement-cycle key.
     pub period: u32,
     pub used: Decimal,
 }
@@ -58,6 +117,8 @@ pub struct RetainedPurchase {
     pub amount: Decimal,
     /// Refunded or reversed so far.
     pub refunded: Decimal,
+    /// Authorised and not yet cleared.
+    pub authorized: bool,
     pub accruals: Vec<RetainedAccrual>,
 }
 
@@ -81,6 +142,84 @@ pub struct CapUse {
     pub restored: Decimal,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub month: u32,
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qualifying {
+    pub period: u32,
+    pub value: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referral {
+    pub referrer: String,
+    pub qualified: bool,
+}
+
+impl Balance {
+    fn new(program: &Program) -> Balance {
+        Balance {
+            program: program.name.clone(),
+            unit: program.unit.clone(),
+            decimals: program.decimals,
+            available: Decimal::ZERO,
+            pending: Decimal::ZERO,
+            owed: Decimal::ZERO,
+            lifetime_earned: Decimal::ZERO,
+            clawed_back: Decimal::ZERO,
+            redeemed: Decimal::ZERO,
+            expired: Decimal::ZERO,
+            lots: Vec::new(),
+            holds: Vec::new(),
+        }
+    }
+
+    /// Adds to the lot expiring at `expires_at` (creating it in order).
+    pub fn add_lot(&mut self, amount: Decimal, earned_at: Timestamp, expires_at: Option<Timestamp>) {
+        self.available += amount;
+        if let Some(lot) = self.lots.iter_mut().find(|l| l.expires_at == expires_at) {
+            lot.amount += amount;
+            lot.earned_at = lot.earned_at.max(earned_at);
+            return;
+        }
+        let at = self.lots.partition_point(|l| match (l.expires_at, expires_at) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        });
+        self.lots.insert(at, Lot { earned_at, amount, expires_at, warned: false });
+    }
+
+    /// Takes up to `amount` from the lots, soonest-expiring first (or from
+    /// `first` before the others); returns what it took.
+    pub fn take_from_lots(&mut self, amount: Decimal, first: Option<Option<Timestamp>>) -> Decimal {
+        let mut left = amount;
+        let mut order: Vec<usize> = (0..self.lots.len()).collect();
+        if let Some(preferred) = first {
+            if let Some(i) = self.lots.iter().position(|l| l.expires_at == preferred) {
+                order.retain(|&j| j != i);
+                order.insert(0, i);
+            }
+        }
+        for i in order {
+            if left <= Decimal::ZERO {
+                break;
+            }
+            let take = self.lots[i].amount.min(left);
+            self.lots[i].amount -= take;
+            left -= take;
+        }
+        self.lots.retain(|l| l.amount > Decimal::ZERO);
+        let taken = amount - left;
+        self.available -= taken;
+        taken
+    }
+}
+
 impl AccountState {
     pub fn balance(&self, program: &str) -> Option<&Balance> {
         self.balances.iter().find(|b| &*b.program == program)
@@ -91,17 +230,7 @@ impl AccountState {
         let at = match self.balances.binary_search_by(|b| (*b.program).cmp(&program.name)) {
             Ok(i) => i,
             Err(i) => {
-                self.balances.insert(
-                    i,
-                    Balance {
-                        program: program.name.clone(),
-                        unit: program.unit.clone(),
-                        decimals: program.decimals,
-                        available: Decimal::ZERO,
-                        lifetime_earned: Decimal::ZERO,
-                        clawed_back: Decimal::ZERO,
-                    },
-                );
+                self.balances.insert(i, Balance::new(program));
                 i
             }
         };
@@ -129,156 +258,86 @@ impl AccountState {
         self.purchases.iter_mut().rev().find(|p| p.event_id == event_id)
     }
 
-    pub fn encode(&self, w: &mut Writer) {
-        w.u8(STATE_FORMAT);
-        w.i64(self.watermark.0);
-        match &self.tier {
-            Some(t) => {
-                w.u8(1);
-                w.str(t);
-            }
-            None => w.u8(0),
-        }
-        w.u64(self.balances.len() as u64);
-        for b in &self.balances {
-            w.str(&b.program);
-            w.str(&b.unit);
-            w.u8(b.decimals as u8);
-            w.decimal(b.available);
-            w.decimal(b.lifetime_earned);
-            w.decimal(b.clawed_back);
-        }
-        w.u64(self.counters.len() as u64);
-        for c in &self.counters {
-            w.str(&c.cap);
-            w.u64(u64::from(c.period));
-            w.decimal(c.used);
-        }
-        w.u64(self.purchases.len() as u64);
-        for p in &self.purchases {
-            w.str(&p.event_id);
-            w.i64(p.at.0);
-            w.decimal(p.amount);
-            w.decimal(p.refunded);
-            w.u64(p.accruals.len() as u64);
-            for a in &p.accruals {
-                w.str(&a.rule);
-                w.str(&a.program);
-                w.decimal(a.earned);
-                w.decimal(a.clawed);
-                w.u64(a.caps.len() as u64);
-                for u in &a.caps {
-                    w.str(&u.cap);
-                    w.u64(u64::from(u.period));
-                    w.u8(match u.measure {
-                        CapMeasure::Reward => 0,
-                        CapMeasure::Spend => 1,
-                    });
-                    w.decimal(u.used);
-                    w.decimal(u.restored);
-                }
-            }
-        }
+    /// Categories chosen for a month.
+    pub fn chosen(&self, month: u32) -> &[String] {
+        self.choices.iter().find(|c| c.month == month).map_or(&[], |c| &c.categories)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<AccountState, CodecError> {
-        let mut r = Reader::new(bytes);
-        r.version(STATE_FORMAT)?;
-        let watermark = Timestamp(r.i64()?);
-        let tier = match r.u8()? {
-            0 => None,
-            1 => Some(r.str()?.to_string()),
-            _ => return Err(CodecError::Corrupt("tier flag")),
-        };
-        let n = r.count()?;
-        let mut balances = Vec::with_capacity(n);
-        for _ in 0..n {
-            balances.push(Balance {
-                program: Arc::from(r.str()?),
-                unit: Arc::from(r.str()?),
-                decimals: u32::from(r.u8()?),
-                available: r.decimal()?,
-                lifetime_earned: r.decimal()?,
-                clawed_back: r.decimal()?,
-            });
+    /// Qualification in a period.
+    pub fn qualifying_in(&self, period: u32) -> Decimal {
+        self.qualifying.iter().find(|q| q.period == period).map_or(Decimal::ZERO, |q| q.value)
+    }
+
+    /// Adds qualification to a period (negative for a refund).
+    pub fn add_qualifying(&mut self, period: u32, delta: Decimal) {
+        match self.qualifying.binary_search_by_key(&period, |q| q.period) {
+            Ok(i) => self.qualifying[i].value += delta,
+            Err(i) => self.qualifying.insert(i, Qualifying { period, value: delta }),
         }
-        let n = r.count()?;
-        let mut counters = Vec::with_capacity(n);
-        for _ in 0..n {
-            counters.push(CapCounter { cap: Arc::from(r.str()?), period: r.u32()?, used: r.decimal()? });
-        }
-        let n = r.count()?;
-        let mut purchases = Vec::with_capacity(n);
-        for _ in 0..n {
-            let event_id = r.str()?.to_string();
-            let at = Timestamp(r.i64()?);
-            let amount = r.decimal()?;
-            let refunded = r.decimal()?;
-            let k = r.count()?;
-            let mut accruals = Vec::with_capacity(k);
-            for _ in 0..k {
-                let rule = Arc::from(r.str()?);
-                let program = Arc::from(r.str()?);
-                let earned = r.decimal()?;
-                let clawed = r.decimal()?;
-                let m = r.count()?;
-                let mut caps = Vec::with_capacity(m);
-                for _ in 0..m {
-                    caps.push(CapUse {
-                        cap: Arc::from(r.str()?),
-                        period: r.u32()?,
-                        measure: match r.u8()? {
-                            0 => CapMeasure::Reward,
-                            1 => CapMeasure::Spend,
-                            _ => return Err(CodecError::Corrupt("cap measure")),
-                        },
-                        used: r.decimal()?,
-                        restored: r.decimal()?,
-                    });
-                }
-                accruals.push(RetainedAccrual { rule, program, earned, clawed, caps });
-            }
-            purchases.push(RetainedPurchase { event_id, at, amount, refunded, accruals });
-        }
-        if !r.is_empty() {
-            return Err(CodecError::Corrupt("trailing bytes"));
-        }
-        Ok(AccountState { watermark, tier, balances, counters, purchases })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::codec::{CodecError, Writer};
     use std::str::FromStr;
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
     }
 
-    pub(crate) fn sample() -> AccountState {
-        let cashback: Arc<str> = Arc::from("cashback");
-        let mut s = AccountState { watermark: Timestamp(1_700_000_000_000), ..Default::default() };
-        s.tier = Some("gold".into());
-        let program = Program {
-            name: cashback.clone(),
+    fn program() -> Program {
+        Program {
+            name: Arc::from("cashback"),
             kind: crate::rules::ProgramKind::Cashback,
             unit: Arc::from("RUB"),
             decimals: 2,
-        };
-        let b = s.balance_mut(&program);
-        b.available = d("61.72");
-        b.lifetime_earned = d("70.00");
-        b.clawed_back = d("8.28");
+            hold: None,
+            expiry: None,
+            redemption: None,
+        }
+    }
+
+    pub(crate) fn sample() -> AccountState {
+        let mut s = AccountState { watermark: Timestamp(1_700_000_000_000), ..Default::default() };
+        s.tier = Some("gold".into());
+        s.enrolled = true;
+        s.statement_day = Some(15);
+        s.last_purchase = Some(Timestamp(1_699_000_000_000));
+        s.choices.push(Choice { month: 24_322, categories: vec!["groceries".into(), "fuel".into()] });
+        s.add_qualifying(8_107, d("60000.00"));
+        s.tier_period = Some(8_107);
+        s.referral = Some(Referral { referrer: "acc-9".into(), qualified: true });
+        s.referrals.push((2026, 3));
+        s.next_due = Some(Timestamp(1_710_000_000_000));
+        let b = s.balance_mut(&program());
+        b.add_lot(d("61.72"), Timestamp(1_700_000_000_000), Some(Timestamp(1_730_000_000_000)));
+        b.add_lot(d("5.00"), Timestamp(1_690_000_000_000), None);
+        b.pending = d("10.00");
+        b.holds.push(Hold {
+            source: "e-2".into(),
+            rule: Arc::from("groceries-5"),
+            earned_at: Timestamp(1_700_000_000_000),
+            amount: d("10.00"),
+            release_at: Timestamp(1_702_000_000_000),
+            cleared: false,
+        });
+        b.lifetime_earned = d("80.00");
+        b.clawed_back = d("3.28");
+        b.owed = d("0.50");
+        b.redeemed = d("1");
+        b.expired = d("0.5");
         s.add_cap_use(&Arc::from("groceries-monthly"), 24_322, d("61.72"));
         s.purchases.push(RetainedPurchase {
             event_id: "e-1".into(),
             at: Timestamp(1_700_000_000_000),
             amount: d("1234.56"),
             refunded: d("0"),
+            authorized: true,
             accruals: vec![RetainedAccrual {
                 rule: Arc::from("groceries-5"),
-                program: cashback,
+                program: Arc::from("cashback"),
                 earned: d("61.72"),
                 clawed: d("0"),
                 caps: vec![CapUse {
@@ -311,5 +370,26 @@ mod tests {
         for cut in 0..w.buf.len() {
             assert!(AccountState::decode(&w.buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn lots_keep_order_and_spend_soonest_first() {
+        let mut b = Balance::new(&program());
+        b.add_lot(d("10"), Timestamp(1), Some(Timestamp(300)));
+        b.add_lot(d("5"), Timestamp(2), None);
+        b.add_lot(d("7"), Timestamp(3), Some(Timestamp(100)));
+        b.add_lot(d("1"), Timestamp(4), Some(Timestamp(300)));
+        let order: Vec<_> = b.lots.iter().map(|l| (l.expires_at, l.amount)).collect();
+        assert_eq!(
+            order,
+            vec![(Some(Timestamp(100)), d("7")), (Some(Timestamp(300)), d("11")), (None, d("5"))]
+        );
+        assert_eq!(b.available, d("23"));
+        assert_eq!(b.take_from_lots(d("9"), None), d("9"));
+        assert_eq!(b.lots.iter().map(|l| l.amount).collect::<Vec<_>>(), vec![d("9"), d("5")]);
+        assert_eq!(b.take_from_lots(d("6"), Some(None)), d("6"));
+        assert_eq!(b.lots.iter().map(|l| l.amount).collect::<Vec<_>>(), vec![d("8")]);
+        assert_eq!(b.take_from_lots(d("100"), None), d("8"));
+        assert_eq!(b.available, d("0"));
     }
 }

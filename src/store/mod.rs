@@ -7,6 +7,8 @@
 //! - `accounts`: partition ++ account id -> [`AccountState`] (versioned)
 //! - `dedupe`:   partition ++ event id -> event time first seen
 //! - `outbox`:   partition ++ input offset -> records still to publish
+//! - `timers`:   partition ++ due time ++ account id -> (): when an account
+//!   next needs attention without an event of its own
 //! - `meta`:     partition ++ "progress" -> next input offset, stream time;
 //!   and engine-wide keys under the prefix FF FF FF FF (not a valid Kafka
 //!   partition): "rules_version", and whatever the engine keeps there (the
@@ -27,6 +29,7 @@ const CF_ACCOUNTS: &str = "accounts";
 const CF_DEDUPE: &str = "dedupe";
 const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
+const CF_TIMERS: &str = "timers";
 const PROGRESS: &[u8] = b"progress";
 const RULES_VERSION: &[u8] = b"rules_version";
 /// Prefix of engine-wide meta keys: no Kafka partition is 0xFFFFFFFF.
@@ -101,6 +104,16 @@ fn partition_key(partition: u32, suffix: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Timer keys sort by due time: the sign bit flipped makes i64 order
+/// equal to byte order.
+fn timer_key(partition: u32, due: Timestamp, account: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(12 + account.len());
+    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(&((due.0 as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(account.as_bytes());
+    key
+}
+
 fn decode_seen(value: &[u8]) -> Option<Timestamp> {
     Reader::new(value).i64().ok().map(Timestamp)
 }
@@ -146,6 +159,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_DEDUPE, dedupe),
             ColumnFamilyDescriptor::new(CF_OUTBOX, cf_options(false)),
             ColumnFamilyDescriptor::new(CF_META, cf_options(false)),
+            ColumnFamilyDescriptor::new(CF_TIMERS, cf_options(false)),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(db_err)?;
         let mut write = WriteOptions::default();
@@ -252,6 +266,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Accounts of a partition with a timer due by `up_to`, soonest first.
+    pub fn due_timers(
+        &self,
+        partition: u32,
+        up_to: Timestamp,
+    ) -> Result<Vec<(Timestamp, String)>, StoreError> {
+        let start = timer_key(partition, Timestamp(i64::MIN), "");
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(CF_TIMERS), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (key, _) = item.map_err(|e| self.db_err(e))?;
+            if key.len() < 12 || key[..4] != partition.to_be_bytes() {
+                break;
+            }
+            let raw = u64::from_be_bytes(key[4..12].try_into().unwrap_or([0; 8]));
+            let due = Timestamp((raw ^ (1 << 63)) as i64);
+            if due > up_to {
+                break;
+            }
+            out.push((due, String::from_utf8_lossy(&key[12..]).into_owned()));
+        }
+        Ok(out)
+    }
+
     /// Starts a batch of changes, committed atomically by [`Store::commit`].
     pub fn batch(&self) -> LedgerBatch<'_> {
         LedgerBatch {
@@ -282,7 +320,7 @@ impl Store {
             None => vec![0xff; 5],
         };
         let mut batch = WriteBatch::default();
-        for cf in [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META] {
+        for cf in [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META, CF_TIMERS] {
             batch.delete_range_cf(self.cf(cf), &from, &to);
         }
         self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))
@@ -333,6 +371,25 @@ impl LedgerBatch<'_> {
     pub fn put_outbox(&mut self, partition: u32, offset: u64, records: &[u8]) {
         let key = partition_key(partition, &offset.to_be_bytes());
         self.batch.put_cf(self.store.cf(CF_OUTBOX), key, records);
+    }
+
+    /// Moves an account's timer from `old` to `new` (either may be none).
+    pub fn set_timer(
+        &mut self,
+        partition: u32,
+        account: &str,
+        old: Option<Timestamp>,
+        new: Option<Timestamp>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            self.batch.delete_cf(self.store.cf(CF_TIMERS), timer_key(partition, old, account));
+        }
+        if let Some(new) = new {
+            self.batch.put_cf(self.store.cf(CF_TIMERS), timer_key(partition, new, account), []);
+        }
     }
 
     /// Drops outbox entries below `offset` (published and committed).
@@ -411,6 +468,25 @@ mod tests {
         assert_eq!(store.account(0, "a-1").unwrap(), None);
         assert_eq!(store.progress(0).unwrap(), None);
         assert!(store.account(1, "a-1").unwrap().is_some());
+    }
+
+    #[test]
+    fn timers_come_back_in_due_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let mut b = store.batch();
+        b.set_timer(1, "late", None, Some(Timestamp(300)));
+        b.set_timer(1, "early", None, Some(Timestamp(-5)));
+        b.set_timer(1, "moved", None, Some(Timestamp(100)));
+        b.set_timer(2, "other", None, Some(Timestamp(1)));
+        store.commit(b).unwrap();
+        let mut b = store.batch();
+        b.set_timer(1, "moved", Some(Timestamp(100)), Some(Timestamp(200)));
+        store.commit(b).unwrap();
+        let due = store.due_timers(1, Timestamp(250)).unwrap();
+        assert_eq!(due, vec![(Timestamp(-5), "early".to_string()), (Timestamp(200), "moved".to_string())]);
+        assert_eq!(store.due_timers(1, Timestamp(1000)).unwrap().len(), 3);
+        assert_eq!(store.due_timers(2, Timestamp(0)).unwrap(), vec![]);
     }
 
     #[test]

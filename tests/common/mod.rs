@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: build events, run the core.
 #![allow(dead_code)]
 
-use accrual::accrue::{AccrualRecord, Core, Outcome};
+use accrual::accrue::{AccrualRecord, Core, DerivedEvent, Effects, Outcome};
 use accrual::events::Decoder;
 use accrual::rules::{self, Rules};
 use accrual::state::AccountState;
@@ -84,11 +84,31 @@ impl Harness {
 
     /// Applies one event; returns the outcome and the records it produced.
     pub fn apply(&mut self, line: &str) -> (Outcome, Vec<AccrualRecord>) {
+        let (outcome, effects) = self.apply_effects(line);
+        (outcome, effects.records)
+    }
+
+    /// Applies one event; returns the outcome, records and derived events.
+    pub fn apply_effects(&mut self, line: &str) -> (Outcome, Effects) {
         let event = self.decoder.decode(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"));
         let state = self.accounts.entry(event.account_id.to_string()).or_default();
-        let mut out = Vec::new();
+        let mut out = Effects::default();
         let outcome = self.core.apply(state, &event, &mut out);
         (outcome, out)
+    }
+
+    /// Brings an account to `at` as a clock event would.
+    pub fn advance(&mut self, account: &str, at: &str) -> Vec<AccrualRecord> {
+        let at = accrual::time::Timestamp::parse_rfc3339(at).expect("time");
+        let state = self.accounts.entry(account.to_string()).or_default();
+        let mut out = Effects::default();
+        self.core.advance(state, account, at, "clock", &mut out);
+        out.records
+    }
+
+    /// Derived events delivered as their own events.
+    pub fn deliver(&mut self, derived: &[DerivedEvent]) -> Vec<(Outcome, Vec<AccrualRecord>)> {
+        derived.iter().map(|d| self.apply(std::str::from_utf8(&d.payload).expect("utf8"))).collect()
     }
 
     /// Applies one event and returns `(rule, kind, amount)` per record.

@@ -1,0 +1,86 @@
+//! What a customer asks: how much is available, how much pending, what
+//! burns when, which tier and how far to the next.
+
+use super::tiers;
+use crate::rules::{ExpiryPolicy, Rules};
+use crate::state::AccountState;
+use crate::time::{self, Timestamp};
+use rust_decimal::Decimal;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramView {
+    pub program: String,
+    pub unit: String,
+    pub available: Decimal,
+    pub pending: Decimal,
+    pub lifetime_earned: Decimal,
+    pub redeemed: Decimal,
+    pub expired: Decimal,
+    /// Taken back by refunds beyond the balance, repaid from future rewards.
+    pub owed: Decimal,
+    /// The next lots to expire: (when, how much), soonest first.
+    pub next_expiring: Vec<(Timestamp, Decimal)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierProgress {
+    /// The qualification period it counts in (e.g. `2026-Q4`).
+    pub period: String,
+    pub value: Decimal,
+    /// The next tier up and its threshold, if any.
+    pub next: Option<(String, Decimal)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceView {
+    pub tier: Option<String>,
+    pub tier_progress: Option<TierProgress>,
+    pub programs: Vec<ProgramView>,
+}
+
+/// The account's balances as of its own time (the view does not move time;
+/// holds and expiries due but not yet applied show as they are in state).
+pub fn balance_view(rules: &Rules, state: &AccountState, lots: usize) -> BalanceView {
+    let tz = rules.timezone;
+    let programs = state
+        .balances
+        .iter()
+        .map(|b| {
+            let program = rules.program(&b.program);
+            let inactive = program.and_then(|p| p.expiry).and_then(|e| match e.policy {
+                ExpiryPolicy::Inactive { months } => Some(months),
+                _ => None,
+            });
+            let next_expiring = b
+                .lots
+                .iter()
+                .filter_map(|l| {
+                    let when = match inactive {
+                        Some(months) => Some(time::add_months(
+                            state.last_purchase.unwrap_or(l.earned_at).max(l.earned_at),
+                            months,
+                            tz,
+                        )),
+                        None => l.expires_at,
+                    };
+                    when.map(|w| (w, l.amount))
+                })
+                .take(lots)
+                .collect();
+            ProgramView {
+                program: b.program.to_string(),
+                unit: b.unit.to_string(),
+                available: b.available,
+                pending: b.pending,
+                lifetime_earned: b.lifetime_earned,
+                redeemed: b.redeemed,
+                expired: b.expired,
+                owed: b.owed,
+                next_expiring,
+            }
+        })
+        .collect();
+    let tier_progress = tiers::progress(rules, state, state.watermark)
+        .map(|(period, value, next)| TierProgress { period, value, next });
+    BalanceView { tier: state.tier.clone(), tier_progress, programs }
+}

@@ -1,0 +1,255 @@
+//! The binary form of [`AccountState`] (format 2): fields in a fixed order,
+//! lists with a length prefix. Decoding is total: corrupt bytes are an
+//! error, never a panic.
+
+use super::codec::{CodecError, Reader, Writer};
+use super::*;
+
+fn put_opt_time(w: &mut Writer, t: Option<Timestamp>) {
+    match t {
+        Some(t) => {
+            w.u8(1);
+            w.i64(t.0);
+        }
+        None => w.u8(0),
+    }
+}
+
+fn opt_time(r: &mut Reader<'_>) -> Result<Option<Timestamp>, CodecError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(Timestamp(r.i64()?))),
+        _ => Err(CodecError::Corrupt("optional time flag")),
+    }
+}
+
+fn flag(r: &mut Reader<'_>) -> Result<bool, CodecError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(CodecError::Corrupt("flag")),
+    }
+}
+
+impl AccountState {
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(STATE_FORMAT);
+        w.i64(self.watermark.0);
+        w.u8(u8::from(self.tier.is_some()));
+        if let Some(t) = &self.tier {
+            w.str(t);
+        }
+        w.u64(self.balances.len() as u64);
+        for b in &self.balances {
+            w.str(&b.program);
+            w.str(&b.unit);
+            w.u8(b.decimals as u8);
+            for v in [b.available, b.pending, b.owed, b.lifetime_earned, b.clawed_back, b.redeemed, b.expired]
+            {
+                w.decimal(v);
+            }
+            w.u64(b.lots.len() as u64);
+            for l in &b.lots {
+                w.i64(l.earned_at.0);
+                w.decimal(l.amount);
+                put_opt_time(w, l.expires_at);
+                w.u8(u8::from(l.warned));
+            }
+            w.u64(b.holds.len() as u64);
+            for h in &b.holds {
+                w.str(&h.source);
+                w.str(&h.rule);
+                w.i64(h.earned_at.0);
+                w.decimal(h.amount);
+                w.i64(h.release_at.0);
+                w.u8(u8::from(h.cleared));
+            }
+        }
+        w.u64(self.counters.len() as u64);
+        for c in &self.counters {
+            w.str(&c.cap);
+            w.u64(u64::from(c.period));
+            w.decimal(c.used);
+        }
+        w.u64(self.purchases.len() as u64);
+        for p in &self.purchases {
+            w.str(&p.event_id);
+            w.i64(p.at.0);
+            w.decimal(p.amount);
+            w.decimal(p.refunded);
+            w.u8(u8::from(p.authorized));
+            w.u64(p.accruals.len() as u64);
+            for a in &p.accruals {
+                w.str(&a.rule);
+                w.str(&a.program);
+                w.decimal(a.earned);
+                w.decimal(a.clawed);
+                w.u64(a.caps.len() as u64);
+                for u in &a.caps {
+                    w.str(&u.cap);
+                    w.u64(u64::from(u.period));
+                    w.u8(match u.measure {
+                        CapMeasure::Reward => 0,
+                        CapMeasure::Spend => 1,
+                    });
+                    w.decimal(u.used);
+                    w.decimal(u.restored);
+                }
+            }
+        }
+        w.u8(u8::from(self.enrolled));
+        w.u8(self.statement_day.unwrap_or(0));
+        put_opt_time(w, self.last_purchase);
+        w.u64(self.choices.len() as u64);
+        for c in &self.choices {
+            w.u64(u64::from(c.month));
+            w.u64(c.categories.len() as u64);
+            for name in &c.categories {
+                w.str(name);
+            }
+        }
+        w.u64(self.qualifying.len() as u64);
+        for q in &self.qualifying {
+            w.u64(u64::from(q.period));
+            w.decimal(q.value);
+        }
+        match self.tier_period {
+            Some(p) => {
+                w.u8(1);
+                w.u64(u64::from(p));
+            }
+            None => w.u8(0),
+        }
+        match &self.referral {
+            Some(r) => {
+                w.u8(1);
+                w.str(&r.referrer);
+                w.u8(u8::from(r.qualified));
+            }
+            None => w.u8(0),
+        }
+        w.u64(self.referrals.len() as u64);
+        for (period, count) in &self.referrals {
+            w.u64(u64::from(*period));
+            w.u64(u64::from(*count));
+        }
+        put_opt_time(w, self.next_due);
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<AccountState, CodecError> {
+        let mut r = Reader::new(bytes);
+        r.version(STATE_FORMAT)?;
+        let mut s = AccountState { watermark: Timestamp(r.i64()?), ..AccountState::default() };
+        if flag(&mut r)? {
+            s.tier = Some(r.str()?.to_string());
+        }
+        for _ in 0..r.count()? {
+            let program = Arc::from(r.str()?);
+            let unit = Arc::from(r.str()?);
+            let decimals = u32::from(r.u8()?);
+            let mut v = [Decimal::ZERO; 7];
+            for slot in &mut v {
+                *slot = r.decimal()?;
+            }
+            let mut lots = Vec::new();
+            for _ in 0..r.count()? {
+                lots.push(Lot {
+                    earned_at: Timestamp(r.i64()?),
+                    amount: r.decimal()?,
+                    expires_at: opt_time(&mut r)?,
+                    warned: flag(&mut r)?,
+                });
+            }
+            let mut holds = Vec::new();
+            for _ in 0..r.count()? {
+                holds.push(Hold {
+                    source: r.str()?.to_string(),
+                    rule: Arc::from(r.str()?),
+                    earned_at: Timestamp(r.i64()?),
+                    amount: r.decimal()?,
+                    release_at: Timestamp(r.i64()?),
+                    cleared: flag(&mut r)?,
+                });
+            }
+            let [available, pending, owed, lifetime_earned, clawed_back, redeemed, expired] = v;
+            s.balances.push(Balance {
+                program,
+                unit,
+                decimals,
+                available,
+                pending,
+                owed,
+                lifetime_earned,
+                clawed_back,
+                redeemed,
+                expired,
+                lots,
+                holds,
+            });
+        }
+        for _ in 0..r.count()? {
+            s.counters.push(CapCounter { cap: Arc::from(r.str()?), period: r.u32()?, used: r.decimal()? });
+        }
+        for _ in 0..r.count()? {
+            let event_id = r.str()?.to_string();
+            let at = Timestamp(r.i64()?);
+            let amount = r.decimal()?;
+            let refunded = r.decimal()?;
+            let authorized = flag(&mut r)?;
+            let mut accruals = Vec::new();
+            for _ in 0..r.count()? {
+                let rule = Arc::from(r.str()?);
+                let program = Arc::from(r.str()?);
+                let earned = r.decimal()?;
+                let clawed = r.decimal()?;
+                let mut caps = Vec::new();
+                for _ in 0..r.count()? {
+                    caps.push(CapUse {
+                        cap: Arc::from(r.str()?),
+                        period: r.u32()?,
+                        measure: match r.u8()? {
+                            0 => CapMeasure::Reward,
+                            1 => CapMeasure::Spend,
+                            _ => return Err(CodecError::Corrupt("cap measure")),
+                        },
+                        used: r.decimal()?,
+                        restored: r.decimal()?,
+                    });
+                }
+                accruals.push(RetainedAccrual { rule, program, earned, clawed, caps });
+            }
+            s.purchases.push(RetainedPurchase { event_id, at, amount, refunded, authorized, accruals });
+        }
+        s.enrolled = flag(&mut r)?;
+        s.statement_day = match r.u8()? {
+            0 => None,
+            d => Some(d),
+        };
+        s.last_purchase = opt_time(&mut r)?;
+        for _ in 0..r.count()? {
+            let month = r.u32()?;
+            let mut categories = Vec::new();
+            for _ in 0..r.count()? {
+                categories.push(r.str()?.to_string());
+            }
+            s.choices.push(Choice { month, categories });
+        }
+        for _ in 0..r.count()? {
+            s.qualifying.push(Qualifying { period: r.u32()?, value: r.decimal()? });
+        }
+        if flag(&mut r)? {
+            s.tier_period = Some(r.u32()?);
+        }
+        if flag(&mut r)? {
+            s.referral = Some(Referral { referrer: r.str()?.to_string(), qualified: flag(&mut r)? });
+        }
+        for _ in 0..r.count()? {
+            s.referrals.push((r.u32()?, r.u32()?));
+        }
+        s.next_due = opt_time(&mut r)?;
+        if !r.is_empty() {
+            return Err(CodecError::Corrupt("trailing bytes"));
+        }
+        Ok(s)
+    }
+}
