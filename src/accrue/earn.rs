@@ -267,7 +267,7 @@ fn clearing(
         }
     }
     let before = out.records.len();
-    lifecycle::release_due(ctx, state, event.occurred_at.max(state.watermark), &mut out.records);
+    lifecycle::apply_due(ctx, state, event.occurred_at.max(state.watermark), &mut out.records);
     Some(match out.records.len() - before {
         0 => Outcome::NoEffect(NoEffect::Cleared),
         n => Outcome::Applied(n),

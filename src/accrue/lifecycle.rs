@@ -1,64 +1,32 @@
 //! Time passing for an account: pending rewards released, lots warned
-//! about and expired, tier periods closed, old data pruned. Driven by
-//! event time only (the account's events and its partition's `clock`).
+//! about and expired, tier periods closed, old data pruned. Driven by event
+//! time only (the account's events and its partition's `clock`).
+//!
+//! The account's next due item (across all its programs) is applied, then
+//! the next, until nothing is due by the new time: effects happen in
+//! chronological order however far time jumps, and [`next_due`] (the
+//! account's timer) is the same computation, so timers and advancing can
+//! never disagree.
 
 use super::credit;
 use super::{AccrualRecord, Ctx, RecordKind, tiers};
 use crate::rules::{CapPeriod, ExpiryPolicy, Program, Rules};
 use crate::state::AccountState;
-use crate::time::{self, MS_PER_DAY, Timestamp};
+use crate::time::{self, MS_PER_DAY, Timestamp, TzOffset};
 use rust_decimal::Decimal;
 use std::sync::Arc;
 
-/// Brings the account to `at` (never backwards): releases, expiries and
-/// tier period ends due by then, in that order, then pruning.
-pub fn advance(ctx: &Ctx<'_>, state: &mut AccountState, at: Timestamp, out: &mut Vec<AccrualRecord>) {
-    let now = at.max(state.watermark);
-    release_due(ctx, state, now, out);
-    expire_due(ctx, state, now, out);
-    tiers::close_periods(ctx, state, now, out);
-    if now > state.watermark {
-        let old_day = state.watermark.0.div_euclid(MS_PER_DAY);
-        state.watermark = now;
-        prune(ctx.rules, state, now, now.0.div_euclid(MS_PER_DAY) != old_day);
-    }
-}
-
-/// Releases every cleared hold due by `now`, oldest first.
-pub fn release_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &mut Vec<AccrualRecord>) {
-    for b in 0..state.balances.len() {
-        let program_name = state.balances[b].program.clone();
-        let Some(program) = ctx.rules.program(&program_name) else { continue };
-        loop {
-            let due = state.balances[b]
-                .holds
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.cleared && h.release_at <= now)
-                .min_by(|(_, x), (_, y)| {
-                    (x.release_at, &x.source, &x.rule).cmp(&(y.release_at, &y.source, &y.rule))
-                })
-                .map(|(i, _)| i);
-            let Some(i) = due else { break };
-            let hold = state.balances[b].holds.remove(i);
-            let repaid = credit::release(ctx.rules, state, program, &hold);
-            let mut text = format!("{} pending since {} released", hold.amount, hold.earned_at);
-            if repaid > Decimal::ZERO {
-                text.push_str(&format!("; {repaid} of it repaid what was owed"));
-            }
-            let id = AccrualRecord::id(&hold.source, &hold.rule, RecordKind::Release);
-            out.push(ctx.record(
-                state,
-                &program_name,
-                &hold.rule,
-                RecordKind::Release,
-                id,
-                hold.amount,
-                hold.release_at,
-                text,
-            ));
-        }
-    }
+/// Something due on an account, in the order ties are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// Hold `index` of balance `balance` is released.
+    Release { balance: usize, index: usize },
+    /// A tier period ends.
+    TierPeriod,
+    /// Lot `index` of balance `balance` will expire soon.
+    Warn { balance: usize, index: usize },
+    /// Lot `index` of balance `balance` expires.
+    Expire { balance: usize, index: usize },
 }
 
 /// The instant a lot burns: fixed, or after inactivity.
@@ -67,7 +35,7 @@ fn expiry_of(
     state: &AccountState,
     lot_expires: Option<Timestamp>,
     earned_at: Timestamp,
-    tz: time::TzOffset,
+    tz: TzOffset,
 ) -> Option<Timestamp> {
     match program.expiry?.policy {
         ExpiryPolicy::Inactive { months } => {
@@ -78,28 +46,104 @@ fn expiry_of(
     }
 }
 
-fn expire_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &mut Vec<AccrualRecord>) {
-    let tz = ctx.rules.timezone;
-    let expiry_rule: Arc<str> = Arc::from("expiry");
-    for b in 0..state.balances.len() {
-        let program_name = state.balances[b].program.clone();
-        let Some(program) = ctx.rules.program(&program_name) else { continue };
+/// The account's earliest due item, if any.
+fn next_item(rules: &Rules, state: &AccountState) -> Option<(Timestamp, Due)> {
+    let tz = rules.timezone;
+    let mut best: Option<(Timestamp, Due)> = None;
+    let mut consider = |t: Timestamp, d: Due| {
+        if best.is_none_or(|b| (t, d) < b) {
+            best = Some((t, d));
+        }
+    };
+    for (bi, b) in state.balances.iter().enumerate() {
+        let Some(program) = rules.program(&b.program) else { continue };
+        for (index, h) in b.holds.iter().enumerate().filter(|(_, h)| h.cleared) {
+            consider(h.release_at, Due::Release { balance: bi, index });
+        }
         let Some(policy) = program.expiry else { continue };
-        let mut i = 0;
-        while i < state.balances[b].lots.len() {
-            let lot = state.balances[b].lots[i].clone();
+        for (index, lot) in b.lots.iter().enumerate() {
             let Some(expires) = expiry_of(program, state, lot.expires_at, lot.earned_at, tz) else {
-                i += 1;
                 continue;
             };
-            let stamp = expires.to_string();
-            if expires <= now {
-                let balance = &mut state.balances[b];
-                balance.lots.remove(i);
-                balance.available -= lot.amount;
-                balance.expired += lot.amount;
-                let id = format!("{}:{}:expire:{stamp}", ctx.account_id, program_name);
-                let text = format!("{} earned by {} expired at {stamp}", lot.amount, lot.earned_at);
+            consider(expires, Due::Expire { balance: bi, index });
+            if let (Some(days), false) = (policy.warn_days, lot.warned) {
+                let warn_at = Timestamp(expires.0 - i64::from(days) * MS_PER_DAY);
+                consider(warn_at, Due::Warn { balance: bi, index });
+            }
+        }
+    }
+    if let Some(t) = tiers::next_period_end(rules, state) {
+        consider(t, Due::TierPeriod);
+    }
+    best
+}
+
+/// Brings the account to `at` (never backwards): everything due by then,
+/// in order, then pruning.
+pub fn advance(ctx: &Ctx<'_>, state: &mut AccountState, at: Timestamp, out: &mut Vec<AccrualRecord>) {
+    let now = at.max(state.watermark);
+    apply_due(ctx, state, now, out);
+    tiers::close_periods(ctx, state, now, out);
+    if now > state.watermark {
+        let old_day = state.watermark.0.div_euclid(MS_PER_DAY);
+        state.watermark = now;
+        prune(ctx.rules, state, now, now.0.div_euclid(MS_PER_DAY) != old_day);
+    }
+}
+
+/// Applies every item due by `now`, earliest first.
+pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &mut Vec<AccrualRecord>) {
+    let expiry_rule: Arc<str> = Arc::from("expiry");
+    while let Some((instant, item)) = next_item(ctx.rules, state).filter(|(t, _)| *t <= now) {
+        match item {
+            Due::Release { balance, index } => {
+                let program_name = state.balances[balance].program.clone();
+                let Some(program) = ctx.rules.program(&program_name) else { break };
+                let hold = state.balances[balance].holds.remove(index);
+                let repaid = credit::release(ctx.rules, state, program, &hold);
+                let mut text = format!("{} pending since {} released", hold.amount, hold.earned_at);
+                if repaid > Decimal::ZERO {
+                    text.push_str(&format!("; {repaid} of it repaid what was owed"));
+                }
+                let id = AccrualRecord::id(&hold.source, &hold.rule, RecordKind::Release);
+                out.push(ctx.record(
+                    state,
+                    &program_name,
+                    &hold.rule,
+                    RecordKind::Release,
+                    id,
+                    hold.amount,
+                    instant,
+                    text,
+                ));
+            }
+            Due::Warn { balance, index } => {
+                let program_name = state.balances[balance].program.clone();
+                let lot = &mut state.balances[balance].lots[index];
+                lot.warned = true;
+                let amount = lot.amount;
+                let expires = Timestamp(instant.0 + warn_ms(ctx.rules, &program_name));
+                let id = format!("{}:{}:expiry_warning:{expires}", ctx.account_id, program_name);
+                let text = format!("{amount} will expire at {expires}");
+                out.push(ctx.record(
+                    state,
+                    &program_name,
+                    &expiry_rule,
+                    RecordKind::ExpiryWarning,
+                    id,
+                    amount,
+                    instant,
+                    text,
+                ));
+            }
+            Due::Expire { balance, index } => {
+                let b = &mut state.balances[balance];
+                let program_name = b.program.clone();
+                let lot = b.lots.remove(index);
+                b.available -= lot.amount;
+                b.expired += lot.amount;
+                let id = format!("{}:{}:expire:{instant}", ctx.account_id, program_name);
+                let text = format!("{} (last earned {}) expired at {instant}", lot.amount, lot.earned_at);
                 out.push(ctx.record(
                     state,
                     &program_name,
@@ -107,59 +151,26 @@ fn expire_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &mut
                     RecordKind::Expire,
                     id,
                     lot.amount,
-                    expires,
+                    instant,
                     text,
                 ));
-                continue;
             }
-            if let Some(days) = policy.warn_days {
-                let warn_at = Timestamp(expires.0 - i64::from(days) * MS_PER_DAY);
-                if !lot.warned && warn_at <= now {
-                    state.balances[b].lots[i].warned = true;
-                    let id = format!("{}:{}:expiry_warning:{stamp}", ctx.account_id, program_name);
-                    let text = format!("{} will expire at {stamp}", lot.amount);
-                    out.push(ctx.record(
-                        state,
-                        &program_name,
-                        &expiry_rule,
-                        RecordKind::ExpiryWarning,
-                        id,
-                        lot.amount,
-                        warn_at,
-                        text,
-                    ));
-                }
-            }
-            i += 1;
+            Due::TierPeriod => tiers::close_periods(ctx, state, instant, out),
         }
     }
 }
 
+fn warn_ms(rules: &Rules, program: &str) -> i64 {
+    rules
+        .program(program)
+        .and_then(|p| p.expiry)
+        .and_then(|e| e.warn_days)
+        .map_or(0, |d| i64::from(d) * MS_PER_DAY)
+}
+
 /// When the account next needs attention without an event of its own.
 pub fn next_due(rules: &Rules, state: &AccountState) -> Option<Timestamp> {
-    let tz = rules.timezone;
-    let mut due: Option<Timestamp> = None;
-    let mut consider = |t: Timestamp| due = Some(due.map_or(t, |d| d.min(t)));
-    for b in &state.balances {
-        let Some(program) = rules.program(&b.program) else { continue };
-        for h in b.holds.iter().filter(|h| h.cleared) {
-            consider(h.release_at);
-        }
-        let Some(policy) = program.expiry else { continue };
-        for lot in &b.lots {
-            if let Some(expires) = expiry_of(program, state, lot.expires_at, lot.earned_at, tz) {
-                consider(expires);
-                if let (Some(days), false) = (policy.warn_days, lot.warned) {
-                    consider(Timestamp(expires.0 - i64::from(days) * MS_PER_DAY));
-                }
-            }
-        }
-    }
-    if let Some(t) = tiers::next_period_end(rules, state) {
-        consider(t);
-    }
-    // Nothing in the past can be due again: the account is already there.
-    due.filter(|d| *d > state.watermark)
+    next_item(rules, state).map(|(t, _)| t)
 }
 
 /// Drops what can no longer matter: purchases beyond the refund window,

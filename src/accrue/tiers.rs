@@ -108,7 +108,9 @@ pub fn close_periods(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, ou
     let Some(q) = &ctx.rules.tier_qualification else { return };
     let local = LocalTime::new(now, ctx.rules.timezone);
     let current = period_of(q, &local);
-    if let TierPeriod::Rolling { .. } = q.period {
+    if let TierPeriod::Rolling { days } = q.period {
+        // Days that left the window no longer count.
+        state.qualifying.retain(|e| e.period + days > current);
         let value = value_now(q, state, &local);
         let target = reached(ctx.rules, value);
         if target.map(|t| t.rank) < rank(ctx.rules, state.tier.as_deref()) {

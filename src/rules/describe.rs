@@ -61,7 +61,7 @@ impl Rules {
             }
             if let Some(e) = &p.expiry {
                 let warn = e.warn_days.map_or(String::new(), |d| format!(", warned {d} days before"));
-                parts.push(format!("expiry {:?}{warn}", e.policy).to_lowercase());
+                parts.push(format!("expires {}{warn}", e.policy));
             }
             if let Some(r) = &p.redemption {
                 parts.push(format!("redeemable at {} {} per {}", r.rate, self.currency, p.unit));

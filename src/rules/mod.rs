@@ -123,6 +123,17 @@ pub enum ExpiryPolicy {
     },
 }
 
+impl fmt::Display for ExpiryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpiryPolicy::AfterDays(n) => write!(f, "{n} days after earning"),
+            ExpiryPolicy::AfterMonths(n) => write!(f, "{n} months after earning"),
+            ExpiryPolicy::EndOfYear => f.write_str("at the end of the year earned"),
+            ExpiryPolicy::Inactive { months } => write!(f, "after {months} months without a purchase"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expiry {
     pub policy: ExpiryPolicy,
