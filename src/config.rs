@@ -92,6 +92,11 @@ pub struct EngineSection {
     /// Timeout for Kafka calls that can block (commit, offsets, metadata).
     #[serde(default = "default_kafka_timeout_ms", deserialize_with = "number")]
     pub kafka_timeout_ms: u64,
+    /// Send a clock event to every input partition this often (0: never;
+    /// run `accrual tick` from a scheduler instead). With several
+    /// instances, enable it on one.
+    #[serde(default, deserialize_with = "number")]
+    pub clock_interval_ms: u64,
 }
 
 fn default_group_id() -> String {

@@ -3,7 +3,7 @@
 //! `accrual produce`, `accrual consume`, the demo and the integration tests.
 //! Standard Kafka APIs only, so they work against Apache Kafka too.
 
-use crate::events::Decoder;
+use crate::events::{Decoder, EventKind};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -60,9 +60,25 @@ pub fn partitions(brokers: &str, topic: &str) -> Result<i32, ToolError> {
     }
 }
 
+/// Produces a `clock` event at `at` to every partition of `topic` (a
+/// clock concerns every account of its partition).
+pub fn tick(brokers: &str, topic: &str, at: crate::time::Timestamp, id: &str) -> Result<i32, ToolError> {
+    let producer: BaseProducer = client(brokers).create()?;
+    let payload = format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#);
+    let n = partitions(brokers, topic)?;
+    for p in 0..n {
+        let record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(payload.as_bytes()).partition(p);
+        producer.send(record).map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(n)
+}
+
 /// Produces each line of an NDJSON file as one message, keyed by its
 /// `account_id` (lines that do not decode go unkeyed, as a real producer's
-/// garbage would). Returns the number of messages.
+/// garbage would); a `clock` line goes to every partition. Returns the
+/// number of messages.
 pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, ToolError> {
     let producer: BaseProducer = client(brokers)
         .set("enable.idempotence", "true")
@@ -72,6 +88,7 @@ pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, Too
         .create()?;
     let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(input)?);
     let mut decoder = Decoder::new();
+    let partition_count = partitions(brokers, topic)?;
     let mut line = Vec::new();
     let mut count = 0u64;
     loop {
@@ -85,22 +102,30 @@ pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, Too
         if line.is_empty() {
             continue;
         }
-        let key: Option<Vec<u8>> = decoder.decode(&line).ok().map(|e| e.account_id.as_bytes().to_vec());
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&line[..]);
-        if let Some(k) = &key {
-            record = record.key(&k[..]);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(e.into()),
+        let decoded = decoder.decode(&line).ok().map(|e| (e.kind(), e.account_id.as_bytes().to_vec()));
+        let targets: Vec<Option<i32>> = match &decoded {
+            Some((EventKind::Clock, _)) => (0..partition_count).map(Some).collect(),
+            _ => vec![None],
+        };
+        for partition in targets {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&line[..]);
+            match (&decoded, partition) {
+                (_, Some(p)) => record = record.partition(p),
+                (Some((_, key)), None) => record = record.key(&key[..]),
+                (None, None) => {}
             }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+            count += 1;
         }
-        count += 1;
         if count % 1000 == 0 {
             producer.poll(Duration::ZERO);
         }

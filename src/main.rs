@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         partitions: i32,
     },
+    /// Produce a clock event to every partition of the input topic (time
+    /// passes for idle accounts: holds release, lots expire).
+    Tick {
+        #[arg(long)]
+        config: PathBuf,
+        /// The clock's time (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Produce an NDJSON file to a topic, one message per line, keyed by account.
     Produce {
         #[arg(long)]
@@ -218,6 +227,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     kafka_tools::partitions(&config.kafka.brokers, name).unwrap_or(p)
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tick { config, at } => {
+            let config = load_config(&config)?;
+            let at = match at {
+                Some(text) => Timestamp::parse_rfc3339(&text).map_err(|e| anyhow::anyhow!("--at {e}"))?,
+                None => engine::wall_clock(),
+            };
+            let id = format!("clock-{}", at.0);
+            let n = kafka_tools::tick(&config.kafka.brokers, &config.kafka.topics.input, at, &id)?;
+            say!("clock {at} ({id}) sent to {n} partitions of {}", config.kafka.topics.input);
             Ok(ExitCode::SUCCESS)
         }
         Command::Produce { brokers, topic, input } => {

@@ -56,6 +56,15 @@ fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
     move |source| EngineError::Kafka { what, source }
 }
 
+/// Now, for clock events: the only place the engine reads the wall clock.
+/// Clock events go into the input topic, so replays see the same times.
+pub fn wall_clock() -> crate::time::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    crate::time::Timestamp(ms)
+}
+
 /// Options of one run beyond the config file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -260,6 +269,8 @@ impl Engine {
         let mut polled: Vec<Polled> = Vec::with_capacity(max_batch);
         let mut last_input = Instant::now();
         let mut first_input: Option<Instant> = None;
+        let ticker = Duration::from_millis(self.config.engine.clock_interval_ms);
+        let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             arena.clear();
             polled.clear();
@@ -286,6 +297,10 @@ impl Engine {
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 }
             }
+            if !ticker.is_zero() && last_tick.elapsed() >= ticker {
+                last_tick = Instant::now();
+                self.tick();
+            }
             if let Some(error) = EngineContext::lock(&self.assignment).error.take() {
                 return Err(EngineError::Assignment(error));
             }
@@ -310,6 +325,18 @@ impl Engine {
         // Record the outcome of the last transaction before leaving.
         self.flush_marks()?;
         Ok(())
+    }
+
+    /// The built-in ticker: a clock event to every partition of the input
+    /// topic. Failures are logged; the next tick tries again.
+    fn tick(&self) {
+        let at = wall_clock();
+        let id = format!("clock-{}-{}", self.config.engine.instance_id, at.0);
+        let topic = &self.config.kafka.topics.input;
+        match crate::kafka_tools::tick(&self.config.kafka.brokers, topic, at, &id) {
+            Ok(n) => tracing::debug!(partitions = n, clock = %at, "clock sent"),
+            Err(e) => tracing::warn!(error = %e, "clock not sent"),
+        }
     }
 
     /// Publishes again the outbox of partitions assigned with work the group

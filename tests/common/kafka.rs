@@ -69,6 +69,11 @@ impl Setup {
 
     /// Writes an engine config for `instance` into `dir`.
     pub fn config(&self, dir: &Path, instance: &str, extra_engine: &str) -> PathBuf {
+        self.config_with_rules(dir, instance, extra_engine, "config/rules.example.toml")
+    }
+
+    /// The same, with another rules file (relative to the repository).
+    pub fn config_with_rules(&self, dir: &Path, instance: &str, extra_engine: &str, rules: &str) -> PathBuf {
         let path = dir.join(format!("{instance}.toml"));
         let text = format!(
             r#"
@@ -100,7 +105,7 @@ kafka_timeout_ms = 10000
             accruals = self.accruals,
             dlq = self.dlq,
             state = dir.join(instance).display(),
-            rules = repo_path("config/rules.example.toml").display(),
+            rules = repo_path(rules).display(),
         );
         std::fs::write(&path, text).expect("write config");
         path
@@ -211,12 +216,20 @@ impl Drop for EngineProcess {
 
 /// What `accrual simulate` writes for these lines: the reference output.
 pub fn reference(dir: &Path, lines: &[String]) -> (Vec<String>, BTreeMap<String, AccountState>) {
+    reference_with_rules(dir, lines, "config/rules.example.toml")
+}
+
+pub fn reference_with_rules(
+    dir: &Path,
+    lines: &[String],
+    rules: &str,
+) -> (Vec<String>, BTreeMap<String, AccountState>) {
     let input = dir.join(unique("reference-input"));
     let out = dir.join(unique("reference-out"));
     let state = dir.join(unique("reference-state"));
     std::fs::write(&input, lines.join("\n")).expect("write");
     simulate::run(&SimulateOptions {
-        rules: repo_path("config/rules.example.toml"),
+        rules: repo_path(rules),
         input,
         out: Some(out.clone()),
         dlq: None,

@@ -131,3 +131,4 @@ pub fn recs(items: &[(&str, &'static str, &str)]) -> Vec<(String, &'static str, 
 }
 
 pub mod kafka;
+pub mod year;
