@@ -173,16 +173,12 @@ pub fn prune(rules: &Rules, state: &mut AccountState, now: Timestamp) {
 }
 
 /// The tier's qualification progress, for the balance view.
-pub fn progress(
-    rules: &Rules,
-    state: &AccountState,
-    now: Timestamp,
-) -> Option<(String, Decimal, Option<(String, Decimal)>)> {
+pub fn progress(rules: &Rules, state: &AccountState, now: Timestamp) -> Option<super::TierProgress> {
     let q = rules.tier_qualification.as_ref()?;
     let local = LocalTime::new(now.max(state.watermark), rules.timezone);
     let value = value_now(q, state, &local);
     let current_rank = rank(rules, state.tier.as_deref());
     let next =
         rules.tiers.iter().find(|t| Some(t.rank) > current_rank).map(|t| (t.name.clone(), t.threshold));
-    Some((label(q, period_of(q, &local)), value, next))
+    Some(super::TierProgress { period: label(q, period_of(q, &local)), value, next })
 }

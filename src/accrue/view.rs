@@ -80,7 +80,6 @@ pub fn balance_view(rules: &Rules, state: &AccountState, lots: usize) -> Balance
             }
         })
         .collect();
-    let tier_progress = tiers::progress(rules, state, state.watermark)
-        .map(|(period, value, next)| TierProgress { period, value, next });
+    let tier_progress = tiers::progress(rules, state, state.watermark);
     BalanceView { tier: state.tier.clone(), tier_progress, programs }
 }
