@@ -152,6 +152,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Inspect {
+    /// An account's balances: available, pending, lots to expire, tier.
+    Balance {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        rules: PathBuf,
+        #[arg(long)]
+        account: String,
+    },
     /// The transaction journal: each Kafka transaction's id and outcome.
     Transactions {
         #[arg(long)]
@@ -263,6 +272,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             say!("{} messages in {topic}", messages.len());
             if summary {
                 say!("{}", kafka_tools::summarize(&messages));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { what: Inspect::Balance { state_dir, rules, account } } => {
+            let rules = accrual::rules::load(&rules)?;
+            let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
+            let Some((partition, state)) = store.find_account(&account)? else {
+                bail!("no account {account} in {}", state_dir.display());
+            };
+            let view = accrual::accrue::balance_view(&rules, &state, 3);
+            say!("account {account} (partition {partition}), as of {}", state.watermark);
+            say!("tier: {}", view.tier.as_deref().unwrap_or("none"));
+            if let Some(p) = &view.tier_progress {
+                let next = p
+                    .next
+                    .as_ref()
+                    .map_or("top tier".to_string(), |(t, threshold)| format!("{t} from {threshold}"));
+                say!("  {} in {} ({next})", p.value, p.period);
+            }
+            for p in &view.programs {
+                say!(
+                    "{}: available {} {u}, pending {}, earned {}, redeemed {}, expired {}, owed {}",
+                    p.program,
+                    p.available,
+                    p.pending,
+                    p.lifetime_earned,
+                    p.redeemed,
+                    p.expired,
+                    p.owed,
+                    u = p.unit
+                );
+                for (when, amount) in &p.next_expiring {
+                    say!("  {amount} expire at {when}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

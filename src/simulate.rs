@@ -147,8 +147,18 @@ impl SimSink<'_> {
 impl Sink for SimSink<'_> {
     fn accrued(&mut self, _offset: u64, _event: &Event<'_>, records: &[AccrualRecord]) {
         for r in records {
-            self.summary.by_rule.entry((r.program.to_string(), r.rule_id.to_string())).or_default().add(r);
-            self.summary.by_program.entry(r.program.to_string()).or_default().add(r);
+            // Per rule: what rules earned and what refunds took back.
+            if matches!(r.kind, RecordKind::Earn | RecordKind::Clawback | RecordKind::Cancel) {
+                self.summary
+                    .by_rule
+                    .entry((r.program.to_string(), r.rule_id.to_string()))
+                    .or_default()
+                    .add(r);
+            }
+            *self.summary.by_kind.entry(r.kind).or_default() += 1;
+            if !r.program.is_empty() {
+                self.summary.by_program.entry(r.program.to_string()).or_default().add(r);
+            }
             if self.out.is_some() {
                 r.write_json(&mut self.buf);
             }

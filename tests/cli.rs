@@ -127,3 +127,53 @@ fn simulate_survives_the_malformed_corpus() {
     assert!(shown.contains("... 25 more"), "the first 20 are listed: {shown}");
     assert!(shown.contains("0 accrued"), "{shown}");
 }
+
+#[test]
+fn inspect_balance_shows_available_pending_expiring_and_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rules = repo_path("config/rules.lifecycle.toml");
+    let sim = accrual(&[
+        "simulate",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        repo_path("tests/data/year.ndjson").to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(sim.status.success(), "{}", text(&sim.stderr));
+    assert!(text(&sim.stdout).contains("points     expire"), "payouts per kind: {}", text(&sim.stdout));
+    let out = accrual(&[
+        "inspect",
+        "balance",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--account",
+        "year-1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for expected in [
+        "tier: none",
+        "points: available 535 PTS, pending 0, earned 1065, redeemed 500, expired 20, owed 0",
+        "20 expire at 2027-02-05T21:00:00Z",
+        "cashback: available 10.00 RUB",
+    ] {
+        assert!(shown.contains(expected), "{expected} in {shown}");
+    }
+    let missing = accrual(&[
+        "inspect",
+        "balance",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--account",
+        "nobody",
+    ]);
+    assert!(!missing.status.success());
+}

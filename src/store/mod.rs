@@ -326,6 +326,28 @@ impl Store {
         self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))
     }
 
+    /// The partitions this store holds progress for.
+    pub fn partitions(&self) -> Result<Vec<u32>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META), IteratorMode::Start) {
+            let (key, _) = item.map_err(|e| self.db_err(e))?;
+            if key.len() == 4 + PROGRESS.len() && &key[4..] == PROGRESS {
+                out.push(u32::from_be_bytes([key[0], key[1], key[2], key[3]]));
+            }
+        }
+        Ok(out)
+    }
+
+    /// An account's state, in whichever partition holds it.
+    pub fn find_account(&self, account_id: &str) -> Result<Option<(u32, AccountState)>, StoreError> {
+        for p in self.partitions()? {
+            if let Some(state) = self.account(p, account_id)? {
+                return Ok(Some((p, state)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every account of a partition (for inspection and tests), in key order.
     pub fn accounts(&self, partition: u32) -> Result<Vec<(String, AccountState)>, StoreError> {
         let prefix = partition.to_be_bytes();
