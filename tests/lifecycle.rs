@@ -545,3 +545,54 @@ fn a_clock_after_months_without_purchases_catches_up_in_order() {
     assert!(view.programs.iter().all(|p| p.available.is_zero() && p.pending.is_zero()));
     assert_eq!(view.tier, None);
 }
+
+#[test]
+fn redemption_racing_a_refund_in_one_ledger_batch() {
+    use accrual::accrue::{AccrualRecord, NoEffect};
+    use accrual::events::Event;
+    use accrual::pipeline::{Input, Processor, Sink};
+    use accrual::store::{Progress, Store, StoreOptions};
+
+    #[derive(Default)]
+    struct Records(Vec<AccrualRecord>);
+    impl Sink for Records {
+        fn accrued(&mut self, _: u64, _: &Event<'_>, records: &[AccrualRecord]) {
+            self.0.extend_from_slice(records);
+        }
+        fn no_effect(&mut self, _: u64, _: &Event<'_>, _: NoEffect) {}
+        fn duplicate(&mut self, _: u64, _: &Event<'_>, _: accrual::time::Timestamp) {}
+        fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, _: &str) {
+            panic!("dead letter at {}: {reason}", input.offset);
+        }
+    }
+    let rules = test_rules(NO_HOLD_POINTS);
+    let lines = [
+        purchase("p1", A, "1000.00", "5999", "2026-11-10T10:00:00+03:00", ""),
+        redemption("x1", A, "points", "100", "2026-11-10T10:00:01+03:00", None),
+        refund("r1", A, "p1", "1000.00", "2026-11-10T10:00:02+03:00"),
+        purchase("p2", A, "300.00", "5999", "2026-11-10T10:00:03+03:00", ""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { sync: false, ..StoreOptions::default() }).unwrap();
+    let inputs: Vec<Input<'_>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Input { offset: i as u64, key: b"", payload: l.as_bytes() })
+        .collect();
+    let mut batch = store.batch();
+    let mut sink = Records::default();
+    let mut progress = Progress::default();
+    Processor::new(rules).process(&store, 0, &mut progress, &inputs, &mut batch, &mut sink).unwrap();
+    store.commit(batch).unwrap();
+    assert_eq!(
+        brief(&sink.0),
+        vec![
+            b("points", "earn", "100", "100", "0"),
+            b("redemption", "redeem", "100", "0", "0"),
+            b("points", "clawback", "100", "0", "0"),
+            b("points", "earn", "30", "0", "0"),
+        ]
+    );
+    let balance = store.account(0, A).unwrap().unwrap().balance("points").unwrap().clone();
+    assert_eq!((balance.available, balance.owed), (d("0"), d("70")), "spent points are owed, never negative");
+}
