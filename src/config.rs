@@ -12,11 +12,12 @@ use std::str::FromStr;
 
 /// Prefix of environment overrides; `__` separates path segments.
 pub const ENV_PREFIX: &str = "ACCRUAL_";
-const SECTIONS: [&str; 2] = ["KAFKA", "ENGINE"];
+const SECTIONS: [&str; 4] = ["KAFKA", "ENGINE", "HTTP", "LOG"];
 
 /// librdkafka settings the engine owns: setting them in
 /// `[kafka.properties]` would break exactly-once.
 const MANAGED_PROPERTIES: &[&str] = &[
+    "partitioner",
     "bootstrap.servers",
     "group.id",
     "transactional.id",
@@ -32,6 +33,64 @@ const MANAGED_PROPERTIES: &[&str] = &[
 pub struct EngineConfig {
     pub kafka: KafkaConfig,
     pub engine: EngineSection,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[http]`: metrics, health and the balance lookup.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "yes", deserialize_with = "boolean")]
+    pub enabled: bool,
+    /// Loopback by default: expose it deliberately.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token required by `/v1/accounts/...` (balances are customer
+    /// data); empty: no token.
+    #[serde(default)]
+    pub token: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { enabled: true, listen: default_listen(), token: String::new() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`: structured logs on stderr.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,rdkafka=warn`; RUST_LOG wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: default_log_level() }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -42,6 +101,11 @@ pub struct KafkaConfig {
     #[serde(default = "default_group_id")]
     pub group_id: String,
     pub topics: TopicsConfig,
+    /// How producers of the input topic pick a key's partition (librdkafka
+    /// names; Java clients use `murmur2_random`). The engine must agree: it
+    /// locates accounts by it and publishes events for other accounts.
+    #[serde(default)]
+    pub partitioner: crate::partitioner::Partitioner,
     /// Kafka transaction timeout; a transaction open longer is aborted by
     /// the broker.
     #[serde(default = "default_transaction_timeout_ms", deserialize_with = "number")]
@@ -281,6 +345,12 @@ impl EngineConfig {
             return fail(
                 "engine.kafka_timeout_ms",
                 format!("must be at least 1000, got {}", e.kafka_timeout_ms),
+            );
+        }
+        if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return fail(
+                "http.listen",
+                format!("\"{}\" is not an address like 127.0.0.1:9464", self.http.listen),
             );
         }
         if e.block_cache_mb == 0 || e.write_buffer_mb == 0 {

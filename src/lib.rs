@@ -14,12 +14,15 @@
 //! - [`simulate`], [`datagen`]: the file-based backtest and the data generator.
 
 pub mod accrue;
+pub mod api;
 pub mod config;
 pub mod datagen;
 pub mod engine;
 pub mod events;
 pub mod kafka_tools;
+pub mod metrics;
 pub mod money;
+pub mod partitioner;
 pub mod pipeline;
 pub mod rules;
 pub mod simulate;

@@ -1,6 +1,6 @@
 //! The `accrual` command line.
 
-use accrual::config::EngineConfig;
+use accrual::config::{EngineConfig, LogFormat};
 use accrual::datagen::{self, GenOptions};
 use accrual::engine::{self, RunOptions, journal::Journal};
 use accrual::kafka_tools;
@@ -179,16 +179,35 @@ macro_rules! say {
     }};
 }
 
+/// Logs on stderr: text or JSON, at a level from RUST_LOG or the config.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // `run` logs as its config says; the other commands as text.
+    let config_for_logs = match &cli.command {
+        Command::Run { config, .. } => match load_config(config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    match &config_for_logs {
+        Some(c) => init_logging(c.log.format, &c.log.level),
+        None => init_logging(LogFormat::Text, "info"),
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

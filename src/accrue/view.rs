@@ -11,6 +11,8 @@ use rust_decimal::Decimal;
 pub struct ProgramView {
     pub program: String,
     pub unit: String,
+    /// Decimal places of the program's amounts.
+    pub decimals: u32,
     pub available: Decimal,
     pub pending: Decimal,
     pub lifetime_earned: Decimal,
@@ -70,6 +72,7 @@ pub fn balance_view(rules: &Rules, state: &AccountState, lots: usize) -> Balance
             ProgramView {
                 program: b.program.to_string(),
                 unit: b.unit.to_string(),
+                decimals: b.decimals,
                 available: b.available,
                 pending: b.pending,
                 lifetime_earned: b.lifetime_earned,

@@ -34,6 +34,10 @@ pub fn consumer(config: &EngineConfig, context: EngineContext) -> KafkaResult<Ba
     if !config.kafka.properties.contains_key("partition.assignment.strategy") {
         c.set("partition.assignment.strategy", "cooperative-sticky");
     }
+    // Statistics feed the consumer lag metric.
+    if !config.kafka.properties.contains_key("statistics.interval.ms") {
+        c.set("statistics.interval.ms", "5000");
+    }
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }
@@ -43,6 +47,8 @@ pub fn consumer(config: &EngineConfig, context: EngineContext) -> KafkaResult<Ba
 pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
     let mut c = base(config);
     c.set("transactional.id", config.transactional_id())
+        // Events for other accounts must land where that account's events do.
+        .set("partitioner", config.kafka.partitioner.name())
         .set("enable.idempotence", "true")
         .set("transaction.timeout.ms", config.kafka.transaction_timeout_ms.to_string());
     if !config.kafka.properties.contains_key("linger.ms") {

@@ -152,6 +152,10 @@ struct Engine {
     /// Outcomes to record and outbox to clear in the next RocksDB batch.
     pending_marks: Vec<Decided>,
     pending_clear: BTreeMap<u32, u64>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Partitions of the input topic, for the API's account lookup.
+    partitions: Arc<std::sync::atomic::AtomicU32>,
+    rebalances_seen: u64,
 }
 
 /// Runs the engine until `stop` is set (SIGINT/SIGTERM), the idle limit in
@@ -195,6 +199,28 @@ pub fn run(
     // aborts) whatever transaction it left open.
     producer.init_transactions(timeout).map_err(kafka("initialising transactions"))?;
     let journal = Journal::start(&store, &config.engine.instance_id)?;
+    let metrics = match crate::metrics::install() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics not installed");
+            None
+        }
+    };
+    crate::metrics::info(&rules.name, &rules.version);
+    let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    if config.http.enabled {
+        let api = crate::api::ApiState {
+            store: store.clone(),
+            rules: rules.clone(),
+            assignment: assignment.clone(),
+            partitions: partitions.clone(),
+            partitioner: config.kafka.partitioner,
+            token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
+            metrics: metrics.clone(),
+        };
+        crate::api::serve(&config.http.listen, api)
+            .map_err(|e| EngineError::Assignment(format!("HTTP listener {}: {e}", config.http.listen)))?;
+    }
 
     let mut engine = Engine {
         store,
@@ -208,10 +234,14 @@ pub fn run(
         timeout,
         pending_marks: Vec::new(),
         pending_clear: BTreeMap::new(),
+        metrics,
+        partitions,
+        rebalances_seen: 0,
         config,
     };
     engine.resolve_journal()?;
     engine.consumer.subscribe(&[&engine.config.kafka.topics.input]).map_err(kafka("subscribing"))?;
+    engine.refresh_partition_count();
     tracing::info!(
         instance = %engine.config.engine.instance_id,
         epoch = engine.journal.epoch(),
@@ -228,6 +258,8 @@ pub fn run(
 struct Polled {
     partition: u32,
     offset: u64,
+    /// Kafka timestamp (ms), for the end-to-end latency metric.
+    timestamp: Option<i64>,
     key: (usize, usize),
     payload: (usize, usize),
 }
@@ -290,6 +322,7 @@ impl Engine {
                         polled.push(Polled {
                             partition: m.partition() as u32,
                             offset: m.offset() as u64,
+                            timestamp: m.timestamp().to_millis(),
                             key: (key_start, payload_start),
                             payload: (payload_start, arena.len()),
                         });
@@ -305,6 +338,7 @@ impl Engine {
                 return Err(EngineError::Assignment(error));
             }
             self.recover_assigned()?;
+            self.observe_assignment();
             if !polled.is_empty() {
                 last_input = Instant::now();
                 first_input.get_or_insert(last_input);
@@ -325,6 +359,40 @@ impl Engine {
         // Record the outcome of the last transaction before leaving.
         self.flush_marks()?;
         Ok(())
+    }
+
+    /// Reports the assignment (partitions, readiness, lag) and counts
+    /// rebalances; refreshes the partition count after a rebalance.
+    fn observe_assignment(&mut self) {
+        let (rebalances, assigned, refused, ready, lag) = {
+            let a = EngineContext::lock(&self.assignment);
+            let lag: BTreeMap<u32, i64> = a
+                .owned
+                .iter()
+                .filter_map(|(p, o)| {
+                    a.stable_offsets.get(p).map(|s| (*p, (s - o.progress.next_offset as i64).max(0)))
+                })
+                .collect();
+            (a.rebalances, a.owned.len(), a.refused.len(), crate::api::readiness(&a).is_ok(), lag)
+        };
+        if rebalances > self.rebalances_seen {
+            crate::metrics::rebalances(rebalances - self.rebalances_seen);
+            self.rebalances_seen = rebalances;
+            self.refresh_partition_count();
+        }
+        crate::metrics::assignment(assigned, refused, ready, &lag);
+    }
+
+    fn refresh_partition_count(&self) {
+        let topic = &self.config.kafka.topics.input;
+        match self.consumer.fetch_metadata(Some(topic), self.timeout) {
+            Ok(m) => {
+                if let Some(t) = m.topics().first() {
+                    self.partitions.store(t.partitions().len() as u32, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the input topic's metadata"),
+        }
     }
 
     /// The built-in ticker: a clock event to every partition of the input
@@ -385,6 +453,7 @@ impl Engine {
         let offsets: Vec<(u32, u64)> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
         tracing::info!(partitions = ?ranges, messages = messages.len(), "recovery: publishing the outbox again");
         self.summary.recoveries += 1;
+        crate::metrics::recovery();
         let started = Instant::now();
         let store = self.store.clone();
         loop {
@@ -414,6 +483,10 @@ impl Engine {
         started: Instant,
     ) -> Result<(), EngineError> {
         self.summary.aborted += 1;
+        crate::metrics::aborted(match failure {
+            TxnFailure::Abortable(_) => "abortable",
+            TxnFailure::Fatal(_) => "fatal",
+        });
         let last = match failure {
             TxnFailure::Abortable(e) => {
                 tracing::warn!(txn = %id, error = %e, "transaction failed; aborting and publishing again");
@@ -494,6 +567,15 @@ impl Engine {
         if by_partition.is_empty() {
             return self.flush_marks();
         }
+        let started = Instant::now();
+        let mut report = crate::metrics::CycleReport::default();
+        for m in polled.iter().filter(|m| by_partition.contains_key(&m.partition)) {
+            let e = report.partitions.entry(m.partition).or_insert((0, None));
+            e.0 += 1;
+            if let Some(ts) = m.timestamp {
+                e.1 = Some(e.1.map_or(ts, |o: i64| o.min(ts)));
+            }
+        }
         let store = self.store.clone();
         let mut batch = store.batch();
         self.stage_housekeeping(&mut batch);
@@ -510,6 +592,15 @@ impl Engine {
             self.summary.dead_letters += stats.dead_letters;
             self.summary.duplicates += stats.duplicates;
             self.summary.no_effect += stats.no_effect;
+            report.duplicates += sink.duplicates;
+            for (key, (n, amount)) in std::mem::take(&mut sink.records) {
+                let e = report.records.entry(key).or_insert((0, rust_decimal::Decimal::ZERO));
+                e.0 += n;
+                e.1 += amount;
+            }
+            for (reason, n) in std::mem::take(&mut sink.dead) {
+                *report.dead_letters.entry(reason).or_default() += n;
+            }
             for (offset, out) in sink.entries {
                 w.buf.clear();
                 outbox::encode(&out, &mut w);
@@ -520,8 +611,12 @@ impl Engine {
             progress_after.push((*p, progress));
         }
         let id = self.journal.open(&mut batch, &offsets);
+        report.processing = started.elapsed();
         self.failpoint.hit("before-state-commit");
+        let committing = Instant::now();
         store.commit(batch)?;
+        report.rocksdb_commit = committing.elapsed();
+        crate::metrics::cycle(self.metrics.as_deref(), &report);
         self.failpoint.hit("after-state-commit");
         {
             let mut a = EngineContext::lock(&self.assignment);
@@ -534,6 +629,7 @@ impl Engine {
         let started = Instant::now();
         match self.transact(&id, &messages, &offsets) {
             Ok(()) => {
+                crate::metrics::committed(started.elapsed(), &report, wall_clock().0);
                 self.committed(id, offsets);
                 Ok(())
             }

@@ -8,6 +8,9 @@ use crate::events::Event;
 use crate::pipeline::{Input, Sink};
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::time::Timestamp;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const OUTBOX_FORMAT: u8 = 1;
 
@@ -88,11 +91,22 @@ pub struct OutboxSink {
     pub entries: Vec<(u64, Vec<OutMessage>)>,
     pub no_effect: u64,
     pub duplicates: u64,
+    /// For metrics: (program, rule, kind, unit) -> (records, amount).
+    pub records: BTreeMap<(Arc<str>, Arc<str>, &'static str, Arc<str>), (u64, Decimal)>,
+    /// For metrics: dead letters per reason.
+    pub dead: BTreeMap<&'static str, u64>,
 }
 
 impl OutboxSink {
     pub fn new(partition: u32) -> OutboxSink {
-        OutboxSink { partition, entries: Vec::new(), no_effect: 0, duplicates: 0 }
+        OutboxSink {
+            partition,
+            entries: Vec::new(),
+            no_effect: 0,
+            duplicates: 0,
+            records: BTreeMap::new(),
+            dead: BTreeMap::new(),
+        }
     }
 
     /// Adds messages of an input offset (one outbox entry per offset).
@@ -115,6 +129,14 @@ impl Sink for OutboxSink {
     fn accrued(&mut self, offset: u64, _event: &Event<'_>, records: &[AccrualRecord]) {
         if records.is_empty() {
             return;
+        }
+        for r in records {
+            let e = self
+                .records
+                .entry((r.program.clone(), r.rule_id.clone(), r.kind.name(), r.unit.clone()))
+                .or_insert((0, Decimal::ZERO));
+            e.0 += 1;
+            e.1 += r.amount;
         }
         let messages = records
             .iter()
@@ -152,6 +174,7 @@ impl Sink for OutboxSink {
     }
 
     fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str) {
+        *self.dead.entry(reason).or_default() += 1;
         let mut headers = self.source_headers(input.offset);
         headers.push((HEADER_DLQ_REASON.to_string(), reason.as_bytes().to_vec()));
         headers.push((HEADER_DLQ_DETAIL.to_string(), detail.as_bytes().to_vec()));

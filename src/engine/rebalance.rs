@@ -39,6 +39,8 @@ pub struct Assignment {
     /// return errors itself).
     pub error: Option<String>,
     pub rebalances: u64,
+    /// Last stable offset per partition, from librdkafka's statistics.
+    pub stable_offsets: BTreeMap<u32, i64>,
 }
 
 /// Decides where a partition starts, from local progress and the group's
@@ -162,7 +164,22 @@ impl EngineContext {
     }
 }
 
-impl ClientContext for EngineContext {}
+impl ClientContext for EngineContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the last
+    /// stable offset of each partition, for the lag metric.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let mut a = Self::lock(&self.assignment);
+        for (p, partition) in &topic.partitions {
+            if *p >= 0 {
+                let stable = if partition.ls_offset >= 0 { partition.ls_offset } else { partition.hi_offset };
+                if stable >= 0 {
+                    a.stable_offsets.insert(*p as u32, stable);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for EngineContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {

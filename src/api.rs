@@ -1,0 +1,225 @@
+//! The HTTP surface, one listener (127.0.0.1 by default): `/metrics`
+//! (Prometheus), `/healthz` (alive), `/readyz` (every assigned partition
+//! recovered and consuming), and `GET /v1/accounts/{id}/balance`, served
+//! from RocksDB for accounts of partitions this instance owns. Read-only.
+
+use crate::accrue::balance_view;
+use crate::engine::rebalance::{Assignment, EngineContext};
+use crate::metrics::Metrics;
+use crate::partitioner::Partitioner;
+use crate::rules::Rules;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What the handlers read; shared with the engine.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<Store>,
+    pub rules: Arc<Rules>,
+    pub assignment: Arc<Mutex<Assignment>>,
+    /// Partitions of the input topic (0 until known).
+    pub partitions: Arc<AtomicU32>,
+    pub partitioner: Partitioner,
+    /// Required as `Authorization: Bearer <token>` on account endpoints.
+    pub token: Option<String>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Whether the instance is ready, and if not, why.
+pub fn readiness(a: &Assignment) -> Result<(), Vec<String>> {
+    let mut why = Vec::new();
+    if a.rebalances == 0 {
+        why.push("no partitions assigned yet".to_string());
+    }
+    for (p, o) in &a.owned {
+        if o.needs_recovery {
+            why.push(format!("partition {p} is recovering"));
+        }
+    }
+    for (p, reason) in &a.refused {
+        why.push(format!("partition {p} refused: {reason}"));
+    }
+    if let Some(e) = &a.error {
+        why.push(e.clone());
+    }
+    if why.is_empty() { Ok(()) } else { Err(why) }
+}
+
+/// Binds `listen` now (so a taken port fails the start) and serves on a
+/// thread of its own.
+pub fn serve(listen: &str, state: ApiState) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/v1/accounts/{id}/balance", get(balance))
+        .with_state(state);
+    std::thread::Builder::new().name("accrual-http".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "HTTP server could not start");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => axum::serve(listener, app).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    })?;
+    tracing::info!(%address, "HTTP listening");
+    Ok(address)
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, body.to_string() + "\n").into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match &state.metrics {
+        Some(m) => {
+            let mut response = m.render().into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are not installed\n").into_response(),
+    }
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    match readiness(&EngineContext::lock(&state.assignment)) {
+        Ok(()) => json_response(StatusCode::OK, json!({"ready": true})),
+        Err(why) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false, "reasons": why})),
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed by timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(token) = state.token.as_deref() else { return true };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    same(given.as_bytes(), token.as_bytes())
+}
+
+async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        let mut response =
+            json_response(StatusCode::UNAUTHORIZED, json!({"error": "a bearer token is required"}));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let partitions = state.partitions.load(Ordering::Relaxed);
+    if partitions == 0 {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the input topic's partitions are not known yet"}),
+        );
+    }
+    let partition = state.partitioner.partition(id.as_bytes(), partitions);
+    {
+        let a = EngineContext::lock(&state.assignment);
+        if let Some(reason) = a.refused.get(&partition) {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("partition {partition} is refused here: {reason}"), "partition": partition}),
+            );
+        }
+        match a.owned.get(&partition) {
+            None => {
+                return json_response(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    json!({"error": format!("partition {partition} of the input topic is not owned by this instance; ask the instance that owns it"), "partition": partition}),
+                );
+            }
+            Some(o) if o.needs_recovery => {
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": format!("partition {partition} is recovering; retry shortly"), "partition": partition}),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let stored = match state.store.account(partition, &id) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, partition, "balance lookup failed");
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "the state store failed"}),
+            );
+        }
+    };
+    let Some(account) = stored else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown account", "partition": partition}),
+        );
+    };
+    let view = balance_view(&state.rules, &account, 5);
+    let programs: Vec<Value> = view
+        .programs
+        .iter()
+        .map(|p| {
+            let money = |d: rust_decimal::Decimal| crate::money::with_scale(d, p.decimals).to_string();
+            json!({
+                "program": p.program,
+                "unit": p.unit,
+                "available": money(p.available),
+                "pending": money(p.pending),
+                "lifetime_earned": money(p.lifetime_earned),
+                "redeemed": money(p.redeemed),
+                "expired": money(p.expired),
+                "owed": money(p.owed),
+                "next_expiring": p.next_expiring.iter().map(|(at, amount)| json!({"at": at.to_string(), "amount": money(*amount)})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let progress = view.tier_progress.as_ref().map(|t| {
+        json!({
+            "period": t.period,
+            "value": t.value.to_string(),
+            "next_tier": t.next.as_ref().map(|(n, _)| n.clone()),
+            "next_threshold": t.next.as_ref().map(|(_, v)| v.to_string()),
+        })
+    });
+    json_response(
+        StatusCode::OK,
+        json!({
+            "account_id": id,
+            "partition": partition,
+            "as_of": account.watermark.to_string(),
+            "rules_version": state.rules.version.to_string(),
+            "tier": view.tier,
+            "tier_progress": progress,
+            "programs": programs,
+        }),
+    )
+}

@@ -1,0 +1,226 @@
+//! Every metric accrual exports, in one place: names (`accrual_` prefix,
+//! base units, `_total` counters), help texts and label sets (partition,
+//! program, rule, kind, reason: all low-cardinality). Updated once per batch
+//! or commit cycle, never per record. Documented in `docs/operations.md`.
+//!
+//! The `metrics` facade has integer counters only; amounts of money and
+//! points are fractional, so `accrual_amount_total` is kept here as a float
+//! counter and rendered after the exporter's output, still a Prometheus
+//! counter.
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub const EVENTS_CONSUMED: &str = "accrual_events_consumed_total";
+pub const RECORDS_EMITTED: &str = "accrual_records_emitted_total";
+pub const AMOUNT: &str = "accrual_amount_total";
+pub const DEAD_LETTERS: &str = "accrual_dead_letters_total";
+pub const DUPLICATES: &str = "accrual_duplicates_total";
+pub const BATCH_EVENTS: &str = "accrual_batch_events";
+pub const BATCH_DURATION: &str = "accrual_batch_processing_duration_seconds";
+pub const ROCKSDB_COMMIT: &str = "accrual_rocksdb_commit_duration_seconds";
+pub const KAFKA_COMMIT: &str = "accrual_kafka_transaction_commit_duration_seconds";
+pub const TRANSACTIONS: &str = "accrual_kafka_transactions_total";
+pub const ABORTS: &str = "accrual_kafka_transaction_aborts_total";
+pub const LATENCY: &str = "accrual_end_to_end_latency_seconds";
+pub const LAG: &str = "accrual_consumer_lag_messages";
+pub const ASSIGNED: &str = "accrual_assigned_partitions";
+pub const REFUSED: &str = "accrual_refused_partitions";
+pub const REBALANCES: &str = "accrual_rebalances_total";
+pub const RECOVERIES: &str = "accrual_recoveries_total";
+pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
+pub const READY: &str = "accrual_ready";
+pub const RULES_INFO: &str = "accrual_rules_info";
+pub const BUILD_INFO: &str = "accrual_build_info";
+
+/// The process's metrics: the exporter, and the float amount counters.
+pub struct Metrics {
+    handle: PrometheusHandle,
+    /// (program, kind, unit) -> total, exact: rendered without float drift.
+    amounts: Mutex<BTreeMap<(String, String, String), Decimal>>,
+}
+
+static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
+
+const DURATION_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+const BATCH_BUCKETS: [f64; 10] = [1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0];
+
+/// Installs the exporter as the process's recorder (once) and describes
+/// every metric. Later calls return the same instance.
+pub fn install() -> Result<Arc<Metrics>, String> {
+    if let Some(m) = GLOBAL.get() {
+        return Ok(m.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &DURATION_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(LATENCY.into()), &LATENCY_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_EVENTS.into()), &BATCH_BUCKETS))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    let metrics = Arc::new(Metrics { handle, amounts: Mutex::default() });
+    Ok(GLOBAL.get_or_init(|| metrics).clone())
+}
+
+fn describe() {
+    describe_counter!(EVENTS_CONSUMED, Unit::Count, "Input messages processed, by partition");
+    describe_counter!(RECORDS_EMITTED, Unit::Count, "Accrual records emitted, by program, rule and kind");
+    describe_counter!(DEAD_LETTERS, Unit::Count, "Input messages sent to the dead-letter topic, by reason");
+    describe_counter!(DUPLICATES, Unit::Count, "Input events skipped as duplicates (event id seen)");
+    describe_histogram!(BATCH_EVENTS, Unit::Count, "Input messages per partition batch");
+    describe_histogram!(
+        BATCH_DURATION,
+        Unit::Seconds,
+        "Time to run a commit cycle's batches through the core"
+    );
+    describe_histogram!(
+        ROCKSDB_COMMIT,
+        Unit::Seconds,
+        "Time to commit (and sync) a cycle's RocksDB WriteBatch"
+    );
+    describe_histogram!(
+        KAFKA_COMMIT,
+        Unit::Seconds,
+        "Time to publish and commit a cycle's Kafka transaction"
+    );
+    describe_counter!(TRANSACTIONS, Unit::Count, "Kafka transactions committed");
+    describe_counter!(ABORTS, Unit::Count, "Kafka transactions that failed, by kind (abortable, fatal)");
+    describe_histogram!(
+        LATENCY,
+        Unit::Seconds,
+        "Oldest message of a partition batch: Kafka timestamp to commit"
+    );
+    describe_gauge!(
+        LAG,
+        Unit::Count,
+        "Messages in the partition not yet processed (last stable offset minus next offset)"
+    );
+    describe_gauge!(ASSIGNED, Unit::Count, "Input partitions assigned to this instance and processed");
+    describe_gauge!(REFUSED, Unit::Count, "Input partitions assigned but refused (state missing or behind)");
+    describe_counter!(REBALANCES, Unit::Count, "Partition assignments and revocations");
+    describe_counter!(
+        RECOVERIES,
+        Unit::Count,
+        "Outbox republishes (after a crash, an abort, or a partition's return)"
+    );
+    describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last committed Kafka transaction");
+    describe_gauge!(READY, Unit::Count, "1 when every assigned partition is recovered and consuming");
+    describe_gauge!(RULES_INFO, Unit::Count, "The rules in use (labels name and version)");
+    describe_gauge!(BUILD_INFO, Unit::Count, "The accrual build (label version)");
+}
+
+impl Metrics {
+    /// Prometheus text: the exporter's metrics, then the amounts.
+    pub fn render(&self) -> String {
+        let mut text = self.handle.render();
+        let amounts = self.amounts.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            text,
+            "# HELP {AMOUNT} Amounts moved by accrual records, in each program's unit, by program and kind"
+        );
+        let _ = writeln!(text, "# TYPE {AMOUNT} counter");
+        for ((program, kind, unit), value) in amounts.iter() {
+            let _ =
+                writeln!(text, "{AMOUNT}{{program=\"{program}\",kind=\"{kind}\",unit=\"{unit}\"}} {value}");
+        }
+        text
+    }
+
+    /// Adds amounts (per program, kind and unit) from one batch.
+    pub fn add_amounts<'a>(&self, amounts: impl IntoIterator<Item = (&'a str, &'a str, &'a str, Decimal)>) {
+        let mut map = self.amounts.lock().unwrap_or_else(|p| p.into_inner());
+        for (program, kind, unit, amount) in amounts {
+            *map.entry((program.to_string(), kind.to_string(), unit.to_string())).or_default() += amount;
+        }
+    }
+}
+
+/// What one commit cycle did, reported at once.
+#[derive(Debug, Default)]
+pub struct CycleReport {
+    /// partition -> (messages, oldest Kafka timestamp in ms)
+    pub partitions: BTreeMap<u32, (u64, Option<i64>)>,
+    /// (program, rule, kind, unit) -> (records, amount)
+    pub records: BTreeMap<(Arc<str>, Arc<str>, &'static str, Arc<str>), (u64, Decimal)>,
+    pub dead_letters: BTreeMap<&'static str, u64>,
+    pub duplicates: u64,
+    pub processing: Duration,
+    pub rocksdb_commit: Duration,
+}
+
+/// Reports a cycle whose state is committed.
+pub fn cycle(metrics: Option<&Metrics>, report: &CycleReport) {
+    for (partition, (messages, _)) in &report.partitions {
+        counter!(EVENTS_CONSUMED, "partition" => partition.to_string()).increment(*messages);
+        histogram!(BATCH_EVENTS).record(*messages as f64);
+    }
+    for ((program, rule, kind, _), (n, _)) in &report.records {
+        counter!(RECORDS_EMITTED, "program" => program.to_string(), "rule" => rule.to_string(), "kind" => *kind)
+            .increment(*n);
+    }
+    if let Some(m) = metrics {
+        m.add_amounts(
+            report
+                .records
+                .iter()
+                .filter(|((p, ..), _)| !p.is_empty())
+                .map(|((p, _, k, u), (_, a))| (&**p, *k, &**u, *a)),
+        );
+    }
+    for (reason, n) in &report.dead_letters {
+        counter!(DEAD_LETTERS, "reason" => *reason).increment(*n);
+    }
+    counter!(DUPLICATES).increment(report.duplicates);
+    histogram!(BATCH_DURATION).record(report.processing.as_secs_f64());
+    histogram!(ROCKSDB_COMMIT).record(report.rocksdb_commit.as_secs_f64());
+}
+
+/// A committed Kafka transaction: its duration, and each partition's
+/// oldest message latency (Kafka timestamp to now).
+pub fn committed(duration: Duration, report: &CycleReport, now_ms: i64) {
+    counter!(TRANSACTIONS).increment(1);
+    histogram!(KAFKA_COMMIT).record(duration.as_secs_f64());
+    gauge!(LAST_COMMIT).set(now_ms as f64 / 1000.0);
+    for (_, oldest) in report.partitions.values() {
+        if let Some(ts) = oldest {
+            histogram!(LATENCY).record(((now_ms - ts).max(0)) as f64 / 1000.0);
+        }
+    }
+}
+
+pub fn aborted(kind: &'static str) {
+    counter!(ABORTS, "kind" => kind).increment(1);
+}
+
+pub fn recovery() {
+    counter!(RECOVERIES).increment(1);
+}
+
+pub fn rebalances(n: u64) {
+    counter!(REBALANCES).increment(n);
+}
+
+/// The assignment as it is now.
+pub fn assignment(assigned: usize, refused: usize, ready: bool, lag: &BTreeMap<u32, i64>) {
+    gauge!(ASSIGNED).set(assigned as f64);
+    gauge!(REFUSED).set(refused as f64);
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    for (partition, lag) in lag {
+        gauge!(LAG, "partition" => partition.to_string()).set(*lag as f64);
+    }
+}
+
+/// The rules and build in use.
+pub fn info(rules_name: &str, rules_version: &str) {
+    gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
