@@ -144,13 +144,38 @@ impl Metrics {
     }
 }
 
+/// (program, rule, kind, unit) of accrual records.
+pub type RecordKey = (Arc<str>, Arc<str>, &'static str, Arc<str>);
+
+/// Records and amounts per [`RecordKey`], tallied per batch.
+#[derive(Debug, Default)]
+pub struct RecordTally(pub BTreeMap<RecordKey, (u64, Decimal)>);
+
+impl RecordTally {
+    pub fn add(&mut self, r: &crate::accrue::AccrualRecord) {
+        let e = self
+            .0
+            .entry((r.program.clone(), r.rule_id.clone(), r.kind.name(), r.unit.clone()))
+            .or_insert((0, Decimal::ZERO));
+        e.0 += 1;
+        e.1 += r.amount;
+    }
+
+    pub fn merge(&mut self, other: RecordTally) {
+        for (key, (n, amount)) in other.0 {
+            let e = self.0.entry(key).or_insert((0, Decimal::ZERO));
+            e.0 += n;
+            e.1 += amount;
+        }
+    }
+}
+
 /// What one commit cycle did, reported at once.
 #[derive(Debug, Default)]
 pub struct CycleReport {
     /// partition -> (messages, oldest Kafka timestamp in ms)
     pub partitions: BTreeMap<u32, (u64, Option<i64>)>,
-    /// (program, rule, kind, unit) -> (records, amount)
-    pub records: BTreeMap<(Arc<str>, Arc<str>, &'static str, Arc<str>), (u64, Decimal)>,
+    pub records: RecordTally,
     pub dead_letters: BTreeMap<&'static str, u64>,
     pub duplicates: u64,
     pub processing: Duration,
@@ -163,7 +188,7 @@ pub fn cycle(metrics: Option<&Metrics>, report: &CycleReport) {
         counter!(EVENTS_CONSUMED, "partition" => partition.to_string()).increment(*messages);
         histogram!(BATCH_EVENTS).record(*messages as f64);
     }
-    for ((program, rule, kind, _), (n, _)) in &report.records {
+    for ((program, rule, kind, _), (n, _)) in &report.records.0 {
         counter!(RECORDS_EMITTED, "program" => program.to_string(), "rule" => rule.to_string(), "kind" => *kind)
             .increment(*n);
     }

@@ -593,11 +593,7 @@ impl Engine {
             self.summary.duplicates += stats.duplicates;
             self.summary.no_effect += stats.no_effect;
             report.duplicates += sink.duplicates;
-            for (key, (n, amount)) in std::mem::take(&mut sink.records) {
-                let e = report.records.entry(key).or_insert((0, rust_decimal::Decimal::ZERO));
-                e.0 += n;
-                e.1 += amount;
-            }
+            report.records.merge(std::mem::take(&mut sink.records));
             for (reason, n) in std::mem::take(&mut sink.dead) {
                 *report.dead_letters.entry(reason).or_default() += n;
             }

@@ -8,9 +8,7 @@ use crate::events::Event;
 use crate::pipeline::{Input, Sink};
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::time::Timestamp;
-use rust_decimal::Decimal;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 const OUTBOX_FORMAT: u8 = 1;
 
@@ -91,8 +89,8 @@ pub struct OutboxSink {
     pub entries: Vec<(u64, Vec<OutMessage>)>,
     pub no_effect: u64,
     pub duplicates: u64,
-    /// For metrics: (program, rule, kind, unit) -> (records, amount).
-    pub records: BTreeMap<(Arc<str>, Arc<str>, &'static str, Arc<str>), (u64, Decimal)>,
+    /// For metrics: the records of the batch.
+    pub records: crate::metrics::RecordTally,
     /// For metrics: dead letters per reason.
     pub dead: BTreeMap<&'static str, u64>,
 }
@@ -104,7 +102,7 @@ impl OutboxSink {
             entries: Vec::new(),
             no_effect: 0,
             duplicates: 0,
-            records: BTreeMap::new(),
+            records: crate::metrics::RecordTally::default(),
             dead: BTreeMap::new(),
         }
     }
@@ -131,12 +129,7 @@ impl Sink for OutboxSink {
             return;
         }
         for r in records {
-            let e = self
-                .records
-                .entry((r.program.clone(), r.rule_id.clone(), r.kind.name(), r.unit.clone()))
-                .or_insert((0, Decimal::ZERO));
-            e.0 += 1;
-            e.1 += r.amount;
+            self.records.add(r);
         }
         let messages = records
             .iter()
