@@ -196,6 +196,7 @@ pub fn cycle(metrics: Option<&Metrics>, report: &CycleReport) {
         m.add_amounts(
             report
                 .records
+                .0
                 .iter()
                 .filter(|((p, ..), _)| !p.is_empty())
                 .map(|((p, _, k, u), (_, a))| (&**p, *k, &**u, *a)),
