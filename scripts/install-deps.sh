@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what building accrual needs and a fresh machine lacks: Debian's
-# clang/libclang (RocksDB's bindgen), cmake and pkg-config/OpenSSL headers.
+# Installs what building and testing accrual needs and a fresh machine
+# lacks: Debian's clang/libclang (RocksDB's bindgen), cmake, pkg-config and
+# OpenSSL headers, and Prometheus (the metrics tests run a real one).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
-packages=(clang libclang-dev cmake pkg-config libssl-dev)
+packages=(clang libclang-dev cmake pkg-config libssl-dev prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

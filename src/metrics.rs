@@ -245,8 +245,18 @@ pub fn assignment(assigned: usize, refused: usize, ready: bool, lag: &BTreeMap<u
     }
 }
 
-/// The rules and build in use.
+/// The rules and build in use; also starts every counter an alert or panel
+/// watches at zero, so a healthy system shows 0 rather than nothing.
 pub fn info(rules_name: &str, rules_version: &str) {
+    for kind in ["abortable", "fatal"] {
+        counter!(ABORTS, "kind" => kind).increment(0);
+    }
+    for reason in crate::events::DecodeError::REASONS.into_iter().chain(crate::accrue::Rejection::REASONS) {
+        counter!(DEAD_LETTERS, "reason" => reason).increment(0);
+    }
+    for name in [TRANSACTIONS, RECOVERIES, REBALANCES, DUPLICATES] {
+        counter!(name).increment(0);
+    }
     gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -105,6 +105,9 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every reason label, for metrics to start at zero.
+    pub const REASONS: [&'static str; 3] = ["currency_mismatch", "overflow", "clock_without_partition"];
+
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Currency { .. } => "currency_mismatch",

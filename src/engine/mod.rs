@@ -103,6 +103,15 @@ impl Failpoint {
         Failpoint { point, hits: 0 }
     }
 
+    /// A test-only pause: at `<point>:<ms>`, sleeps that long.
+    fn delay(&self, name: &str) {
+        if let Some((point, ms)) = &self.point {
+            if point == name {
+                std::thread::sleep(Duration::from_millis(*ms));
+            }
+        }
+    }
+
     fn hit(&mut self, name: &str) {
         if let Some((point, n)) = &self.point {
             if point == name {
@@ -452,6 +461,7 @@ impl Engine {
         }
         let offsets: Vec<(u32, u64)> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
         tracing::info!(partitions = ?ranges, messages = messages.len(), "recovery: publishing the outbox again");
+        self.failpoint.delay("slow-recovery");
         self.summary.recoveries += 1;
         crate::metrics::recovery();
         let started = Instant::now();

@@ -559,4 +559,24 @@ mod tests {
         // A bad event does not poison the decoder.
         assert!(d.decode(PURCHASE.as_bytes()).is_ok());
     }
+
+    #[test]
+    fn every_reason_is_listed_for_metrics() {
+        let samples = [
+            DecodeError::TooLarge { size: 1, max: 0 },
+            DecodeError::NotUtf8,
+            DecodeError::Malformed(String::new()),
+            DecodeError::NotAnObject,
+            DecodeError::MissingField("x"),
+            DecodeError::WrongType { field: "x", expected: "y", found: "z" },
+            DecodeError::DuplicateField("x"),
+            DecodeError::Amount { field: "amount", problem: AmountError::Zero },
+            DecodeError::Mcc,
+            DecodeError::Time(crate::time::TimeError::Format),
+            DecodeError::UnknownType(String::new()),
+            DecodeError::Invalid { field: "x", problem: "y" },
+        ];
+        let reasons: Vec<&str> = samples.iter().map(DecodeError::reason).collect();
+        assert_eq!(reasons, DecodeError::REASONS);
+    }
 }

@@ -219,6 +219,22 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every reason label, for metrics to start at zero.
+    pub const REASONS: [&'static str; 12] = [
+        "too_large",
+        "not_utf8",
+        "malformed_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "duplicate_field",
+        "invalid_amount",
+        "invalid_mcc",
+        "invalid_timestamp",
+        "unknown_type",
+        "invalid_field",
+    ];
+
     /// A low-cardinality label for metrics and the dead-letter header.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -74,6 +74,31 @@ impl Setup {
 
     /// The same, with another rules file (relative to the repository).
     pub fn config_with_rules(&self, dir: &Path, instance: &str, extra_engine: &str, rules: &str) -> PathBuf {
+        self.config_full(dir, instance, extra_engine, rules, "[http]\nenabled = false\n")
+    }
+
+    /// With an HTTP listener at `listen` (and a bearer token, if any).
+    pub fn config_http(
+        &self,
+        dir: &Path,
+        instance: &str,
+        extra_engine: &str,
+        listen: &str,
+        token: &str,
+    ) -> PathBuf {
+        let http = format!("[http]\nlisten = \"{listen}\"\ntoken = \"{token}\"\n");
+        self.config_full(dir, instance, extra_engine, "config/rules.example.toml", &http)
+    }
+
+    /// Any config: `sections` are top-level TOML appended at the end.
+    pub fn config_full(
+        &self,
+        dir: &Path,
+        instance: &str,
+        extra_engine: &str,
+        rules: &str,
+        sections: &str,
+    ) -> PathBuf {
         let path = dir.join(format!("{instance}.toml"));
         let text = format!(
             r#"
@@ -98,6 +123,8 @@ rules = "{rules}"
 commit_interval_ms = 50
 kafka_timeout_ms = 10000
 {extra_engine}
+
+{sections}
 "#,
             brokers = self.brokers,
             group = self.group,

@@ -130,5 +130,6 @@ pub fn recs(items: &[(&str, &'static str, &str)]) -> Vec<(String, &'static str, 
     items.iter().map(|(r, k, a)| (r.to_string(), *k, a.to_string())).collect()
 }
 
+pub mod http;
 pub mod kafka;
 pub mod year;

@@ -1,0 +1,221 @@
+//! The HTTP surface of a running engine: `/metrics` counts what was
+//! processed; the balance lookup (auth, unknown accounts, partitions owned
+//! elsewhere); readiness while a partition recovers.
+
+mod common;
+
+use accrual::datagen::{self, GenOptions};
+use accrual::simulate::{self, SimulateOptions};
+use common::http::{get, metric};
+use common::kafka::*;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+fn events(n: u64, seed: u64) -> Vec<String> {
+    let opts = GenOptions {
+        events: n,
+        accounts: 150,
+        seed,
+        refund_percent: 3.0,
+        duplicate_percent: 2.0,
+        malformed_percent: 1.0,
+        ..GenOptions::default()
+    };
+    let mut out = Vec::new();
+    datagen::generate(&opts, &mut out).unwrap();
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| String::from_utf8(l.to_vec()).ok())
+        .collect()
+}
+
+fn wait_ready(address: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if matches!(get(address, "/readyz", &[]), Ok((200, _))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{address} never became ready");
+}
+
+#[test]
+fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
+    let setup = Setup::new("metrics", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(3_000, 12);
+    setup.produce(dir.path(), &lines);
+    let address = "127.0.0.1:19464";
+    let config = setup.config_http(dir.path(), "node-1", "max_batch = 500", address, "s3cret");
+    let mut engine = EngineProcess::spawn(&config, &[], None);
+    wait_ready(address);
+    assert!(setup.wait_all_committed(Duration::from_secs(120)), "lag {:?}", setup.lag());
+
+    // What simulate says this input is.
+    let input = dir.path().join("input.ndjson");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let reference_out = dir.path().join("reference.ndjson");
+    let state = dir.path().join("reference-state");
+    let summary = simulate::run(&SimulateOptions {
+        rules: common::repo_path("config/rules.example.toml"),
+        input,
+        out: Some(reference_out.clone()),
+        dlq: None,
+        state_dir: Some(state.clone()),
+        batch_size: 1000,
+        show_progress: false,
+    })
+    .unwrap();
+    let mut amounts: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    for line in std::fs::read_to_string(&reference_out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = (v["program"].as_str().unwrap().to_string(), v["kind"].as_str().unwrap().to_string());
+        *amounts.entry(key).or_default() += Decimal::from_str(v["amount"].as_str().unwrap()).unwrap();
+    }
+
+    // Statistics arrive every 5 s: wait until the lag gauges are reported.
+    let started = Instant::now();
+    let text = loop {
+        let (status, text) = get(address, "/metrics", &[]).unwrap();
+        assert_eq!(status, 200);
+        let lags = (0..3)
+            .filter(|p| {
+                metric(&text, "accrual_consumer_lag_messages", &[&format!("partition=\"{p}\"")]).is_some()
+            })
+            .count();
+        if lags == 3 || started.elapsed() > Duration::from_secs(30) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let count = |name: &str| metric(&text, name, &[]).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+    assert_eq!(count("accrual_events_consumed_total") as usize, lines.len());
+    assert_eq!(count("accrual_records_emitted_total") as u64, summary.stats.records);
+    assert_eq!(count("accrual_dead_letters_total") as u64, summary.stats.dead_letters);
+    assert_eq!(count("accrual_duplicates_total") as u64, summary.stats.duplicates);
+    assert_eq!(count("accrual_assigned_partitions"), 3.0);
+    assert_eq!(count("accrual_ready"), 1.0);
+    assert_eq!(count("accrual_consumer_lag_messages"), 0.0);
+    assert!(count("accrual_kafka_transactions_total") >= 6.0, "3,000 events in batches of 500");
+    assert!(count("accrual_rocksdb_commit_duration_seconds_count") >= 6.0);
+    assert!(count("accrual_end_to_end_latency_seconds_count") >= 1.0);
+    assert!(
+        text.contains(&format!(
+            "accrual_rules_info{{name=\"Everyday card\",version=\"{}\"}} 1",
+            summary.rules_version
+        )),
+        "{text}"
+    );
+    for ((program, kind), total) in &amounts {
+        let labels = [format!("program=\"{program}\""), format!("kind=\"{kind}\"")];
+        let exported = metric(&text, "accrual_amount_total", &[&labels[0], &labels[1]]).unwrap();
+        assert_eq!(
+            Decimal::from_str(&exported.to_string()).unwrap().round_dp(2),
+            total.round_dp(2),
+            "{program} {kind}"
+        );
+    }
+
+    // The balance lookup: customer data behind the token.
+    let store = open_store(&state);
+    let (account, reference) = store.accounts(0).unwrap().into_iter().next().unwrap();
+    let path = format!("/v1/accounts/{account}/balance");
+    assert_eq!(get(address, &path, &[]).unwrap().0, 401);
+    assert_eq!(get(address, &path, &[("Authorization", "Bearer wrong")]).unwrap().0, 401);
+    let (status, body) = get(address, &path, &[("Authorization", "Bearer s3cret")]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for program in v["programs"].as_array().unwrap() {
+        let name = program["program"].as_str().unwrap();
+        let expected = reference.balance(name).unwrap();
+        assert_eq!(
+            program["available"].as_str().unwrap(),
+            accrual::money::with_scale(expected.available, expected.decimals).to_string()
+        );
+        assert_eq!(
+            program["lifetime_earned"].as_str().unwrap(),
+            accrual::money::with_scale(expected.lifetime_earned, expected.decimals).to_string()
+        );
+    }
+    let (status, body) =
+        get(address, "/v1/accounts/nobody-at-all/balance", &[("Authorization", "Bearer s3cret")]).unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("unknown account"));
+    // Health and metrics need no token.
+    assert_eq!(get(address, "/healthz", &[]).unwrap(), (200, "ok\n".to_string()));
+    engine.terminate();
+    assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
+}
+
+#[test]
+fn an_account_of_a_partition_owned_elsewhere_gets_421() {
+    let setup = Setup::new("misdirected", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let (a_addr, b_addr) = ("127.0.0.1:19465", "127.0.0.1:19466");
+    let mut a = EngineProcess::spawn(&setup.config_http(dir.path(), "node-a", "", a_addr, ""), &[], None);
+    wait_ready(a_addr);
+    let mut b = EngineProcess::spawn(&setup.config_http(dir.path(), "node-b", "", b_addr, ""), &[], None);
+    let started = Instant::now();
+    while !b.log_text().contains("partition assigned") && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    wait_ready(a_addr);
+    wait_ready(b_addr);
+    setup.produce(dir.path(), &events(800, 3));
+    assert!(setup.wait_all_committed(Duration::from_secs(120)));
+    // Every account answers 200 on exactly one instance and 421 on the other.
+    let mut answers = BTreeMap::new();
+    for account in ["acc-0000001", "acc-0000002", "acc-0000003", "acc-0000004", "acc-0000005"] {
+        let path = format!("/v1/accounts/{account}/balance");
+        let (sa, body_a) = get(a_addr, &path, &[]).unwrap();
+        let (sb, body_b) = get(b_addr, &path, &[]).unwrap();
+        let mut pair = [sa, sb];
+        pair.sort();
+        assert_eq!(pair, [200, 421], "{account}: {body_a} / {body_b}");
+        let misdirected = if sa == 421 { body_a } else { body_b };
+        assert!(misdirected.contains("is not owned by this instance"), "{misdirected}");
+        answers.insert(account, sa);
+    }
+    assert!(
+        answers.values().any(|s| *s == 200) && answers.values().any(|s| *s == 421),
+        "both instances own accounts: {answers:?}"
+    );
+    b.terminate();
+    a.terminate();
+    let _ = (b.wait(Duration::from_secs(60)), a.wait(Duration::from_secs(60)));
+}
+
+#[test]
+fn readiness_is_503_while_a_partition_recovers() {
+    let setup = Setup::new("readiness", 2);
+    let dir = tempfile::tempdir().unwrap();
+    setup.produce(dir.path(), &events(1_000, 5));
+    let address = "127.0.0.1:19467";
+    let config = setup.config_http(dir.path(), "node-1", "max_batch = 200", address, "");
+    let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", "after-state-commit:2")], None);
+    assert!(!crashed.wait(Duration::from_secs(120)).success());
+    // Restart with recovery slowed down so it can be watched.
+    let mut engine = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", "slow-recovery:4000")], None);
+    let started = Instant::now();
+    let mut saw_recovering = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        match get(address, "/readyz", &[]) {
+            Ok((503, body)) if body.contains("is recovering") => {
+                saw_recovering = true;
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    assert!(saw_recovering, "never saw the recovery:\n{}", engine.log_text());
+    let (_, metrics_text) = get(address, "/metrics", &[]).unwrap();
+    assert_eq!(metric(&metrics_text, "accrual_ready", &[]), Some(0.0));
+    wait_ready(address);
+    assert!(setup.wait_all_committed(Duration::from_secs(60)));
+    engine.terminate();
+    assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
+}
