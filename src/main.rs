@@ -5,7 +5,7 @@ use accrual::datagen::{self, GenOptions};
 use accrual::engine::{self, RunOptions, journal::Journal};
 use accrual::kafka_tools;
 use accrual::simulate::{self, SimulateOptions};
-use accrual::store::{Store, StoreOptions};
+use accrual::store::Store;
 use accrual::time::Timestamp;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
         Command::Run { config, .. } => match load_config(config) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", describe(&e));
                 return ExitCode::FAILURE;
             }
         },
@@ -210,10 +210,26 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text the message
+/// before it already includes (the library's errors name their source).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    for cause in error.chain().skip(1) {
+        let message = cause.to_string();
+        if !last.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        last = message;
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -296,7 +312,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect { what: Inspect::Balance { state_dir, rules, account } } => {
             let rules = accrual::rules::load(&rules)?;
-            let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
+            let store = Store::open_read_only(&state_dir)?;
             let Some((partition, state)) = store.find_account(&account)? else {
                 bail!("no account {account} in {}", state_dir.display());
             };
@@ -329,7 +345,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { what: Inspect::Transactions { state_dir } } => {
-            let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
+            let store = Store::open_read_only(&state_dir)?;
             let instance = Journal::instance(&store)?.unwrap_or_default();
             for entry in Journal::entries(&store)? {
                 say!("{instance}:{}:{} {}", entry.epoch, entry.seq, entry.status.name());

@@ -50,7 +50,7 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
     setup.produce(dir.path(), &lines);
     let address = "127.0.0.1:19464";
     let config = setup.config_http(dir.path(), "node-1", "max_batch = 500", address, "s3cret");
-    let mut engine = EngineProcess::spawn(&config, &[], None);
+    let mut engine = EngineProcess::spawn(&config, &[("ACCRUAL_LOG__FORMAT", "json")], None);
     wait_ready(address);
     assert!(setup.wait_all_committed(Duration::from_secs(120)), "lag {:?}", setup.lag());
 
@@ -148,6 +148,34 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
     assert_eq!(get(address, "/healthz", &[]).unwrap(), (200, "ok\n".to_string()));
     engine.terminate();
     assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
+    assert_logs_are_lifecycle_only(&engine.log_text(), &lines);
+}
+
+/// JSON logs at info: lifecycle lines with partition and offset, nothing
+/// per event, no customer data.
+fn assert_logs_are_lifecycle_only(log: &str, input: &[String]) {
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(entries.len() < 40, "{} log lines for {} events:\n{log}", entries.len(), input.len());
+    let assigned: Vec<&serde_json::Value> =
+        entries.iter().filter(|e| e["fields"]["message"] == "partition assigned").collect();
+    assert_eq!(assigned.len(), 3, "{log}");
+    for entry in assigned {
+        assert_eq!(entry["level"], "INFO");
+        assert!(entry["fields"]["partition"].is_u64() && entry["fields"]["start_offset"].is_u64(), "{entry}");
+    }
+    assert!(entries.iter().any(|e| e["fields"]["message"] == "engine stopped"), "{log}");
+    for line in input {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        for field in ["account_id", "card_id", "amount", "event_id"] {
+            if let Some(value) = event[field].as_str() {
+                assert!(!log.contains(&format!("\"{value}\"")), "{field} {value} in the log:\n{log}");
+            }
+        }
+    }
 }
 
 #[test]

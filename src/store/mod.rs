@@ -50,6 +50,8 @@ pub enum StoreError {
         #[source]
         source: rocksdb::Error,
     },
+    #[error("state store {path}: no RocksDB state there")]
+    Missing { path: PathBuf },
     #[error("state store {path}: corrupt {what} in partition {partition}: {source}")]
     Corrupt {
         path: PathBuf,
@@ -165,6 +167,20 @@ impl Store {
         let mut write = WriteOptions::default();
         write.set_sync(options.sync);
         Ok(Store { db, path: path.to_path_buf(), write, dedupe_horizons: horizons })
+    }
+
+    /// Opens the store for reading while another process (a running
+    /// engine) holds it: no lock, the write-ahead log replayed in memory,
+    /// every write refused. For `accrual inspect`.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        // RocksDB would create the directory for its log file.
+        if !path.join("CURRENT").is_file() {
+            return Err(StoreError::Missing { path: path.to_path_buf() });
+        }
+        let db_err = |source| StoreError::Db { path: path.to_path_buf(), source };
+        let families = [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META, CF_TIMERS];
+        let db = DB::open_cf_for_read_only(&Options::default(), path, families, false).map_err(db_err)?;
+        Ok(Store { db, path: path.to_path_buf(), write: WriteOptions::default(), dedupe_horizons: Arc::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -454,6 +470,26 @@ impl LedgerBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_open_sees_a_running_writers_commits_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nothing");
+        assert!(matches!(Store::open_read_only(&missing), Err(StoreError::Missing { .. })));
+        assert!(!missing.exists(), "a read-only open creates nothing");
+
+        let writer = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let state = AccountState { watermark: Timestamp(7), ..AccountState::default() };
+        let mut b = writer.batch();
+        b.put_account(3, "a-9", &state);
+        writer.commit(b).unwrap();
+        // The writer still holds the lock; its commit is only in the WAL.
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.account(3, "a-9").unwrap(), Some(state));
+        let mut b = reader.batch();
+        b.put_account(3, "a-10", &AccountState::default());
+        assert!(reader.commit(b).is_err());
+    }
 
     #[test]
     fn batch_commits_atomically_and_partitions_are_separate() {
