@@ -16,12 +16,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-scripts/install-deps.sh
-
-echo "== build"
-cargo build --locked --bin accrual
-bin="$CARGO_TARGET_DIR/debug/accrual"
-scripts/broker.sh install
 
 work="${ACCRUAL_DEMO_DIR:-$ACCRUAL_CACHE/demo}"
 events="${ACCRUAL_DEMO_EVENTS:-100000}"
@@ -43,6 +37,12 @@ if [ "${1:-}" = "stop" ]; then
   echo "demo engine and broker stopped"
   exit 0
 fi
+
+scripts/install-deps.sh
+echo "== build"
+cargo build --locked --bin accrual
+bin="$CARGO_TARGET_DIR/debug/accrual"
+scripts/broker.sh install
 
 stop_all
 rm -rf "$work"

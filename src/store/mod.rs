@@ -180,7 +180,12 @@ impl Store {
         let db_err = |source| StoreError::Db { path: path.to_path_buf(), source };
         let families = [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META, CF_TIMERS];
         let db = DB::open_cf_for_read_only(&Options::default(), path, families, false).map_err(db_err)?;
-        Ok(Store { db, path: path.to_path_buf(), write: WriteOptions::default(), dedupe_horizons: Arc::default() })
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            write: WriteOptions::default(),
+            dedupe_horizons: Arc::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
