@@ -318,13 +318,32 @@ pub fn statement_end(key: u32, statement_day: u32, offset: TzOffset) -> Timestam
     Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, statement_day, offset)
 }
 
-/// `2026-11` for a month key, `2026-Q4` for a quarter key.
+/// `2026-11` for a month key.
+#[derive(Debug, Clone, Copy)]
+pub struct MonthLabel(pub u32);
+
+impl fmt::Display for MonthLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.0 / 12, self.0 % 12 + 1)
+    }
+}
+
+/// `2026-Q4` for a quarter key.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarterLabel(pub u32);
+
+impl fmt::Display for QuarterLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-Q{}", self.0 / 4, self.0 % 4 + 1)
+    }
+}
+
 pub fn month_label(key: u32) -> String {
-    format!("{:04}-{:02}", key / 12, key % 12 + 1)
+    MonthLabel(key).to_string()
 }
 
 pub fn quarter_label(key: u32) -> String {
-    format!("{:04}-Q{}", key / 4, key % 4 + 1)
+    QuarterLabel(key).to_string()
 }
 
 #[cfg(test)]

@@ -97,6 +97,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
+    fn fast_decimal_text_is_displays_text(lo: u32, mid: u32, hi: u32, negative: bool, scale in 0..=28u32, small: i64) {
+        let big = Decimal::from_parts(lo, mid, hi, negative, scale);
+        prop_assert_eq!(accrual::money::Dec(big).to_string(), big.to_string());
+        let money = Decimal::new(small, scale.min(6));
+        prop_assert_eq!(accrual::money::Dec(money).to_string(), money.to_string());
+    }
+
+    #[test]
     fn earning_never_goes_negative_nor_above_a_cap(seq in buys(40), rules_choice in 0..2usize) {
         let rules = if rules_choice == 0 { example_rules() } else { test_rules(TIGHT) };
         let mut h = Harness::new(rules.clone());

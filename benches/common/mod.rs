@@ -21,3 +21,7 @@ pub fn example_rules() -> Arc<Rules> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml");
     Arc::new(rules::load(&path).expect("example rules load"))
 }
+
+// The allocator the binary uses, so the benches measure what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -10,7 +10,7 @@ use super::{
     AccrualRecord, Ctx, Effects, NoEffect, Outcome, RecordKind, Rejection, account, lifecycle, tiers,
 };
 use crate::events::{Event, Purchase, PurchaseStatus};
-use crate::money::{self, RoundingMode};
+use crate::money::{self, Dec, RoundingMode};
 use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, ExpiryPolicy, Rule, Rules, TierMeasure};
 use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase};
 use crate::time::{self, LocalTime};
@@ -76,12 +76,18 @@ fn period_key(cap: &Cap, periods: &Periods) -> Option<u32> {
     }
 }
 
-fn period_label(cap: &Cap, periods: &Periods) -> String {
-    match cap.period {
-        CapPeriod::Transaction => "this purchase".to_string(),
-        CapPeriod::Month => time::month_label(periods.month),
-        CapPeriod::Quarter => time::quarter_label(periods.quarter),
-        CapPeriod::Statement => format!("statement cycle from {}", time::month_label(periods.statement)),
+/// The period of a cap, as explanations name it (written, not allocated).
+struct PeriodLabel(CapPeriod, Periods);
+
+impl std::fmt::Display for PeriodLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.1;
+        match self.0 {
+            CapPeriod::Transaction => f.write_str("this purchase"),
+            CapPeriod::Month => time::MonthLabel(p.month).fmt(f),
+            CapPeriod::Quarter => time::QuarterLabel(p.quarter).fmt(f),
+            CapPeriod::Statement => write!(f, "statement cycle from {}", time::MonthLabel(p.statement)),
+        }
     }
 }
 
@@ -140,26 +146,28 @@ fn plan(
     }
     let raw = match &rule.effect {
         Effect::Percent { percent, fraction } => {
-            let _ = write!(text, "{percent}% of {base}");
+            let _ = write!(text, "{}% of {}", Dec(*percent), Dec(base));
             base.checked_mul(*fraction).ok_or(Rejection::Overflow)?
         }
         Effect::Fixed(v) => {
-            let _ = write!(text, "fixed {v}");
+            let _ = write!(text, "fixed {}", Dec(*v));
             *v
         }
         Effect::PerUnit { every, award } => {
             let units = money::full_units(base, *every).ok_or(Rejection::Overflow)?;
             let units = units.checked_div(*every).ok_or(Rejection::Overflow)?;
-            let _ = write!(text, "{award} per full {every} of {base}");
+            let _ = write!(text, "{} per full {} of {}", Dec(*award), Dec(*every), Dec(base));
             units.checked_mul(*award).ok_or(Rejection::Overflow)?
         }
         Effect::Multiply { rule: target, factor } => {
             let of = scratch.results[*target];
             let _ = write!(
                 text,
-                "{factor}x {} ({of}), extra {}x",
+                "{}x {} ({}), extra {}x",
+                Dec(*factor),
                 rules.rules[*target].id,
-                factor - Decimal::ONE
+                Dec(of),
+                Dec(factor - Decimal::ONE)
             );
             of.checked_mul(factor - Decimal::ONE).ok_or(Rejection::Overflow)?
         }
@@ -168,33 +176,45 @@ fn plan(
         return Ok(None);
     }
     if eligible != f.amount {
-        let _ = write!(text, " (the part of {} within the spend cap)", f.amount);
+        let _ = write!(text, " (the part of {} within the spend cap)", Dec(f.amount));
     }
     if let Some(unit) = rule.rounding.per_full.filter(|_| base != eligible) {
-        let _ = write!(text, " (in full {unit}s of {eligible})");
+        let _ = write!(text, " (in full {}s of {})", Dec(unit), Dec(eligible));
     }
-    let _ = write!(text, " = {}", raw.normalize());
+    let _ = write!(text, " = {}", Dec(raw.normalize()));
     let rounded =
         money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
     if rounded != raw || rule.rounding.mode != RoundingMode::Floor {
-        let _ = write!(text, ", {} to {}: {rounded}", rule.rounding.mode, rule.rounding.step);
+        let _ = write!(text, ", {} to {}: {}", rule.rounding.mode, Dec(rule.rounding.step), Dec(rounded));
     }
     let mut granted = rounded;
     for &c in &rule.caps {
         let cap = &rules.caps[c];
         let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-        let label = period_label(cap, &f.periods);
+        let label = PeriodLabel(cap.period, f.periods);
         match cap.measure {
             CapMeasure::Reward => {
                 if left < granted {
                     granted = left;
-                    let _ = write!(text, "; capped by {} ({label}): {} of {} left", cap.id, left, cap.limit);
+                    let _ = write!(
+                        text,
+                        "; capped by {} ({label}): {} of {} left",
+                        cap.id,
+                        Dec(left),
+                        Dec(cap.limit)
+                    );
                 } else {
-                    let _ = write!(text, "; {} ({label}): {} of {} left", cap.id, left, cap.limit);
+                    let _ = write!(text, "; {} ({label}): {} of {} left", cap.id, Dec(left), Dec(cap.limit));
                 }
             }
             CapMeasure::Spend => {
-                let _ = write!(text, "; spend cap {} ({label}): {} of {} left", cap.id, left, cap.limit);
+                let _ = write!(
+                    text,
+                    "; spend cap {} ({label}): {} of {} left",
+                    cap.id,
+                    Dec(left),
+                    Dec(cap.limit)
+                );
             }
         }
     }
@@ -454,7 +474,7 @@ fn commit(
                 }
             }
             Credited::Available { repaid } if repaid > Decimal::ZERO => {
-                let _ = write!(explanation, "; {repaid} of it repaid what was owed");
+                let _ = write!(explanation, "; {} of it repaid what was owed", Dec(repaid));
             }
             Credited::Available { .. } => {}
         }

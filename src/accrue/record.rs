@@ -2,6 +2,7 @@
 //! their JSON form (written by hand so the bytes are fixed by this code,
 //! field order and number formatting included).
 
+use crate::money::push_decimal;
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
@@ -126,21 +127,23 @@ impl AccrualRecord {
         json_str(&mut s, &self.rule_id);
         s.push_str(",\"kind\":\"");
         s.push_str(self.kind.name());
-        let _ = write!(s, "\",\"amount\":\"{}\",\"unit\":", self.amount);
+        s.push_str("\",\"amount\":\"");
+        push_decimal(&mut s, self.amount);
+        s.push_str("\",\"unit\":");
         json_opt_str(&mut s, &self.unit);
-        let _ = write!(
-            s,
-            ",\"balance_after\":\"{}\",\"pending_after\":\"{}\"",
-            self.balance_after, self.pending_after
-        );
+        s.push_str(",\"balance_after\":\"");
+        push_decimal(&mut s, self.balance_after);
+        s.push_str("\",\"pending_after\":\"");
+        push_decimal(&mut s, self.pending_after);
+        s.push('"');
         if let Some(value) = self.value {
-            let _ = write!(s, ",\"value\":\"{value}\"");
+            s.push_str(",\"value\":\"");
+            push_decimal(&mut s, value);
+            s.push('"');
         }
-        let _ = write!(
-            s,
-            ",\"rules_version\":\"{}\",\"occurred_at\":\"{}\",\"explanation\":",
-            self.rules_version, self.occurred_at
-        );
+        s.push_str(",\"rules_version\":");
+        json_str(&mut s, &self.rules_version);
+        let _ = write!(s, ",\"occurred_at\":\"{}\",\"explanation\":", self.occurred_at);
         json_str(&mut s, &self.explanation);
         s.push_str("}\n");
         out.extend_from_slice(s.as_bytes());
@@ -152,22 +155,30 @@ fn json_opt_str(out: &mut String, s: &str) {
     if s.is_empty() { out.push_str("null") } else { json_str(out, s) }
 }
 
-/// Writes a JSON string literal.
+/// Writes a JSON string literal: runs of plain characters are copied
+/// whole, only `"`, `\\` and control characters are escaped.
 pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        plain = i + 1;
     }
+    out.push_str(&s[plain..]);
     out.push('"');
 }
 
@@ -191,7 +202,7 @@ mod tests {
             value: None,
             rules_version: Arc::from("abc"),
             occurred_at: Timestamp(0),
-            explanation: "1% of 1234.00\n".into(),
+            explanation: "1% of 1234.00\n\u{1}é\t\"".into(),
         };
         let mut out = Vec::new();
         r.write_json(&mut out);
@@ -203,7 +214,9 @@ mod tests {
         assert_eq!(v["pending_after"], "0.00");
         assert!(v.get("value").is_none());
         assert_eq!(v["occurred_at"], "1970-01-01T00:00:00Z");
-        assert_eq!(v["explanation"], "1% of 1234.00\n");
+        assert_eq!(v["explanation"], "1% of 1234.00\n\u{1}é\t\"");
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains(r#""explanation":"1% of 1234.00\n\u0001é\t\""}"#), "{text}");
         assert!(out.ends_with(b"}\n"));
     }
 }
