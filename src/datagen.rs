@@ -8,12 +8,17 @@
 //! recent purchases, and on request exact duplicates and malformed lines.
 
 use crate::time::{MS_PER_DAY, Timestamp};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     pub events: u64,
     pub accounts: u64,
+    /// Zipf exponent of account activity: 1.07 puts a tenth of all events
+    /// on the busiest account (a stress case); 0.25 is a card portfolio,
+    /// the busiest card about 15 times the average; 0 is uniform.
+    pub skew: f64,
     pub seed: u64,
     pub start: Timestamp,
     pub days: u32,
@@ -33,6 +38,7 @@ impl Default for GenOptions {
         GenOptions {
             events: 10_000,
             accounts: 1_000,
+            skew: 1.07,
             seed: 1,
             start: Timestamp(1_793_480_400_000), // 2026-11-01T00:00:00+03:00
             days: 30,
@@ -176,14 +182,15 @@ fn amount_text(kopecks: u64) -> String {
 pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
     let mut rng = Rng::new(opts.seed);
     let accounts = opts.accounts.max(1);
-    // Zipf(s = 1.07) over account ranks: a few very active accounts, a long tail.
-    let zipf = Weighted::new((1..=accounts).map(|k| 1.0 / (k as f64).powf(1.07)));
+    // Zipf over account ranks: a few very active accounts, a long tail.
+    let zipf = Weighted::new((1..=accounts).map(|k| 1.0 / (k as f64).powf(opts.skew)));
     let mcc = Weighted::new(MCC_MIX.iter().map(|m| m.1));
     let channel = Weighted::new(CHANNELS.iter().map(|c| c.1));
     let span_ms = i64::from(opts.days.max(1)) * MS_PER_DAY;
     let step_ms = (span_ms / opts.events.max(1) as i64).max(1);
-    let mut recent: Vec<Recent> = Vec::with_capacity(4096);
-    let mut lines: Vec<String> = Vec::with_capacity(256);
+    // Queues: the oldest leave from the front on every event.
+    let mut recent: VecDeque<Recent> = VecDeque::with_capacity(4096);
+    let mut lines: VecDeque<String> = VecDeque::with_capacity(256);
     let mut line = String::with_capacity(400);
 
     for i in 0..opts.events {
@@ -226,7 +233,7 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
                     r#"{{"event_id":"{event_id}","type":"reversal","account_id":"{account}","original_event_id":"{}","occurred_at":"{stamp}"}}"#,
                     original.event_id
                 ));
-                recent.swap_remove(pick);
+                recent.swap_remove_back(pick);
             }
         } else {
             let account = 1 + zipf.sample(&mut rng) as u64;
@@ -248,22 +255,22 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
                 opts.currency,
                 CHANNELS[channel.sample(&mut rng)].0,
             ));
-            if recent.len() == recent.capacity() {
-                recent.remove(0);
+            if recent.len() == 4096 {
+                recent.pop_front();
             }
-            recent.push(Recent { event_id, account, kopecks, at });
+            recent.push_back(Recent { event_id, account, kopecks, at });
         }
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         if opts.duplicate_percent > 0.0 {
-            if lines.len() == lines.capacity() {
-                lines.remove(0);
+            if lines.len() == 256 {
+                lines.pop_front();
             }
-            lines.push(line.clone());
+            lines.push_back(line.clone());
         }
         // Reversals concern recent authorisations only: forget old ones.
-        while recent.first().is_some_and(|r| at - r.at > 45 * MS_PER_DAY) {
-            recent.remove(0);
+        while recent.front().is_some_and(|r| at - r.at > 45 * MS_PER_DAY) {
+            recent.pop_front();
         }
     }
     out.flush()

@@ -9,7 +9,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, Message};
 use std::collections::BTreeMap;
@@ -114,16 +114,7 @@ pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, Too
                 (Some((_, key)), None) => record = record.key(&key[..]),
                 (None, None) => {}
             }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send(&producer, record)?;
             count += 1;
         }
         if count % 1000 == 0 {
@@ -132,6 +123,24 @@ pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, Too
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(count)
+}
+
+/// Sends a record, waiting (and serving delivery reports) while
+/// librdkafka's queue is full.
+pub fn send<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// A reader's context: end-of-partition is how it knows it is done, not an

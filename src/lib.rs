@@ -11,10 +11,12 @@
 //! - [`pipeline`]: batch processing shared by every driver;
 //! - [`config`]: the engine's configuration file;
 //! - [`engine`]: `accrual run`, the exactly-once Kafka engine;
-//! - [`simulate`], [`datagen`]: the file-based backtest and the data generator.
+//! - [`simulate`], [`datagen`]: the file-based backtest and the data generator;
+//! - [`bench`]: the end-to-end benchmark against a baseline on the same broker.
 
 pub mod accrue;
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod datagen;
 pub mod engine;

@@ -42,6 +42,23 @@ enum Command {
         /// Stop gracefully after this many seconds without input (demos, tests).
         #[arg(long)]
         stop_when_idle: Option<u64>,
+        /// On exit, write what the run did (events, records, seconds from
+        /// first input to last commit) here as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Benchmark end to end on a broker: a passthrough baseline and the
+    /// engine over the same events; latency at steady loads; scaling.
+    Bench(accrual::bench::BenchOptions),
+    /// The benchmark's baseline: an exactly-once passthrough (used by `bench`).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        stop_when_idle: Option<u64>,
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Create the engine's topics (input, accruals, dead letters).
     Topics {
@@ -129,6 +146,10 @@ enum Command {
         events: u64,
         #[arg(long, default_value_t = 1_000)]
         accounts: u64,
+        /// Zipf exponent of account activity (0: uniform; 0.25: a card
+        /// portfolio; 1.07: a few extremely busy accounts).
+        #[arg(long, default_value_t = 1.07)]
+        skew: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Time of the first event (RFC 3339).
@@ -237,16 +258,25 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
+/// Set on SIGINT or SIGTERM: finish the cycle, then stop.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { config, stop_when_idle } => {
+        Command::Run { config, stop_when_idle, report } => {
             let config = load_config(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-            }
+            let stop = stop_flag()?;
             let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs) };
             let summary = engine::run(config, stop, options)?;
+            if let Some(path) = report {
+                accrual::bench::write_report(&path, &summary).with_context(|| path.display().to_string())?;
+            }
             let rate = summary.events as f64 / summary.busy.as_secs_f64().max(1e-9);
             say!(
                 "events {}, records {}, dead letters {}, duplicates {}, without effect {}, transactions {} (aborted {}), recoveries {}, {rate:.0} events/s",
@@ -259,6 +289,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 summary.aborted,
                 summary.recoveries
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(options) => {
+            accrual::bench::run(options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchBaseline { config, stop_when_idle, report } => {
+            let config = load_config(&config)?;
+            let stop = stop_flag()?;
+            let idle = Duration::from_secs(stop_when_idle.unwrap_or(u64::MAX / 4));
+            let summary = accrual::bench::baseline::passthrough(&config, &stop, idle)?;
+            if let Some(path) = report {
+                accrual::bench::write_report(&path, &summary).with_context(|| path.display().to_string())?;
+            }
+            say!("events {}, transactions {}", summary.events, summary.transactions);
             Ok(ExitCode::SUCCESS)
         }
         Command::Topics { config, partitions } => {
@@ -391,6 +436,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gen {
             events,
             accounts,
+            skew,
             seed,
             start,
             days,
@@ -411,12 +457,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     bail!("--{name} must be a percentage between 0 and 100");
                 }
             }
+            if !(0.0..=10.0).contains(&skew) {
+                bail!("--skew must be between 0 and 10");
+            }
             if refunds + reversals > 100.0 {
                 bail!("--refunds plus --reversals exceed 100 percent");
             }
             let opts = GenOptions {
                 events,
                 accounts,
+                skew,
                 seed,
                 start,
                 days,

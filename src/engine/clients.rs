@@ -2,10 +2,9 @@
 //! itself, then `[kafka.properties]` (and the consumer- or producer-only
 //! tables) passed through as they are.
 
-use super::rebalance::EngineContext;
 use crate::config::EngineConfig;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::BaseProducer;
 
@@ -19,7 +18,9 @@ fn base(config: &EngineConfig) -> ClientConfig {
     c
 }
 
-pub fn consumer(config: &EngineConfig, context: EngineContext) -> KafkaResult<BaseConsumer<EngineContext>> {
+/// The engine's consumer; the benchmark's baseline uses the same settings
+/// with a context of its own.
+pub fn consumer<C: ConsumerContext>(config: &EngineConfig, context: C) -> KafkaResult<BaseConsumer<C>> {
     let mut c = base(config);
     c.set("group.id", &config.kafka.group_id)
         // Offsets are committed only inside our transactions.

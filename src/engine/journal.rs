@@ -156,9 +156,14 @@ impl Journal {
         self.epoch
     }
 
+    /// The id [`Journal::open`] will give next.
+    pub fn next_id(&self) -> TxnId {
+        TxnId { instance: self.instance.clone(), epoch: self.epoch, seq: self.next_seq }
+    }
+
     /// The next transaction's id, recorded `open` in `batch`.
     pub fn open(&mut self, batch: &mut LedgerBatch<'_>, offsets: &[(u32, u64)]) -> TxnId {
-        let id = TxnId { instance: self.instance.clone(), epoch: self.epoch, seq: self.next_seq };
+        let id = self.next_id();
         self.next_seq += 1;
         batch.put_meta(&key(id.epoch, id.seq), &encode(TxnStatus::Open, offsets));
         if id.seq >= KEEP {

@@ -8,7 +8,7 @@
 //! (or the producer replaced) and the outbox is published again, never
 //! skipped. The protocol and its crash points: `docs/exactly-once.md`.
 
-mod clients;
+pub(crate) mod clients;
 pub mod journal;
 pub mod outbox;
 pub mod rebalance;
@@ -22,7 +22,7 @@ use journal::{Journal, TxnId, TxnStatus};
 use outbox::{Destination, HEADER_TXN, OutMessage, OutboxSink};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -52,7 +52,7 @@ pub enum EngineError {
     Unrecoverable { seconds: u64, last: String },
 }
 
-fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
+pub(crate) fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
     move |source| EngineError::Kafka { what, source }
 }
 
@@ -589,7 +589,15 @@ impl Engine {
         let store = self.store.clone();
         let mut batch = store.batch();
         self.stage_housekeeping(&mut batch);
-        let mut messages = Vec::new();
+        // The Kafka transaction begins before processing, and each
+        // partition's records are produced as soon as they are made, so
+        // librdkafka compresses and sends them while the next partition is
+        // processed. None is visible to readers before the commit, which
+        // still waits for the RocksDB commit below; a crash before it
+        // leaves an open transaction the next start aborts.
+        let txn = self.journal.next_id();
+        let txn_text = txn.to_string();
+        let mut failed: Option<TxnFailure> = self.producer.begin_transaction().err().map(classify);
         let mut offsets = Vec::new();
         let mut progress_after = Vec::new();
         let mut w = Writer::with_capacity(1024);
@@ -607,16 +615,19 @@ impl Engine {
             for (reason, n) in std::mem::take(&mut sink.dead) {
                 *report.dead_letters.entry(reason).or_default() += n;
             }
-            for (offset, out) in sink.entries {
+            for (offset, out) in &sink.entries {
                 w.buf.clear();
-                outbox::encode(&out, &mut w);
-                batch.put_outbox(*p, offset, &w.buf);
-                messages.extend(out);
+                outbox::encode(out, &mut w);
+                batch.put_outbox(*p, *offset, &w.buf);
+                if failed.is_none() {
+                    failed = self.produce(&txn_text, out).err();
+                }
             }
             offsets.push((*p, progress.next_offset));
             progress_after.push((*p, progress));
         }
         let id = self.journal.open(&mut batch, &offsets);
+        debug_assert_eq!(id, txn);
         report.processing = started.elapsed();
         self.failpoint.hit("before-state-commit");
         let committing = Instant::now();
@@ -633,7 +644,11 @@ impl Engine {
             }
         }
         let started = Instant::now();
-        match self.transact(&id, &messages, &offsets) {
+        let outcome = match failed {
+            Some(failure) => Err(failure),
+            None => self.commit_offsets(&txn_text, &offsets),
+        };
+        match outcome {
             Ok(()) => {
                 crate::metrics::committed(started.elapsed(), &report, wall_clock().0);
                 self.committed(id, offsets);
@@ -682,6 +697,12 @@ impl Engine {
     ) -> Result<(), TxnFailure> {
         let txn = id.to_string();
         self.producer.begin_transaction().map_err(classify)?;
+        self.produce(&txn, messages)?;
+        self.commit_offsets(&txn, offsets)
+    }
+
+    /// Produces messages into the open transaction `txn`.
+    fn produce(&self, txn: &str, messages: &[OutMessage]) -> Result<(), TxnFailure> {
         let topics = &self.config.kafka.topics;
         for m in messages {
             let topic = match m.destination {
@@ -693,28 +714,25 @@ impl Engine {
             for (k, v) in &m.headers {
                 headers = headers.insert(Header { key: k, value: Some(v) });
             }
-            headers = headers.insert(Header { key: HEADER_TXN, value: Some(&txn) });
+            headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
             let mut record: BaseRecord<'_, [u8], [u8]> =
                 BaseRecord::to(topic).payload(&m.payload[..]).headers(headers);
             if !m.key.is_empty() {
                 record = record.key(&m.key[..]);
             }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        self.producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(classify(e)),
-                }
-            }
+            crate::kafka_tools::send(&self.producer, record).map_err(classify)?;
         }
+        Ok(())
+    }
+
+    /// Adds the input offsets to the open transaction `txn` and commits it.
+    fn commit_offsets(&mut self, txn: &str, offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
+        let topics = &self.config.kafka.topics;
         let mut tpl = TopicPartitionList::new();
         for &(p, x) in offsets {
             tpl.add_partition_offset(&topics.input, p as i32, Offset::Offset(x as i64)).map_err(classify)?;
             if let Some(mut elem) = tpl.find_partition(&topics.input, p as i32) {
-                elem.set_metadata(txn.as_str());
+                elem.set_metadata(txn);
             }
         }
         // Fresh group metadata every time: a rebalance may have moved the

@@ -1,0 +1,645 @@
+//! `accrual bench`: the end-to-end benchmark, on a real broker, in one run.
+//!
+//! The same pre-produced events are processed twice, each by a child
+//! process measured by the kernel (peak RSS, CPU time):
+//! - the **baseline** ([`baseline::passthrough`]): consume, produce the same
+//!   bytes, commit offsets in the same Kafka transaction: the limit of an
+//!   exactly-once hop on this broker and machine;
+//! - **accrual**: `accrual run` with the example rules, from empty state.
+//!
+//! Both report events/s from the first poll to the last commit. Then each
+//! runs again under a steady offered load for latency percentiles, and with
+//! `--scaling` accrual runs over several partition counts and state sizes.
+//! Results: a table on stdout and a JSON file. See `docs/benchmarks.md`.
+
+pub mod baseline;
+mod child;
+pub mod latency;
+pub mod seed;
+
+use crate::config::EngineConfig;
+use crate::datagen::{self, GenOptions};
+use crate::engine::RunSummary;
+use crate::events::Decoder;
+use crate::kafka_tools;
+use crate::store::StoreOptions;
+use latency::{LatencyResult, Outgoing, Probe};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Progress on stdout; a closed pipe is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Kafka(#[from] kafka_tools::ToolError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Run(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Engine config both runs start from (batching, commit interval,
+    /// RocksDB and producer settings, rules); `ACCRUAL_*` variables apply.
+    #[arg(long, default_value = "config/engine.toml")]
+    pub config: PathBuf,
+    /// Brokers to use instead of the config's.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Events produced before the throughput runs.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Accounts the generated events belong to.
+    #[arg(long, default_value_t = 100_000)]
+    pub accounts: u64,
+    /// Zipf exponent of account activity (see `accrual gen --skew`): 0.25
+    /// is a card portfolio; 1.07 puts a tenth of all events on one account.
+    #[arg(long, default_value_t = 0.25)]
+    pub skew: f64,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: i32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Offered loads (events/s) for the latency runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [20_000u64, 50_000])]
+    pub latency_rates: Vec<u64>,
+    /// Seconds of steady load per rate; 0 skips the latency runs.
+    #[arg(long, default_value_t = 15)]
+    pub latency_seconds: u64,
+    /// Also measure accrual over partition counts and state sizes.
+    #[arg(long)]
+    pub scaling: bool,
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
+    pub scaling_partitions: Vec<i32>,
+    /// Accounts already in state before the run (seeded directly).
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000_000, 10_000_000])]
+    pub scaling_accounts: Vec<u64>,
+    /// Events per scaling run.
+    #[arg(long, default_value_t = 500_000)]
+    pub scaling_events: u64,
+    /// Where event files, state directories and child logs go (emptied first).
+    #[arg(long, default_value = "bench-work")]
+    pub work_dir: PathBuf,
+    /// The JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    pub out: PathBuf,
+}
+
+/// What a child run writes with `--report`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    pub events: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub transactions: u64,
+    /// First input message to last commit.
+    pub busy_seconds: f64,
+}
+
+impl From<&RunSummary> for RunReport {
+    fn from(s: &RunSummary) -> RunReport {
+        RunReport {
+            events: s.events,
+            records: s.records,
+            dead_letters: s.dead_letters,
+            transactions: s.transactions,
+            busy_seconds: s.busy.as_secs_f64(),
+        }
+    }
+}
+
+pub fn write_report(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(&RunReport::from(summary)).map_err(std::io::Error::other)?;
+    std::fs::write(path, json)
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub target: String,
+    pub partitions: i32,
+    pub events: u64,
+    pub records: u64,
+    pub transactions: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub peak_rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub cpu_seconds_per_million_events: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateSizeRun {
+    pub accounts: u64,
+    pub seed_seconds: f64,
+    /// State directory after seeding, per account.
+    pub disk_bytes_per_account: f64,
+    pub run: Throughput,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_bytes: u64,
+    pub kernel: String,
+    pub accrual_version: String,
+    pub build: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub brokers: String,
+    pub events: u64,
+    pub accounts: u64,
+    pub skew: f64,
+    pub partitions: i32,
+    pub rules: String,
+    pub commit_interval_ms: u64,
+    pub max_batch: usize,
+    pub sync_wal: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub produce_events_per_second: f64,
+    pub baseline: Throughput,
+    pub accrual: Throughput,
+    /// accrual events/s over baseline events/s.
+    pub ratio: f64,
+    pub latency: Vec<LatencyResult>,
+    pub scaling_partitions: Vec<(Throughput, Throughput)>,
+    pub scaling_state: Vec<StateSizeRun>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Baseline,
+    Accrual,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Baseline => "baseline",
+            Target::Accrual => "accrual",
+        }
+    }
+}
+
+/// Topics of one run, all with the same partition count.
+struct Topics {
+    input: String,
+    output: String,
+    dead_letter: String,
+}
+
+struct Bench {
+    opts: BenchOptions,
+    config: EngineConfig,
+    brokers: String,
+    /// Topic, group and transactional-id prefix unique to this run.
+    prefix: String,
+    runs: u32,
+}
+
+/// Runs the benchmark; prints progress and the table on stdout.
+pub fn run(opts: BenchOptions) -> Result<Results, BenchError> {
+    let config = EngineConfig::load(&opts.config, std::env::vars())?;
+    let brokers = opts.brokers.clone().unwrap_or_else(|| config.kafka.brokers.clone());
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let _ = std::fs::remove_dir_all(&opts.work_dir);
+    std::fs::create_dir_all(&opts.work_dir).map_err(io(opts.work_dir.display().to_string()))?;
+    let mut bench = Bench { prefix: format!("bench-{stamp}"), opts, config, brokers, runs: 0 };
+    bench.all()
+}
+
+impl Bench {
+    fn all(&mut self) -> Result<Results, BenchError> {
+        let o = self.opts.clone();
+        say!(
+            "accrual bench: {} events, {} accounts, {} partitions, broker {}",
+            o.events,
+            o.accounts,
+            o.partitions,
+            self.brokers
+        );
+        let events = self.generate("events", o.events, o.accounts, o.seed)?;
+        let topics = self.topics("main", o.partitions)?;
+        let started = Instant::now();
+        let produced = kafka_tools::produce_file(&self.brokers, &topics.input, &events)?;
+        let produce_rate = produced as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        say!("produced {produced} events ({produce_rate:.0}/s)");
+        let baseline = self.throughput(Target::Baseline, &topics, o.partitions, None, produced)?;
+        let accrual = self.throughput(Target::Accrual, &topics, o.partitions, None, produced)?;
+        let ratio = accrual.events_per_second / baseline.events_per_second.max(1e-9);
+        say!("accrual/baseline: {ratio:.2}");
+
+        let mut latency = Vec::new();
+        if o.latency_seconds > 0 && !o.latency_rates.is_empty() {
+            for target in [Target::Baseline, Target::Accrual] {
+                latency.extend(self.latency(target)?);
+            }
+        }
+        let (mut scaling_partitions, mut scaling_state) = (Vec::new(), Vec::new());
+        if o.scaling {
+            let file = self.generate("scaling", o.scaling_events, o.accounts, o.seed + 1)?;
+            for &p in &o.scaling_partitions {
+                let topics = self.topics(&format!("p{p}"), p)?;
+                let n = kafka_tools::produce_file(&self.brokers, &topics.input, &file)?;
+                let base = self.throughput(Target::Baseline, &topics, p, None, n)?;
+                let acc = self.throughput(Target::Accrual, &topics, p, None, n)?;
+                scaling_partitions.push((base, acc));
+            }
+            for &accounts in &o.scaling_accounts {
+                scaling_state.push(self.state_size(accounts)?);
+            }
+        }
+        let results = Results {
+            machine: machine(),
+            settings: Settings {
+                brokers: self.brokers.clone(),
+                events: o.events,
+                accounts: o.accounts,
+                skew: o.skew,
+                partitions: o.partitions,
+                rules: self.config.engine.rules.display().to_string(),
+                commit_interval_ms: self.config.engine.commit_interval_ms,
+                max_batch: self.config.engine.max_batch,
+                sync_wal: self.config.engine.sync_wal,
+            },
+            produce_events_per_second: produce_rate,
+            baseline,
+            accrual,
+            ratio,
+            latency,
+            scaling_partitions,
+            scaling_state,
+        };
+        let json = serde_json::to_vec_pretty(&results).map_err(|e| BenchError::Run(e.to_string()))?;
+        std::fs::write(&o.out, json).map_err(io(o.out.display().to_string()))?;
+        say!("{}", table(&results));
+        say!("results: {}", o.out.display());
+        Ok(results)
+    }
+
+    /// Generated events in a file of the work directory.
+    fn generate(&self, name: &str, events: u64, accounts: u64, seed: u64) -> Result<PathBuf, BenchError> {
+        let path = self.opts.work_dir.join(format!("{name}.ndjson"));
+        let opts = GenOptions { events, accounts, seed, skew: self.opts.skew, ..GenOptions::default() };
+        let file = std::fs::File::create(&path).map_err(io(path.display().to_string()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        datagen::generate(&opts, &mut w).map_err(io(path.display().to_string()))?;
+        Ok(path)
+    }
+
+    fn topics(&self, name: &str, partitions: i32) -> Result<Topics, BenchError> {
+        let t = Topics {
+            input: format!("{}-{name}-in", self.prefix),
+            output: format!("{}-{name}-out", self.prefix),
+            dead_letter: format!("{}-{name}-dlq", self.prefix),
+        };
+        kafka_tools::create_topics(
+            &self.brokers,
+            &[(&t.input, partitions), (&t.output, partitions), (&t.dead_letter, partitions)],
+        )?;
+        Ok(t)
+    }
+
+    /// Environment for a child: this run's broker, topics, group, state.
+    fn child_env(&mut self, target: Target, topics: &Topics, state_dir: &Path) -> Vec<(String, String)> {
+        self.runs += 1;
+        let name = format!("{}-{}", target.name(), self.runs);
+        [
+            ("ACCRUAL_KAFKA__BROKERS", self.brokers.clone()),
+            ("ACCRUAL_KAFKA__GROUP_ID", format!("{}-{name}", self.prefix)),
+            ("ACCRUAL_KAFKA__TOPICS__INPUT", topics.input.clone()),
+            ("ACCRUAL_KAFKA__TOPICS__ACCRUALS", topics.output.clone()),
+            ("ACCRUAL_KAFKA__TOPICS__DEAD_LETTER", topics.dead_letter.clone()),
+            ("ACCRUAL_ENGINE__INSTANCE_ID", name),
+            ("ACCRUAL_ENGINE__STATE_DIR", state_dir.display().to_string()),
+            ("ACCRUAL_ENGINE__CLOCK_INTERVAL_MS", "0".to_string()),
+            ("ACCRUAL_HTTP__ENABLED", "false".to_string()),
+            ("ACCRUAL_LOG__LEVEL", "warn".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn child_args(&self, target: Target, idle: Option<&str>, report: &Path) -> Vec<String> {
+        let command = match target {
+            Target::Baseline => "bench-baseline",
+            Target::Accrual => "run",
+        };
+        let mut args = vec![command.to_string(), "--config".into(), self.opts.config.display().to_string()];
+        if let Some(idle) = idle {
+            args.extend(["--stop-when-idle".into(), idle.to_string()]);
+        }
+        args.extend(["--report".into(), report.display().to_string()]);
+        args
+    }
+
+    /// Runs a target over `expected` events already in `topics.input`.
+    fn throughput(
+        &mut self,
+        target: Target,
+        topics: &Topics,
+        partitions: i32,
+        state_dir: Option<&Path>,
+        expected: u64,
+    ) -> Result<Throughput, BenchError> {
+        let run = self.runs + 1;
+        let dir = self.opts.work_dir.clone();
+        let state = state_dir.map_or_else(|| dir.join(format!("state-{run}")), Path::to_path_buf);
+        let env = self.child_env(target, topics, &state);
+        let report = dir.join(format!("report-{run}.json"));
+        let log = dir.join(format!("{}-{run}.log", target.name()));
+        let args = self.child_args(target, Some("2"), &report);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = child::spawn(&args, &env, &log).map_err(io("starting a run"))?;
+        let usage = child::wait(child).map_err(io("waiting for a run"))?;
+        if usage.exit_code != Some(0) {
+            return Err(BenchError::Run(format!(
+                "{} run failed ({:?}); see {}",
+                target.name(),
+                usage.exit_code,
+                log.display()
+            )));
+        }
+        let text = std::fs::read(&report).map_err(io(report.display().to_string()))?;
+        let r: RunReport = serde_json::from_slice(&text)
+            .map_err(|e| BenchError::Run(format!("{}: {e}", report.display())))?;
+        if r.events != expected {
+            return Err(BenchError::Run(format!(
+                "{} processed {} of {expected} events; see {}",
+                target.name(),
+                r.events,
+                log.display()
+            )));
+        }
+        let t = Throughput {
+            target: target.name().to_string(),
+            partitions,
+            events: r.events,
+            records: r.records,
+            transactions: r.transactions,
+            seconds: r.busy_seconds,
+            events_per_second: r.events as f64 / r.busy_seconds.max(1e-9),
+            peak_rss_bytes: usage.peak_rss_bytes,
+            cpu_seconds: usage.cpu_seconds,
+            cpu_seconds_per_million_events: usage.cpu_seconds * 1e6 / r.events.max(1) as f64,
+        };
+        say!(
+            "{:<8} {:>2} partitions: {} events in {:.2} s, {:.0} events/s, peak RSS {} MiB, {:.1} CPU s per million",
+            t.target,
+            partitions,
+            t.events,
+            t.seconds,
+            t.events_per_second,
+            t.peak_rss_bytes >> 20,
+            t.cpu_seconds_per_million_events
+        );
+        Ok(t)
+    }
+
+    /// Latency of a target at each offered load, on topics of its own.
+    fn latency(&mut self, target: Target) -> Result<Vec<LatencyResult>, BenchError> {
+        let o = self.opts.clone();
+        let total: u64 = o.latency_rates.iter().map(|r| r * o.latency_seconds).sum::<u64>() + 1_000;
+        let events = outgoing(&self.generate("latency", total, o.accounts, o.seed + 2)?)?;
+        let topics = self.topics(&format!("lat-{}", target.name()), o.partitions)?;
+        let run = self.runs + 1;
+        let dir = o.work_dir.clone();
+        let env = self.child_env(target, &topics, &dir.join(format!("state-{run}")));
+        let report = dir.join(format!("report-{run}.json"));
+        let log = dir.join(format!("{}-{run}.log", target.name()));
+        let args = self.child_args(target, None, &report);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut probe =
+            Probe::start(&self.brokers, self.config.kafka.partitioner.name(), &topics.input, &topics.output)?;
+        let child = child::spawn(&args, &env, &log).map_err(io("starting a run"))?;
+        let mut feed = events.iter();
+        let measured = (|| -> Result<Vec<LatencyResult>, BenchError> {
+            probe.warm_up(&mut feed, Duration::from_secs(60)).map_err(BenchError::Run)?;
+            let mut results = Vec::new();
+            for &rate in &o.latency_rates {
+                let r = probe.measure(
+                    target.name(),
+                    rate,
+                    o.latency_seconds,
+                    &mut feed,
+                    Duration::from_secs(3),
+                )?;
+                say!(
+                    "{:<8} at {:>6}/s offered ({:.0}/s sent): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} events matched)",
+                    r.target,
+                    r.offered_per_second,
+                    r.sent_per_second,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.matched,
+                    r.sent
+                );
+                results.push(r);
+            }
+            Ok(results)
+        })();
+        child::terminate(&child);
+        let usage = child::wait(child).map_err(io("waiting for a run"))?;
+        drop(probe);
+        let results = measured.map_err(|e| BenchError::Run(format!("{e}; see {}", log.display())))?;
+        if usage.exit_code != Some(0) {
+            return Err(BenchError::Run(format!(
+                "{} run failed ({:?}); see {}",
+                target.name(),
+                usage.exit_code,
+                log.display()
+            )));
+        }
+        Ok(results)
+    }
+
+    /// Accrual over `accounts` accounts already in state.
+    fn state_size(&mut self, accounts: u64) -> Result<StateSizeRun, BenchError> {
+        let o = self.opts.clone();
+        let run = self.runs + 1;
+        let state = o.work_dir.join(format!("state-{run}"));
+        let e = &self.config.engine;
+        let options = StoreOptions {
+            sync: false,
+            block_cache_bytes: e.block_cache_mb << 20,
+            write_buffer_bytes: e.write_buffer_mb << 20,
+        };
+        let rules = Arc::new(crate::rules::load(&e.rules)?);
+        let started = Instant::now();
+        let seeded = seed::seed(
+            &state,
+            &options,
+            rules,
+            accounts,
+            o.partitions as u32,
+            self.config.kafka.partitioner,
+        )?;
+        let seed_seconds = started.elapsed().as_secs_f64();
+        let disk = seed::disk_bytes(&state);
+        say!("seeded {seeded} accounts in {seed_seconds:.1} s, {} MiB on disk", disk >> 20);
+        let file = self.generate(&format!("accounts-{accounts}"), o.scaling_events, accounts, o.seed + 3)?;
+        let topics = self.topics(&format!("s{accounts}"), o.partitions)?;
+        let n = kafka_tools::produce_file(&self.brokers, &topics.input, &file)?;
+        let run = self.throughput(Target::Accrual, &topics, o.partitions, Some(&state), n)?;
+        Ok(StateSizeRun {
+            accounts,
+            seed_seconds,
+            disk_bytes_per_account: disk as f64 / seeded.max(1) as f64,
+            run,
+        })
+    }
+}
+
+/// The events of a file, keyed by account as producers key them.
+fn outgoing(path: &Path) -> Result<Vec<Outgoing>, BenchError> {
+    let text = std::fs::read(path).map_err(io(path.display().to_string()))?;
+    let mut decoder = Decoder::new();
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| Outgoing {
+            key: decoder.decode(line).map(|e| e.account_id.as_bytes().to_vec()).unwrap_or_default(),
+            payload: line.to_vec(),
+        })
+        .collect())
+}
+
+fn machine() -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = read("/proc/meminfo");
+    let memory_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes: memory_kb * 1024,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        accrual_version: env!("CARGO_PKG_VERSION").to_string(),
+        build: if cfg!(debug_assertions) { "debug" } else { "optimised" }.to_string(),
+    }
+}
+
+/// The results as a table for the terminal.
+pub fn table(r: &Results) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "\nmachine: {} cores, {}, {} GiB, Linux {}",
+        m.cores,
+        m.cpu,
+        m.memory_bytes >> 30,
+        m.kernel
+    );
+    let _ = writeln!(
+        s,
+        "settings: {} events, {} partitions, commit interval {} ms, max batch {}, sync WAL {}",
+        r.settings.events,
+        r.settings.partitions,
+        r.settings.commit_interval_ms,
+        r.settings.max_batch,
+        r.settings.sync_wal
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<10} {:>10} {:>12} {:>10} {:>14} {:>10}",
+        "run", "partitions", "events/s", "seconds", "peak RSS MiB", "CPU s/M"
+    );
+    let mut row = |t: &Throughput, label: &str| {
+        let _ = writeln!(
+            s,
+            "{label:<10} {:>10} {:>12.0} {:>10.2} {:>14} {:>10.2}",
+            t.partitions,
+            t.events_per_second,
+            t.seconds,
+            t.peak_rss_bytes >> 20,
+            t.cpu_seconds_per_million_events
+        );
+    };
+    row(&r.baseline, "baseline");
+    row(&r.accrual, "accrual");
+    for (b, a) in &r.scaling_partitions {
+        row(b, "baseline");
+        row(a, "accrual");
+    }
+    let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
+    if !r.latency.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "latency", "offered/s", "sent/s", "p50 ms", "p99 ms", "max ms"
+        );
+        for l in &r.latency {
+            let _ = writeln!(
+                s,
+                "{:<10} {:>10} {:>10.0} {:>10.1} {:>10.1} {:>10.1}",
+                l.target, l.offered_per_second, l.sent_per_second, l.p50_ms, l.p99_ms, l.max_ms
+            );
+        }
+    }
+    if !r.scaling_state.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<12} {:>12} {:>14} {:>14}",
+            "accounts", "events/s", "peak RSS MiB", "disk B/account"
+        );
+        for st in &r.scaling_state {
+            let _ = writeln!(
+                s,
+                "{:<12} {:>12.0} {:>14} {:>14.0}",
+                st.accounts,
+                st.run.events_per_second,
+                st.run.peak_rss_bytes >> 20,
+                st.disk_bytes_per_account
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,84 @@
+//! `accrual bench` end to end, small: against the real broker, every part
+//! of the benchmark runs (baseline, accrual, latency, both scaling curves)
+//! and its JSON says what the runs did. Timings are reported, not checked.
+
+mod common;
+
+use common::kafka::brokers;
+use common::repo_path;
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn bench_runs_every_part_and_reports_consistent_numbers() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_accrual"))
+        .current_dir(repo_path(""))
+        .args(["bench", "--brokers", &brokers()])
+        .args(["--events", "3000", "--accounts", "300", "--partitions", "4"])
+        .args(["--latency-rates", "300,600", "--latency-seconds", "2"])
+        .args([
+            "--scaling",
+            "--scaling-partitions",
+            "1,2",
+            "--scaling-accounts",
+            "2000",
+            "--scaling-events",
+            "1500",
+        ])
+        .arg("--work-dir")
+        .arg(work.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ratio accrual/baseline:"), "{stdout}");
+
+    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
+    for target in ["baseline", "accrual"] {
+        let t = &r[target];
+        assert_eq!(t["events"], 3000, "{target}: {t}");
+        assert_eq!(t["partitions"], 4);
+        assert!(num(t, "events_per_second") > 0.0);
+        assert!(num(t, "peak_rss_bytes") > 1e6, "{target}: {t}");
+        assert!(num(t, "cpu_seconds") > 0.0);
+        let per_million = num(t, "cpu_seconds") * 1e6 / 3000.0;
+        assert!((num(t, "cpu_seconds_per_million_events") - per_million).abs() < 1e-6 * per_million.max(1.0));
+    }
+    // The baseline copies each event once; accrual makes records from most.
+    assert_eq!(r["baseline"]["records"], 3000);
+    assert!(num(&r["accrual"], "records") > 1000.0);
+    let ratio = num(&r["accrual"], "events_per_second") / num(&r["baseline"], "events_per_second");
+    assert!((num(&r, "ratio") - ratio).abs() < 1e-9);
+
+    let latency = r["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 4, "two targets at two rates: {latency:?}");
+    for l in latency {
+        assert!(num(l, "sent") > 0.0 && num(l, "matched") > 0.0, "{l}");
+        assert!(num(l, "matched") <= num(l, "sent"));
+        assert!(num(l, "p50_ms") <= num(l, "p99_ms") && num(l, "p99_ms") <= num(l, "max_ms"), "{l}");
+        assert!(num(l, "p50_ms") > 0.0);
+    }
+    // The passthrough answers every event; accrual all but those without effect.
+    let baseline_latency = latency.iter().find(|l| l["target"] == "baseline").unwrap();
+    assert_eq!(baseline_latency["matched"], baseline_latency["sent"]);
+
+    let partitions = r["scaling_partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2);
+    for (pair, p) in partitions.iter().zip([1, 2]) {
+        assert_eq!(pair[0]["target"], "baseline");
+        assert_eq!(pair[1]["target"], "accrual");
+        assert_eq!(pair[1]["partitions"], p);
+        assert_eq!(pair[1]["events"], 1500);
+    }
+    let state = &r["scaling_state"].as_array().unwrap()[0];
+    assert_eq!(state["accounts"], 2000);
+    assert_eq!(state["run"]["events"], 1500);
+    assert!(num(state, "disk_bytes_per_account") > 10.0, "{state}");
+    assert!(work.path().join("work").exists());
+}
