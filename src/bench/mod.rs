@@ -368,6 +368,27 @@ impl Bench {
         args
     }
 
+    /// Starts a target as a child process on `topics`, with its state in
+    /// `state_dir` (default: a fresh directory of the work directory).
+    fn start(
+        &mut self,
+        target: Target,
+        topics: &Topics,
+        state_dir: Option<&Path>,
+        idle: Option<&str>,
+    ) -> Result<Running, BenchError> {
+        let run = self.runs + 1;
+        let dir = self.opts.work_dir.clone();
+        let state = state_dir.map_or_else(|| dir.join(format!("state-{run}")), Path::to_path_buf);
+        let env = self.child_env(target, topics, &state);
+        let report = dir.join(format!("report-{run}.json"));
+        let log = dir.join(format!("{}-{run}.log", target.name()));
+        let args = self.child_args(target, idle, &report);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = child::spawn(&args, &env, &log).map_err(io("starting a run"))?;
+        Ok(Running { target, child, report, log })
+    }
+
     /// Runs a target over `expected` events already in `topics.input`.
     fn throughput(
         &mut self,
@@ -377,24 +398,9 @@ impl Bench {
         state_dir: Option<&Path>,
         expected: u64,
     ) -> Result<Throughput, BenchError> {
-        let run = self.runs + 1;
-        let dir = self.opts.work_dir.clone();
-        let state = state_dir.map_or_else(|| dir.join(format!("state-{run}")), Path::to_path_buf);
-        let env = self.child_env(target, topics, &state);
-        let report = dir.join(format!("report-{run}.json"));
-        let log = dir.join(format!("{}-{run}.log", target.name()));
-        let args = self.child_args(target, Some("2"), &report);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = child::spawn(&args, &env, &log).map_err(io("starting a run"))?;
-        let usage = child::wait(child).map_err(io("waiting for a run"))?;
-        if usage.exit_code != Some(0) {
-            return Err(BenchError::Run(format!(
-                "{} run failed ({:?}); see {}",
-                target.name(),
-                usage.exit_code,
-                log.display()
-            )));
-        }
+        let running = self.start(target, topics, state_dir, Some("2"))?;
+        let (report, log) = (running.report.clone(), running.log.clone());
+        let usage = running.finish()?;
         let text = std::fs::read(&report).map_err(io(report.display().to_string()))?;
         let r: RunReport = serde_json::from_slice(&text)
             .map_err(|e| BenchError::Run(format!("{}: {e}", report.display())))?;
@@ -437,16 +443,10 @@ impl Bench {
         let total: u64 = o.latency_rates.iter().map(|r| r * o.latency_seconds).sum::<u64>() + 1_000;
         let events = outgoing(&self.generate("latency", total, o.accounts, o.seed + 2)?)?;
         let topics = self.topics(&format!("lat-{}", target.name()), o.partitions)?;
-        let run = self.runs + 1;
-        let dir = o.work_dir.clone();
-        let env = self.child_env(target, &topics, &dir.join(format!("state-{run}")));
-        let report = dir.join(format!("report-{run}.json"));
-        let log = dir.join(format!("{}-{run}.log", target.name()));
-        let args = self.child_args(target, None, &report);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut probe =
             Probe::start(&self.brokers, self.config.kafka.partitioner.name(), &topics.input, &topics.output)?;
-        let child = child::spawn(&args, &env, &log).map_err(io("starting a run"))?;
+        let running = self.start(target, &topics, None, None)?;
+        let log = running.log.clone();
         let mut feed = events.iter();
         let measured = (|| -> Result<Vec<LatencyResult>, BenchError> {
             probe.warm_up(&mut feed, Duration::from_secs(60)).map_err(BenchError::Run)?;
@@ -474,18 +474,11 @@ impl Bench {
             }
             Ok(results)
         })();
-        child::terminate(&child);
-        let usage = child::wait(child).map_err(io("waiting for a run"))?;
+        child::terminate(&running.child);
+        let finished = running.finish();
         drop(probe);
         let results = measured.map_err(|e| BenchError::Run(format!("{e}; see {}", log.display())))?;
-        if usage.exit_code != Some(0) {
-            return Err(BenchError::Run(format!(
-                "{} run failed ({:?}); see {}",
-                target.name(),
-                usage.exit_code,
-                log.display()
-            )));
-        }
+        finished?;
         Ok(results)
     }
 
@@ -523,6 +516,30 @@ impl Bench {
             disk_bytes_per_account: disk as f64 / seeded.max(1) as f64,
             run,
         })
+    }
+}
+
+/// A target running as a child process.
+struct Running {
+    target: Target,
+    child: std::process::Child,
+    report: PathBuf,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Waits for the child; an unclean exit is an error naming its log.
+    fn finish(self) -> Result<child::Usage, BenchError> {
+        let usage = child::wait(self.child).map_err(io("waiting for a run"))?;
+        if usage.exit_code != Some(0) {
+            return Err(BenchError::Run(format!(
+                "{} run failed ({:?}); see {}",
+                self.target.name(),
+                usage.exit_code,
+                self.log.display()
+            )));
+        }
+        Ok(usage)
     }
 }
 
