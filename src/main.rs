@@ -35,31 +35,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the exactly-once streaming engine.
-    Run {
-        /// Engine config (TOML); `ACCRUAL_*` environment variables override it.
-        #[arg(long)]
-        config: PathBuf,
-        /// Stop gracefully after this many seconds without input (demos, tests).
-        #[arg(long)]
-        stop_when_idle: Option<u64>,
-        /// On exit, write what the run did (events, records, seconds from
-        /// first input to last commit) here as JSON.
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Benchmark end to end on a broker: a passthrough baseline and the
     /// engine over the same events; latency at steady loads; scaling.
     Bench(accrual::bench::BenchOptions),
     /// The benchmark's baseline: an exactly-once passthrough (used by `bench`).
     #[command(hide = true)]
-    BenchBaseline {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        stop_when_idle: Option<u64>,
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    BenchBaseline(RunArgs),
     /// Create the engine's topics (input, accruals, dead letters).
     Topics {
         #[arg(long)]
@@ -176,6 +158,21 @@ enum Command {
     },
 }
 
+/// What `run` and the benchmark's baseline take.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Engine config (TOML); `ACCRUAL_*` environment variables override it.
+    #[arg(long)]
+    config: PathBuf,
+    /// Stop gracefully after this many seconds without input (demos, tests).
+    #[arg(long)]
+    stop_when_idle: Option<u64>,
+    /// On exit, write what the run did (events, records, seconds from
+    /// first input to last commit) here as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Inspect {
     /// An account's balances: available, pending, lots to expire, tier.
@@ -220,7 +217,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` logs as its config says; the other commands as text.
     let config_for_logs = match &cli.command {
-        Command::Run { config, .. } => match load_config(config) {
+        Command::Run(RunArgs { config, .. }) => match load_config(config) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {}", describe(&e));
@@ -269,7 +266,7 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { config, stop_when_idle, report } => {
+        Command::Run(RunArgs { config, stop_when_idle, report }) => {
             let config = load_config(&config)?;
             let stop = stop_flag()?;
             let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs) };
@@ -295,7 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             accrual::bench::run(options)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchBaseline { config, stop_when_idle, report } => {
+        Command::BenchBaseline(RunArgs { config, stop_when_idle, report }) => {
             let config = load_config(&config)?;
             let stop = stop_flag()?;
             let idle = Duration::from_secs(stop_when_idle.unwrap_or(u64::MAX / 4));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use accrual::datagen::{self, GenOptions};
+use accrual::datagen::GenOptions;
 use accrual::engine::outbox::{HEADER_DLQ_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION};
 use accrual::events::Decoder;
 use common::kafka::*;
@@ -22,14 +22,7 @@ fn generated(events: u64, seed: u64, malformed: f64) -> Vec<String> {
         malformed_percent: malformed,
         ..GenOptions::default()
     };
-    let mut out = Vec::new();
-    datagen::generate(&opts, &mut out).unwrap();
-    // Malformed lines may hold invalid UTF-8: keep them as (lossy) text only
-    // where they are valid, which is what a JSON producer sends anyway.
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| String::from_utf8(l.to_vec()).ok())
-        .collect()
+    common::generated_lines(&opts)
 }
 
 /// `events N, records N, dead letters N, duplicates N, without effect N, ...`

@@ -4,7 +4,7 @@
 
 mod common;
 
-use accrual::datagen::{self, GenOptions};
+use accrual::datagen::GenOptions;
 use accrual::simulate::{self, SimulateOptions};
 use common::http::{get, metric};
 use common::kafka::*;
@@ -23,12 +23,7 @@ fn events(n: u64, seed: u64) -> Vec<String> {
         malformed_percent: 1.0,
         ..GenOptions::default()
     };
-    let mut out = Vec::new();
-    datagen::generate(&opts, &mut out).unwrap();
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| String::from_utf8(l.to_vec()).ok())
-        .collect()
+    common::generated_lines(&opts)
 }
 
 fn wait_ready(address: &str) {

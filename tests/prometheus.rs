@@ -8,7 +8,7 @@
 
 mod common;
 
-use accrual::datagen::{self, GenOptions};
+use accrual::datagen::GenOptions;
 use common::http::get;
 use common::kafka::*;
 use std::process::{Child, Command, Stdio};
@@ -56,12 +56,7 @@ fn events(n: u64, seed: u64) -> Vec<String> {
         duplicate_percent: 1.0,
         ..GenOptions::default()
     };
-    let mut out = Vec::new();
-    datagen::generate(&opts, &mut out).unwrap();
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| String::from_utf8(l.to_vec()).ok())
-        .collect()
+    common::generated_lines(&opts)
 }
 
 #[test]

@@ -11,6 +11,17 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+/// Generated events as lines. Malformed lines may hold invalid UTF-8: only
+/// valid text is kept, which is what a JSON producer sends anyway.
+pub fn generated_lines(opts: &accrual::datagen::GenOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    accrual::datagen::generate(opts, &mut out).expect("generate in memory");
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| String::from_utf8(l.to_vec()).ok())
+        .collect()
+}
+
 /// Settings and the two programs most test rule sets build on.
 pub const TEST_PROGRAMS: &str = r#"
 [settings]
