@@ -348,7 +348,8 @@ impl Bench {
             ("ACCRUAL_ENGINE__STATE_DIR", state_dir.display().to_string()),
             ("ACCRUAL_ENGINE__CLOCK_INTERVAL_MS", "0".to_string()),
             ("ACCRUAL_HTTP__ENABLED", "false".to_string()),
-            ("ACCRUAL_LOG__LEVEL", "warn".to_string()),
+            // Quiet unless asked (e.g. `accrual::engine=debug` logs each cycle's phases).
+            ("ACCRUAL_LOG__LEVEL", std::env::var("ACCRUAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_string())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

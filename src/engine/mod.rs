@@ -4,11 +4,14 @@
 //! (or for `commit_interval_ms`), runs each partition's messages through the
 //! [`Processor`], commits state, outbox, progress and a journal entry in ONE
 //! synced RocksDB WriteBatch, then publishes the outbox and commits the
-//! input offsets in ONE Kafka transaction. A failed transaction is aborted
-//! (or the producer replaced) and the outbox is published again, never
-//! skipped. The protocol and its crash points: `docs/exactly-once.md`.
+//! input offsets in ONE Kafka transaction. The Kafka commit runs on a
+//! thread of its own while the next cycle polls and processes
+//! ([`committer`]). A failed transaction is aborted (or the producer
+//! replaced) and the outbox is published again, never skipped. The
+//! protocol and its crash points: `docs/exactly-once.md`.
 
 pub(crate) mod clients;
+mod committer;
 pub mod journal;
 pub mod outbox;
 pub mod rebalance;
@@ -21,14 +24,14 @@ use crate::store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
 use outbox::{Destination, HEADER_TXN, OutMessage, OutboxSink};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rebalance::{Assignment, EngineContext};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,7 +94,7 @@ pub struct RunSummary {
 /// process aborts at the n-th time (default first) it reaches `<point>`.
 struct Failpoint {
     point: Option<(String, u64)>,
-    hits: u64,
+    hits: AtomicU64,
 }
 
 impl Failpoint {
@@ -100,7 +103,7 @@ impl Failpoint {
             Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
             None => (v, 1),
         });
-        Failpoint { point, hits: 0 }
+        Failpoint { point, hits: AtomicU64::new(0) }
     }
 
     /// A test-only pause: at `<point>:<ms>`, sleeps that long.
@@ -112,11 +115,11 @@ impl Failpoint {
         }
     }
 
-    fn hit(&mut self, name: &str) {
+    fn hit(&self, name: &str) {
         if let Some((point, n)) = &self.point {
             if point == name {
-                self.hits += 1;
-                if self.hits >= *n {
+                let hits = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+                if hits >= *n {
                     eprintln!("failpoint {name} reached: aborting the process");
                     std::process::abort();
                 }
@@ -151,12 +154,18 @@ struct Engine {
     config: EngineConfig,
     store: Arc<Store>,
     consumer: BaseConsumer<EngineContext>,
-    producer: BaseProducer,
+    producer: Arc<BaseProducer>,
     assignment: Arc<Mutex<Assignment>>,
     journal: Journal,
     processor: Processor,
-    failpoint: Failpoint,
+    failpoint: Arc<Failpoint>,
     summary: RunSummary,
+    /// The previous cycle's Kafka commit, running on its own thread.
+    inflight: Option<InFlight>,
+    /// Busy while `inflight` runs; the rebalance callback waits on it.
+    commits: Arc<committer::Gate>,
+    /// When the first input message arrived (for `RunSummary::busy`).
+    first_input: Option<Instant>,
     timeout: Duration,
     /// Outcomes to record and outbox to clear in the next RocksDB batch.
     pending_marks: Vec<Decided>,
@@ -196,14 +205,16 @@ pub fn run(
 
     let timeout = Duration::from_millis(e.kafka_timeout_ms);
     let assignment = Arc::new(Mutex::new(Assignment::default()));
+    let commits = Arc::new(committer::Gate::default());
     let context = EngineContext {
         store: store.clone(),
         topic: config.kafka.topics.input.clone(),
         assignment: assignment.clone(),
         timeout,
+        commits: commits.clone(),
     };
     let consumer = clients::consumer(&config, context).map_err(kafka("creating the consumer"))?;
-    let producer = clients::producer(&config).map_err(kafka("creating the producer"))?;
+    let producer = Arc::new(clients::producer(&config).map_err(kafka("creating the producer"))?);
     // Fences an older producer with our transactional id and completes (or
     // aborts) whatever transaction it left open.
     producer.init_transactions(timeout).map_err(kafka("initialising transactions"))?;
@@ -238,8 +249,11 @@ pub fn run(
         assignment,
         journal,
         processor: Processor::new(rules.clone()),
-        failpoint: Failpoint::from_env(),
+        failpoint: Arc::new(Failpoint::from_env()),
         summary: RunSummary::default(),
+        inflight: None,
+        commits,
+        first_input: None,
         timeout,
         pending_marks: Vec::new(),
         pending_clear: BTreeMap::new(),
@@ -261,6 +275,15 @@ pub fn run(
     engine.main_loop(&stop, &options)?;
     tracing::info!(summary = ?engine.summary, "engine stopped");
     Ok(engine.summary)
+}
+
+/// A cycle whose state is committed and whose Kafka commit is running.
+struct InFlight {
+    id: TxnId,
+    offsets: Vec<(u32, u64)>,
+    report: crate::metrics::CycleReport,
+    started: Instant,
+    handle: std::thread::JoinHandle<committer::Finished>,
 }
 
 /// One polled message, copied out of librdkafka's buffer.
@@ -309,13 +332,13 @@ impl Engine {
         let mut arena: Vec<u8> = Vec::with_capacity(max_batch * 320);
         let mut polled: Vec<Polled> = Vec::with_capacity(max_batch);
         let mut last_input = Instant::now();
-        let mut first_input: Option<Instant> = None;
         let ticker = Duration::from_millis(self.config.engine.clock_interval_ms);
         let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             arena.clear();
             polled.clear();
             let deadline = Instant::now() + interval;
+
             while polled.len() < max_batch && !stop.load(Ordering::Relaxed) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -350,12 +373,9 @@ impl Engine {
             self.observe_assignment();
             if !polled.is_empty() {
                 last_input = Instant::now();
-                first_input.get_or_insert(last_input);
+                self.first_input.get_or_insert(last_input);
             }
             self.cycle(&arena, &polled)?;
-            if let Some(first) = first_input.filter(|_| !polled.is_empty()) {
-                self.summary.busy = first.elapsed();
-            }
             let assigned = EngineContext::lock(&self.assignment).rebalances > 0;
             if !assigned {
                 last_input = Instant::now();
@@ -365,7 +385,8 @@ impl Engine {
                 break;
             }
         }
-        // Record the outcome of the last transaction before leaving.
+        // Finish and record the last transaction before leaving.
+        self.finish_inflight()?;
         self.flush_marks()?;
         Ok(())
     }
@@ -419,32 +440,33 @@ impl Engine {
     /// Publishes again the outbox of partitions assigned with work the group
     /// has not committed (after a crash, an abort, or a move back).
     fn recover_assigned(&mut self) -> Result<(), EngineError> {
-        let todo: Vec<(u32, u64, u64)> = {
-            let a = EngineContext::lock(&self.assignment);
+        let assignment = self.assignment.clone();
+        let todo = || -> Vec<(u32, u64, u64)> {
+            let a = EngineContext::lock(&assignment);
             a.owned
                 .iter()
                 .filter(|(_, o)| o.needs_recovery)
                 .map(|(p, o)| (*p, o.committed.unwrap_or(0), o.progress.next_offset))
                 .collect()
         };
+        if todo().is_empty() {
+            return Ok(());
+        }
+        // The in-flight commit's outcome decides what is left to publish
+        // (a failed one publishes its partitions again itself).
+        self.finish_inflight()?;
+        let todo = todo();
         if todo.is_empty() {
             return Ok(());
         }
-        self.republish(&todo)?;
-        let mut a = EngineContext::lock(&self.assignment);
-        for (p, _, x) in todo {
-            if let Some(o) = a.owned.get_mut(&p) {
-                o.needs_recovery = false;
-                o.committed = Some(x);
-            }
-        }
-        Ok(())
+        self.republish(&todo)
     }
 
     /// Publishes outbox entries `[from, to)` of each partition and commits
     /// offset `to`, in one transaction, retrying until it works or the
     /// Kafka timeout has passed.
     fn republish(&mut self, ranges: &[(u32, u64, u64)]) -> Result<(), EngineError> {
+        self.finish_inflight()?;
         let mut messages = Vec::new();
         for &(p, from, to) in ranges {
             for (offset, bytes) in self.store.outbox(p, from)? {
@@ -475,7 +497,14 @@ impl Engine {
             store.commit(batch)?;
             match self.transact(&id, &messages, &offsets) {
                 Ok(()) => {
-                    self.committed(id, offsets);
+                    self.committed(id, offsets, Instant::now());
+                    let mut a = EngineContext::lock(&self.assignment);
+                    for &(p, _, x) in ranges {
+                        if let Some(o) = a.owned.get_mut(&p) {
+                            o.needs_recovery = false;
+                            o.committed = Some(x);
+                        }
+                    }
                     return Ok(());
                 }
                 Err(failure) => self.after_failure(id, &offsets, failure, started)?,
@@ -523,13 +552,17 @@ impl Engine {
     fn replace_producer(&mut self) -> Result<(), EngineError> {
         let producer = clients::producer(&self.config).map_err(kafka("creating the producer"))?;
         producer.init_transactions(self.timeout).map_err(kafka("initialising transactions"))?;
-        self.producer = producer;
+        self.producer = Arc::new(producer);
         self.journal.new_epoch(&self.store)?;
         Ok(())
     }
 
-    fn committed(&mut self, id: TxnId, offsets: Vec<(u32, u64)>) {
+    /// Records a transaction that committed at `at`.
+    fn committed(&mut self, id: TxnId, offsets: Vec<(u32, u64)>, at: Instant) {
         self.summary.transactions += 1;
+        if let Some(first) = self.first_input {
+            self.summary.busy = at.saturating_duration_since(first);
+        }
         for &(p, x) in &offsets {
             self.pending_clear.insert(p, x);
         }
@@ -557,7 +590,9 @@ impl Engine {
         }
     }
 
-    /// One commit cycle over the polled messages.
+    /// One commit cycle over the polled messages: processed while the
+    /// previous cycle's Kafka commit runs, then published in a transaction
+    /// of its own once that one has ended (see [`committer`]).
     fn cycle(&mut self, arena: &[u8], polled: &[Polled]) -> Result<(), EngineError> {
         // Only partitions still owned, only offsets not yet applied.
         let owned = EngineContext::lock(&self.assignment).owned.clone();
@@ -575,6 +610,7 @@ impl Engine {
             }
         }
         if by_partition.is_empty() {
+            self.finish_inflight()?;
             return self.flush_marks();
         }
         let started = Instant::now();
@@ -588,18 +624,9 @@ impl Engine {
         }
         let store = self.store.clone();
         let mut batch = store.batch();
-        self.stage_housekeeping(&mut batch);
-        // The Kafka transaction begins before processing, and each
-        // partition's records are produced as soon as they are made, so
-        // librdkafka compresses and sends them while the next partition is
-        // processed. None is visible to readers before the commit, which
-        // still waits for the RocksDB commit below; a crash before it
-        // leaves an open transaction the next start aborts.
-        let txn = self.journal.next_id();
-        let txn_text = txn.to_string();
-        let mut failed: Option<TxnFailure> = self.producer.begin_transaction().err().map(classify);
         let mut offsets = Vec::new();
         let mut progress_after = Vec::new();
+        let mut messages: Vec<OutMessage> = Vec::new();
         let mut w = Writer::with_capacity(1024);
         for (p, inputs) in &by_partition {
             let mut progress = owned[p].progress;
@@ -615,20 +642,30 @@ impl Engine {
             for (reason, n) in std::mem::take(&mut sink.dead) {
                 *report.dead_letters.entry(reason).or_default() += n;
             }
-            for (offset, out) in &sink.entries {
+            for (offset, out) in sink.entries {
                 w.buf.clear();
-                outbox::encode(out, &mut w);
-                batch.put_outbox(*p, *offset, &w.buf);
-                if failed.is_none() {
-                    failed = self.produce(&txn_text, out).err();
-                }
+                outbox::encode(&out, &mut w);
+                batch.put_outbox(*p, offset, &w.buf);
+                messages.extend(out);
             }
             offsets.push((*p, progress.next_offset));
             progress_after.push((*p, progress));
         }
-        let id = self.journal.open(&mut batch, &offsets);
-        debug_assert_eq!(id, txn);
         report.processing = started.elapsed();
+        // The previous transaction ends (or is published again) before this
+        // one begins; its outcome rides in this WriteBatch.
+        self.finish_inflight()?;
+        self.stage_housekeeping(&mut batch);
+        // Produced before the RocksDB commit so librdkafka sends them
+        // meanwhile; none is visible to readers before the Kafka commit,
+        // which waits for the RocksDB commit. A crash in between leaves an
+        // open transaction the next start aborts.
+        let txn_text = self.journal.next_id().to_string();
+        let mut failed: Option<TxnFailure> = self.producer.begin_transaction().err().map(classify);
+        if failed.is_none() {
+            failed = self.produce(&txn_text, &messages).err();
+        }
+        let id = self.journal.open(&mut batch, &offsets);
         self.failpoint.hit("before-state-commit");
         let committing = Instant::now();
         store.commit(batch)?;
@@ -644,23 +681,77 @@ impl Engine {
             }
         }
         let started = Instant::now();
-        let outcome = match failed {
+        let spawned = match failed {
             Some(failure) => Err(failure),
-            None => self.commit_offsets(&txn_text, &offsets),
+            None => self.offsets_to_commit(&txn_text, &offsets).and_then(|(tpl, group)| {
+                committer::spawn(
+                    self.producer.clone(),
+                    tpl,
+                    group,
+                    self.timeout,
+                    self.failpoint.clone(),
+                    self.commits.clone(),
+                )
+                .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
+            }),
         };
-        match outcome {
-            Ok(()) => {
-                crate::metrics::committed(started.elapsed(), &report, wall_clock().0);
-                self.committed(id, offsets);
+        match spawned {
+            Ok(handle) => {
+                self.inflight = Some(InFlight { id, offsets, report, started, handle });
                 Ok(())
             }
-            Err(failure) => {
-                self.after_failure(id, &offsets, failure, started)?;
-                // State is committed locally: publish the same outbox again.
-                let ranges: Vec<(u32, u64, u64)> = self.committed_ranges(&offsets)?;
-                self.republish(&ranges)
-            }
+            Err(failure) => self.fail_and_republish(id, offsets, failure, started),
         }
+    }
+
+    /// Waits for the in-flight Kafka commit, and records its outcome; if it
+    /// failed, aborts and publishes the outbox again.
+    fn finish_inflight(&mut self) -> Result<(), EngineError> {
+        let Some(f) = self.inflight.take() else { return Ok(()) };
+        let finished = f.handle.join().unwrap_or_else(|_| committer::Finished {
+            result: Err(TxnFailure::Fatal("the Kafka commit thread panicked".into())),
+            at: Instant::now(),
+            wall_ms: wall_clock().0,
+        });
+        match finished.result {
+            Ok(()) => {
+                let took = finished.at.saturating_duration_since(f.started);
+                tracing::debug!(
+                    txn = %f.id,
+                    processing_ms = f.report.processing.as_millis() as u64,
+                    rocksdb_commit_ms = f.report.rocksdb_commit.as_millis() as u64,
+                    kafka_commit_ms = took.as_millis() as u64,
+                    "cycle committed"
+                );
+                crate::metrics::committed(took, &f.report, finished.wall_ms);
+                self.committed(f.id, f.offsets, finished.at);
+                Ok(())
+            }
+            Err(failure) => self.fail_and_republish(f.id, f.offsets, failure, f.started),
+        }
+    }
+
+    /// A cycle's transaction failed after its state was committed locally:
+    /// abort it (or replace the producer) and publish the same outbox again
+    /// for the partitions still owned. A partition revoked meanwhile keeps
+    /// its outbox; it is published when the partition is assigned again.
+    fn fail_and_republish(
+        &mut self,
+        id: TxnId,
+        offsets: Vec<(u32, u64)>,
+        failure: TxnFailure,
+        started: Instant,
+    ) -> Result<(), EngineError> {
+        self.after_failure(id, &offsets, failure, started)?;
+        let owned: Vec<(u32, u64)> = {
+            let a = EngineContext::lock(&self.assignment);
+            offsets.into_iter().filter(|(p, _)| a.owned.contains_key(p)).collect()
+        };
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let ranges = self.committed_ranges(&owned)?;
+        self.republish(&ranges)
     }
 
     /// For partitions about to be republished: from the group's committed
@@ -725,42 +816,34 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds the input offsets to the open transaction `txn` and commits it.
-    fn commit_offsets(&mut self, txn: &str, offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
-        let topics = &self.config.kafka.topics;
+    /// The input offsets as the transaction `txn` commits them (its id as
+    /// their metadata), and the consumer's group metadata, read fresh: a
+    /// rebalance may have moved the generation, and stale metadata would
+    /// let a zombie commit.
+    fn offsets_to_commit(
+        &self,
+        txn: &str,
+        offsets: &[(u32, u64)],
+    ) -> Result<(TopicPartitionList, ConsumerGroupMetadata), TxnFailure> {
+        let topic = &self.config.kafka.topics.input;
         let mut tpl = TopicPartitionList::new();
         for &(p, x) in offsets {
-            tpl.add_partition_offset(&topics.input, p as i32, Offset::Offset(x as i64)).map_err(classify)?;
-            if let Some(mut elem) = tpl.find_partition(&topics.input, p as i32) {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(x as i64)).map_err(classify)?;
+            if let Some(mut elem) = tpl.find_partition(topic, p as i32) {
                 elem.set_metadata(txn);
             }
         }
-        // Fresh group metadata every time: a rebalance may have moved the
-        // generation, and stale metadata would let a zombie commit.
         let group = self
             .consumer
             .group_metadata()
             .ok_or_else(|| TxnFailure::Abortable("the consumer has no group metadata".into()))?;
-        let mut attempt = 0;
-        loop {
-            match self.producer.send_offsets_to_transaction(&tpl, &group, self.timeout) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
-                Err(e) => return Err(classify(e)),
-            }
-        }
-        self.failpoint.hit("before-kafka-commit");
-        let mut attempt = 0;
-        loop {
-            match self.producer.commit_transaction(self.timeout) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
-                Err(e) => return Err(classify(e)),
-            }
-        }
-        self.failpoint.hit("after-kafka-commit");
-        // Serve delivery reports so their queue never grows.
-        self.producer.poll(Duration::ZERO);
-        Ok(())
+        Ok((tpl, group))
+    }
+
+    /// Adds the input offsets to the open transaction `txn` and commits it,
+    /// on this thread.
+    fn commit_offsets(&mut self, txn: &str, offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
+        let (tpl, group) = self.offsets_to_commit(txn, offsets)?;
+        committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint)
     }
 }

@@ -1,6 +1,7 @@
 //! Partition assignment. The rebalance callback runs inside the consumer's
-//! `poll`, on the engine's thread, between commit cycles, so no work is in
-//! flight when a partition comes or goes. On assignment, each partition's
+//! `poll`, on the engine's thread, between commit cycles; it first waits
+//! for the previous cycle's Kafka commit (see `committer`), so no work is
+//! in flight when a partition comes or goes. On assignment, each partition's
 //! start offset comes from RocksDB and is written into the assignment (not
 //! sought afterwards); the group's committed offset decides whether outbox
 //! entries must be published again first.
@@ -72,6 +73,8 @@ pub struct EngineContext {
     pub topic: String,
     pub assignment: Arc<Mutex<Assignment>>,
     pub timeout: Duration,
+    /// Busy while a Kafka commit is in flight.
+    pub commits: Arc<super::committer::Gate>,
 }
 
 impl EngineContext {
@@ -183,6 +186,10 @@ impl ClientContext for EngineContext {
 
 impl ConsumerContext for EngineContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        // Offsets being committed belong to the partitions as assigned now.
+        if !self.commits.wait_idle(self.timeout) {
+            tracing::warn!("a Kafka commit is still in flight after the Kafka timeout; rebalancing anyway");
+        }
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),

@@ -1,0 +1,130 @@
+//! The Kafka commit of a cycle, on a thread of its own.
+//!
+//! The broker takes a fixed time to commit a transaction, whatever its
+//! size (about 100 ms on the local broker: as long as a whole cycle's
+//! processing). So once a cycle's state is committed in RocksDB and its
+//! records are produced, the commit runs here while the engine's thread
+//! polls and processes the next cycle; that cycle waits for the outcome
+//! before it begins its own transaction. At most one transaction is in
+//! flight, each commits (or is aborted and published again) before the
+//! next begins, and the rebalance callback waits for it, so partitions
+//! never move while their offsets are being committed.
+
+use super::{Failpoint, TxnFailure, classify};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Whether a commit is in flight, for the rebalance callback to wait on.
+#[derive(Debug, Default)]
+pub struct Gate {
+    busy: Mutex<bool>,
+    idle: Condvar,
+}
+
+impl Gate {
+    fn set(&self, busy: bool) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = busy;
+        self.idle.notify_all();
+    }
+
+    /// Waits until no commit is in flight (or `timeout` passes: false).
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let (busy, _) =
+            self.idle.wait_timeout_while(busy, timeout, |b| *b).unwrap_or_else(|p| p.into_inner());
+        !*busy
+    }
+}
+
+/// Marks the gate idle when the commit thread ends, even by a panic.
+struct Leave(Arc<Gate>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// What the commit thread reports.
+pub struct Finished {
+    pub result: Result<(), TxnFailure>,
+    pub at: Instant,
+    /// The wall clock at the end, in ms (for the end-to-end latency metric).
+    pub wall_ms: i64,
+}
+
+/// Adds the input offsets `tpl` to the open transaction and commits it,
+/// retrying retriable errors (3 times each).
+pub fn commit(
+    producer: &BaseProducer,
+    tpl: &TopicPartitionList,
+    group: &ConsumerGroupMetadata,
+    timeout: Duration,
+    failpoint: &Failpoint,
+) -> Result<(), TxnFailure> {
+    let mut attempt = 0;
+    loop {
+        match producer.send_offsets_to_transaction(tpl, group, timeout) {
+            Ok(()) => break,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
+            Err(e) => return Err(classify(e)),
+        }
+    }
+    failpoint.hit("before-kafka-commit");
+    let mut attempt = 0;
+    loop {
+        match producer.commit_transaction(timeout) {
+            Ok(()) => break,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
+            Err(e) => return Err(classify(e)),
+        }
+    }
+    failpoint.hit("after-kafka-commit");
+    // Serve delivery reports so their queue never grows.
+    producer.poll(Duration::ZERO);
+    Ok(())
+}
+
+/// Runs [`commit`] on a new thread; the gate is busy until it ends.
+pub fn spawn(
+    producer: Arc<BaseProducer>,
+    tpl: TopicPartitionList,
+    group: ConsumerGroupMetadata,
+    timeout: Duration,
+    failpoint: Arc<Failpoint>,
+    gate: Arc<Gate>,
+) -> std::io::Result<JoinHandle<Finished>> {
+    gate.set(true);
+    let leave = Leave(gate.clone());
+    std::thread::Builder::new().name("kafka-commit".into()).spawn(move || {
+        let _leave = leave;
+        let result = commit(&producer, &tpl, &group, timeout, &failpoint);
+        Finished { result, at: Instant::now(), wall_ms: super::wall_clock().0 }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_waits_for_the_commit_to_end() {
+        let gate = Arc::new(Gate::default());
+        assert!(gate.wait_idle(Duration::ZERO));
+        gate.set(true);
+        assert!(!gate.wait_idle(Duration::from_millis(10)), "busy: the wait times out");
+        let leave = Leave(gate.clone());
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_idle(Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(leave);
+        assert!(waiter.join().expect("waiter"), "idle once the commit ended");
+    }
+}
