@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Account states `simulate` keeps decoded between batches.
+const SIMULATE_ACCOUNT_CACHE: usize = 100_000;
+
 /// Rejected lines listed in the summary; all of them go to `--dlq`.
 const LISTED_REJECTS: usize = 20;
 
@@ -230,7 +233,8 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     };
     // One file is one partition: derived events (a referrer's bonus) are
     // applied right after the event that caused them.
-    let mut processor = Processor::new(rules.clone()).with_inline_derived();
+    let mut processor =
+        Processor::new(rules.clone()).with_inline_derived().with_account_cache(SIMULATE_ACCOUNT_CACHE);
     let mut sink =
         SimSink { summary: &mut summary, out, dlq, base: progress.next_offset, buf: Vec::new(), error: None };
 
@@ -271,6 +275,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
             }
             let s = processor.process(&store, 0, &mut progress, &inputs, &mut batch, &mut sink)?;
             store.commit(batch)?;
+            processor.committed();
             if let Some(e) = sink.error.take() {
                 return Err(SimulateError::Io { path: opts.out.clone().unwrap_or_default(), source: e });
             }

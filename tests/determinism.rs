@@ -124,3 +124,86 @@ fn state_written_under_other_rules_is_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("written by rules version"), "{err}");
 }
+
+/// Records as JSON lines, as the engine publishes them.
+#[derive(Default)]
+struct Lines(Vec<u8>);
+
+impl accrual::pipeline::Sink for Lines {
+    fn accrued(
+        &mut self,
+        _: u64,
+        _: &accrual::events::Event<'_>,
+        records: &[accrual::accrue::AccrualRecord],
+    ) {
+        for r in records {
+            r.write_json(&mut self.0);
+            self.0.push(b'\n');
+        }
+    }
+    fn no_effect(&mut self, _: u64, _: &accrual::events::Event<'_>, _: accrual::accrue::NoEffect) {}
+    fn duplicate(&mut self, _: u64, _: &accrual::events::Event<'_>, _: accrual::time::Timestamp) {}
+    fn dead_letter(&mut self, _: &accrual::pipeline::Input<'_>, _: &'static str, _: &str) {}
+}
+
+/// Runs `lines` through a processor in batches of 50 on its own store, with
+/// an account cache of `cache` accounts. With `discard_every`, every n-th
+/// batch is first processed and thrown away (never committed), as when a
+/// cycle fails, then processed again. Returns the records and every
+/// account's final stored state.
+fn run_batches(lines: &[String], cache: usize, discard_every: Option<usize>) -> (Vec<u8>, Vec<u8>) {
+    use accrual::pipeline::{Input, Processor};
+    use accrual::store::Progress;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { sync: false, ..StoreOptions::default() }).unwrap();
+    let rules = std::sync::Arc::new(accrual::rules::load(&repo_path("config/rules.example.toml")).unwrap());
+    let mut processor = Processor::new(rules).with_account_cache(cache);
+    let mut progress = Progress::default();
+    let mut out = Lines::default();
+    for (n, chunk) in lines.chunks(50).enumerate() {
+        let base = (n * 50) as u64;
+        let inputs: Vec<Input<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Input { offset: base + i as u64, key: b"", payload: l.as_bytes() })
+            .collect();
+        if discard_every.is_some_and(|k| n % k == 0) {
+            let mut scratch = progress;
+            let mut batch = store.batch();
+            processor.process(&store, 0, &mut scratch, &inputs, &mut batch, &mut Lines::default()).unwrap();
+            drop(batch);
+            processor.discard();
+        }
+        let mut batch = store.batch();
+        processor.process(&store, 0, &mut progress, &inputs, &mut batch, &mut out).unwrap();
+        store.commit(batch).unwrap();
+        processor.committed();
+    }
+    assert!(processor.cached_accounts() <= cache, "the cache stays within its capacity");
+    let mut states = Vec::new();
+    for (account, state) in store.accounts(0).unwrap() {
+        states.extend_from_slice(format!("{account}: {state:?}\n").as_bytes());
+    }
+    (out.0, states)
+}
+
+#[test]
+fn the_account_cache_changes_nothing_even_when_batches_are_thrown_away() {
+    let lines = common::generated_lines(&GenOptions {
+        events: 4_000,
+        accounts: 60,
+        seed: 5,
+        days: 60,
+        refund_percent: 5.0,
+        reversal_percent: 2.0,
+        duplicate_percent: 1.0,
+        ..GenOptions::default()
+    });
+    let (records, states) = run_batches(&lines, 0, None);
+    assert!(records.len() > 100_000 && states.len() > 1_000, "a real workload");
+    for (cache, discard) in [(100_000, None), (16, None), (100_000, Some(3)), (16, Some(2))] {
+        let (r, s) = run_batches(&lines, cache, discard);
+        assert!(r == records, "records differ with cache {cache}, discarding {discard:?}");
+        assert!(s == states, "stored states differ with cache {cache}, discarding {discard:?}");
+    }
+}

@@ -248,7 +248,7 @@ pub fn run(
         producer,
         assignment,
         journal,
-        processor: Processor::new(rules.clone()),
+        processor: Processor::new(rules.clone()).with_account_cache(config.engine.account_cache),
         failpoint: Arc::new(Failpoint::from_env()),
         summary: RunSummary::default(),
         inflight: None,
@@ -670,6 +670,7 @@ impl Engine {
         let committing = Instant::now();
         store.commit(batch)?;
         report.rocksdb_commit = committing.elapsed();
+        self.processor.committed();
         crate::metrics::cycle(self.metrics.as_deref(), &report);
         self.failpoint.hit("after-state-commit");
         {

@@ -7,6 +7,8 @@
 //! Every input offset ends as exactly one of: records, no effect, a counted
 //! duplicate, or a dead letter with a reason.
 
+mod cache;
+
 use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome};
 use crate::events::{Decoder, Event, EventBody};
 use crate::rules::Rules;
@@ -62,6 +64,11 @@ pub struct Processor {
     effects: Effects,
     /// Account states touched by the current batch (read once, written once).
     accounts: HashMap<String, Cached>,
+    /// Committed states kept between batches.
+    cache: cache::AccountCache,
+    /// States of batches processed but not yet committed: they go to the
+    /// cache once the caller says the batch is committed.
+    uncommitted: Vec<(u32, String, AccountState)>,
     /// Event ids first seen in the current batch.
     seen: HashMap<String, Timestamp>,
     /// Apply derived events right after the input that caused them (for
@@ -75,6 +82,7 @@ pub struct Processor {
 fn fire_timers(
     core: &Core,
     accounts: &mut HashMap<String, Cached>,
+    cache: &mut cache::AccountCache,
     effects: &mut Effects,
     store: &Store,
     partition: u32,
@@ -93,7 +101,7 @@ fn fire_timers(
         }
     }
     for (_, account) in due {
-        let cached = Processor::load(accounts, store, partition, &account)?;
+        let cached = Processor::load(accounts, cache, store, partition, &account)?;
         core.advance(&mut cached.state, &account, at, clock.event_id, effects);
         cached.dirty = true;
     }
@@ -116,6 +124,8 @@ impl Processor {
             decoder: Decoder::new(),
             effects: Effects::default(),
             accounts: HashMap::new(),
+            cache: cache::AccountCache::new(0),
+            uncommitted: Vec::new(),
             seen: HashMap::new(),
             inline_derived: false,
         }
@@ -127,18 +137,49 @@ impl Processor {
         self
     }
 
+    /// Keeps up to `accounts` committed account states decoded between
+    /// batches. The caller must then report each batch's fate: call
+    /// [`Processor::committed`] once the batches processed since the last
+    /// call are committed, or [`Processor::discard`] if they never will be.
+    pub fn with_account_cache(mut self, accounts: usize) -> Processor {
+        self.cache = cache::AccountCache::new(accounts);
+        self
+    }
+
     pub fn rules(&self) -> &Arc<Rules> {
         self.core.rules()
     }
 
+    /// The batches processed since the last call are committed: their
+    /// account states may serve the next batches.
+    pub fn committed(&mut self) {
+        for (partition, account, state) in self.uncommitted.drain(..) {
+            self.cache.put(partition, account, state);
+        }
+    }
+
+    /// The batches processed since the last call will not be committed.
+    pub fn discard(&mut self) {
+        self.uncommitted.clear();
+    }
+
+    /// Accounts held decoded between batches.
+    pub fn cached_accounts(&self) -> usize {
+        self.cache.len()
+    }
+
     fn load<'c>(
         accounts: &'c mut HashMap<String, Cached>,
+        cache: &mut cache::AccountCache,
         store: &Store,
         partition: u32,
         account: &str,
     ) -> Result<&'c mut Cached, StoreError> {
         if !accounts.contains_key(account) {
-            let state = store.account(partition, account)?.unwrap_or_default();
+            let state = match cache.take(partition, account) {
+                Some(state) => state,
+                None => store.account(partition, account)?.unwrap_or_default(),
+            };
             let registered = state.next_due;
             accounts.insert(account.to_string(), Cached { state, dirty: false, registered });
         }
@@ -194,9 +235,18 @@ impl Processor {
             }
             self.effects.clear();
             let outcome = if let EventBody::Clock = event.body {
-                fire_timers(&self.core, &mut self.accounts, &mut self.effects, store, partition, &event)?
+                fire_timers(
+                    &self.core,
+                    &mut self.accounts,
+                    &mut self.cache,
+                    &mut self.effects,
+                    store,
+                    partition,
+                    &event,
+                )?
             } else {
-                let cached = Self::load(&mut self.accounts, store, partition, event.account_id)?;
+                let cached =
+                    Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
                 let outcome = self.core.apply(&mut cached.state, &event, &mut self.effects);
                 cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
                 outcome
@@ -231,6 +281,10 @@ impl Processor {
         }
         self.stage(partition, batch);
         batch.set_progress(partition, *progress, window);
+        // Every state loaded is now as the batch commits it.
+        if self.cache.capacity() > 0 {
+            self.uncommitted.extend(self.accounts.drain().map(|(account, c)| (partition, account, c.state)));
+        }
         Ok(stats)
     }
 
