@@ -19,10 +19,9 @@ pub mod rebalance;
 use crate::config::EngineConfig;
 use crate::pipeline::{Input, Processor};
 use crate::rules::{self, RulesError};
-use crate::state::codec::Writer;
 use crate::store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
-use outbox::{Destination, HEADER_TXN, OutMessage, OutboxSink};
+use outbox::{Destination, HEADER_TXN, OutboxSink};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
@@ -467,22 +466,21 @@ impl Engine {
     /// Kafka timeout has passed.
     fn republish(&mut self, ranges: &[(u32, u64, u64)]) -> Result<(), EngineError> {
         self.finish_inflight()?;
-        let mut messages = Vec::new();
+        let mut entries = Vec::new();
+        let mut messages = 0;
         for &(p, from, to) in ranges {
             for (offset, bytes) in self.store.outbox(p, from)? {
                 if offset >= to {
                     break;
                 }
-                let decoded = outbox::decode(&bytes).map_err(|e| EngineError::Outbox {
-                    partition: p,
-                    offset,
-                    detail: e.to_string(),
-                })?;
-                messages.extend(decoded);
+                messages += outbox::messages(&bytes)
+                    .map_err(|e| EngineError::Outbox { partition: p, offset, detail: e.to_string() })?
+                    .len();
+                entries.push(bytes);
             }
         }
         let offsets: Vec<(u32, u64)> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
-        tracing::info!(partitions = ?ranges, messages = messages.len(), "recovery: publishing the outbox again");
+        tracing::info!(partitions = ?ranges, messages, "recovery: publishing the outbox again");
         self.failpoint.delay("slow-recovery");
         self.summary.recoveries += 1;
         crate::metrics::recovery();
@@ -495,7 +493,7 @@ impl Engine {
             self.stage_housekeeping(&mut batch);
             let id = self.journal.open(&mut batch, &offsets);
             store.commit(batch)?;
-            match self.transact(&id, &messages, &offsets) {
+            match self.transact(&id, entries.iter().map(Vec::as_slice), &offsets) {
                 Ok(()) => {
                     self.committed(id, offsets, Instant::now());
                     let mut a = EngineContext::lock(&self.assignment);
@@ -626,8 +624,7 @@ impl Engine {
         let mut batch = store.batch();
         let mut offsets = Vec::new();
         let mut progress_after = Vec::new();
-        let mut messages: Vec<OutMessage> = Vec::new();
-        let mut w = Writer::with_capacity(1024);
+        let mut sinks = Vec::with_capacity(by_partition.len());
         for (p, inputs) in &by_partition {
             let mut progress = owned[p].progress;
             let mut sink = OutboxSink::new(*p);
@@ -642,12 +639,10 @@ impl Engine {
             for (reason, n) in std::mem::take(&mut sink.dead) {
                 *report.dead_letters.entry(reason).or_default() += n;
             }
-            for (offset, out) in sink.entries {
-                w.buf.clear();
-                outbox::encode(&out, &mut w);
-                batch.put_outbox(*p, offset, &w.buf);
-                messages.extend(out);
+            for (offset, entry) in sink.entries() {
+                batch.put_outbox(*p, offset, entry);
             }
+            sinks.push(sink);
             offsets.push((*p, progress.next_offset));
             progress_after.push((*p, progress));
         }
@@ -663,7 +658,8 @@ impl Engine {
         let txn_text = self.journal.next_id().to_string();
         let mut failed: Option<TxnFailure> = self.producer.begin_transaction().err().map(classify);
         if failed.is_none() {
-            failed = self.produce(&txn_text, &messages).err();
+            let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
+            failed = self.produce(&txn_text, entries).err();
         }
         let id = self.journal.open(&mut batch, &offsets);
         self.failpoint.hit("before-state-commit");
@@ -781,38 +777,43 @@ impl Engine {
 
     /// One Kafka transaction: the messages, then the input offsets (with the
     /// transaction id as their metadata), then commit.
-    fn transact(
+    fn transact<'e>(
         &mut self,
         id: &TxnId,
-        messages: &[OutMessage],
+        entries: impl Iterator<Item = &'e [u8]>,
         offsets: &[(u32, u64)],
     ) -> Result<(), TxnFailure> {
         let txn = id.to_string();
         self.producer.begin_transaction().map_err(classify)?;
-        self.produce(&txn, messages)?;
+        self.produce(&txn, entries)?;
         self.commit_offsets(&txn, offsets)
     }
 
-    /// Produces messages into the open transaction `txn`.
-    fn produce(&self, txn: &str, messages: &[OutMessage]) -> Result<(), TxnFailure> {
+    /// Produces the messages of encoded outbox entries into the open
+    /// transaction `txn`.
+    fn produce<'e>(&self, txn: &str, entries: impl Iterator<Item = &'e [u8]>) -> Result<(), TxnFailure> {
         let topics = &self.config.kafka.topics;
-        for m in messages {
-            let topic = match m.destination {
-                Destination::Accruals => &topics.accruals,
-                Destination::DeadLetter => &topics.dead_letter,
-                Destination::Input => &topics.input,
-            };
-            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 1);
-            for (k, v) in &m.headers {
-                headers = headers.insert(Header { key: k, value: Some(v) });
+        for entry in entries {
+            let messages = outbox::messages(entry)
+                .map_err(|e| TxnFailure::Abortable(format!("an outbox entry does not decode: {e}")))?;
+            for m in messages {
+                let topic = match m.destination {
+                    Destination::Accruals => &topics.accruals,
+                    Destination::DeadLetter => &topics.dead_letter,
+                    Destination::Input => &topics.input,
+                };
+                let mut headers = OwnedHeaders::new_with_capacity(5);
+                for (key, value) in m.headers() {
+                    headers = headers.insert(Header { key, value: Some(value) });
+                }
+                headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
+                let mut record: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(topic).payload(m.payload).headers(headers);
+                if !m.key.is_empty() {
+                    record = record.key(m.key);
+                }
+                crate::kafka_tools::send(&self.producer, record).map_err(classify)?;
             }
-            headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
-            let mut record: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(topic).payload(&m.payload[..]).headers(headers);
-            if !m.key.is_empty() {
-                record = record.key(&m.key[..]);
-            }
-            crate::kafka_tools::send(&self.producer, record).map_err(classify)?;
         }
         Ok(())
     }

@@ -29,36 +29,26 @@ pub enum Destination {
     Input,
 }
 
-/// One message to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutMessage {
+/// One message to publish, borrowed from its encoded outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
     pub destination: Destination,
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub key: &'a [u8],
+    pub payload: &'a [u8],
+    /// The encoded headers (already checked by [`messages`]).
+    headers: &'a [u8],
+    header_count: usize,
 }
 
-/// Encodes the messages of one input offset.
-pub fn encode(messages: &[OutMessage], w: &mut Writer) {
-    w.u8(OUTBOX_FORMAT);
-    w.u64(messages.len() as u64);
-    for m in messages {
-        w.u8(match m.destination {
-            Destination::Accruals => 0,
-            Destination::DeadLetter => 1,
-            Destination::Input => 2,
-        });
-        w.bytes(&m.key);
-        w.bytes(&m.payload);
-        w.u64(m.headers.len() as u64);
-        for (k, v) in &m.headers {
-            w.str(k);
-            w.bytes(v);
-        }
+impl<'a> Message<'a> {
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a> {
+        let mut r = Reader::new(self.headers);
+        (0..self.header_count).map_while(move |_| Some((r.str().ok()?, r.bytes().ok()?)))
     }
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Vec<OutMessage>, CodecError> {
+/// The messages of one encoded outbox entry, borrowing its bytes.
+pub fn messages(bytes: &[u8]) -> Result<Vec<Message<'_>>, CodecError> {
     let mut r = Reader::new(bytes);
     r.version(OUTBOX_FORMAT)?;
     let n = r.count()?;
@@ -70,23 +60,34 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<OutMessage>, CodecError> {
             2 => Destination::Input,
             _ => return Err(CodecError::Corrupt("outbox destination")),
         };
-        let key = r.bytes()?.to_vec();
-        let payload = r.bytes()?.to_vec();
-        let h = r.count()?;
-        let mut headers = Vec::with_capacity(h);
-        for _ in 0..h {
-            headers.push((r.str()?.to_string(), r.bytes()?.to_vec()));
+        let key = r.bytes()?;
+        let payload = r.bytes()?;
+        let header_count = r.count()?;
+        let start = r.position();
+        for _ in 0..header_count {
+            r.str()?;
+            r.bytes()?;
         }
-        out.push(OutMessage { destination, key, payload, headers });
+        out.push(Message { destination, key, payload, headers: &bytes[start..r.position()], header_count });
+    }
+    if !r.is_empty() {
+        return Err(CodecError::Corrupt("outbox entry has trailing bytes"));
     }
     Ok(out)
 }
 
-/// Collects what each input offset of one partition's batch publishes.
+/// Collects what each input offset of one partition's batch publishes,
+/// encoded once as the outbox entries RocksDB stores; the producer sends
+/// from the same bytes.
 pub struct OutboxSink {
     partition: u32,
-    /// (input offset, messages), in input order.
-    pub entries: Vec<(u64, Vec<OutMessage>)>,
+    /// Encoded entries, back to back; `entries` has their offsets and ends.
+    buf: Vec<u8>,
+    entries: Vec<(u64, std::ops::Range<usize>)>,
+    /// The messages of the offset being collected (not yet in `buf`).
+    open: Option<(u64, usize)>,
+    messages: Writer,
+    json: Vec<u8>,
     pub no_effect: u64,
     pub duplicates: u64,
     /// For metrics: the records of the batch.
@@ -99,7 +100,11 @@ impl OutboxSink {
     pub fn new(partition: u32) -> OutboxSink {
         OutboxSink {
             partition,
+            buf: Vec::new(),
             entries: Vec::new(),
+            open: None,
+            messages: Writer::with_capacity(4096),
+            json: Vec::with_capacity(512),
             no_effect: 0,
             duplicates: 0,
             records: crate::metrics::RecordTally::default(),
@@ -107,55 +112,91 @@ impl OutboxSink {
         }
     }
 
-    /// Adds messages of an input offset (one outbox entry per offset).
-    fn push(&mut self, offset: u64, mut messages: Vec<OutMessage>) {
-        match self.entries.last_mut() {
-            Some((last, existing)) if *last == offset => existing.append(&mut messages),
-            _ => self.entries.push((offset, messages)),
-        }
+    /// Each input offset's encoded entry, in input order.
+    pub fn entries(&mut self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.close();
+        self.entries.iter().map(|(offset, range)| (*offset, &self.buf[range.clone()]))
     }
 
-    fn source_headers(&self, offset: u64) -> Vec<(String, Vec<u8>)> {
-        vec![
-            (HEADER_SOURCE_PARTITION.to_string(), self.partition.to_string().into_bytes()),
-            (HEADER_SOURCE_OFFSET.to_string(), offset.to_string().into_bytes()),
-        ]
+    /// Writes the open offset's entry: version, count, messages.
+    fn close(&mut self) {
+        let Some((offset, count)) = self.open.take() else { return };
+        let start = self.buf.len();
+        let mut w = Writer { buf: std::mem::take(&mut self.buf) };
+        w.u8(OUTBOX_FORMAT);
+        w.u64(count as u64);
+        w.buf.extend_from_slice(&self.messages.buf);
+        self.buf = w.buf;
+        self.messages.buf.clear();
+        self.entries.push((offset, start..self.buf.len()));
+    }
+
+    /// Adds a message of an input offset (one outbox entry per offset),
+    /// with the source headers and `extra` ones.
+    fn push(
+        &mut self,
+        offset: u64,
+        destination: Destination,
+        key: &[u8],
+        payload: &[u8],
+        extra: &[(&str, &[u8])],
+    ) {
+        match self.open {
+            Some((open, ref mut count)) if open == offset => *count += 1,
+            _ => {
+                self.close();
+                self.open = Some((offset, 1));
+            }
+        }
+        let w = &mut self.messages;
+        w.u8(match destination {
+            Destination::Accruals => 0,
+            Destination::DeadLetter => 1,
+            Destination::Input => 2,
+        });
+        w.bytes(key);
+        w.bytes(payload);
+        w.u64(2 + extra.len() as u64);
+        let mut digits = [0; 20];
+        w.str(HEADER_SOURCE_PARTITION);
+        w.bytes(decimal_text(self.partition.into(), &mut digits));
+        w.str(HEADER_SOURCE_OFFSET);
+        w.bytes(decimal_text(offset, &mut digits));
+        for (k, v) in extra {
+            w.str(k);
+            w.bytes(v);
+        }
+    }
+}
+
+/// `n` in decimal digits, written into `buf` (without allocating).
+fn decimal_text(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
 impl Sink for OutboxSink {
     fn accrued(&mut self, offset: u64, _event: &Event<'_>, records: &[AccrualRecord]) {
-        if records.is_empty() {
-            return;
-        }
+        let mut json = std::mem::take(&mut self.json);
         for r in records {
             self.records.add(r);
+            json.clear();
+            r.write_json(&mut json);
+            json.pop(); // the trailing newline belongs to files, not messages
+            self.push(offset, Destination::Accruals, r.account_id.as_bytes(), &json, &[]);
         }
-        let messages = records
-            .iter()
-            .map(|r| {
-                let mut payload = Vec::with_capacity(384);
-                r.write_json(&mut payload);
-                payload.pop(); // the trailing newline belongs to files, not messages
-                OutMessage {
-                    destination: Destination::Accruals,
-                    key: r.account_id.as_bytes().to_vec(),
-                    payload,
-                    headers: self.source_headers(offset),
-                }
-            })
-            .collect();
-        self.push(offset, messages);
+        self.json = json;
     }
 
     fn derived(&mut self, offset: u64, event: &DerivedEvent) {
-        let message = OutMessage {
-            destination: Destination::Input,
-            key: event.account_id.as_bytes().to_vec(),
-            payload: event.payload.clone(),
-            headers: self.source_headers(offset),
-        };
-        self.push(offset, vec![message]);
+        self.push(offset, Destination::Input, event.account_id.as_bytes(), &event.payload, &[]);
     }
 
     fn no_effect(&mut self, _offset: u64, _event: &Event<'_>, _why: NoEffect) {
@@ -168,16 +209,9 @@ impl Sink for OutboxSink {
 
     fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str) {
         *self.dead.entry(reason).or_default() += 1;
-        let mut headers = self.source_headers(input.offset);
-        headers.push((HEADER_DLQ_REASON.to_string(), reason.as_bytes().to_vec()));
-        headers.push((HEADER_DLQ_DETAIL.to_string(), detail.as_bytes().to_vec()));
-        let message = OutMessage {
-            destination: Destination::DeadLetter,
-            key: input.key.to_vec(),
-            payload: input.payload.to_vec(),
-            headers,
-        };
-        self.push(input.offset, vec![message]);
+        let extra: [(&str, &[u8]); 2] =
+            [(HEADER_DLQ_REASON, reason.as_bytes()), (HEADER_DLQ_DETAIL, detail.as_bytes())];
+        self.push(input.offset, Destination::DeadLetter, input.key, input.payload, &extra);
     }
 }
 
@@ -186,24 +220,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip() {
-        let messages = vec![
-            OutMessage {
-                destination: Destination::Accruals,
-                key: b"acc-1".to_vec(),
-                payload: b"{}".to_vec(),
-                headers: vec![("a".into(), b"1".to_vec())],
-            },
-            OutMessage {
-                destination: Destination::DeadLetter,
-                key: vec![],
-                payload: vec![0xff, 0],
-                headers: vec![],
-            },
-        ];
-        let mut w = Writer::default();
-        encode(&messages, &mut w);
-        assert_eq!(decode(&w.buf), Ok(messages));
-        assert!(decode(&w.buf[..w.buf.len() - 1]).is_err());
+    fn decimal_text_is_display() {
+        let mut buf = [0; 20];
+        for n in [0, 7, 10, 12_345, u64::MAX] {
+            assert_eq!(decimal_text(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_corruption_is_an_error() {
+        let mut sink = OutboxSink::new(3);
+        let input = Input { offset: 7, key: b"acc-1", payload: &[0xff, 0] };
+        sink.dead_letter(&input, "invalid_json", "bad");
+        let derived =
+            DerivedEvent { event_id: "d".into(), account_id: "acc-2".into(), payload: b"{}".to_vec() };
+        sink.derived(7, &derived);
+        sink.derived(9, &derived);
+        let entries: Vec<(u64, Vec<u8>)> = sink.entries().map(|(o, b)| (o, b.to_vec())).collect();
+        assert_eq!(entries.iter().map(|e| e.0).collect::<Vec<_>>(), vec![7, 9], "one entry per offset");
+        let first = messages(&entries[0].1).expect("decodes");
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            (first[0].destination, first[0].key, first[0].payload),
+            (Destination::DeadLetter, &b"acc-1"[..], &[0xff, 0][..])
+        );
+        let headers: Vec<_> = first[0].headers().collect();
+        assert_eq!(
+            headers,
+            vec![
+                (HEADER_SOURCE_PARTITION, &b"3"[..]),
+                (HEADER_SOURCE_OFFSET, &b"7"[..]),
+                (HEADER_DLQ_REASON, &b"invalid_json"[..]),
+                (HEADER_DLQ_DETAIL, &b"bad"[..]),
+            ]
+        );
+        assert_eq!(
+            (first[1].destination, first[1].key, first[1].payload),
+            (Destination::Input, &b"acc-2"[..], &b"{}"[..])
+        );
+        assert_eq!(first[1].headers().count(), 2);
+        let bytes = &entries[0].1;
+        for cut in 0..bytes.len() {
+            assert!(messages(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(messages(&longer).is_err());
+        let mut wrong = bytes.clone();
+        wrong[2] = 9;
+        assert_eq!(messages(&wrong), Err(CodecError::Corrupt("outbox destination")));
     }
 }

@@ -74,6 +74,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// Checks the leading format version byte.
     pub fn version(&mut self, expected: u8) -> Result<(), CodecError> {
         match self.u8()? {
