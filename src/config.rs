@@ -153,9 +153,9 @@ pub struct EngineSection {
     pub block_cache_mb: usize,
     #[serde(default = "default_write_buffer_mb", deserialize_with = "number")]
     pub write_buffer_mb: usize,
-    /// Decoded account states kept in memory between cycles (0: none).
-    #[serde(default = "default_account_cache", deserialize_with = "number")]
-    pub account_cache: usize,
+    /// Memory for decoded account states kept between cycles (0: none).
+    #[serde(default = "default_account_cache_mb", deserialize_with = "number")]
+    pub account_cache_mb: usize,
     /// Timeout for Kafka calls that can block (commit, offsets, metadata).
     #[serde(default = "default_kafka_timeout_ms", deserialize_with = "number")]
     pub kafka_timeout_ms: u64,
@@ -187,8 +187,8 @@ fn default_block_cache_mb() -> usize {
 fn default_write_buffer_mb() -> usize {
     64
 }
-fn default_account_cache() -> usize {
-    100_000
+fn default_account_cache_mb() -> usize {
+    256
 }
 fn default_kafka_timeout_ms() -> u64 {
     30_000

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Account states `simulate` keeps decoded between batches.
-const SIMULATE_ACCOUNT_CACHE: usize = 100_000;
+/// Memory for the account states `simulate` keeps decoded between batches.
+const SIMULATE_ACCOUNT_CACHE: usize = 256 << 20;
 
 /// Rejected lines listed in the summary; all of them go to `--dlq`.
 const LISTED_REJECTS: usize = 20;

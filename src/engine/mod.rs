@@ -247,7 +247,7 @@ pub fn run(
         producer,
         assignment,
         journal,
-        processor: Processor::new(rules.clone()).with_account_cache(config.engine.account_cache),
+        processor: Processor::new(rules.clone()).with_account_cache(config.engine.account_cache_mb << 20),
         failpoint: Arc::new(Failpoint::from_env()),
         summary: RunSummary::default(),
         inflight: None,

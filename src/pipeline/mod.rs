@@ -55,6 +55,8 @@ struct Cached {
     state: AccountState,
     dirty: bool,
     registered: Option<Timestamp>,
+    /// Encoded size, once staged.
+    encoded: usize,
 }
 
 /// Processes batches of one partition at a time. Keep one per worker.
@@ -68,7 +70,7 @@ pub struct Processor {
     cache: cache::AccountCache,
     /// States of batches processed but not yet committed: they go to the
     /// cache once the caller says the batch is committed.
-    uncommitted: Vec<(u32, String, AccountState)>,
+    uncommitted: Vec<(u32, String, AccountState, usize)>,
     /// Event ids first seen in the current batch.
     seen: HashMap<String, Timestamp>,
     /// Apply derived events right after the input that caused them (for
@@ -137,12 +139,12 @@ impl Processor {
         self
     }
 
-    /// Keeps up to `accounts` committed account states decoded between
-    /// batches. The caller must then report each batch's fate: call
+    /// Keeps committed account states decoded between batches, within
+    /// about `bytes` of memory. The caller must then report each batch's fate: call
     /// [`Processor::committed`] once the batches processed since the last
     /// call are committed, or [`Processor::discard`] if they never will be.
-    pub fn with_account_cache(mut self, accounts: usize) -> Processor {
-        self.cache = cache::AccountCache::new(accounts);
+    pub fn with_account_cache(mut self, bytes: usize) -> Processor {
+        self.cache = cache::AccountCache::new(bytes);
         self
     }
 
@@ -153,8 +155,8 @@ impl Processor {
     /// The batches processed since the last call are committed: their
     /// account states may serve the next batches.
     pub fn committed(&mut self) {
-        for (partition, account, state) in self.uncommitted.drain(..) {
-            self.cache.put(partition, account, state);
+        for (partition, account, state, encoded) in self.uncommitted.drain(..) {
+            self.cache.put(partition, account, state, encoded);
         }
     }
 
@@ -181,7 +183,7 @@ impl Processor {
                 None => store.account(partition, account)?.unwrap_or_default(),
             };
             let registered = state.next_due;
-            accounts.insert(account.to_string(), Cached { state, dirty: false, registered });
+            accounts.insert(account.to_string(), Cached { state, dirty: false, registered, encoded: 0 });
         }
         Ok(accounts.get_mut(account).expect("inserted above"))
     }
@@ -281,9 +283,11 @@ impl Processor {
         }
         self.stage(partition, batch);
         batch.set_progress(partition, *progress, window);
-        // Every state loaded is now as the batch commits it.
+        // The states written are now as the batch commits them (the few
+        // loaded but unchanged are not worth keeping).
         if self.cache.capacity() > 0 {
-            self.uncommitted.extend(self.accounts.drain().map(|(account, c)| (partition, account, c.state)));
+            let written = self.accounts.drain().filter(|(_, c)| c.dirty);
+            self.uncommitted.extend(written.map(|(account, c)| (partition, account, c.state, c.encoded)));
         }
         Ok(stats)
     }
@@ -297,7 +301,7 @@ impl Processor {
             let due = self.core.next_due(&cached.state);
             batch.set_timer(partition, account, cached.registered, due);
             cached.state.next_due = due;
-            batch.put_account(partition, account, &cached.state);
+            cached.encoded = batch.put_account(partition, account, &cached.state);
         }
         let mut seen: Vec<_> = self.seen.iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(b.0));

@@ -397,11 +397,13 @@ pub struct LedgerBatch<'s> {
 }
 
 impl LedgerBatch<'_> {
-    pub fn put_account(&mut self, partition: u32, account_id: &str, state: &AccountState) {
+    /// Stages an account's state; returns its encoded size in bytes.
+    pub fn put_account(&mut self, partition: u32, account_id: &str, state: &AccountState) -> usize {
         self.scratch.buf.clear();
         state.encode(&mut self.scratch);
         let key = partition_key(partition, account_id.as_bytes());
         self.batch.put_cf(self.store.cf(CF_ACCOUNTS), key, &self.scratch.buf);
+        self.scratch.buf.len()
     }
 
     pub fn put_seen(&mut self, partition: u32, event_id: &str, at: Timestamp) {
