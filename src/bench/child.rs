@@ -33,20 +33,36 @@ pub fn terminate(child: &Child) {
     }
 }
 
+/// The child's own peak RSS so far (`VmHWM`), in bytes.
+fn high_water_mark(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Waits for the child and reads its resource usage (wait4(2): std's
-/// `wait` discards it).
+/// `wait` discards it). Peak RSS is sampled from `/proc` while the child
+/// runs (every 50 ms, so growth in its last 50 ms can be missed): the
+/// kernel's `ru_maxrss` also counts the parent's memory at fork time, and
+/// this parent holds the benchmark's events.
 pub fn wait(child: Child) -> std::io::Result<Usage> {
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
+    let mut peak: Option<u64> = None;
     // SAFETY: rusage is plain data the kernel fills in; status and rusage
     // outlive the call; pid is our unreaped child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let reaped = loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        match r {
+            0 => {
+                peak = peak.max(high_water_mark(pid));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            r => break r,
         }
-        break r;
     };
     if reaped != pid {
         return Err(std::io::Error::last_os_error());
@@ -55,8 +71,8 @@ pub fn wait(child: Child) -> std::io::Result<Usage> {
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Usage {
         exit_code,
-        // Linux reports kilobytes.
-        peak_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+        // ru_maxrss (Linux reports kilobytes) only if no sample was taken.
+        peak_rss_bytes: peak.unwrap_or(usage.ru_maxrss.max(0) as u64 * 1024),
         cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
     })
 }
