@@ -157,7 +157,7 @@ impl Journal {
     }
 
     /// The id [`Journal::open`] will give next.
-    pub fn next_id(&self) -> TxnId {
+    fn next_id(&self) -> TxnId {
         TxnId { instance: self.instance.clone(), epoch: self.epoch, seq: self.next_seq }
     }
 

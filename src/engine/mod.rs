@@ -337,7 +337,6 @@ impl Engine {
             arena.clear();
             polled.clear();
             let deadline = Instant::now() + interval;
-
             while polled.len() < max_batch && !stop.load(Ordering::Relaxed) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -655,13 +654,13 @@ impl Engine {
         // meanwhile; none is visible to readers before the Kafka commit,
         // which waits for the RocksDB commit. A crash in between leaves an
         // open transaction the next start aborts.
-        let txn_text = self.journal.next_id().to_string();
+        let id = self.journal.open(&mut batch, &offsets);
+        let txn_text = id.to_string();
         let mut failed: Option<TxnFailure> = self.producer.begin_transaction().err().map(classify);
         if failed.is_none() {
             let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
             failed = self.produce(&txn_text, entries).err();
         }
-        let id = self.journal.open(&mut batch, &offsets);
         self.failpoint.hit("before-state-commit");
         let committing = Instant::now();
         store.commit(batch)?;

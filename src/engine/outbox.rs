@@ -82,7 +82,7 @@ pub fn messages(bytes: &[u8]) -> Result<Vec<Message<'_>>, CodecError> {
 pub struct OutboxSink {
     partition: u32,
     /// Encoded entries, back to back; `entries` has their offsets and ends.
-    buf: Vec<u8>,
+    buf: Writer,
     entries: Vec<(u64, std::ops::Range<usize>)>,
     /// The messages of the offset being collected (not yet in `buf`).
     open: Option<(u64, usize)>,
@@ -100,7 +100,7 @@ impl OutboxSink {
     pub fn new(partition: u32) -> OutboxSink {
         OutboxSink {
             partition,
-            buf: Vec::new(),
+            buf: Writer::default(),
             entries: Vec::new(),
             open: None,
             messages: Writer::with_capacity(4096),
@@ -115,20 +115,18 @@ impl OutboxSink {
     /// Each input offset's encoded entry, in input order.
     pub fn entries(&mut self) -> impl Iterator<Item = (u64, &[u8])> {
         self.close();
-        self.entries.iter().map(|(offset, range)| (*offset, &self.buf[range.clone()]))
+        self.entries.iter().map(|(offset, range)| (*offset, &self.buf.buf[range.clone()]))
     }
 
     /// Writes the open offset's entry: version, count, messages.
     fn close(&mut self) {
         let Some((offset, count)) = self.open.take() else { return };
-        let start = self.buf.len();
-        let mut w = Writer { buf: std::mem::take(&mut self.buf) };
-        w.u8(OUTBOX_FORMAT);
-        w.u64(count as u64);
-        w.buf.extend_from_slice(&self.messages.buf);
-        self.buf = w.buf;
+        let start = self.buf.buf.len();
+        self.buf.u8(OUTBOX_FORMAT);
+        self.buf.u64(count as u64);
+        self.buf.buf.extend_from_slice(&self.messages.buf);
         self.messages.buf.clear();
-        self.entries.push((offset, start..self.buf.len()));
+        self.entries.push((offset, start..self.buf.buf.len()));
     }
 
     /// Adds a message of an input offset (one outbox entry per offset),

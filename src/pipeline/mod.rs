@@ -140,9 +140,10 @@ impl Processor {
     }
 
     /// Keeps committed account states decoded between batches, within
-    /// about `bytes` of memory. The caller must then report each batch's fate: call
-    /// [`Processor::committed`] once the batches processed since the last
-    /// call are committed, or [`Processor::discard`] if they never will be.
+    /// about `bytes` of memory. The caller must then report each batch's
+    /// fate: call [`Processor::committed`] once the batches processed since
+    /// the last call are committed, or [`Processor::discard`] if they never
+    /// will be.
     pub fn with_account_cache(mut self, bytes: usize) -> Processor {
         self.cache = cache::AccountCache::new(bytes);
         self
