@@ -7,7 +7,8 @@ use accrual::accrue::{Core, Effects};
 use accrual::events::Decoder;
 use accrual::state::AccountState;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use std::collections::HashMap;
+// The hasher the pipeline's account maps use.
+use foldhash::{HashMap, HashMapExt};
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {

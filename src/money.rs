@@ -158,13 +158,20 @@ pub enum RoundingMode {
     Ceiling,
 }
 
-impl fmt::Display for RoundingMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl RoundingMode {
+    /// As the rules file names it.
+    pub fn name(self) -> &'static str {
+        match self {
             RoundingMode::Floor => "floor",
             RoundingMode::HalfUp => "half-up",
             RoundingMode::Ceiling => "ceiling",
-        })
+        }
+    }
+}
+
+impl fmt::Display for RoundingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -233,6 +240,10 @@ pub fn round_to_step(value: Decimal, step: Decimal, mode: RoundingMode) -> Optio
     if step.is_zero() {
         return Some(value);
     }
+    round_to_places(value, step, mode).or_else(|| round_by_division(value, step, mode))
+}
+
+fn round_by_division(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<Decimal> {
     let units = value.checked_div(step)?;
     let rounded = match mode {
         RoundingMode::Floor => units.floor(),
@@ -240,6 +251,60 @@ pub fn round_to_step(value: Decimal, step: Decimal, mode: RoundingMode) -> Optio
         RoundingMode::HalfUp => units.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero),
     };
     rounded.checked_mul(step)
+}
+
+/// Steps that are powers of ten (`0.01`, `1`, `10`, `100`...), the common
+/// case: the same number at the same scale as dividing, rounding and
+/// multiplying back, in integer arithmetic on the mantissa instead of two
+/// 96-bit decimal operations (a measurable share of every purchase).
+/// `None` where the general path might round differently or overflow, so
+/// that it decides (and reports) those.
+fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<Decimal> {
+    const MAX_SCALE: i64 = 28;
+    let step_zeros = power_of_ten(step.mantissa())?;
+    // value / step = m * 10^-drop: `drop` digits of the mantissa go.
+    let drop = i64::from(value.scale()) + i64::from(step_zeros) - i64::from(step.scale());
+    let m = value.mantissa();
+    let units = if drop <= 0 {
+        m.checked_mul(10i128.checked_pow(u32::try_from(-drop).ok()?)?)?
+    } else if drop <= MAX_SCALE {
+        let divisor = 10i128.pow(drop as u32);
+        let (q, r) = (m.div_euclid(divisor), m.rem_euclid(divisor));
+        match mode {
+            RoundingMode::Floor => q,
+            RoundingMode::Ceiling if r > 0 => q + 1,
+            RoundingMode::Ceiling => q,
+            // Half away from zero: compare the remainder of |m|.
+            RoundingMode::HalfUp => {
+                let (aq, ar) = (m.abs() / divisor, m.abs() % divisor);
+                let aq = if ar * 2 >= divisor { aq + 1 } else { aq };
+                if m < 0 { -aq } else { aq }
+            }
+        }
+    } else {
+        return None;
+    };
+    // The general path's quotient must fit a decimal too.
+    if units.unsigned_abs() >= 1u128 << 96 {
+        return None;
+    }
+    if units == 0 {
+        // As the multiplication writes it: `0`, not `0.00`.
+        return Some(Decimal::ZERO);
+    }
+    let mantissa = units.checked_mul(10i128.pow(step_zeros))?;
+    Decimal::try_from_i128_with_scale(mantissa, step.scale()).ok()
+}
+
+/// `Some(k)` when `m` is `10^k`.
+fn power_of_ten(m: i128) -> Option<u32> {
+    let mut k = 0;
+    let mut v = m;
+    while v > 1 && v % 10 == 0 {
+        v /= 10;
+        k += 1;
+    }
+    (v == 1).then_some(k)
 }
 
 /// The amount counted "per full N units": `value` floored to a multiple of `unit`.
@@ -284,6 +349,76 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn rounding_to_places_agrees_with_division_in_value_and_scale() {
+        let values = [
+            "0",
+            "0.004",
+            "0.005",
+            "0.015",
+            "1.999",
+            "-1.999",
+            "-0.005",
+            "12345.678901",
+            "100",
+            "7.1",
+            "0.1234567890123456789012345678",
+            "79228162514264337593543950335",
+            "792281625142643375935439503.35",
+            "9999999999999999999999999.999",
+            "99999999999999999999999999.99",
+            "-99999999999999999999999999.5",
+            "150",
+            "-150",
+            "149.99",
+            "-149.99",
+            "250",
+            "-250",
+            "0.0000000000000000000000000001",
+        ];
+        let steps = ["1", "0.1", "0.01", "0.001", "0.0000000001", "10", "100", "1.0", "100.00", "0.05", "5"];
+        for v in values {
+            for step in steps {
+                for mode in [RoundingMode::Floor, RoundingMode::Ceiling, RoundingMode::HalfUp] {
+                    let (v, step) = (d(v), d(step));
+                    let general = round_by_division(v, step, mode);
+                    let got = round_to_step(v, step, mode);
+                    assert_eq!(got, general, "{v} to {step} {mode}");
+                    if let (Some(a), Some(b)) = (got, general) {
+                        assert_eq!(Dec(a).to_string(), Dec(b).to_string(), "{v} to {step} {mode}");
+                    }
+                }
+            }
+        }
+        // The fast path really serves the common steps.
+        for step in ["0.01", "1", "10", "100", "1.0"] {
+            assert!(round_to_places(d("12.345"), d(step), RoundingMode::Floor).is_some(), "{step}");
+        }
+        assert!(round_to_places(d("12.345"), d("0.05"), RoundingMode::Floor).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rounding_to_places_agrees_with_division_on_any_decimal(
+            lo in proptest::prop_oneof![0u64..1_000_000, proptest::num::u64::ANY],
+            hi in proptest::prop_oneof![proptest::strategy::Just(0u32), 0u32..=u32::MAX],
+            negative in proptest::bool::ANY,
+            scale in 0u32..=28,
+            step_zeros in 0u32..=4,
+            step_scale in 0u32..=6,
+            mode in proptest::sample::select(vec![RoundingMode::Floor, RoundingMode::Ceiling, RoundingMode::HalfUp]),
+        ) {
+            let v = Decimal::from_parts(lo as u32, (lo >> 32) as u32, hi, negative, scale);
+            let step = Decimal::from_i128_with_scale(10i128.pow(step_zeros), step_scale);
+            let general = round_by_division(v, step, mode);
+            let got = round_to_step(v, step, mode);
+            proptest::prop_assert_eq!(got, general);
+            if let (Some(a), Some(b)) = (got, general) {
+                proptest::prop_assert_eq!(Dec(a).to_string(), Dec(b).to_string());
+            }
+        }
     }
 
     #[test]

@@ -182,18 +182,69 @@ impl Timestamp {
 }
 
 /// Canonical output: UTC, `Z`, milliseconds only when not zero.
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// Appends the RFC 3339 form (`2026-11-20T14:03:00Z`, milliseconds
+    /// only when there are any). Digit by digit rather than through
+    /// `write!`: every record carries at least one timestamp.
+    pub fn push_to(self, out: &mut String) {
         let days = self.0.div_euclid(MS_PER_DAY);
         let ms_of_day = self.0.rem_euclid(MS_PER_DAY);
         let (y, m, d) = civil_from_days(days);
         let secs = ms_of_day / 1000;
         let ms = ms_of_day % 1000;
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)?;
+        push_year(out, i64::from(y));
+        out.push('-');
+        push_digits(out, m as u64, 2);
+        out.push('-');
+        push_digits(out, d as u64, 2);
+        out.push('T');
+        push_digits(out, (secs / 3600) as u64, 2);
+        out.push(':');
+        push_digits(out, (secs / 60 % 60) as u64, 2);
+        out.push(':');
+        push_digits(out, (secs % 60) as u64, 2);
         if ms != 0 {
-            write!(f, ".{ms:03}")?;
+            out.push('.');
+            push_digits(out, ms as u64, 3);
         }
-        f.write_str("Z")
+        out.push('Z');
+    }
+}
+
+/// A year as `{:04}` writes it: at least four digits, a sign if negative.
+fn push_year(out: &mut String, year: i64) {
+    if year < 0 {
+        out.push('-');
+        push_digits(out, year.unsigned_abs(), 3);
+    } else {
+        push_digits(out, year as u64, 4);
+    }
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut String, value: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    let mut v = value;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    at = at.min(buf.len() - width.min(buf.len()));
+    for &b in &buf[at..] {
+        out.push(char::from(b));
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(24);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
@@ -324,8 +375,24 @@ pub struct MonthLabel(pub u32);
 
 impl fmt::Display for MonthLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.0 / 12, self.0 % 12 + 1)
+        let mut s = String::with_capacity(8);
+        push_month_label(&mut s, self.0);
+        f.write_str(&s)
     }
+}
+
+/// Appends a month key as [`MonthLabel`] writes it.
+pub fn push_month_label(out: &mut String, key: u32) {
+    push_digits(out, u64::from(key / 12), 4);
+    out.push('-');
+    push_digits(out, u64::from(key % 12 + 1), 2);
+}
+
+/// Appends a quarter key as [`QuarterLabel`] writes it.
+pub fn push_quarter_label(out: &mut String, key: u32) {
+    push_digits(out, u64::from(key / 4), 4);
+    out.push_str("-Q");
+    push_digits(out, u64::from(key % 4 + 1), 1);
 }
 
 /// `2026-Q4` for a quarter key.
@@ -334,7 +401,9 @@ pub struct QuarterLabel(pub u32);
 
 impl fmt::Display for QuarterLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-Q{}", self.0 / 4, self.0 % 4 + 1)
+        let mut s = String::with_capacity(8);
+        push_quarter_label(&mut s, self.0);
+        f.write_str(&s)
     }
 }
 
@@ -349,6 +418,36 @@ pub fn quarter_label(key: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_and_labels_are_written_as_format_writes_them() {
+        let old_form = |t: Timestamp| {
+            let days = t.0.div_euclid(MS_PER_DAY);
+            let ms_of_day = t.0.rem_euclid(MS_PER_DAY);
+            let (y, m, d) = civil_from_days(days);
+            let (secs, ms) = (ms_of_day / 1000, ms_of_day % 1000);
+            let mut s =
+                format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+            if ms != 0 {
+                s.push_str(&format!(".{ms:03}"));
+            }
+            s + "Z"
+        };
+        let mut t = -70_000_000_000_000i64;
+        while t < 300_000_000_000_000 {
+            assert_eq!(Timestamp(t).to_string(), old_form(Timestamp(t)), "{t}");
+            t += 987_654_321_123;
+        }
+        for t in [0, 1, 999, 1_000, 1_763_647_380_250, -1, -86_400_000, 253_402_300_799_999] {
+            assert_eq!(Timestamp(t).to_string(), old_form(Timestamp(t)), "{t}");
+        }
+        for key in [0, 11, 12, 2026 * 12 + 10, 99_999 * 12 + 11] {
+            assert_eq!(MonthLabel(key).to_string(), format!("{:04}-{:02}", key / 12, key % 12 + 1));
+        }
+        for key in [0, 3, 2026 * 4 + 3, 99_999 * 4] {
+            assert_eq!(QuarterLabel(key).to_string(), format!("{:04}-Q{}", key / 4, key % 4 + 1));
+        }
+    }
 
     #[test]
     fn parses_rfc3339_forms() {

@@ -7,15 +7,14 @@
 
 use super::credit::{self, Credited};
 use super::{
-    AccrualRecord, Ctx, Effects, NoEffect, Outcome, RecordKind, Rejection, account, lifecycle, tiers,
+    AccrualRecord, Ctx, Effects, Explain, NoEffect, Outcome, RecordKind, Rejection, account, lifecycle, tiers,
 };
 use crate::events::{Event, Purchase, PurchaseStatus};
-use crate::money::{self, Dec, RoundingMode};
+use crate::money::{self, RoundingMode};
 use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, ExpiryPolicy, Rule, Rules, TierMeasure};
 use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase};
 use crate::time::{self, LocalTime};
 use rust_decimal::Decimal;
-use std::fmt::Write as _;
 
 /// Per-worker scratch space, sized to the rules, reused across events.
 pub(super) struct Scratch {
@@ -76,17 +75,15 @@ fn period_key(cap: &Cap, periods: &Periods) -> Option<u32> {
     }
 }
 
-/// The period of a cap, as explanations name it (written, not allocated).
-struct PeriodLabel(CapPeriod, Periods);
-
-impl std::fmt::Display for PeriodLabel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let p = &self.1;
-        match self.0 {
-            CapPeriod::Transaction => f.write_str("this purchase"),
-            CapPeriod::Month => time::MonthLabel(p.month).fmt(f),
-            CapPeriod::Quarter => time::QuarterLabel(p.quarter).fmt(f),
-            CapPeriod::Statement => write!(f, "statement cycle from {}", time::MonthLabel(p.statement)),
+/// The period of a cap, as explanations name it.
+fn period_label(text: &mut String, period: CapPeriod, p: &Periods) {
+    match period {
+        CapPeriod::Transaction => text.push_str("this purchase"),
+        CapPeriod::Month => time::push_month_label(text, p.month),
+        CapPeriod::Quarter => time::push_quarter_label(text, p.quarter),
+        CapPeriod::Statement => {
+            text.push_str("statement cycle from ");
+            time::push_month_label(text, p.statement);
         }
     }
 }
@@ -146,29 +143,23 @@ fn plan(
     }
     let raw = match &rule.effect {
         Effect::Percent { percent, fraction } => {
-            let _ = write!(text, "{}% of {}", Dec(*percent), Dec(base));
+            text.d(*percent).s("% of ").d(base);
             base.checked_mul(*fraction).ok_or(Rejection::Overflow)?
         }
         Effect::Fixed(v) => {
-            let _ = write!(text, "fixed {}", Dec(*v));
+            text.s("fixed ").d(*v);
             *v
         }
         Effect::PerUnit { every, award } => {
             let units = money::full_units(base, *every).ok_or(Rejection::Overflow)?;
             let units = units.checked_div(*every).ok_or(Rejection::Overflow)?;
-            let _ = write!(text, "{} per full {} of {}", Dec(*award), Dec(*every), Dec(base));
+            text.d(*award).s(" per full ").d(*every).s(" of ").d(base);
             units.checked_mul(*award).ok_or(Rejection::Overflow)?
         }
         Effect::Multiply { rule: target, factor } => {
             let of = scratch.results[*target];
-            let _ = write!(
-                text,
-                "{}x {} ({}), extra {}x",
-                Dec(*factor),
-                rules.rules[*target].id,
-                Dec(of),
-                Dec(factor - Decimal::ONE)
-            );
+            text.d(*factor).s("x ").s(&rules.rules[*target].id).s(" (").d(of).s("), extra ");
+            text.d(factor - Decimal::ONE).s("x");
             of.checked_mul(factor - Decimal::ONE).ok_or(Rejection::Overflow)?
         }
     };
@@ -176,46 +167,32 @@ fn plan(
         return Ok(None);
     }
     if eligible != f.amount {
-        let _ = write!(text, " (the part of {} within the spend cap)", Dec(f.amount));
+        text.s(" (the part of ").d(f.amount).s(" within the spend cap)");
     }
     if let Some(unit) = rule.rounding.per_full.filter(|_| base != eligible) {
-        let _ = write!(text, " (in full {}s of {})", Dec(unit), Dec(eligible));
+        text.s(" (in full ").d(unit).s("s of ").d(eligible).s(")");
     }
-    let _ = write!(text, " = {}", Dec(raw.normalize()));
+    text.s(" = ").d(raw.normalize());
     let rounded =
         money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
     if rounded != raw || rule.rounding.mode != RoundingMode::Floor {
-        let _ = write!(text, ", {} to {}: {}", rule.rounding.mode, Dec(rule.rounding.step), Dec(rounded));
+        text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(rounded);
     }
     let mut granted = rounded;
     for &c in &rule.caps {
         let cap = &rules.caps[c];
         let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-        let label = PeriodLabel(cap.period, f.periods);
-        match cap.measure {
-            CapMeasure::Reward => {
-                if left < granted {
-                    granted = left;
-                    let _ = write!(
-                        text,
-                        "; capped by {} ({label}): {} of {} left",
-                        cap.id,
-                        Dec(left),
-                        Dec(cap.limit)
-                    );
-                } else {
-                    let _ = write!(text, "; {} ({label}): {} of {} left", cap.id, Dec(left), Dec(cap.limit));
-                }
-            }
-            CapMeasure::Spend => {
-                let _ = write!(
-                    text,
-                    "; spend cap {} ({label}): {} of {} left",
-                    cap.id,
-                    Dec(left),
-                    Dec(cap.limit)
-                );
-            }
+        let capped = cap.measure == CapMeasure::Reward && left < granted;
+        text.s(match cap.measure {
+            CapMeasure::Reward if capped => "; capped by ",
+            CapMeasure::Reward => "; ",
+            CapMeasure::Spend => "; spend cap ",
+        });
+        text.s(&cap.id).s(" (");
+        period_label(&mut text, cap.period, &f.periods);
+        text.s("): ").d(left).s(" of ").d(cap.limit).s(" left");
+        if capped {
+            granted = left;
         }
     }
     if granted <= Decimal::ZERO {
@@ -250,6 +227,10 @@ fn decide_group(
 ) -> Result<Option<Grant>, Rejection> {
     let mut best: Option<Grant> = None;
     for &m in &rules.groups[group].members {
+        // Members come highest priority first: a lower one cannot win.
+        if best.as_ref().is_some_and(|b| rules.rules[m].priority < rules.rules[b.rule].priority) {
+            break;
+        }
         if !matches(rules, &rules.rules[m], f) {
             continue;
         }
@@ -468,13 +449,14 @@ fn commit(
         let mut explanation = grant.explanation;
         match credited {
             Credited::Pending { release_at } => {
-                let _ = write!(explanation, "; pending until {release_at}");
+                explanation.s("; pending until ");
+                release_at.push_to(&mut explanation);
                 if authorized && program.hold.is_some_and(|h| h.require_clearing) {
                     explanation.push_str(" and clearing");
                 }
             }
             Credited::Available { repaid } if repaid > Decimal::ZERO => {
-                let _ = write!(explanation, "; {} of it repaid what was owed", Dec(repaid));
+                explanation.s("; ").d(repaid).s(" of it repaid what was owed");
             }
             Credited::Available { .. } => {}
         }

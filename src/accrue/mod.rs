@@ -141,6 +141,26 @@ impl Effects {
     }
 }
 
+/// Explanations are appended piece by piece: `write!` goes through
+/// `fmt::write` for every piece, a measurable share of each purchase.
+pub(crate) trait Explain {
+    fn s(&mut self, text: &str) -> &mut Self;
+    /// A decimal, as [`crate::money::Dec`] writes it.
+    fn d(&mut self, value: Decimal) -> &mut Self;
+}
+
+impl Explain for String {
+    fn s(&mut self, text: &str) -> &mut Self {
+        self.push_str(text);
+        self
+    }
+
+    fn d(&mut self, value: Decimal) -> &mut Self {
+        crate::money::push_decimal(self, value);
+        self
+    }
+}
+
 /// Who, when and under which rules: what every record needs.
 pub(crate) struct Ctx<'a> {
     pub rules: &'a Rules,

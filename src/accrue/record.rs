@@ -143,7 +143,9 @@ impl AccrualRecord {
         }
         s.push_str(",\"rules_version\":");
         json_str(&mut s, &self.rules_version);
-        let _ = write!(s, ",\"occurred_at\":\"{}\",\"explanation\":", self.occurred_at);
+        s.push_str(",\"occurred_at\":\"");
+        self.occurred_at.push_to(&mut s);
+        s.push_str("\",\"explanation\":");
         json_str(&mut s, &self.explanation);
         s.push_str("}\n");
         out.extend_from_slice(s.as_bytes());

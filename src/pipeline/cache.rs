@@ -13,7 +13,7 @@
 //! LRU approximation with O(1) work per account.
 
 use crate::state::AccountState;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Memory a decoded state takes per byte of its encoded form, plus a fixed
 /// part per account, allocator overhead included: measured as the growth of

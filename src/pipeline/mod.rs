@@ -15,7 +15,8 @@ use crate::rules::Rules;
 use crate::state::AccountState;
 use crate::store::{LedgerBatch, Progress, Store, StoreError};
 use crate::time::Timestamp;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// One input message.

@@ -742,6 +742,10 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             groups[g].members.push(i);
         }
     }
+    // Highest priority first: once a member pays, lower ones cannot win.
+    for group in &mut groups {
+        group.members.sort_by_key(|&m| std::cmp::Reverse(rules[m].priority));
+    }
     if !problems.0.is_empty() {
         return None;
     }

@@ -45,7 +45,7 @@ pub struct Rules {
     /// In evaluation order: a multiplied rule before its multiplier, then
     /// priority (high first), then id.
     pub rules: Vec<Rule>,
-    /// Exclusive groups, members in evaluation order.
+    /// Exclusive groups.
     pub groups: Vec<Group>,
     partner_ids: HashMap<String, usize>,
     partner_merchants: HashMap<String, usize>,
@@ -238,6 +238,8 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Group {
     pub name: Arc<str>,
+    /// Rule indices, highest priority first (stable: evaluation order
+    /// among equal priorities).
     pub members: Vec<usize>,
 }
 
