@@ -317,6 +317,9 @@ pub fn full_units(value: Decimal, unit: Decimal) -> Option<Decimal> {
 /// in the next). Rounds toward zero only if the value carries more places,
 /// which the rules' rounding steps prevent.
 pub fn with_scale(value: Decimal, decimals: u32) -> Decimal {
+    if value.scale() == decimals {
+        return value;
+    }
     let mut v = value.round_dp_with_strategy(decimals, RoundingStrategy::ToZero);
     v.rescale(decimals);
     v

@@ -161,6 +161,8 @@ struct Engine {
     summary: RunSummary,
     /// The previous cycle's Kafka commit, running on its own thread.
     inflight: Option<InFlight>,
+    /// Last cycle's outbox sinks, emptied and reused (see `recycle`).
+    spare_sinks: Vec<OutboxSink>,
     /// Busy while `inflight` runs; the rebalance callback waits on it.
     commits: Arc<committer::Gate>,
     /// When the first input message arrived (for `RunSummary::busy`).
@@ -251,6 +253,7 @@ pub fn run(
         failpoint: Arc::new(Failpoint::from_env()),
         summary: RunSummary::default(),
         inflight: None,
+        spare_sinks: Vec::new(),
         commits,
         first_input: None,
         timeout,
@@ -626,7 +629,10 @@ impl Engine {
         let mut sinks = Vec::with_capacity(by_partition.len());
         for (p, inputs) in &by_partition {
             let mut progress = owned[p].progress;
-            let mut sink = OutboxSink::new(*p);
+            let mut sink = match self.spare_sinks.pop() {
+                Some(spare) => spare.recycle(*p),
+                None => OutboxSink::new(*p),
+            };
             let stats = self.processor.process(&store, *p, &mut progress, inputs, &mut batch, &mut sink)?;
             self.summary.events += stats.inputs;
             self.summary.records += stats.records;
@@ -661,6 +667,7 @@ impl Engine {
             let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
             failed = self.produce(&txn_text, entries).err();
         }
+        self.spare_sinks = sinks;
         self.failpoint.hit("before-state-commit");
         let committing = Instant::now();
         store.commit(batch)?;

@@ -112,6 +112,22 @@ impl OutboxSink {
         }
     }
 
+    /// The same sink, emptied for another cycle of `partition`: its buffers
+    /// keep their capacity, so a cycle's outbox (megabytes) is not grown
+    /// from nothing, page fault by page fault, every time.
+    pub fn recycle(mut self, partition: u32) -> OutboxSink {
+        self.partition = partition;
+        self.buf.buf.clear();
+        self.entries.clear();
+        self.open = None;
+        self.messages.buf.clear();
+        self.no_effect = 0;
+        self.duplicates = 0;
+        self.records = crate::metrics::RecordTally::default();
+        self.dead.clear();
+        self
+    }
+
     /// Each input offset's encoded entry, in input order.
     pub fn entries(&mut self) -> impl Iterator<Item = (u64, &[u8])> {
         self.close();
