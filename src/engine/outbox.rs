@@ -115,17 +115,13 @@ impl OutboxSink {
     /// The same sink, emptied for another cycle of `partition`: its buffers
     /// keep their capacity, so a cycle's outbox (megabytes) is not grown
     /// from nothing, page fault by page fault, every time.
-    pub fn recycle(mut self, partition: u32) -> OutboxSink {
-        self.partition = partition;
-        self.buf.buf.clear();
-        self.entries.clear();
-        self.open = None;
-        self.messages.buf.clear();
-        self.no_effect = 0;
-        self.duplicates = 0;
-        self.records = crate::metrics::RecordTally::default();
-        self.dead.clear();
-        self
+    pub fn recycle(self, partition: u32) -> OutboxSink {
+        let OutboxSink { mut buf, mut entries, mut messages, json, .. } = self;
+        buf.buf.clear();
+        entries.clear();
+        messages.buf.clear();
+        // Everything else (counters, tallies) starts as a new sink's does.
+        OutboxSink { buf, entries, messages, json, ..OutboxSink::new(partition) }
     }
 
     /// Each input offset's encoded entry, in input order.
