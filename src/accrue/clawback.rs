@@ -32,10 +32,9 @@ pub(super) fn refund(
     out: &mut Vec<AccrualRecord>,
 ) -> Outcome {
     let rules = ctx.rules;
-    let Some(index) = state.purchases.iter().rposition(|p| p.event_id == original) else {
+    let Some(purchase) = state.purchases.find_mut(original, |_| true) else {
         return Outcome::NoEffect(NoEffect::OriginalNotFound);
     };
-    let purchase = &mut state.purchases[index];
     let open = purchase.amount - purchase.refunded;
     if open <= Decimal::ZERO {
         return Outcome::NoEffect(NoEffect::AlreadyRefunded);

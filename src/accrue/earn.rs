@@ -260,7 +260,7 @@ fn clearing(
     auth: &str,
     out: &mut Effects,
 ) -> Option<Outcome> {
-    let purchase = state.purchases.iter_mut().rev().find(|p| p.event_id == auth && p.authorized)?;
+    let purchase = state.purchases.find_mut(auth, |p| p.authorized)?;
     purchase.authorized = false;
     for b in &mut state.balances {
         for h in b.holds.iter_mut().filter(|h| h.source == auth) {

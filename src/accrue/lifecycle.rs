@@ -173,14 +173,22 @@ pub fn next_due(rules: &Rules, state: &AccountState) -> Option<Timestamp> {
     next_item(rules, state).map(|(t, _)| t)
 }
 
+/// Purchases made before this leave the refund window at `now`.
+fn refund_horizon(rules: &Rules, now: Timestamp) -> Timestamp {
+    Timestamp(now.0.saturating_sub(rules.refund_window_ms))
+}
+
+/// Whether [`advance`] to `at` drops retained purchases.
+pub fn prunes_purchases(rules: &Rules, state: &AccountState, at: Timestamp) -> bool {
+    let now = at.max(state.watermark);
+    now > state.watermark && state.purchases.any_before(refund_horizon(rules, now))
+}
+
 /// Drops what can no longer matter: purchases beyond the refund window,
 /// counters of periods that ended before it, old choices and counts.
 fn prune(rules: &Rules, state: &mut AccountState, now: Timestamp, new_day: bool) {
-    let horizon = Timestamp(now.0.saturating_sub(rules.refund_window_ms));
-    let aged = state.purchases.iter().take_while(|p| p.at < horizon).count();
-    if aged > 0 {
-        state.purchases.drain(..aged);
-    }
+    let horizon = refund_horizon(rules, now);
+    state.purchases.drop_before(horizon);
     if !new_day {
         return;
     }

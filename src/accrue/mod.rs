@@ -327,6 +327,28 @@ impl Core {
         out.records.len() - before
     }
 
+    /// Whether applying `event` may look at purchases of the account not
+    /// loaded (see [`crate::state::Purchases`]): a refund, a reversal or a
+    /// clearing searches them, and time passing may prune the oldest. The
+    /// caller loads them first; other events never need them.
+    pub fn needs_purchases(&self, state: &AccountState, event: &Event<'_>) -> bool {
+        if state.purchases.is_complete() {
+            return false;
+        }
+        let searches = match &event.body {
+            EventBody::Refund(_) | EventBody::Reversal(_) => true,
+            EventBody::Purchase(p) => p.clears.is_some(),
+            _ => false,
+        };
+        searches || self.prunes_purchases(state, event.occurred_at)
+    }
+
+    /// Whether bringing the account to `at` drops purchases that left the
+    /// refund window (so they must be loaded first).
+    pub fn prunes_purchases(&self, state: &AccountState, at: Timestamp) -> bool {
+        lifecycle::prunes_purchases(&self.rules, state, at)
+    }
+
     /// When the account next needs attention without an event of its own.
     pub fn next_due(&self, state: &AccountState) -> Option<Timestamp> {
         lifecycle::next_due(&self.rules, state)

@@ -49,7 +49,7 @@ pub fn seed(
         let due = core.next_due(&state);
         state.next_due = due;
         batch.set_timer(partition, &id, None, due);
-        batch.put_account(partition, &id, &state);
+        batch.put_account(partition, &id, &mut state);
         written += 1;
         if written % 50_000 == 0 {
             store.commit(std::mem::replace(&mut batch, store.batch()))?;

@@ -105,6 +105,9 @@ fn fire_timers(
     }
     for (_, account) in due {
         let cached = Processor::load(accounts, cache, store, partition, &account)?;
+        if core.prunes_purchases(&cached.state, at) {
+            store.load_purchases(partition, &account, &mut cached.state)?;
+        }
         core.advance(&mut cached.state, &account, at, clock.event_id, effects);
         cached.dirty = true;
     }
@@ -182,7 +185,7 @@ impl Processor {
         if !accounts.contains_key(account) {
             let state = match cache.take(partition, account) {
                 Some(state) => state,
-                None => store.account(partition, account)?.unwrap_or_default(),
+                None => store.account_lazy(partition, account)?.unwrap_or_default(),
             };
             let registered = state.next_due;
             accounts.insert(account.to_string(), Cached { state, dirty: false, registered, encoded: 0 });
@@ -251,6 +254,9 @@ impl Processor {
             } else {
                 let cached =
                     Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
+                if self.core.needs_purchases(&cached.state, &event) {
+                    store.load_purchases(partition, event.account_id, &mut cached.state)?;
+                }
                 let outcome = self.core.apply(&mut cached.state, &event, &mut self.effects);
                 cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
                 outcome
@@ -303,7 +309,12 @@ impl Processor {
             let due = self.core.next_due(&cached.state);
             batch.set_timer(partition, account, cached.registered, due);
             cached.state.next_due = due;
-            cached.encoded = batch.put_account(partition, account, &cached.state);
+            let value = batch.put_account(partition, account, &mut cached.state);
+            // Cached between batches without their history (read again by
+            // the few events that need it): a few hundred bytes per account.
+            cached.state.purchases.unload_stored();
+            cached.encoded =
+                value + cached.state.purchases.iter().map(|p| p.approx_encoded_len()).sum::<usize>();
         }
         let mut seen: Vec<_> = self.seen.iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(b.0));

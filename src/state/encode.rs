@@ -1,6 +1,12 @@
-//! The binary form of [`AccountState`] (format 2): fields in a fixed order,
-//! lists with a length prefix. Decoding is total: corrupt bytes are an
-//! error, never a panic.
+//! The binary form of [`AccountState`]: fields in a fixed order, lists
+//! with a length prefix. Decoding is total: corrupt bytes are an error,
+//! never a panic.
+//!
+//! Format 3 (written now) holds the retained purchases' sequence numbers
+//! only; each purchase is its own value ([`RetainedPurchase::encode`]),
+//! stored under its own key. Format 2 (read, for state written before)
+//! holds the purchases inline; they move to their own keys on the account's
+//! next write.
 
 use super::codec::{CodecError, Reader, Writer};
 use super::*;
@@ -31,9 +37,34 @@ fn flag(r: &mut Reader<'_>) -> Result<bool, CodecError> {
     }
 }
 
+/// The format before purchases moved to their own keys.
+const LEGACY_INLINE_FORMAT: u8 = 2;
+
+/// Where an encoded account's purchases are.
+#[derive(Clone, Copy)]
+enum Inline {
+    /// In the value (format 2; only tests write it, to prove it is read).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Purchases,
+    /// Under their own keys; the value holds their numbers (format 3).
+    Numbers,
+}
+
 impl AccountState {
+    /// The account's value in the store: everything but its purchases,
+    /// which [`Purchases::changes`] lists for writing.
     pub fn encode(&self, w: &mut Writer) {
-        w.u8(STATE_FORMAT);
+        self.encode_as(w, STATE_FORMAT, Inline::Numbers);
+    }
+
+    /// Format 2, as an earlier version wrote it (to test reading it).
+    #[cfg(test)]
+    pub(crate) fn encode_legacy(&self, w: &mut Writer) {
+        self.encode_as(w, LEGACY_INLINE_FORMAT, Inline::Purchases);
+    }
+
+    fn encode_as(&self, w: &mut Writer, version: u8, inline: Inline) {
+        w.u8(version);
         w.i64(self.watermark.0);
         w.u8(u8::from(self.tier.is_some()));
         if let Some(t) = &self.tier {
@@ -71,30 +102,17 @@ impl AccountState {
             w.u64(u64::from(c.period));
             w.decimal(c.used);
         }
-        w.u64(self.purchases.len() as u64);
-        for p in &self.purchases {
-            w.str(&p.event_id);
-            w.i64(p.at.0);
-            w.decimal(p.amount);
-            w.decimal(p.refunded);
-            w.u8(u8::from(p.authorized));
-            w.u64(p.accruals.len() as u64);
-            for a in &p.accruals {
-                w.str(&a.rule);
-                w.str(&a.program);
-                w.decimal(a.earned);
-                w.decimal(a.clawed);
-                w.u64(a.caps.len() as u64);
-                for u in &a.caps {
-                    w.str(&u.cap);
-                    w.u64(u64::from(u.period));
-                    w.u8(match u.measure {
-                        CapMeasure::Reward => 0,
-                        CapMeasure::Spend => 1,
-                    });
-                    w.decimal(u.used);
-                    w.decimal(u.restored);
+        match inline {
+            Inline::Purchases => {
+                w.u64(self.purchases.len() as u64);
+                for p in self.purchases.iter() {
+                    p.encode(w);
                 }
+            }
+            Inline::Numbers => {
+                w.u64(self.purchases.first_seq());
+                w.u64(self.purchases.count());
+                put_opt_time(w, self.purchases.first_at());
             }
         }
         w.u8(u8::from(self.enrolled));
@@ -136,9 +154,15 @@ impl AccountState {
         put_opt_time(w, self.next_due);
     }
 
+    /// Decodes an account's value. In format 3 its purchases are not
+    /// loaded ([`Purchases::unloaded_seqs`] names their keys); format 2
+    /// brings them inline.
     pub fn decode(bytes: &[u8]) -> Result<AccountState, CodecError> {
         let mut r = Reader::new(bytes);
-        r.version(STATE_FORMAT)?;
+        let version = r.u8()?;
+        if version != STATE_FORMAT && version != LEGACY_INLINE_FORMAT {
+            return Err(CodecError::Version(version, STATE_FORMAT));
+        }
         let mut s = AccountState { watermark: Timestamp(r.i64()?), ..AccountState::default() };
         if flag(&mut r)? {
             s.tier = Some(r.str()?.to_string());
@@ -190,36 +214,18 @@ impl AccountState {
         for _ in 0..r.count()? {
             s.counters.push(CapCounter { cap: Arc::from(r.str()?), period: r.u32()?, used: r.decimal()? });
         }
-        for _ in 0..r.count()? {
-            let event_id = r.str()?.to_string();
-            let at = Timestamp(r.i64()?);
-            let amount = r.decimal()?;
-            let refunded = r.decimal()?;
-            let authorized = flag(&mut r)?;
-            let mut accruals = Vec::new();
+        s.purchases = if version == LEGACY_INLINE_FORMAT {
+            let mut list = Vec::new();
             for _ in 0..r.count()? {
-                let rule = Arc::from(r.str()?);
-                let program = Arc::from(r.str()?);
-                let earned = r.decimal()?;
-                let clawed = r.decimal()?;
-                let mut caps = Vec::new();
-                for _ in 0..r.count()? {
-                    caps.push(CapUse {
-                        cap: Arc::from(r.str()?),
-                        period: r.u32()?,
-                        measure: match r.u8()? {
-                            0 => CapMeasure::Reward,
-                            1 => CapMeasure::Spend,
-                            _ => return Err(CodecError::Corrupt("cap measure")),
-                        },
-                        used: r.decimal()?,
-                        restored: r.decimal()?,
-                    });
-                }
-                accruals.push(RetainedAccrual { rule, program, earned, clawed, caps });
+                list.push(RetainedPurchase::decode(&mut r)?);
             }
-            s.purchases.push(RetainedPurchase { event_id, at, amount, refunded, authorized, accruals });
-        }
+            Purchases::unstored(0, list)
+        } else {
+            let first = r.u64()?;
+            let count = r.u64()?;
+            first.checked_add(count).ok_or(CodecError::Corrupt("purchase numbers"))?;
+            Purchases::unloaded(first, count, opt_time(&mut r)?)
+        };
         s.enrolled = flag(&mut r)?;
         s.statement_day = match r.u8()? {
             0 => None,
@@ -251,5 +257,96 @@ impl AccountState {
             return Err(CodecError::Corrupt("trailing bytes"));
         }
         Ok(s)
+    }
+}
+
+impl RetainedPurchase {
+    /// The purchase's fields, as a part of a larger value.
+    pub fn encode(&self, w: &mut Writer) {
+        w.str(&self.event_id);
+        w.i64(self.at.0);
+        w.decimal(self.amount);
+        w.decimal(self.refunded);
+        w.u8(u8::from(self.authorized));
+        w.u64(self.accruals.len() as u64);
+        for a in &self.accruals {
+            w.str(&a.rule);
+            w.str(&a.program);
+            w.decimal(a.earned);
+            w.decimal(a.clawed);
+            w.u64(a.caps.len() as u64);
+            for u in &a.caps {
+                w.str(&u.cap);
+                w.u64(u64::from(u.period));
+                w.u8(match u.measure {
+                    CapMeasure::Reward => 0,
+                    CapMeasure::Spend => 1,
+                });
+                w.decimal(u.used);
+                w.decimal(u.restored);
+            }
+        }
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<RetainedPurchase, CodecError> {
+        let event_id = r.str()?.to_string();
+        let at = Timestamp(r.i64()?);
+        let amount = r.decimal()?;
+        let refunded = r.decimal()?;
+        let authorized = flag(r)?;
+        let mut accruals = Vec::new();
+        for _ in 0..r.count()? {
+            let rule = Arc::from(r.str()?);
+            let program = Arc::from(r.str()?);
+            let earned = r.decimal()?;
+            let clawed = r.decimal()?;
+            let mut caps = Vec::new();
+            for _ in 0..r.count()? {
+                caps.push(CapUse {
+                    cap: Arc::from(r.str()?),
+                    period: r.u32()?,
+                    measure: match r.u8()? {
+                        0 => CapMeasure::Reward,
+                        1 => CapMeasure::Spend,
+                        _ => return Err(CodecError::Corrupt("cap measure")),
+                    },
+                    used: r.decimal()?,
+                    restored: r.decimal()?,
+                });
+            }
+            accruals.push(RetainedAccrual { rule, program, earned, clawed, caps });
+        }
+        Ok(RetainedPurchase { event_id, at, amount, refunded, authorized, accruals })
+    }
+
+    /// About how many bytes [`RetainedPurchase::encode`] writes (decimals
+    /// counted at a typical size), without encoding.
+    pub fn approx_encoded_len(&self) -> usize {
+        let accruals: usize = self
+            .accruals
+            .iter()
+            .map(|a| {
+                let caps: usize = a.caps.iter().map(|u| u.cap.len() + 15).sum();
+                a.rule.len() + a.program.len() + 12 + caps
+            })
+            .sum();
+        self.event_id.len() + 22 + accruals
+    }
+
+    /// The purchase as a value of its own (versioned).
+    pub fn encode_value(&self, w: &mut Writer) {
+        w.u8(PURCHASE_FORMAT);
+        self.encode(w);
+    }
+
+    /// Decodes a value written by [`RetainedPurchase::encode_value`].
+    pub fn decode_value(bytes: &[u8]) -> Result<RetainedPurchase, CodecError> {
+        let mut r = Reader::new(bytes);
+        r.version(PURCHASE_FORMAT)?;
+        let p = RetainedPurchase::decode(&mut r)?;
+        if !r.is_empty() {
+            return Err(CodecError::Corrupt("trailing bytes"));
+        }
+        Ok(p)
     }
 }

@@ -10,6 +10,9 @@
 
 pub mod codec;
 mod encode;
+mod purchases;
+
+pub use purchases::{PurchaseChanges, Purchases};
 
 use crate::rules::{CapMeasure, Program};
 use crate::time::Timestamp;
@@ -17,7 +20,9 @@ use rust_decimal::Decimal;
 use std::sync::Arc;
 
 /// Format version of an encoded [`AccountState`].
-pub const STATE_FORMAT: u8 = 2;
+pub const STATE_FORMAT: u8 = 3;
+/// Format version of a retained purchase stored under its own key.
+pub const PURCHASE_FORMAT: u8 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountState {
@@ -32,8 +37,8 @@ pub struct AccountState {
     /// Sorted by (cap, period).
     pub counters: Vec<CapCounter>,
     /// Purchases within the refund window that earned something or await
-    /// clearing, in arrival order.
-    pub purchases: Vec<RetainedPurchase>,
+    /// clearing, in arrival order (stored under keys of their own).
+    pub purchases: Purchases,
     /// Received the welcome bonus.
     pub enrolled: bool,
     /// Statement day of month, if the account set one.
@@ -254,10 +259,6 @@ impl AccountState {
         }
     }
 
-    pub fn purchase_mut(&mut self, event_id: &str) -> Option<&mut RetainedPurchase> {
-        self.purchases.iter_mut().rev().find(|p| p.event_id == event_id)
-    }
-
     /// Categories chosen for a month.
     pub fn chosen(&self, month: u32) -> &[String] {
         self.choices.iter().find(|c| c.month == month).map_or(&[], |c| &c.categories)
@@ -352,24 +353,75 @@ mod tests {
         s
     }
 
-    #[test]
-    fn encodes_and_decodes() {
-        let s = sample();
+    /// Encodes as the store does: the account's value, and each purchase
+    /// as a value of its own.
+    fn encode_split(s: &AccountState) -> (Vec<u8>, Vec<Vec<u8>>) {
         let mut w = Writer::default();
         s.encode(&mut w);
-        assert_eq!(AccountState::decode(&w.buf), Ok(s));
+        let purchases = s
+            .purchases
+            .iter()
+            .map(|p| {
+                let mut pw = Writer::default();
+                p.encode_value(&mut pw);
+                pw.buf
+            })
+            .collect();
+        (w.buf, purchases)
+    }
+
+    #[test]
+    fn encodes_and_decodes() {
+        let mut s = sample();
+        s.purchases.drop_before(Timestamp(1_700_000_000_001)); // numbered from 1 now
+        s.purchases.push(sample().purchases[0].clone());
+        let (value, purchases) = encode_split(&s);
+        let mut back = AccountState::decode(&value).unwrap();
+        assert_eq!(back.purchases.unloaded_seqs(), 1..2);
+        assert!(back.purchases.is_empty(), "purchases are not in the account's value");
+        assert_eq!(back.purchases.first_at(), Some(Timestamp(1_700_000_000_000)));
+        back.purchases.load(purchases.iter().map(|b| RetainedPurchase::decode_value(b).unwrap()).collect());
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn reads_the_earlier_format_with_purchases_inline_and_writes_them_on_their_own_next() {
+        let s = sample();
+        let mut w = Writer::default();
+        s.encode_legacy(&mut w);
+        assert_eq!(w.buf[0], 2);
+        let back = AccountState::decode(&w.buf).unwrap();
+        assert!(back.purchases.is_complete(), "inline: nothing to read elsewhere");
+        assert_eq!(back, s);
+        let changes = back.purchases.changes();
+        assert_eq!(changes.written.len(), 1, "the next write moves the purchase to its own key");
+        assert_eq!(changes.written[0].1, &s.purchases[0]);
     }
 
     #[test]
     fn rejects_other_versions_and_truncation() {
-        let mut w = Writer::default();
-        sample().encode(&mut w);
-        let mut wrong = w.buf.clone();
+        let (value, purchases) = encode_split(&sample());
+        let mut wrong = value.clone();
         wrong[0] = 9;
         assert_eq!(AccountState::decode(&wrong), Err(CodecError::Version(9, STATE_FORMAT)));
-        for cut in 0..w.buf.len() {
-            assert!(AccountState::decode(&w.buf[..cut]).is_err(), "cut at {cut}");
+        for cut in 0..value.len() {
+            assert!(AccountState::decode(&value[..cut]).is_err(), "cut at {cut}");
         }
+        let mut wrong = purchases[0].clone();
+        wrong[0] = 7;
+        assert_eq!(RetainedPurchase::decode_value(&wrong), Err(CodecError::Version(7, PURCHASE_FORMAT)));
+        for cut in 0..purchases[0].len() {
+            assert!(RetainedPurchase::decode_value(&purchases[0][..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn approximate_purchase_size_is_close_to_the_encoded_size() {
+        let s = sample();
+        let (_, purchases) = encode_split(&s);
+        let exact = purchases[0].len() - 1;
+        let approx = s.purchases[0].approx_encoded_len();
+        assert!(exact.abs_diff(approx) * 4 <= exact, "approx {approx}, exact {exact}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!
 //! Layout (partition as 4 big-endian bytes, offsets as 8):
 //! - `accounts`: partition ++ account id -> [`AccountState`] (versioned)
+//! - `purchases`: partition ++ account id length ++ account id ++ sequence
+//!   number -> one retained purchase (see `accounts.rs`)
 //! - `dedupe`:   partition ++ event id -> event time first seen
 //! - `outbox`:   partition ++ input offset -> records still to publish
 //! - `timers`:   partition ++ due time ++ account id -> (): when an account
@@ -14,7 +16,8 @@
 //!   partition): "rules_version", and whatever the engine keeps there (the
 //!   transaction journal).
 
-use crate::state::AccountState;
+mod accounts;
+
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::time::Timestamp;
 use rocksdb::{
@@ -30,6 +33,9 @@ const CF_DEDUPE: &str = "dedupe";
 const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
 const CF_TIMERS: &str = "timers";
+const CF_PURCHASES: &str = "purchases";
+/// Every column family, in the order they are opened.
+const FAMILIES: [&str; 6] = [CF_ACCOUNTS, CF_PURCHASES, CF_DEDUPE, CF_OUTBOX, CF_META, CF_TIMERS];
 const PROGRESS: &[u8] = b"progress";
 const RULES_VERSION: &[u8] = b"rules_version";
 /// Prefix of engine-wide meta keys: no Kafka partition is 0xFFFFFFFF.
@@ -52,6 +58,10 @@ pub enum StoreError {
     },
     #[error("state store {path}: no RocksDB state there")]
     Missing { path: PathBuf },
+    #[error(
+        "state store {path}: account {account} in partition {partition} lacks its retained purchase {seq}"
+    )]
+    MissingPurchase { path: PathBuf, partition: u32, account: String, seq: u64 },
     #[error("state store {path}: corrupt {what} in partition {partition}: {source}")]
     Corrupt {
         path: PathBuf,
@@ -158,6 +168,7 @@ impl Store {
         );
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_ACCOUNTS, cf_options(true)),
+            ColumnFamilyDescriptor::new(CF_PURCHASES, cf_options(false)),
             ColumnFamilyDescriptor::new(CF_DEDUPE, dedupe),
             ColumnFamilyDescriptor::new(CF_OUTBOX, cf_options(false)),
             ColumnFamilyDescriptor::new(CF_META, cf_options(false)),
@@ -178,7 +189,9 @@ impl Store {
             return Err(StoreError::Missing { path: path.to_path_buf() });
         }
         let db_err = |source| StoreError::Db { path: path.to_path_buf(), source };
-        let families = [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META, CF_TIMERS];
+        // A store written before a family existed opens without it.
+        let present = DB::list_cf(&Options::default(), path).map_err(db_err)?;
+        let families = FAMILIES.into_iter().filter(|f| present.iter().any(|p| p == f));
         let db = DB::open_cf_for_read_only(&Options::default(), path, families, false).map_err(db_err)?;
         Ok(Store {
             db,
@@ -193,7 +206,8 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
-        // The four families are created at open; their absence is a bug.
+        // The families are created at open; their absence is a bug. (Only a
+        // read-only open of an older store may lack one, and it never writes.)
         self.db.cf_handle(name).expect("column family created at open")
     }
 
@@ -203,17 +217,6 @@ impl Store {
 
     fn corrupt(&self, what: &'static str, partition: u32, source: CodecError) -> StoreError {
         StoreError::Corrupt { path: self.path.clone(), what, partition, source }
-    }
-
-    /// The stored state of an account, if it has any.
-    pub fn account(&self, partition: u32, account_id: &str) -> Result<Option<AccountState>, StoreError> {
-        let key = partition_key(partition, account_id.as_bytes());
-        match self.db.get_pinned_cf(self.cf(CF_ACCOUNTS), key).map_err(|e| self.db_err(e))? {
-            None => Ok(None),
-            Some(bytes) => AccountState::decode(&bytes)
-                .map(Some)
-                .map_err(|e| self.corrupt("account state", partition, e)),
-        }
     }
 
     /// When an event id was first seen in the partition, if it is still
@@ -341,7 +344,7 @@ impl Store {
             None => vec![0xff; 5],
         };
         let mut batch = WriteBatch::default();
-        for cf in [CF_ACCOUNTS, CF_DEDUPE, CF_OUTBOX, CF_META, CF_TIMERS] {
+        for cf in FAMILIES {
             batch.delete_range_cf(self.cf(cf), &from, &to);
         }
         self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))
@@ -358,33 +361,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// An account's state, in whichever partition holds it.
-    pub fn find_account(&self, account_id: &str) -> Result<Option<(u32, AccountState)>, StoreError> {
-        for p in self.partitions()? {
-            if let Some(state) = self.account(p, account_id)? {
-                return Ok(Some((p, state)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Every account of a partition (for inspection and tests), in key order.
-    pub fn accounts(&self, partition: u32) -> Result<Vec<(String, AccountState)>, StoreError> {
-        let prefix = partition.to_be_bytes();
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(CF_ACCOUNTS), IteratorMode::From(&prefix, Direction::Forward));
-        for item in iter {
-            let (key, value) = item.map_err(|e| self.db_err(e))?;
-            if key.len() < 4 || key[..4] != prefix {
-                break;
-            }
-            let state =
-                AccountState::decode(&value).map_err(|e| self.corrupt("account state", partition, e))?;
-            out.push((String::from_utf8_lossy(&key[4..]).into_owned(), state));
-        }
-        Ok(out)
-    }
 }
 
 /// Changes to commit together: account states, dedupe keys, outbox entries
@@ -397,15 +373,6 @@ pub struct LedgerBatch<'s> {
 }
 
 impl LedgerBatch<'_> {
-    /// Stages an account's state; returns its encoded size in bytes.
-    pub fn put_account(&mut self, partition: u32, account_id: &str, state: &AccountState) -> usize {
-        self.scratch.buf.clear();
-        state.encode(&mut self.scratch);
-        let key = partition_key(partition, account_id.as_bytes());
-        self.batch.put_cf(self.store.cf(CF_ACCOUNTS), key, &self.scratch.buf);
-        self.scratch.buf.len()
-    }
-
     pub fn put_seen(&mut self, partition: u32, event_id: &str, at: Timestamp) {
         self.scratch.buf.clear();
         self.scratch.i64(at.0);
@@ -477,6 +444,7 @@ impl LedgerBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::AccountState;
 
     #[test]
     fn read_only_open_sees_a_running_writers_commits_and_refuses_writes() {
@@ -486,15 +454,15 @@ mod tests {
         assert!(!missing.exists(), "a read-only open creates nothing");
 
         let writer = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
-        let state = AccountState { watermark: Timestamp(7), ..AccountState::default() };
+        let mut state = AccountState { watermark: Timestamp(7), ..AccountState::default() };
         let mut b = writer.batch();
-        b.put_account(3, "a-9", &state);
+        b.put_account(3, "a-9", &mut state);
         writer.commit(b).unwrap();
         // The writer still holds the lock; its commit is only in the WAL.
         let reader = Store::open_read_only(dir.path()).unwrap();
         assert_eq!(reader.account(3, "a-9").unwrap(), Some(state));
         let mut b = reader.batch();
-        b.put_account(3, "a-10", &AccountState::default());
+        b.put_account(3, "a-10", &mut AccountState::default());
         assert!(reader.commit(b).is_err());
     }
 
@@ -502,10 +470,10 @@ mod tests {
     fn batch_commits_atomically_and_partitions_are_separate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
-        let state = AccountState { watermark: Timestamp(42), ..AccountState::default() };
+        let mut state = AccountState { watermark: Timestamp(42), ..AccountState::default() };
         let mut b = store.batch();
-        b.put_account(0, "a-1", &state);
-        b.put_account(1, "a-1", &AccountState::default());
+        b.put_account(0, "a-1", &mut state);
+        b.put_account(1, "a-1", &mut AccountState::default());
         b.put_seen(0, "e-1", Timestamp(1_000));
         b.put_outbox(0, 7, b"records");
         b.set_progress(0, Progress { next_offset: 8, stream_time: Timestamp(1_000) }, 500);
@@ -560,7 +528,7 @@ mod tests {
         {
             let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
             let mut b = store.batch();
-            b.put_account(3, "acc", &AccountState::default());
+            b.put_account(3, "acc", &mut AccountState::default());
             b.set_rules_version("abc");
             store.commit(b).unwrap();
         }
