@@ -10,7 +10,7 @@
 
 pub mod codec;
 mod encode;
-mod purchases;
+pub(crate) mod purchases;
 
 pub use purchases::{PurchaseChanges, Purchases};
 

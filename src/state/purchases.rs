@@ -213,21 +213,23 @@ impl Purchases {
     }
 }
 
+/// A plain retained purchase of 100.00, for tests.
+#[cfg(test)]
+pub(crate) fn purchase(id: &str, at: i64) -> RetainedPurchase {
+    RetainedPurchase {
+        event_id: id.into(),
+        at: Timestamp(at),
+        amount: rust_decimal::Decimal::ONE_HUNDRED,
+        refunded: rust_decimal::Decimal::ZERO,
+        authorized: false,
+        accruals: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rust_decimal::Decimal;
-
-    fn purchase(id: &str, at: i64) -> RetainedPurchase {
-        RetainedPurchase {
-            event_id: id.into(),
-            at: Timestamp(at),
-            amount: Decimal::ONE_HUNDRED,
-            refunded: Decimal::ZERO,
-            authorized: false,
-            accruals: Vec::new(),
-        }
-    }
 
     fn written(p: &Purchases) -> Vec<(u64, String)> {
         p.changes().written.iter().map(|(s, p)| (*s, p.event_id.clone())).collect()

@@ -152,20 +152,10 @@ impl LedgerBatch<'_> {
 mod tests {
     use super::*;
     use crate::state::codec::Writer;
+    use crate::state::purchases::purchase;
     use crate::store::StoreOptions;
     use crate::time::Timestamp;
     use rust_decimal::Decimal;
-
-    fn purchase(id: &str, at: i64) -> RetainedPurchase {
-        RetainedPurchase {
-            event_id: id.into(),
-            at: Timestamp(at),
-            amount: Decimal::new(12_345, 2),
-            refunded: Decimal::ZERO,
-            authorized: true,
-            accruals: Vec::new(),
-        }
-    }
 
     /// The purchase keys the store holds for partition 0, as (account, seq).
     fn purchase_keys(store: &Store) -> Vec<(String, u64)> {
