@@ -68,7 +68,9 @@ impl Deref for Purchases {
 }
 
 impl Purchases {
-    /// Purchases as the store holds them: numbered from `first_seq`.
+    /// Purchases as the store holds them, all loaded: numbered from
+    /// `first_seq` (the store itself loads through [`Purchases::unloaded`]).
+    #[cfg(test)]
     pub fn stored(first_seq: u64, list: Vec<RetainedPurchase>) -> Purchases {
         let end = first_seq + list.len() as u64;
         let first_at = list.first().map(|p| p.at);

@@ -172,6 +172,13 @@ mod tests {
             .collect()
     }
 
+    /// A fresh store (and the directory that must outlive it).
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        (dir, store)
+    }
+
     fn write(store: &Store, account: &str, state: &mut AccountState) {
         let mut b = store.batch();
         b.put_account(0, account, state);
@@ -180,8 +187,7 @@ mod tests {
 
     #[test]
     fn purchases_live_under_their_own_keys_and_only_changes_are_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let (_dir, store) = open();
         let mut state = AccountState::default();
         for (i, id) in ["p1", "p2", "p3"].iter().enumerate() {
             state.purchases.push(purchase(id, i as i64 * 10));
@@ -224,8 +230,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_corrupt_purchase_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let (_dir, store) = open();
         let mut state = AccountState::default();
         state.purchases.push(purchase("p1", 1));
         state.purchases.push(purchase("p2", 2));
@@ -248,8 +253,7 @@ mod tests {
 
     #[test]
     fn an_account_written_in_the_earlier_format_is_read_and_moved_on_its_next_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let (_dir, store) = open();
         let mut state = AccountState::default();
         state.purchases.push(purchase("p1", 1));
         let mut w = Writer::default();
