@@ -156,6 +156,9 @@ pub struct EngineSection {
     /// Memory for decoded account states kept between cycles (0: none).
     #[serde(default = "default_account_cache_mb", deserialize_with = "number")]
     pub account_cache_mb: usize,
+    /// Threads that process a cycle's partitions (each partition on one).
+    #[serde(default = "default_workers", deserialize_with = "number")]
+    pub workers: usize,
     /// Timeout for Kafka calls that can block (commit, offsets, metadata).
     #[serde(default = "default_kafka_timeout_ms", deserialize_with = "number")]
     pub kafka_timeout_ms: u64,
@@ -189,6 +192,9 @@ fn default_write_buffer_mb() -> usize {
 }
 fn default_account_cache_mb() -> usize {
     256
+}
+fn default_workers() -> usize {
+    2
 }
 fn default_kafka_timeout_ms() -> u64 {
     30_000
@@ -346,6 +352,9 @@ impl EngineConfig {
         }
         if e.max_batch == 0 || e.max_batch > 1_000_000 {
             return fail("engine.max_batch", format!("must be 1-1000000, got {}", e.max_batch));
+        }
+        if e.workers == 0 || e.workers > 64 {
+            return fail("engine.workers", format!("must be 1-64, got {}", e.workers));
         }
         if e.kafka_timeout_ms < 1_000 {
             return fail(

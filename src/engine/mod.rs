@@ -15,13 +15,14 @@ mod committer;
 pub mod journal;
 pub mod outbox;
 pub mod rebalance;
+mod workers;
 
 use crate::config::EngineConfig;
-use crate::pipeline::{Input, Processor};
+use crate::pipeline::Input;
 use crate::rules::{self, RulesError};
 use crate::store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
-use outbox::{Destination, HEADER_TXN, OutboxSink};
+use outbox::{Destination, HEADER_TXN};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
@@ -156,13 +157,12 @@ struct Engine {
     producer: Arc<BaseProducer>,
     assignment: Arc<Mutex<Assignment>>,
     journal: Journal,
-    processor: Processor,
+    /// The cycle's processing, by partition, on worker threads.
+    workers: workers::Workers,
     failpoint: Arc<Failpoint>,
     summary: RunSummary,
     /// The previous cycle's Kafka commit, running on its own thread.
     inflight: Option<InFlight>,
-    /// Last cycle's outbox sinks, emptied and reused (see `recycle`).
-    spare_sinks: Vec<OutboxSink>,
     /// Busy while `inflight` runs; the rebalance callback waits on it.
     commits: Arc<committer::Gate>,
     /// When the first input message arrived (for `RunSummary::busy`).
@@ -249,11 +249,10 @@ pub fn run(
         producer,
         assignment,
         journal,
-        processor: Processor::new(rules.clone()).with_account_cache(config.engine.account_cache_mb << 20),
+        workers: workers::Workers::new(&rules, config.engine.workers, config.engine.account_cache_mb << 20),
         failpoint: Arc::new(Failpoint::from_env()),
         summary: RunSummary::default(),
         inflight: None,
-        spare_sinks: Vec::new(),
         commits,
         first_input: None,
         timeout,
@@ -596,6 +595,7 @@ impl Engine {
     fn cycle(&mut self, arena: &[u8], polled: &[Polled]) -> Result<(), EngineError> {
         // Only partitions still owned, only offsets not yet applied.
         let owned = EngineContext::lock(&self.assignment).owned.clone();
+        self.workers.retain_owned(|p| owned.contains_key(&p));
         let mut by_partition: BTreeMap<u32, Vec<Input<'_>>> = BTreeMap::new();
         for m in polled {
             match owned.get(&m.partition) {
@@ -623,17 +623,13 @@ impl Engine {
             }
         }
         let store = self.store.clone();
-        let mut batch = store.batch();
-        let mut offsets = Vec::new();
-        let mut progress_after = Vec::new();
-        let mut sinks = Vec::with_capacity(by_partition.len());
-        for (p, inputs) in &by_partition {
-            let mut progress = owned[p].progress;
-            let mut sink = match self.spare_sinks.pop() {
-                Some(spare) => spare.recycle(*p),
-                None => OutboxSink::new(*p),
-            };
-            let stats = self.processor.process(&store, *p, &mut progress, inputs, &mut batch, &mut sink)?;
+        let work: Vec<workers::PartitionWork<'_, '_>> =
+            by_partition.iter().map(|(p, inputs)| (*p, owned[p].progress, inputs.as_slice())).collect();
+        let (mut batch, done) = self.workers.process(&store, &work)?;
+        let mut offsets = Vec::with_capacity(done.len());
+        let mut progress_after = Vec::with_capacity(done.len());
+        let mut sinks = Vec::with_capacity(done.len());
+        for workers::PartitionDone { partition: p, mut sink, stats, progress } in done {
             self.summary.events += stats.inputs;
             self.summary.records += stats.records;
             self.summary.dead_letters += stats.dead_letters;
@@ -645,11 +641,11 @@ impl Engine {
                 *report.dead_letters.entry(reason).or_default() += n;
             }
             for (offset, entry) in sink.entries() {
-                batch.put_outbox(*p, offset, entry);
+                batch.put_outbox(p, offset, entry);
             }
             sinks.push(sink);
-            offsets.push((*p, progress.next_offset));
-            progress_after.push((*p, progress));
+            offsets.push((p, progress.next_offset));
+            progress_after.push((p, progress));
         }
         report.processing = started.elapsed();
         // The previous transaction ends (or is published again) before this
@@ -667,12 +663,12 @@ impl Engine {
             let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
             failed = self.produce(&txn_text, entries).err();
         }
-        self.spare_sinks = sinks;
+        self.workers.recycle(sinks);
         self.failpoint.hit("before-state-commit");
         let committing = Instant::now();
         store.commit(batch)?;
         report.rocksdb_commit = committing.elapsed();
-        self.processor.committed();
+        self.workers.committed();
         crate::metrics::cycle(self.metrics.as_deref(), &report);
         self.failpoint.hit("after-state-commit");
         {

@@ -71,6 +71,14 @@ impl AccountCache {
         self.current_bytes += cost;
     }
 
+    /// Drops every state of `partition` (its batches go elsewhere now).
+    pub fn forget(&mut self, partition: u32) {
+        if let Some(states) = self.current.remove(&partition) {
+            self.current_bytes -= states.values().map(|(_, cost)| cost).sum::<usize>();
+        }
+        self.previous.remove(&partition);
+    }
+
     /// Accounts cached.
     pub fn len(&self) -> usize {
         [&self.current, &self.previous].iter().flat_map(|g| g.values()).map(HashMap::len).sum()
@@ -118,6 +126,11 @@ mod tests {
         }
         assert!((2..=4).contains(&cache.len()), "{}", cache.len());
         assert_eq!(cache.take(1, "b99").map(|s| s.watermark), Some(Timestamp(99)));
+        cache.put(2, "c".into(), state(5), 100);
+        cache.forget(1);
+        assert!(cache.take(1, "b99").is_none(), "the partition is forgotten");
+        assert_eq!(cache.bytes(), PER_ACCOUNT + 1 + 100 * DECODED_PER_ENCODED_BYTE, "only partition 2's is left");
+        assert_eq!(cache.take(2, "c").map(|s| s.watermark), Some(Timestamp(5)));
         cache.put(1, "huge".into(), state(0), room_for(4));
         assert!(cache.take(1, "huge").is_none(), "a state bigger than half the budget is not kept");
     }

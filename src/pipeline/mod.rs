@@ -170,6 +170,12 @@ impl Processor {
         self.uncommitted.clear();
     }
 
+    /// Forgets the cached states of `partition`: another processor takes
+    /// it over, and what this one holds would go stale.
+    pub fn forget_partition(&mut self, partition: u32) {
+        self.cache.forget(partition);
+    }
+
     /// Accounts held decoded between batches.
     pub fn cached_accounts(&self) -> usize {
         self.cache.len()

@@ -439,7 +439,35 @@ impl LedgerBatch<'_> {
     pub fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
+
+    /// Adds `other`'s changes after this batch's, to commit as one: the
+    /// workers of a cycle stage their partitions apart, in parallel.
+    pub fn append(&mut self, other: LedgerBatch<'_>) {
+        let LedgerBatch { batch: theirs, horizons, .. } = other;
+        self.horizons.extend(horizons);
+        if theirs.is_empty() {
+            return;
+        }
+        if self.batch.is_empty() {
+            self.batch = theirs;
+            return;
+        }
+        // A WriteBatch's bytes are a 12-byte header (a sequence number,
+        // then the record count as a little-endian u32) and its records,
+        // so two concatenate as RocksDB's own WriteBatchInternal::Append
+        // does it: header of the first, records of both, counts added.
+        let (ours, other) = (self.batch.data(), theirs.data());
+        let count = (self.batch.len() + theirs.len()) as u32;
+        let mut data = Vec::with_capacity(ours.len() + other.len());
+        data.extend_from_slice(ours);
+        data[8..12].copy_from_slice(&count.to_le_bytes());
+        data.extend_from_slice(&other[WRITE_BATCH_HEADER..]);
+        self.batch = WriteBatch::from_data(&data);
+    }
 }
+
+/// Bytes before the first record of a WriteBatch's data.
+const WRITE_BATCH_HEADER: usize = 12;
 
 #[cfg(test)]
 mod tests {
@@ -501,6 +529,34 @@ mod tests {
         assert_eq!(store.account(0, "a-1").unwrap(), None);
         assert_eq!(store.progress(0).unwrap(), None);
         assert!(store.account(1, "a-1").unwrap().is_some());
+    }
+
+    #[test]
+    fn appended_batches_commit_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let mut first = store.batch();
+        first.put_seen(0, "e-1", Timestamp(10));
+        first.put_account(0, "a-1", &mut AccountState { watermark: Timestamp(1), ..Default::default() });
+        first.set_progress(0, Progress { next_offset: 3, stream_time: Timestamp(10) }, 5);
+        let mut second = store.batch();
+        second.put_seen(1, "e-2", Timestamp(20));
+        second.put_outbox(1, 4, b"two");
+        second.set_progress(1, Progress { next_offset: 5, stream_time: Timestamp(20) }, 5);
+        first.append(second);
+        // An empty batch on either side changes nothing.
+        first.append(store.batch());
+        let mut empty = store.batch();
+        empty.append(first);
+        assert_eq!(empty.batch.len(), 6, "every record of both batches");
+        assert_eq!(empty.horizons, vec![(0, 5), (1, 15)]);
+        store.commit(empty).unwrap();
+        assert_eq!(store.seen(0, "e-1", Timestamp(10), 5).unwrap(), Some(Timestamp(10)));
+        assert_eq!(store.seen(1, "e-2", Timestamp(20), 5).unwrap(), Some(Timestamp(20)));
+        assert_eq!(store.account(0, "a-1").unwrap().map(|s| s.watermark), Some(Timestamp(1)));
+        assert_eq!(store.outbox(1, 0).unwrap(), vec![(4, b"two".to_vec())]);
+        assert_eq!(store.progress(0).unwrap().map(|p| p.next_offset), Some(3));
+        assert_eq!(store.progress(1).unwrap().map(|p| p.next_offset), Some(5));
     }
 
     #[test]
