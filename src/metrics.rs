@@ -178,7 +178,13 @@ pub struct CycleReport {
     pub records: RecordTally,
     pub dead_letters: BTreeMap<&'static str, u64>,
     pub duplicates: u64,
+    /// Collecting the cycle's input from the consumer.
+    pub polling: Duration,
     pub processing: Duration,
+    /// Waiting for the previous cycle's Kafka commit to end.
+    pub waiting: Duration,
+    /// Handing the records to the producer.
+    pub producing: Duration,
     pub rocksdb_commit: Duration,
 }
 

@@ -338,7 +338,8 @@ impl Engine {
         while !stop.load(Ordering::Relaxed) {
             arena.clear();
             polled.clear();
-            let deadline = Instant::now() + interval;
+            let polling = Instant::now();
+            let deadline = polling + interval;
             while polled.len() < max_batch && !stop.load(Ordering::Relaxed) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -375,7 +376,7 @@ impl Engine {
                 last_input = Instant::now();
                 self.first_input.get_or_insert(last_input);
             }
-            self.cycle(&arena, &polled)?;
+            self.cycle(&arena, &polled, polling.elapsed())?;
             let assigned = EngineContext::lock(&self.assignment).rebalances > 0;
             if !assigned {
                 last_input = Instant::now();
@@ -592,7 +593,7 @@ impl Engine {
     /// One commit cycle over the polled messages: processed while the
     /// previous cycle's Kafka commit runs, then published in a transaction
     /// of its own once that one has ended (see [`committer`]).
-    fn cycle(&mut self, arena: &[u8], polled: &[Polled]) -> Result<(), EngineError> {
+    fn cycle(&mut self, arena: &[u8], polled: &[Polled], polling: Duration) -> Result<(), EngineError> {
         // Only partitions still owned, only offsets not yet applied.
         let owned = EngineContext::lock(&self.assignment).owned.clone();
         self.workers.retain_owned(|p| owned.contains_key(&p));
@@ -614,7 +615,7 @@ impl Engine {
             return self.flush_marks();
         }
         let started = Instant::now();
-        let mut report = crate::metrics::CycleReport::default();
+        let mut report = crate::metrics::CycleReport { polling, ..Default::default() };
         for m in polled.iter().filter(|m| by_partition.contains_key(&m.partition)) {
             let e = report.partitions.entry(m.partition).or_insert((0, None));
             e.0 += 1;
@@ -650,24 +651,39 @@ impl Engine {
         report.processing = started.elapsed();
         // The previous transaction ends (or is published again) before this
         // one begins; its outcome rides in this WriteBatch.
+        let waiting = Instant::now();
         self.finish_inflight()?;
+        report.waiting = waiting.elapsed();
         self.stage_housekeeping(&mut batch);
-        // Produced before the RocksDB commit so librdkafka sends them
-        // meanwhile; none is visible to readers before the Kafka commit,
-        // which waits for the RocksDB commit. A crash in between leaves an
-        // open transaction the next start aborts.
+        // Handed to the producer on a thread of their own while the RocksDB
+        // commit runs here, so librdkafka sends them meanwhile; none is
+        // visible to readers before the Kafka commit, which waits for the
+        // RocksDB commit. A crash in between leaves an open transaction the
+        // next start aborts.
         let id = self.journal.open(&mut batch, &offsets);
         let txn_text = id.to_string();
-        let mut failed: Option<TxnFailure> = self.producer.begin_transaction().err().map(classify);
-        if failed.is_none() {
-            let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
-            failed = self.produce(&txn_text, entries).err();
-        }
+        let (producer, topics, failpoint) = (&*self.producer, &self.config.kafka.topics, &*self.failpoint);
+        let (failed, committed) = std::thread::scope(|scope| {
+            let sinks = &mut sinks;
+            let txn = &txn_text;
+            let producing = scope.spawn(move || {
+                let started = Instant::now();
+                let failed = producer.begin_transaction().err().map(classify).or_else(|| {
+                    let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
+                    produce(producer, topics, txn, entries).err()
+                });
+                (failed, started.elapsed())
+            });
+            failpoint.hit("before-state-commit");
+            let committing = Instant::now();
+            let committed = store.commit(batch);
+            report.rocksdb_commit = committing.elapsed();
+            let (failed, took) = producing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            report.producing = took;
+            (failed, committed)
+        });
         self.workers.recycle(sinks);
-        self.failpoint.hit("before-state-commit");
-        let committing = Instant::now();
-        store.commit(batch)?;
-        report.rocksdb_commit = committing.elapsed();
+        committed?;
         self.workers.committed();
         crate::metrics::cycle(self.metrics.as_deref(), &report);
         self.failpoint.hit("after-state-commit");
@@ -717,7 +733,10 @@ impl Engine {
                 let took = finished.at.saturating_duration_since(f.started);
                 tracing::debug!(
                     txn = %f.id,
+                    polling_ms = f.report.polling.as_millis() as u64,
                     processing_ms = f.report.processing.as_millis() as u64,
+                    waiting_ms = f.report.waiting.as_millis() as u64,
+                    producing_ms = f.report.producing.as_millis() as u64,
                     rocksdb_commit_ms = f.report.rocksdb_commit.as_millis() as u64,
                     kafka_commit_ms = took.as_millis() as u64,
                     "cycle committed"
@@ -787,37 +806,8 @@ impl Engine {
     ) -> Result<(), TxnFailure> {
         let txn = id.to_string();
         self.producer.begin_transaction().map_err(classify)?;
-        self.produce(&txn, entries)?;
+        produce(&self.producer, &self.config.kafka.topics, &txn, entries)?;
         self.commit_offsets(&txn, offsets)
-    }
-
-    /// Produces the messages of encoded outbox entries into the open
-    /// transaction `txn`.
-    fn produce<'e>(&self, txn: &str, entries: impl Iterator<Item = &'e [u8]>) -> Result<(), TxnFailure> {
-        let topics = &self.config.kafka.topics;
-        for entry in entries {
-            let messages = outbox::messages(entry)
-                .map_err(|e| TxnFailure::Abortable(format!("an outbox entry does not decode: {e}")))?;
-            for m in messages {
-                let topic = match m.destination {
-                    Destination::Accruals => &topics.accruals,
-                    Destination::DeadLetter => &topics.dead_letter,
-                    Destination::Input => &topics.input,
-                };
-                let mut headers = OwnedHeaders::new_with_capacity(5);
-                for (key, value) in m.headers() {
-                    headers = headers.insert(Header { key, value: Some(value) });
-                }
-                headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
-                let mut record: BaseRecord<'_, [u8], [u8]> =
-                    BaseRecord::to(topic).payload(m.payload).headers(headers);
-                if !m.key.is_empty() {
-                    record = record.key(m.key);
-                }
-                crate::kafka_tools::send(&self.producer, record).map_err(classify)?;
-            }
-        }
-        Ok(())
     }
 
     /// The input offsets as the transaction `txn` commits them (its id as
@@ -850,4 +840,36 @@ impl Engine {
         let (tpl, group) = self.offsets_to_commit(txn, offsets)?;
         committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint)
     }
+}
+
+/// Produces the messages of encoded outbox entries into the open
+/// transaction `txn`.
+fn produce<'e>(
+    producer: &BaseProducer,
+    topics: &crate::config::TopicsConfig,
+    txn: &str,
+    entries: impl Iterator<Item = &'e [u8]>,
+) -> Result<(), TxnFailure> {
+    for entry in entries {
+        let messages = outbox::messages(entry)
+            .map_err(|e| TxnFailure::Abortable(format!("an outbox entry does not decode: {e}")))?;
+        for m in messages {
+            let topic = match m.destination {
+                Destination::Accruals => &topics.accruals,
+                Destination::DeadLetter => &topics.dead_letter,
+                Destination::Input => &topics.input,
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(5);
+            for (key, value) in m.headers() {
+                headers = headers.insert(Header { key, value: Some(value) });
+            }
+            headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(m.payload).headers(headers);
+            if !m.key.is_empty() {
+                record = record.key(m.key);
+            }
+            crate::kafka_tools::send(producer, record).map_err(classify)?;
+        }
+    }
+    Ok(())
 }

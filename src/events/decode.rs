@@ -225,10 +225,20 @@ fn id<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Option<&'a str>, 
     if s.len() > MAX_ID_LEN {
         return Err(DecodeError::Invalid { field, problem: "is longer than 128 bytes" });
     }
-    if s.chars().any(char::is_control) {
+    if has_control(s) {
         return Err(DecodeError::Invalid { field, problem: "contains control characters" });
     }
     Ok(Some(s))
+}
+
+/// Whether `s` holds a control character (Unicode's Cc: U+0000-U+001F and
+/// U+007F-U+009F), checked on the bytes rather than decoding every char:
+/// in UTF-8 the C1 controls are 0xC2 followed by 0x80-0x9F.
+fn has_control(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20 || b == 0x7f || (b == 0xc2 && bytes.get(i + 1).is_some_and(|next| (0x80..=0x9f).contains(next)))
+    })
 }
 
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, DecodeError> {
@@ -558,6 +568,20 @@ mod tests {
         assert!(matches!(d.decode(&big), Err(DecodeError::TooLarge { .. })));
         // A bad event does not poison the decoder.
         assert!(d.decode(PURCHASE.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_found_as_char_is_control_finds_them() {
+        let mut text = String::new();
+        for c in (0..0x3000u32).chain(0xfff0..0x10100).filter_map(char::from_u32) {
+            text.clear();
+            text.push('a');
+            text.push(c);
+            text.push('\u{a0}');
+            assert_eq!(has_control(&text), text.chars().any(char::is_control), "U+{:04X}", c as u32);
+        }
+        assert!(!has_control("acc-1 é ü"));
+        assert!(has_control("a\u{85}"));
     }
 
     #[test]

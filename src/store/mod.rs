@@ -143,10 +143,15 @@ impl Store {
         let cf_options = |bloom: bool| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
+            let mut o = Options::default();
             if bloom {
                 table.set_bloom_filter(10.0, false);
+                // Point lookups that find nothing (a new event id, a new
+                // account) are most of them: a bloom filter over the
+                // memtable answers those without searching its skiplist.
+                o.set_memtable_prefix_bloom_ratio(0.05);
+                o.set_memtable_whole_key_filtering(true);
             }
-            let mut o = Options::default();
             o.set_block_based_table_factory(&table);
             o.set_write_buffer_size(options.write_buffer_bytes);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
