@@ -115,40 +115,47 @@ impl AccrualRecord {
     /// Appends the record as one line of JSON (with the trailing newline).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut s = String::with_capacity(400);
+        self.push_json(&mut s);
+        s.push('\n');
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// Appends the record as a JSON object (no newline): the message
+    /// payload, written straight into the caller's reused buffer.
+    pub fn push_json(&self, s: &mut String) {
         s.push_str("{\"accrual_id\":");
-        json_str(&mut s, &self.accrual_id);
+        json_str(s, &self.accrual_id);
         s.push_str(",\"source_event_id\":");
-        json_str(&mut s, &self.source_event_id);
+        json_str(s, &self.source_event_id);
         s.push_str(",\"account_id\":");
-        json_str(&mut s, &self.account_id);
+        json_str(s, &self.account_id);
         s.push_str(",\"program\":");
-        json_opt_str(&mut s, &self.program);
+        json_opt_str(s, &self.program);
         s.push_str(",\"rule_id\":");
-        json_str(&mut s, &self.rule_id);
+        json_str(s, &self.rule_id);
         s.push_str(",\"kind\":\"");
         s.push_str(self.kind.name());
         s.push_str("\",\"amount\":\"");
-        push_decimal(&mut s, self.amount);
+        push_decimal(s, self.amount);
         s.push_str("\",\"unit\":");
-        json_opt_str(&mut s, &self.unit);
+        json_opt_str(s, &self.unit);
         s.push_str(",\"balance_after\":\"");
-        push_decimal(&mut s, self.balance_after);
+        push_decimal(s, self.balance_after);
         s.push_str("\",\"pending_after\":\"");
-        push_decimal(&mut s, self.pending_after);
+        push_decimal(s, self.pending_after);
         s.push('"');
         if let Some(value) = self.value {
             s.push_str(",\"value\":\"");
-            push_decimal(&mut s, value);
+            push_decimal(s, value);
             s.push('"');
         }
         s.push_str(",\"rules_version\":");
-        json_str(&mut s, &self.rules_version);
+        json_str(s, &self.rules_version);
         s.push_str(",\"occurred_at\":\"");
-        self.occurred_at.push_to(&mut s);
+        self.occurred_at.push_to(s);
         s.push_str("\",\"explanation\":");
-        json_str(&mut s, &self.explanation);
-        s.push_str("}\n");
-        out.extend_from_slice(s.as_bytes());
+        json_str(s, &self.explanation);
+        s.push('}');
     }
 }
 

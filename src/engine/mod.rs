@@ -471,14 +471,20 @@ impl Engine {
         let mut entries = Vec::new();
         let mut messages = 0;
         for &(p, from, to) in ranges {
-            for (offset, bytes) in self.store.outbox(p, from)? {
-                if offset >= to {
-                    break;
+            // Read from the partition's first value: what is below `from`
+            // was committed (and is cleared lazily), so only a few remain.
+            for (key, value) in self.store.outbox(p, 0)? {
+                let corrupt = |offset, e: outbox::CodecError| EngineError::Outbox {
+                    partition: p,
+                    offset,
+                    detail: e.to_string(),
+                };
+                for (offset, entry) in outbox::stored_entries(key, &value).map_err(|e| corrupt(key, e))? {
+                    if (from..to).contains(&offset) {
+                        messages += outbox::messages(entry).map_err(|e| corrupt(offset, e))?.len();
+                        entries.push(entry.to_vec());
+                    }
                 }
-                messages += outbox::messages(&bytes)
-                    .map_err(|e| EngineError::Outbox { partition: p, offset, detail: e.to_string() })?
-                    .len();
-                entries.push(bytes);
             }
         }
         let offsets: Vec<(u32, u64)> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
@@ -626,7 +632,7 @@ impl Engine {
         let store = self.store.clone();
         let work: Vec<workers::PartitionWork<'_, '_>> =
             by_partition.iter().map(|(p, inputs)| (*p, owned[p].progress, inputs.as_slice())).collect();
-        let (mut batch, done) = self.workers.process(&store, &work)?;
+        let (staged, done) = self.workers.process(&store, &work)?;
         let mut offsets = Vec::with_capacity(done.len());
         let mut progress_after = Vec::with_capacity(done.len());
         let mut sinks = Vec::with_capacity(done.len());
@@ -641,9 +647,6 @@ impl Engine {
             for (reason, n) in std::mem::take(&mut sink.dead) {
                 *report.dead_letters.entry(reason).or_default() += n;
             }
-            for (offset, entry) in sink.entries() {
-                batch.put_outbox(p, offset, entry);
-            }
             sinks.push(sink);
             offsets.push((p, progress.next_offset));
             progress_after.push((p, progress));
@@ -654,6 +657,7 @@ impl Engine {
         let waiting = Instant::now();
         self.finish_inflight()?;
         report.waiting = waiting.elapsed();
+        let mut batch = store.batch();
         self.stage_housekeeping(&mut batch);
         // Handed to the producer on a thread of their own while the RocksDB
         // commit runs here, so librdkafka sends them meanwhile; none is
@@ -661,6 +665,7 @@ impl Engine {
         // RocksDB commit. A crash in between leaves an open transaction the
         // next start aborts.
         let id = self.journal.open(&mut batch, &offsets);
+        batch.append(staged);
         let txn_text = id.to_string();
         let (producer, topics, failpoint) = (&*self.producer, &self.config.kafka.topics, &*self.failpoint);
         let (failed, committed) = std::thread::scope(|scope| {
@@ -864,7 +869,8 @@ fn produce<'e>(
                 headers = headers.insert(Header { key, value: Some(value) });
             }
             headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(m.payload).headers(headers);
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(topic).payload(m.payload).headers(headers);
             if !m.key.is_empty() {
                 record = record.key(m.key);
             }

@@ -2,15 +2,25 @@
 //! (accrual records, dead letters). Written to RocksDB in the same batch as
 //! the state, so a crash between the RocksDB commit and the Kafka commit
 //! loses nothing: recovery publishes the outbox again.
+//!
+//! A cycle stores one value per partition, under the offset the cycle
+//! started from: every input offset's entry, each with its offset
+//! ([`CYCLE_FORMAT`]), one RocksDB write instead of one per offset. Values
+//! of [`OUTBOX_FORMAT`] (one offset's entry, under that offset: earlier
+//! versions wrote those) are still read.
 
 use crate::accrue::{AccrualRecord, DerivedEvent, NoEffect};
 use crate::events::Event;
 use crate::pipeline::{Input, Sink};
-use crate::state::codec::{CodecError, Reader, Writer};
+pub use crate::state::codec::CodecError;
+use crate::state::codec::{Reader, Writer};
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 
+/// One input offset's messages.
 const OUTBOX_FORMAT: u8 = 1;
+/// A cycle's entries of one partition: (offset, entry) after (offset, entry).
+pub const CYCLE_FORMAT: u8 = 2;
 
 pub const HEADER_SOURCE_PARTITION: &str = "accrual.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "accrual.source.offset";
@@ -76,18 +86,38 @@ pub fn messages(bytes: &[u8]) -> Result<Vec<Message<'_>>, CodecError> {
     Ok(out)
 }
 
+/// The entries of a stored outbox value, with their input offsets;
+/// `key_offset` is the offset it is stored under.
+pub fn stored_entries(key_offset: u64, value: &[u8]) -> Result<Vec<(u64, &[u8])>, CodecError> {
+    match value.first() {
+        Some(&OUTBOX_FORMAT) => Ok(vec![(key_offset, value)]),
+        Some(&CYCLE_FORMAT) => {
+            let mut r = Reader::new(&value[1..]);
+            let mut out = Vec::new();
+            while !r.is_empty() {
+                let offset = r.u64()?;
+                out.push((offset, r.bytes()?));
+            }
+            Ok(out)
+        }
+        Some(&v) => Err(CodecError::Version(v, CYCLE_FORMAT)),
+        None => Err(CodecError::Truncated),
+    }
+}
+
 /// Collects what each input offset of one partition's batch publishes,
-/// encoded once as the outbox entries RocksDB stores; the producer sends
+/// encoded once as the outbox value RocksDB stores; the producer sends
 /// from the same bytes.
 pub struct OutboxSink {
     partition: u32,
-    /// Encoded entries, back to back; `entries` has their offsets and ends.
+    /// The value to store ([`CYCLE_FORMAT`]): each entry with its offset
+    /// and length; `entries` has their offsets and where they are.
     buf: Writer,
     entries: Vec<(u64, std::ops::Range<usize>)>,
     /// The messages of the offset being collected (not yet in `buf`).
     open: Option<(u64, usize)>,
     messages: Writer,
-    json: Vec<u8>,
+    json: String,
     pub no_effect: u64,
     pub duplicates: u64,
     /// For metrics: the records of the batch.
@@ -100,11 +130,11 @@ impl OutboxSink {
     pub fn new(partition: u32) -> OutboxSink {
         OutboxSink {
             partition,
-            buf: Writer::default(),
+            buf: Writer { buf: vec![CYCLE_FORMAT] },
             entries: Vec::new(),
             open: None,
             messages: Writer::with_capacity(4096),
-            json: Vec::with_capacity(512),
+            json: String::with_capacity(512),
             no_effect: 0,
             duplicates: 0,
             records: crate::metrics::RecordTally::default(),
@@ -117,7 +147,7 @@ impl OutboxSink {
     /// from nothing, page fault by page fault, every time.
     pub fn recycle(self, partition: u32) -> OutboxSink {
         let OutboxSink { mut buf, mut entries, mut messages, json, .. } = self;
-        buf.buf.clear();
+        buf.buf.truncate(1);
         entries.clear();
         messages.buf.clear();
         // Everything else (counters, tallies) starts as a new sink's does.
@@ -130,12 +160,24 @@ impl OutboxSink {
         self.entries.iter().map(|(offset, range)| (*offset, &self.buf.buf[range.clone()]))
     }
 
-    /// Writes the open offset's entry: version, count, messages.
+    /// The outbox value to store for this batch: every entry with its
+    /// offset; `None` if no input offset publishes anything.
+    pub fn stored(&mut self) -> Option<&[u8]> {
+        self.close();
+        (!self.entries.is_empty()).then_some(&self.buf.buf[..])
+    }
+
+    /// Writes the open offset's entry: its offset and length, then the
+    /// entry (version, count, messages).
     fn close(&mut self) {
         let Some((offset, count)) = self.open.take() else { return };
+        let mut header = Writer::with_capacity(12);
+        header.u8(OUTBOX_FORMAT);
+        header.u64(count as u64);
+        self.buf.u64(offset);
+        self.buf.u64((header.buf.len() + self.messages.buf.len()) as u64);
         let start = self.buf.buf.len();
-        self.buf.u8(OUTBOX_FORMAT);
-        self.buf.u64(count as u64);
+        self.buf.buf.extend_from_slice(&header.buf);
         self.buf.buf.extend_from_slice(&self.messages.buf);
         self.messages.buf.clear();
         self.entries.push((offset, start..self.buf.buf.len()));
@@ -198,9 +240,8 @@ impl Sink for OutboxSink {
         for r in records {
             self.records.add(r);
             json.clear();
-            r.write_json(&mut json);
-            json.pop(); // the trailing newline belongs to files, not messages
-            self.push(offset, Destination::Accruals, r.account_id.as_bytes(), &json, &[]);
+            r.push_json(&mut json);
+            self.push(offset, Destination::Accruals, r.account_id.as_bytes(), json.as_bytes(), &[]);
         }
         self.json = json;
     }
@@ -269,6 +310,24 @@ mod tests {
             (Destination::Input, &b"acc-2"[..], &b"{}"[..])
         );
         assert_eq!(first[1].headers().count(), 2);
+        let stored = sink.stored().expect("entries to store").to_vec();
+        let read: Vec<(u64, Vec<u8>)> =
+            stored_entries(3, &stored).expect("decodes").into_iter().map(|(o, b)| (o, b.to_vec())).collect();
+        assert_eq!(read, entries, "the stored value holds every entry with its offset");
+        assert_eq!(
+            stored_entries(7, &entries[0].1).expect("one offset's entry"),
+            vec![(7, &entries[0].1[..])]
+        );
+        for cut in 1..stored.len() {
+            if let Ok(partial) = stored_entries(3, &stored[..cut]) {
+                assert!(partial.len() < 2, "a cut value never decodes whole (cut at {cut})");
+            }
+        }
+        assert!(stored_entries(3, &[9]).is_err() && stored_entries(3, &[]).is_err());
+        let recycled = sink.recycle(4);
+        assert!(recycled.entries.is_empty());
+        let mut recycled = recycled;
+        assert!(recycled.stored().is_none(), "nothing to store for a batch that publishes nothing");
         let bytes = &entries[0].1;
         for cut in 0..bytes.len() {
             assert!(messages(&bytes[..cut]).is_err(), "cut at {cut}");

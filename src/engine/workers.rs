@@ -25,9 +25,12 @@ use std::sync::Arc;
 struct Worker {
     processor: Processor,
     spare_sinks: Vec<OutboxSink>,
+    /// The size of the last cycle's batch, to size the next one.
+    batch_bytes: usize,
 }
 
-/// What one partition's inputs became in a cycle.
+/// What one partition's inputs became in a cycle (its outbox value is
+/// staged in the cycle's batch; the sink keeps the entries to produce).
 pub struct PartitionDone {
     pub partition: u32,
     pub sink: OutboxSink,
@@ -51,15 +54,23 @@ impl Worker {
         store: &'s Store,
         work: &[PartitionWork<'_, '_>],
     ) -> Result<(LedgerBatch<'s>, Vec<PartitionDone>), StoreError> {
-        let mut batch = store.batch();
+        let mut batch = store.batch_with_capacity(self.batch_bytes + self.batch_bytes / 4);
         let mut done = Vec::with_capacity(work.len());
         for &(partition, mut progress, inputs) in work {
             let mut sink = match self.spare_sinks.pop() {
                 Some(spare) => spare.recycle(partition),
                 None => OutboxSink::new(partition),
             };
-            let stats = self.processor.process(store, partition, &mut progress, inputs, &mut batch, &mut sink)?;
+            let started_at = progress.next_offset;
+            let stats =
+                self.processor.process(store, partition, &mut progress, inputs, &mut batch, &mut sink)?;
+            if let Some(value) = sink.stored() {
+                batch.put_outbox(partition, started_at, value);
+            }
             done.push(PartitionDone { partition, sink, stats, progress });
+        }
+        if !work.is_empty() {
+            self.batch_bytes = batch.size_in_bytes();
         }
         Ok((batch, done))
     }
@@ -74,19 +85,21 @@ impl Workers {
             .map(|_| Worker {
                 processor: Processor::new(rules.clone()).with_account_cache(cache_bytes / count),
                 spare_sinks: Vec::new(),
+                batch_bytes: 0,
             })
             .collect();
         Workers { workers, placed: BTreeMap::new() }
     }
 
     /// Processes each partition's inputs (sorted by partition) on its
-    /// worker, the first worker on this thread; returns the cycle's staged
-    /// changes in one batch and each partition's outcome in partition order.
+    /// worker, the first worker on this thread; returns each worker's
+    /// staged changes (to append into the cycle's batch) and each
+    /// partition's outcome in partition order.
     pub fn process<'s>(
         &mut self,
         store: &'s Store,
         work: &[PartitionWork<'_, '_>],
-    ) -> Result<(LedgerBatch<'s>, Vec<PartitionDone>), StoreError> {
+    ) -> Result<(Vec<LedgerBatch<'s>>, Vec<PartitionDone>), StoreError> {
         let shares = self.share(work);
         let results: Vec<_> = std::thread::scope(|scope| {
             let mut each = self.workers.iter_mut().zip(&shares);
@@ -104,15 +117,15 @@ impl Workers {
             }
             results
         });
-        let mut batch = store.batch();
+        let mut batches = Vec::with_capacity(results.len());
         let mut done = Vec::with_capacity(work.len());
         for result in results {
             let (staged, partitions) = result?;
-            batch.append(staged);
+            batches.push(staged);
             done.extend(partitions);
         }
         done.sort_unstable_by_key(|d| d.partition);
-        Ok((batch, done))
+        Ok((batches, done))
     }
 
     /// Splits the work between the workers. A partition stays with the
@@ -140,7 +153,8 @@ impl Workers {
     /// Lets go of partitions no longer owned: their workers forget their
     /// states (if one comes back, it is read from RocksDB again).
     pub fn retain_owned(&mut self, owned: impl Fn(u32) -> bool) {
-        let gone: Vec<(u32, usize)> = self.placed.iter().filter(|(p, _)| !owned(**p)).map(|(p, w)| (*p, *w)).collect();
+        let gone: Vec<(u32, usize)> =
+            self.placed.iter().filter(|(p, _)| !owned(**p)).map(|(p, w)| (*p, *w)).collect();
         for (partition, worker) in gone {
             self.placed.remove(&partition);
             self.workers[worker].processor.forget_partition(partition);
@@ -208,8 +222,10 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..StoreOptions::default() })
             .expect("store opens");
         let rules = Arc::new(
-            crate::rules::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml"))
-                .expect("example rules"),
+            crate::rules::load(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml"),
+            )
+            .expect("example rules"),
         );
         let mut workers = Workers::new(&rules, count, 64 << 20);
         let events = events();
@@ -241,11 +257,12 @@ mod tests {
                 .collect();
             let work: Vec<PartitionWork<'_, '_>> =
                 inputs.iter().map(|(p, inputs)| (*p, progress[*p as usize], inputs.as_slice())).collect();
-            let (mut batch, done) = workers.process(&store, &work).expect("processed");
+            let (staged, done) = workers.process(&store, &work).expect("processed");
+            let mut batch = store.batch();
+            batch.append(staged);
             let mut sinks = Vec::new();
             for mut d in done {
                 for (offset, entry) in d.sink.entries() {
-                    batch.put_outbox(d.partition, offset, entry);
                     entries.push((d.partition, offset, entry.to_vec()));
                 }
                 progress[d.partition as usize] = d.progress;
@@ -291,8 +308,10 @@ mod tests {
     #[test]
     fn shares_are_sticky_and_even() {
         let rules = Arc::new(
-            crate::rules::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml"))
-                .expect("example rules"),
+            crate::rules::load(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml"),
+            )
+            .expect("example rules"),
         );
         let mut workers = Workers::new(&rules, 2, 0);
         let work = |ps: &[u32]| -> Vec<PartitionWork<'static, 'static>> {
@@ -301,8 +320,16 @@ mod tests {
         let shares = |w: &mut Workers, ps: &[u32]| -> Vec<Vec<u32>> {
             w.share(&work(ps)).into_iter().map(|s| s.into_iter().map(|(p, _, _)| p).collect()).collect()
         };
-        assert_eq!(shares(&mut workers, &[0, 2, 4, 6]), vec![vec![0, 4], vec![2, 6]], "even, whatever the numbers");
-        assert_eq!(shares(&mut workers, &[2, 6, 8]), vec![vec![8], vec![2, 6]], "kept, and the new one evens out");
+        assert_eq!(
+            shares(&mut workers, &[0, 2, 4, 6]),
+            vec![vec![0, 4], vec![2, 6]],
+            "even, whatever the numbers"
+        );
+        assert_eq!(
+            shares(&mut workers, &[2, 6, 8]),
+            vec![vec![8], vec![2, 6]],
+            "kept, and the new one evens out"
+        );
         workers.retain_owned(|p| p != 2 && p != 6);
         assert_eq!(shares(&mut workers, &[0, 4, 8, 6]), vec![vec![0, 4, 8], vec![6]]);
     }

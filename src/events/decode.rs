@@ -237,7 +237,9 @@ fn id<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Option<&'a str>, 
 fn has_control(s: &str) -> bool {
     let bytes = s.as_bytes();
     bytes.iter().enumerate().any(|(i, &b)| {
-        b < 0x20 || b == 0x7f || (b == 0xc2 && bytes.get(i + 1).is_some_and(|next| (0x80..=0x9f).contains(next)))
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|next| (0x80..=0x9f).contains(next)))
     })
 }
 

@@ -129,7 +129,11 @@ mod tests {
         cache.put(2, "c".into(), state(5), 100);
         cache.forget(1);
         assert!(cache.take(1, "b99").is_none(), "the partition is forgotten");
-        assert_eq!(cache.bytes(), PER_ACCOUNT + 1 + 100 * DECODED_PER_ENCODED_BYTE, "only partition 2's is left");
+        assert_eq!(
+            cache.bytes(),
+            PER_ACCOUNT + 1 + 100 * DECODED_PER_ENCODED_BYTE,
+            "only partition 2's is left"
+        );
         assert_eq!(cache.take(2, "c").map(|s| s.watermark), Some(Timestamp(5)));
         cache.put(1, "huge".into(), state(0), room_for(4));
         assert!(cache.take(1, "huge").is_none(), "a state bigger than half the budget is not kept");

@@ -36,8 +36,14 @@ impl Writer {
         self.buf.push(v as u8);
     }
 
-    pub fn u64(&mut self, v: u64) {
-        self.varint(u128::from(v));
+    pub fn u64(&mut self, mut v: u64) {
+        // The same bytes as `varint`, without 128-bit shifts: lengths,
+        // counts and offsets are written for every value stored.
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
     }
 
     pub fn i64(&mut self, v: i64) {
@@ -56,7 +62,11 @@ impl Writer {
     pub fn decimal(&mut self, d: Decimal) {
         self.u8(d.scale() as u8);
         let m = d.mantissa();
-        self.varint(((m << 1) ^ (m >> 127)) as u128);
+        let zigzag = ((m << 1) ^ (m >> 127)) as u128;
+        match u64::try_from(zigzag) {
+            Ok(small) => self.u64(small),
+            Err(_) => self.varint(zigzag),
+        }
     }
 }
 
@@ -106,7 +116,14 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u64(&mut self) -> Result<u64, CodecError> {
-        u64::try_from(self.varint()?).map_err(|_| CodecError::Corrupt("integer out of range"))
+        // One byte (counts, lengths, small numbers) is the common case.
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => u64::try_from(self.varint()?).map_err(|_| CodecError::Corrupt("integer out of range")),
+        }
     }
 
     pub fn u32(&mut self) -> Result<u32, CodecError> {
@@ -139,8 +156,17 @@ impl<'a> Reader<'a> {
 
     pub fn decimal(&mut self) -> Result<Decimal, CodecError> {
         let scale = u32::from(self.u8()?);
-        let z = self.varint()?;
-        let m = ((z >> 1) as i128) ^ -((z & 1) as i128);
+        let m = match self.buf.get(self.pos) {
+            // Most amounts' zigzag mantissas fit in one byte.
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                i128::from(b >> 1) ^ -i128::from(b & 1)
+            }
+            _ => {
+                let z = self.varint()?;
+                ((z >> 1) as i128) ^ -((z & 1) as i128)
+            }
+        };
         Decimal::try_from_i128_with_scale(m, scale).map_err(|_| CodecError::Corrupt("decimal out of range"))
     }
 
@@ -155,6 +181,19 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
+    /// Mantissas of one byte, of several, and beyond 64 bits, both signs.
+    const DECIMALS: [&str; 9] = [
+        "0",
+        "-1",
+        "63",
+        "-64",
+        "64",
+        "-12.34",
+        "79228162514264337593543950335",
+        "-18446744073709551616",
+        "0.000001",
+    ];
+
     #[test]
     fn round_trips() {
         let mut w = Writer::default();
@@ -163,7 +202,7 @@ mod tests {
         w.i64(-123_456_789);
         w.i64(i64::MIN);
         w.str("счёт-1");
-        for d in ["0", "-12.34", "79228162514264337593543950335", "0.000001"] {
+        for d in DECIMALS {
             w.decimal(Decimal::from_str(d).unwrap());
         }
         let mut r = Reader::new(&w.buf);
@@ -172,11 +211,25 @@ mod tests {
         assert_eq!(r.i64(), Ok(-123_456_789));
         assert_eq!(r.i64(), Ok(i64::MIN));
         assert_eq!(r.str(), Ok("счёт-1"));
-        for d in ["0", "-12.34", "79228162514264337593543950335", "0.000001"] {
+        for d in DECIMALS {
             assert_eq!(r.decimal(), Ok(Decimal::from_str(d).unwrap()));
         }
         assert!(r.is_empty());
         assert_eq!(r.u8(), Err(CodecError::Truncated));
+    }
+
+    #[test]
+    fn u64_writes_the_bytes_of_varint_and_reads_them_back() {
+        for v in [0, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let (mut fast, mut wide) = (Writer::default(), Writer::default());
+            fast.u64(v);
+            wide.varint(u128::from(v));
+            assert_eq!(fast.buf, wide.buf, "{v}");
+            assert_eq!(Reader::new(&fast.buf).u64(), Ok(v));
+        }
+        let mut too_big = Writer::default();
+        too_big.varint(u128::from(u64::MAX) + 1);
+        assert!(Reader::new(&too_big.buf).u64().is_err());
     }
 
     #[test]

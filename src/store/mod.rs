@@ -8,7 +8,8 @@
 //! - `purchases`: partition ++ account id length ++ account id ++ sequence
 //!   number -> one retained purchase (see `accounts.rs`)
 //! - `dedupe`:   partition ++ event id -> event time first seen
-//! - `outbox`:   partition ++ input offset -> records still to publish
+//! - `outbox`:   partition ++ the input offset a cycle started from -> the
+//!   records its inputs publish, until committed (see `engine::outbox`)
 //! - `timers`:   partition ++ due time ++ account id -> (): when an account
 //!   next needs attention without an event of its own
 //! - `meta`:     partition ++ "progress" -> next input offset, stream time;
@@ -321,9 +322,15 @@ impl Store {
 
     /// Starts a batch of changes, committed atomically by [`Store::commit`].
     pub fn batch(&self) -> LedgerBatch<'_> {
+        self.batch_with_capacity(0)
+    }
+
+    /// A batch with room for `bytes` of changes, so a large one is not
+    /// grown (and copied) step by step.
+    pub fn batch_with_capacity(&self, bytes: usize) -> LedgerBatch<'_> {
         LedgerBatch {
             store: self,
-            batch: WriteBatch::default(),
+            batch: WriteBatch::with_capacity_bytes(bytes),
             scratch: Writer::with_capacity(512),
             horizons: Vec::new(),
         }
@@ -445,28 +452,41 @@ impl LedgerBatch<'_> {
         self.batch.is_empty()
     }
 
-    /// Adds `other`'s changes after this batch's, to commit as one: the
-    /// workers of a cycle stage their partitions apart, in parallel.
-    pub fn append(&mut self, other: LedgerBatch<'_>) {
-        let LedgerBatch { batch: theirs, horizons, .. } = other;
-        self.horizons.extend(horizons);
-        if theirs.is_empty() {
+    /// The size of the batch's data, for sizing the next one.
+    pub fn size_in_bytes(&self) -> usize {
+        self.batch.size_in_bytes()
+    }
+
+    /// Adds the changes of `others` after this batch's, to commit as one:
+    /// the workers of a cycle stage their partitions apart, in parallel.
+    pub fn append(&mut self, others: Vec<LedgerBatch<'_>>) {
+        let mut batches = Vec::with_capacity(others.len());
+        for other in others {
+            self.horizons.extend(other.horizons);
+            if !other.batch.is_empty() {
+                batches.push(other.batch);
+            }
+        }
+        if batches.is_empty() {
             return;
         }
-        if self.batch.is_empty() {
-            self.batch = theirs;
+        if self.batch.is_empty() && batches.len() == 1 {
+            self.batch = batches.remove(0);
             return;
         }
         // A WriteBatch's bytes are a 12-byte header (a sequence number,
         // then the record count as a little-endian u32) and its records,
-        // so two concatenate as RocksDB's own WriteBatchInternal::Append
-        // does it: header of the first, records of both, counts added.
-        let (ours, other) = (self.batch.data(), theirs.data());
-        let count = (self.batch.len() + theirs.len()) as u32;
-        let mut data = Vec::with_capacity(ours.len() + other.len());
+        // so batches concatenate as RocksDB's own WriteBatchInternal::Append
+        // does it: one header, every batch's records, the counts added.
+        let ours = self.batch.data();
+        let count: usize = self.batch.len() + batches.iter().map(WriteBatch::len).sum::<usize>();
+        let size = ours.len() + batches.iter().map(|b| b.data().len() - WRITE_BATCH_HEADER).sum::<usize>();
+        let mut data = Vec::with_capacity(size);
         data.extend_from_slice(ours);
-        data[8..12].copy_from_slice(&count.to_le_bytes());
-        data.extend_from_slice(&other[WRITE_BATCH_HEADER..]);
+        data[8..12].copy_from_slice(&(count as u32).to_le_bytes());
+        for b in &batches {
+            data.extend_from_slice(&b.data()[WRITE_BATCH_HEADER..]);
+        }
         self.batch = WriteBatch::from_data(&data);
     }
 }
@@ -548,14 +568,17 @@ mod tests {
         second.put_seen(1, "e-2", Timestamp(20));
         second.put_outbox(1, 4, b"two");
         second.set_progress(1, Progress { next_offset: 5, stream_time: Timestamp(20) }, 5);
-        first.append(second);
-        // An empty batch on either side changes nothing.
-        first.append(store.batch());
+        let mut third = store.batch();
+        third.put_meta(b"third", b"3");
+        first.append(vec![second, store.batch(), third]);
+        // Empty batches on either side change nothing.
+        first.append(vec![store.batch()]);
         let mut empty = store.batch();
-        empty.append(first);
-        assert_eq!(empty.batch.len(), 6, "every record of both batches");
+        empty.append(vec![first]);
+        assert_eq!(empty.batch.len(), 7, "every record of every batch");
         assert_eq!(empty.horizons, vec![(0, 5), (1, 15)]);
         store.commit(empty).unwrap();
+        assert_eq!(store.meta(b"third").unwrap(), Some(b"3".to_vec()));
         assert_eq!(store.seen(0, "e-1", Timestamp(10), 5).unwrap(), Some(Timestamp(10)));
         assert_eq!(store.seen(1, "e-2", Timestamp(20), 5).unwrap(), Some(Timestamp(20)));
         assert_eq!(store.account(0, "a-1").unwrap().map(|s| s.watermark), Some(Timestamp(1)));
