@@ -195,36 +195,47 @@ pub fn push_decimal(out: &mut String, value: Decimal) {
     out.push_str(format_decimal(value, &mut buf));
 }
 
+/// "00" to "99": two digits per division by 100.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 /// Writes `value` into the end of `buf` and returns the text.
 fn format_decimal(value: Decimal, buf: &mut [u8; 64]) -> &str {
     let scale = value.scale() as usize;
     let mut mantissa = value.mantissa().unsigned_abs();
-    let mut at = buf.len();
-    let mut digits = 0usize;
-    // Digits, least significant first; at least `scale + 1` of them.
+    let end = buf.len();
+    let mut at = end;
+    // The mantissa's digits, least significant first: one at a time while
+    // it needs more than 64 bits, then two at a time.
     while mantissa > u128::from(u64::MAX) {
         at -= 1;
         buf[at] = b'0' + (mantissa % 10) as u8;
         mantissa /= 10;
-        digits += 1;
-        if digits == scale {
-            at -= 1;
-            buf[at] = b'.';
-        }
     }
     let mut small = mantissa as u64;
-    loop {
+    while small >= 10 {
+        let pair = (small % 100) as usize * 2;
+        small /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if small > 0 || at == end {
         at -= 1;
-        buf[at] = b'0' + (small % 10) as u8;
-        small /= 10;
-        digits += 1;
-        if digits == scale {
-            at -= 1;
-            buf[at] = b'.';
-        }
-        if small == 0 && digits > scale {
-            break;
-        }
+        buf[at] = b'0' + small as u8;
+    }
+    // At least one digit before the point: zeros up to it.
+    while end - at <= scale {
+        at -= 1;
+        buf[at] = b'0';
+    }
+    if scale > 0 {
+        let point = end - scale;
+        buf.copy_within(at..point, at - 1);
+        at -= 1;
+        buf[point - 1] = b'.';
     }
     if value.is_sign_negative() {
         at -= 1;
@@ -267,6 +278,9 @@ fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<
     let m = value.mantissa();
     let units = if drop <= 0 {
         m.checked_mul(10i128.checked_pow(u32::try_from(-drop).ok()?)?)?
+    } else if let (Ok(small), true) = (i64::try_from(m), drop <= 18) {
+        // Amounts fit 64 bits: the same arithmetic without 128-bit division.
+        i128::from(round_i64(small, 10i64.pow(drop as u32), mode))
     } else if drop <= MAX_SCALE {
         let divisor = 10i128.pow(drop as u32);
         let (q, r) = (m.div_euclid(divisor), m.rem_euclid(divisor));
@@ -296,15 +310,25 @@ fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<
     Decimal::try_from_i128_with_scale(mantissa, step.scale()).ok()
 }
 
+/// `m / divisor` rounded by `mode`, as the 128-bit path rounds it.
+fn round_i64(m: i64, divisor: i64, mode: RoundingMode) -> i64 {
+    let (q, r) = (m.div_euclid(divisor), m.rem_euclid(divisor));
+    match mode {
+        RoundingMode::Floor => q,
+        RoundingMode::Ceiling if r > 0 => q + 1,
+        RoundingMode::Ceiling => q,
+        RoundingMode::HalfUp => {
+            let (aq, ar) = (m.unsigned_abs() / divisor as u64, m.unsigned_abs() % divisor as u64);
+            let aq = if ar * 2 >= divisor as u64 { aq + 1 } else { aq } as i64;
+            if m < 0 { -aq } else { aq }
+        }
+    }
+}
+
 /// `Some(k)` when `m` is `10^k`.
 fn power_of_ten(m: i128) -> Option<u32> {
-    let mut k = 0;
-    let mut v = m;
-    while v > 1 && v % 10 == 0 {
-        v /= 10;
-        k += 1;
-    }
-    (v == 1).then_some(k)
+    let m = u64::try_from(m).ok()?;
+    (m != 0 && 10u64.pow(m.ilog10()) == m).then(|| m.ilog10())
 }
 
 /// The amount counted "per full N units": `value` floored to a multiple of `unit`.
@@ -421,6 +445,19 @@ mod tests {
             if let (Some(a), Some(b)) = (got, general) {
                 proptest::prop_assert_eq!(Dec(a).to_string(), Dec(b).to_string());
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dec_writes_what_display_writes_for_any_decimal(
+            lo in proptest::prop_oneof![0u64..1_000, 0u64..100_000_000, proptest::num::u64::ANY],
+            hi in proptest::prop_oneof![proptest::strategy::Just(0u32), 0u32..=u32::MAX],
+            negative in proptest::bool::ANY,
+            scale in 0u32..=28,
+        ) {
+            let v = Decimal::from_parts(lo as u32, (lo >> 32) as u32, hi, negative, scale);
+            proptest::prop_assert_eq!(Dec(v).to_string(), v.to_string());
         }
     }
 

@@ -13,10 +13,11 @@ use std::sync::Arc;
 /// local midnight ending the last day, so rewards earned on the same day
 /// burn together.
 pub fn lot_expiry(rules: &Rules, program: &Program, earned_at: Timestamp) -> Option<Timestamp> {
+    let policy = program.expiry?.policy;
     let tz = rules.timezone;
     let local = LocalTime::new(earned_at, tz);
     let midnight = Timestamp::local_midnight(local.year, local.month, local.day, tz);
-    match program.expiry?.policy {
+    match policy {
         ExpiryPolicy::AfterDays(n) => Some(Timestamp(midnight.0 + (i64::from(n) + 1) * MS_PER_DAY)),
         ExpiryPolicy::AfterMonths(n) => Some(Timestamp(time::add_months(midnight, n, tz).0 + MS_PER_DAY)),
         ExpiryPolicy::EndOfYear => Some(time::year_end(local.year, tz)),

@@ -93,7 +93,8 @@ pub fn advance(ctx: &Ctx<'_>, state: &mut AccountState, at: Timestamp, out: &mut
 
 /// Applies every item due by `now`, earliest first.
 pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &mut Vec<AccrualRecord>) {
-    let expiry_rule: Arc<str> = Arc::from("expiry");
+    // Named only when something expires (most calls find nothing due).
+    let expiry_rule = || -> Arc<str> { Arc::from("expiry") };
     while let Some((instant, item)) = next_item(ctx.rules, state).filter(|(t, _)| *t <= now) {
         match item {
             Due::Release { balance, index } => {
@@ -128,7 +129,7 @@ pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &
                 out.push(ctx.record(
                     state,
                     &program_name,
-                    &expiry_rule,
+                    &expiry_rule(),
                     RecordKind::ExpiryWarning,
                     id,
                     amount,
@@ -147,7 +148,7 @@ pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &
                 out.push(ctx.record(
                     state,
                     &program_name,
-                    &expiry_rule,
+                    &expiry_rule(),
                     RecordKind::Expire,
                     id,
                     lot.amount,

@@ -3,6 +3,7 @@
 //! `docs/events.md`.
 
 mod decode;
+mod json;
 
 pub use decode::Decoder;
 
