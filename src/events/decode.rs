@@ -1,12 +1,12 @@
-//! Decoding events: the input is read by [`json::Scanner`] in one pass
-//! over a reused copy (strings unescaped in place, borrowed from it), and
-//! each known field is typed and validated. Unknown fields are ignored so
-//! producers can add fields without breaking the engine.
+//! Decoding events with simd-json, the way that is fast on small messages:
+//! the input is copied once into a reused, padded buffer; simd-json's
+//! buffers and tape are reused across events; the tape is walked directly
+//! (no serde, no DOM); strings are borrowed from the buffer.
 //!
-//! JSON numbers are never `f64`: an `amount` written as a number is read
-//! from its digits, exactly.
+//! JSON numbers are never trusted as `f64`: integers arrive exact from the
+//! tape, and a non-integer `amount` is re-read from its original digits,
+//! located through simd-json's structural index.
 
-use super::json::{Element, Scanner, Value};
 use super::{
     CategoryChoice, DecodeError, Event, EventBody, EventKind, Mcc, Purchase, PurchaseStatus, Redemption,
     Refund, Reversal,
@@ -14,65 +14,50 @@ use super::{
 use crate::money::{self, AmountError};
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
+use simd_json::{Buffers, INPUT_PADDING, Node, StaticNode, Tape};
 
 /// Events larger than this go to the dead-letter topic unparsed.
 pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 const MAX_ID_LEN: usize = 128;
 
 /// A reusable event decoder. Keep one per thread or partition task.
-#[derive(Default)]
 pub struct Decoder {
-    scanner: Scanner,
+    buf: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
 }
 
-/// A field's raw value.
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+/// A field's raw value from the tape.
 #[derive(Clone, Copy)]
 enum Raw<'a> {
     Str(&'a str),
-    /// A number's digits, as written.
-    Number(&'a str),
+    Unsigned(u64),
+    Signed(i64),
+    /// A non-integer number: the index of its tape node, to re-read its digits.
+    Float(usize),
     Bool,
     Object,
-    /// Where its strings are in the event's array strings, or why it is
-    /// not an array of strings.
-    Array(Result<(usize, usize), &'static str>),
+    /// The index of the array's tape node.
+    Array(usize),
 }
 
 impl Raw<'_> {
     fn type_name(&self) -> &'static str {
         match self {
             Raw::Str(_) => "a string",
-            Raw::Number(_) => "a number",
+            Raw::Unsigned(_) | Raw::Signed(_) | Raw::Float(_) => "a number",
             Raw::Bool => "a boolean",
             Raw::Object => "an object",
             Raw::Array(_) => "an array",
         }
     }
 }
-
-/// The fields the decoder reads, in this order.
-const FIELDS: [&str; 20] = [
-    "event_id",
-    "type",
-    "account_id",
-    "card_id",
-    "amount",
-    "currency",
-    "mcc",
-    "merchant_id",
-    "partner_id",
-    "channel",
-    "occurred_at",
-    "original_event_id",
-    "status",
-    "program",
-    "charity",
-    "referrer_account_id",
-    "referred_account_id",
-    "month",
-    "categories",
-    "statement_day",
-];
 
 #[derive(Default)]
 struct Fields<'a> {
@@ -99,40 +84,42 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// Takes the fields' values out of the scan, in [`FIELDS`] order.
-    fn from_slots(mut slots: [Option<Raw<'a>>; 20]) -> Fields<'a> {
-        let mut take = |i: usize| slots[i].take();
-        Fields {
-            event_id: take(0),
-            kind: take(1),
-            account_id: take(2),
-            card_id: take(3),
-            amount: take(4),
-            currency: take(5),
-            mcc: take(6),
-            merchant_id: take(7),
-            partner_id: take(8),
-            channel: take(9),
-            occurred_at: take(10),
-            original_event_id: take(11),
-            status: take(12),
-            program: take(13),
-            charity: take(14),
-            referrer_account_id: take(15),
-            referred_account_id: take(16),
-            month: take(17),
-            categories: take(18),
-            statement_day: take(19),
-        }
+    /// The slot and the canonical field name for a key; unknown keys are
+    /// ignored so producers can add fields without breaking the engine.
+    fn slot(&mut self, key: &str) -> Option<(&mut Option<Raw<'a>>, &'static str)> {
+        Some(match key {
+            "event_id" => (&mut self.event_id, "event_id"),
+            "type" => (&mut self.kind, "type"),
+            "account_id" => (&mut self.account_id, "account_id"),
+            "card_id" => (&mut self.card_id, "card_id"),
+            "amount" => (&mut self.amount, "amount"),
+            "currency" => (&mut self.currency, "currency"),
+            "mcc" => (&mut self.mcc, "mcc"),
+            "merchant_id" => (&mut self.merchant_id, "merchant_id"),
+            "partner_id" => (&mut self.partner_id, "partner_id"),
+            "channel" => (&mut self.channel, "channel"),
+            "occurred_at" => (&mut self.occurred_at, "occurred_at"),
+            "original_event_id" => (&mut self.original_event_id, "original_event_id"),
+            "status" => (&mut self.status, "status"),
+            "program" => (&mut self.program, "program"),
+            "charity" => (&mut self.charity, "charity"),
+            "referrer_account_id" => (&mut self.referrer_account_id, "referrer_account_id"),
+            "referred_account_id" => (&mut self.referred_account_id, "referred_account_id"),
+            "month" => (&mut self.month, "month"),
+            "categories" => (&mut self.categories, "categories"),
+            "statement_day" => (&mut self.statement_day, "statement_day"),
+            _ => return None,
+        })
     }
 }
 
-/// Most strings a `categories` array may hold (checked again by the event).
-const MAX_ARRAY_STRINGS: usize = 32;
-
 impl Decoder {
     pub fn new() -> Decoder {
-        Decoder { scanner: Scanner::new() }
+        Decoder {
+            buf: Vec::with_capacity(1024 + INPUT_PADDING),
+            buffers: Buffers::new(1024),
+            tape: Some(Tape::null()),
+        }
     }
 
     /// Decodes one event. The result borrows this decoder's buffer until
@@ -141,60 +128,79 @@ impl Decoder {
         if input.len() > MAX_EVENT_BYTES {
             return Err(DecodeError::TooLarge { size: input.len(), max: MAX_EVENT_BYTES });
         }
-        // Which field each member is (positions only: the buffer is still
-        // being written while scanning).
-        let mut found: [Option<Value>; 20] = Default::default();
-        self.scanner.scan(input, |key, value| {
-            let Some(i) = FIELDS.iter().position(|f| f.as_bytes() == key) else { return Ok(()) };
-            if found[i].is_some() {
-                return Err(DecodeError::DuplicateField(FIELDS[i]));
-            }
-            // null means "absent", as for an optional field left out.
-            if value != Value::Null {
-                found[i] = Some(value);
-            }
-            Ok(())
-        })?;
-        let scanner = &self.scanner;
-        let mut strings: [&str; MAX_ARRAY_STRINGS] = [""; MAX_ARRAY_STRINGS];
-        let mut string_count = 0;
-        let mut slots: [Option<Raw<'a>>; 20] = Default::default();
-        for (i, (slot, value)) in slots.iter_mut().zip(found).enumerate() {
-            *slot = match value {
-                None => None,
-                Some(Value::Str(r)) => Some(Raw::Str(scanner.text(r)?)),
-                Some(Value::Number(r)) => Some(Raw::Number(scanner.text(r)?)),
-                Some(Value::Bool(_)) => Some(Raw::Bool),
-                Some(Value::Null) => None,
-                Some(Value::Object) => Some(Raw::Object),
-                // Only `categories` is read as an array; others are of the wrong type.
-                Some(Value::Array(_)) if FIELDS[i] != "categories" => Some(Raw::Array(Err("not read"))),
-                Some(Value::Array(elements)) => {
-                    let elements = &scanner.elements[elements];
-                    let first = string_count;
-                    let shape = if elements.contains(&Element::Nested) {
-                        Err("must hold strings only")
-                    } else if elements.len() > MAX_ARRAY_STRINGS - string_count {
-                        Err("has too many entries")
-                    } else {
-                        for e in elements {
-                            let Element::Str(r) = e else { continue };
-                            strings[string_count] = scanner.text(r.clone())?;
-                            string_count += 1;
-                        }
-                        if string_count - first < elements.len() {
-                            Err("must hold non-empty strings only")
-                        } else {
-                            Ok((first, string_count))
-                        }
-                    };
-                    Some(Raw::Array(shape))
-                }
-            };
-        }
-        let fields = Fields::from_slots(slots);
-        build_event(fields, &strings[..string_count])
+        let Decoder { buf, buffers, tape } = self;
+        buf.clear();
+        buf.extend_from_slice(input);
+        buf.resize(input.len() + INPUT_PADDING, 0);
+        let mut nodes: Tape<'a> = tape.take().unwrap_or_else(Tape::null).reset();
+        let parsed = simd_json::fill_tape_padded(buf.as_mut_slice(), input.len(), buffers, &mut nodes);
+        let result = match parsed {
+            Ok(()) => read_fields(&nodes.0).and_then(|fields| {
+                build_event(fields, &nodes.0, |node| {
+                    float_digits(input, buffers.structural_indexes(), node)
+                        .map_or(Err(AmountError::NotANumber), |text| money::parse_amount(text, true))
+                })
+            }),
+            Err(e) => Err(match e.error() {
+                simd_json::ErrorType::InvalidUtf8 => DecodeError::NotUtf8,
+                _ => DecodeError::Malformed(e.to_string()),
+            }),
+        };
+        *tape = Some(nodes.reset());
+        result
     }
+}
+
+/// Walks the top-level object, keeping the known fields.
+fn read_fields<'a>(nodes: &[Node<'a>]) -> Result<Fields<'a>, DecodeError> {
+    let Some(Node::Object { len, .. }) = nodes.first() else {
+        return Err(DecodeError::NotAnObject);
+    };
+    let mut fields = Fields::default();
+    let mut i = 1;
+    for _ in 0..*len {
+        let Some(Node::String(key)) = nodes.get(i) else {
+            return Err(DecodeError::Malformed("object key expected".into()));
+        };
+        let value_at = i + 1;
+        let (raw, skip) = match nodes.get(value_at) {
+            Some(Node::String(s)) => (Some(Raw::Str(s)), 1),
+            Some(Node::Static(StaticNode::U64(n))) => (Some(Raw::Unsigned(*n)), 1),
+            Some(Node::Static(StaticNode::I64(n))) => (Some(Raw::Signed(*n)), 1),
+            Some(Node::Static(StaticNode::F64(_))) => (Some(Raw::Float(value_at)), 1),
+            Some(Node::Static(StaticNode::Bool(_))) => (Some(Raw::Bool), 1),
+            // null means "absent", as for an optional field left out.
+            Some(Node::Static(StaticNode::Null)) => (None, 1),
+            Some(Node::Object { count, .. }) => (Some(Raw::Object), 1 + count),
+            Some(Node::Array { count, .. }) => (Some(Raw::Array(value_at)), 1 + count),
+            None => return Err(DecodeError::Malformed("object value expected".into())),
+        };
+        if let Some((slot, name)) = fields.slot(key) {
+            if slot.is_some() {
+                return Err(DecodeError::DuplicateField(name));
+            }
+            *slot = raw;
+        }
+        i = value_at + skip;
+    }
+    Ok(fields)
+}
+
+/// The original digits of the number at tape node `node`: the tape has one
+/// node per structural character except `:`, `,`, `}` and `]`, so the
+/// node's structural index gives its byte offset in the input.
+fn float_digits<'i>(input: &'i [u8], structurals: &[u32], node: usize) -> Option<&'i str> {
+    let start = structurals
+        .iter()
+        .map(|&at| at as usize)
+        .filter(|&at| !matches!(input.get(at), Some(b':' | b',' | b'}' | b']')))
+        .nth(node)?;
+    let rest = input.get(start..)?;
+    let len = rest
+        .iter()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..len]).ok()
 }
 
 fn wrong(field: &'static str, expected: &'static str, raw: &Raw<'_>) -> DecodeError {
@@ -230,6 +236,10 @@ fn id<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Option<&'a str>, 
 /// in UTF-8 the C1 controls are 0xC2 followed by 0x80-0x9F.
 fn has_control(s: &str) -> bool {
     let bytes = s.as_bytes();
+    // Printable ASCII (ids almost always are) has none: a branch-free pass.
+    if !bytes.iter().fold(false, |odd, &b| odd | !(0x20..0x7f).contains(&b)) {
+        return false;
+    }
     bytes.iter().enumerate().any(|(i, &b)| {
         b < 0x20
             || b == 0x7f
@@ -252,13 +262,17 @@ fn currency<'a>(raw: Option<Raw<'a>>) -> Result<Option<&'a str>, DecodeError> {
     Ok(Some(s))
 }
 
-fn amount(raw: Option<Raw<'_>>) -> Result<Option<Decimal>, DecodeError> {
-    let problem = |problem: AmountError| DecodeError::Amount { field: "amount", problem };
+fn amount(
+    raw: Option<Raw<'_>>,
+    parse_float: impl Fn(usize) -> Result<Decimal, AmountError>,
+) -> Result<Option<Decimal>, DecodeError> {
+    let problem = |problem| DecodeError::Amount { field: "amount", problem };
     let value = match raw {
         None => return Ok(None),
         Some(Raw::Str(s)) => money::parse_amount(s, false),
-        // The number's own digits, exponent allowed: never through f64.
-        Some(Raw::Number(digits)) => money::parse_amount(digits, true),
+        Some(Raw::Unsigned(n)) => money::check_amount(Decimal::from(n)),
+        Some(Raw::Signed(n)) => money::check_amount(Decimal::from(n)),
+        Some(Raw::Float(node)) => parse_float(node),
         Some(other) => return Err(wrong("amount", "a decimal string or number", &other)),
     };
     value.map(Some).map_err(problem)
@@ -268,42 +282,47 @@ fn mcc(raw: Option<Raw<'_>>) -> Result<Option<Mcc>, DecodeError> {
     match raw {
         None => Ok(None),
         Some(Raw::Str(s)) => Mcc::parse(s).map(Some).ok_or(DecodeError::Mcc),
-        Some(Raw::Number(digits)) => match unsigned(digits) {
-            Some(n) if n <= 9999 => Ok(Some(Mcc(n as u16))),
-            _ => Err(DecodeError::Mcc),
-        },
+        Some(Raw::Unsigned(n)) if n <= 9999 => Ok(Some(Mcc(n as u16))),
+        Some(Raw::Unsigned(_) | Raw::Signed(_) | Raw::Float(_)) => Err(DecodeError::Mcc),
         Some(other) => Err(wrong("mcc", "a 4-digit string", &other)),
     }
 }
 
-/// The strings of an array field (a flat array of non-empty strings, at
-/// most [`MAX_ARRAY_STRINGS`]), from the event's array strings.
+/// The strings of an array field (a flat array of strings, at most `max`).
 fn strings<'a>(
     raw: Option<Raw<'a>>,
-    array_strings: &[&'a str],
+    nodes: &[Node<'a>],
     field: &'static str,
+    max: usize,
 ) -> Result<Option<Vec<&'a str>>, DecodeError> {
-    let (from, to) = match raw {
+    let at = match raw {
         None => return Ok(None),
-        Some(Raw::Array(shape)) => shape.map_err(|problem| DecodeError::Invalid { field, problem })?,
+        Some(Raw::Array(at)) => at,
         Some(other) => return Err(wrong(field, "an array of strings", &other)),
     };
-    let list = array_strings.get(from..to).unwrap_or_default();
-    if list.iter().any(|s| s.is_empty() || s.len() > MAX_ID_LEN) {
-        return Err(DecodeError::Invalid { field, problem: "must hold non-empty strings only" });
+    let Some(Node::Array { len, count }) = nodes.get(at) else {
+        return Err(DecodeError::Malformed("array expected".into()));
+    };
+    if *len != *count {
+        return Err(DecodeError::Invalid { field, problem: "must hold strings only" });
     }
-    Ok(Some(list.to_vec()))
-}
-
-/// Digits only: a whole number that is not negative.
-fn unsigned(text: &str) -> Option<u64> {
-    if text.bytes().all(|b| b.is_ascii_digit()) { text.parse().ok() } else { None }
+    if *len > max {
+        return Err(DecodeError::Invalid { field, problem: "has too many entries" });
+    }
+    let mut out = Vec::with_capacity(*len);
+    for node in nodes.get(at + 1..at + 1 + len).unwrap_or_default() {
+        match node {
+            Node::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => out.push(*s),
+            _ => return Err(DecodeError::Invalid { field, problem: "must hold non-empty strings only" }),
+        }
+    }
+    Ok(Some(out))
 }
 
 fn small_integer(raw: Option<Raw<'_>>, field: &'static str) -> Result<Option<u64>, DecodeError> {
     match raw {
         None => Ok(None),
-        Some(Raw::Number(digits)) if unsigned(digits).is_some() => Ok(unsigned(digits)),
+        Some(Raw::Unsigned(n)) => Ok(Some(n)),
         Some(Raw::Str(s)) => {
             s.parse().map(Some).map_err(|_| DecodeError::Invalid { field, problem: "must be a whole number" })
         }
@@ -311,7 +330,11 @@ fn small_integer(raw: Option<Raw<'_>>, field: &'static str) -> Result<Option<u64
     }
 }
 
-fn build_event<'a>(f: Fields<'a>, array_strings: &[&'a str]) -> Result<Event<'a>, DecodeError> {
+fn build_event<'a>(
+    f: Fields<'a>,
+    nodes: &[Node<'a>],
+    parse_float: impl Fn(usize) -> Result<Decimal, AmountError>,
+) -> Result<Event<'a>, DecodeError> {
     let kind_name = required(string(f.kind, "type")?, "type")?;
     let kind = EventKind::from_name(kind_name)
         .ok_or_else(|| DecodeError::UnknownType(kind_name.chars().take(32).collect()))?;
@@ -322,7 +345,7 @@ fn build_event<'a>(f: Fields<'a>, array_strings: &[&'a str]) -> Result<Event<'a>
         return Ok(Event { event_id, account_id: "", occurred_at, body: EventBody::Clock });
     }
     let account_id = required(id(f.account_id, "account_id")?, "account_id")?;
-    let amount = amount(f.amount)?;
+    let amount = amount(f.amount, parse_float)?;
     let currency = currency(f.currency)?;
     let original_event_id = id(f.original_event_id, "original_event_id")?;
     let body = match kind {
@@ -396,7 +419,7 @@ fn build_event<'a>(f: Fields<'a>, array_strings: &[&'a str]) -> Result<Event<'a>
                 field: "month",
                 problem: "must be a month like 2026-12",
             })?;
-            let categories = required(strings(f.categories, array_strings, "categories")?, "categories")?;
+            let categories = required(strings(f.categories, nodes, "categories", 32)?, "categories")?;
             EventBody::CategoryChoice(CategoryChoice { month, categories })
         }
         EventKind::StatementCycle => {
@@ -557,11 +580,19 @@ mod tests {
     fn control_characters_are_found_as_char_is_control_finds_them() {
         let mut text = String::new();
         for c in (0..0x3000u32).chain(0xfff0..0x10100).filter_map(char::from_u32) {
-            text.clear();
-            text.push('a');
-            text.push(c);
-            text.push('\u{a0}');
-            assert_eq!(has_control(&text), text.chars().any(char::is_control), "U+{:04X}", c as u32);
+            for prefix in [0, 1, 7, 8, 9, 31, 32, 33] {
+                text.clear();
+                text.extend(std::iter::repeat_n('a', prefix));
+                text.push(c);
+                text.push('\u{a0}');
+                text.push_str("tail");
+                assert_eq!(
+                    has_control(&text),
+                    text.chars().any(char::is_control),
+                    "U+{:04X} at {prefix}",
+                    c as u32
+                );
+            }
         }
         assert!(!has_control("acc-1 é ü"));
         assert!(has_control("a\u{85}"));

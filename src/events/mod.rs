@@ -3,7 +3,6 @@
 //! `docs/events.md`.
 
 mod decode;
-mod json;
 
 pub use decode::Decoder;
 
