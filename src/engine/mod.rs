@@ -18,7 +18,6 @@ pub mod rebalance;
 mod workers;
 
 use crate::config::EngineConfig;
-use crate::pipeline::Input;
 use crate::rules::{self, RulesError};
 use crate::store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
@@ -243,13 +242,15 @@ pub fn run(
             .map_err(|e| EngineError::Assignment(format!("HTTP listener {}: {e}", config.http.listen)))?;
     }
 
+    let workers =
+        workers::Workers::new(&rules, &store, config.engine.workers, config.engine.account_cache_mb << 20)?;
     let mut engine = Engine {
         store,
         consumer,
         producer,
         assignment,
         journal,
-        workers: workers::Workers::new(&rules, config.engine.workers, config.engine.account_cache_mb << 20),
+        workers,
         failpoint: Arc::new(Failpoint::from_env()),
         summary: RunSummary::default(),
         inflight: None,
@@ -376,7 +377,7 @@ impl Engine {
                 last_input = Instant::now();
                 self.first_input.get_or_insert(last_input);
             }
-            self.cycle(&arena, &polled, polling.elapsed())?;
+            arena = self.cycle(arena, &polled, polling.elapsed())?;
             let assigned = EngineContext::lock(&self.assignment).rebalances > 0;
             if !assigned {
                 last_input = Instant::now();
@@ -599,18 +600,24 @@ impl Engine {
     /// One commit cycle over the polled messages: processed while the
     /// previous cycle's Kafka commit runs, then published in a transaction
     /// of its own once that one has ended (see [`committer`]).
-    fn cycle(&mut self, arena: &[u8], polled: &[Polled], polling: Duration) -> Result<(), EngineError> {
+    /// Returns the messages' buffer, emptied, for the next cycle.
+    fn cycle(
+        &mut self,
+        arena: Vec<u8>,
+        polled: &[Polled],
+        polling: Duration,
+    ) -> Result<Vec<u8>, EngineError> {
         // Only partitions still owned, only offsets not yet applied.
         let owned = EngineContext::lock(&self.assignment).owned.clone();
         self.workers.retain_owned(|p| owned.contains_key(&p));
-        let mut by_partition: BTreeMap<u32, Vec<Input<'_>>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Vec<workers::Message>> = BTreeMap::new();
         for m in polled {
             match owned.get(&m.partition) {
                 Some(o) if m.offset >= o.progress.next_offset => {
-                    by_partition.entry(m.partition).or_default().push(Input {
+                    by_partition.entry(m.partition).or_default().push(workers::Message {
                         offset: m.offset,
-                        key: &arena[m.key.0..m.key.1],
-                        payload: &arena[m.payload.0..m.payload.1],
+                        key: m.key.0..m.key.1,
+                        payload: m.payload.0..m.payload.1,
                     });
                 }
                 _ => {}
@@ -618,7 +625,8 @@ impl Engine {
         }
         if by_partition.is_empty() {
             self.finish_inflight()?;
-            return self.flush_marks();
+            self.flush_marks()?;
+            return Ok(arena);
         }
         let started = Instant::now();
         let mut report = crate::metrics::CycleReport { polling, ..Default::default() };
@@ -630,9 +638,19 @@ impl Engine {
             }
         }
         let store = self.store.clone();
-        let work: Vec<workers::PartitionWork<'_, '_>> =
-            by_partition.iter().map(|(p, inputs)| (*p, owned[p].progress, inputs.as_slice())).collect();
-        let (staged, done) = self.workers.process(&store, &work)?;
+        let work = by_partition
+            .into_iter()
+            .map(|(partition, messages)| workers::PartitionWork {
+                partition,
+                progress: owned[&partition].progress,
+                messages,
+            })
+            .collect();
+        let buffer = Arc::new(arena);
+        let (staged, done) = self.workers.process(buffer.clone(), work)?;
+        // The workers hold no copy once they have answered.
+        let mut arena = Arc::try_unwrap(buffer).unwrap_or_default();
+        arena.clear();
         let mut offsets = Vec::with_capacity(done.len());
         let mut progress_after = Vec::with_capacity(done.len());
         let mut sinks = Vec::with_capacity(done.len());
@@ -716,12 +734,10 @@ impl Engine {
             }),
         };
         match spawned {
-            Ok(handle) => {
-                self.inflight = Some(InFlight { id, offsets, report, started, handle });
-                Ok(())
-            }
-            Err(failure) => self.fail_and_republish(id, offsets, failure, started),
+            Ok(handle) => self.inflight = Some(InFlight { id, offsets, report, started, handle }),
+            Err(failure) => self.fail_and_republish(id, offsets, failure, started)?,
         }
+        Ok(arena)
     }
 
     /// Waits for the in-flight Kafka commit, and records its outcome; if it

@@ -375,6 +375,13 @@ impl Store {
     }
 }
 
+/// A batch's changes apart from the store they were staged for, to send
+/// to another thread and append there (see [`LedgerBatch::append`]).
+pub struct Staged {
+    batch: WriteBatch,
+    horizons: Vec<(u32, i64)>,
+}
+
 /// Changes to commit together: account states, dedupe keys, outbox entries
 /// and progress, possibly for several partitions.
 pub struct LedgerBatch<'s> {
@@ -457,9 +464,14 @@ impl LedgerBatch<'_> {
         self.batch.size_in_bytes()
     }
 
+    /// The changes, to append to a batch elsewhere.
+    pub fn into_staged(self) -> Staged {
+        Staged { batch: self.batch, horizons: self.horizons }
+    }
+
     /// Adds the changes of `others` after this batch's, to commit as one:
     /// the workers of a cycle stage their partitions apart, in parallel.
-    pub fn append(&mut self, others: Vec<LedgerBatch<'_>>) {
+    pub fn append(&mut self, others: Vec<Staged>) {
         let mut batches = Vec::with_capacity(others.len());
         for other in others {
             self.horizons.extend(other.horizons);
@@ -570,11 +582,11 @@ mod tests {
         second.set_progress(1, Progress { next_offset: 5, stream_time: Timestamp(20) }, 5);
         let mut third = store.batch();
         third.put_meta(b"third", b"3");
-        first.append(vec![second, store.batch(), third]);
+        first.append(vec![second.into_staged(), store.batch().into_staged(), third.into_staged()]);
         // Empty batches on either side change nothing.
-        first.append(vec![store.batch()]);
+        first.append(vec![store.batch().into_staged()]);
         let mut empty = store.batch();
-        empty.append(vec![first]);
+        empty.append(vec![first.into_staged()]);
         assert_eq!(empty.batch.len(), 7, "every record of every batch");
         assert_eq!(empty.horizons, vec![(0, 5), (1, 15)]);
         store.commit(empty).unwrap();
