@@ -147,26 +147,42 @@ impl Metrics {
 /// (program, rule, kind, unit) of accrual records.
 pub type RecordKey = (Arc<str>, Arc<str>, &'static str, Arc<str>);
 
-/// Records and amounts per [`RecordKey`], tallied per batch.
+/// Records and amounts per [`RecordKey`], tallied per batch. A batch's
+/// records have a few keys, made of the rules' shared names: found by a
+/// scan comparing pointers first, no key built or hashed per record.
 #[derive(Debug, Default)]
-pub struct RecordTally(pub BTreeMap<RecordKey, (u64, Decimal)>);
+pub struct RecordTally(Vec<(RecordKey, u64, Decimal)>);
 
 impl RecordTally {
     pub fn add(&mut self, r: &crate::accrue::AccrualRecord) {
-        let e = self
-            .0
-            .entry((r.program.clone(), r.rule_id.clone(), r.kind.name(), r.unit.clone()))
-            .or_insert((0, Decimal::ZERO));
-        e.0 += 1;
-        e.1 += r.amount;
+        let kind = r.kind.name();
+        let found = self.0.iter_mut().find(|((program, rule, k, unit), ..)| {
+            *rule == r.rule_id && *k == kind && *program == r.program && *unit == r.unit
+        });
+        match found {
+            Some((_, n, amount)) => {
+                *n += 1;
+                *amount += r.amount;
+            }
+            None => self.0.push(((r.program.clone(), r.rule_id.clone(), kind, r.unit.clone()), 1, r.amount)),
+        }
     }
 
     pub fn merge(&mut self, other: RecordTally) {
-        for (key, (n, amount)) in other.0 {
-            let e = self.0.entry(key).or_insert((0, Decimal::ZERO));
-            e.0 += n;
-            e.1 += amount;
+        for (key, n, amount) in other.0 {
+            match self.0.iter_mut().find(|(k, ..)| *k == key) {
+                Some((_, total, sum)) => {
+                    *total += n;
+                    *sum += amount;
+                }
+                None => self.0.push((key, n, amount)),
+            }
         }
+    }
+
+    /// Each key's records and amount.
+    pub fn iter(&self) -> impl Iterator<Item = (&RecordKey, u64, Decimal)> {
+        self.0.iter().map(|(key, n, amount)| (key, *n, *amount))
     }
 }
 
@@ -194,18 +210,17 @@ pub fn cycle(metrics: Option<&Metrics>, report: &CycleReport) {
         counter!(EVENTS_CONSUMED, "partition" => partition.to_string()).increment(*messages);
         histogram!(BATCH_EVENTS).record(*messages as f64);
     }
-    for ((program, rule, kind, _), (n, _)) in &report.records.0 {
+    for ((program, rule, kind, _), n, _) in report.records.iter() {
         counter!(RECORDS_EMITTED, "program" => program.to_string(), "rule" => rule.to_string(), "kind" => *kind)
-            .increment(*n);
+            .increment(n);
     }
     if let Some(m) = metrics {
         m.add_amounts(
             report
                 .records
-                .0
                 .iter()
-                .filter(|((p, ..), _)| !p.is_empty())
-                .map(|((p, _, k, u), (_, a))| (&**p, *k, &**u, *a)),
+                .filter(|((p, ..), ..)| !p.is_empty())
+                .map(|((p, _, k, u), _, a)| (&**p, *k, &**u, a)),
         );
     }
     for (reason, n) in &report.dead_letters {
@@ -265,4 +280,54 @@ pub fn info(rules_name: &str, rules_version: &str) {
     }
     gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accrue::{AccrualRecord, RecordKind};
+    use crate::time::Timestamp;
+
+    fn record(program: &str, rule: &str, kind: RecordKind, amount: i64) -> AccrualRecord {
+        AccrualRecord {
+            accrual_id: String::new(),
+            source_event_id: String::new(),
+            account_id: String::new(),
+            program: Arc::from(program),
+            rule_id: Arc::from(rule),
+            kind,
+            amount: Decimal::new(amount, 2),
+            unit: Arc::from("RUB"),
+            balance_after: Decimal::ZERO,
+            pending_after: Decimal::ZERO,
+            value: None,
+            rules_version: Arc::from("v"),
+            occurred_at: Timestamp(0),
+            explanation: String::new(),
+        }
+    }
+
+    #[test]
+    fn tallies_by_key_whatever_the_names_allocation() {
+        let mut a = RecordTally::default();
+        // Equal names in different allocations are one key.
+        a.add(&record("cashback", "base", RecordKind::Earn, 150));
+        a.add(&record("cashback", "base", RecordKind::Earn, 25));
+        a.add(&record("cashback", "base", RecordKind::Clawback, -40));
+        a.add(&record("points", "base", RecordKind::Earn, 700));
+        let mut b = RecordTally::default();
+        b.add(&record("points", "base", RecordKind::Earn, 300));
+        b.add(&record("cashback", "groceries", RecordKind::Earn, 5));
+        a.merge(b);
+        let mut got: Vec<(String, String, &str, u64, Decimal)> =
+            a.iter().map(|((p, r, k, _), n, amount)| (p.to_string(), r.to_string(), *k, n, amount)).collect();
+        got.sort();
+        let want = vec![
+            ("cashback".into(), "base".into(), "clawback", 1, Decimal::new(-40, 2)),
+            ("cashback".into(), "base".into(), "earn", 2, Decimal::new(175, 2)),
+            ("cashback".into(), "groceries".into(), "earn", 1, Decimal::new(5, 2)),
+            ("points".into(), "base".into(), "earn", 2, Decimal::new(1000, 2)),
+        ];
+        assert_eq!(got, want);
+    }
 }
