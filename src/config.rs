@@ -194,7 +194,7 @@ fn default_account_cache_mb() -> usize {
     256
 }
 fn default_workers() -> usize {
-    2
+    1
 }
 fn default_kafka_timeout_ms() -> u64 {
     30_000

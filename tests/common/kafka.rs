@@ -122,6 +122,9 @@ state_dir = "{state}"
 rules = "{rules}"
 commit_interval_ms = 50
 kafka_timeout_ms = 10000
+# More than the default of one: the broker tests cover partitions
+# processed in parallel and appended into one commit.
+workers = 2
 {extra_engine}
 
 {sections}
