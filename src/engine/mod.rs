@@ -675,7 +675,10 @@ impl Engine {
         let waiting = Instant::now();
         self.finish_inflight()?;
         report.waiting = waiting.elapsed();
-        let mut batch = store.batch();
+        // The workers' batches as they are, the cycle's own changes after
+        // them (they touch other keys: journal entries, outbox below the
+        // committed offsets).
+        let mut batch = store.batch_from(staged);
         self.stage_housekeeping(&mut batch);
         // Handed to the producer on a thread of their own while the RocksDB
         // commit runs here, so librdkafka sends them meanwhile; none is
@@ -683,7 +686,6 @@ impl Engine {
         // RocksDB commit. A crash in between leaves an open transaction the
         // next start aborts.
         let id = self.journal.open(&mut batch, &offsets);
-        batch.append(staged);
         let txn_text = id.to_string();
         let (producer, topics, failpoint) = (&*self.producer, &self.config.kafka.topics, &*self.failpoint);
         let (failed, committed) = std::thread::scope(|scope| {

@@ -370,8 +370,7 @@ mod tests {
                 .filter(|w| !w.messages.is_empty())
                 .collect();
             let (staged, done) = workers.process(buffer.clone(), work).expect("processed");
-            let mut batch = store.batch();
-            batch.append(staged);
+            let batch = store.batch_from(staged);
             let mut sinks = Vec::new();
             for mut d in done {
                 for (offset, entry) in d.sink.entries() {

@@ -468,38 +468,50 @@ impl LedgerBatch<'_> {
     pub fn into_staged(self) -> Staged {
         Staged { batch: self.batch, horizons: self.horizons }
     }
+}
 
-    /// Adds the changes of `others` after this batch's, to commit as one:
-    /// the workers of a cycle stage their partitions apart, in parallel.
-    pub fn append(&mut self, others: Vec<Staged>) {
-        let mut batches = Vec::with_capacity(others.len());
-        for other in others {
-            self.horizons.extend(other.horizons);
-            if !other.batch.is_empty() {
-                batches.push(other.batch);
-            }
-        }
-        if batches.is_empty() {
-            return;
-        }
-        if self.batch.is_empty() && batches.len() == 1 {
-            self.batch = batches.remove(0);
-            return;
-        }
-        // A WriteBatch's bytes are a 12-byte header (a sequence number,
-        // then the record count as a little-endian u32) and its records,
-        // so batches concatenate as RocksDB's own WriteBatchInternal::Append
-        // does it: one header, every batch's records, the counts added.
-        let ours = self.batch.data();
-        let count: usize = self.batch.len() + batches.iter().map(WriteBatch::len).sum::<usize>();
-        let size = ours.len() + batches.iter().map(|b| b.data().len() - WRITE_BATCH_HEADER).sum::<usize>();
-        let mut data = Vec::with_capacity(size);
-        data.extend_from_slice(ours);
-        data[8..12].copy_from_slice(&(count as u32).to_le_bytes());
-        for b in &batches {
-            data.extend_from_slice(&b.data()[WRITE_BATCH_HEADER..]);
-        }
-        self.batch = WriteBatch::from_data(&data);
+/// The changes of `batches`, in one. The biggest is kept as it is and the
+/// others' records are added after its own, so a cycle's megabytes are
+/// copied only for the smaller batches: the caller's changes must not
+/// depend on their order (a cycle's partitions and its housekeeping touch
+/// different keys).
+fn concatenate(mut batches: Vec<Staged>) -> Staged {
+    batches.retain(|b| !b.batch.is_empty() || !b.horizons.is_empty());
+    let biggest = (0..batches.len()).max_by_key(|&i| (batches[i].batch.data().len(), std::cmp::Reverse(i)));
+    let Some(biggest) = biggest else {
+        return Staged { batch: WriteBatch::default(), horizons: Vec::new() };
+    };
+    let mut base = batches.remove(biggest);
+    for other in &mut batches {
+        base.horizons.append(&mut other.horizons);
+    }
+    batches.retain(|b| !b.batch.is_empty());
+    if batches.is_empty() {
+        return base;
+    }
+    // A WriteBatch's bytes are a 12-byte header (a sequence number, then
+    // the record count as a little-endian u32) and its records, so batches
+    // concatenate as RocksDB's own WriteBatchInternal::Append does it: one
+    // header, every batch's records, the counts added.
+    let count: usize = base.batch.len() + batches.iter().map(|b| b.batch.len()).sum::<usize>();
+    let ours = base.batch.data();
+    let size = ours.len() + batches.iter().map(|b| b.batch.data().len() - WRITE_BATCH_HEADER).sum::<usize>();
+    let mut data = Vec::with_capacity(size);
+    data.extend_from_slice(ours);
+    data[8..12].copy_from_slice(&(count as u32).to_le_bytes());
+    for b in &batches {
+        data.extend_from_slice(&b.batch.data()[WRITE_BATCH_HEADER..]);
+    }
+    base.batch = WriteBatch::from_data(&data);
+    base
+}
+
+impl Store {
+    /// A batch made of a cycle's staged changes (see [`concatenate`]), for
+    /// the cycle's own changes to be added to.
+    pub fn batch_from(&self, staged: Vec<Staged>) -> LedgerBatch<'_> {
+        let Staged { batch, horizons } = concatenate(staged);
+        LedgerBatch { store: self, batch, scratch: Writer::with_capacity(512), horizons }
     }
 }
 
@@ -582,15 +594,25 @@ mod tests {
         second.set_progress(1, Progress { next_offset: 5, stream_time: Timestamp(20) }, 5);
         let mut third = store.batch();
         third.put_meta(b"third", b"3");
-        first.append(vec![second.into_staged(), store.batch().into_staged(), third.into_staged()]);
-        // Empty batches on either side change nothing.
-        first.append(vec![store.batch().into_staged()]);
-        let mut empty = store.batch();
-        empty.append(vec![first.into_staged()]);
-        assert_eq!(empty.batch.len(), 7, "every record of every batch");
+        let second_only = second.batch.data().to_vec();
+        let mut one = store.batch_from(vec![store.batch().into_staged(), second.into_staged()]);
+        assert_eq!(one.batch.data(), &second_only[..], "a batch alone is taken as it is");
+        let second = std::mem::replace(&mut one, store.batch());
+        let mut empty = store.batch_from(vec![
+            first.into_staged(),
+            store.batch().into_staged(),
+            second.into_staged(),
+            third.into_staged(),
+        ]);
+        // The cycle's own changes go after the staged ones.
+        empty.put_meta(b"fourth", b"4");
+        assert_eq!(empty.batch.len(), 8, "every record of every batch");
+        empty.horizons.sort_unstable();
         assert_eq!(empty.horizons, vec![(0, 5), (1, 15)]);
+        assert!(store.batch_from(Vec::new()).is_empty());
         store.commit(empty).unwrap();
         assert_eq!(store.meta(b"third").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(store.meta(b"fourth").unwrap(), Some(b"4".to_vec()));
         assert_eq!(store.seen(0, "e-1", Timestamp(10), 5).unwrap(), Some(Timestamp(10)));
         assert_eq!(store.seen(1, "e-2", Timestamp(20), 5).unwrap(), Some(Timestamp(20)));
         assert_eq!(store.account(0, "a-1").unwrap().map(|s| s.watermark), Some(Timestamp(1)));
