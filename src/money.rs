@@ -264,6 +264,27 @@ fn round_by_division(value: Decimal, step: Decimal, mode: RoundingMode) -> Optio
     rounded.checked_mul(step)
 }
 
+/// `m / divisor` (divisor > 0) rounded by `mode`, in the signed type `$t`
+/// whose unsigned twin is `$u`: one rule for both widths, the 64-bit one
+/// sparing amounts that fit it a 128-bit division.
+macro_rules! rounded_quotient {
+    ($m:expr, $divisor:expr, $mode:expr, $t:ty, $u:ty) => {{
+        let (m, divisor): ($t, $t) = ($m, $divisor);
+        let (q, r) = (m.div_euclid(divisor), m.rem_euclid(divisor));
+        match $mode {
+            RoundingMode::Floor => q,
+            RoundingMode::Ceiling if r > 0 => q + 1,
+            RoundingMode::Ceiling => q,
+            // Half away from zero: compare the remainder of |m|.
+            RoundingMode::HalfUp => {
+                let (abs, d) = (m.unsigned_abs(), divisor as $u);
+                let aq = if (abs % d) * 2 >= d { abs / d + 1 } else { abs / d } as $t;
+                if m < 0 { -aq } else { aq }
+            }
+        }
+    }};
+}
+
 /// Steps that are powers of ten (`0.01`, `1`, `10`, `100`...), the common
 /// case: the same number at the same scale as dividing, rounding and
 /// multiplying back, in integer arithmetic on the mantissa instead of two
@@ -282,19 +303,7 @@ fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<
         // Amounts fit 64 bits: the same arithmetic without 128-bit division.
         i128::from(round_i64(small, 10i64.pow(drop as u32), mode))
     } else if drop <= MAX_SCALE {
-        let divisor = 10i128.pow(drop as u32);
-        let (q, r) = (m.div_euclid(divisor), m.rem_euclid(divisor));
-        match mode {
-            RoundingMode::Floor => q,
-            RoundingMode::Ceiling if r > 0 => q + 1,
-            RoundingMode::Ceiling => q,
-            // Half away from zero: compare the remainder of |m|.
-            RoundingMode::HalfUp => {
-                let (aq, ar) = (m.abs() / divisor, m.abs() % divisor);
-                let aq = if ar * 2 >= divisor { aq + 1 } else { aq };
-                if m < 0 { -aq } else { aq }
-            }
-        }
+        rounded_quotient!(m, 10i128.pow(drop as u32), mode, i128, u128)
     } else {
         return None;
     };
@@ -312,17 +321,7 @@ fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<
 
 /// `m / divisor` rounded by `mode`, as the 128-bit path rounds it.
 fn round_i64(m: i64, divisor: i64, mode: RoundingMode) -> i64 {
-    let (q, r) = (m.div_euclid(divisor), m.rem_euclid(divisor));
-    match mode {
-        RoundingMode::Floor => q,
-        RoundingMode::Ceiling if r > 0 => q + 1,
-        RoundingMode::Ceiling => q,
-        RoundingMode::HalfUp => {
-            let (aq, ar) = (m.unsigned_abs() / divisor as u64, m.unsigned_abs() % divisor as u64);
-            let aq = if ar * 2 >= divisor as u64 { aq + 1 } else { aq } as i64;
-            if m < 0 { -aq } else { aq }
-        }
-    }
+    rounded_quotient!(m, divisor, mode, i64, u64)
 }
 
 /// `Some(k)` when `m` is `10^k`.
