@@ -8,11 +8,12 @@
 //! worker or on how many there are: the same inputs in the same order,
 //! from the same committed state.
 //!
-//! Each worker is a thread that lives as long as the engine (a thread per
-//! cycle would also give the allocator a new heap per cycle, and the
-//! account states it leaves in the cache kept those heaps alive: +450 MiB
-//! of peak RSS over 2M events). The cycle's messages stay in one buffer,
-//! shared with the workers while they run.
+//! Each worker is a thread that lives as long as the engine, so a cycle
+//! pays no thread start and each worker keeps one allocator heap. (Two
+//! workers still peak higher than one over 2M events, 1.3-1.4 GiB against
+//! ~0.9: two heaps, two caches' worth of decoded states, two batches; see
+//! docs/tuning.md.) The cycle's messages stay in one buffer, shared with
+//! the workers while they run.
 //!
 //! A partition stays with its worker while it is owned, so the worker's
 //! cache of its accounts is the only one holding them and stays valid; a
