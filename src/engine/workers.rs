@@ -11,7 +11,7 @@
 //! Each worker is a thread that lives as long as the engine, so a cycle
 //! pays no thread start and each worker keeps one allocator heap. (Two
 //! workers still peak higher than one over 2M events, 1.3-1.4 GiB against
-//! ~0.9: two heaps, two caches' worth of decoded states, two batches; see
+//! ~0.9: two allocator heaps each holding its peak, two batches; see
 //! docs/tuning.md.) The cycle's messages stay in one buffer, shared with
 //! the workers while they run.
 //!
