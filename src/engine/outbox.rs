@@ -171,13 +171,16 @@ impl OutboxSink {
     /// entry (version, count, messages).
     fn close(&mut self) {
         let Some((offset, count)) = self.open.take() else { return };
-        let mut header = Writer::with_capacity(12);
-        header.u8(OUTBOX_FORMAT);
-        header.u64(count as u64);
+        // The entry's head (version, count) is written straight after its
+        // length, which counts it: one byte, plus the count's varint.
+        let count = count as u64;
+        let head = 1 + (u64::BITS - (count | 1).leading_zeros()).div_ceil(7) as usize;
         self.buf.u64(offset);
-        self.buf.u64((header.buf.len() + self.messages.buf.len()) as u64);
+        self.buf.u64((head + self.messages.buf.len()) as u64);
         let start = self.buf.buf.len();
-        self.buf.buf.extend_from_slice(&header.buf);
+        self.buf.u8(OUTBOX_FORMAT);
+        self.buf.u64(count);
+        debug_assert_eq!(self.buf.buf.len() - start, head);
         self.buf.buf.extend_from_slice(&self.messages.buf);
         self.messages.buf.clear();
         self.entries.push((offset, start..self.buf.buf.len()));
@@ -324,9 +327,8 @@ mod tests {
             }
         }
         assert!(stored_entries(3, &[9]).is_err() && stored_entries(3, &[]).is_err());
-        let recycled = sink.recycle(4);
+        let mut recycled = sink.recycle(4);
         assert!(recycled.entries.is_empty());
-        let mut recycled = recycled;
         assert!(recycled.stored().is_none(), "nothing to store for a batch that publishes nothing");
         let bytes = &entries[0].1;
         for cut in 0..bytes.len() {

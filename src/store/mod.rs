@@ -376,7 +376,7 @@ impl Store {
 }
 
 /// A batch's changes apart from the store they were staged for, to send
-/// to another thread and append there (see [`LedgerBatch::append`]).
+/// to another thread and combine there (see [`Store::batch_from`]).
 pub struct Staged {
     batch: WriteBatch,
     horizons: Vec<(u32, i64)>,
@@ -475,35 +475,38 @@ impl LedgerBatch<'_> {
 /// copied only for the smaller batches: the caller's changes must not
 /// depend on their order (a cycle's partitions and its housekeeping touch
 /// different keys).
-fn concatenate(mut batches: Vec<Staged>) -> Staged {
-    batches.retain(|b| !b.batch.is_empty() || !b.horizons.is_empty());
-    let biggest = (0..batches.len()).max_by_key(|&i| (batches[i].batch.data().len(), std::cmp::Reverse(i)));
-    let Some(biggest) = biggest else {
-        return Staged { batch: WriteBatch::default(), horizons: Vec::new() };
-    };
-    let mut base = batches.remove(biggest);
-    for other in &mut batches {
-        base.horizons.append(&mut other.horizons);
+fn concatenate(batches: Vec<Staged>) -> Staged {
+    let mut horizons = Vec::new();
+    let mut others = Vec::with_capacity(batches.len());
+    for staged in batches {
+        horizons.extend(staged.horizons);
+        if !staged.batch.is_empty() {
+            others.push(staged.batch);
+        }
     }
-    batches.retain(|b| !b.batch.is_empty());
-    if batches.is_empty() {
-        return base;
+    let Some(biggest) = (0..others.len()).max_by_key(|&i| (others[i].data().len(), std::cmp::Reverse(i)))
+    else {
+        return Staged { batch: WriteBatch::default(), horizons };
+    };
+    let mut base = others.remove(biggest);
+    if others.is_empty() {
+        return Staged { batch: base, horizons };
     }
     // A WriteBatch's bytes are a 12-byte header (a sequence number, then
     // the record count as a little-endian u32) and its records, so batches
     // concatenate as RocksDB's own WriteBatchInternal::Append does it: one
     // header, every batch's records, the counts added.
-    let count: usize = base.batch.len() + batches.iter().map(|b| b.batch.len()).sum::<usize>();
-    let ours = base.batch.data();
-    let size = ours.len() + batches.iter().map(|b| b.batch.data().len() - WRITE_BATCH_HEADER).sum::<usize>();
+    let count: usize = base.len() + others.iter().map(WriteBatch::len).sum::<usize>();
+    let ours = base.data();
+    let size = ours.len() + others.iter().map(|b| b.data().len() - WRITE_BATCH_HEADER).sum::<usize>();
     let mut data = Vec::with_capacity(size);
     data.extend_from_slice(ours);
     data[8..12].copy_from_slice(&(count as u32).to_le_bytes());
-    for b in &batches {
-        data.extend_from_slice(&b.batch.data()[WRITE_BATCH_HEADER..]);
+    for b in &others {
+        data.extend_from_slice(&b.data()[WRITE_BATCH_HEADER..]);
     }
-    base.batch = WriteBatch::from_data(&data);
-    base
+    base = WriteBatch::from_data(&data);
+    Staged { batch: base, horizons }
 }
 
 impl Store {
@@ -595,9 +598,8 @@ mod tests {
         let mut third = store.batch();
         third.put_meta(b"third", b"3");
         let second_only = second.batch.data().to_vec();
-        let mut one = store.batch_from(vec![store.batch().into_staged(), second.into_staged()]);
-        assert_eq!(one.batch.data(), &second_only[..], "a batch alone is taken as it is");
-        let second = std::mem::replace(&mut one, store.batch());
+        let second = store.batch_from(vec![store.batch().into_staged(), second.into_staged()]);
+        assert_eq!(second.batch.data(), &second_only[..], "a batch alone is taken as it is");
         let mut empty = store.batch_from(vec![
             first.into_staged(),
             store.batch().into_staged(),
