@@ -76,6 +76,11 @@ pub fn commit(
         }
     }
     failpoint.hit("before-kafka-commit");
+    if failpoint.trips("fail-kafka-commit") {
+        // As a commit that times out: slow, then abortable.
+        std::thread::sleep(Duration::from_millis(300));
+        return Err(TxnFailure::Abortable("failpoint fail-kafka-commit: the commit failed".into()));
+    }
     let mut attempt = 0;
     loop {
         match producer.commit_transaction(timeout) {
@@ -88,6 +93,19 @@ pub fn commit(
     // Serve delivery reports so their queue never grows.
     producer.poll(Duration::ZERO);
     Ok(())
+}
+
+/// Aborts the open transaction. librdkafka waits for the delivery reports
+/// of what was sent, which nobody serves during the call on a
+/// `BaseProducer`: so they are served here while it runs on a thread.
+pub fn abort(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaError> {
+    std::thread::scope(|scope| {
+        let aborting = scope.spawn(|| producer.abort_transaction(timeout));
+        while !aborting.is_finished() {
+            producer.poll(Duration::from_millis(10));
+        }
+        aborting.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Runs [`commit`] on a new thread; the gate is busy until it ends.

@@ -5,16 +5,24 @@
 //! each message it publishes (header `accrual.txn`; also set as the metadata
 //! of the offsets it commits, for operators, where the broker keeps it). The
 //! epoch grows at every start and every new producer. An entry is written
-//! `open` in the same RocksDB batch as the state it publishes, and that batch
-//! also records the outcome of the transaction before it, so at most one
-//! entry is ever open when the process dies. At the next start, after
-//! `init_transactions` has completed or aborted it, that entry is decided
-//! from the group's committed offsets: a transaction commits its input
-//! offsets atomically, and nothing of ours commits after it, so it committed
-//! if and only if every partition's committed offset has reached the offset
-//! it carried. So the engine always knows which of its transactions
-//! committed, and a reader on a broker that does not filter aborted
-//! transactions can tell an extra copy from a committed one.
+//! `open` in the same RocksDB batch as the state it publishes. That batch
+//! also records the outcome of every earlier transaction already known;
+//! the one still committing on its own thread (the previous cycle's) is
+//! recorded with the next batch. So at most two entries are open when the
+//! process dies, and at the next start, after `init_transactions` has
+//! completed or aborted what was in flight, each is decided from the
+//! group's committed offsets. That is sound because:
+//! - our transactions commit one at a time, in order, and each moves every
+//!   partition it names past where any earlier one left it;
+//! - a transaction that failed is recorded `aborted` before any later one
+//!   begins (and before its partitions can move to another instance).
+//!
+//! So an entry still open either committed, and every partition's committed
+//! offset has reached the offset it carried, or it did not and nothing
+//! after it did, and some partition's has not. So the engine always knows
+//! which of its transactions committed, and a reader on a broker that does
+//! not filter aborted transactions can tell an extra copy from a committed
+//! one.
 
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::store::{LedgerBatch, Store, StoreError};
@@ -197,22 +205,19 @@ impl Journal {
     }
 
     /// Decides entries left `open` by a crash. `committed_offset` gives a
-    /// partition's committed offset in the group. Only the newest open entry
-    /// can have committed (see the module docs); older ones are aborted.
-    /// Returns the decided entries.
+    /// partition's committed offset in the group: an entry committed if and
+    /// only if every partition's has reached the offset it carried (see the
+    /// module docs). Returns the decided entries, oldest first.
     pub fn resolve_open(
         &self,
         store: &Store,
         committed_offset: impl Fn(u32) -> Option<u64>,
     ) -> Result<Vec<(TxnId, TxnStatus)>, StoreError> {
-        let open: Vec<JournalEntry> =
-            Self::entries(store)?.into_iter().filter(|e| e.status == TxnStatus::Open).collect();
         let mut decided = Vec::new();
         let mut batch = store.batch();
-        for (i, entry) in open.iter().enumerate() {
-            let newest = i + 1 == open.len();
+        for entry in Self::entries(store)?.into_iter().filter(|e| e.status == TxnStatus::Open) {
             let reached = entry.offsets.iter().all(|&(p, x)| committed_offset(p).is_some_and(|y| y >= x));
-            let status = if newest && reached { TxnStatus::Committed } else { TxnStatus::Aborted };
+            let status = if reached { TxnStatus::Committed } else { TxnStatus::Aborted };
             let id = TxnId { instance: self.instance.clone(), epoch: entry.epoch, seq: entry.seq };
             Self::mark(&mut batch, &id, status, &entry.offsets);
             decided.push((id, status));
@@ -271,5 +276,31 @@ mod tests {
         store.commit(batch).unwrap();
         let decided = j3.resolve_open(&store, |p| Some(if p == 0 { 20 } else { 8 })).unwrap();
         assert_eq!(decided, vec![(d, TxnStatus::Aborted)]);
+
+        // A crash while the previous transaction committed and the next one
+        // was written: the older committed (its offsets were reached), the
+        // newer did not, though it shares partition 0 with it.
+        let mut j4 = Journal::start(&store, "node-1").unwrap();
+        let mut batch = store.batch();
+        let e = j4.open(&mut batch, &[(0, 30), (1, 12)]);
+        store.commit(batch).unwrap();
+        let mut batch = store.batch();
+        let f = j4.open(&mut batch, &[(0, 41), (2, 3)]);
+        store.commit(batch).unwrap();
+        let committed = |p| match p {
+            0 => Some(30),
+            1 => Some(12),
+            _ => None,
+        };
+        let decided = j4.resolve_open(&store, committed).unwrap();
+        assert_eq!(decided, vec![(e.clone(), TxnStatus::Committed), (f.clone(), TxnStatus::Aborted)]);
+        // Both committed: both decided so.
+        let mut batch = store.batch();
+        let g = j4.open(&mut batch, &[(0, 50)]);
+        let h = j4.open(&mut batch, &[(0, 60), (1, 13)]);
+        store.commit(batch).unwrap();
+        let decided = j4.resolve_open(&store, |p| Some(if p == 0 { 60 } else { 13 })).unwrap();
+        assert_eq!(decided, vec![(g, TxnStatus::Committed), (h, TxnStatus::Committed)]);
+        assert!(Journal::entries(&store).unwrap().iter().all(|e| e.status != TxnStatus::Open));
     }
 }

@@ -90,7 +90,8 @@ pub struct RunSummary {
 }
 
 /// Test-only crash points, from `ACCRUAL_FAILPOINT=<point>[:<n>]`: the
-/// process aborts at the n-th time (default first) it reaches `<point>`.
+/// process aborts at the n-th time (default first) it reaches `<point>`
+/// (or, for a failure point, that one call fails).
 struct Failpoint {
     point: Option<(String, u64)>,
     hits: AtomicU64,
@@ -111,6 +112,14 @@ impl Failpoint {
             if point == name {
                 std::thread::sleep(Duration::from_millis(*ms));
             }
+        }
+    }
+
+    /// A test-only failure: true once, the n-th time `<point>` is reached.
+    fn trips(&self, name: &str) -> bool {
+        match &self.point {
+            Some((point, n)) if point == name => self.hits.fetch_add(1, Ordering::SeqCst) + 1 == *n,
+            _ => false,
         }
     }
 
@@ -279,13 +288,28 @@ pub fn run(
     Ok(engine.summary)
 }
 
-/// A cycle whose state is committed and whose Kafka commit is running.
-struct InFlight {
+/// A cycle whose state is committed, and its Kafka transaction.
+struct CommittedCycle {
     id: TxnId,
     offsets: Vec<(u32, u64)>,
     report: crate::metrics::CycleReport,
+    /// When its Kafka commit started.
     started: Instant,
+}
+
+/// A cycle whose Kafka commit is running.
+struct InFlight {
+    cycle: CommittedCycle,
     handle: std::thread::JoinHandle<committer::Finished>,
+}
+
+/// The outcome of a Kafka commit thread (a panic counts as fatal).
+fn join_commit(handle: std::thread::JoinHandle<committer::Finished>) -> committer::Finished {
+    handle.join().unwrap_or_else(|_| committer::Finished {
+        result: Err(TxnFailure::Fatal("the Kafka commit thread panicked".into())),
+        at: Instant::now(),
+        wall_ms: wall_clock().0,
+    })
 }
 
 /// One polled message, copied out of librdkafka's buffer.
@@ -301,7 +325,8 @@ struct Polled {
 impl Engine {
     /// Decides the transaction a crash left open (see [`journal`]).
     fn resolve_journal(&mut self) -> Result<(), EngineError> {
-        let open: Vec<u32> = Journal::entries(&self.store)?
+        // Each partition once, though two entries may name it.
+        let open: std::collections::BTreeSet<u32> = Journal::entries(&self.store)?
             .iter()
             .filter(|e| e.status == TxnStatus::Open)
             .flat_map(|e| e.offsets.iter().map(|&(p, _)| p))
@@ -496,8 +521,8 @@ impl Engine {
         let started = Instant::now();
         let store = self.store.clone();
         loop {
-            // The previous transaction's outcome goes in the same batch as
-            // this one's open entry: at most one entry is ever open.
+            // Every outcome known goes in the same batch as this one's open
+            // entry; nothing else is in flight (see [`journal`]).
             let mut batch = store.batch();
             self.stage_housekeeping(&mut batch);
             let id = self.journal.open(&mut batch, &offsets);
@@ -536,7 +561,7 @@ impl Engine {
         let last = match failure {
             TxnFailure::Abortable(e) => {
                 tracing::warn!(txn = %id, error = %e, "transaction failed; aborting and publishing again");
-                if let Err(abort) = self.producer.abort_transaction(self.timeout) {
+                if let Err(abort) = committer::abort(&self.producer, self.timeout) {
                     tracing::warn!(error = %abort, "abort failed; replacing the producer");
                     self.replace_producer()?;
                 }
@@ -670,48 +695,57 @@ impl Engine {
             progress_after.push((p, progress));
         }
         report.processing = started.elapsed();
-        // The previous transaction ends (or is published again) before this
-        // one begins; its outcome rides in this WriteBatch.
+        // An outcome already known rides in this WriteBatch (a failed
+        // transaction is published again first, keeping them in order).
         let waiting = Instant::now();
-        self.finish_inflight()?;
+        if self.inflight.as_ref().is_some_and(|f| f.handle.is_finished()) {
+            self.finish_inflight()?;
+        }
         report.waiting = waiting.elapsed();
         // The workers' batches as they are, the cycle's own changes after
         // them (they touch other keys: journal entries, outbox below the
         // committed offsets).
         let mut batch = store.batch_from(staged);
         self.stage_housekeeping(&mut batch);
-        // Handed to the producer on a thread of their own while the RocksDB
-        // commit runs here, so librdkafka sends them meanwhile; none is
-        // visible to readers before the Kafka commit, which waits for the
-        // RocksDB commit. A crash in between leaves an open transaction the
-        // next start aborts.
+        // Opened while the previous transaction may still be committing:
+        // then two entries are open, each decided from the offsets after a
+        // crash (see [`journal`]).
         let id = self.journal.open(&mut batch, &offsets);
         let txn_text = id.to_string();
+        let previous = self.inflight.take();
+        let two_open = previous.is_some();
         let (producer, topics, failpoint) = (&*self.producer, &self.config.kafka.topics, &*self.failpoint);
-        let (failed, committed) = std::thread::scope(|scope| {
+        let ((previous, produced), committed) = std::thread::scope(|scope| {
             let sinks = &mut sinks;
             let txn = &txn_text;
-            let producing = scope.spawn(move || {
-                let started = Instant::now();
-                let failed = producer.begin_transaction().err().map(classify).or_else(|| {
-                    let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
-                    produce(producer, topics, txn, entries).err()
+            // The Kafka side, while RocksDB commits here: the previous
+            // transaction ends, then this one begins and its records go to
+            // the producer, so librdkafka sends them meanwhile. None is
+            // visible to readers before the Kafka commit, which waits for
+            // the RocksDB commit; a crash in between leaves an open
+            // transaction the next start aborts.
+            let kafka_side = scope.spawn(move || {
+                let previous = previous.map(|f| {
+                    let finished = join_commit(f.handle);
+                    (f.cycle, finished)
                 });
-                (failed, started.elapsed())
+                let produced = previous.as_ref().is_none_or(|(_, f)| f.result.is_ok()).then(|| {
+                    let started = Instant::now();
+                    (begin_and_produce(producer, topics, txn, sinks), started.elapsed())
+                });
+                (previous, produced)
             });
             failpoint.hit("before-state-commit");
             let committing = Instant::now();
             let committed = store.commit(batch);
             report.rocksdb_commit = committing.elapsed();
-            let (failed, took) = producing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            report.producing = took;
-            (failed, committed)
+            let joining = Instant::now();
+            let kafka_side = kafka_side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            report.waiting += joining.elapsed();
+            (kafka_side, committed)
         });
-        self.workers.recycle(sinks);
         committed?;
         self.workers.committed();
-        crate::metrics::cycle(self.metrics.as_deref(), &report);
-        self.failpoint.hit("after-state-commit");
         {
             let mut a = EngineContext::lock(&self.assignment);
             for (p, progress) in progress_after {
@@ -720,6 +754,30 @@ impl Engine {
                 }
             }
         }
+        if let Some((cycle, finished)) = previous {
+            if two_open && finished.result.is_ok() {
+                self.failpoint.hit("after-previous-kafka-commit");
+            }
+            self.settle(cycle, finished)?;
+        }
+        // Not begun when the previous transaction failed: it was aborted
+        // and published again above, so this one begins now.
+        let failed = match produced {
+            Some((failed, took)) => {
+                report.producing = took;
+                failed
+            }
+            None => {
+                let started = Instant::now();
+                let failed =
+                    begin_and_produce(&self.producer, &self.config.kafka.topics, &txn_text, &mut sinks);
+                report.producing = started.elapsed();
+                failed
+            }
+        };
+        self.workers.recycle(sinks);
+        crate::metrics::cycle(self.metrics.as_deref(), &report);
+        self.failpoint.hit("after-state-commit");
         let started = Instant::now();
         let spawned = match failed {
             Some(failure) => Err(failure),
@@ -735,9 +793,10 @@ impl Engine {
                 .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
             }),
         };
+        let cycle = CommittedCycle { id, offsets, report, started };
         match spawned {
-            Ok(handle) => self.inflight = Some(InFlight { id, offsets, report, started, handle }),
-            Err(failure) => self.fail_and_republish(id, offsets, failure, started)?,
+            Ok(handle) => self.inflight = Some(InFlight { cycle, handle }),
+            Err(failure) => self.fail_and_republish(cycle.id, cycle.offsets, failure, started)?,
         }
         Ok(arena)
     }
@@ -746,11 +805,13 @@ impl Engine {
     /// failed, aborts and publishes the outbox again.
     fn finish_inflight(&mut self) -> Result<(), EngineError> {
         let Some(f) = self.inflight.take() else { return Ok(()) };
-        let finished = f.handle.join().unwrap_or_else(|_| committer::Finished {
-            result: Err(TxnFailure::Fatal("the Kafka commit thread panicked".into())),
-            at: Instant::now(),
-            wall_ms: wall_clock().0,
-        });
+        let finished = join_commit(f.handle);
+        self.settle(f.cycle, finished)
+    }
+
+    /// Records how a cycle's Kafka commit ended; if it failed, aborts and
+    /// publishes the outbox again.
+    fn settle(&mut self, f: CommittedCycle, finished: committer::Finished) -> Result<(), EngineError> {
         match finished.result {
             Ok(()) => {
                 let took = finished.at.saturating_duration_since(f.started);
@@ -789,14 +850,18 @@ impl Engine {
             offsets.into_iter().filter(|(p, _)| a.owned.contains_key(p)).collect()
         };
         if owned.is_empty() {
-            return Ok(());
+            // Recorded now: the partitions may be committed by others before
+            // our next batch, and an open entry whose offsets were reached
+            // would be taken as committed.
+            return self.flush_marks();
         }
         let ranges = self.committed_ranges(&owned)?;
         self.republish(&ranges)
     }
 
     /// For partitions about to be republished: from the group's committed
-    /// offset to the local next offset.
+    /// offset to the failed transaction's offset (a later cycle's outbox,
+    /// already committed locally, is its own transaction's).
     fn committed_ranges(&self, offsets: &[(u32, u64)]) -> Result<Vec<(u32, u64, u64)>, EngineError> {
         let mut tpl = TopicPartitionList::new();
         for &(p, _) in offsets {
@@ -863,6 +928,20 @@ impl Engine {
         let (tpl, group) = self.offsets_to_commit(txn, offsets)?;
         committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint)
     }
+}
+
+/// Begins the transaction `txn` and produces the cycle's outbox into it;
+/// the failure, if any.
+fn begin_and_produce(
+    producer: &BaseProducer,
+    topics: &crate::config::TopicsConfig,
+    txn: &str,
+    sinks: &mut [outbox::OutboxSink],
+) -> Option<TxnFailure> {
+    producer.begin_transaction().err().map(classify).or_else(|| {
+        let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
+        produce(producer, topics, txn, entries).err()
+    })
 }
 
 /// Produces the messages of encoded outbox entries into the open
