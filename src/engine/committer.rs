@@ -4,11 +4,11 @@
 //! size (about 100 ms on the local broker: as long as a whole cycle's
 //! processing). So once a cycle's state is committed in RocksDB and its
 //! records are produced, the commit runs here while the engine's thread
-//! polls and processes the next cycle; that cycle waits for the outcome
-//! before it begins its own transaction. At most one transaction is in
-//! flight, each commits (or is aborted and published again) before the
-//! next begins, and the rebalance callback waits for it, so partitions
-//! never move while their offsets are being committed.
+//! polls, processes and commits to RocksDB the next cycle; that cycle
+//! waits for the outcome before it begins its own transaction. At most one
+//! transaction is in flight, each commits (or is aborted and published
+//! again) before the next begins, and the rebalance callback waits for it,
+//! so partitions never move while their offsets are being committed.
 
 use super::{Failpoint, TxnFailure, classify};
 use rdkafka::consumer::ConsumerGroupMetadata;

@@ -5,8 +5,9 @@
 //! [`Processor`], commits state, outbox, progress and a journal entry in ONE
 //! synced RocksDB WriteBatch, then publishes the outbox and commits the
 //! input offsets in ONE Kafka transaction. The Kafka commit runs on a
-//! thread of its own while the next cycle polls and processes
-//! ([`committer`]). A failed transaction is aborted (or the producer
+//! thread of its own while the next cycle polls, processes and commits to
+//! RocksDB ([`committer`]), so two journal entries may be open at a crash
+//! ([`journal`]). A failed transaction is aborted (or the producer
 //! replaced) and the outbox is published again, never skipped. The
 //! protocol and its crash points: `docs/exactly-once.md`.
 
