@@ -11,6 +11,7 @@
 //! so partitions never move while their offsets are being committed.
 
 use super::{Failpoint, TxnFailure, classify};
+use crate::store::{Store, StoreError};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -53,6 +54,9 @@ impl Drop for Leave {
 /// What the commit thread reports.
 pub struct Finished {
     pub result: Result<(), TxnFailure>,
+    /// Whether the cycle's state was made durable first (when it was
+    /// committed to RocksDB unsynced); without it nothing was committed.
+    pub durable: Result<(), StoreError>,
     pub at: Instant,
     /// The wall clock at the end, in ms (for the end-to-end latency metric).
     pub wall_ms: i64,
@@ -67,14 +71,27 @@ pub fn commit(
     timeout: Duration,
     failpoint: &Failpoint,
 ) -> Result<(), TxnFailure> {
+    add_offsets(producer, tpl, group, timeout)?;
+    end(producer, timeout, failpoint)
+}
+
+fn add_offsets(
+    producer: &BaseProducer,
+    tpl: &TopicPartitionList,
+    group: &ConsumerGroupMetadata,
+    timeout: Duration,
+) -> Result<(), TxnFailure> {
     let mut attempt = 0;
     loop {
         match producer.send_offsets_to_transaction(tpl, group, timeout) {
-            Ok(()) => break,
+            Ok(()) => return Ok(()),
             Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
             Err(e) => return Err(classify(e)),
         }
     }
+}
+
+fn end(producer: &BaseProducer, timeout: Duration, failpoint: &Failpoint) -> Result<(), TxnFailure> {
     failpoint.hit("before-kafka-commit");
     if failpoint.trips("fail-kafka-commit") {
         // As a commit that times out: slow, then abortable.
@@ -95,6 +112,32 @@ pub fn commit(
     Ok(())
 }
 
+/// [`commit`], once `unsynced` (the store the cycle's state was committed
+/// to without a WAL sync, if so) is synced: the sync runs alongside the
+/// offsets' round trips to the broker, which make nothing visible.
+fn commit_durably(
+    producer: &BaseProducer,
+    tpl: &TopicPartitionList,
+    group: &ConsumerGroupMetadata,
+    timeout: Duration,
+    failpoint: &Failpoint,
+    unsynced: Option<&Store>,
+) -> (Result<(), TxnFailure>, Result<(), StoreError>) {
+    let (added, durable) = std::thread::scope(|scope| {
+        let syncing = unsynced.map(|store| scope.spawn(move || store.sync_wal()));
+        let added = add_offsets(producer, tpl, group, timeout);
+        let durable =
+            syncing.map_or(Ok(()), |h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (added, durable)
+    });
+    let result = match (&durable, added) {
+        (Err(e), _) => Err(TxnFailure::Abortable(format!("the state is not durable: {e}"))),
+        (Ok(()), Err(failure)) => Err(failure),
+        (Ok(()), Ok(())) => end(producer, timeout, failpoint),
+    };
+    (result, durable)
+}
+
 /// Aborts the open transaction. librdkafka waits for the delivery reports
 /// of what was sent, which nobody serves during the call on a
 /// `BaseProducer`: so they are served here while it runs on a thread.
@@ -108,7 +151,8 @@ pub fn abort(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaErro
     })
 }
 
-/// Runs [`commit`] on a new thread; the gate is busy until it ends.
+/// Runs [`commit_durably`] on a new thread; the gate is busy until it ends.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     producer: Arc<BaseProducer>,
     tpl: TopicPartitionList,
@@ -116,13 +160,15 @@ pub fn spawn(
     timeout: Duration,
     failpoint: Arc<Failpoint>,
     gate: Arc<Gate>,
+    unsynced: Option<Arc<Store>>,
 ) -> std::io::Result<JoinHandle<Finished>> {
     gate.set(true);
     let leave = Leave(gate.clone());
     std::thread::Builder::new().name("kafka-commit".into()).spawn(move || {
         let _leave = leave;
-        let result = commit(&producer, &tpl, &group, timeout, &failpoint);
-        Finished { result, at: Instant::now(), wall_ms: super::wall_clock().0 }
+        let (result, durable) =
+            commit_durably(&producer, &tpl, &group, timeout, &failpoint, unsynced.as_deref());
+        Finished { result, durable, at: Instant::now(), wall_ms: super::wall_clock().0 }
     })
 }
 

@@ -308,6 +308,7 @@ struct InFlight {
 fn join_commit(handle: std::thread::JoinHandle<committer::Finished>) -> committer::Finished {
     handle.join().unwrap_or_else(|_| committer::Finished {
         result: Err(TxnFailure::Fatal("the Kafka commit thread panicked".into())),
+        durable: Ok(()),
         at: Instant::now(),
         wall_ms: wall_clock().0,
     })
@@ -738,7 +739,9 @@ impl Engine {
             });
             failpoint.hit("before-state-commit");
             let committing = Instant::now();
-            let committed = store.commit(batch);
+            // The WAL is synced by the Kafka commit's thread, before the
+            // commit, while this thread goes on with the next cycle.
+            let committed = store.commit_unsynced(batch);
             report.rocksdb_commit = committing.elapsed();
             let joining = Instant::now();
             let kafka_side = kafka_side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -790,6 +793,7 @@ impl Engine {
                     self.timeout,
                     self.failpoint.clone(),
                     self.commits.clone(),
+                    self.config.engine.sync_wal.then(|| self.store.clone()),
                 )
                 .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
             }),
@@ -813,6 +817,9 @@ impl Engine {
     /// Records how a cycle's Kafka commit ended; if it failed, aborts and
     /// publishes the outbox again.
     fn settle(&mut self, f: CommittedCycle, finished: committer::Finished) -> Result<(), EngineError> {
+        // The WAL could not be synced: nothing was committed in Kafka, and
+        // the store takes no more writes; a restart recovers.
+        finished.durable?;
         match finished.result {
             Ok(()) => {
                 let took = finished.at.saturating_duration_since(f.started);

@@ -337,8 +337,25 @@ impl Store {
     }
 
     pub fn commit(&self, batch: LedgerBatch<'_>) -> Result<(), StoreError> {
+        self.write(batch, &self.write)
+    }
+
+    /// Commits without syncing the write-ahead log: the changes are visible
+    /// at once and survive a crash of the process, but not of the machine
+    /// until [`Store::sync_wal`] (or a synced commit) has run.
+    pub fn commit_unsynced(&self, batch: LedgerBatch<'_>) -> Result<(), StoreError> {
+        self.write(batch, &WriteOptions::default())
+    }
+
+    /// Syncs the write-ahead log: everything committed so far is durable.
+    /// Safe while other threads commit.
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(|e| self.db_err(e))
+    }
+
+    fn write(&self, batch: LedgerBatch<'_>, options: &WriteOptions) -> Result<(), StoreError> {
         let LedgerBatch { batch, horizons, .. } = batch;
-        self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))?;
+        self.db.write_opt(batch, options).map_err(|e| self.db_err(e))?;
         if let Ok(mut map) = self.dedupe_horizons.write() {
             map.extend(horizons);
         }
@@ -544,6 +561,38 @@ mod tests {
         let mut b = reader.batch();
         b.put_account(3, "a-10", &mut AccountState::default());
         assert!(reader.commit(b).is_err());
+    }
+
+    #[test]
+    fn an_unsynced_commit_is_visible_at_once_and_kept_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            let mut b = store.batch();
+            b.put_outbox(2, 40, b"records");
+            b.set_progress(2, Progress { next_offset: 41, stream_time: Timestamp(9) }, 5);
+            store.commit_unsynced(b).unwrap();
+            // Readers (the next cycle, the API) see it before the sync.
+            assert_eq!(store.progress(2).unwrap().map(|p| p.next_offset), Some(41));
+            // Synced while another thread commits.
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| {
+                    for i in 0..200u64 {
+                        let mut b = store.batch();
+                        b.put_outbox(3, i, b"more");
+                        store.commit_unsynced(b).unwrap();
+                    }
+                });
+                for _ in 0..20 {
+                    store.sync_wal().unwrap();
+                }
+                writer.join().unwrap();
+            });
+            store.sync_wal().unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert_eq!(store.outbox(2, 0).unwrap(), vec![(40, b"records".to_vec())]);
+        assert_eq!(store.outbox(3, 0).unwrap().len(), 200);
     }
 
     #[test]
