@@ -10,6 +10,7 @@
 //! again) before the next begins, and the rebalance callback waits for it,
 //! so partitions never move while their offsets are being committed.
 
+use super::journal::{Journal, TxnId, TxnStatus};
 use super::{Failpoint, TxnFailure, classify};
 use crate::store::{Store, StoreError};
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -151,23 +152,40 @@ pub fn abort(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaErro
     })
 }
 
-/// Runs [`commit_durably`] on a new thread; the gate is busy until it ends.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn(
-    producer: Arc<BaseProducer>,
-    tpl: TopicPartitionList,
-    group: ConsumerGroupMetadata,
-    timeout: Duration,
-    failpoint: Arc<Failpoint>,
-    gate: Arc<Gate>,
-    unsynced: Option<Arc<Store>>,
-) -> std::io::Result<JoinHandle<Finished>> {
+/// A cycle's Kafka commit, to run on its own thread.
+pub struct Job {
+    pub producer: Arc<BaseProducer>,
+    /// The input offsets, with the transaction id as their metadata.
+    pub tpl: TopicPartitionList,
+    pub group: ConsumerGroupMetadata,
+    pub timeout: Duration,
+    pub failpoint: Arc<Failpoint>,
+    pub store: Arc<Store>,
+    /// The cycle's state was committed unsynced: sync the WAL first.
+    pub sync: bool,
+    pub id: TxnId,
+    pub offsets: Vec<(u32, u64)>,
+}
+
+/// Runs a [`Job`] on a new thread; the gate is busy until it ends. A
+/// failed commit is recorded `aborted` before the gate opens: the
+/// rebalance callback may then hand its partitions to another instance,
+/// whose commits must not make a crash here mistake it for committed.
+pub fn spawn(job: Job, gate: Arc<Gate>) -> std::io::Result<JoinHandle<Finished>> {
     gate.set(true);
     let leave = Leave(gate.clone());
     std::thread::Builder::new().name("kafka-commit".into()).spawn(move || {
         let _leave = leave;
-        let (result, durable) =
-            commit_durably(&producer, &tpl, &group, timeout, &failpoint, unsynced.as_deref());
+        let Job { producer, tpl, group, timeout, failpoint, store, sync, id, offsets } = job;
+        let unsynced = sync.then_some(&*store);
+        let (result, durable) = commit_durably(&producer, &tpl, &group, timeout, &failpoint, unsynced);
+        if result.is_err() && durable.is_ok() {
+            let mut batch = store.batch();
+            Journal::mark(&mut batch, &id, TxnStatus::Aborted, &offsets);
+            if let Err(e) = store.commit(batch) {
+                tracing::warn!(txn = %id, error = %e, "could not record the failed transaction; the engine will");
+            }
+        }
         Finished { result, durable, at: Instant::now(), wall_ms: super::wall_clock().0 }
     })
 }

@@ -15,7 +15,8 @@
 //! - our transactions commit one at a time, in order, and each moves every
 //!   partition it names past where any earlier one left it;
 //! - a transaction that failed is recorded `aborted` before any later one
-//!   begins (and before its partitions can move to another instance).
+//!   begins, and before its partitions can move to another instance (the
+//!   commit's thread records it before the rebalance callback may go on).
 //!
 //! So an entry still open either committed, and every partition's committed
 //! offset has reached the offset it carried, or it did not and nothing

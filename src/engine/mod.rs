@@ -786,16 +786,19 @@ impl Engine {
         let spawned = match failed {
             Some(failure) => Err(failure),
             None => self.offsets_to_commit(&txn_text, &offsets).and_then(|(tpl, group)| {
-                committer::spawn(
-                    self.producer.clone(),
+                let job = committer::Job {
+                    producer: self.producer.clone(),
                     tpl,
                     group,
-                    self.timeout,
-                    self.failpoint.clone(),
-                    self.commits.clone(),
-                    self.config.engine.sync_wal.then(|| self.store.clone()),
-                )
-                .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
+                    timeout: self.timeout,
+                    failpoint: self.failpoint.clone(),
+                    store: self.store.clone(),
+                    sync: self.config.engine.sync_wal,
+                    id: id.clone(),
+                    offsets: offsets.clone(),
+                };
+                committer::spawn(job, self.commits.clone())
+                    .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
             }),
         };
         let cycle = CommittedCycle { id, offsets, report, started };
