@@ -139,6 +139,12 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
+        // A WAL file goes only once every column family has flushed what it
+        // holds; the small ones (progress, journal, timers) rarely fill a
+        // memtable, so without a bound WALs pile up to gigabytes, all
+        // replayed at the next start. Past this size the column families
+        // holding the oldest WAL are flushed.
+        db_opts.set_max_total_wal_size((options.write_buffer_bytes as u64).saturating_mul(4).max(8 << 20));
 
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let cf_options = |bloom: bool| {
@@ -561,6 +567,40 @@ mod tests {
         let mut b = reader.batch();
         b.put_account(3, "a-10", &mut AccountState::default());
         assert!(reader.commit(b).is_err());
+    }
+
+    #[test]
+    fn write_ahead_logs_stay_bounded_when_a_small_column_family_never_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions { sync: false, write_buffer_bytes: 1 << 20, ..Default::default() };
+        let store = Store::open(dir.path(), &options).unwrap();
+        let value = vec![7u8; 1 << 20];
+        for i in 0..40u64 {
+            let mut b = store.batch();
+            b.put_outbox(0, i, &value);
+            // Progress lives in a column family that never fills its
+            // memtable: it alone would keep every WAL.
+            b.set_progress(0, Progress { next_offset: i + 1, stream_time: Timestamp(0) }, 5);
+            store.commit(b).unwrap();
+            let mut b = store.batch();
+            b.clear_outbox_below(0, i);
+            store.commit(b).unwrap();
+        }
+        let wal_bytes = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wal_bytes() > 16 << 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(wal_bytes() <= 16 << 20, "{} bytes of WAL for 40 MiB written", wal_bytes());
+        assert_eq!(store.progress(0).unwrap().map(|p| p.next_offset), Some(40));
     }
 
     #[test]
