@@ -179,3 +179,31 @@ fn a_failed_kafka_commit_is_aborted_and_published_again() {
     assert!(statuses.values().all(|s| *s != TxnStatus::Open), "{statuses:?}");
     finish_and_verify(&setup, dir.path(), &config, &lines);
 }
+
+#[test]
+fn a_failed_commit_is_recorded_before_its_partitions_can_move() {
+    // The commit's thread records a failure itself, before the rebalance
+    // callback could hand the partitions to another instance: dying right
+    // after leaves it `aborted`, not open for the offsets to decide.
+    let setup = Setup::new("failed-recorded", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(3_000, 29);
+    setup.produce(dir.path(), &lines);
+    let config = setup.config(dir.path(), "node-1", "max_batch = 250");
+    let points = "fail-kafka-commit:3,after-recording-a-failed-commit";
+    let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", points)], None);
+    let status = crashed.wait(Duration::from_secs(120));
+    assert!(!status.success(), "the failpoint should have aborted the process:\n{}", crashed.log_text());
+    assert!(
+        crashed.log_text().contains("failpoint after-recording-a-failed-commit"),
+        "{}",
+        crashed.log_text()
+    );
+    // The third transaction of the first epoch failed.
+    let failed = "node-1:1:2";
+    let state_dir = dir.path().join("node-1");
+    assert_eq!(journal(&state_dir).get(failed), Some(&TxnStatus::Aborted), "{:?}", journal(&state_dir));
+    let log = finish_and_verify(&setup, dir.path(), &config, &lines);
+    assert!(!log.contains(&format!("txn={failed} ")), "decided again at the restart: {log}");
+    assert!(log.contains("recovery: publishing the outbox again"), "{log}");
+}

@@ -185,6 +185,7 @@ pub fn spawn(job: Job, gate: Arc<Gate>) -> std::io::Result<JoinHandle<Finished>>
             if let Err(e) = store.commit(batch) {
                 tracing::warn!(txn = %id, error = %e, "could not record the failed transaction; the engine will");
             }
+            failpoint.hit("after-recording-a-failed-commit");
         }
         Finished { result, durable, at: Instant::now(), wall_ms: super::wall_clock().0 }
     })
