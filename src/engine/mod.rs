@@ -717,38 +717,9 @@ impl Engine {
         let txn_text = id.to_string();
         let previous = self.inflight.take();
         let two_open = previous.is_some();
-        let (producer, topics, failpoint) = (&*self.producer, &self.config.kafka.topics, &*self.failpoint);
-        let ((previous, produced), committed) = std::thread::scope(|scope| {
-            let sinks = &mut sinks;
-            let txn = &txn_text;
-            // The Kafka side, while RocksDB commits here: the previous
-            // transaction ends, then this one begins and its records go to
-            // the producer, so librdkafka sends them meanwhile. None is
-            // visible to readers before the Kafka commit, which waits for
-            // the RocksDB commit; a crash in between leaves an open
-            // transaction the next start aborts.
-            let kafka_side = scope.spawn(move || {
-                let previous = previous.map(|f| {
-                    let finished = join_commit(f.handle);
-                    (f.cycle, finished)
-                });
-                let produced = previous.as_ref().is_none_or(|(_, f)| f.result.is_ok()).then(|| {
-                    let started = Instant::now();
-                    (begin_and_produce(producer, topics, txn, sinks), started.elapsed())
-                });
-                (previous, produced)
-            });
-            failpoint.hit("before-state-commit");
-            let committing = Instant::now();
-            // The WAL is synced by the Kafka commit's thread, before the
-            // commit, while this thread goes on with the next cycle.
-            let committed = store.commit_unsynced(batch);
-            report.rocksdb_commit = committing.elapsed();
-            let joining = Instant::now();
-            let kafka_side = kafka_side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            report.waiting += joining.elapsed();
-            (kafka_side, committed)
-        });
+        let kafka = (&*self.producer, &self.config.kafka.topics, &*self.failpoint);
+        let (previous, produced, committed) =
+            write_and_begin(&store, batch, kafka, &txn_text, &mut sinks, previous, &mut report);
         committed?;
         self.workers.committed();
         {
@@ -783,10 +754,17 @@ impl Engine {
         self.workers.recycle(sinks);
         crate::metrics::cycle(self.metrics.as_deref(), &report);
         self.failpoint.hit("after-state-commit");
-        let started = Instant::now();
+        self.start_commit(CommittedCycle { id, offsets, report, started: Instant::now() }, failed)?;
+        Ok(arena)
+    }
+
+    /// Starts the Kafka commit of `cycle`, whose records (unless `failed`)
+    /// are in its open transaction, on a thread of its own.
+    fn start_commit(&mut self, cycle: CommittedCycle, failed: Option<TxnFailure>) -> Result<(), EngineError> {
+        let txn = cycle.id.to_string();
         let spawned = match failed {
             Some(failure) => Err(failure),
-            None => self.offsets_to_commit(&txn_text, &offsets).and_then(|(tpl, group)| {
+            None => self.offsets_to_commit(&txn, &cycle.offsets).and_then(|(tpl, group)| {
                 let job = committer::Job {
                     producer: self.producer.clone(),
                     tpl,
@@ -795,19 +773,18 @@ impl Engine {
                     failpoint: self.failpoint.clone(),
                     store: self.store.clone(),
                     sync: self.config.engine.sync_wal,
-                    id: id.clone(),
-                    offsets: offsets.clone(),
+                    id: cycle.id.clone(),
+                    offsets: cycle.offsets.clone(),
                 };
                 committer::spawn(job, self.commits.clone())
                     .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
             }),
         };
-        let cycle = CommittedCycle { id, offsets, report, started };
         match spawned {
             Ok(handle) => self.inflight = Some(InFlight { cycle, handle }),
-            Err(failure) => self.fail_and_republish(cycle.id, cycle.offsets, failure, started)?,
+            Err(failure) => self.fail_and_republish(cycle.id, cycle.offsets, failure, cycle.started)?,
         }
-        Ok(arena)
+        Ok(())
     }
 
     /// Waits for the in-flight Kafka commit, and records its outcome; if it
@@ -940,6 +917,51 @@ impl Engine {
         let (tpl, group) = self.offsets_to_commit(txn, offsets)?;
         committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint)
     }
+}
+
+/// The cycle's RocksDB commit (unsynced: the Kafka commit's thread syncs
+/// the WAL) on this thread and, alongside, the Kafka side: the previous
+/// transaction ends, then (if it committed) this one begins and its
+/// records go to the producer, so librdkafka sends them meanwhile. None is
+/// visible to readers before the Kafka commit, which waits for the RocksDB
+/// commit; a crash in between leaves an open transaction the next start
+/// aborts. Returns the previous cycle with its outcome, this one's
+/// producing (none if not begun) and the RocksDB commit's result.
+#[allow(clippy::type_complexity)]
+fn write_and_begin(
+    store: &Store,
+    batch: crate::store::LedgerBatch<'_>,
+    (producer, topics, failpoint): (&BaseProducer, &crate::config::TopicsConfig, &Failpoint),
+    txn: &str,
+    sinks: &mut [outbox::OutboxSink],
+    previous: Option<InFlight>,
+    report: &mut crate::metrics::CycleReport,
+) -> (
+    Option<(CommittedCycle, committer::Finished)>,
+    Option<(Option<TxnFailure>, Duration)>,
+    Result<(), StoreError>,
+) {
+    std::thread::scope(|scope| {
+        let kafka_side = scope.spawn(move || {
+            let previous = previous.map(|f| {
+                let finished = join_commit(f.handle);
+                (f.cycle, finished)
+            });
+            let produced = previous.as_ref().is_none_or(|(_, f)| f.result.is_ok()).then(|| {
+                let started = Instant::now();
+                (begin_and_produce(producer, topics, txn, sinks), started.elapsed())
+            });
+            (previous, produced)
+        });
+        failpoint.hit("before-state-commit");
+        let committing = Instant::now();
+        let committed = store.commit_unsynced(batch);
+        report.rocksdb_commit = committing.elapsed();
+        let joining = Instant::now();
+        let (previous, produced) = kafka_side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        report.waiting += joining.elapsed();
+        (previous, produced, committed)
+    })
 }
 
 /// Begins the transaction `txn` and produces the cycle's outbox into it;
