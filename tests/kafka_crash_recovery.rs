@@ -10,7 +10,7 @@ mod common;
 use accrual::datagen::{self, GenOptions};
 use accrual::engine::journal::TxnStatus;
 use common::kafka::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn events(n: u64, seed: u64) -> Vec<String> {
@@ -104,13 +104,27 @@ fn random_sigkills_lose_nothing_and_double_nothing() {
     );
 }
 
-/// Crashes at one step of the protocol, then restarts and verifies.
-fn crash_at(point: &str, name: &str) -> String {
+/// A topic of 3 partitions holding 3,000 generated events, and an engine
+/// config over it with small cycles (so a run has many transactions).
+struct Prepared {
+    setup: Setup,
+    dir: tempfile::TempDir,
+    lines: Vec<String>,
+    config: PathBuf,
+}
+
+fn prepared(name: &str, seed: u64) -> Prepared {
     let setup = Setup::new(name, 3);
     let dir = tempfile::tempdir().unwrap();
-    let lines = events(3_000, 17);
+    let lines = events(3_000, seed);
     setup.produce(dir.path(), &lines);
     let config = setup.config(dir.path(), "node-1", "max_batch = 250");
+    Prepared { setup, dir, lines, config }
+}
+
+/// Crashes at one step of the protocol, then restarts and verifies.
+fn crash_at(point: &str, name: &str) -> String {
+    let Prepared { setup, dir, lines, config } = prepared(name, 17);
     let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", point)], None);
     let status = crashed.wait(Duration::from_secs(120));
     assert!(!status.success(), "the failpoint should have aborted the process:\n{}", crashed.log_text());
@@ -163,11 +177,7 @@ fn a_failed_kafka_commit_is_aborted_and_published_again() {
     // The third commit fails slowly (as a timeout would), so the next
     // cycle's state is committed before the failure is known; the failed
     // transaction's outbox goes out again first, then the next cycle's.
-    let setup = Setup::new("commit-fails", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let lines = events(3_000, 23);
-    setup.produce(dir.path(), &lines);
-    let config = setup.config(dir.path(), "node-1", "max_batch = 250");
+    let Prepared { setup, dir, lines, config } = prepared("commit-fails", 23);
     let mut engine = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", "fail-kafka-commit:3")], Some(5));
     let status = engine.wait(Duration::from_secs(240));
     let log = engine.log_text();
@@ -185,11 +195,7 @@ fn a_failed_commit_is_recorded_before_its_partitions_can_move() {
     // The commit's thread records a failure itself, before the rebalance
     // callback could hand the partitions to another instance: dying right
     // after leaves it `aborted`, not open for the offsets to decide.
-    let setup = Setup::new("failed-recorded", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let lines = events(3_000, 29);
-    setup.produce(dir.path(), &lines);
-    let config = setup.config(dir.path(), "node-1", "max_batch = 250");
+    let Prepared { setup, dir, lines, config } = prepared("failed-recorded", 29);
     let points = "fail-kafka-commit:3,after-recording-a-failed-commit";
     let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", points)], None);
     let status = crashed.wait(Duration::from_secs(120));
