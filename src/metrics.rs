@@ -156,8 +156,11 @@ pub struct RecordTally(Vec<(RecordKey, u64, Decimal)>);
 impl RecordTally {
     pub fn add(&mut self, r: &crate::accrue::AccrualRecord) {
         let kind = r.kind.name();
+        // The names are the rules' own Arcs: the pointers almost always
+        // tell, so the text is compared only when they differ.
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
         let found = self.0.iter_mut().find(|((program, rule, k, unit), ..)| {
-            *rule == r.rule_id && *k == kind && *program == r.program && *unit == r.unit
+            same(rule, &r.rule_id) && *k == kind && same(program, &r.program) && same(unit, &r.unit)
         });
         match found {
             Some((_, n, amount)) => {

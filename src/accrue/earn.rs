@@ -123,7 +123,8 @@ fn plan(
 ) -> Result<Option<Grant>, Rejection> {
     let rule = &rules.rules[index];
     let decimals = rules.programs[rule.program].decimals;
-    let mut text = String::with_capacity(96);
+    // Room for most explanations (up to ~160 bytes with caps named).
+    let mut text = String::with_capacity(192);
     let mut uses = Vec::new();
 
     // A spend cap limits the part of the amount that earns.
