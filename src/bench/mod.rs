@@ -84,6 +84,12 @@ pub struct BenchOptions {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
+    /// Throughput rounds over the same events, baseline and accrual
+    /// alternating (baseline first in odd rounds, accrual first in even
+    /// ones); the ratio reported is the median round's. On a VM whose
+    /// neighbours come and go, one pair can be off by a tenth either way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Offered loads (events/s) for the latency runs.
@@ -186,15 +192,27 @@ pub struct Settings {
     pub sync_wal: bool,
 }
 
+/// One throughput round: both targets over the same events.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub baseline: Throughput,
+    pub accrual: Throughput,
+    /// accrual events/s over baseline events/s.
+    pub ratio: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub machine: Machine,
     pub settings: Settings,
     pub produce_events_per_second: f64,
+    /// The median round's runs (the only round's, by default).
     pub baseline: Throughput,
     pub accrual: Throughput,
-    /// accrual events/s over baseline events/s.
+    /// The median round's accrual events/s over baseline events/s.
     pub ratio: f64,
+    /// Every round, in the order run.
+    pub rounds: Vec<Round>,
     pub latency: Vec<LatencyResult>,
     pub scaling_partitions: Vec<(Throughput, Throughput)>,
     pub scaling_state: Vec<StateSizeRun>,
@@ -258,10 +276,20 @@ impl Bench {
         let produced = kafka_tools::produce_file(&self.brokers, &topics.input, &events)?;
         let produce_rate = produced as f64 / started.elapsed().as_secs_f64().max(1e-9);
         say!("produced {produced} events ({produce_rate:.0}/s)");
-        let baseline = self.throughput(Target::Baseline, &topics, o.partitions, None, produced)?;
-        let accrual = self.throughput(Target::Accrual, &topics, o.partitions, None, produced)?;
-        let ratio = accrual.events_per_second / baseline.events_per_second.max(1e-9);
-        say!("accrual/baseline: {ratio:.2}");
+        let mut rounds = Vec::new();
+        for n in 1..=o.rounds {
+            if o.rounds > 1 {
+                say!("round {n} of {}", o.rounds);
+            }
+            let round = self.round(n, &topics, o.partitions, produced)?;
+            say!("accrual/baseline: {:.2}", round.ratio);
+            rounds.push(round);
+        }
+        let median = median_round(&rounds).clone();
+        if o.rounds > 1 {
+            say!("median ratio of {} rounds: {:.2}", o.rounds, median.ratio);
+        }
+        let Round { baseline, accrual, ratio } = median;
 
         let mut latency = Vec::new();
         if o.latency_seconds > 0 && !o.latency_rates.is_empty() {
@@ -300,6 +328,7 @@ impl Bench {
             baseline,
             accrual,
             ratio,
+            rounds,
             latency,
             scaling_partitions,
             scaling_state,
@@ -309,6 +338,44 @@ impl Bench {
         say!("{}", table(&results));
         say!("results: {}", o.out.display());
         Ok(results)
+    }
+
+    /// Baseline and accrual over the events in `topics.input`, in the
+    /// order of round `n`. Each writes to topics of its own, and the state
+    /// accrual built is removed once measured.
+    fn round(&mut self, n: u32, topics: &Topics, partitions: i32, events: u64) -> Result<Round, BenchError> {
+        let order = if n % 2 == 1 {
+            [Target::Baseline, Target::Accrual]
+        } else {
+            [Target::Accrual, Target::Baseline]
+        };
+        let (mut baseline, mut accrual) = (None, None);
+        for target in order {
+            let own;
+            let topics = if n == 1 {
+                topics
+            } else {
+                own = Topics {
+                    input: topics.input.clone(),
+                    ..self.topics(&format!("main-{n}-{}", target.name()), partitions)?
+                };
+                &own
+            };
+            let state = self.opts.work_dir.join(format!("state-{}", self.runs + 1));
+            let t = self.throughput(target, topics, partitions, None, events)?;
+            if self.opts.rounds > 1 {
+                let _ = std::fs::remove_dir_all(&state);
+            }
+            match target {
+                Target::Baseline => baseline = Some(t),
+                Target::Accrual => accrual = Some(t),
+            }
+        }
+        let (Some(baseline), Some(accrual)) = (baseline, accrual) else {
+            return Err(BenchError::Run("a round ran without both targets".into()));
+        };
+        let ratio = accrual.events_per_second / baseline.events_per_second.max(1e-9);
+        Ok(Round { baseline, accrual, ratio })
     }
 
     /// Generated events in a file of the work directory.
@@ -520,6 +587,14 @@ impl Bench {
     }
 }
 
+/// The round whose ratio is the median (the lower middle one of an even
+/// number of rounds).
+fn median_round(rounds: &[Round]) -> &Round {
+    let mut order: Vec<&Round> = rounds.iter().collect();
+    order.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+    order[(order.len() - 1) / 2]
+}
+
 /// A target running as a child process.
 struct Running {
     target: Target,
@@ -610,6 +685,7 @@ pub fn table(r: &Results) -> String {
         "\n{:<10} {:>10} {:>12} {:>10} {:>14} {:>10}",
         "run", "partitions", "events/s", "seconds", "peak RSS MiB", "CPU s/M"
     );
+    // The median round's runs (each round's are in the progress above).
     let mut row = |t: &Throughput, label: &str| {
         let _ = writeln!(
             s,
@@ -627,7 +703,18 @@ pub fn table(r: &Results) -> String {
         row(b, "baseline");
         row(a, "accrual");
     }
-    let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
+    if r.rounds.len() > 1 {
+        let each: Vec<String> = r.rounds.iter().map(|x| format!("{:.2}", x.ratio)).collect();
+        let _ = writeln!(
+            s,
+            "ratio accrual/baseline: {:.2} (the median of {} rounds: {}; its runs above)",
+            r.ratio,
+            r.rounds.len(),
+            each.join(", ")
+        );
+    } else {
+        let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
+    }
     if !r.latency.is_empty() {
         let _ = writeln!(
             s,
@@ -660,4 +747,37 @@ pub fn table(r: &Results) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(ratio: f64) -> Round {
+        let t = |target: &str, events_per_second: f64| Throughput {
+            target: target.into(),
+            partitions: 8,
+            events: 100,
+            records: 100,
+            transactions: 1,
+            seconds: 1.0,
+            events_per_second,
+            peak_rss_bytes: 0,
+            cpu_seconds: 0.0,
+            cpu_seconds_per_million_events: 0.0,
+        };
+        Round { baseline: t("baseline", 100.0), accrual: t("accrual", 100.0 * ratio), ratio }
+    }
+
+    #[test]
+    fn the_median_round_is_the_middle_ratio_or_the_lower_middle_one() {
+        assert_eq!(median_round(&[round(0.7)]).ratio, 0.7);
+        assert_eq!(median_round(&[round(0.8), round(0.6), round(0.7)]).ratio, 0.7);
+        assert_eq!(median_round(&[round(0.8), round(0.6)]).ratio, 0.6);
+        let four = [round(0.9), round(0.5), round(0.7), round(0.6)];
+        let median = median_round(&four);
+        assert_eq!(median.ratio, 0.6);
+        // Its runs come with it, so the table's numbers and ratio agree.
+        assert_eq!(median.accrual.events_per_second, 60.0);
+    }
 }
