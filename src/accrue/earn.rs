@@ -40,9 +40,25 @@ impl Scratch {
 struct Grant {
     rule: usize,
     amount: Decimal,
-    explanation: String,
+    /// The numbers its explanation shows: the text is written only for
+    /// the grants committed (not for the members of an exclusive group
+    /// that lose, nor for a plan an overflow rejects).
+    why: Why,
     /// (cap index, amount consumed)
     uses: Vec<(usize, Decimal)>,
+}
+
+/// What a rule's reward was computed from, in the order of its steps.
+struct Why {
+    /// The amount that earns (after spend caps), and in full units.
+    eligible: Decimal,
+    base: Decimal,
+    /// For `multiply`: the target rule's reward.
+    of: Decimal,
+    raw: Decimal,
+    rounded: Decimal,
+    /// What was left of each of the rule's caps, in the rule's order.
+    left: Vec<Decimal>,
 }
 
 /// The cap periods a purchase falls in.
@@ -123,9 +139,6 @@ fn plan(
 ) -> Result<Option<Grant>, Rejection> {
     let rule = &rules.rules[index];
     let decimals = rules.programs[rule.program].decimals;
-    // Room for most explanations (up to ~160 bytes with caps named).
-    let mut text = String::with_capacity(192);
-    let mut uses = Vec::new();
 
     // A spend cap limits the part of the amount that earns.
     let mut eligible = f.amount;
@@ -142,63 +155,39 @@ fn plan(
     if let Some(unit) = rule.rounding.per_full {
         base = money::full_units(eligible, unit).ok_or(Rejection::Overflow)?;
     }
+    let mut of = Decimal::ZERO;
     let raw = match &rule.effect {
-        Effect::Percent { percent, fraction } => {
-            text.d(*percent).s("% of ").d(base);
-            base.checked_mul(*fraction).ok_or(Rejection::Overflow)?
-        }
-        Effect::Fixed(v) => {
-            text.s("fixed ").d(*v);
-            *v
-        }
+        Effect::Percent { fraction, .. } => base.checked_mul(*fraction).ok_or(Rejection::Overflow)?,
+        Effect::Fixed(v) => *v,
         Effect::PerUnit { every, award } => {
             let units = money::full_units(base, *every).ok_or(Rejection::Overflow)?;
             let units = units.checked_div(*every).ok_or(Rejection::Overflow)?;
-            text.d(*award).s(" per full ").d(*every).s(" of ").d(base);
             units.checked_mul(*award).ok_or(Rejection::Overflow)?
         }
         Effect::Multiply { rule: target, factor } => {
-            let of = scratch.results[*target];
-            text.d(*factor).s("x ").s(&rules.rules[*target].id).s(" (").d(of).s("), extra ");
-            text.d(factor - Decimal::ONE).s("x");
+            of = scratch.results[*target];
             of.checked_mul(factor - Decimal::ONE).ok_or(Rejection::Overflow)?
         }
     };
     if raw <= Decimal::ZERO {
         return Ok(None);
     }
-    if eligible != f.amount {
-        text.s(" (the part of ").d(f.amount).s(" within the spend cap)");
-    }
-    if let Some(unit) = rule.rounding.per_full.filter(|_| base != eligible) {
-        text.s(" (in full ").d(unit).s("s of ").d(eligible).s(")");
-    }
-    text.s(" = ").d(raw.normalize());
     let rounded =
         money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
-    if rounded != raw || rule.rounding.mode != RoundingMode::Floor {
-        text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(rounded);
-    }
     let mut granted = rounded;
+    let mut left = Vec::with_capacity(rule.caps.len());
     for &c in &rule.caps {
         let cap = &rules.caps[c];
-        let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-        let capped = cap.measure == CapMeasure::Reward && left < granted;
-        text.s(match cap.measure {
-            CapMeasure::Reward if capped => "; capped by ",
-            CapMeasure::Reward => "; ",
-            CapMeasure::Spend => "; spend cap ",
-        });
-        text.s(&cap.id).s(" (");
-        period_label(&mut text, cap.period, &f.periods);
-        text.s("): ").d(left).s(" of ").d(cap.limit).s(" left");
-        if capped {
-            granted = left;
+        let cap_left = cap_left(cap, c, &f.periods, state, &scratch.pending);
+        if cap.measure == CapMeasure::Reward && cap_left < granted {
+            granted = cap_left;
         }
+        left.push(cap_left);
     }
     if granted <= Decimal::ZERO {
         return Ok(None);
     }
+    let mut uses = Vec::with_capacity(rule.caps.len());
     for &c in &rule.caps {
         let used = match rules.caps[c].measure {
             CapMeasure::Reward => granted,
@@ -206,7 +195,58 @@ fn plan(
         };
         uses.push((c, used));
     }
-    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), explanation: text, uses }))
+    let why = Why { eligible, base, of, raw, rounded, left };
+    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), why, uses }))
+}
+
+/// The explanation of a grant: how its numbers came about, cap by cap.
+fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> String {
+    let rule = &rules.rules[grant.rule];
+    let why = &grant.why;
+    // Room for most explanations (up to ~160 bytes with caps named).
+    let mut text = String::with_capacity(192);
+    match &rule.effect {
+        Effect::Percent { percent, .. } => {
+            text.d(*percent).s("% of ").d(why.base);
+        }
+        Effect::Fixed(v) => {
+            text.s("fixed ").d(*v);
+        }
+        Effect::PerUnit { every, award } => {
+            text.d(*award).s(" per full ").d(*every).s(" of ").d(why.base);
+        }
+        Effect::Multiply { rule: target, factor } => {
+            text.d(*factor).s("x ").s(&rules.rules[*target].id).s(" (").d(why.of).s("), extra ");
+            text.d(factor - Decimal::ONE).s("x");
+        }
+    }
+    if why.eligible != amount {
+        text.s(" (the part of ").d(amount).s(" within the spend cap)");
+    }
+    if let Some(unit) = rule.rounding.per_full.filter(|_| why.base != why.eligible) {
+        text.s(" (in full ").d(unit).s("s of ").d(why.eligible).s(")");
+    }
+    text.s(" = ").d(why.raw.normalize());
+    if why.rounded != why.raw || rule.rounding.mode != RoundingMode::Floor {
+        text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(why.rounded);
+    }
+    let mut granted = why.rounded;
+    for (&c, &left) in rule.caps.iter().zip(&why.left) {
+        let cap = &rules.caps[c];
+        let capped = cap.measure == CapMeasure::Reward && left < granted;
+        text.s(match cap.measure {
+            CapMeasure::Reward if capped => "; capped by ",
+            CapMeasure::Reward => "; ",
+            CapMeasure::Spend => "; spend cap ",
+        });
+        text.s(&cap.id).s(" (");
+        period_label(&mut text, cap.period, periods);
+        text.s("): ").d(left).s(" of ").d(cap.limit).s(" left");
+        if capped {
+            granted = left;
+        }
+    }
+    text
 }
 
 fn take(scratch: &mut Scratch, grant: Grant) {
@@ -447,7 +487,7 @@ fn commit(
             held,
             authorized,
         );
-        let mut explanation = grant.explanation;
+        let mut explanation = explain(rules, &grant, p.amount, &periods);
         match credited {
             Credited::Pending { release_at } => {
                 explanation.s("; pending until ");
