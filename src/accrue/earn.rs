@@ -4,6 +4,9 @@
 //! Two phases keep an event atomic: first every rule's grant is planned
 //! against the state plus what earlier rules of this event consumed, with
 //! checked arithmetic; only when the whole plan is valid is it committed.
+//! A plan keeps the numbers behind each grant; the explanation text is
+//! written from them at commit, so grants that lose in a group or are
+//! never committed cost no text.
 
 use super::credit::{self, Credited};
 use super::{
