@@ -53,8 +53,9 @@ struct Grant {
 
 /// What a rule's reward was computed from, in the order of its steps.
 struct Why {
-    /// The amount that earns (after spend caps), and in full units.
+    /// The amount that earns (after spend caps).
     eligible: Decimal,
+    /// `eligible` in full units, when the rule counts them.
     base: Decimal,
     /// For `multiply`: the target rule's reward.
     of: Decimal,
