@@ -355,10 +355,8 @@ impl Bench {
             let topics = if n == 1 {
                 topics
             } else {
-                own = Topics {
-                    input: topics.input.clone(),
-                    ..self.topics(&format!("main-{n}-{}", target.name()), partitions)?
-                };
+                own =
+                    self.outputs(&format!("main-{n}-{}", target.name()), partitions, topics.input.clone())?;
                 &own
             };
             let state = self.opts.work_dir.join(format!("state-{}", self.runs + 1));
@@ -389,15 +387,19 @@ impl Bench {
     }
 
     fn topics(&self, name: &str, partitions: i32) -> Result<Topics, BenchError> {
+        let input = format!("{}-{name}-in", self.prefix);
+        kafka_tools::create_topics(&self.brokers, &[(&input, partitions)])?;
+        self.outputs(name, partitions, input)
+    }
+
+    /// Output and dead-letter topics of their own for a run reading `input`.
+    fn outputs(&self, name: &str, partitions: i32, input: String) -> Result<Topics, BenchError> {
         let t = Topics {
-            input: format!("{}-{name}-in", self.prefix),
+            input,
             output: format!("{}-{name}-out", self.prefix),
             dead_letter: format!("{}-{name}-dlq", self.prefix),
         };
-        kafka_tools::create_topics(
-            &self.brokers,
-            &[(&t.input, partitions), (&t.output, partitions), (&t.dead_letter, partitions)],
-        )?;
+        kafka_tools::create_topics(&self.brokers, &[(&t.output, partitions), (&t.dead_letter, partitions)])?;
         Ok(t)
     }
 
