@@ -47,8 +47,15 @@ struct Grant {
     /// the grants committed (not for the members of an exclusive group
     /// that lose, nor for a plan an overflow rejects).
     why: Why,
-    /// (cap index, amount consumed)
-    uses: Vec<(usize, Decimal)>,
+    /// The rule's caps, in its order.
+    uses: Vec<CapStep>,
+}
+
+/// A cap of a grant's rule: what was left of it, and what the grant uses.
+struct CapStep {
+    cap: usize,
+    left: Decimal,
+    used: Decimal,
 }
 
 /// What a rule's reward was computed from, in the order of its steps.
@@ -61,8 +68,6 @@ struct Why {
     of: Decimal,
     raw: Decimal,
     rounded: Decimal,
-    /// What was left of each of the rule's caps, in the rule's order.
-    left: Vec<Decimal>,
 }
 
 /// The cap periods a purchase falls in.
@@ -179,27 +184,25 @@ fn plan(
     let rounded =
         money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
     let mut granted = rounded;
-    let mut left = Vec::with_capacity(rule.caps.len());
+    let mut uses = Vec::with_capacity(rule.caps.len());
     for &c in &rule.caps {
         let cap = &rules.caps[c];
-        let cap_left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-        if cap.measure == CapMeasure::Reward && cap_left < granted {
-            granted = cap_left;
+        let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
+        if cap.measure == CapMeasure::Reward && left < granted {
+            granted = left;
         }
-        left.push(cap_left);
+        uses.push(CapStep { cap: c, left, used: Decimal::ZERO });
     }
     if granted <= Decimal::ZERO {
         return Ok(None);
     }
-    let mut uses = Vec::with_capacity(rule.caps.len());
-    for &c in &rule.caps {
-        let used = match rules.caps[c].measure {
+    for step in &mut uses {
+        step.used = match rules.caps[step.cap].measure {
             CapMeasure::Reward => granted,
             CapMeasure::Spend => eligible,
         };
-        uses.push((c, used));
     }
-    let why = Why { eligible, base, of, raw, rounded, left };
+    let why = Why { eligible, base, of, raw, rounded };
     Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), why, uses }))
 }
 
@@ -235,7 +238,7 @@ fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> 
         text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(why.rounded);
     }
     let mut granted = why.rounded;
-    for (&c, &left) in rule.caps.iter().zip(&why.left) {
+    for &CapStep { cap: c, left, .. } in &grant.uses {
         let cap = &rules.caps[c];
         let capped = cap.measure == CapMeasure::Reward && left < granted;
         text.s(match cap.measure {
@@ -255,7 +258,7 @@ fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> 
 
 fn take(scratch: &mut Scratch, grant: Grant) {
     scratch.results[grant.rule] = grant.amount;
-    for &(c, used) in &grant.uses {
+    for &CapStep { cap: c, used, .. } in &grant.uses {
         scratch.pending[c] += used;
     }
     scratch.grants.push(grant);
@@ -466,7 +469,7 @@ fn commit(
         let rule = &rules.rules[grant.rule];
         let program = &rules.programs[rule.program];
         let mut uses = Vec::with_capacity(grant.uses.len());
-        for &(c, used) in &grant.uses {
+        for &CapStep { cap: c, used, .. } in &grant.uses {
             let cap = &rules.caps[c];
             if let Some(period) = period_key(cap, &periods) {
                 state.add_cap_use(&cap.id, period, used);
