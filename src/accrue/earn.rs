@@ -51,10 +51,12 @@ struct Grant {
     uses: Vec<CapStep>,
 }
 
-/// A cap of a grant's rule: what was left of it, and what the grant uses.
+/// A cap of a grant's rule: what was left of it, whether it cut the
+/// reward, and what the grant uses.
 struct CapStep {
     cap: usize,
     left: Decimal,
+    capped: bool,
     used: Decimal,
 }
 
@@ -188,10 +190,11 @@ fn plan(
     for &c in &rule.caps {
         let cap = &rules.caps[c];
         let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-        if cap.measure == CapMeasure::Reward && left < granted {
+        let capped = cap.measure == CapMeasure::Reward && left < granted;
+        if capped {
             granted = left;
         }
-        uses.push(CapStep { cap: c, left, used: Decimal::ZERO });
+        uses.push(CapStep { cap: c, left, capped, used: Decimal::ZERO });
     }
     if granted <= Decimal::ZERO {
         return Ok(None);
@@ -237,10 +240,8 @@ fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> 
     if why.rounded != why.raw || rule.rounding.mode != RoundingMode::Floor {
         text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(why.rounded);
     }
-    let mut granted = why.rounded;
-    for &CapStep { cap: c, left, .. } in &grant.uses {
+    for &CapStep { cap: c, left, capped, .. } in &grant.uses {
         let cap = &rules.caps[c];
-        let capped = cap.measure == CapMeasure::Reward && left < granted;
         text.s(match cap.measure {
             CapMeasure::Reward if capped => "; capped by ",
             CapMeasure::Reward => "; ",
@@ -249,9 +250,6 @@ fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> 
         text.s(&cap.id).s(" (");
         period_label(&mut text, cap.period, periods);
         text.s("): ").d(left).s(" of ").d(cap.limit).s(" left");
-        if capped {
-            granted = left;
-        }
     }
     text
 }
