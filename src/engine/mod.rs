@@ -8,30 +8,36 @@
 //! thread of its own while the next cycle polls, processes and commits to
 //! RocksDB ([`committer`]), so two journal entries may be open at a crash
 //! ([`journal`]). A failed transaction is aborted (or the producer
-//! replaced) and the outbox is published again, never skipped. The
-//! protocol and its crash points: `docs/exactly-once.md`.
+//! replaced) and the outbox is published again, never skipped
+//! ([`recovery`]). The producing is in [`publish`], the test-only crash
+//! points in [`failpoint`]. The protocol and its crash points:
+//! `docs/exactly-once.md`.
 
 pub(crate) mod clients;
 mod committer;
+mod failpoint;
 pub mod journal;
 pub mod outbox;
+mod publish;
 pub mod rebalance;
+mod recovery;
 mod workers;
+
+use failpoint::Failpoint;
+use publish::{begin_and_produce, produce, write_and_begin};
 
 use crate::config::EngineConfig;
 use crate::rules::{self, RulesError};
 use crate::store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
-use outbox::{Destination, HEADER_TXN};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rebalance::{Assignment, EngineContext};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,54 +94,6 @@ pub struct RunSummary {
     pub recoveries: u64,
     /// From the first input message to the last commit.
     pub busy: Duration,
-}
-
-/// Test-only crash points, from `ACCRUAL_FAILPOINT=<point>[:<n>][,...]`:
-/// the process aborts at the n-th time (default first) it reaches
-/// `<point>` (or, for a failure point, that one call fails; for a delay
-/// point, n is the pause in ms).
-struct Failpoint {
-    points: Vec<(String, u64, AtomicU64)>,
-}
-
-impl Failpoint {
-    fn from_env() -> Failpoint {
-        let spec = std::env::var("ACCRUAL_FAILPOINT").unwrap_or_default();
-        let points = spec
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once(':') {
-                Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1), AtomicU64::new(0)),
-                None => (p.to_string(), 1, AtomicU64::new(0)),
-            })
-            .collect();
-        Failpoint { points }
-    }
-
-    fn find(&self, name: &str) -> Option<(u64, &AtomicU64)> {
-        self.points.iter().find(|(point, ..)| point == name).map(|(_, n, hits)| (*n, hits))
-    }
-
-    /// A test-only pause: at `<point>:<ms>`, sleeps that long.
-    fn delay(&self, name: &str) {
-        if let Some((ms, _)) = self.find(name) {
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-    }
-
-    /// A test-only failure: true once, the n-th time `<point>` is reached.
-    fn trips(&self, name: &str) -> bool {
-        self.find(name).is_some_and(|(n, hits)| hits.fetch_add(1, Ordering::SeqCst) + 1 == n)
-    }
-
-    fn hit(&self, name: &str) {
-        if let Some((n, hits)) = self.find(name) {
-            if hits.fetch_add(1, Ordering::SeqCst) + 1 >= n {
-                eprintln!("failpoint {name} reached: aborting the process");
-                std::process::abort();
-            }
-        }
-    }
 }
 
 /// A transaction's outcome, to record in the journal.
@@ -326,36 +284,6 @@ struct Polled {
 }
 
 impl Engine {
-    /// Decides the transaction a crash left open (see [`journal`]).
-    fn resolve_journal(&mut self) -> Result<(), EngineError> {
-        // Each partition once, though two entries may name it.
-        let open: std::collections::BTreeSet<u32> = Journal::entries(&self.store)?
-            .iter()
-            .filter(|e| e.status == TxnStatus::Open)
-            .flat_map(|e| e.offsets.iter().map(|&(p, _)| p))
-            .collect();
-        if open.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in &open {
-            tpl.add_partition(&self.config.kafka.topics.input, *p as i32);
-        }
-        let committed =
-            self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
-        let topic = self.config.kafka.topics.input.clone();
-        let decided = self.journal.resolve_open(&self.store, |p| {
-            committed.find_partition(&topic, p as i32).and_then(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o as u64),
-                _ => None,
-            })
-        })?;
-        for (id, status) in decided {
-            tracing::info!(txn = %id, status = status.name(), "resolved a transaction left open by a crash");
-        }
-        Ok(())
-    }
-
     fn main_loop(&mut self, stop: &AtomicBool, options: &RunOptions) -> Result<(), EngineError> {
         let interval = Duration::from_millis(self.config.engine.commit_interval_ms);
         let max_batch = self.config.engine.max_batch;
@@ -465,131 +393,6 @@ impl Engine {
             Ok(n) => tracing::debug!(partitions = n, clock = %at, "clock sent"),
             Err(e) => tracing::warn!(error = %e, "clock not sent"),
         }
-    }
-
-    /// Publishes again the outbox of partitions assigned with work the group
-    /// has not committed (after a crash, an abort, or a move back).
-    fn recover_assigned(&mut self) -> Result<(), EngineError> {
-        let assignment = self.assignment.clone();
-        let todo = || -> Vec<(u32, u64, u64)> {
-            let a = EngineContext::lock(&assignment);
-            a.owned
-                .iter()
-                .filter(|(_, o)| o.needs_recovery)
-                .map(|(p, o)| (*p, o.committed.unwrap_or(0), o.progress.next_offset))
-                .collect()
-        };
-        if todo().is_empty() {
-            return Ok(());
-        }
-        // The in-flight commit's outcome decides what is left to publish
-        // (a failed one publishes its partitions again itself).
-        self.finish_inflight()?;
-        let todo = todo();
-        if todo.is_empty() {
-            return Ok(());
-        }
-        self.republish(&todo)
-    }
-
-    /// Publishes outbox entries `[from, to)` of each partition and commits
-    /// offset `to`, in one transaction, retrying until it works or the
-    /// Kafka timeout has passed.
-    fn republish(&mut self, ranges: &[(u32, u64, u64)]) -> Result<(), EngineError> {
-        self.finish_inflight()?;
-        let mut entries = Vec::new();
-        let mut messages = 0;
-        for &(p, from, to) in ranges {
-            // Read from the partition's first value: what is below `from`
-            // was committed (and is cleared lazily), so only a few remain.
-            for (key, value) in self.store.outbox(p, 0)? {
-                let corrupt = |offset, e: outbox::CodecError| EngineError::Outbox {
-                    partition: p,
-                    offset,
-                    detail: e.to_string(),
-                };
-                for (offset, entry) in outbox::stored_entries(key, &value).map_err(|e| corrupt(key, e))? {
-                    if (from..to).contains(&offset) {
-                        messages += outbox::messages(entry).map_err(|e| corrupt(offset, e))?.len();
-                        entries.push(entry.to_vec());
-                    }
-                }
-            }
-        }
-        let offsets: Vec<(u32, u64)> = ranges.iter().map(|&(p, _, to)| (p, to)).collect();
-        tracing::info!(partitions = ?ranges, messages, "recovery: publishing the outbox again");
-        self.failpoint.delay("slow-recovery");
-        self.summary.recoveries += 1;
-        crate::metrics::recovery();
-        let started = Instant::now();
-        let store = self.store.clone();
-        loop {
-            // Every outcome known goes in the same batch as this one's open
-            // entry; nothing else is in flight (see [`journal`]).
-            let mut batch = store.batch();
-            self.stage_housekeeping(&mut batch);
-            let id = self.journal.open(&mut batch, &offsets);
-            store.commit(batch)?;
-            match self.transact(&id, entries.iter().map(Vec::as_slice), &offsets) {
-                Ok(()) => {
-                    self.committed(id, offsets, Instant::now());
-                    let mut a = EngineContext::lock(&self.assignment);
-                    for &(p, _, x) in ranges {
-                        if let Some(o) = a.owned.get_mut(&p) {
-                            o.needs_recovery = false;
-                            o.committed = Some(x);
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(failure) => self.after_failure(id, &offsets, failure, started)?,
-            }
-        }
-    }
-
-    /// Handles a failed transaction: abort it or replace the producer; gives
-    /// up (error) once the Kafka timeout has passed since `started`.
-    fn after_failure(
-        &mut self,
-        id: TxnId,
-        offsets: &[(u32, u64)],
-        failure: TxnFailure,
-        started: Instant,
-    ) -> Result<(), EngineError> {
-        self.summary.aborted += 1;
-        crate::metrics::aborted(match failure {
-            TxnFailure::Abortable(_) => "abortable",
-            TxnFailure::Fatal(_) => "fatal",
-        });
-        let last = match failure {
-            TxnFailure::Abortable(e) => {
-                tracing::warn!(txn = %id, error = %e, "transaction failed; aborting and publishing again");
-                if let Err(abort) = committer::abort(&self.producer, self.timeout) {
-                    tracing::warn!(error = %abort, "abort failed; replacing the producer");
-                    self.replace_producer()?;
-                }
-                e
-            }
-            TxnFailure::Fatal(e) => {
-                tracing::error!(txn = %id, error = %e, "fatal producer error; replacing the producer");
-                self.replace_producer()?;
-                e
-            }
-        };
-        self.pending_marks.push(Decided { id, status: TxnStatus::Aborted, offsets: offsets.to_vec() });
-        if started.elapsed() >= self.timeout {
-            return Err(EngineError::Unrecoverable { seconds: started.elapsed().as_secs(), last });
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(())
-    }
-
-    fn replace_producer(&mut self) -> Result<(), EngineError> {
-        let producer = clients::producer(&self.config).map_err(kafka("creating the producer"))?;
-        producer.init_transactions(self.timeout).map_err(kafka("initialising transactions"))?;
-        self.producer = Arc::new(producer);
-        self.journal.new_epoch(&self.store)?;
-        Ok(())
     }
 
     /// Records a transaction that committed at `at`.
@@ -822,71 +625,6 @@ impl Engine {
         }
     }
 
-    /// A cycle's transaction failed after its state was committed locally:
-    /// abort it (or replace the producer) and publish the same outbox again
-    /// for the partitions still owned. A partition revoked meanwhile keeps
-    /// its outbox; it is published when the partition is assigned again.
-    fn fail_and_republish(
-        &mut self,
-        id: TxnId,
-        offsets: Vec<(u32, u64)>,
-        failure: TxnFailure,
-        started: Instant,
-    ) -> Result<(), EngineError> {
-        self.after_failure(id, &offsets, failure, started)?;
-        let owned: Vec<(u32, u64)> = {
-            let a = EngineContext::lock(&self.assignment);
-            offsets.into_iter().filter(|(p, _)| a.owned.contains_key(p)).collect()
-        };
-        if owned.is_empty() {
-            // Recorded now: the partitions may be committed by others before
-            // our next batch, and an open entry whose offsets were reached
-            // would be taken as committed.
-            return self.flush_marks();
-        }
-        let ranges = self.committed_ranges(&owned)?;
-        self.republish(&ranges)
-    }
-
-    /// For partitions about to be republished: from the group's committed
-    /// offset to the failed transaction's offset (a later cycle's outbox,
-    /// already committed locally, is its own transaction's).
-    fn committed_ranges(&self, offsets: &[(u32, u64)]) -> Result<Vec<(u32, u64, u64)>, EngineError> {
-        let mut tpl = TopicPartitionList::new();
-        for &(p, _) in offsets {
-            tpl.add_partition(&self.config.kafka.topics.input, p as i32);
-        }
-        let committed =
-            self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
-        Ok(offsets
-            .iter()
-            .map(|&(p, x)| {
-                let y = committed
-                    .find_partition(&self.config.kafka.topics.input, p as i32)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) if o >= 0 => Some(o as u64),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
-                (p, y.min(x), x)
-            })
-            .collect())
-    }
-
-    /// One Kafka transaction: the messages, then the input offsets (with the
-    /// transaction id as their metadata), then commit.
-    fn transact<'e>(
-        &mut self,
-        id: &TxnId,
-        entries: impl Iterator<Item = &'e [u8]>,
-        offsets: &[(u32, u64)],
-    ) -> Result<(), TxnFailure> {
-        let txn = id.to_string();
-        self.producer.begin_transaction().map_err(classify)?;
-        produce(&self.producer, &self.config.kafka.topics, &txn, entries)?;
-        self.commit_offsets(&txn, offsets)
-    }
-
     /// The input offsets as the transaction `txn` commits them (its id as
     /// their metadata), and the consumer's group metadata, read fresh: a
     /// rebalance may have moved the generation, and stale metadata would
@@ -910,103 +648,4 @@ impl Engine {
             .ok_or_else(|| TxnFailure::Abortable("the consumer has no group metadata".into()))?;
         Ok((tpl, group))
     }
-
-    /// Adds the input offsets to the open transaction `txn` and commits it,
-    /// on this thread.
-    fn commit_offsets(&mut self, txn: &str, offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
-        let (tpl, group) = self.offsets_to_commit(txn, offsets)?;
-        committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint)
-    }
-}
-
-/// The cycle's RocksDB commit (unsynced: the Kafka commit's thread syncs
-/// the WAL) on this thread and, alongside, the Kafka side: the previous
-/// transaction ends, then (if it committed) this one begins and its
-/// records go to the producer, so librdkafka sends them meanwhile. None is
-/// visible to readers before the Kafka commit, which waits for the RocksDB
-/// commit; a crash in between leaves an open transaction the next start
-/// aborts. Returns the previous cycle with its outcome, this one's
-/// producing (none if not begun) and the RocksDB commit's result.
-#[allow(clippy::type_complexity)]
-fn write_and_begin(
-    store: &Store,
-    batch: crate::store::LedgerBatch<'_>,
-    (producer, topics, failpoint): (&BaseProducer, &crate::config::TopicsConfig, &Failpoint),
-    txn: &str,
-    sinks: &mut [outbox::OutboxSink],
-    previous: Option<InFlight>,
-    report: &mut crate::metrics::CycleReport,
-) -> (
-    Option<(CommittedCycle, committer::Finished)>,
-    Option<(Option<TxnFailure>, Duration)>,
-    Result<(), StoreError>,
-) {
-    std::thread::scope(|scope| {
-        let kafka_side = scope.spawn(move || {
-            let previous = previous.map(|f| {
-                let finished = join_commit(f.handle);
-                (f.cycle, finished)
-            });
-            let produced = previous.as_ref().is_none_or(|(_, f)| f.result.is_ok()).then(|| {
-                let started = Instant::now();
-                (begin_and_produce(producer, topics, txn, sinks), started.elapsed())
-            });
-            (previous, produced)
-        });
-        failpoint.hit("before-state-commit");
-        let committing = Instant::now();
-        let committed = store.commit_unsynced(batch);
-        report.rocksdb_commit = committing.elapsed();
-        let joining = Instant::now();
-        let (previous, produced) = kafka_side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        report.waiting += joining.elapsed();
-        (previous, produced, committed)
-    })
-}
-
-/// Begins the transaction `txn` and produces the cycle's outbox into it;
-/// the failure, if any.
-fn begin_and_produce(
-    producer: &BaseProducer,
-    topics: &crate::config::TopicsConfig,
-    txn: &str,
-    sinks: &mut [outbox::OutboxSink],
-) -> Option<TxnFailure> {
-    producer.begin_transaction().err().map(classify).or_else(|| {
-        let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
-        produce(producer, topics, txn, entries).err()
-    })
-}
-
-/// Produces the messages of encoded outbox entries into the open
-/// transaction `txn`.
-fn produce<'e>(
-    producer: &BaseProducer,
-    topics: &crate::config::TopicsConfig,
-    txn: &str,
-    entries: impl Iterator<Item = &'e [u8]>,
-) -> Result<(), TxnFailure> {
-    for entry in entries {
-        let messages = outbox::messages(entry)
-            .map_err(|e| TxnFailure::Abortable(format!("an outbox entry does not decode: {e}")))?;
-        for m in messages {
-            let topic = match m.destination {
-                Destination::Accruals => &topics.accruals,
-                Destination::DeadLetter => &topics.dead_letter,
-                Destination::Input => &topics.input,
-            };
-            let mut headers = OwnedHeaders::new_with_capacity(5);
-            for (key, value) in m.headers() {
-                headers = headers.insert(Header { key, value: Some(value) });
-            }
-            headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
-            let mut record: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(topic).payload(m.payload).headers(headers);
-            if !m.key.is_empty() {
-                record = record.key(m.key);
-            }
-            crate::kafka_tools::send(producer, record).map_err(classify)?;
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,101 @@
+//! The Kafka side of a cycle: beginning its transaction and producing its
+//! outbox, alongside its RocksDB commit.
+
+use super::outbox::{self, Destination, HEADER_TXN};
+use super::{CommittedCycle, Failpoint, InFlight, TxnFailure, classify, committer, join_commit};
+use crate::store::{Store, StoreError};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::time::{Duration, Instant};
+
+/// The cycle's RocksDB commit (unsynced: the Kafka commit's thread syncs
+/// the WAL) on this thread and, alongside, the Kafka side: the previous
+/// transaction ends, then (if it committed) this one begins and its
+/// records go to the producer, so librdkafka sends them meanwhile. None is
+/// visible to readers before the Kafka commit, which waits for the RocksDB
+/// commit; a crash in between leaves an open transaction the next start
+/// aborts. Returns the previous cycle with its outcome, this one's
+/// producing (none if not begun) and the RocksDB commit's result.
+#[allow(clippy::type_complexity)]
+pub(super) fn write_and_begin(
+    store: &Store,
+    batch: crate::store::LedgerBatch<'_>,
+    (producer, topics, failpoint): (&BaseProducer, &crate::config::TopicsConfig, &Failpoint),
+    txn: &str,
+    sinks: &mut [outbox::OutboxSink],
+    previous: Option<InFlight>,
+    report: &mut crate::metrics::CycleReport,
+) -> (
+    Option<(CommittedCycle, committer::Finished)>,
+    Option<(Option<TxnFailure>, Duration)>,
+    Result<(), StoreError>,
+) {
+    std::thread::scope(|scope| {
+        let kafka_side = scope.spawn(move || {
+            let previous = previous.map(|f| {
+                let finished = join_commit(f.handle);
+                (f.cycle, finished)
+            });
+            let produced = previous.as_ref().is_none_or(|(_, f)| f.result.is_ok()).then(|| {
+                let started = Instant::now();
+                (begin_and_produce(producer, topics, txn, sinks), started.elapsed())
+            });
+            (previous, produced)
+        });
+        failpoint.hit("before-state-commit");
+        let committing = Instant::now();
+        let committed = store.commit_unsynced(batch);
+        report.rocksdb_commit = committing.elapsed();
+        let joining = Instant::now();
+        let (previous, produced) = kafka_side.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        report.waiting += joining.elapsed();
+        (previous, produced, committed)
+    })
+}
+
+/// Begins the transaction `txn` and produces the cycle's outbox into it;
+/// the failure, if any.
+pub(super) fn begin_and_produce(
+    producer: &BaseProducer,
+    topics: &crate::config::TopicsConfig,
+    txn: &str,
+    sinks: &mut [outbox::OutboxSink],
+) -> Option<TxnFailure> {
+    producer.begin_transaction().err().map(classify).or_else(|| {
+        let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
+        produce(producer, topics, txn, entries).err()
+    })
+}
+
+/// Produces the messages of encoded outbox entries into the open
+/// transaction `txn`.
+pub(super) fn produce<'e>(
+    producer: &BaseProducer,
+    topics: &crate::config::TopicsConfig,
+    txn: &str,
+    entries: impl Iterator<Item = &'e [u8]>,
+) -> Result<(), TxnFailure> {
+    for entry in entries {
+        let messages = outbox::messages(entry)
+            .map_err(|e| TxnFailure::Abortable(format!("an outbox entry does not decode: {e}")))?;
+        for m in messages {
+            let topic = match m.destination {
+                Destination::Accruals => &topics.accruals,
+                Destination::DeadLetter => &topics.dead_letter,
+                Destination::Input => &topics.input,
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(5);
+            for (key, value) in m.headers() {
+                headers = headers.insert(Header { key, value: Some(value) });
+            }
+            headers = headers.insert(Header { key: HEADER_TXN, value: Some(txn) });
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(topic).payload(m.payload).headers(headers);
+            if !m.key.is_empty() {
+                record = record.key(m.key);
+            }
+            crate::kafka_tools::send(producer, record).map_err(classify)?;
+        }
+    }
+    Ok(())
+}
