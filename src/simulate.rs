@@ -125,9 +125,23 @@ struct SimSink<'a> {
     base: u64,
     buf: Vec<u8>,
     error: Option<io::Error>,
+    /// The summary's payouts, keyed by the records' shared names while
+    /// the run lasts (no string built per record).
+    by_rule: BTreeMap<(Arc<str>, Arc<str>), Payout>,
+    by_program: BTreeMap<Arc<str>, Payout>,
 }
 
 impl SimSink<'_> {
+    /// Moves the payouts into the summary.
+    fn finish(&mut self) {
+        for ((program, rule), p) in std::mem::take(&mut self.by_rule) {
+            self.summary.by_rule.insert((program.to_string(), rule.to_string()), p);
+        }
+        for (program, p) in std::mem::take(&mut self.by_program) {
+            self.summary.by_program.insert(program.to_string(), p);
+        }
+    }
+
     fn line_of(&self, offset: u64) -> u64 {
         offset - self.base + 1
     }
@@ -152,15 +166,11 @@ impl Sink for SimSink<'_> {
         for r in records {
             // Per rule: what rules earned and what refunds took back.
             if matches!(r.kind, RecordKind::Earn | RecordKind::Clawback | RecordKind::Cancel) {
-                self.summary
-                    .by_rule
-                    .entry((r.program.to_string(), r.rule_id.to_string()))
-                    .or_default()
-                    .add(r);
+                self.by_rule.entry((r.program.clone(), r.rule_id.clone())).or_default().add(r);
             }
             *self.summary.by_kind.entry(r.kind).or_default() += 1;
             if !r.program.is_empty() {
-                self.summary.by_program.entry(r.program.to_string()).or_default().add(r);
+                self.by_program.entry(r.program.clone()).or_default().add(r);
             }
             if self.out.is_some() {
                 r.write_json(&mut self.buf);
@@ -235,8 +245,16 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     // applied right after the event that caused them.
     let mut processor =
         Processor::new(rules.clone()).with_inline_derived().with_account_cache(SIMULATE_ACCOUNT_CACHE);
-    let mut sink =
-        SimSink { summary: &mut summary, out, dlq, base: progress.next_offset, buf: Vec::new(), error: None };
+    let mut sink = SimSink {
+        summary: &mut summary,
+        out,
+        dlq,
+        base: progress.next_offset,
+        buf: Vec::new(),
+        error: None,
+        by_rule: BTreeMap::new(),
+        by_program: BTreeMap::new(),
+    };
 
     let mut arena: Vec<u8> = Vec::with_capacity(opts.batch_size * 320);
     let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(opts.batch_size);
@@ -289,6 +307,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
         }
     }
     meter.finish(stats.inputs);
+    sink.finish();
     if let Some(mut w) = sink.out.take() {
         w.flush().map_err(io_err(opts.out.as_deref().unwrap_or(Path::new("-"))))?;
     }

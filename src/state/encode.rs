@@ -217,7 +217,8 @@ impl AccountState {
         s.purchases = if version == LEGACY_INLINE_FORMAT {
             let mut list = Vec::new();
             for _ in 0..r.count()? {
-                list.push(RetainedPurchase::decode(&mut r)?);
+                let purchase = RetainedPurchase::decode(&mut r, list.last())?;
+                list.push(purchase);
             }
             Purchases::unstored(0, list)
         } else {
@@ -288,22 +289,35 @@ impl RetainedPurchase {
         }
     }
 
-    pub fn decode(r: &mut Reader<'_>) -> Result<RetainedPurchase, CodecError> {
+    /// Decodes a purchase; the names it shares with `like` (the one
+    /// decoded before it: an account's purchases mostly earn under the same
+    /// rules and caps) are shared, not allocated again.
+    pub fn decode(
+        r: &mut Reader<'_>,
+        like: Option<&RetainedPurchase>,
+    ) -> Result<RetainedPurchase, CodecError> {
+        fn name(text: &str, like: Option<&Arc<str>>) -> Arc<str> {
+            match like {
+                Some(same) if **same == *text => same.clone(),
+                _ => Arc::from(text),
+            }
+        }
         let event_id = r.str()?.to_string();
         let at = Timestamp(r.i64()?);
         let amount = r.decimal()?;
         let refunded = r.decimal()?;
         let authorized = flag(r)?;
         let mut accruals = Vec::new();
-        for _ in 0..r.count()? {
-            let rule = Arc::from(r.str()?);
-            let program = Arc::from(r.str()?);
+        for i in 0..r.count()? {
+            let like = like.and_then(|p| p.accruals.get(i));
+            let rule = name(r.str()?, like.map(|a| &a.rule));
+            let program = name(r.str()?, like.map(|a| &a.program));
             let earned = r.decimal()?;
             let clawed = r.decimal()?;
             let mut caps = Vec::new();
-            for _ in 0..r.count()? {
+            for j in 0..r.count()? {
                 caps.push(CapUse {
-                    cap: Arc::from(r.str()?),
+                    cap: name(r.str()?, like.and_then(|a| a.caps.get(j)).map(|u| &u.cap)),
                     period: r.u32()?,
                     measure: match r.u8()? {
                         0 => CapMeasure::Reward,
@@ -340,10 +354,13 @@ impl RetainedPurchase {
     }
 
     /// Decodes a value written by [`RetainedPurchase::encode_value`].
-    pub fn decode_value(bytes: &[u8]) -> Result<RetainedPurchase, CodecError> {
+    pub fn decode_value(
+        bytes: &[u8],
+        like: Option<&RetainedPurchase>,
+    ) -> Result<RetainedPurchase, CodecError> {
         let mut r = Reader::new(bytes);
         r.version(PURCHASE_FORMAT)?;
-        let p = RetainedPurchase::decode(&mut r)?;
+        let p = RetainedPurchase::decode(&mut r, like)?;
         if !r.is_empty() {
             return Err(CodecError::Corrupt("trailing bytes"));
         }

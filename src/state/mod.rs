@@ -371,6 +371,27 @@ mod tests {
     }
 
     #[test]
+    fn a_purchase_decoded_after_another_shares_its_names() {
+        let p = sample().purchases[0].clone();
+        let mut w = Writer::default();
+        p.encode_value(&mut w);
+        let first = RetainedPurchase::decode_value(&w.buf, None).unwrap();
+        let second = RetainedPurchase::decode_value(&w.buf, Some(&first)).unwrap();
+        assert_eq!(second, p);
+        let (a, b) = (&first.accruals[0], &second.accruals[0]);
+        assert!(Arc::ptr_eq(&a.rule, &b.rule) && Arc::ptr_eq(&a.program, &b.program));
+        assert!(Arc::ptr_eq(&a.caps[0].cap, &b.caps[0].cap));
+        // Names that differ are its own.
+        let mut other = p.clone();
+        other.accruals[0].rule = Arc::from("fuel-3");
+        let mut w = Writer::default();
+        other.encode_value(&mut w);
+        let third = RetainedPurchase::decode_value(&w.buf, Some(&first)).unwrap();
+        assert_eq!(third, other);
+        assert!(Arc::ptr_eq(&third.accruals[0].program, &a.program));
+    }
+
+    #[test]
     fn encodes_and_decodes() {
         let mut s = sample();
         s.purchases.drop_before(Timestamp(1_700_000_000_001)); // numbered from 1 now
@@ -380,7 +401,8 @@ mod tests {
         assert_eq!(back.purchases.unloaded_seqs(), 1..2);
         assert!(back.purchases.is_empty(), "purchases are not in the account's value");
         assert_eq!(back.purchases.first_at(), Some(Timestamp(1_700_000_000_000)));
-        back.purchases.load(purchases.iter().map(|b| RetainedPurchase::decode_value(b).unwrap()).collect());
+        back.purchases
+            .load(purchases.iter().map(|b| RetainedPurchase::decode_value(b, None).unwrap()).collect());
         assert_eq!(back, s);
     }
 
@@ -409,9 +431,12 @@ mod tests {
         }
         let mut wrong = purchases[0].clone();
         wrong[0] = 7;
-        assert_eq!(RetainedPurchase::decode_value(&wrong), Err(CodecError::Version(7, PURCHASE_FORMAT)));
+        assert_eq!(
+            RetainedPurchase::decode_value(&wrong, None),
+            Err(CodecError::Version(7, PURCHASE_FORMAT))
+        );
         for cut in 0..purchases[0].len() {
-            assert!(RetainedPurchase::decode_value(&purchases[0][..cut]).is_err(), "cut at {cut}");
+            assert!(RetainedPurchase::decode_value(&purchases[0][..cut], None).is_err(), "cut at {cut}");
         }
     }
 

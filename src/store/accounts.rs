@@ -82,7 +82,7 @@ impl Store {
             if !key.ends_with(&seq.to_be_bytes()) {
                 return Err(missing(seq));
             }
-            let purchase = RetainedPurchase::decode_value(&value)
+            let purchase = RetainedPurchase::decode_value(&value, list.last())
                 .map_err(|e| self.corrupt("retained purchase", partition, e))?;
             list.push(purchase);
         }
