@@ -15,6 +15,7 @@
 //! - [`bench`]: the end-to-end benchmark against a baseline on the same broker.
 
 pub mod accrue;
+pub mod allocator;
 pub mod api;
 pub mod bench;
 pub mod config;

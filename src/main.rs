@@ -11,31 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 
-// mimalloc: glibc's malloc spent a quarter of the core's time on the
-// short-lived strings of records (see docs/benchmarks.md).
+// mimalloc (see the module).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: accrual::allocator::Allocator = accrual::allocator::Allocator;
 
-unsafe extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// `mi_option_purge_delay` in the vendored mimalloc's `mimalloc.h` (v3).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// Keeps freed memory mapped instead of handing it back to the kernel a
-/// second later (mimalloc's purging): every cycle frees and allocates
-/// megabytes of batches and memtable arenas, and each reuse of purged
-/// memory was a page fault and a page of zeroes (90,000 faults and about
-/// a sixth of the engine's CPU time over 500k events; see
-/// docs/tuning.md). The process keeps its peak heap instead, which the
-/// caches bound. MIMALLOC_PURGE_DELAY, when set, is left to decide.
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets an integer option of the allocator linked in.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
-}
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -235,7 +214,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    accrual::allocator::keep_freed_memory();
     let cli = Cli::parse();
     // `run` logs as its config says; the other commands as text.
     let config_for_logs = match &cli.command {

@@ -24,4 +24,4 @@ pub fn example_rules() -> Arc<Rules> {
 
 // The allocator the binary uses, so the benches measure what runs.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: accrual::allocator::Allocator = accrual::allocator::Allocator;

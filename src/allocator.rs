@@ -1,0 +1,109 @@
+//! The allocator of the binary and the benches: mimalloc (glibc's malloc
+//! spent a quarter of the core's time on the short-lived strings of
+//! records; see docs/benchmarks.md), reached the cheapest way it allows,
+//! and told to keep freed memory.
+
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    fn mi_malloc(size: usize) -> *mut std::ffi::c_void;
+    fn mi_zalloc(size: usize) -> *mut std::ffi::c_void;
+    fn mi_realloc(ptr: *mut std::ffi::c_void, size: usize) -> *mut std::ffi::c_void;
+}
+
+/// mimalloc's plain `malloc` where the alignment asked for is one it
+/// gives anyway (at most 16 bytes, `MI_MAX_ALIGN_SIZE`, and at most the
+/// size), as Rust's own System allocator decides; its aligned entry points
+/// otherwise. The `mimalloc` crate always takes the aligned path: about 60
+/// instructions an allocation against 25, 20 allocations per event.
+pub struct Allocator;
+
+/// Whether plain `malloc` aligns a block of `size` bytes enough for `align`.
+fn malloc_aligns(align: usize, size: usize) -> bool {
+    align <= 16 && align <= size
+}
+
+// SAFETY: every path hands the layout to mimalloc, which returns blocks of
+// at least the size and alignment asked for (plain malloc only where it
+// guarantees the alignment), and frees or resizes only its own blocks.
+unsafe impl std::alloc::GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if malloc_aligns(layout.align(), layout.size()) {
+            unsafe { mi_malloc(layout.size()).cast() }
+        } else {
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if malloc_aligns(layout.align(), layout.size()) {
+            unsafe { mi_zalloc(layout.size()).cast() }
+        } else {
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if malloc_aligns(layout.align(), new_size) {
+            unsafe { mi_realloc(ptr.cast(), new_size).cast() }
+        } else {
+            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        }
+    }
+}
+
+/// `mi_option_purge_delay` in the vendored mimalloc's `mimalloc.h` (v3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Keeps freed memory mapped instead of handing it back to the kernel a
+/// second later (mimalloc's purging): every cycle frees and allocates
+/// megabytes of batches and memtable arenas, and each reuse of purged
+/// memory was a page fault and a page of zeroes (90,000 faults and about
+/// a sixth of the engine's CPU time over 500k events; see
+/// docs/tuning.md). The process keeps its peak heap instead, which the
+/// caches bound. MIMALLOC_PURGE_DELAY, when set, is left to decide.
+pub fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets an integer option of the allocator linked in.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout};
+
+    #[test]
+    fn every_block_is_as_aligned_as_asked_and_keeps_its_bytes_when_resized() {
+        for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
+            for size in [1, 3, 8, 15, 16, 17, 24, 100, 5000] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: each block is used within its size and given
+                // back with the layout it has.
+                unsafe {
+                    let zeroed = Allocator.alloc_zeroed(layout);
+                    assert!(!zeroed.is_null() && zeroed as usize % align == 0, "zeroed {size} at {align}");
+                    assert!(std::slice::from_raw_parts(zeroed, size).iter().all(|&b| b == 0));
+                    Allocator.dealloc(zeroed, layout);
+                    for new_size in [1, size / 2 + 1, size * 3] {
+                        let p = Allocator.alloc(layout);
+                        assert!(!p.is_null() && p as usize % align == 0, "{size} at {align}");
+                        for i in 0..size {
+                            *p.add(i) = i as u8;
+                        }
+                        let q = Allocator.realloc(p, layout, new_size);
+                        assert!(!q.is_null() && q as usize % align == 0, "{size} to {new_size} at {align}");
+                        for i in 0..size.min(new_size) {
+                            assert_eq!(*q.add(i), i as u8, "byte {i} of {size} to {new_size} at {align}");
+                        }
+                        Allocator.dealloc(q, Layout::from_size_align(new_size, align).unwrap());
+                    }
+                }
+            }
+        }
+    }
+}
