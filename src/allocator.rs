@@ -18,6 +18,7 @@ unsafe extern "C" {
 pub struct Allocator;
 
 /// Whether plain `malloc` aligns a block of `size` bytes enough for `align`.
+#[inline]
 fn malloc_aligns(align: usize, size: usize) -> bool {
     align <= 16 && align <= size
 }
@@ -26,6 +27,7 @@ fn malloc_aligns(align: usize, size: usize) -> bool {
 // at least the size and alignment asked for (plain malloc only where it
 // guarantees the alignment), and frees or resizes only its own blocks.
 unsafe impl std::alloc::GlobalAlloc for Allocator {
+    #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if malloc_aligns(layout.align(), layout.size()) {
             unsafe { mi_malloc(layout.size()).cast() }
@@ -34,6 +36,7 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
         }
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         if malloc_aligns(layout.align(), layout.size()) {
             unsafe { mi_zalloc(layout.size()).cast() }
@@ -42,10 +45,12 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
         }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if malloc_aligns(layout.align(), new_size) {
             unsafe { mi_realloc(ptr.cast(), new_size).cast() }
