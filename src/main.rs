@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 
-// mimalloc (see the module).
+// mimalloc, reached as `src/allocator.rs` explains.
 #[global_allocator]
 static ALLOCATOR: accrual::allocator::Allocator = accrual::allocator::Allocator;
 
