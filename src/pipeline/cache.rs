@@ -22,7 +22,7 @@ use foldhash::HashMap;
 const DECODED_PER_ENCODED_BYTE: usize = 6;
 const PER_ACCOUNT: usize = 800;
 
-type Generation = HashMap<u32, HashMap<String, (AccountState, usize)>>;
+type Generation = HashMap<u32, HashMap<String, (Box<AccountState>, usize)>>;
 
 #[derive(Default)]
 pub struct AccountCache {
@@ -45,7 +45,7 @@ impl AccountCache {
     }
 
     /// Removes and returns the committed state of an account, if cached.
-    pub fn take(&mut self, partition: u32, account: &str) -> Option<AccountState> {
+    pub fn take(&mut self, partition: u32, account: &str) -> Option<Box<AccountState>> {
         if let Some((state, cost)) = self.current.get_mut(&partition).and_then(|m| m.remove(account)) {
             self.current_bytes -= cost;
             return Some(state);
@@ -54,7 +54,7 @@ impl AccountCache {
     }
 
     /// Keeps a committed state whose encoded form is `encoded` bytes long.
-    pub fn put(&mut self, partition: u32, account: String, state: AccountState, encoded: usize) {
+    pub fn put(&mut self, partition: u32, account: String, state: Box<AccountState>, encoded: usize) {
         let cost = PER_ACCOUNT + account.len() + encoded * DECODED_PER_ENCODED_BYTE;
         let half = self.capacity / 2;
         if cost > half {
@@ -97,8 +97,8 @@ mod tests {
     use super::*;
     use crate::time::Timestamp;
 
-    fn state(n: i64) -> AccountState {
-        AccountState { watermark: Timestamp(n), ..AccountState::default() }
+    fn state(n: i64) -> Box<AccountState> {
+        Box::new(AccountState { watermark: Timestamp(n), ..AccountState::default() })
     }
 
     /// The budget of `accounts` accounts of 100 encoded bytes and 2-byte ids.

@@ -53,7 +53,10 @@ pub struct BatchStats {
 /// A cached account: its state, whether it changed, and the timer it had
 /// registered when loaded.
 struct Cached {
-    state: AccountState,
+    /// Boxed: a state moves between the cache, this batch's map and the
+    /// list awaiting commit, and through the maps' growth; a pointer moves
+    /// instead of its few hundred bytes.
+    state: Box<AccountState>,
     dirty: bool,
     registered: Option<Timestamp>,
     /// Encoded size, once staged.
@@ -71,7 +74,7 @@ pub struct Processor {
     cache: cache::AccountCache,
     /// States of batches processed but not yet committed: they go to the
     /// cache once the caller says the batch is committed.
-    uncommitted: Vec<(u32, String, AccountState, usize)>,
+    uncommitted: Vec<(u32, String, Box<AccountState>, usize)>,
     /// Event ids first seen in the current batch.
     seen: HashMap<String, Timestamp>,
     /// Apply derived events right after the input that caused them (for
@@ -191,7 +194,7 @@ impl Processor {
         if !accounts.contains_key(account) {
             let state = match cache.take(partition, account) {
                 Some(state) => state,
-                None => store.account_lazy(partition, account)?.unwrap_or_default(),
+                None => Box::new(store.account_lazy(partition, account)?.unwrap_or_default()),
             };
             let registered = state.next_due;
             accounts.insert(account.to_string(), Cached { state, dirty: false, registered, encoded: 0 });
