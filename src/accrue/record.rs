@@ -172,8 +172,8 @@ fn needs_escape(bytes: &[u8]) -> bool {
         block.iter().fold(0, |any, &b| any | special(b)) != 0
     }
     if let Some(last) = bytes.last_chunk::<16>() {
-        let (blocks, _) = bytes.as_chunks::<16>();
-        blocks.iter().fold(any_special(last), |any, block| any | any_special(block))
+        let blocks = bytes.chunks_exact(16).filter_map(|block| block.first_chunk::<16>());
+        blocks.fold(any_special(last), |any, block| any | any_special(block))
     } else if let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
         any_special(first) | any_special(last)
     } else {
