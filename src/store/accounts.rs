@@ -33,11 +33,7 @@ impl Store {
     /// [`crate::state::Purchases`]); [`Store::load_purchases`] reads them when needed.
     pub fn account_lazy(&self, partition: u32, account_id: &str) -> Result<Option<AccountState>, StoreError> {
         let key = partition_key(partition, account_id.as_bytes());
-        match self
-            .db
-            .get_pinned_cf_opt(self.cf(CF_ACCOUNTS), key, &self.point_read)
-            .map_err(|e| self.db_err(e))?
-        {
+        match self.lookup(CF_ACCOUNTS, &key)? {
             None => Ok(None),
             Some(bytes) => AccountState::decode(&bytes)
                 .map(Some)

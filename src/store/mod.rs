@@ -228,6 +228,12 @@ impl Store {
         &self.path
     }
 
+    /// A point lookup in family `cf`, with the store's one set of read
+    /// options.
+    fn lookup(&self, cf: &str, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StoreError> {
+        self.db.get_pinned_cf_opt(self.cf(cf), key, &self.point_read).map_err(|e| self.db_err(e))
+    }
+
     fn cf(&self, name: &str) -> &ColumnFamily {
         // The families are created at open; their absence is a bug. (Only a
         // read-only open of an older store may lack one, and it never writes.)
@@ -252,11 +258,7 @@ impl Store {
         window_ms: i64,
     ) -> Result<Option<Timestamp>, StoreError> {
         let key = partition_key(partition, event_id.as_bytes());
-        let Some(value) = self
-            .db
-            .get_pinned_cf_opt(self.cf(CF_DEDUPE), key, &self.point_read)
-            .map_err(|e| self.db_err(e))?
-        else {
+        let Some(value) = self.lookup(CF_DEDUPE, &key)? else {
             return Ok(None);
         };
         let seen = decode_seen(&value)
@@ -266,9 +268,7 @@ impl Store {
 
     pub fn progress(&self, partition: u32) -> Result<Option<Progress>, StoreError> {
         let key = partition_key(partition, PROGRESS);
-        let Some(value) =
-            self.db.get_pinned_cf_opt(self.cf(CF_META), key, &self.point_read).map_err(|e| self.db_err(e))?
-        else {
+        let Some(value) = self.lookup(CF_META, &key)? else {
             return Ok(None);
         };
         let read = |r: &mut Reader<'_>| -> Result<Progress, CodecError> {
