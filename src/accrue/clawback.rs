@@ -14,7 +14,7 @@ use super::{AccrualRecord, Ctx, NoEffect, Outcome, RecordKind, tiers};
 use crate::events::Event;
 use crate::money;
 use crate::rules::{CapMeasure, TierMeasure};
-use crate::state::AccountState;
+use crate::state::{AccountState, Search};
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
 
@@ -32,7 +32,7 @@ pub(super) fn refund(
     out: &mut Vec<AccrualRecord>,
 ) -> Outcome {
     let rules = ctx.rules;
-    let Some(purchase) = state.purchases.find_mut(original, |_| true) else {
+    let Some(purchase) = state.purchases.find_mut(Search::any(original)) else {
         return Outcome::NoEffect(NoEffect::OriginalNotFound);
     };
     let open = purchase.amount - purchase.refunded;

@@ -15,7 +15,7 @@ use super::{
 use crate::events::{Event, Purchase, PurchaseStatus};
 use crate::money::{self, RoundingMode};
 use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, ExpiryPolicy, Rule, Rules, TierMeasure};
-use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase};
+use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase, Search};
 use crate::time::{self, LocalTime};
 use rust_decimal::Decimal;
 
@@ -306,7 +306,7 @@ fn clearing(
     auth: &str,
     out: &mut Effects,
 ) -> Option<Outcome> {
-    let purchase = state.purchases.find_mut(auth, |p| p.authorized)?;
+    let purchase = state.purchases.find_mut(Search::authorized(auth))?;
     purchase.authorized = false;
     for b in &mut state.balances {
         for h in b.holds.iter_mut().filter(|h| h.source == auth) {

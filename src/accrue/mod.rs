@@ -25,10 +25,20 @@ pub use view::{BalanceView, ProgramView, TierProgress, balance_view};
 
 use crate::events::{Event, EventBody};
 use crate::rules::Rules;
-use crate::state::AccountState;
+use crate::state::{AccountState, Search};
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
 use std::sync::Arc;
+
+/// What the stored purchases of an account must be loaded for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchasesNeeded<'e> {
+    None,
+    /// Newest first, back to the newest purchase the search accepts (all
+    /// of them when none does).
+    BackTo(Search<'e>),
+    All,
+}
 
 /// What applying one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,20 +337,26 @@ impl Core {
         out.records.len() - before
     }
 
-    /// Whether applying `event` may look at purchases of the account not
-    /// loaded (see [`crate::state::Purchases`]): a refund, a reversal or a
-    /// clearing searches them, and time passing may prune the oldest. The
-    /// caller loads them first; other events never need them.
-    pub fn needs_purchases(&self, state: &AccountState, event: &Event<'_>) -> bool {
+    /// Which purchases of the account not loaded (see
+    /// [`crate::state::Purchases`]) applying `event` may look at: a refund,
+    /// a reversal or a clearing searches back to the purchase it names;
+    /// time passing may prune the oldest, which needs them all. The caller
+    /// loads them first; other events never need them.
+    pub fn purchases_needed<'e>(&self, state: &AccountState, event: &Event<'e>) -> PurchasesNeeded<'e> {
         if state.purchases.is_complete() {
-            return false;
+            return PurchasesNeeded::None;
         }
-        let searches = match &event.body {
-            EventBody::Refund(_) | EventBody::Reversal(_) => true,
-            EventBody::Purchase(p) => p.clears.is_some(),
-            _ => false,
-        };
-        searches || self.prunes_purchases(state, event.occurred_at)
+        if self.prunes_purchases(state, event.occurred_at) {
+            return PurchasesNeeded::All;
+        }
+        match &event.body {
+            EventBody::Refund(r) => PurchasesNeeded::BackTo(Search::any(r.original_event_id)),
+            EventBody::Reversal(r) => PurchasesNeeded::BackTo(Search::any(r.original_event_id)),
+            EventBody::Purchase(p) => p
+                .clears
+                .map_or(PurchasesNeeded::None, |auth| PurchasesNeeded::BackTo(Search::authorized(auth))),
+            _ => PurchasesNeeded::None,
+        }
     }
 
     /// Whether bringing the account to `at` drops purchases that left the

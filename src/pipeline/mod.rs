@@ -9,7 +9,7 @@
 
 mod cache;
 
-use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome};
+use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome, PurchasesNeeded};
 use crate::events::{Decoder, Event, EventBody};
 use crate::rules::Rules;
 use crate::state::AccountState;
@@ -263,8 +263,17 @@ impl Processor {
             } else {
                 let cached =
                     Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
-                if self.core.needs_purchases(&cached.state, &event) {
-                    store.load_purchases(partition, event.account_id, &mut cached.state)?;
+                match self.core.purchases_needed(&cached.state, &event) {
+                    PurchasesNeeded::None => {}
+                    PurchasesNeeded::BackTo(search) => store.load_purchases_back_to(
+                        partition,
+                        event.account_id,
+                        &mut cached.state,
+                        search,
+                    )?,
+                    PurchasesNeeded::All => {
+                        store.load_purchases(partition, event.account_id, &mut cached.state)?
+                    }
                 }
                 let outcome = self.core.apply(&mut cached.state, &event, &mut self.effects);
                 cached.dirty |= !matches!(outcome, Outcome::Rejected(_));

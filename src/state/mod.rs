@@ -12,7 +12,7 @@ pub mod codec;
 mod encode;
 pub(crate) mod purchases;
 
-pub use purchases::{PurchaseChanges, Purchases};
+pub use purchases::{PurchaseChanges, Purchases, Search};
 
 use crate::rules::{CapMeasure, Program};
 use crate::time::Timestamp;

@@ -18,7 +18,10 @@
 //! cache then holds a few hundred bytes per account instead of its whole
 //! history): the list holds only the newest purchases, the older ones stay
 //! in the store, and [`Purchases::is_complete`] says which. The caller
-//! loads the rest before an event that needs them (`Core::needs_purchases`).
+//! loads what an event needs first (`Core::purchases_needed`): a refund
+//! or clearing, newest first, back to the purchase it names (refunds
+//! mostly follow their purchase by days, so this is one or a few reads
+//! instead of the whole history); pruning, all of them.
 
 use super::RetainedPurchase;
 use crate::time::Timestamp;
@@ -39,6 +42,28 @@ pub struct Purchases {
     stored: Range<u64>,
     /// Stored purchases changed in place since (sequence numbers, may repeat).
     changed: Vec<u64>,
+}
+
+/// The purchase a refund, reversal or clearing looks for: the newest with
+/// this event id (and, for a clearing, still authorised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Search<'a> {
+    pub event_id: &'a str,
+    pub authorized_only: bool,
+}
+
+impl<'a> Search<'a> {
+    pub fn any(event_id: &'a str) -> Search<'a> {
+        Search { event_id, authorized_only: false }
+    }
+
+    pub fn authorized(event_id: &'a str) -> Search<'a> {
+        Search { event_id, authorized_only: true }
+    }
+
+    pub fn accepts(&self, purchase: &RetainedPurchase) -> bool {
+        purchase.event_id == self.event_id && (purchase.authorized || !self.authorized_only)
+    }
 }
 
 /// What a write must do to bring the store up to date with the list.
@@ -127,13 +152,34 @@ impl Purchases {
         self.first_seq..self.first_seq + self.unloaded
     }
 
+    /// Sequence numbers of the newest `count` purchases not loaded (all
+    /// of them when fewer are unloaded).
+    pub fn newest_unloaded(&self, count: u64) -> Range<u64> {
+        let end = self.first_seq + self.unloaded;
+        end - count.min(self.unloaded)..end
+    }
+
     /// Puts the purchases [`Purchases::unloaded_seqs`] names (read from
     /// the store) before the loaded ones.
-    pub fn load(&mut self, mut older: Vec<RetainedPurchase>) {
+    pub fn load(&mut self, older: Vec<RetainedPurchase>) {
         debug_assert_eq!(older.len() as u64, self.unloaded);
-        older.append(&mut self.list);
-        self.list = older;
-        self.unloaded = 0;
+        self.load_newest(older);
+    }
+
+    /// Puts the newest `newer.len()` unloaded purchases (read from the
+    /// store, as [`Purchases::newest_unloaded`] names them) before the
+    /// loaded ones.
+    pub fn load_newest(&mut self, mut newer: Vec<RetainedPurchase>) {
+        debug_assert!(newer.len() as u64 <= self.unloaded);
+        self.unloaded -= newer.len() as u64;
+        newer.append(&mut self.list);
+        self.list = newer;
+    }
+
+    /// Whether a loaded purchase is one `search` accepts (then it is the
+    /// one [`Purchases::find_mut`] finds, whatever is not loaded).
+    pub fn has_loaded(&self, search: Search<'_>) -> bool {
+        self.list.iter().any(|p| search.accepts(p))
     }
 
     /// Forgets the loaded purchases the store holds (to keep an account
@@ -157,15 +203,12 @@ impl Purchases {
         self.list.push(purchase);
     }
 
-    /// The most recent purchase with this event id that `also` accepts,
-    /// to change in place. Needs every purchase loaded.
-    pub fn find_mut(
-        &mut self,
-        event_id: &str,
-        also: impl Fn(&RetainedPurchase) -> bool,
-    ) -> Option<&mut RetainedPurchase> {
-        debug_assert!(self.is_complete(), "searching purchases not loaded");
-        let index = self.list.iter().rposition(|p| p.event_id == event_id && also(p))?;
+    /// The most recent purchase `search` accepts, to change in place.
+    /// Needs the purchases loaded back to it, or all of them.
+    pub fn find_mut(&mut self, search: Search<'_>) -> Option<&mut RetainedPurchase> {
+        let found = self.list.iter().rposition(|p| search.accepts(p));
+        debug_assert!(found.is_some() || self.is_complete(), "searching purchases not loaded");
+        let index = found?;
         self.changed.push(self.first_seq + self.unloaded + index as u64);
         Some(&mut self.list[index])
     }
@@ -244,8 +287,8 @@ mod tests {
         assert!(p.changes().deleted.is_empty());
 
         p.push(purchase("d", 4));
-        p.find_mut("b", |_| true).unwrap().refunded = Decimal::ONE;
-        assert!(p.find_mut("zz", |_| true).is_none());
+        p.find_mut(Search::any("b")).unwrap().refunded = Decimal::ONE;
+        assert!(p.find_mut(Search::any("zz")).is_none());
         assert_eq!(written(&p), vec![(11, "b".into()), (13, "d".into())]);
 
         p.drop_before(Timestamp(3)); // a and b age out; b's change no longer matters
@@ -273,7 +316,7 @@ mod tests {
         p.load(vec![purchase("a", 1), purchase("b", 2)]);
         assert!(p.is_complete());
         assert_eq!(written(&p), vec![(12, "c".into())]);
-        p.find_mut("a", |_| true).unwrap().refunded = Decimal::ONE;
+        p.find_mut(Search::any("a")).unwrap().refunded = Decimal::ONE;
         assert_eq!(written(&p), vec![(10, "a".into()), (12, "c".into())]);
 
         p.mark_stored();

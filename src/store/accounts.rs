@@ -7,7 +7,7 @@
 //! account's range apart from every other's, whatever bytes ids hold.
 
 use super::{CF_ACCOUNTS, CF_PURCHASES, LedgerBatch, Store, StoreError, partition_key};
-use crate::state::{AccountState, RetainedPurchase};
+use crate::state::{AccountState, RetainedPurchase, Search};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use std::ops::Range;
 
@@ -51,6 +51,27 @@ impl Store {
         if !state.purchases.is_complete() {
             let older = self.purchases(partition, account_id, state.purchases.unloaded_seqs())?;
             state.purchases.load(older);
+        }
+        Ok(())
+    }
+
+    /// Reads the purchases of `state` not loaded yet, newest first, until
+    /// one `search` accepts is loaded or all are: a refund names a recent
+    /// purchase far more often than an old one, so the first few reads
+    /// mostly find it. Chunks grow fourfold (8, 32, 128, ...): an old one
+    /// costs a few seeks more than reading the whole history at once.
+    pub fn load_purchases_back_to(
+        &self,
+        partition: u32,
+        account_id: &str,
+        state: &mut AccountState,
+        search: Search<'_>,
+    ) -> Result<(), StoreError> {
+        let mut chunk = 8;
+        while !state.purchases.is_complete() && !state.purchases.has_loaded(search) {
+            let newer = self.purchases(partition, account_id, state.purchases.newest_unloaded(chunk))?;
+            state.purchases.load_newest(newer);
+            chunk *= 4;
         }
         Ok(())
     }
@@ -207,7 +228,7 @@ mod tests {
 
         // Refund p2, age out p1, add p4: the store follows, key by key.
         let mut loaded = store.account(0, "acc").unwrap().unwrap();
-        loaded.purchases.find_mut("p2", |_| true).unwrap().refunded = Decimal::ONE;
+        loaded.purchases.find_mut(Search::any("p2")).unwrap().refunded = Decimal::ONE;
         loaded.purchases.drop_before(Timestamp(5));
         loaded.purchases.push(purchase("p4", 30));
         assert_eq!(loaded.purchases.changes().written.len(), 2, "p2 and p4, not p3");
@@ -231,6 +252,55 @@ mod tests {
 
         store.drop_partition(0).unwrap();
         assert!(purchase_keys(&store).is_empty());
+    }
+
+    #[test]
+    fn a_search_reads_purchases_newest_first_back_to_the_one_it_names() {
+        let (_dir, store) = open();
+        let mut state = AccountState::default();
+        for i in 0..100 {
+            let mut p = purchase(&format!("p{i}"), i);
+            p.authorized = i == 3;
+            state.purchases.push(p);
+        }
+        write(&store, "acc", &mut state);
+        let full = store.account(0, "acc").unwrap().unwrap();
+        let lazy = || store.account_lazy(0, "acc").unwrap().unwrap();
+        let search = |state: &mut AccountState, s: Search<'_>| {
+            store.load_purchases_back_to(0, "acc", state, s).unwrap();
+            let loaded = state.purchases.len();
+            let found = state.purchases.find_mut(s).map(|p| p.event_id.clone());
+            (loaded, found)
+        };
+
+        // The newest: one chunk of 8.
+        let mut recent = lazy();
+        assert_eq!(search(&mut recent, Search::any("p97")), (8, Some("p97".into())));
+        assert_eq!(recent.purchases.unloaded_seqs(), 0..92);
+        // Further back: chunks of 8, then 32 more (128, capped at what is
+        // left, for the oldest).
+        assert_eq!(search(&mut recent, Search::any("p60")), (48, Some("p60".into())));
+        assert_eq!(search(&mut lazy(), Search::any("p3")), (100, Some("p3".into())));
+        // Not there, or there but not authorised: everything is read.
+        assert_eq!(search(&mut lazy(), Search::any("zz")), (100, None));
+        assert_eq!(search(&mut lazy(), Search::authorized("p4")), (100, None));
+        assert_eq!(search(&mut lazy(), Search::authorized("p3")), (100, Some("p3".into())));
+
+        // Partly loaded, the account writes and reads back as it was.
+        let mut partial = lazy();
+        search(&mut partial, Search::any("p99")).1.unwrap();
+        partial.purchases.find_mut(Search::any("p99")).unwrap().refunded = Decimal::ONE;
+        partial.purchases.push(purchase("p100", 100));
+        assert_eq!(written_seqs(&partial), vec![99, 100]);
+        write(&store, "acc", &mut partial);
+        let back = store.account(0, "acc").unwrap().unwrap();
+        assert_eq!(back.purchases.len(), 101);
+        assert_eq!(back.purchases[99].refunded, Decimal::ONE);
+        assert_eq!(&back.purchases[..99], &full.purchases[..99]);
+    }
+
+    fn written_seqs(state: &AccountState) -> Vec<u64> {
+        state.purchases.changes().written.iter().map(|(seq, _)| *seq).collect()
     }
 
     #[test]
