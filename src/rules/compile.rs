@@ -370,8 +370,8 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     });
 
     let mut partners = Vec::new();
-    let mut partner_ids = HashMap::new();
-    let mut partner_merchants = HashMap::new();
+    let mut partner_ids = foldhash::HashMap::default();
+    let mut partner_merchants = foldhash::HashMap::default();
     for (i, (name, p)) in def.partners.iter().enumerate() {
         let item = Item::Partner(name.clone());
         check_name(name, &item, "name", problems);

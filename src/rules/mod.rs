@@ -15,7 +15,6 @@ use crate::events::Mcc;
 use crate::money::RoundingMode;
 use crate::time::{Timestamp, TzOffset};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -47,8 +46,10 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     /// Exclusive groups.
     pub groups: Vec<Group>,
-    partner_ids: HashMap<String, usize>,
-    partner_merchants: HashMap<String, usize>,
+    // Looked up once per purchase: foldhash, not SipHash (~200
+    // instructions an event); lookups only, so hash order never shows.
+    partner_ids: foldhash::HashMap<String, usize>,
+    partner_merchants: foldhash::HashMap<String, usize>,
 }
 
 impl Rules {
