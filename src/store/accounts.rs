@@ -67,10 +67,18 @@ impl Store {
         state: &mut AccountState,
         search: Search<'_>,
     ) -> Result<(), StoreError> {
+        if state.purchases.has_loaded(search) {
+            return Ok(());
+        }
         let mut chunk = 8;
-        while !state.purchases.is_complete() && !state.purchases.has_loaded(search) {
+        while !state.purchases.is_complete() {
             let newer = self.purchases(partition, account_id, state.purchases.newest_unloaded(chunk))?;
+            // Only the chunk just read can hold it: the rest was searched.
+            let found = newer.iter().any(|p| search.accepts(p));
             state.purchases.load_newest(newer);
+            if found {
+                break;
+            }
             chunk *= 4;
         }
         Ok(())
