@@ -7,6 +7,7 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 use std::fmt;
 
 /// Largest amount an event may carry (one trillion units): far above any card
@@ -140,7 +141,7 @@ pub fn check_amount(value: Decimal) -> Result<Decimal, AmountError> {
         Err(AmountError::Negative)
     } else if value.is_zero() {
         Err(AmountError::Zero)
-    } else if value > MAX_AMOUNT {
+    } else if cmp(value, MAX_AMOUNT) == Ordering::Greater {
         Err(AmountError::TooLarge)
     } else {
         Ok(value)
@@ -342,6 +343,29 @@ fn power_of_ten(m: i128) -> Option<u32> {
     (m != 0 && 10u64.pow(m.ilog10()) == m).then(|| m.ilog10())
 }
 
+/// Orders two decimals as `Ord` does, faster where the scales differ by at
+/// most 9 places (a purchase of `112.48` against a rule's `min_amount` of
+/// `1000`): the smaller-scale mantissa is multiplied up in `i128` (a 96-bit
+/// mantissa times 10^9 still fits) instead of `Ord`'s general rescaling,
+/// ~100 instructions a comparison in the rules' conditions.
+#[inline]
+pub fn cmp(a: Decimal, b: Decimal) -> Ordering {
+    let (sa, sb) = (a.scale(), b.scale());
+    let (ma, mb) = (a.mantissa(), b.mantissa());
+    match sa.cmp(&sb) {
+        Ordering::Equal => ma.cmp(&mb),
+        Ordering::Less if sb - sa <= 9 => (ma * 10i128.pow(sb - sa)).cmp(&mb),
+        Ordering::Greater if sa - sb <= 9 => ma.cmp(&(mb * 10i128.pow(sa - sb))),
+        _ => a.cmp(&b),
+    }
+}
+
+/// `a < b`, by [`cmp`].
+#[inline]
+pub fn lt(a: Decimal, b: Decimal) -> bool {
+    cmp(a, b) == Ordering::Less
+}
+
 /// The amount counted "per full N units": `value` floored to a multiple of `unit`.
 pub fn full_units(value: Decimal, unit: Decimal) -> Option<Decimal> {
     round_to_step(value, unit, RoundingMode::Floor)
@@ -435,6 +459,24 @@ mod tests {
             assert!(round_to_places(d("12.345"), d(step), RoundingMode::Floor).is_some(), "{step}");
         }
         assert!(round_to_places(d("12.345"), d("0.05"), RoundingMode::Floor).is_none());
+    }
+
+    proptest::proptest! {
+        /// Any two decimals, scales 0-28 (so both the fast path and the
+        /// fallback are taken), zero and negative zero included.
+        #[test]
+        fn cmp_orders_as_ord_does(
+            a in proptest::num::i128::ANY, sa in 0u32..=28, neg_a in proptest::bool::ANY,
+            b in proptest::num::i128::ANY, sb in 0u32..=28, small in proptest::bool::ANY,
+        ) {
+            let mantissa = |m: i128| if small { m % 1_000_000 } else { m % (1i128 << 96) };
+            let mut x = Decimal::from_i128_with_scale(mantissa(a), sa);
+            x.set_sign_negative(neg_a);
+            let y = Decimal::from_i128_with_scale(mantissa(b), sb);
+            proptest::prop_assert_eq!(cmp(x, y), x.cmp(&y), "{} vs {}", x, y);
+            proptest::prop_assert_eq!(cmp(x, x), Ordering::Equal);
+            proptest::prop_assert_eq!(lt(x, y), x < y);
+        }
     }
 
     proptest::proptest! {

@@ -119,8 +119,8 @@ fn matches(rules: &Rules, rule: &Rule, f: &Facts<'_>) -> bool {
     let w = &rule.when;
     let at = f.local.at;
     let p = f.purchase;
-    (w.min_amount.is_none_or(|min| f.amount >= min))
-        && (w.max_amount.is_none_or(|max| f.amount <= max))
+    (w.min_amount.is_none_or(|min| !money::lt(f.amount, min)))
+        && (w.max_amount.is_none_or(|max| !money::lt(max, f.amount)))
         && (w.from.is_none_or(|from| at >= from))
         && (w.to.is_none_or(|to| at < to))
         && (w.weekdays == 0 || w.weekdays & (1 << f.local.weekday as u8) != 0)
@@ -157,7 +157,7 @@ fn plan(
         let cap = &rules.caps[c];
         if cap.measure == CapMeasure::Spend {
             let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-            if left < eligible {
+            if money::lt(left, eligible) {
                 eligible = left;
             }
         }
@@ -190,7 +190,7 @@ fn plan(
     for &c in &rule.caps {
         let cap = &rules.caps[c];
         let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
-        let capped = cap.measure == CapMeasure::Reward && left < granted;
+        let capped = cap.measure == CapMeasure::Reward && money::lt(left, granted);
         if capped {
             granted = left;
         }
