@@ -40,6 +40,44 @@ pub enum AmountError {
 /// whitespace, no thousands separators. Negative values are reported as
 /// [`AmountError::Negative`] so callers can say so.
 pub fn parse_decimal(text: &str, allow_exponent: bool) -> Result<Decimal, AmountError> {
+    match parse_plain(text.as_bytes()) {
+        Some(value) => Ok(value),
+        None => parse_general(text, allow_exponent),
+    }
+}
+
+/// The form nearly every amount takes, `1234` or `1234.56` (at most 19
+/// bytes, at most [`MAX_SCALE`] places, no sign or exponent), in 64-bit
+/// arithmetic: the general parser's 128-bit mantissa and checks cost ~200
+/// instructions an event. `None` for anything else, which the general
+/// parser then reads (or rejects) as before; a proptest checks they agree.
+fn parse_plain(bytes: &[u8]) -> Option<Decimal> {
+    // 19 digits fit a u64 (10^19 - 1 < 2^64).
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut point = None;
+    for (i, &c) in bytes.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => mantissa = mantissa * 10 + u64::from(c - b'0'),
+            // A point needs a digit on each side.
+            b'.' if point.is_none() && i > 0 && i + 1 < bytes.len() => point = Some(i),
+            _ => return None,
+        }
+    }
+    let scale = point.map_or(0, |p| bytes.len() - p - 1) as u32;
+    if scale > MAX_SCALE {
+        return None;
+    }
+    if mantissa == 0 {
+        return Some(Decimal::ZERO);
+    }
+    Some(Decimal::from_i128_with_scale(i128::from(mantissa), scale))
+}
+
+/// Any decimal [`parse_decimal`] accepts.
+fn parse_general(text: &str, allow_exponent: bool) -> Result<Decimal, AmountError> {
     let bytes = text.as_bytes();
     if bytes.is_empty() {
         return Err(AmountError::Empty);
@@ -310,6 +348,17 @@ fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<
     // value / step = m * 10^-drop: `drop` digits of the mantissa go.
     let drop = i64::from(value.scale()) + i64::from(step_zeros) - i64::from(step.scale());
     let m = value.mantissa();
+    // Amounts and rewards fit 64 bits: the whole computation in them (the
+    // same number and scale as below, without 128-bit multiplications).
+    if let (Ok(small), 1..=18, 0..=18) = (i64::try_from(m), drop, step_zeros) {
+        let units = round_i64(small, 10i64.pow(drop as u32), mode);
+        if units == 0 {
+            return Some(Decimal::ZERO);
+        }
+        if let Some(mantissa) = units.checked_mul(10i64.pow(step_zeros)) {
+            return Some(Decimal::new(mantissa, step.scale()));
+        }
+    }
     let units = if drop <= 0 {
         m.checked_mul(10i128.checked_pow(u32::try_from(-drop).ok()?)?)?
     } else if let (Ok(small), true) = (i64::try_from(m), drop <= 18) {
@@ -462,6 +511,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Amounts in every form, plain or not: the 64-bit path gives the
+        /// general parser's value and scale, or leaves it to it.
+        #[test]
+        fn plain_amounts_parse_as_the_general_parser_parses_them(
+            text in "-?[0-9]{0,21}(\\.[0-9]{0,8})?(e-?[0-9]{1,2})?|[0-9.]{1,22}|0{1,3}\\.0{0,7}",
+            exponent in proptest::bool::ANY,
+        ) {
+            let general = parse_general(&text, exponent);
+            let parsed = parse_decimal(&text, exponent);
+            proptest::prop_assert_eq!(parsed, general);
+            if let (Ok(a), Ok(b)) = (parsed, general) {
+                proptest::prop_assert_eq!(a.scale(), b.scale(), "{}", text);
+            }
+            if let Some(plain) = parse_plain(text.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(plain), general);
+                proptest::prop_assert_eq!(plain.scale(), general.map_or(99, |g| g.scale()));
+            }
+        }
+
         /// Any two decimals, scales 0-28 (so both the fast path and the
         /// fallback are taken), zero and negative zero included.
         #[test]
@@ -544,6 +612,12 @@ mod tests {
         assert_eq!(parse_amount("100.500", false).map(|v| v.to_string()), Ok("100.500".into()));
         assert_eq!(parse_amount("1.50000000", false).map(|v| v.to_string()), Ok("1.500000".into()));
         assert_eq!(parse_amount("000100.10", false), Ok(d("100.1")));
+        // The common forms take the 64-bit path; the rest the general one.
+        for (text, plain) in
+            [("1234.56", true), ("100", true), ("0.00", true), ("1.50000000", false), ("-5", false)]
+        {
+            assert_eq!(parse_plain(text.as_bytes()).is_some(), plain, "{text}");
+        }
     }
 
     #[test]
