@@ -22,6 +22,11 @@ const MAX_ID_LEN: usize = 128;
 
 /// A reusable event decoder. Keep one per thread or partition task.
 pub struct Decoder {
+    /// The event, padded, for the flat path ([`super::flat`]).
+    flat: Vec<u8>,
+    /// Where the flat path found quotes.
+    quotes: Vec<u64>,
+    /// The event, padded, for simd-json, which unescapes strings in place.
     buf: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -34,8 +39,8 @@ impl Default for Decoder {
 }
 
 /// A field's raw value from the tape.
-#[derive(Clone, Copy)]
-enum Raw<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Raw<'a> {
     Str(&'a str),
     Unsigned(u64),
     Signed(i64),
@@ -59,8 +64,8 @@ impl Raw<'_> {
     }
 }
 
-#[derive(Default)]
-struct Fields<'a> {
+#[derive(Debug, Default)]
+pub(super) struct Fields<'a> {
     event_id: Option<Raw<'a>>,
     kind: Option<Raw<'a>>,
     account_id: Option<Raw<'a>>,
@@ -86,7 +91,7 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// The slot and the canonical field name for a key; unknown keys are
     /// ignored so producers can add fields without breaking the engine.
-    fn slot(&mut self, key: &str) -> Option<(&mut Option<Raw<'a>>, &'static str)> {
+    pub(super) fn slot(&mut self, key: &str) -> Option<(&mut Option<Raw<'a>>, &'static str)> {
         Some(match key {
             "event_id" => (&mut self.event_id, "event_id"),
             "type" => (&mut self.kind, "type"),
@@ -116,6 +121,8 @@ impl<'a> Fields<'a> {
 impl Decoder {
     pub fn new() -> Decoder {
         Decoder {
+            flat: Vec::with_capacity(1024 + super::flat::PADDING),
+            quotes: Vec::with_capacity(32),
             buf: Vec::with_capacity(1024 + INPUT_PADDING),
             buffers: Buffers::new(1024),
             tape: Some(Tape::null()),
@@ -125,10 +132,28 @@ impl Decoder {
     /// Decodes one event. The result borrows this decoder's buffer until
     /// the next call.
     pub fn decode<'a>(&'a mut self, input: &[u8]) -> Result<Event<'a>, DecodeError> {
+        self.decode_by(input, true)
+    }
+
+    /// Decodes through the flat path when the event has its shape (and
+    /// `flat_allowed`), through simd-json otherwise.
+    pub(super) fn decode_by<'a>(
+        &'a mut self,
+        input: &[u8],
+        flat_allowed: bool,
+    ) -> Result<Event<'a>, DecodeError> {
         if input.len() > MAX_EVENT_BYTES {
             return Err(DecodeError::TooLarge { size: input.len(), max: MAX_EVENT_BYTES });
         }
-        let Decoder { buf, buffers, tape } = self;
+        let Decoder { flat, quotes, buf, buffers, tape } = self;
+        flat.clear();
+        flat.extend_from_slice(input);
+        flat.resize(input.len() + super::flat::PADDING, 0);
+        let flat: &'a [u8] = flat;
+        if let Some(fields) = super::flat::read(flat, input.len(), quotes).filter(|_| flat_allowed) {
+            // Whole numbers only: no amount's digits to re-read.
+            return fields.and_then(|f| build_event(f, &[], |_| Err(AmountError::NotANumber)));
+        }
         buf.clear();
         buf.extend_from_slice(input);
         buf.resize(input.len() + INPUT_PADDING, 0);
@@ -148,6 +173,19 @@ impl Decoder {
         };
         *tape = Some(nodes.reset());
         result
+    }
+}
+
+/// The fields simd-json reads from `input` (for tests of the flat path).
+#[cfg(test)]
+pub(super) fn general_fields(input: &[u8]) -> String {
+    let mut buf = input.to_vec();
+    buf.resize(input.len() + INPUT_PADDING, 0);
+    let mut buffers = Buffers::new(1024);
+    let mut nodes = Tape::null();
+    match simd_json::fill_tape_padded(buf.as_mut_slice(), input.len(), &mut buffers, &mut nodes) {
+        Ok(()) => format!("{:?}", read_fields(&nodes.0)),
+        Err(e) => format!("{e}"),
     }
 }
 

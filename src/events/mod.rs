@@ -3,6 +3,7 @@
 //! `docs/events.md`.
 
 mod decode;
+mod flat;
 
 pub use decode::Decoder;
 
