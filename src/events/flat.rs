@@ -134,15 +134,17 @@ fn unsigned(bytes: &[u8], start: usize) -> Option<(u64, usize)> {
     (digits > 0 && digits <= 19 && !leading_zero).then_some((n, at))
 }
 
-/// The fields of `bytes[..len]` if it has the flat shape (see the module),
-/// `None` for the general path. `bytes` must hold [`PADDING`] bytes of
-/// zeros past `len`; `words` is scratch space for the quotes. A
-/// duplicate known field is an error either way.
+/// Reads the fields of `bytes[..len]` if it has the flat shape (see the
+/// module) into `fields` (empty before); `None` for the general path, with
+/// `fields` partly filled. `bytes` must hold [`PADDING`] bytes of zeros
+/// past `len`; `words` is scratch space for the quotes. A duplicate known
+/// field is an error either way.
 pub(super) fn read<'a>(
     bytes: &'a [u8],
     len: usize,
     words: &mut Vec<u64>,
-) -> Option<Result<Fields<'a>, DecodeError>> {
+    fields: &mut Fields<'a>,
+) -> Option<Result<(), DecodeError>> {
     let ascii = quotes(bytes, len, words)?;
     let text = &bytes[..len];
     let doc = if ascii {
@@ -154,7 +156,6 @@ pub(super) fn read<'a>(
     };
     // Every slice between quotes (ASCII) of valid UTF-8 is valid too.
     let mut quotes = Quotes { words, word: 0, bits: *words.first()? };
-    let mut fields = Fields::default();
     let mut duplicate = None;
     let mut at = skip_spaces(bytes, 0);
     if bytes[at] != b'{' {
@@ -217,7 +218,7 @@ pub(super) fn read<'a>(
     }
     Some(match duplicate {
         Some(name) => Err(DecodeError::DuplicateField(name)),
-        None => Ok(fields),
+        None => Ok(()),
     })
 }
 
@@ -243,9 +244,9 @@ mod tests {
             v.resize(input.len() + PADDING, 0);
             v
         };
-        let flat = read(&text, input.len(), &mut Vec::new()).map(|fields| {
-            let fields =
-                fields.map_or_else(|e| format!("{:?}", Err::<(), _>(e)), |f| format!("{:?}", Ok::<_, ()>(f)));
+        let mut fields = Fields::default();
+        let flat = read(&text, input.len(), &mut Vec::new(), &mut fields).map(|read| {
+            let fields = format!("{:?}", read.map(|()| fields));
             format!("{fields}\n{:?}", d.decode_by(input, true))
         });
         let general = format!(
@@ -294,20 +295,29 @@ mod tests {
             r#"["a"]"#,
             "",
         ] {
-            assert!(read(&padded(text), text.len(), &mut Vec::new()).is_none(), "{text}");
+            assert!(
+                read(&padded(text), text.len(), &mut Vec::new(), &mut Fields::default()).is_none(),
+                "{text}"
+            );
         }
         let invalid_utf8 = b"{\"a\":\"\xc3\"}";
         let mut padded_bytes = invalid_utf8.to_vec();
         padded_bytes.resize(invalid_utf8.len() + PADDING, 0);
-        assert!(read(&padded_bytes, invalid_utf8.len(), &mut Vec::new()).is_none());
+        assert!(read(&padded_bytes, invalid_utf8.len(), &mut Vec::new(), &mut Fields::default()).is_none());
         for text in
             [r#"{}"#, r#" { "a" : "b" , "c" : 12 , "d" : true , "e" : null } "#, r#"{"a":false,"b":"é€"}"#]
         {
-            assert!(matches!(read(&padded(text), text.len(), &mut Vec::new()), Some(Ok(_))), "{text}");
+            assert!(
+                matches!(
+                    read(&padded(text), text.len(), &mut Vec::new(), &mut Fields::default()),
+                    Some(Ok(_))
+                ),
+                "{text}"
+            );
         }
         let dup = r#"{"event_id":"a","event_id":"b"}"#;
         assert!(matches!(
-            read(&padded(dup), dup.len(), &mut Vec::new()),
+            read(&padded(dup), dup.len(), &mut Vec::new(), &mut Fields::default()),
             Some(Err(DecodeError::DuplicateField("event_id")))
         ));
     }
