@@ -288,14 +288,12 @@ pub fn info(rules_name: &str, rules_version: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accrue::{AccrualRecord, RecordKind};
+    use crate::accrue::{AccrualId, AccrualRecord, RecordKind, RecordText};
     use crate::time::Timestamp;
 
     fn record(program: &str, rule: &str, kind: RecordKind, amount: i64) -> AccrualRecord {
         AccrualRecord {
-            accrual_id: String::new(),
-            source_event_id: String::new(),
-            account_id: String::new(),
+            text: RecordText::new(AccrualId::Text(""), "", "", ""),
             program: Arc::from(program),
             rule_id: Arc::from(rule),
             kind,
@@ -306,7 +304,6 @@ mod tests {
             value: None,
             rules_version: Arc::from("v"),
             occurred_at: Timestamp(0),
-            explanation: String::new(),
         }
     }
 

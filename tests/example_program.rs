@@ -20,12 +20,12 @@ fn base_cashback_counts_full_hundreds_and_points_full_tens() {
     assert_eq!(outcome, Outcome::Applied(2));
     assert_eq!(records[0].amount.to_string(), "12.00");
     assert!(
-        records[0].explanation.starts_with("1% of 1200 (in full 100s of 1234.56) = 12"),
+        records[0].explanation().starts_with("1% of 1200 (in full 100s of 1234.56) = 12"),
         "{}",
-        records[0].explanation
+        records[0].explanation()
     );
     assert_eq!(records[1].amount.to_string(), "123");
-    assert_eq!(records[0].accrual_id, "p1:base-1pct:earn");
+    assert_eq!(records[0].accrual_id(), "p1:base-1pct:earn");
     assert_eq!(records[0].balance_after.to_string(), "12.00");
     // Below the 100 RUB minimum: points only.
     assert_eq!(
@@ -47,9 +47,9 @@ fn groceries_five_percent_floors_to_the_kopeck() {
     assert_eq!(records[0].rule_id.as_ref(), "groceries-5pct");
     assert_eq!(records[0].amount.to_string(), "61.72");
     assert!(
-        records[0].explanation.contains("5% of 1234.56 = 61.728, floor to 0.01: 61.72"),
+        records[0].explanation().contains("5% of 1234.56 = 61.728, floor to 0.01: 61.72"),
         "{}",
-        records[0].explanation
+        records[0].explanation()
     );
     assert_eq!(records[1].amount.to_string(), "123");
 }
@@ -64,9 +64,9 @@ fn the_purchase_crossing_the_grocery_cap_earns_the_remainder() {
     let (_, records) = h.apply(&purchase("g2", A, "20000.00", "5411", "2026-11-06T10:00:00+03:00", ""));
     assert_eq!(records[0].amount.to_string(), "500.00", "5% would be 1000; 500 is left of the cap");
     assert!(
-        records[0].explanation.contains("capped by groceries-monthly (2026-11): 500.00 of 3000 left"),
+        records[0].explanation().contains("capped by groceries-monthly (2026-11): 500.00 of 3000 left"),
         "{}",
-        records[0].explanation
+        records[0].explanation()
     );
     // Cap used up: the exclusive group falls back to the 1% base rate.
     assert_eq!(
@@ -175,7 +175,7 @@ fn double_points_on_fridays_in_december_local_time() {
     );
     let (_, records) = h.apply(&purchase("d1b", A, "55.00", "5999", "2026-12-25T12:00:00+03:00", ""));
     assert_eq!(records.len(), 2);
-    assert_eq!(records[1].explanation, "2x points-base (5), extra 1x = 5");
+    assert_eq!(records[1].explanation(), "2x points-base (5), extra 1x = 5");
     for (id, at) in [
         ("thursday", "2026-12-03T23:59:59+03:00"),
         ("november-friday", "2026-11-27T12:00:00+03:00"),
@@ -209,7 +209,7 @@ fn partial_refund_claws_back_proportionally_and_restores_the_cap() {
             .collect::<Vec<_>>(),
         recs(&[("groceries-5pct", "clawback", "1000.00"), ("points-base", "clawback", "2000")])
     );
-    assert_eq!(records[0].accrual_id, "r1:groceries-5pct:clawback");
+    assert_eq!(records[0].accrual_id(), "r1:groceries-5pct:clawback");
     assert_eq!(records[0].balance_after.to_string(), "2100.00");
     // 1000 of the grocery cap is free again.
     assert_eq!(
@@ -312,7 +312,7 @@ fn every_record_names_the_rules_version_and_event_time() {
     for r in &records {
         assert_eq!(&*r.rules_version, version);
         assert_eq!(r.occurred_at.to_string(), "2026-11-03T07:00:00Z");
-        assert_eq!(r.account_id, A);
-        assert_eq!(r.source_event_id, "p");
+        assert_eq!(r.account_id(), A);
+        assert_eq!(r.source_event_id(), "p");
     }
 }

@@ -86,15 +86,15 @@ fn rewards_wait_in_pending_until_released() {
         vec![b("base-1pct", "earn", "10.00", "0.00", "10.00"), b("points-base", "earn", "10", "0", "10")]
     );
     assert!(
-        records[0].explanation.ends_with("pending until 2026-12-10T07:00:00Z"),
+        records[0].explanation().ends_with("pending until 2026-12-10T07:00:00Z"),
         "{}",
-        records[0].explanation
+        records[0].explanation()
     );
     // Points wait for the next statement date: the 15th (local midnight).
     assert!(h.advance(A, "2026-11-14T20:59:59.999Z").is_empty());
     let released = h.advance(A, "2026-11-14T21:00:00Z");
     assert_eq!(brief(&released), vec![b("points-base", "release", "10", "10", "0")]);
-    assert_eq!(released[0].accrual_id, "p1:points-base:release");
+    assert_eq!(released[0].accrual_id(), "p1:points-base:release");
     assert_eq!(released[0].occurred_at.to_string(), "2026-11-14T21:00:00Z");
     // Cashback waits 30 days to the millisecond.
     assert!(h.advance(A, "2026-12-10T06:59:59.999Z").is_empty());
@@ -117,7 +117,7 @@ fn authorisations_wait_for_clearing_and_reversals_cancel() {
     assert_eq!(outcome, Outcome::Applied(1));
     assert_eq!(brief(&records), vec![b("base-1pct", "release", "20.00", "20.00", "0.00")]);
     assert_eq!(records[0].occurred_at.to_string(), "2026-12-10T07:00:00Z", "released as of when it was due");
-    assert_eq!(records[0].source_event_id, "c1");
+    assert_eq!(records[0].source_event_id(), "c1");
     // The clearing earned nothing itself.
     assert_eq!(h.available(A, "cashback"), d("20.00"));
 
@@ -186,13 +186,13 @@ fn redemption_spends_available_only_and_refuses_with_a_reason() {
         let (outcome, records) = h.apply(&line);
         assert_eq!(outcome, Outcome::Applied(1));
         assert_eq!(records[0].kind.name(), "redeem_rejected");
-        assert!(records[0].explanation.starts_with(reason), "{} vs {reason}", records[0].explanation);
+        assert!(records[0].explanation().starts_with(reason), "{} vs {reason}", records[0].explanation());
         assert_eq!(h.available(A, "points"), d("500"), "a refusal changes nothing");
     }
     let (_, records) = h.apply(&redemption("x6", A, "points", "500", "2026-11-12T11:00:00+03:00", None));
     assert_eq!(brief(&records), vec![b("redemption", "redeem", "500", "0", "100")]);
     assert_eq!(records[0].value, Some(d("250.00")), "500 points at 0.50 RUB");
-    assert_eq!(records[0].accrual_id, "x6:points:redeem");
+    assert_eq!(records[0].accrual_id(), "x6:points:redeem");
     // Cashback is redeemable 1:1 once released.
     h.advance(A, "2026-12-11T00:00:00Z");
     let (_, records) = h.apply(&redemption("x7", A, "cashback", "100", "2026-12-11T10:00:00+03:00", None));
@@ -207,7 +207,7 @@ fn a_donation_is_a_redemption_to_a_charity() {
     let (_, records) =
         h.apply(&redemption("x1", A, "points", "500", "2026-11-02T10:00:00+03:00", Some("children-fund")));
     assert_eq!(brief(&records), vec![b("redemption", "donation", "500", "0", "0")]);
-    assert!(records[0].explanation.contains("donated to children-fund"), "{}", records[0].explanation);
+    assert!(records[0].explanation().contains("donated to children-fund"), "{}", records[0].explanation());
 }
 
 const NO_HOLD_POINTS: &str = r#"
@@ -241,7 +241,7 @@ fn oldest_lots_are_spent_first_and_expire_on_the_exact_instant() {
     assert!(h.advance(A, "2026-12-05T20:59:59.999Z").is_empty());
     let warning = h.advance(A, "2026-12-05T21:00:00Z");
     assert_eq!(brief(&warning), vec![b("expiry", "expiry_warning", "20", "70", "0")]);
-    assert_eq!(warning[0].accrual_id, "acc-1:points:expiry_warning:2026-12-10T21:00:00Z");
+    assert_eq!(warning[0].accrual_id(), "acc-1:points:expiry_warning:2026-12-10T21:00:00Z");
     assert!(h.advance(A, "2026-12-10T20:59:59.999Z").is_empty());
     // A redemption at the very instant sees the lot already gone.
     let (_, records) = h.apply(&redemption("x2", A, "points", "60", "2026-12-10T21:00:00Z", None));
@@ -318,10 +318,10 @@ fn a_refund_racing_a_redemption_never_makes_the_balance_negative() {
     h.apply(&redemption("x1", A, "points", "100", "2026-11-10T10:01:00+03:00", None));
     let (_, records) = h.apply(&refund("r1", A, "p1", "1000.00", "2026-11-10T10:02:00+03:00"));
     assert_eq!(brief(&records), vec![b("points", "clawback", "100", "0", "0")]);
-    assert!(records[0].explanation.contains("100 already spent: owed"), "{}", records[0].explanation);
+    assert!(records[0].explanation().contains("100 already spent: owed"), "{}", records[0].explanation());
     let (_, records) = h.apply(&purchase("p2", A, "500.00", "5999", "2026-11-11T10:00:00+03:00", ""));
     assert_eq!(brief(&records), vec![b("points", "earn", "50", "0", "0")]);
-    assert!(records[0].explanation.contains("50 of it repaid what was owed"));
+    assert!(records[0].explanation().contains("50 of it repaid what was owed"));
     assert_eq!(
         brief(&h.apply(&purchase("p3", A, "600.00", "5999", "2026-11-12T10:00:00+03:00", "")).1),
         vec![b("points", "earn", "60", "10", "0")]
@@ -353,7 +353,7 @@ fn welcome_bonus_once_and_the_referrer_paid_through_a_derived_event() {
     assert_eq!(effects.derived[0].account_id, "old");
     let delivered = h.deliver(&effects.derived);
     assert_eq!(brief(&delivered[0].1), vec![b("referral", "earn", "1000", "1000", "0")]);
-    assert_eq!(delivered[0].1[0].accrual_id, "p2:referral_bonus:referral:earn");
+    assert_eq!(delivered[0].1[0].accrual_id(), "p2:referral_bonus:referral:earn");
     assert!(
         h.apply_effects(&purchase("p3", "new", "5000.00", "5999", "2026-11-05T10:00:00+03:00", ""))
             .1
@@ -394,7 +394,7 @@ fn tiers_upgrade_after_the_crossing_purchase_and_fall_at_the_end_of_a_missed_per
     // Crosses 30,000: this purchase still earns without a tier.
     let (_, records) = h.apply(&purchase("p2", A, "15000.00", "5999", "2026-10-06T10:00:00+03:00", ""));
     assert_eq!(points(&records), vec![("points-base".into(), "150".into()), ("tier".into(), "0".into())]);
-    assert_eq!(records.last().unwrap().explanation, "tier none -> silver: 35000.00 in 2026-Q4 reached 30000");
+    assert_eq!(records.last().unwrap().explanation(), "tier none -> silver: 35000.00 in 2026-Q4 reached 30000");
     assert_eq!(h.accounts[A].tier.as_deref(), Some("silver"));
     // Silver: 1.5x, the extra half paid by silver-points.
     let (_, records) = h.apply(&purchase("p3", A, "10000.00", "5999", "2026-10-07T10:00:00+03:00", ""));
@@ -423,9 +423,9 @@ fn tiers_upgrade_after_the_crossing_purchase_and_fall_at_the_end_of_a_missed_per
     let records = h.advance(A, "2027-05-01T00:00:00+03:00");
     let tier: Vec<_> = records.iter().filter(|r| r.kind.name() == "tier_changed").collect();
     assert_eq!(tier.len(), 1);
-    assert_eq!(tier[0].explanation, "tier gold -> none: 1000.00 in 2027-Q1, which has ended");
+    assert_eq!(tier[0].explanation(), "tier gold -> none: 1000.00 in 2027-Q1, which has ended");
     assert_eq!(tier[0].occurred_at.to_string(), "2027-03-31T21:00:00Z");
-    assert_eq!(tier[0].accrual_id, "acc-1:tier_changed:2027-Q1");
+    assert_eq!(tier[0].accrual_id(), "acc-1:tier_changed:2027-Q1");
     assert_eq!(h.accounts[A].tier, None);
 }
 
@@ -442,7 +442,7 @@ fn customers_choose_categories_within_the_rules() {
         "2026-11-20T10:00:00+03:00",
     ));
     assert_eq!(records[0].kind.name(), "category_choice");
-    assert_eq!(records[0].explanation, "chose groceries, fuel, restaurants, pharmacy for 2026-12");
+    assert_eq!(records[0].explanation(), "chose groceries, fuel, restaurants, pharmacy for 2026-12");
     // December groceries earn the chosen 5%; November's do not.
     let (_, records) = h.apply(&purchase("p1", A, "1000.00", "5411", "2026-11-25T10:00:00+03:00", ""));
     assert_eq!(records[0].rule_id.as_ref(), "base-1pct");
@@ -476,7 +476,7 @@ fn customers_choose_categories_within_the_rules() {
     for (line, why) in refused {
         let records = own(h.apply(&line).1);
         assert_eq!(records[0].kind.name(), "choice_rejected");
-        assert!(records[0].explanation.contains(why), "{} vs {why}", records[0].explanation);
+        assert!(records[0].explanation().contains(why), "{} vs {why}", records[0].explanation());
     }
     // A later choice before the deadline replaces the earlier one.
     h.apply(&choose("c6", "2027-01", r#""travel""#, "2026-12-20T10:00:00+03:00"));
@@ -494,15 +494,15 @@ fn caps_and_releases_follow_the_statement_cycle() {
     assert!(records.iter().all(|r| &*r.program != "cashback"), "cap used up this cycle");
     let (_, records) = h.apply(&purchase("p3", A, "1000.00", "5999", "2026-11-15T00:00:00+03:00", ""));
     // At local midnight on the 15th the cycle's points release, then p3 earns.
-    assert_eq!(records[0].accrual_id, "p1:points-base:release");
+    assert_eq!(records[0].accrual_id(), "p1:points-base:release");
     assert_eq!(own(records)[0].amount.to_string(), "10.00", "a new cycle");
     // The account moves its statement day to the 1st: points now release then.
     h.apply(&event("statement_cycle", "s1", A, "2026-11-16T10:00:00+03:00", r#","statement_day":1"#));
     assert_eq!(h.accounts[A].statement_day, Some(1));
     let (_, records) = h.apply(&purchase("p4", A, "1000.00", "5999", "2026-11-20T10:00:00+03:00", ""));
-    assert!(records[0].explanation.contains("pending until 2026-12-20T07:00:00Z"));
+    assert!(records[0].explanation().contains("pending until 2026-12-20T07:00:00Z"));
     let released = h.advance(A, "2026-11-30T21:00:00Z");
-    assert!(released.iter().any(|r| r.accrual_id == "p4:points-base:release"), "{:?}", brief(&released));
+    assert!(released.iter().any(|r| r.accrual_id() == "p4:points-base:release"), "{:?}", brief(&released));
 }
 
 #[test]

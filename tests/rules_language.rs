@@ -123,9 +123,9 @@ caps = ["rotating-q"]
     let (_, records) = h.apply(&purchase("p2", "a", "1000.00", "5411", "2026-11-02T12:00:00+03:00", ""));
     assert_eq!(records[1].amount.to_string(), "20.00", "4% of the 500 left");
     assert!(
-        records[1].explanation.contains("4% of 500.00 (the part of 1000.00 within the spend cap)"),
+        records[1].explanation().contains("4% of 500.00 (the part of 1000.00 within the spend cap)"),
         "{}",
-        records[1].explanation
+        records[1].explanation()
     );
     assert_eq!(
         h.run(&purchase("p3", "a", "1000.00", "5411", "2026-12-31T20:59:59Z", "")),

@@ -2,7 +2,7 @@
 //! bonus), referrals, chosen categories.
 
 use super::credit::{self, Credited};
-use super::{AccrualRecord, Ctx, DerivedEvent, NoEffect, Outcome, RecordKind};
+use super::{AccrualId, AccrualRecord, Ctx, DerivedEvent, NoEffect, Outcome, RecordKind};
 use crate::events::{CategoryChoice, Event};
 use crate::rules::{Bonus, BonusTrigger, CalendarPeriod, Rules};
 use crate::state::{AccountState, Choice, Referral};
@@ -30,8 +30,8 @@ fn grant(
             text.push_str(&format!("; {repaid} of it repaid what was owed"));
         }
     }
-    let id = AccrualRecord::id(ctx.event_id, &b.name, RecordKind::Earn);
-    out.push(ctx.record(state, &program.name, &b.name, RecordKind::Earn, id, b.amount, at, text));
+    let id = AccrualId::Of { rule: &b.name, kind: RecordKind::Earn };
+    out.push(ctx.record(state, &program.name, &b.name, RecordKind::Earn, id, b.amount, at, &text));
 }
 
 pub fn enrollment(
@@ -136,10 +136,10 @@ pub fn category_choice(
         let text = format!("choice for {month} refused: {why}");
         out.push(ctx.account_record(
             RecordKind::ChoiceRejected,
-            id,
+            &id,
             "category_choice",
             event.occurred_at,
-            text,
+            &text,
         ));
         Outcome::Applied(1)
     };
@@ -171,7 +171,13 @@ pub fn category_choice(
         Err(i) => state.choices.insert(i, Choice { month: choice.month, categories }),
     }
     let id = format!("{}:{}", event.event_id, RecordKind::CategoryChoice.name());
-    out.push(ctx.account_record(RecordKind::CategoryChoice, id, "category_choice", event.occurred_at, text));
+    out.push(ctx.account_record(
+        RecordKind::CategoryChoice,
+        &id,
+        "category_choice",
+        event.occurred_at,
+        &text,
+    ));
     Outcome::Applied(1)
 }
 

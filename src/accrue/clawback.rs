@@ -10,7 +10,7 @@
 //! and repaid from future rewards: the balance never goes negative.
 
 use super::credit;
-use super::{AccrualRecord, Ctx, NoEffect, Outcome, RecordKind, tiers};
+use super::{AccrualId, AccrualRecord, Ctx, NoEffect, Outcome, RecordKind, tiers};
 use crate::events::Event;
 use crate::money;
 use crate::rules::{CapMeasure, TierMeasure};
@@ -105,7 +105,7 @@ pub(super) fn refund(
             earned_taken += take;
         }
         if cancelled > Decimal::ZERO {
-            let id = AccrualRecord::id(event.event_id, &rule, RecordKind::Cancel);
+            let id = AccrualId::Of { rule: &rule, kind: RecordKind::Cancel };
             let text = format!("{head}; cancels {cancelled} still pending");
             out.push(ctx.record(
                 state,
@@ -115,7 +115,7 @@ pub(super) fn refund(
                 id,
                 cancelled,
                 event.occurred_at,
-                text,
+                &text,
             ));
         }
         let rest = take - cancelled;
@@ -131,7 +131,7 @@ pub(super) fn refund(
         if owed > Decimal::ZERO {
             let _ = write!(text, " ({owed} already spent: owed, repaid from future rewards)");
         }
-        let id = AccrualRecord::id(event.event_id, &rule, RecordKind::Clawback);
+        let id = AccrualId::Of { rule: &rule, kind: RecordKind::Clawback };
         out.push(ctx.record(
             state,
             &program_name,
@@ -140,7 +140,7 @@ pub(super) fn refund(
             id,
             rest,
             event.occurred_at,
-            text,
+            &text,
         ));
     }
     // Tier qualification follows the net: spend refunded, or points taken back.

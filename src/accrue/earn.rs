@@ -10,7 +10,8 @@
 
 use super::credit::{self, Credited};
 use super::{
-    AccrualRecord, Ctx, Effects, Explain, NoEffect, Outcome, RecordKind, Rejection, account, lifecycle, tiers,
+    AccrualId, AccrualRecord, Ctx, Effects, Explain, NoEffect, Outcome, RecordKind, Rejection, account,
+    lifecycle, tiers,
 };
 use crate::events::{Event, Purchase, PurchaseStatus};
 use crate::money::{self, RoundingMode};
@@ -27,6 +28,8 @@ pub(super) struct Scratch {
     /// Cap usage planned by earlier rules of this event, per cap.
     pending: Vec<Decimal>,
     grants: Vec<Grant>,
+    /// The explanation being written (copied into its record).
+    explanation: String,
 }
 
 impl Scratch {
@@ -36,6 +39,7 @@ impl Scratch {
             group_done: vec![false; rules.groups.len()],
             pending: vec![Decimal::ZERO; rules.caps.len()],
             grants: Vec::new(),
+            explanation: String::with_capacity(256),
         }
     }
 }
@@ -209,12 +213,11 @@ fn plan(
     Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), why, uses }))
 }
 
-/// The explanation of a grant: how its numbers came about, cap by cap.
-fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> String {
+/// Writes the explanation of a grant to `text`: how its numbers came
+/// about, cap by cap.
+fn explain(text: &mut String, rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) {
     let rule = &rules.rules[grant.rule];
     let why = &grant.why;
-    // Room for most explanations (up to ~160 bytes with caps named).
-    let mut text = String::with_capacity(192);
     match &rule.effect {
         Effect::Percent { percent, .. } => {
             text.d(*percent).s("% of ").d(why.base);
@@ -248,10 +251,9 @@ fn explain(rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) -> 
             CapMeasure::Spend => "; spend cap ",
         });
         text.s(&cap.id).s(" (");
-        period_label(&mut text, cap.period, periods);
+        period_label(text, cap.period, periods);
         text.s("): ").d(left).s(" of ").d(cap.limit).s(" left");
     }
-    text
 }
 
 fn take(scratch: &mut Scratch, grant: Grant) {
@@ -439,7 +441,7 @@ fn after_purchase(
                 let program = q.program.map(|i| &ctx.rules.programs[i].name);
                 out.records
                     .iter()
-                    .filter(|r| r.source_event_id == event.event_id && r.kind == RecordKind::Earn)
+                    .filter(|r| r.source_event_id() == event.event_id && r.kind == RecordKind::Earn)
                     .filter(|r| Some(&r.program) == program)
                     .map(|r| r.amount)
                     .sum()
@@ -462,8 +464,9 @@ fn commit(
     out: &mut Vec<AccrualRecord>,
 ) {
     let rules = ctx.rules;
-    let mut retained = Vec::with_capacity(scratch.grants.len());
-    for grant in scratch.grants.drain(..) {
+    let Scratch { grants, explanation, .. } = scratch;
+    let mut retained = Vec::with_capacity(grants.len());
+    for grant in grants.drain(..) {
         let rule = &rules.rules[grant.rule];
         let program = &rules.programs[rule.program];
         let mut uses = Vec::with_capacity(grant.uses.len());
@@ -492,11 +495,12 @@ fn commit(
             held,
             authorized,
         );
-        let mut explanation = explain(rules, &grant, p.amount, &periods);
+        explanation.clear();
+        explain(explanation, rules, &grant, p.amount, &periods);
         match credited {
             Credited::Pending { release_at } => {
                 explanation.s("; pending until ");
-                release_at.push_to(&mut explanation);
+                release_at.push_to(explanation);
                 if authorized && program.hold.is_some_and(|h| h.require_clearing) {
                     explanation.push_str(" and clearing");
                 }
@@ -513,7 +517,7 @@ fn commit(
             clawed: Decimal::ZERO,
             caps: uses,
         });
-        let id = AccrualRecord::id(event.event_id, &rule.id, RecordKind::Earn);
+        let id = AccrualId::Of { rule: &rule.id, kind: RecordKind::Earn };
         out.push(ctx.record(
             state,
             &program.name,

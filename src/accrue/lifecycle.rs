@@ -9,7 +9,7 @@
 //! never disagree.
 
 use super::credit;
-use super::{AccrualRecord, Ctx, RecordKind, tiers};
+use super::{AccrualId, AccrualRecord, Ctx, RecordKind, tiers};
 use crate::rules::{CapPeriod, ExpiryPolicy, Program, Rules};
 use crate::state::AccountState;
 use crate::time::{self, MS_PER_DAY, Timestamp, TzOffset};
@@ -112,10 +112,10 @@ pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &
                     &program_name,
                     &hold.rule,
                     RecordKind::Release,
-                    id,
+                    AccrualId::Text(&id),
                     hold.amount,
                     instant,
-                    text,
+                    &text,
                 ));
             }
             Due::Warn { balance, index } => {
@@ -131,10 +131,10 @@ pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &
                     &program_name,
                     &expiry_rule(),
                     RecordKind::ExpiryWarning,
-                    id,
+                    AccrualId::Text(&id),
                     amount,
                     instant,
-                    text,
+                    &text,
                 ));
             }
             Due::Expire { balance, index } => {
@@ -150,10 +150,10 @@ pub fn apply_due(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &
                     &program_name,
                     &expiry_rule(),
                     RecordKind::Expire,
-                    id,
+                    AccrualId::Text(&id),
                     lot.amount,
                     instant,
-                    text,
+                    &text,
                 ));
             }
             Due::TierPeriod => tiers::close_periods(ctx, state, instant, out),

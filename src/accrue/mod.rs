@@ -20,7 +20,7 @@ mod redeem;
 mod tiers;
 mod view;
 
-pub use record::{AccrualRecord, RecordKind, json_str};
+pub use record::{AccrualId, AccrualRecord, RecordKind, RecordText, json_str};
 pub use view::{BalanceView, ProgramView, TierProgress, balance_view};
 
 use crate::events::{Event, EventBody};
@@ -187,17 +187,15 @@ impl Ctx<'_> {
         program: &Arc<str>,
         rule_id: &Arc<str>,
         kind: RecordKind,
-        accrual_id: String,
+        accrual_id: AccrualId<'_>,
         amount: Decimal,
         at: Timestamp,
-        explanation: String,
+        explanation: &str,
     ) -> AccrualRecord {
         let balance = state.balance(program);
         let decimals = balance.map_or(0, |b| b.decimals);
         AccrualRecord {
-            accrual_id,
-            source_event_id: self.event_id.to_string(),
-            account_id: self.account_id.to_string(),
+            text: RecordText::new(accrual_id, self.event_id, self.account_id, explanation),
             program: program.clone(),
             rule_id: rule_id.clone(),
             kind,
@@ -208,7 +206,6 @@ impl Ctx<'_> {
             value: None,
             rules_version: self.rules.version.clone(),
             occurred_at: at,
-            explanation,
         }
     }
 
@@ -216,15 +213,13 @@ impl Ctx<'_> {
     pub fn account_record(
         &self,
         kind: RecordKind,
-        accrual_id: String,
+        accrual_id: &str,
         rule_id: &str,
         at: Timestamp,
-        explanation: String,
+        explanation: &str,
     ) -> AccrualRecord {
         AccrualRecord {
-            accrual_id,
-            source_event_id: self.event_id.to_string(),
-            account_id: self.account_id.to_string(),
+            text: RecordText::new(AccrualId::Text(accrual_id), self.event_id, self.account_id, explanation),
             program: Arc::from(""),
             rule_id: Arc::from(rule_id),
             kind,
@@ -235,7 +230,6 @@ impl Ctx<'_> {
             value: None,
             rules_version: self.rules.version.clone(),
             occurred_at: at,
-            explanation,
         }
     }
 }

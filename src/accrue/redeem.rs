@@ -2,7 +2,7 @@
 //! first, at the program's rate (tier-dependent if configured); or donating
 //! them to a charity. Refused with a reason, never below zero.
 
-use super::{AccrualRecord, Ctx, Outcome, RecordKind};
+use super::{AccrualId, AccrualRecord, Ctx, Outcome, RecordKind};
 use crate::events::{Event, Redemption};
 use crate::money;
 use crate::state::AccountState;
@@ -20,7 +20,7 @@ pub fn redeem(
     let program_name: Arc<str> = Arc::from(r.program);
     let rule: Arc<str> = Arc::from("redemption");
     let reject = |state: &AccountState, out: &mut Vec<AccrualRecord>, reason: &str, detail: String| {
-        let id = AccrualRecord::id(event.event_id, &program_name, RecordKind::RedeemRejected);
+        let id = AccrualId::Of { rule: &program_name, kind: RecordKind::RedeemRejected };
         let text = format!("{reason}: {detail}");
         out.push(ctx.record(
             state,
@@ -30,7 +30,7 @@ pub fn redeem(
             id,
             r.amount,
             event.occurred_at,
-            text,
+            &text,
         ));
         Outcome::Applied(1)
     };
@@ -86,8 +86,8 @@ pub fn redeem(
     let tier = state.tier.as_deref().map_or(String::new(), |t| format!(" (tier {t})"));
     let text =
         format!("{} {} {what}, worth {value} {} at {rate}{tier}", r.amount, program.unit, ctx.rules.currency);
-    let id = AccrualRecord::id(event.event_id, &program_name, kind);
-    let mut record = ctx.record(state, &program.name, &rule, kind, id, r.amount, event.occurred_at, text);
+    let id = AccrualId::Of { rule: &program_name, kind };
+    let mut record = ctx.record(state, &program.name, &rule, kind, id, r.amount, event.occurred_at, &text);
     record.value = Some(value);
     out.push(record);
     Outcome::Applied(1)

@@ -244,7 +244,7 @@ impl Sink for OutboxSink {
             self.records.add(r);
             json.clear();
             r.push_json(&mut json);
-            self.push(offset, Destination::Accruals, r.account_id.as_bytes(), json.as_bytes(), &[]);
+            self.push(offset, Destination::Accruals, r.account_id().as_bytes(), json.as_bytes(), &[]);
         }
         self.json = json;
     }
