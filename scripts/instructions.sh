@@ -66,7 +66,7 @@ total=$(grep "PROGRAM TOTALS" "$work/inclusive.txt" | awk '{gsub(",", "", $1); p
 echo "instructions per event: $events events, $accounts accounts, $(basename "$binary")"
 printf '%8.0f  whole run (reading, processing, RocksDB, writing records)\n' "$(awk -v c="$total" -v n="$events" 'BEGIN { print c / n }')"
 echo "$(per_event "accrual::pipeline::Processor::process")  batch processor (all below, and the sink)"
-echo "$(per_event "accrual::events::decode::Decoder::decode")    decoding"
+echo "$(per_event "accrual::events::decode::Decoder::decode_by")    decoding"
 echo "$(per_event "accrual::store::Store::seen")    dedupe lookups"
 echo "$(per_event "accrual::store::accounts::<impl accrual::store::Store>::load_purchases")    reading retained purchases (refunds, reversals)"
 echo "$(per_event "accrual::accrue::Core::apply")    rules and state (the core)"

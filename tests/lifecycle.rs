@@ -394,7 +394,10 @@ fn tiers_upgrade_after_the_crossing_purchase_and_fall_at_the_end_of_a_missed_per
     // Crosses 30,000: this purchase still earns without a tier.
     let (_, records) = h.apply(&purchase("p2", A, "15000.00", "5999", "2026-10-06T10:00:00+03:00", ""));
     assert_eq!(points(&records), vec![("points-base".into(), "150".into()), ("tier".into(), "0".into())]);
-    assert_eq!(records.last().unwrap().explanation(), "tier none -> silver: 35000.00 in 2026-Q4 reached 30000");
+    assert_eq!(
+        records.last().unwrap().explanation(),
+        "tier none -> silver: 35000.00 in 2026-Q4 reached 30000"
+    );
     assert_eq!(h.accounts[A].tier.as_deref(), Some("silver"));
     // Silver: 1.5x, the extra half paid by silver-points.
     let (_, records) = h.apply(&purchase("p3", A, "10000.00", "5999", "2026-10-07T10:00:00+03:00", ""));
