@@ -5,11 +5,7 @@ mod common;
 
 use accrual::accrue::{Core, Effects};
 use accrual::events::Decoder;
-use accrual::state::AccountState;
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-// The hasher the pipeline's account maps use.
-use foldhash::{HashMap, HashMapExt};
-use std::hint::black_box;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
     let events = common::events();
@@ -23,41 +19,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("apply_example_rules", |b| {
         let mut core = Core::new(rules.clone());
         let mut out = Effects::default();
-        b.iter_batched(
-            HashMap::<&str, AccountState>::new,
-            |mut accounts| {
-                for ev in &decoded {
-                    out.clear();
-                    let state = accounts.entry(ev.account_id).or_default();
-                    black_box(core.apply(state, ev, &mut out));
-                }
-                accounts
-            },
-            BatchSize::LargeInput,
-        )
+        // The states are returned, so they are dropped outside the timing.
+        b.iter_with_large_drop(|| common::apply_all(&mut core, &decoded, &mut out))
     });
     group.bench_function("decode_and_apply_example_rules", |b| {
         let mut core = Core::new(rules.clone());
         let mut decoder = Decoder::new();
         let mut out = Effects::default();
-        b.iter_batched(
-            HashMap::<String, AccountState>::new,
-            |mut accounts| {
-                for e in &events {
-                    if let Ok(ev) = decoder.decode(e) {
-                        out.clear();
-                        if !accounts.contains_key(ev.account_id) {
-                            accounts.insert(ev.account_id.to_string(), AccountState::default());
-                        }
-                        if let Some(state) = accounts.get_mut(ev.account_id) {
-                            black_box(core.apply(state, &ev, &mut out));
-                        }
-                    }
-                }
-                accounts
-            },
-            BatchSize::LargeInput,
-        )
+        b.iter_with_large_drop(|| common::decode_and_apply_all(&mut core, &mut decoder, &events, &mut out))
     });
     group.finish();
 }

@@ -25,13 +25,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-if ! command -v valgrind >/dev/null; then
-  echo "installing valgrind"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends valgrind >/dev/null
-fi
+need_valgrind
 cargo build --locked --release --example core_passes
 binary="$CARGO_TARGET_DIR/release/examples/core_passes"
 

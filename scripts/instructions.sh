@@ -27,13 +27,7 @@ while [ $# -gt 0 ]; do
 done
 
 scripts/install-deps.sh
-if ! command -v valgrind >/dev/null; then
-  echo "installing valgrind"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends valgrind >/dev/null
-fi
+need_valgrind
 if [ -z "$binary" ]; then
   cargo build --locked --release --bin accrual
   binary="$CARGO_TARGET_DIR/release/accrual"

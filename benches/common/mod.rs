@@ -1,8 +1,14 @@
 //! Shared bench input: the same realistic events for every bench.
 #![allow(dead_code)]
 
+use accrual::accrue::{Core, Effects};
 use accrual::datagen::{self, GenOptions};
+use accrual::events::{Decoder, Event};
 use accrual::rules::{self, Rules};
+use accrual::state::AccountState;
+// The hasher the pipeline's account maps use.
+use foldhash::{HashMap, HashMapExt};
+use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +26,50 @@ pub fn events() -> Vec<Vec<u8>> {
 pub fn example_rules() -> Arc<Rules> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml");
     Arc::new(rules::load(&path).expect("example rules load"))
+}
+
+/// The loop of `core/apply_example_rules`: decoded events applied to
+/// fresh account states. Returns the states (to be dropped outside the
+/// timing) and the number of records.
+pub fn apply_all<'e>(
+    core: &mut Core,
+    decoded: &[Event<'e>],
+    out: &mut Effects,
+) -> (HashMap<&'e str, AccountState>, usize) {
+    let mut accounts = HashMap::<&str, AccountState>::new();
+    let mut records = 0;
+    for ev in decoded {
+        out.clear();
+        let state = accounts.entry(ev.account_id).or_default();
+        black_box(core.apply(state, ev, out));
+        records += out.records.len();
+    }
+    (accounts, records)
+}
+
+/// The loop of `core/decode_and_apply_example_rules`: each event decoded,
+/// then applied to its account's state (created on first sight).
+pub fn decode_and_apply_all(
+    core: &mut Core,
+    decoder: &mut Decoder,
+    events: &[Vec<u8>],
+    out: &mut Effects,
+) -> (HashMap<String, AccountState>, usize) {
+    let mut accounts = HashMap::<String, AccountState>::new();
+    let mut records = 0;
+    for e in events {
+        if let Ok(ev) = decoder.decode(e) {
+            out.clear();
+            if !accounts.contains_key(ev.account_id) {
+                accounts.insert(ev.account_id.to_string(), AccountState::default());
+            }
+            if let Some(state) = accounts.get_mut(ev.account_id) {
+                black_box(core.apply(state, &ev, out));
+                records += out.records.len();
+            }
+        }
+    }
+    (accounts, records)
 }
 
 // The allocator the binary uses, so the benches measure what runs.
