@@ -55,7 +55,13 @@ fn next_item(rules: &Rules, state: &AccountState) -> Option<(Timestamp, Due)> {
             best = Some((t, d));
         }
     };
+    // Most programs neither hold nor expire: then a balance without holds
+    // has nothing due, and its program need not be looked up by name.
+    let any_expiry = rules.programs.iter().any(|p| p.expiry.is_some());
     for (bi, b) in state.balances.iter().enumerate() {
+        if b.holds.is_empty() && !any_expiry {
+            continue;
+        }
         let Some(program) = rules.program(&b.program) else { continue };
         for (index, h) in b.holds.iter().enumerate().filter(|(_, h)| h.cleared) {
             consider(h.release_at, Due::Release { balance: bi, index });
