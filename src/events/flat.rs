@@ -64,11 +64,11 @@ fn block_bits_portable(block: &[u8; 16]) -> (u16, u16, u16) {
 fn quotes(bytes: &[u8], len: usize, words: &mut Vec<u64>) -> Option<bool> {
     words.clear();
     let mut high = 0u64;
-    for start in (0..len).step_by(64) {
-        let group = bytes.get(start..)?.first_chunk::<64>()?;
+    let mut start = 0;
+    while start < len {
         let (mut quote, mut special) = (0u64, 0u64);
-        for (i, block) in group.chunks_exact(16).enumerate() {
-            let (q, s, h) = block_bits(block.first_chunk::<16>()?);
+        for i in 0..4 {
+            let (q, s, h) = block_bits(bytes.get(start + 16 * i..)?.first_chunk::<16>()?);
             quote |= u64::from(q) << (16 * i);
             special |= u64::from(s) << (16 * i);
             high |= u64::from(h) << (16 * i);
@@ -79,6 +79,7 @@ fn quotes(bytes: &[u8], len: usize, words: &mut Vec<u64>) -> Option<bool> {
             return None;
         }
         words.push(quote & real);
+        start += 64;
     }
     Some(high == 0)
 }
