@@ -28,6 +28,7 @@ pub mod money;
 pub mod partitioner;
 pub mod pipeline;
 pub mod rules;
+mod scan;
 pub mod simulate;
 pub mod state;
 pub mod store;

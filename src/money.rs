@@ -257,26 +257,55 @@ const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 /// Writes `value` into the end of `buf` and returns the text (ASCII).
 fn decimal_text(value: Decimal, buf: &mut [u8; 64]) -> &[u8] {
     let scale = value.scale() as usize;
-    let mut mantissa = value.mantissa().unsigned_abs();
+    let mantissa = value.mantissa().unsigned_abs();
     let end = buf.len();
     let mut at = end;
-    // The mantissa's digits, least significant first: one at a time while
-    // it needs more than 64 bits, then two at a time.
-    while mantissa > u128::from(u64::MAX) {
+    if let Ok(mut small) = u64::try_from(mantissa) {
+        // Within 64 bits (any amount of money): the fraction's digits one at
+        // a time (programs keep 0-2), the point, then the whole part two
+        // digits at a time, at least one.
+        if scale > 0 {
+            for _ in 0..scale {
+                at -= 1;
+                buf[at] = b'0' + (small % 10) as u8;
+                small /= 10;
+            }
+            at -= 1;
+            buf[at] = b'.';
+        }
+        while small >= 100 {
+            let pair = (small % 100) as usize * 2;
+            small /= 100;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if small >= 10 {
+            let pair = small as usize * 2;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            at -= 1;
+            buf[at] = b'0' + small as u8;
+        }
+    } else {
+        at = wide_decimal_text(mantissa, scale, buf);
+    }
+    if value.is_sign_negative() {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+/// [`decimal_text`] for a mantissa beyond 64 bits, unsigned: where the
+/// text starts in `buf`.
+fn wide_decimal_text(mut mantissa: u128, scale: usize, buf: &mut [u8; 64]) -> usize {
+    let end = buf.len();
+    let mut at = end;
+    while mantissa > 0 {
         at -= 1;
         buf[at] = b'0' + (mantissa % 10) as u8;
         mantissa /= 10;
-    }
-    let mut small = mantissa as u64;
-    while small >= 10 {
-        let pair = (small % 100) as usize * 2;
-        small /= 100;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if small > 0 || at == end {
-        at -= 1;
-        buf[at] = b'0' + small as u8;
     }
     // At least one digit before the point: zeros up to it.
     while end - at <= scale {
@@ -289,11 +318,7 @@ fn decimal_text(value: Decimal, buf: &mut [u8; 64]) -> &[u8] {
         at -= 1;
         buf[point - 1] = b'.';
     }
-    if value.is_sign_negative() {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    &buf[at..]
+    at
 }
 
 /// Rounds `value` to a multiple of `step` (`0.01`, `1`, `10`...).

@@ -226,26 +226,9 @@ impl AccrualRecord {
     }
 }
 
-/// Whether any byte must be escaped in a JSON string. Checked in whole
-/// blocks of 16 (the last one overlapping the one before) or two of 8, so
-/// the compiler makes each block a few vector compares: the ids and names
-/// of a record are 10-40 bytes, too short for the vectorised loop of a
-/// plain pass, which cost ~3 instructions a byte.
+/// Whether any byte must be escaped in a JSON string.
 fn needs_escape(bytes: &[u8]) -> bool {
-    fn special(b: u8) -> u8 {
-        u8::from((b < 0x20) | (b == b'"') | (b == b'\\'))
-    }
-    fn any_special<const N: usize>(block: &[u8; N]) -> bool {
-        block.iter().fold(0, |any, &b| any | special(b)) != 0
-    }
-    if let Some(last) = bytes.last_chunk::<16>() {
-        let blocks = bytes.chunks_exact(16).filter_map(|block| block.first_chunk::<16>());
-        blocks.fold(any_special(last), |any, block| any | any_special(block))
-    } else if let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
-        any_special(first) | any_special(last)
-    } else {
-        bytes.iter().fold(0, |any, &b| any | special(b)) != 0
-    }
+    crate::scan::any_byte(bytes, |b| (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
 /// A string, or `null` when empty.

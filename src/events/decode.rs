@@ -284,7 +284,7 @@ fn id<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Option<&'a str>, 
 fn has_control(s: &str) -> bool {
     let bytes = s.as_bytes();
     // Printable ASCII (ids almost always are) has none: a branch-free pass.
-    if !bytes.iter().fold(false, |odd, &b| odd | !(0x20..0x7f).contains(&b)) {
+    if !crate::scan::any_byte(bytes, |b| !(0x20..0x7f).contains(&b)) {
         return false;
     }
     bytes.iter().enumerate().any(|(i, &b)| {
