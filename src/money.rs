@@ -376,11 +376,11 @@ fn round_to_places(value: Decimal, step: Decimal, mode: RoundingMode) -> Option<
     // Amounts and rewards fit 64 bits: the whole computation in them (the
     // same number and scale as below, without 128-bit multiplications).
     if let (Ok(small), 1..=18, 0..=18) = (i64::try_from(m), drop, step_zeros) {
-        let units = round_i64(small, 10i64.pow(drop as u32), mode);
+        let units = round_i64(small, POW10[drop as usize] as i64, mode);
         if units == 0 {
             return Some(Decimal::ZERO);
         }
-        if let Some(mantissa) = units.checked_mul(10i64.pow(step_zeros)) {
+        if let Some(mantissa) = units.checked_mul(POW10[step_zeros as usize] as i64) {
             return Some(Decimal::new(mantissa, step.scale()));
         }
     }
@@ -411,10 +411,23 @@ fn round_i64(m: i64, divisor: i64, mode: RoundingMode) -> i64 {
     rounded_quotient!(m, divisor, mode, i64, u64)
 }
 
+/// 10^0 to 10^19, every power of ten a `u64` holds: a table, where `pow`
+/// is a loop (~100 instructions a rounding went to two of them).
+const POW10: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 /// `Some(k)` when `m` is `10^k`.
 fn power_of_ten(m: i128) -> Option<u32> {
-    let m = u64::try_from(m).ok()?;
-    (m != 0 && 10u64.pow(m.ilog10()) == m).then(|| m.ilog10())
+    let m = u64::try_from(m).ok().filter(|&m| m != 0)?;
+    let k = m.ilog10();
+    (POW10[k as usize] == m).then_some(k)
 }
 
 /// Orders two decimals as `Ord` does, faster where the scales differ by at
@@ -607,6 +620,19 @@ mod tests {
             let mut s = String::from("x");
             push_decimal(&mut s, v);
             proptest::prop_assert_eq!(s, format!("x{v}"));
+        }
+    }
+
+    #[test]
+    fn powers_of_ten_are_found_and_nothing_else() {
+        for k in 0..=19u32 {
+            let p = i128::from(10u64.pow(k));
+            assert_eq!(power_of_ten(p), Some(k));
+            assert_eq!(power_of_ten(p + 1), None, "{p} + 1");
+            assert_eq!(power_of_ten(p * 2), None, "{p} * 2");
+        }
+        for m in [0, -1, -10, i128::from(u64::MAX), i128::from(u64::MAX) + 1, 10i128.pow(20)] {
+            assert_eq!(power_of_ten(m), None, "{m}");
         }
     }
 

@@ -422,8 +422,14 @@ fn after_purchase(
     let at = event.occurred_at;
     if state.last_purchase.is_none_or(|last| last < at) {
         state.last_purchase = Some(at);
-        // Inactivity deadlines moved: warn again before the new one.
-        for b in &mut state.balances {
+        // Inactivity deadlines moved: warn again before the new one (no
+        // balance to look at when no program expires on inactivity).
+        let any_inactive = ctx
+            .rules
+            .programs
+            .iter()
+            .any(|prog| prog.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
+        for b in state.balances.iter_mut().filter(|_| any_inactive) {
             let inactive = ctx
                 .rules
                 .program(&b.program)
