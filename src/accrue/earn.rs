@@ -424,11 +424,7 @@ fn after_purchase(
         state.last_purchase = Some(at);
         // Inactivity deadlines moved: warn again before the new one (no
         // balance to look at when no program expires on inactivity).
-        let any_inactive = ctx
-            .rules
-            .programs
-            .iter()
-            .any(|prog| prog.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
+        let any_inactive = ctx.rules.any_inactivity_expiry();
         for b in state.balances.iter_mut().filter(|_| any_inactive) {
             let inactive = ctx
                 .rules

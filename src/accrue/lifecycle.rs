@@ -55,11 +55,10 @@ fn next_item(rules: &Rules, state: &AccountState) -> Option<(Timestamp, Due)> {
             best = Some((t, d));
         }
     };
-    // Most programs neither hold nor expire: then a balance without holds
-    // has nothing due, and its program need not be looked up by name.
-    let any_expiry = rules.programs.iter().any(|p| p.expiry.is_some());
     for (bi, b) in state.balances.iter().enumerate() {
-        if b.holds.is_empty() && !any_expiry {
+        // Nothing of a balance without holds is due when no program
+        // expires: its program need not be looked up by name.
+        if b.holds.is_empty() && !rules.any_expiry() {
             continue;
         }
         let Some(program) = rules.program(&b.program) else { continue };

@@ -79,6 +79,15 @@ pub enum AccrualId<'a> {
     Text(&'a str),
 }
 
+/// Appends `{source_event_id}:{rule}:{kind}`, the usual accrual id.
+fn push_id(out: &mut String, source_event_id: &str, rule: &str, kind: RecordKind) {
+    out.push_str(source_event_id);
+    out.push(':');
+    out.push_str(rule);
+    out.push(':');
+    out.push_str(kind.name());
+}
+
 /// A record's texts: its accrual id, source event id, account id and
 /// explanation, one after another in one allocation (four strings of
 /// their own cost ~240 instructions a record to allocate and free).
@@ -97,19 +106,13 @@ impl RecordText {
         explanation: &str,
     ) -> Self {
         let id_len = match accrual_id {
-            AccrualId::Of { rule, kind } => source_event_id.len() + rule.len() + kind.name().len() + 2,
+            AccrualId::Of { rule, .. } => source_event_id.len() + rule.len() + 18,
             AccrualId::Text(id) => id.len(),
         };
         let mut text =
             String::with_capacity(id_len + source_event_id.len() + account_id.len() + explanation.len());
         match accrual_id {
-            AccrualId::Of { rule, kind } => {
-                text.push_str(source_event_id);
-                text.push(':');
-                text.push_str(rule);
-                text.push(':');
-                text.push_str(kind.name());
-            }
+            AccrualId::Of { rule, kind } => push_id(&mut text, source_event_id, rule, kind),
             AccrualId::Text(id) => text.push_str(id),
         }
         let id_end = text.len();
@@ -170,12 +173,8 @@ impl AccrualRecord {
     }
 
     pub fn id(source_event_id: &str, rule_id: &str, kind: RecordKind) -> String {
-        let mut id = String::with_capacity(source_event_id.len() + rule_id.len() + 10);
-        id.push_str(source_event_id);
-        id.push(':');
-        id.push_str(rule_id);
-        id.push(':');
-        id.push_str(kind.name());
+        let mut id = String::with_capacity(source_event_id.len() + rule_id.len() + 18);
+        push_id(&mut id, source_event_id, rule_id, kind);
         id
     }
 

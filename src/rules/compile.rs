@@ -749,6 +749,9 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     if !problems.0.is_empty() {
         return None;
     }
+    let any_expiry = programs.iter().any(|p| p.expiry.is_some());
+    let any_inactivity_expiry =
+        programs.iter().any(|p| p.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
     Some(Rules {
         version,
         name: s.name.clone(),
@@ -770,6 +773,8 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         groups,
         partner_ids,
         partner_merchants,
+        any_expiry,
+        any_inactivity_expiry,
     })
 }
 

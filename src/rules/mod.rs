@@ -50,6 +50,11 @@ pub struct Rules {
     // instructions an event); lookups only, so hash order never shows.
     partner_ids: foldhash::HashMap<String, usize>,
     partner_merchants: foldhash::HashMap<String, usize>,
+    /// Whether any program's rewards expire, and whether any expire after
+    /// inactivity: most programs' don't, and then the core skips looking
+    /// balances' programs up by name on every event.
+    any_expiry: bool,
+    any_inactivity_expiry: bool,
 }
 
 impl Rules {
@@ -64,6 +69,16 @@ impl Rules {
     /// The first exclusion list (by name) holding `mcc` at `at`.
     pub fn exclusion_of(&self, mcc: Mcc, at: Timestamp) -> Option<&Category> {
         self.exclusions.iter().find(|list| list.mcc.contains(mcc, at))
+    }
+
+    /// Whether any program's rewards expire.
+    pub fn any_expiry(&self) -> bool {
+        self.any_expiry
+    }
+
+    /// Whether any program's rewards expire after inactivity.
+    pub fn any_inactivity_expiry(&self) -> bool {
+        self.any_inactivity_expiry
     }
 
     pub fn program(&self, name: &str) -> Option<&Program> {
