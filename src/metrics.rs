@@ -148,26 +148,26 @@ impl Metrics {
 pub type RecordKey = (Arc<str>, Arc<str>, &'static str, Arc<str>);
 
 /// Records and amounts per [`RecordKey`], tallied per batch. A batch's
-/// records have a few keys, made of the rules' shared names: found by a
-/// scan comparing pointers first, no key built or hashed per record.
+/// records have a few keys: found by a scan comparing the names (a few
+/// bytes each), a key built only for a new one.
 #[derive(Debug, Default)]
 pub struct RecordTally(Vec<(RecordKey, u64, Decimal)>);
 
 impl RecordTally {
     pub fn add(&mut self, r: &crate::accrue::AccrualRecord) {
         let kind = r.kind.name();
-        // The names are the rules' own Arcs: the pointers almost always
-        // tell, so the text is compared only when they differ.
-        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
-        let found = self.0.iter_mut().find(|((program, rule, k, unit), ..)| {
-            same(rule, &r.rule_id) && *k == kind && same(program, &r.program) && same(unit, &r.unit)
+        let (rule_id, program, unit) = (r.rule_id(), r.program(), r.unit());
+        let found = self.0.iter_mut().find(|((p, rule, k, u), ..)| {
+            **rule == *rule_id && *k == kind && **p == *program && **u == *unit
         });
         match found {
             Some((_, n, amount)) => {
                 *n += 1;
                 *amount += r.amount;
             }
-            None => self.0.push(((r.program.clone(), r.rule_id.clone(), kind, r.unit.clone()), 1, r.amount)),
+            None => {
+                self.0.push(((Arc::from(program), Arc::from(rule_id), kind, Arc::from(unit)), 1, r.amount))
+            }
         }
     }
 
@@ -288,29 +288,25 @@ pub fn info(rules_name: &str, rules_version: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accrue::{AccrualId, AccrualRecord, RecordKind, RecordText};
+    use crate::accrue::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText};
     use crate::time::Timestamp;
 
     fn record(program: &str, rule: &str, kind: RecordKind, amount: i64) -> AccrualRecord {
+        let names = RecordNames { program, rule_id: rule, unit: "RUB", rules_version: "v" };
         AccrualRecord {
-            text: RecordText::new(AccrualId::Text(""), "", "", ""),
-            program: Arc::from(program),
-            rule_id: Arc::from(rule),
+            text: RecordText::new(AccrualId::Text(""), "", "", names, ""),
             kind,
             amount: Decimal::new(amount, 2),
-            unit: Arc::from("RUB"),
             balance_after: Decimal::ZERO,
             pending_after: Decimal::ZERO,
             value: None,
-            rules_version: Arc::from("v"),
             occurred_at: Timestamp(0),
         }
     }
 
     #[test]
-    fn tallies_by_key_whatever_the_names_allocation() {
+    fn tallies_by_names() {
         let mut a = RecordTally::default();
-        // Equal names in different allocations are one key.
         a.add(&record("cashback", "base", RecordKind::Earn, 150));
         a.add(&record("cashback", "base", RecordKind::Earn, 25));
         a.add(&record("cashback", "base", RecordKind::Clawback, -40));

@@ -73,7 +73,7 @@ pub struct Payout {
 impl Payout {
     fn add(&mut self, r: &AccrualRecord) {
         if self.unit.is_empty() {
-            self.unit = r.unit.to_string();
+            self.unit = r.unit().to_string();
         }
         let e = self.by_kind.entry(r.kind).or_insert((0, Decimal::ZERO));
         e.0 += 1;
@@ -125,21 +125,30 @@ struct SimSink<'a> {
     base: u64,
     buf: Vec<u8>,
     error: Option<io::Error>,
-    /// The summary's payouts, keyed by the records' shared names while
-    /// the run lasts (no string built per record).
-    by_rule: BTreeMap<(Arc<str>, Arc<str>), Payout>,
-    by_program: BTreeMap<Arc<str>, Payout>,
+    /// The summary's payouts while the run lasts, by program then rule:
+    /// found by the records' names, a key built only for a new one.
+    by_rule: BTreeMap<String, BTreeMap<String, Payout>>,
+    by_program: BTreeMap<String, Payout>,
+}
+
+/// Adds a record to the payout under `key` (a key string is built only
+/// for a new payout, not for every record).
+fn add_payout(map: &mut BTreeMap<String, Payout>, key: &str, r: &AccrualRecord) {
+    match map.get_mut(key) {
+        Some(payout) => payout.add(r),
+        None => map.entry(key.to_string()).or_default().add(r),
+    }
 }
 
 impl SimSink<'_> {
     /// Moves the payouts into the summary.
     fn finish(&mut self) {
-        for ((program, rule), p) in std::mem::take(&mut self.by_rule) {
-            self.summary.by_rule.insert((program.to_string(), rule.to_string()), p);
+        for (program, rules) in std::mem::take(&mut self.by_rule) {
+            for (rule, p) in rules {
+                self.summary.by_rule.insert((program.clone(), rule), p);
+            }
         }
-        for (program, p) in std::mem::take(&mut self.by_program) {
-            self.summary.by_program.insert(program.to_string(), p);
-        }
+        self.summary.by_program.append(&mut self.by_program);
     }
 
     fn line_of(&self, offset: u64) -> u64 {
@@ -166,11 +175,16 @@ impl Sink for SimSink<'_> {
         for r in records {
             // Per rule: what rules earned and what refunds took back.
             if matches!(r.kind, RecordKind::Earn | RecordKind::Clawback | RecordKind::Cancel) {
-                self.by_rule.entry((r.program.clone(), r.rule_id.clone())).or_default().add(r);
+                match self.by_rule.get_mut(r.program()) {
+                    Some(rules) => add_payout(rules, r.rule_id(), r),
+                    None => {
+                        add_payout(self.by_rule.entry(r.program().to_string()).or_default(), r.rule_id(), r)
+                    }
+                }
             }
             *self.summary.by_kind.entry(r.kind).or_default() += 1;
-            if !r.program.is_empty() {
-                self.by_program.entry(r.program.clone()).or_default().add(r);
+            if !r.program().is_empty() {
+                add_payout(&mut self.by_program, r.program(), r);
             }
             if self.out.is_some() {
                 r.write_json(&mut self.buf);

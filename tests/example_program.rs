@@ -44,7 +44,7 @@ fn base_cashback_counts_full_hundreds_and_points_full_tens() {
 fn groceries_five_percent_floors_to_the_kopeck() {
     let mut h = h();
     let (_, records) = h.apply(&purchase("g1", A, "1234.56", "5411", "2026-11-10T12:00:00+03:00", ""));
-    assert_eq!(records[0].rule_id.as_ref(), "groceries-5pct");
+    assert_eq!(records[0].rule_id(), "groceries-5pct");
     assert_eq!(records[0].amount.to_string(), "61.72");
     assert!(
         records[0].explanation().contains("5% of 1234.56 = 61.728, floor to 0.01: 61.72"),
@@ -205,7 +205,7 @@ fn partial_refund_claws_back_proportionally_and_restores_the_cap() {
     assert_eq!(
         records
             .iter()
-            .map(|r| (r.rule_id.to_string(), r.kind.name(), r.amount.to_string()))
+            .map(|r| (r.rule_id().to_string(), r.kind.name(), r.amount.to_string()))
             .collect::<Vec<_>>(),
         recs(&[("groceries-5pct", "clawback", "1000.00"), ("points-base", "clawback", "2000")])
     );
@@ -310,7 +310,7 @@ fn every_record_names_the_rules_version_and_event_time() {
     assert_eq!(version.len(), 16);
     let (_, records) = h.apply(&purchase("p", A, "500.00", "5411", "2026-11-03T10:00:00+03:00", ""));
     for r in &records {
-        assert_eq!(&*r.rules_version, version);
+        assert_eq!(r.rules_version(), version);
         assert_eq!(r.occurred_at.to_string(), "2026-11-03T07:00:00Z");
         assert_eq!(r.account_id(), A);
         assert_eq!(r.source_event_id(), "p");

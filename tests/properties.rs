@@ -116,7 +116,7 @@ proptest! {
                 prop_assert_eq!(r.kind, RecordKind::Earn);
                 prop_assert!(r.amount > Decimal::ZERO);
                 prop_assert!(r.balance_after >= Decimal::ZERO);
-                if &*r.rule_id == "groceries" { groceries_tx += r.amount; }
+                if r.rule_id() == "groceries" { groceries_tx += r.amount; }
             }
             earned_per_tx.push(groceries_tx);
             let state = &h.accounts["a"];

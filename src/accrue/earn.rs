@@ -440,11 +440,11 @@ fn after_purchase(
         let amount = match q.measure {
             TierMeasure::Spend => p.amount,
             TierMeasure::Earned => {
-                let program = q.program.map(|i| &ctx.rules.programs[i].name);
+                let program = q.program.map(|i| &*ctx.rules.programs[i].name);
                 out.records
                     .iter()
                     .filter(|r| r.source_event_id() == event.event_id && r.kind == RecordKind::Earn)
-                    .filter(|r| Some(&r.program) == program)
+                    .filter(|r| Some(r.program()) == program)
                     .map(|r| r.amount)
                     .sum()
             }

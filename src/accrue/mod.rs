@@ -20,7 +20,7 @@ mod redeem;
 mod tiers;
 mod view;
 
-pub use record::{AccrualId, AccrualRecord, RecordKind, RecordText, json_str};
+pub use record::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText, json_str};
 pub use view::{BalanceView, ProgramView, TierProgress, balance_view};
 
 use crate::events::{Event, EventBody};
@@ -184,8 +184,8 @@ impl Ctx<'_> {
     pub fn record(
         &self,
         state: &AccountState,
-        program: &Arc<str>,
-        rule_id: &Arc<str>,
+        program: &str,
+        rule_id: &str,
         kind: RecordKind,
         accrual_id: AccrualId<'_>,
         amount: Decimal,
@@ -194,17 +194,15 @@ impl Ctx<'_> {
     ) -> AccrualRecord {
         let balance = state.balance(program);
         let decimals = balance.map_or(0, |b| b.decimals);
+        let unit = balance.map_or("", |b| &b.unit);
+        let names = RecordNames { program, rule_id, unit, rules_version: &self.rules.version };
         AccrualRecord {
-            text: RecordText::new(accrual_id, self.event_id, self.account_id, explanation),
-            program: program.clone(),
-            rule_id: rule_id.clone(),
+            text: RecordText::new(accrual_id, self.event_id, self.account_id, names, explanation),
             kind,
             amount: crate::money::with_scale(amount, decimals),
-            unit: balance.map_or_else(|| Arc::from(""), |b| b.unit.clone()),
             balance_after: crate::money::with_scale(balance.map_or(Decimal::ZERO, |b| b.available), decimals),
             pending_after: crate::money::with_scale(balance.map_or(Decimal::ZERO, |b| b.pending), decimals),
             value: None,
-            rules_version: self.rules.version.clone(),
             occurred_at: at,
         }
     }
@@ -218,17 +216,20 @@ impl Ctx<'_> {
         at: Timestamp,
         explanation: &str,
     ) -> AccrualRecord {
+        let names = RecordNames { rule_id, rules_version: &self.rules.version, ..RecordNames::default() };
         AccrualRecord {
-            text: RecordText::new(AccrualId::Text(accrual_id), self.event_id, self.account_id, explanation),
-            program: Arc::from(""),
-            rule_id: Arc::from(rule_id),
+            text: RecordText::new(
+                AccrualId::Text(accrual_id),
+                self.event_id,
+                self.account_id,
+                names,
+                explanation,
+            ),
             kind,
             amount: Decimal::ZERO,
-            unit: Arc::from(""),
             balance_after: Decimal::ZERO,
             pending_after: Decimal::ZERO,
             value: None,
-            rules_version: self.rules.version.clone(),
             occurred_at: at,
         }
     }

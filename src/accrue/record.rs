@@ -6,7 +6,6 @@ use crate::money::push_decimal;
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RecordKind {
@@ -88,14 +87,39 @@ fn push_id(out: &mut String, source_event_id: &str, rule: &str, kind: RecordKind
     out.push_str(kind.name());
 }
 
-/// A record's texts: its accrual id, source event id, account id and
-/// explanation, one after another in one allocation (four strings of
-/// their own cost ~240 instructions a record to allocate and free).
+/// The names a record carries: its program, rule, unit and rules version.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordNames<'a> {
+    /// Empty for records about the account (tier, choices).
+    pub program: &'a str,
+    pub rule_id: &'a str,
+    pub unit: &'a str,
+    pub rules_version: &'a str,
+}
+
+/// A record's texts: its accrual id, source event id, account id, names
+/// and explanation, one after another in one allocation. Four strings of
+/// their own cost ~240 instructions a record to allocate and free; the
+/// names as shared `Arc<str>`s cost eight atomic counter updates a
+/// record, more than copying their few bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordText {
     text: String,
-    /// Where the accrual id, the source event id and the account id end.
-    ends: [usize; 3],
+    /// Where each text but the last (the explanation) ends, in [`Part`] order.
+    ends: [u32; 7],
+}
+
+/// The texts of a [`RecordText`], in their order.
+#[derive(Clone, Copy)]
+enum Part {
+    AccrualId,
+    SourceEventId,
+    AccountId,
+    Program,
+    RuleId,
+    Unit,
+    RulesVersion,
+    Explanation,
 }
 
 impl RecordText {
@@ -103,48 +127,70 @@ impl RecordText {
         accrual_id: AccrualId<'_>,
         source_event_id: &str,
         account_id: &str,
+        names: RecordNames<'_>,
         explanation: &str,
     ) -> Self {
         let id_len = match accrual_id {
             AccrualId::Of { rule, .. } => source_event_id.len() + rule.len() + 18,
             AccrualId::Text(id) => id.len(),
         };
-        let mut text =
-            String::with_capacity(id_len + source_event_id.len() + account_id.len() + explanation.len());
+        let RecordNames { program, rule_id, unit, rules_version } = names;
+        let mut text = String::with_capacity(
+            id_len
+                + source_event_id.len()
+                + account_id.len()
+                + program.len()
+                + rule_id.len()
+                + unit.len()
+                + rules_version.len()
+                + explanation.len(),
+        );
         match accrual_id {
             AccrualId::Of { rule, kind } => push_id(&mut text, source_event_id, rule, kind),
             AccrualId::Text(id) => text.push_str(id),
         }
-        let id_end = text.len();
-        text.push_str(source_event_id);
-        let source_end = text.len();
-        text.push_str(account_id);
-        let account_end = text.len();
+        let mut ends = [0u32; 7];
+        for (end, part) in
+            ends.iter_mut().zip([source_event_id, account_id, program, rule_id, unit, rules_version])
+        {
+            *end = text_len(&text);
+            text.push_str(part);
+        }
+        ends[6] = text_len(&text);
         text.push_str(explanation);
-        RecordText { text, ends: [id_end, source_end, account_end] }
+        RecordText { text, ends }
     }
+
+    fn part(&self, part: Part) -> &str {
+        let i = part as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends.get(i).map_or(self.text.len(), |&e| e as usize);
+        // In bounds and on character boundaries by construction.
+        self.text.get(start..end).unwrap_or_default()
+    }
+}
+
+/// A length within a record's text. The texts are ids, names and one
+/// explanation: far below 4 GiB (saturating keeps it total regardless).
+fn text_len(text: &str) -> u32 {
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccrualRecord {
-    /// The accrual id, source event id, account id and explanation: see
-    /// the methods of those names.
+    /// The accrual id, source event id, account id, program, rule id,
+    /// unit, rules version and explanation: see the methods of those names.
     pub text: RecordText,
-    /// Empty for records about the account (tier, choices).
-    pub program: Arc<str>,
-    pub rule_id: Arc<str>,
     pub kind: RecordKind,
     /// Never negative; `kind` gives the direction. Fixed to the program's
     /// decimal places.
     pub amount: Decimal,
-    pub unit: Arc<str>,
     /// The program's available balance after this record.
     pub balance_after: Decimal,
     /// The program's pending balance after this record.
     pub pending_after: Decimal,
     /// For redemptions and donations: the money value spent.
     pub value: Option<Decimal>,
-    pub rules_version: Arc<str>,
     /// When it took effect: the event's time, or for a release, expiry or
     /// period end, the instant it became due.
     pub occurred_at: Timestamp,
@@ -154,22 +200,40 @@ impl AccrualRecord {
     /// Deterministic: the same input always yields the same id, so
     /// downstream systems can deduplicate on it (see `docs/events.md`).
     pub fn accrual_id(&self) -> &str {
-        &self.text.text[..self.text.ends[0]]
+        self.text.part(Part::AccrualId)
     }
 
     /// The event that caused it (for time-based records, the event that
     /// brought the account's time past the instant).
     pub fn source_event_id(&self) -> &str {
-        &self.text.text[self.text.ends[0]..self.text.ends[1]]
+        self.text.part(Part::SourceEventId)
     }
 
     pub fn account_id(&self) -> &str {
-        &self.text.text[self.text.ends[1]..self.text.ends[2]]
+        self.text.part(Part::AccountId)
+    }
+
+    /// Empty for records about the account (tier, choices).
+    pub fn program(&self) -> &str {
+        self.text.part(Part::Program)
+    }
+
+    pub fn rule_id(&self) -> &str {
+        self.text.part(Part::RuleId)
+    }
+
+    /// The program's unit; empty for records about the account.
+    pub fn unit(&self) -> &str {
+        self.text.part(Part::Unit)
+    }
+
+    pub fn rules_version(&self) -> &str {
+        self.text.part(Part::RulesVersion)
     }
 
     /// The numbers used, for the customer and the auditor.
     pub fn explanation(&self) -> &str {
-        &self.text.text[self.text.ends[2]..]
+        self.text.part(Part::Explanation)
     }
 
     pub fn id(source_event_id: &str, rule_id: &str, kind: RecordKind) -> String {
@@ -196,15 +260,15 @@ impl AccrualRecord {
         s.push_str(",\"account_id\":");
         json_str(s, self.account_id());
         s.push_str(",\"program\":");
-        json_opt_str(s, &self.program);
+        json_opt_str(s, self.program());
         s.push_str(",\"rule_id\":");
-        json_str(s, &self.rule_id);
+        json_str(s, self.rule_id());
         s.push_str(",\"kind\":\"");
         s.push_str(self.kind.name());
         s.push_str("\",\"amount\":\"");
         push_decimal(s, self.amount);
         s.push_str("\",\"unit\":");
-        json_opt_str(s, &self.unit);
+        json_opt_str(s, self.unit());
         s.push_str(",\"balance_after\":\"");
         push_decimal(s, self.balance_after);
         s.push_str("\",\"pending_after\":\"");
@@ -216,7 +280,7 @@ impl AccrualRecord {
             s.push('"');
         }
         s.push_str(",\"rules_version\":");
-        json_str(s, &self.rules_version);
+        json_str(s, self.rules_version());
         s.push_str(",\"occurred_at\":\"");
         self.occurred_at.push_to(s);
         s.push_str("\",\"explanation\":");
@@ -311,24 +375,24 @@ mod tests {
 
     #[test]
     fn json_is_valid_and_escaped() {
+        let names = RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "abc" };
         let r = AccrualRecord {
             text: RecordText::new(
                 AccrualId::Of { rule: "base", kind: RecordKind::Earn },
                 "e\"1",
                 "a\\b",
+                names,
                 "1% of 1234.00\n\u{1}é\t\"",
             ),
-            program: Arc::from("cashback"),
-            rule_id: Arc::from("base"),
             kind: RecordKind::Earn,
             amount: Decimal::new(1234, 2),
-            unit: Arc::from("RUB"),
             balance_after: Decimal::new(5000, 2),
             pending_after: Decimal::new(0, 2),
             value: None,
-            rules_version: Arc::from("abc"),
             occurred_at: Timestamp(0),
         };
+        let parts = (r.program(), r.rule_id(), r.unit(), r.rules_version());
+        assert_eq!(parts, ("cashback", "base", "RUB", "abc"));
         assert_eq!(r.accrual_id(), AccrualRecord::id("e\"1", "base", RecordKind::Earn));
         assert_eq!((r.source_event_id(), r.account_id()), ("e\"1", "a\\b"));
         let mut out = Vec::new();

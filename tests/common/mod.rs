@@ -127,7 +127,7 @@ impl Harness {
         self.apply(line)
             .1
             .iter()
-            .map(|r| (r.rule_id.to_string(), r.kind.name(), r.amount.to_string()))
+            .map(|r| (r.rule_id().to_string(), r.kind.name(), r.amount.to_string()))
             .collect()
     }
 
