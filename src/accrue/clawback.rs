@@ -10,13 +10,12 @@
 //! and repaid from future rewards: the balance never goes negative.
 
 use super::credit;
-use super::{AccrualId, AccrualRecord, Ctx, NoEffect, Outcome, RecordKind, tiers};
+use super::{AccrualId, AccrualRecord, Ctx, Explain, NoEffect, Outcome, RecordKind, tiers};
 use crate::events::Event;
 use crate::money;
 use crate::rules::{CapMeasure, TierMeasure};
 use crate::state::{AccountState, Search};
 use rust_decimal::Decimal;
-use std::fmt::Write as _;
 
 /// Spend-cap usage is given back at this precision (amounts carry at most
 /// six decimals).
@@ -84,7 +83,9 @@ pub(super) fn refund(
     for (rule, program_name, earned, keep, take) in takes {
         let own_lot = rules.program(&program_name).map(|p| credit::lot_expiry(rules, p, bought_at));
         let Some(balance) = state.balances.iter_mut().find(|b| b.program == program_name) else { continue };
-        let head = format!("{what} {this} of purchase {source} ({total}): keeps {keep} of {earned} earned");
+        let mut head = String::with_capacity(160);
+        head.s(what).s(" ").d(this).s(" of purchase ").s(&source).s(" (").d(total).s("): keeps ");
+        head.d(keep).s(" of ").d(earned).s(" earned");
         // Still pending: cancel it.
         let mut cancelled = Decimal::ZERO;
         if let Some(i) = balance.holds.iter().position(|h| h.source == source && h.rule == rule) {
@@ -106,7 +107,8 @@ pub(super) fn refund(
         }
         if cancelled > Decimal::ZERO {
             let id = AccrualId::Of { rule: &rule, kind: RecordKind::Cancel };
-            let text = format!("{head}; cancels {cancelled} still pending");
+            let mut text = head.clone();
+            text.s("; cancels ").d(cancelled).s(" still pending");
             out.push(ctx.record(
                 state,
                 &program_name,
@@ -127,9 +129,10 @@ pub(super) fn refund(
         let owed = rest - taken;
         balance.owed += owed;
         balance.clawed_back += rest;
-        let mut text = format!("{head}; takes back {rest}");
+        let mut text = head;
+        text.s("; takes back ").d(rest);
         if owed > Decimal::ZERO {
-            let _ = write!(text, " ({owed} already spent: owed, repaid from future rewards)");
+            text.s(" (").d(owed).s(" already spent: owed, repaid from future rewards)");
         }
         let id = AccrualId::Of { rule: &rule, kind: RecordKind::Clawback };
         out.push(ctx.record(

@@ -28,6 +28,8 @@ pub(super) struct Scratch {
     /// Cap usage planned by earlier rules of this event, per cap.
     pending: Vec<Decimal>,
     grants: Vec<Grant>,
+    /// The cap steps of this event's planned grants (see [`Grant::steps`]).
+    steps: Vec<CapStep>,
     /// The explanation being written (copied into its record).
     explanation: String,
 }
@@ -39,6 +41,7 @@ impl Scratch {
             group_done: vec![false; rules.groups.len()],
             pending: vec![Decimal::ZERO; rules.caps.len()],
             grants: Vec::new(),
+            steps: Vec::new(),
             explanation: String::with_capacity(256),
         }
     }
@@ -51,8 +54,9 @@ struct Grant {
     /// the grants committed (not for the members of an exclusive group
     /// that lose, nor for a plan an overflow rejects).
     why: Why,
-    /// The rule's caps, in its order.
-    uses: Vec<CapStep>,
+    /// The rule's caps, in its order: a range of [`Scratch::steps`] (no
+    /// allocation of its own per grant).
+    steps: std::ops::Range<usize>,
 }
 
 /// A cap of a grant's rule: what was left of it, whether it cut the
@@ -150,7 +154,7 @@ fn plan(
     index: usize,
     f: &Facts<'_>,
     state: &AccountState,
-    scratch: &Scratch,
+    scratch: &mut Scratch,
 ) -> Result<Option<Grant>, Rejection> {
     let rule = &rules.rules[index];
     let decimals = rules.programs[rule.program].decimals;
@@ -190,7 +194,7 @@ fn plan(
     let rounded =
         money::round_to_step(raw, rule.rounding.step, rule.rounding.mode).ok_or(Rejection::Overflow)?;
     let mut granted = rounded;
-    let mut uses = Vec::with_capacity(rule.caps.len());
+    let first = scratch.steps.len();
     for &c in &rule.caps {
         let cap = &rules.caps[c];
         let left = cap_left(cap, c, &f.periods, state, &scratch.pending);
@@ -198,24 +202,33 @@ fn plan(
         if capped {
             granted = left;
         }
-        uses.push(CapStep { cap: c, left, capped, used: Decimal::ZERO });
+        scratch.steps.push(CapStep { cap: c, left, capped, used: Decimal::ZERO });
     }
     if granted <= Decimal::ZERO {
+        scratch.steps.truncate(first);
         return Ok(None);
     }
-    for step in &mut uses {
+    let steps = first..scratch.steps.len();
+    for step in &mut scratch.steps[steps.clone()] {
         step.used = match rules.caps[step.cap].measure {
             CapMeasure::Reward => granted,
             CapMeasure::Spend => eligible,
         };
     }
     let why = Why { eligible, base, of, raw, rounded };
-    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), why, uses }))
+    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), why, steps }))
 }
 
 /// Writes the explanation of a grant to `text`: how its numbers came
 /// about, cap by cap.
-fn explain(text: &mut String, rules: &Rules, grant: &Grant, amount: Decimal, periods: &Periods) {
+fn explain(
+    text: &mut String,
+    rules: &Rules,
+    grant: &Grant,
+    steps: &[CapStep],
+    amount: Decimal,
+    periods: &Periods,
+) {
     let rule = &rules.rules[grant.rule];
     let why = &grant.why;
     match &rule.effect {
@@ -243,7 +256,7 @@ fn explain(text: &mut String, rules: &Rules, grant: &Grant, amount: Decimal, per
     if why.rounded != why.raw || rule.rounding.mode != RoundingMode::Floor {
         text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(why.rounded);
     }
-    for &CapStep { cap: c, left, capped, .. } in &grant.uses {
+    for &CapStep { cap: c, left, capped, .. } in &steps[grant.steps.clone()] {
         let cap = &rules.caps[c];
         text.s(match cap.measure {
             CapMeasure::Reward if capped => "; capped by ",
@@ -258,7 +271,7 @@ fn explain(text: &mut String, rules: &Rules, grant: &Grant, amount: Decimal, per
 
 fn take(scratch: &mut Scratch, grant: Grant) {
     scratch.results[grant.rule] = grant.amount;
-    for &CapStep { cap: c, used, .. } in &grant.uses {
+    for &CapStep { cap: c, used, .. } in &scratch.steps[grant.steps.clone()] {
         scratch.pending[c] += used;
     }
     scratch.grants.push(grant);
@@ -271,7 +284,7 @@ fn decide_group(
     group: usize,
     f: &Facts<'_>,
     state: &AccountState,
-    scratch: &Scratch,
+    scratch: &mut Scratch,
 ) -> Result<Option<Grant>, Rejection> {
     let mut best: Option<Grant> = None;
     for &m in &rules.groups[group].members {
@@ -365,6 +378,7 @@ pub(super) fn purchase(
     scratch.pending.iter_mut().for_each(|r| *r = Decimal::ZERO);
     scratch.group_done.iter_mut().for_each(|g| *g = false);
     scratch.grants.clear();
+    scratch.steps.clear();
     for (index, rule) in rules.rules.iter().enumerate() {
         let planned = match rule.group {
             Some(g) if scratch.group_done[g] => continue,
@@ -466,13 +480,14 @@ fn commit(
     out: &mut Vec<AccrualRecord>,
 ) {
     let rules = ctx.rules;
-    let Scratch { grants, explanation, .. } = scratch;
+    let Scratch { grants, steps, explanation, .. } = scratch;
     let mut retained = Vec::with_capacity(grants.len());
     for grant in grants.drain(..) {
         let rule = &rules.rules[grant.rule];
         let program = &rules.programs[rule.program];
-        let mut uses = Vec::with_capacity(grant.uses.len());
-        for &CapStep { cap: c, used, .. } in &grant.uses {
+        let grant_steps = &steps[grant.steps.clone()];
+        let mut uses = Vec::with_capacity(grant_steps.len());
+        for &CapStep { cap: c, used, .. } in grant_steps {
             let cap = &rules.caps[c];
             if let Some(period) = period_key(cap, &periods) {
                 state.add_cap_use(&cap.id, period, used);
@@ -498,7 +513,7 @@ fn commit(
             authorized,
         );
         explanation.clear();
-        explain(explanation, rules, &grant, p.amount, &periods);
+        explain(explanation, rules, &grant, steps, p.amount, &periods);
         match credited {
             Credited::Pending { release_at } => {
                 explanation.s("; pending until ");
