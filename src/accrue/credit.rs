@@ -90,12 +90,23 @@ pub fn credit(
         });
         return Credited::Pending { release_at };
     }
-    let repaid = balance.owed.min(amount);
-    balance.owed -= repaid;
+    let repaid = repay_owed(balance, amount);
     if amount > repaid {
         balance.add_lot(amount - repaid, earned_at, expiry);
     }
     Credited::Available { repaid }
+}
+
+/// Repays what the balance owes from `amount`; returns the part repaid.
+/// Most balances owe nothing: then three decimal operations are skipped
+/// (with the same result, the balance's zero unchanged).
+fn repay_owed(balance: &mut crate::state::Balance, amount: Decimal) -> Decimal {
+    if balance.owed.is_zero() {
+        return balance.owed;
+    }
+    let repaid = balance.owed.min(amount);
+    balance.owed -= repaid;
+    repaid
 }
 
 /// Moves a released hold's amount into the available lots.
@@ -103,8 +114,7 @@ pub fn release(rules: &Rules, state: &mut AccountState, program: &Program, hold:
     let expiry = lot_expiry(rules, program, hold.earned_at);
     let balance = state.balance_mut(program);
     balance.pending -= hold.amount;
-    let repaid = balance.owed.min(hold.amount);
-    balance.owed -= repaid;
+    let repaid = repay_owed(balance, hold.amount);
     if hold.amount > repaid {
         balance.add_lot(hold.amount - repaid, hold.earned_at, expiry);
     }
