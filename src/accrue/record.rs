@@ -419,6 +419,48 @@ mod tests {
         }
     }
 
+    fn names() -> RecordNames<'static> {
+        RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "v1" }
+    }
+
+    #[test]
+    fn a_dropped_records_text_is_reused_and_starts_empty() {
+        let long = "x".repeat(300);
+        let first = RecordText::new(AccrualId::Text(&long), &long, "acc-1", names(), &long);
+        let capacity = first.text.capacity();
+        drop(first);
+        let second = RecordText::new(
+            AccrualId::Of { rule: "base", kind: RecordKind::Earn },
+            "e-2",
+            "acc-2",
+            names(),
+            "2",
+        );
+        // The first record's string, cleared: nothing of its text is left.
+        assert!(second.text.capacity() >= capacity, "reused: {} < {capacity}", second.text.capacity());
+        assert_eq!(second.text, "e-2:base:earne-2acc-2cashbackbaseRUBv12");
+        assert_eq!(second.part(Part::AccountId), "acc-2");
+        assert_eq!(second.part(Part::Explanation), "2");
+    }
+
+    #[test]
+    fn spare_texts_stay_bounded() {
+        let spare =
+            || SPARE_TEXTS.with(|spare| spare.borrow().iter().map(String::capacity).collect::<Vec<_>>());
+        // Nothing spare on this thread to begin with.
+        SPARE_TEXTS.with(|spare| spare.borrow_mut().clear());
+        let huge = RecordText::new(AccrualId::Text("id"), "e", "a", names(), &"y".repeat(5000));
+        drop(huge);
+        assert!(spare().is_empty(), "a text over the size limit is freed");
+        let texts: Vec<RecordText> = (0..100)
+            .map(|i| RecordText::new(AccrualId::Text("id"), "e", "a", names(), &i.to_string()))
+            .collect();
+        drop(texts);
+        let kept = spare();
+        assert_eq!(kept.len(), SPARE_TEXTS_MAX);
+        assert!(kept.iter().all(|&c| c > 0 && c <= SPARE_TEXT_MAX), "{kept:?}");
+    }
+
     #[test]
     fn json_is_valid_and_escaped() {
         let names = RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "abc" };
