@@ -385,6 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn names_are_found_by_text_as_well_as_by_pointer() {
+        let mut s = AccountState::default();
+        let (p, other) = (program(), program());
+        let cap: Arc<str> = Arc::from("groceries-monthly");
+        s.balance_mut(&p).available = d("1.00");
+        s.add_cap_use(&cap, 7, d("2.5"));
+        // The same names in other allocations (as read from the store):
+        // the same balance and counter, nothing added.
+        assert!(!Arc::ptr_eq(&p.name, &other.name));
+        s.balance_mut(&other).available += d("1.00");
+        s.add_cap_use(&Arc::from("groceries-monthly"), 7, d("0.5"));
+        assert_eq!((s.balances.len(), s.balances[0].available), (1, d("2.00")));
+        assert_eq!((s.counters.len(), s.cap_used("groceries-monthly", 7)), (1, d("3.0")));
+        // Another period of the same cap is a counter of its own.
+        s.add_cap_use(&cap, 8, d("1"));
+        assert_eq!((s.cap_used(&cap, 7), s.cap_used(&cap, 8), s.counters.len()), (d("3.0"), d("1"), 2));
+    }
+
+    #[test]
     fn a_purchase_decoded_after_another_shares_its_names() {
         let p = sample().purchases[0].clone();
         let mut w = Writer::default();
