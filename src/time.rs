@@ -138,26 +138,30 @@ pub fn parse_offset(text: &str) -> Result<i32, TimeError> {
 fn parse_utc_layout(b: &[u8]) -> Option<Timestamp> {
     const LAYOUT: [u8; 24] = *b"0000-00-00T00:00:00.000Z";
     // Per byte, what `byte ^ layout` may be: at most 9 where a digit
-    // goes, 0 elsewhere. Adding 0x76 (digits) or 0x7f (the rest) sets
-    // a byte's high bit exactly when it is more.
-    const fn words(digit: u8, other: u8, xor_layout: bool) -> [u64; 3] {
+    // goes, 0 elsewhere. Adding 0x76 (digits) or 0x7f (the rest) sets a
+    // byte's high bit exactly when it is more.
+    const LIMIT: [u8; 24] = {
+        let mut limit = [0x7f; 24];
+        let mut i = 0;
+        while i < 24 {
+            if LAYOUT[i] == b'0' {
+                limit[i] = 0x76;
+            }
+            i += 1;
+        }
+        limit
+    };
+    const fn words(bytes: &[u8; 24]) -> [u64; 3] {
         let mut out = [0u64; 3];
         let mut i = 0;
         while i < 24 {
-            let byte = if xor_layout {
-                LAYOUT[i]
-            } else if LAYOUT[i] == b'0' {
-                digit
-            } else {
-                other
-            };
-            out[i / 8] |= (byte as u64) << (8 * (i % 8));
+            out[i / 8] |= (bytes[i] as u64) << (8 * (i % 8));
             i += 1;
         }
         out
     }
-    const LAYOUT_WORDS: [u64; 3] = words(0, 0, true);
-    const LIMITS: [u64; 3] = words(0x76, 0x7f, false);
+    const LAYOUT_WORDS: [u64; 3] = words(&LAYOUT);
+    const LIMIT_WORDS: [u64; 3] = words(&LIMIT);
     const HIGH: u64 = 0x8080_8080_8080_8080;
 
     let mut text = LAYOUT;
@@ -166,19 +170,19 @@ fn parse_utc_layout(b: &[u8]) -> Option<Timestamp> {
         24 => text.copy_from_slice(b),
         _ => return None,
     }
-    let mut d = [0u8; 24];
     for i in 0..3 {
         let word = u64::from_le_bytes(text[8 * i..8 * i + 8].try_into().ok()?) ^ LAYOUT_WORDS[i];
-        if (word | word.wrapping_add(LIMITS[i])) & HIGH != 0 {
+        if (word | word.wrapping_add(LIMIT_WORDS[i])) & HIGH != 0 {
             return None;
         }
-        d[8 * i..8 * i + 8].copy_from_slice(&word.to_le_bytes());
     }
-    let two = |at: usize| u32::from(d[at]) * 10 + u32::from(d[at + 1]);
+    // Every digit position holds an ASCII digit now.
+    let digit = |at: usize| u32::from(text[at] - b'0');
+    let two = |at: usize| digit(at) * 10 + digit(at + 1);
     let year = (two(0) * 100 + two(2)) as i32;
     let (month, day) = (two(5), two(8));
     let (hour, minute, second) = (two(11), two(14), two(17));
-    let ms = two(20) * 10 + u32::from(d[22]);
+    let ms = two(20) * 10 + digit(22);
     let valid_date =
         year >= 1900 && (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month);
     if !valid_date || hour > 23 || minute > 59 || second > 59 {

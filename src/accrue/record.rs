@@ -150,15 +150,13 @@ impl RecordText {
             AccrualId::Of { rule, kind } => push_id(&mut text, source_event_id, rule, kind),
             AccrualId::Text(id) => text.push_str(id),
         }
+        // Each part after the accrual id starts where the one before ends.
         let mut ends = [0u32; 7];
-        for (end, part) in
-            ends.iter_mut().zip([source_event_id, account_id, program, rule_id, unit, rules_version])
-        {
+        let rest = [source_event_id, account_id, program, rule_id, unit, rules_version, explanation];
+        for (end, part) in ends.iter_mut().zip(rest) {
             *end = text_len(&text);
             text.push_str(part);
         }
-        ends[6] = text_len(&text);
-        text.push_str(explanation);
         RecordText { text, ends }
     }
 

@@ -235,10 +235,11 @@ impl AccountState {
         // A balance created while these rules run holds the rules' own
         // name: found by pointer, without comparing names (~130
         // instructions a credit). Names read from the store compare by text.
-        let shared = self.balances.iter().position(|b| Arc::ptr_eq(&b.program, &program.name));
-        let at = match shared
-            .map_or_else(|| self.balances.binary_search_by(|b| (*b.program).cmp(&program.name)), Ok)
-        {
+        let found = match self.balances.iter().position(|b| Arc::ptr_eq(&b.program, &program.name)) {
+            Some(i) => Ok(i),
+            None => self.balances.binary_search_by(|b| (*b.program).cmp(&program.name)),
+        };
+        let at = match found {
             Ok(i) => i,
             Err(i) => {
                 self.balances.insert(i, Balance::new(program));
