@@ -415,3 +415,30 @@ fn the_version_follows_the_rules_not_the_formatting() {
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);
 }
+
+#[test]
+fn rules_past_the_sixty_fourth_are_evaluated_like_the_first() {
+    // Purchases evaluate only the rules their MCC allows, from a bit per
+    // rule built at load: a program with more rules than bits must still
+    // pay every rule whose conditions hold, and no other.
+    let rules: String = (0..70)
+        .map(|i| {
+            let when = if i % 2 == 0 {
+                r#"when = { categories = ["groceries"] }"#
+            } else {
+                r#"when = { mcc = ["5812"] }"#
+            };
+            format!(
+                "[[rules]]\nid = \"r{i:02}\"\nprogram = \"points\"\n{when}\neffect = {{ fixed = \"1\" }}\n\n"
+            )
+        })
+        .collect();
+    let mut h = program(&rules);
+    let ids =
+        |records: Vec<(String, &'static str, String)>| records.into_iter().map(|r| r.0).collect::<Vec<_>>();
+    let even: Vec<String> = (0..70).step_by(2).map(|i| format!("r{i:02}")).collect();
+    let odd: Vec<String> = (1..70).step_by(2).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(ids(h.run(&purchase("p1", "a", "100", "5411", T, ""))), even);
+    assert_eq!(ids(h.run(&purchase("p2", "a", "100", "5812", T, ""))), odd);
+    assert!(h.run(&purchase("p3", "a", "100", "5999", T, "")).is_empty());
+}

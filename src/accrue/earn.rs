@@ -15,7 +15,7 @@ use super::{
 };
 use crate::events::{Event, Purchase, PurchaseStatus};
 use crate::money::{self, RoundingMode};
-use crate::rules::{Cap, CapMeasure, CapPeriod, Effect, ExpiryPolicy, Rule, Rules, TierMeasure};
+use crate::rules::{Candidates, Cap, CapMeasure, CapPeriod, Effect, ExpiryPolicy, Rule, Rules, TierMeasure};
 use crate::state::{AccountState, CapUse, RetainedAccrual, RetainedPurchase, Search};
 use crate::time::{self, LocalTime};
 use rust_decimal::Decimal;
@@ -99,6 +99,8 @@ struct Facts<'a> {
     periods: Periods,
     /// Categories the account chose for the month.
     chosen: Vec<usize>,
+    /// The rules the purchase's MCC allows: the others are not evaluated.
+    candidates: Candidates,
 }
 
 fn period_key(cap: &Cap, periods: &Periods) -> Option<u32> {
@@ -292,7 +294,7 @@ fn decide_group(
         if best.as_ref().is_some_and(|b| rules.rules[m].priority < rules.rules[b.rule].priority) {
             break;
         }
-        if !matches(rules, &rules.rules[m], f) {
+        if !f.candidates.has(m) || !matches(rules, &rules.rules[m], f) {
             continue;
         }
         let Some(candidate) = plan(rules, m, f, state, scratch)? else { continue };
@@ -373,6 +375,7 @@ pub(super) fn purchase(
         tier: state.tier.as_deref(),
         periods,
         chosen,
+        candidates: rules.candidates(p.mcc),
     };
     scratch.results.iter_mut().for_each(|r| *r = Decimal::ZERO);
     scratch.pending.iter_mut().for_each(|r| *r = Decimal::ZERO);
@@ -386,7 +389,9 @@ pub(super) fn purchase(
                 scratch.group_done[g] = true;
                 decide_group(rules, g, &facts, state, scratch)
             }
-            None if matches(rules, rule, &facts) => plan(rules, index, &facts, state, scratch),
+            None if facts.candidates.has(index) && matches(rules, rule, &facts) => {
+                plan(rules, index, &facts, state, scratch)
+            }
             None => continue,
         };
         match planned {

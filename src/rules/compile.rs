@@ -3,6 +3,7 @@
 //! checks. Every problem found is reported, not only the first.
 
 use super::file::*;
+use super::mcc::MccIndex;
 use super::{
     Bonus, Cap, Category, ChoiceConfig, Conditions, DatedMccSet, Effect, Expiry, ExpiryPolicy, Group, Hold,
     Item, MccSet, Partner, Problem, Program, Redemption, Rounding, Rule, Rules, RulesError, Tier, TierPeriod,
@@ -752,6 +753,12 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let any_expiry = programs.iter().any(|p| p.expiry.is_some());
     let any_inactivity_expiry =
         programs.iter().any(|p| p.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
+    let exclusion_lists: Vec<&DatedMccSet> = exclusions.iter().map(|e| &e.mcc).collect();
+    let mcc_index = MccIndex::new(
+        rules.len(),
+        |r, code| rules[r].when.may_match_mcc(code, &categories),
+        &exclusion_lists,
+    );
     Some(Rules {
         version,
         name: s.name.clone(),
@@ -775,6 +782,7 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         partner_merchants,
         any_expiry,
         any_inactivity_expiry,
+        mcc_index,
     })
 }
 

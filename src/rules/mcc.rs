@@ -67,6 +67,71 @@ impl MccSet {
     }
 }
 
+/// For each merchant category code, the rules that could match a purchase
+/// with it and whether an exclusion list might hold it, over every
+/// version of every list: built at load, so a purchase evaluates only the
+/// rules its code allows. It only ever leaves out rules whose conditions
+/// cannot hold for the code, and the rules it keeps are checked in full,
+/// so it changes no result.
+#[derive(Debug, Default)]
+pub(super) struct MccIndex {
+    /// Bit `i` of entry `code`: rule `i` may match. Empty when there are
+    /// more rules than bits (then every rule is evaluated).
+    rules: Vec<u64>,
+    /// The codes some exclusion list holds in some version.
+    excludable: MccSet,
+}
+
+impl MccIndex {
+    /// `may_match(rule, code)`: whether rule `rule`'s MCC conditions can
+    /// hold for `code`.
+    pub(super) fn new(
+        rule_count: usize,
+        may_match: impl Fn(usize, Mcc) -> bool,
+        exclusions: &[&DatedMccSet],
+    ) -> MccIndex {
+        let codes = (0..10_000u16).map(Mcc);
+        let rules = if rule_count <= 64 {
+            codes
+                .clone()
+                .map(|code| {
+                    (0..rule_count).filter(|&r| may_match(r, code)).fold(0u64, |bits, r| bits | 1 << r)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut excludable = MccSet::default();
+        for code in codes.filter(|&code| exclusions.iter().any(|list| list.ever_contains(code))) {
+            excludable.insert_range(code.0, code.0);
+        }
+        MccIndex { rules, excludable }
+    }
+
+    /// The rules that may match a purchase with `mcc`, a bit per rule
+    /// index (all bits set when not indexed; see [`Candidates::has`]).
+    pub(super) fn candidates(&self, mcc: Mcc) -> Candidates {
+        Candidates(self.rules.get(usize::from(mcc.0)).copied().unwrap_or(u64::MAX))
+    }
+
+    /// Whether some exclusion list may hold `mcc` (at some time).
+    pub(super) fn excludable(&self, mcc: Mcc) -> bool {
+        self.excludable.contains(mcc)
+    }
+}
+
+/// The rules a purchase's MCC allows (see [`MccIndex`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates(u64);
+
+impl Candidates {
+    /// Whether rule `index` may match (rules past the 64th always may).
+    #[inline]
+    pub fn has(self, index: usize) -> bool {
+        index >= 64 || self.0 & (1 << index) != 0
+    }
+}
+
 /// An MCC list whose contents change at given instants. Before the first
 /// version the list is empty.
 #[derive(Debug, Clone)]
@@ -95,6 +160,17 @@ impl DatedMccSet {
     #[inline]
     pub fn contains(&self, mcc: Mcc, at: Timestamp) -> bool {
         self.at(at).is_some_and(|set| set.contains(mcc))
+    }
+
+    /// When each version starts.
+    #[cfg(test)]
+    pub(super) fn starts(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.versions.iter().map(|(from, _)| *from)
+    }
+
+    /// Whether any version holds `mcc` (whatever the time).
+    pub fn ever_contains(&self, mcc: Mcc) -> bool {
+        self.versions.iter().any(|(_, set)| set.contains(mcc))
     }
 
     pub fn version_count(&self) -> usize {

@@ -9,7 +9,7 @@ mod mcc;
 
 pub use compile::{load, parse};
 pub use file::{BonusTrigger, CalendarPeriod, CapMeasure, CapPeriod, ProgramKind, TierMeasure};
-pub use mcc::{DatedMccSet, MccSet};
+pub use mcc::{Candidates, DatedMccSet, MccSet};
 
 use crate::events::Mcc;
 use crate::money::RoundingMode;
@@ -55,6 +55,7 @@ pub struct Rules {
     /// balances' programs up by name on every event.
     any_expiry: bool,
     any_inactivity_expiry: bool,
+    mcc_index: mcc::MccIndex,
 }
 
 impl Rules {
@@ -68,7 +69,16 @@ impl Rules {
 
     /// The first exclusion list (by name) holding `mcc` at `at`.
     pub fn exclusion_of(&self, mcc: Mcc, at: Timestamp) -> Option<&Category> {
+        if !self.mcc_index.excludable(mcc) {
+            return None;
+        }
         self.exclusions.iter().find(|list| list.mcc.contains(mcc, at))
+    }
+
+    /// The rules whose MCC conditions may hold for a purchase with `mcc`:
+    /// the others need not be evaluated.
+    pub fn candidates(&self, mcc: Mcc) -> Candidates {
+        self.mcc_index.candidates(mcc)
     }
 
     /// Whether any program's rewards expire.
@@ -259,6 +269,17 @@ pub struct Group {
     pub members: Vec<usize>,
 }
 
+impl Conditions {
+    /// Whether the MCC conditions (categories, codes, a chosen category)
+    /// can hold for `mcc` at some time, given the program's categories.
+    fn may_match_mcc(&self, mcc: Mcc, categories: &[Category]) -> bool {
+        let holds = |c: &Category| c.mcc.ever_contains(mcc);
+        (self.categories.is_empty() || self.categories.iter().any(|&c| holds(&categories[c])))
+            && self.mcc.as_ref().is_none_or(|set| set.contains(mcc))
+            && (!self.chosen || categories.iter().any(holds))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Conditions {
     /// Category indices; any matches.
@@ -378,5 +399,51 @@ impl RulesError {
             RulesError::Invalid { problems, .. } => problems,
             _ => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The MCC index of the example program against the lists themselves,
+    /// asked at every instant a list changes (and before any): a rule is a
+    /// candidate for a code exactly when its MCC conditions hold for it at
+    /// one of those instants, and a code is excluded exactly as the lists
+    /// say at each.
+    #[test]
+    fn the_mcc_index_keeps_exactly_the_rules_some_version_allows() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml");
+        let rules = load(&path).unwrap();
+        let lists = rules.categories.iter().chain(&rules.exclusions);
+        let mut instants: Vec<Timestamp> = lists.flat_map(|c| c.mcc.starts()).collect();
+        instants.push(Timestamp(i64::MIN));
+        assert!(instants.len() > 3, "the example's lists change over time");
+        let holds_at = |when: &Conditions, mcc: Mcc, at: Timestamp| {
+            let in_list = |c: &Category| c.mcc.contains(mcc, at);
+            (when.categories.is_empty() || when.categories.iter().any(|&c| in_list(&rules.categories[c])))
+                && when.mcc.as_ref().is_none_or(|set| set.contains(mcc))
+                && (!when.chosen || rules.categories.iter().any(in_list))
+        };
+        let (mut kept, mut left_out) = (0, 0);
+        for code in (0..10_000).map(Mcc) {
+            let candidates = rules.candidates(code);
+            for (i, rule) in rules.rules.iter().enumerate() {
+                let expected = instants.iter().any(|&at| holds_at(&rule.when, code, at));
+                assert_eq!(candidates.has(i), expected, "rule {} for MCC {:04}", rule.id, code.0);
+                if expected { kept += 1 } else { left_out += 1 }
+            }
+            for &at in &instants {
+                let direct = rules.exclusions.iter().find(|list| list.mcc.contains(code, at));
+                assert_eq!(
+                    rules.exclusion_of(code, at).map(|c| &c.name),
+                    direct.map(|c| &c.name),
+                    "exclusion of MCC {:04}",
+                    code.0
+                );
+            }
+        }
+        assert!(kept > 0 && left_out > 0, "{kept} kept, {left_out} left out");
     }
 }
