@@ -753,12 +753,9 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let any_expiry = programs.iter().any(|p| p.expiry.is_some());
     let any_inactivity_expiry =
         programs.iter().any(|p| p.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
-    let exclusion_lists: Vec<&DatedMccSet> = exclusions.iter().map(|e| &e.mcc).collect();
-    let mcc_index = MccIndex::new(
-        rules.len(),
-        |r, code| rules[r].when.may_match_mcc(code, &categories),
-        &exclusion_lists,
-    );
+    let ever: Vec<MccSet> = categories.iter().map(|c| c.mcc.ever()).collect();
+    let allowed: Vec<Option<MccSet>> = rules.iter().map(|r| r.when.mcc_allowed(&ever)).collect();
+    let mcc_index = MccIndex::new(&allowed, exclusions.iter().map(|e| e.mcc.ever()));
     Some(Rules {
         version,
         name: s.name.clone(),

@@ -31,6 +31,16 @@ impl MccSet {
         }
     }
 
+    /// Adds every code of `other`.
+    pub fn union_with(&mut self, other: &MccSet) {
+        self.bits.iter_mut().zip(other.bits.iter()).for_each(|(a, b)| *a |= b);
+    }
+
+    /// Keeps only the codes `other` holds too.
+    pub fn intersect_with(&mut self, other: &MccSet) {
+        self.bits.iter_mut().zip(other.bits.iter()).for_each(|(a, b)| *a &= b);
+    }
+
     #[inline]
     pub fn contains(&self, mcc: Mcc) -> bool {
         let code = usize::from(mcc.0);
@@ -83,28 +93,28 @@ pub(super) struct MccIndex {
 }
 
 impl MccIndex {
-    /// `may_match(rule, code)`: whether rule `rule`'s MCC conditions can
-    /// hold for `code`.
-    pub(super) fn new(
-        rule_count: usize,
-        may_match: impl Fn(usize, Mcc) -> bool,
-        exclusions: &[&DatedMccSet],
-    ) -> MccIndex {
-        let codes = (0..10_000u16).map(Mcc);
-        let rules = if rule_count <= 64 {
-            codes
-                .clone()
+    /// `allowed[r]`: the codes rule `r`'s MCC conditions allow at some
+    /// time (`None`: it has none, every code); `exclusions`: the codes each
+    /// exclusion list holds at some time.
+    pub(super) fn new(allowed: &[Option<MccSet>], exclusions: impl Iterator<Item = MccSet>) -> MccIndex {
+        let rules = if allowed.len() <= 64 {
+            (0..10_000u16)
                 .map(|code| {
-                    (0..rule_count).filter(|&r| may_match(r, code)).fold(0u64, |bits, r| bits | 1 << r)
+                    let may = |set: &Option<MccSet>| set.as_ref().is_none_or(|set| set.contains(Mcc(code)));
+                    allowed
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, set)| may(set))
+                        .fold(0u64, |bits, (r, _)| bits | 1 << r)
                 })
                 .collect()
         } else {
             Vec::new()
         };
-        let mut excludable = MccSet::default();
-        for code in codes.filter(|&code| exclusions.iter().any(|list| list.ever_contains(code))) {
-            excludable.insert_range(code.0, code.0);
-        }
+        let excludable = exclusions.fold(MccSet::default(), |mut all, list| {
+            all.union_with(&list);
+            all
+        });
         MccIndex { rules, excludable }
     }
 
@@ -168,9 +178,11 @@ impl DatedMccSet {
         self.versions.iter().map(|(from, _)| *from)
     }
 
-    /// Whether any version holds `mcc` (whatever the time).
-    pub fn ever_contains(&self, mcc: Mcc) -> bool {
-        self.versions.iter().any(|(_, set)| set.contains(mcc))
+    /// The codes any version holds (whatever the time).
+    pub fn ever(&self) -> MccSet {
+        let mut all = MccSet::default();
+        self.versions.iter().for_each(|(_, set)| all.union_with(set));
+        all
     }
 
     pub fn version_count(&self) -> usize {

@@ -270,13 +270,25 @@ pub struct Group {
 }
 
 impl Conditions {
-    /// Whether the MCC conditions (categories, codes, a chosen category)
-    /// can hold for `mcc` at some time, given the program's categories.
-    fn may_match_mcc(&self, mcc: Mcc, categories: &[Category]) -> bool {
-        let holds = |c: &Category| c.mcc.ever_contains(mcc);
-        (self.categories.is_empty() || self.categories.iter().any(|&c| holds(&categories[c])))
-            && self.mcc.as_ref().is_none_or(|set| set.contains(mcc))
-            && (!self.chosen || categories.iter().any(holds))
+    /// The codes for which the MCC conditions (categories, codes, a chosen
+    /// category) can hold at some time, given what each of the program's
+    /// categories holds in any version (`ever`); `None` when there are no
+    /// such conditions.
+    fn mcc_allowed(&self, ever: &[MccSet]) -> Option<MccSet> {
+        let union = |sets: &mut dyn Iterator<Item = &MccSet>| {
+            let mut all = MccSet::default();
+            sets.for_each(|set| all.union_with(set));
+            all
+        };
+        let limits = [
+            (!self.categories.is_empty()).then(|| union(&mut self.categories.iter().map(|&c| &ever[c]))),
+            self.mcc.clone(),
+            self.chosen.then(|| union(&mut ever.iter())),
+        ];
+        limits.into_iter().flatten().reduce(|mut allowed, limit| {
+            allowed.intersect_with(&limit);
+            allowed
+        })
     }
 }
 
@@ -407,43 +419,101 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    /// The MCC index of the example program against the lists themselves,
-    /// asked at every instant a list changes (and before any): a rule is a
-    /// candidate for a code exactly when its MCC conditions hold for it at
-    /// one of those instants, and a code is excluded exactly as the lists
-    /// say at each.
+    /// Categories that change over time, and a rule whose categories and
+    /// codes both limit it (the shipped programs have none).
+    const BOTH_LIMITS: &str = r#"
+[settings]
+name = "both"
+currency = "RUB"
+timezone = "+03:00"
+
+[programs.points]
+kind = "points"
+unit = "PTS"
+
+[categories.food]
+[[categories.food.versions]]
+from = 2026-01-01
+mcc = ["5411", "5812-5814"]
+[[categories.food.versions]]
+from = 2026-06-01
+mcc = ["5411", "5499"]
+
+[exclusions.cash]
+[[exclusions.cash.versions]]
+from = 2026-03-01
+mcc = ["6011"]
+
+[[rules]]
+id = "food-in-shops"
+program = "points"
+when = { categories = ["food"], mcc = ["5411", "5499", "5812", "7011"] }
+effect = { fixed = "1" }
+
+[[rules]]
+id = "any"
+program = "points"
+effect = { fixed = "1" }
+"#;
+
+    /// The MCC index against the lists themselves, asked at every instant
+    /// a list changes (and before any), for the shipped programs and one
+    /// with categories and codes together: a rule is a candidate for a
+    /// code exactly when its MCC conditions hold for it at one of those
+    /// instants, and a code is excluded exactly as the lists say at each.
     #[test]
     fn the_mcc_index_keeps_exactly_the_rules_some_version_allows() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml");
-        let rules = load(&path).unwrap();
-        let lists = rules.categories.iter().chain(&rules.exclusions);
-        let mut instants: Vec<Timestamp> = lists.flat_map(|c| c.mcc.starts()).collect();
-        instants.push(Timestamp(i64::MIN));
-        assert!(instants.len() > 3, "the example's lists change over time");
-        let holds_at = |when: &Conditions, mcc: Mcc, at: Timestamp| {
-            let in_list = |c: &Category| c.mcc.contains(mcc, at);
-            (when.categories.is_empty() || when.categories.iter().any(|&c| in_list(&rules.categories[c])))
-                && when.mcc.as_ref().is_none_or(|set| set.contains(mcc))
-                && (!when.chosen || rules.categories.iter().any(in_list))
-        };
-        let (mut kept, mut left_out) = (0, 0);
-        for code in (0..10_000).map(Mcc) {
-            let candidates = rules.candidates(code);
-            for (i, rule) in rules.rules.iter().enumerate() {
-                let expected = instants.iter().any(|&at| holds_at(&rule.when, code, at));
-                assert_eq!(candidates.has(i), expected, "rule {} for MCC {:04}", rule.id, code.0);
-                if expected { kept += 1 } else { left_out += 1 }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let programs = [
+            load(&dir.join("rules.example.toml")).unwrap(),
+            load(&dir.join("rules.lifecycle.toml")).unwrap(),
+            parse(BOTH_LIMITS, "both.toml").unwrap(),
+        ];
+        assert!(programs[1].rules.iter().any(|r| r.when.chosen), "a rule on chosen categories");
+        for rules in &programs {
+            let lists = rules.categories.iter().chain(&rules.exclusions);
+            let mut instants: Vec<Timestamp> = lists.flat_map(|c| c.mcc.starts()).collect();
+            instants.push(Timestamp(i64::MIN));
+            assert!(instants.len() > 2, "{}: lists that change over time", rules.name);
+            let holds_at = |when: &Conditions, mcc: Mcc, at: Timestamp| {
+                let in_list = |c: &Category| c.mcc.contains(mcc, at);
+                (when.categories.is_empty() || when.categories.iter().any(|&c| in_list(&rules.categories[c])))
+                    && when.mcc.as_ref().is_none_or(|set| set.contains(mcc))
+                    && (!when.chosen || rules.categories.iter().any(in_list))
+            };
+            let (mut kept, mut left_out) = (0, 0);
+            for code in (0..10_000).map(Mcc) {
+                let candidates = rules.candidates(code);
+                for (i, rule) in rules.rules.iter().enumerate() {
+                    let expected = instants.iter().any(|&at| holds_at(&rule.when, code, at));
+                    assert_eq!(
+                        candidates.has(i),
+                        expected,
+                        "{}: rule {} for MCC {:04}",
+                        rules.name,
+                        rule.id,
+                        code.0
+                    );
+                    if expected { kept += 1 } else { left_out += 1 }
+                }
+                for &at in &instants {
+                    let direct = rules.exclusions.iter().find(|list| list.mcc.contains(code, at));
+                    assert_eq!(
+                        rules.exclusion_of(code, at).map(|c| &c.name),
+                        direct.map(|c| &c.name),
+                        "{}: exclusion of MCC {:04}",
+                        rules.name,
+                        code.0
+                    );
+                }
             }
-            for &at in &instants {
-                let direct = rules.exclusions.iter().find(|list| list.mcc.contains(code, at));
-                assert_eq!(
-                    rules.exclusion_of(code, at).map(|c| &c.name),
-                    direct.map(|c| &c.name),
-                    "exclusion of MCC {:04}",
-                    code.0
-                );
-            }
+            assert!(kept > 0 && left_out > 0, "{}: {kept} kept, {left_out} left out", rules.name);
         }
-        assert!(kept > 0 && left_out > 0, "{kept} kept, {left_out} left out");
+        // The rule limited by both: a code must be in both lists, in some version.
+        let both = &programs[2];
+        let food_in_shops = both.rules.iter().position(|r| &*r.id == "food-in-shops").unwrap();
+        let allowed: Vec<u16> =
+            (0..10_000).filter(|&code| both.candidates(Mcc(code)).has(food_in_shops)).collect();
+        assert_eq!(allowed, [5411, 5499, 5812]);
     }
 }
