@@ -755,7 +755,8 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         programs.iter().any(|p| p.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
     let ever: Vec<MccSet> = categories.iter().map(|c| c.mcc.ever()).collect();
     let allowed: Vec<Option<MccSet>> = rules.iter().map(|r| r.when.mcc_allowed(&ever)).collect();
-    let mcc_index = MccIndex::new(&allowed, exclusions.iter().map(|e| e.mcc.ever()));
+    let excluded: Vec<MccSet> = exclusions.iter().map(|e| e.mcc.ever()).collect();
+    let mcc_index = MccIndex::new(&allowed, MccSet::union_of(&excluded));
     Some(Rules {
         version,
         name: s.name.clone(),

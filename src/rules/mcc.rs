@@ -31,9 +31,13 @@ impl MccSet {
         }
     }
 
-    /// Adds every code of `other`.
-    pub fn union_with(&mut self, other: &MccSet) {
-        self.bits.iter_mut().zip(other.bits.iter()).for_each(|(a, b)| *a |= b);
+    /// The codes any of `sets` holds.
+    pub fn union_of<'a>(sets: impl IntoIterator<Item = &'a MccSet>) -> MccSet {
+        let mut all = MccSet::default();
+        for set in sets {
+            all.bits.iter_mut().zip(set.bits.iter()).for_each(|(a, b)| *a |= b);
+        }
+        all
     }
 
     /// Keeps only the codes `other` holds too.
@@ -94,9 +98,9 @@ pub(super) struct MccIndex {
 
 impl MccIndex {
     /// `allowed[r]`: the codes rule `r`'s MCC conditions allow at some
-    /// time (`None`: it has none, every code); `exclusions`: the codes each
-    /// exclusion list holds at some time.
-    pub(super) fn new(allowed: &[Option<MccSet>], exclusions: impl Iterator<Item = MccSet>) -> MccIndex {
+    /// time (`None`: it has none, every code); `excludable`: the codes
+    /// some exclusion list holds at some time.
+    pub(super) fn new(allowed: &[Option<MccSet>], excludable: MccSet) -> MccIndex {
         let rules = if allowed.len() <= 64 {
             (0..10_000u16)
                 .map(|code| {
@@ -111,10 +115,6 @@ impl MccIndex {
         } else {
             Vec::new()
         };
-        let excludable = exclusions.fold(MccSet::default(), |mut all, list| {
-            all.union_with(&list);
-            all
-        });
         MccIndex { rules, excludable }
     }
 
@@ -180,9 +180,7 @@ impl DatedMccSet {
 
     /// The codes any version holds (whatever the time).
     pub fn ever(&self) -> MccSet {
-        let mut all = MccSet::default();
-        self.versions.iter().for_each(|(_, set)| all.union_with(set));
-        all
+        MccSet::union_of(self.versions.iter().map(|(_, set)| set))
     }
 
     pub fn version_count(&self) -> usize {

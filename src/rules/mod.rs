@@ -275,15 +275,11 @@ impl Conditions {
     /// categories holds in any version (`ever`); `None` when there are no
     /// such conditions.
     fn mcc_allowed(&self, ever: &[MccSet]) -> Option<MccSet> {
-        let union = |sets: &mut dyn Iterator<Item = &MccSet>| {
-            let mut all = MccSet::default();
-            sets.for_each(|set| all.union_with(set));
-            all
-        };
         let limits = [
-            (!self.categories.is_empty()).then(|| union(&mut self.categories.iter().map(|&c| &ever[c]))),
+            (!self.categories.is_empty())
+                .then(|| MccSet::union_of(self.categories.iter().map(|&c| &ever[c]))),
             self.mcc.clone(),
-            self.chosen.then(|| union(&mut ever.iter())),
+            self.chosen.then(|| MccSet::union_of(ever)),
         ];
         limits.into_iter().flatten().reduce(|mut allowed, limit| {
             allowed.intersect_with(&limit);
