@@ -131,12 +131,12 @@ struct SimSink<'a> {
     by_program: BTreeMap<String, Payout>,
 }
 
-/// Adds a record to the payout under `key` (a key string is built only
-/// for a new payout, not for every record).
-fn add_payout(map: &mut BTreeMap<String, Payout>, key: &str, r: &AccrualRecord) {
+/// Runs `f` on the value under `key`, made empty when new: the key's
+/// string is built only for a new value, not for every record.
+fn with_entry<V: Default>(map: &mut BTreeMap<String, V>, key: &str, f: impl FnOnce(&mut V)) {
     match map.get_mut(key) {
-        Some(payout) => payout.add(r),
-        None => map.entry(key.to_string()).or_default().add(r),
+        Some(value) => f(value),
+        None => f(map.entry(key.to_string()).or_default()),
     }
 }
 
@@ -175,16 +175,13 @@ impl Sink for SimSink<'_> {
         for r in records {
             // Per rule: what rules earned and what refunds took back.
             if matches!(r.kind, RecordKind::Earn | RecordKind::Clawback | RecordKind::Cancel) {
-                match self.by_rule.get_mut(r.program()) {
-                    Some(rules) => add_payout(rules, r.rule_id(), r),
-                    None => {
-                        add_payout(self.by_rule.entry(r.program().to_string()).or_default(), r.rule_id(), r)
-                    }
-                }
+                with_entry(&mut self.by_rule, r.program(), |rules| {
+                    with_entry(rules, r.rule_id(), |p| p.add(r))
+                });
             }
             *self.summary.by_kind.entry(r.kind).or_default() += 1;
             if !r.program().is_empty() {
-                add_payout(&mut self.by_program, r.program(), r);
+                with_entry(&mut self.by_program, r.program(), |p| p.add(r));
             }
             if self.out.is_some() {
                 r.write_json(&mut self.buf);

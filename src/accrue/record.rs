@@ -79,6 +79,10 @@ pub enum AccrualId<'a> {
     Text(&'a str),
 }
 
+/// Room for what the usual accrual id adds to its event id and rule: two
+/// `:` and a kind's name (the longest has 15 bytes).
+const ID_FIXED_LEN: usize = 17;
+
 /// Appends `{source_event_id}:{rule}:{kind}`, the usual accrual id.
 fn push_id(out: &mut String, source_event_id: &str, rule: &str, kind: RecordKind) {
     out.push_str(source_event_id);
@@ -132,7 +136,7 @@ impl RecordText {
         explanation: &str,
     ) -> Self {
         let id_len = match accrual_id {
-            AccrualId::Of { rule, .. } => source_event_id.len() + rule.len() + 18,
+            AccrualId::Of { rule, .. } => source_event_id.len() + rule.len() + ID_FIXED_LEN,
             AccrualId::Text(id) => id.len(),
         };
         let RecordNames { program, rule_id, unit, rules_version } = names;
@@ -281,7 +285,7 @@ impl AccrualRecord {
     }
 
     pub fn id(source_event_id: &str, rule_id: &str, kind: RecordKind) -> String {
-        let mut id = String::with_capacity(source_event_id.len() + rule_id.len() + 18);
+        let mut id = String::with_capacity(source_event_id.len() + rule_id.len() + ID_FIXED_LEN);
         push_id(&mut id, source_event_id, rule_id, kind);
         id
     }
@@ -414,6 +418,13 @@ mod tests {
             let back: String = serde_json::from_str(&out).expect("valid JSON string");
             proptest::prop_assert_eq!(&back, &s);
             proptest::prop_assert_eq!(out == format!("\"{s}\""), special.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_id_room_holds_every_kind() {
+        for kind in RecordKind::ALL {
+            assert!(kind.name().len() + 2 <= ID_FIXED_LEN, "{}", kind.name());
         }
     }
 
