@@ -25,6 +25,7 @@ impl Sink for Count {
 }
 
 fn bench(c: &mut Criterion) {
+    common::allocator_as_in_the_binary();
     let events = common::events();
     let inputs: Vec<Input<'_>> =
         events.iter().enumerate().map(|(i, e)| Input { offset: i as u64, key: b"", payload: e }).collect();
