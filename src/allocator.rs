@@ -1,6 +1,6 @@
 //! The allocator of the binary and the benches: mimalloc (glibc's malloc
 //! spent a quarter of the core's time on the short-lived strings of
-//! records; see docs/benchmarks.md), reached the cheapest way it allows,
+//! records; see docs/benchmarks-history.md), reached the cheapest way it allows,
 //! and told to keep freed memory.
 
 unsafe extern "C" {

@@ -4,7 +4,7 @@
 //! them. That is what banks' producers send, and one pass finds its quotes
 //! with SSE2 compares and walks from quote to quote, without simd-json's
 //! structural index and tape: ~2,300 instructions for a 230-byte event
-//! against ~3,400 (docs/benchmarks.md, "Core benchmarks").
+//! against ~3,400 (docs/benchmarks-history.md, "Core benchmarks").
 //!
 //! Anything else (escapes, nested values, fractions or exponents, tabs or
 //! newlines, invalid UTF-8 or JSON) returns `None`, and the event
