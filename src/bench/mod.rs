@@ -575,7 +575,10 @@ impl Bench {
         )?;
         let seed_seconds = started.elapsed().as_secs_f64();
         let disk = seed::disk_bytes(&state);
-        say!("seeded {seeded} accounts in {seed_seconds:.1} s, {} MiB on disk", disk >> 20);
+        say!(
+            "seeded {seeded} accounts in {seed_seconds:.1} s (written and compacted), {} MiB on disk",
+            disk >> 20
+        );
         let file = self.generate(&format!("accounts-{accounts}"), o.scaling_events, accounts, o.seed + 3)?;
         let topics = self.topics(&format!("s{accounts}"), o.partitions)?;
         let n = kafka_tools::produce_file(&self.brokers, &topics.input, &file)?;
