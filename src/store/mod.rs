@@ -605,6 +605,37 @@ mod tests {
     }
 
     #[test]
+    fn compacting_everything_keeps_every_account_and_leaves_nothing_in_memtables_or_level_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions { sync: false, write_buffer_bytes: 64 << 10, ..Default::default() };
+        let store = Store::open(dir.path(), &options).unwrap();
+        let state = |n: i64| AccountState { watermark: Timestamp(n), ..AccountState::default() };
+        // Written twice, in small batches: several level-0 files, each
+        // account in more than one of them.
+        for round in 0..2 {
+            for chunk in 0..20 {
+                let mut b = store.batch();
+                for n in chunk * 100..(chunk + 1) * 100 {
+                    b.put_account(n as u32 % 4, &format!("a-{n}"), &mut state(n + round));
+                }
+                store.commit(b).unwrap();
+            }
+        }
+        let level0 =
+            |s: &Store| s.db.property_int_value_cf(s.cf(CF_ACCOUNTS), "rocksdb.num-files-at-level0").unwrap();
+        let in_memtable = |s: &Store| {
+            s.db.property_int_value_cf(s.cf(CF_ACCOUNTS), "rocksdb.num-entries-active-mem-table").unwrap()
+        };
+        assert!(level0(&store).unwrap_or(0) + in_memtable(&store).unwrap_or(0) > 0);
+        store.compact_all();
+        assert_eq!(level0(&store), Some(0));
+        assert_eq!(in_memtable(&store), Some(0));
+        for n in 0..2000 {
+            assert_eq!(store.account(n as u32 % 4, &format!("a-{n}")).unwrap(), Some(state(n + 1)), "a-{n}");
+        }
+    }
+
+    #[test]
     fn write_ahead_logs_stay_bounded_when_a_small_column_family_never_fills() {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions { sync: false, write_buffer_bytes: 1 << 20, ..Default::default() };
