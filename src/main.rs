@@ -214,7 +214,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn main() -> ExitCode {
-    accrual::allocator::keep_freed_memory();
+    accrual::allocator::configure();
     let cli = Cli::parse();
     // `run` logs as its config says; the other commands as text.
     let config_for_logs = match &cli.command {

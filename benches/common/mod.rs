@@ -77,8 +77,8 @@ pub fn decode_and_apply_all(
 static ALLOCATOR: accrual::allocator::Allocator = accrual::allocator::Allocator;
 
 /// The allocator set up as the binary sets it (freed memory kept, not
-/// purged): each bench calls this first, so its loops reuse memory as the
-/// engine does instead of faulting in zeroed pages.
+/// purged; ordinary pages, not transparent huge ones): each bench calls
+/// this first, so its loops use memory as the engine does.
 pub fn allocator_as_in_the_binary() {
-    accrual::allocator::keep_freed_memory();
+    accrual::allocator::configure();
 }
