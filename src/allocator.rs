@@ -77,9 +77,9 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 /// - **No transparent huge pages.** mimalloc asks for them on its arenas;
 ///   then every fresh 2 MiB of heap (memtable arenas, batches, caches
 ///   filling) was a fault that zeroed all of it, up to a third of the
-///   process's CPU samples while memory grows. Ordinary pages: accrual
-///   6% faster end to end, 10% less CPU per event, ~50 MiB less RSS
-///   (docs/tuning.md).
+///   process's CPU samples while memory grows. Ordinary pages: 500k-event
+///   runs (the heap still growing) 3-5% faster with ~50 MiB less RSS;
+///   2M-event runs the same within noise (docs/tuning.md).
 ///
 /// `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_THP`, when set, are left to
 /// decide.
