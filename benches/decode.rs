@@ -40,7 +40,7 @@ fn typed(e: &Borrowed<'_>) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    common::allocator_as_in_the_binary();
+    accrual::allocator::configure();
     let events = common::events();
     let bytes: usize = events.iter().map(Vec::len).sum();
     let mut group = c.benchmark_group("decode");

@@ -25,7 +25,7 @@ impl Sink for Count {
 }
 
 fn bench(c: &mut Criterion) {
-    common::allocator_as_in_the_binary();
+    accrual::allocator::configure();
     let events = common::events();
     let inputs: Vec<Input<'_>> =
         events.iter().enumerate().map(|(i, e)| Input { offset: i as u64, key: b"", payload: e }).collect();

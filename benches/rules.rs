@@ -8,7 +8,7 @@ use accrual::events::Decoder;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
-    common::allocator_as_in_the_binary();
+    accrual::allocator::configure();
     let events = common::events();
     let rules = common::example_rules();
     // One decoder per event so decoded events can be kept for "apply only".

@@ -16,7 +16,7 @@ use accrual::accrue::{Core, Effects};
 use accrual::events::Decoder;
 
 fn main() -> anyhow::Result<()> {
-    common::allocator_as_in_the_binary();
+    accrual::allocator::configure();
     let mut args = std::env::args().skip(1);
     let passes: usize = args.next().unwrap_or_else(|| "1".into()).parse()?;
     let apply_only = args.next().is_some_and(|a| a == "apply");

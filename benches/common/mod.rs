@@ -72,13 +72,7 @@ pub fn decode_and_apply_all(
     (accounts, records)
 }
 
-// The allocator the binary uses, so the benches measure what runs.
+// The allocator the binary uses, so the benches measure what runs; each
+// bench also sets it up as the binary does (`accrual::allocator::configure`).
 #[global_allocator]
 static ALLOCATOR: accrual::allocator::Allocator = accrual::allocator::Allocator;
-
-/// The allocator set up as the binary sets it (freed memory kept, not
-/// purged; ordinary pages, not transparent huge ones): each bench calls
-/// this first, so its loops use memory as the engine does.
-pub fn allocator_as_in_the_binary() {
-    accrual::allocator::configure();
-}

@@ -621,15 +621,13 @@ mod tests {
                 store.commit(b).unwrap();
             }
         }
-        let level0 =
-            |s: &Store| s.db.property_int_value_cf(s.cf(CF_ACCOUNTS), "rocksdb.num-files-at-level0").unwrap();
-        let in_memtable = |s: &Store| {
-            s.db.property_int_value_cf(s.cf(CF_ACCOUNTS), "rocksdb.num-entries-active-mem-table").unwrap()
-        };
-        assert!(level0(&store).unwrap_or(0) + in_memtable(&store).unwrap_or(0) > 0);
+        let accounts =
+            |property: &str| store.db.property_int_value_cf(store.cf(CF_ACCOUNTS), property).unwrap();
+        let (level0, in_memtable) = ("rocksdb.num-files-at-level0", "rocksdb.num-entries-active-mem-table");
+        assert!(accounts(level0).unwrap_or(0) + accounts(in_memtable).unwrap_or(0) > 0);
         store.compact_all();
-        assert_eq!(level0(&store), Some(0));
-        assert_eq!(in_memtable(&store), Some(0));
+        assert_eq!(accounts(level0), Some(0));
+        assert_eq!(accounts(in_memtable), Some(0));
         for n in 0..2000 {
             assert_eq!(store.account(n as u32 % 4, &format!("a-{n}")).unwrap(), Some(state(n + 1)), "a-{n}");
         }
