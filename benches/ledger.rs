@@ -27,8 +27,11 @@ impl Sink for Count {
 fn bench(c: &mut Criterion) {
     accrual::allocator::configure();
     let events = common::events();
-    let inputs: Vec<Input<'_>> =
-        events.iter().enumerate().map(|(i, e)| Input { offset: i as u64, key: b"", payload: e }).collect();
+    let inputs: Vec<Input<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Input { offset: i as u64, key: b"", payload: e, timestamp: None })
+        .collect();
     let rules = common::example_rules();
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(inputs.len() as u64));

@@ -2,6 +2,13 @@
 //! (Prometheus), `/healthz` (alive), `/readyz` (every assigned partition
 //! recovered and consuming), and `GET /v1/accounts/{id}/balance`, served
 //! from RocksDB for accounts of partitions this instance owns. Read-only.
+//!
+//! It starts with the process, before Kafka is reached, so `/healthz`
+//! answers while the broker is down. A flood of balance lookups cannot
+//! take it down: RocksDB is read on the blocking pool (never on the
+//! runtime that answers `/healthz` and `/metrics`), at most
+//! [`MAX_LOOKUPS`] at a time (more get 503), each request within
+//! [`REQUEST_TIMEOUT`], and bodies over [`MAX_BODY`] are refused.
 
 use crate::accrue::balance_view;
 use crate::engine::rebalance::{Assignment, EngineContext};
@@ -10,14 +17,25 @@ use crate::partitioner::Partitioner;
 use crate::rules::Rules;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Balance lookups served at once; more are refused with 503 at once
+/// rather than queued behind a slow disk.
+pub const MAX_LOOKUPS: usize = 32;
+/// Longest any request may take (then 503).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body (the endpoints take none).
+pub const MAX_BODY: u64 = 4096;
 
 /// What the handlers read; shared with the engine.
 #[derive(Clone)]
@@ -59,11 +77,16 @@ pub fn serve(listen: &str, state: ApiState) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
+    let lookups = Arc::new(Semaphore::new(MAX_LOOKUPS));
+    let accounts = Router::new()
+        .route("/v1/accounts/{id}/balance", get(balance))
+        .route_layer(middleware::from_fn_with_state(lookups, limit_lookups));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/v1/accounts/{id}/balance", get(balance))
+        .merge(accounts)
+        .layer(middleware::from_fn(guard))
         .with_state(state);
     std::thread::Builder::new().name("accrual-http".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -85,6 +108,36 @@ pub fn serve(listen: &str, state: ApiState) -> std::io::Result<SocketAddr> {
     })?;
     tracing::info!(%address, "HTTP listening");
     Ok(address)
+}
+
+/// Every request: a body limit and a time limit.
+async fn guard(request: Request, next: Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) || request.headers().contains_key(header::TRANSFER_ENCODING) {
+        return json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "request bodies are not accepted"}),
+        );
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "the request timed out"})),
+    }
+}
+
+/// At most [`MAX_LOOKUPS`] account lookups at once; the rest are told to
+/// come back.
+async fn limit_lookups(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        let mut response = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "too many lookups at once; retry"}),
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -167,7 +220,10 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
             Some(_) => {}
         }
     }
-    let stored = match state.store.account(partition, &id) {
+    // RocksDB blocks: on the blocking pool, never on the runtime.
+    let (store, account_id) = (state.store.clone(), id.clone());
+    let read = tokio::task::spawn_blocking(move || store.account(partition, &account_id)).await;
+    let stored = match read.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, partition, "balance lookup failed");

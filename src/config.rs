@@ -167,6 +167,11 @@ pub struct EngineSection {
     /// instances, enable it on one.
     #[serde(default, deserialize_with = "number")]
     pub clock_interval_ms: u64,
+    /// Go on past input that retention removed before it was processed
+    /// (logged, counted and alerted either way). Default: refuse the
+    /// partition, so no reward is lost silently.
+    #[serde(default, deserialize_with = "boolean")]
+    pub skip_input_gaps: bool,
 }
 
 fn default_group_id() -> String {

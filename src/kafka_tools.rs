@@ -4,6 +4,7 @@
 //! Standard Kafka APIs only, so they work against Apache Kafka too.
 
 use crate::events::{Decoder, EventKind};
+use crate::time::Timestamp;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -60,26 +61,46 @@ pub fn partitions(brokers: &str, topic: &str) -> Result<i32, ToolError> {
     }
 }
 
+/// The timestamp a message carries for an event at `at`: its time, but
+/// never after `now`. The engine checks event times against it, so a file
+/// of past events replays as it happened and a future-dated one is
+/// refused, as from a producer stamping messages when it sends them.
+pub fn stamp(at: Timestamp, now: Timestamp) -> i64 {
+    at.min(now).0
+}
+
 /// Produces a `clock` event at `at` to every partition of `topic` (a
 /// clock concerns every account of its partition).
-pub fn tick(brokers: &str, topic: &str, at: crate::time::Timestamp, id: &str) -> Result<i32, ToolError> {
+pub fn tick(brokers: &str, topic: &str, at: Timestamp, id: &str) -> Result<i32, ToolError> {
     let producer: BaseProducer = client(brokers).create()?;
     let payload = format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#);
     let n = partitions(brokers, topic)?;
+    let timestamp = stamp(at, crate::time::wall_clock());
     for p in 0..n {
         let record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).payload(payload.as_bytes()).partition(p);
+            BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
         producer.send(record).map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(n)
 }
 
+/// [`produce_file_as_of`] now.
+pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, ToolError> {
+    produce_file_as_of(brokers, topic, input, crate::time::wall_clock())
+}
+
 /// Produces each line of an NDJSON file as one message, keyed by its
 /// `account_id` (lines that do not decode go unkeyed, as a real producer's
-/// garbage would); a `clock` line goes to every partition. Returns the
-/// number of messages.
-pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, ToolError> {
+/// garbage would); a `clock` line goes to every partition. Each message is
+/// stamped with its event's time, never after `now` (lines that do not
+/// decode: `now`). Returns the number of messages.
+pub fn produce_file_as_of(
+    brokers: &str,
+    topic: &str,
+    input: &Path,
+    now: Timestamp,
+) -> Result<u64, ToolError> {
     let producer: BaseProducer = client(brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "20")
@@ -102,16 +123,19 @@ pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, Too
         if line.is_empty() {
             continue;
         }
-        let decoded = decoder.decode(&line).ok().map(|e| (e.kind(), e.account_id.as_bytes().to_vec()));
+        let decoded =
+            decoder.decode(&line).ok().map(|e| (e.kind(), e.account_id.as_bytes().to_vec(), e.occurred_at));
+        let timestamp = stamp(decoded.as_ref().map_or(now, |d| d.2), now);
         let targets: Vec<Option<i32>> = match &decoded {
-            Some((EventKind::Clock, _)) => (0..partition_count).map(Some).collect(),
+            Some((EventKind::Clock, ..)) => (0..partition_count).map(Some).collect(),
             _ => vec![None],
         };
         for partition in targets {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&line[..]);
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(topic).payload(&line[..]).timestamp(timestamp);
             match (&decoded, partition) {
                 (_, Some(p)) => record = record.partition(p),
-                (Some((_, key)), None) => record = record.key(&key[..]),
+                (Some((_, key, _)), None) => record = record.key(&key[..]),
                 (None, None) => {}
             }
             send(&producer, record)?;

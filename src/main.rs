@@ -59,7 +59,8 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
-    /// Produce an NDJSON file to a topic, one message per line, keyed by account.
+    /// Produce an NDJSON file to a topic, one message per line, keyed by
+    /// account, each stamped with its event time but never after now.
     Produce {
         #[arg(long)]
         brokers: String,
@@ -67,6 +68,10 @@ enum Command {
         topic: String,
         #[arg(long)]
         input: PathBuf,
+        /// Stamp as of this instant (RFC 3339) instead of now: replays a
+        /// file dated in the future as it would arrive then.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Read a topic from the beginning (read_committed by default).
     Consume {
@@ -121,6 +126,11 @@ enum Command {
         /// Do not show progress on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Take the file as received by this instant (RFC 3339): events
+        /// dated more than the rules' max_event_ahead_minutes after it are
+        /// refused. Default: now.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Generate realistic card transactions as NDJSON (deterministic).
     Gen {
@@ -152,6 +162,10 @@ enum Command {
         /// Percent of lines that are malformed.
         #[arg(long, default_value_t = 0.0)]
         malformed: f64,
+        /// Hostile lines to mix in (random bytes, huge and deeply nested
+        /// values, 40-digit amounts, far-future and late events, replays...).
+        #[arg(long, default_value_t = 0)]
+        hostile: u64,
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -189,6 +203,10 @@ enum Inspect {
         #[arg(long)]
         state_dir: PathBuf,
     },
+}
+
+fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {
+    Timestamp::parse_rfc3339(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }
 
 fn load_config(path: &std::path::Path) -> Result<EngineConfig> {
@@ -323,18 +341,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Tick { config, at } => {
             let config = load_config(&config)?;
+            let now = engine::wall_clock();
             let at = match at {
-                Some(text) => Timestamp::parse_rfc3339(&text).map_err(|e| anyhow::anyhow!("--at {e}"))?,
-                None => engine::wall_clock(),
+                Some(text) => parse_time("--at", &text)?,
+                None => now,
             };
+            // The engine refuses a clock beyond the rules' bound (as it
+            // would any event): say so here rather than send it.
+            let rules = accrual::rules::load(&config.engine.rules)?;
+            if at.0 > now.0.saturating_add(rules.max_event_ahead_ms) {
+                bail!(
+                    "--at {at} is more than max_event_ahead_minutes ({}) after now ({now}): the engine would \
+                     refuse it as future_event_time",
+                    rules.max_event_ahead_ms / 60_000
+                );
+            }
             let id = format!("clock-{}", at.0);
             let n = kafka_tools::tick(&config.kafka.brokers, &config.kafka.topics.input, at, &id)?;
             say!("clock {at} ({id}) sent to {n} partitions of {}", config.kafka.topics.input);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Produce { brokers, topic, input } => {
+        Command::Produce { brokers, topic, input, now } => {
             let started = std::time::Instant::now();
-            let n = kafka_tools::produce_file(&brokers, &topic, &input)?;
+            let now = match now {
+                Some(text) => parse_time("--now", &text)?,
+                None => engine::wall_clock(),
+            };
+            let n = kafka_tools::produce_file_as_of(&brokers, &topic, &input, now)?;
             let secs = started.elapsed().as_secs_f64();
             say!("produced {n} messages to {topic} in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-9));
             Ok(ExitCode::SUCCESS)
@@ -416,13 +449,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Simulate { rules, input, out, dlq, state_dir, batch_size, quiet } => {
+        Command::Simulate { rules, input, out, dlq, state_dir, batch_size, quiet, now } => {
             if batch_size == 0 {
                 bail!("--batch-size must be at least 1");
             }
             let to_stdout = out.as_ref().is_some_and(|p| p.as_os_str() == "-");
+            let now = now.as_deref().map(|t| parse_time("--now", t)).transpose()?;
             let opts =
-                SimulateOptions { rules, input, out, dlq, state_dir, batch_size, show_progress: !quiet };
+                SimulateOptions { rules, input, out, dlq, state_dir, batch_size, show_progress: !quiet, now };
             let summary = simulate::run(&opts)?;
             if to_stdout {
                 eprintln!("{summary}");
@@ -442,9 +476,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             reversals,
             duplicates,
             malformed,
+            hostile,
             out,
         } => {
-            let start = Timestamp::parse_rfc3339(&start).map_err(|e| anyhow::anyhow!("--start {e}"))?;
+            let start = parse_time("--start", &start)?;
             for (name, p) in [
                 ("refunds", refunds),
                 ("reversals", reversals),
@@ -472,6 +507,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 reversal_percent: reversals,
                 duplicate_percent: duplicates,
                 malformed_percent: malformed,
+                hostile,
                 currency: "RUB".to_string(),
             };
             match out {

@@ -33,6 +33,7 @@ pub const ASSIGNED: &str = "accrual_assigned_partitions";
 pub const REFUSED: &str = "accrual_refused_partitions";
 pub const REBALANCES: &str = "accrual_rebalances_total";
 pub const RECOVERIES: &str = "accrual_recoveries_total";
+pub const INPUT_GAP: &str = "accrual_input_gap_messages_total";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
 pub const RULES_INFO: &str = "accrual_rules_info";
@@ -107,6 +108,11 @@ fn describe() {
     describe_gauge!(ASSIGNED, Unit::Count, "Input partitions assigned to this instance and processed");
     describe_gauge!(REFUSED, Unit::Count, "Input partitions assigned but refused (state missing or behind)");
     describe_counter!(REBALANCES, Unit::Count, "Partition assignments and revocations");
+    describe_counter!(
+        INPUT_GAP,
+        Unit::Count,
+        "Input messages removed by retention before they were processed (never accrued)"
+    );
     describe_counter!(
         RECOVERIES,
         Unit::Count,
@@ -255,6 +261,10 @@ pub fn recovery() {
     counter!(RECOVERIES).increment(1);
 }
 
+pub fn input_gap(messages: u64) {
+    counter!(INPUT_GAP).increment(messages);
+}
+
 pub fn rebalances(n: u64) {
     counter!(REBALANCES).increment(n);
 }
@@ -275,10 +285,15 @@ pub fn info(rules_name: &str, rules_version: &str) {
     for kind in ["abortable", "fatal"] {
         counter!(ABORTS, "kind" => kind).increment(0);
     }
-    for reason in crate::events::DecodeError::REASONS.into_iter().chain(crate::accrue::Rejection::REASONS) {
+    for reason in crate::events::DecodeError::REASONS
+        .into_iter()
+        .chain(crate::accrue::Rejection::REASONS)
+        .chain(crate::pipeline::Refusal::REASONS)
+        .chain([crate::pipeline::INTERNAL_ERROR])
+    {
         counter!(DEAD_LETTERS, "reason" => reason).increment(0);
     }
-    for name in [TRANSACTIONS, RECOVERIES, REBALANCES, DUPLICATES] {
+    for name in [TRANSACTIONS, RECOVERIES, REBALANCES, DUPLICATES, INPUT_GAP] {
         counter!(name).increment(0);
     }
     gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);

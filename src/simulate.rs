@@ -39,6 +39,13 @@ pub struct SimulateOptions {
     pub state_dir: Option<PathBuf>,
     pub batch_size: usize,
     pub show_progress: bool,
+    /// What stands in for the broker timestamps a file lacks: each line is
+    /// taken as received at its event time, but never after this instant
+    /// (default: the wall clock when the run starts), so an event dated
+    /// more than `max_event_ahead_minutes` after it is refused
+    /// (`future_event_time`) as the engine refuses one ahead of its
+    /// message. Give it for runs whose output must not depend on the day.
+    pub now: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,8 +261,10 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     };
     // One file is one partition: derived events (a referrer's bonus) are
     // applied right after the event that caused them.
-    let mut processor =
-        Processor::new(rules.clone()).with_inline_derived().with_account_cache(SIMULATE_ACCOUNT_CACHE);
+    let mut processor = Processor::new(rules.clone())
+        .with_inline_derived()
+        .with_account_cache(SIMULATE_ACCOUNT_CACHE)
+        .with_received_by(opts.now.unwrap_or_else(crate::time::wall_clock));
     let mut sink = SimSink {
         summary: &mut summary,
         out,
@@ -295,7 +304,12 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
         if spans.len() >= opts.batch_size || (end_of_input && !spans.is_empty()) {
             let inputs: Vec<Input<'_>> = spans
                 .iter()
-                .map(|&(offset, start, end)| Input { offset, key: &[], payload: &arena[start..end] })
+                .map(|&(offset, start, end)| Input {
+                    offset,
+                    key: &[],
+                    payload: &arena[start..end],
+                    timestamp: None,
+                })
                 .collect();
             let mut batch = store.batch();
             if first_batch {

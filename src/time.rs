@@ -1,6 +1,7 @@
 //! Event time: strict RFC 3339 parsing, calendar arithmetic and the
-//! program's local calendar. No clock is ever read here: time comes from
-//! events, so replays compute the same periods.
+//! program's local calendar. The core never reads a clock: time comes from
+//! events, so replays compute the same periods. [`wall_clock`] is for the
+//! drivers (clock events, the bounds `simulate` checks event times by).
 
 use std::fmt;
 
@@ -10,6 +11,14 @@ pub const MS_PER_DAY: i64 = 86_400_000;
 /// digits of the input are truncated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
+
+/// Now, by the machine's clock.
+pub fn wall_clock() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Timestamp(ms)
+}
 
 /// Why a timestamp was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -37,6 +37,7 @@ fn simulate(input: &Path, out: &Path, batch_size: usize, state_dir: Option<&Path
         state_dir: state_dir.map(Path::to_path_buf),
         batch_size,
         show_progress: false,
+        now: Some(common::test_now()),
     })
     .unwrap()
 }
@@ -120,6 +121,7 @@ fn state_written_under_other_rules_is_refused() {
         state_dir: Some(state),
         batch_size: 100,
         show_progress: false,
+        now: Some(common::test_now()),
     })
     .unwrap_err();
     assert!(err.to_string().contains("written by rules version"), "{err}");
@@ -165,7 +167,7 @@ fn run_batches(lines: &[String], cache: usize, discard_every: Option<usize>) -> 
         let inputs: Vec<Input<'_>> = chunk
             .iter()
             .enumerate()
-            .map(|(i, l)| Input { offset: base + i as u64, key: b"", payload: l.as_bytes() })
+            .map(|(i, l)| Input { offset: base + i as u64, key: b"", payload: l.as_bytes(), timestamp: None })
             .collect();
         if discard_every.is_some_and(|k| n % k == 0) {
             let mut scratch = progress;

@@ -18,7 +18,10 @@ fn the_scripted_year_through_the_broker_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::repo_path("tests/data/year.ndjson");
     let lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_string).collect();
-    let produced = accrual::kafka_tools::produce_file(&setup.brokers, &setup.input, &path).unwrap();
+    // The year runs into 2027: stamped as received after it.
+    let produced =
+        accrual::kafka_tools::produce_file_as_of(&setup.brokers, &setup.input, &path, common::test_now())
+            .unwrap();
     let clocks = lines.iter().filter(|l| l.contains(r#""type":"clock""#)).count() as u64;
     assert_eq!(
         produced,

@@ -62,6 +62,7 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
         state_dir: Some(state.clone()),
         batch_size: 1000,
         show_progress: false,
+        now: Some(common::test_now()),
     })
     .unwrap();
     let mut amounts: BTreeMap<(String, String), Decimal> = BTreeMap::new();

@@ -577,7 +577,7 @@ fn redemption_racing_a_refund_in_one_ledger_batch() {
     let inputs: Vec<Input<'_>> = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Input { offset: i as u64, key: b"", payload: l.as_bytes() })
+        .map(|(i, l)| Input { offset: i as u64, key: b"", payload: l.as_bytes(), timestamp: None })
         .collect();
     let mut batch = store.batch();
     let mut sink = Records::default();

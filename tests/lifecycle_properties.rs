@@ -181,7 +181,7 @@ fn through_the_store(lines: &[String], batches: &[usize], cache: bool) -> (Vec<u
         let first = progress.next_offset;
         let inputs: Vec<Input<'_>> = (first..)
             .zip(now)
-            .map(|(offset, l)| Input { offset, key: b"a", payload: l.as_bytes() })
+            .map(|(offset, l)| Input { offset, key: b"a", payload: l.as_bytes(), timestamp: None })
             .collect();
         let mut batch = store.batch();
         processor.process(&store, 0, &mut progress, &inputs, &mut batch, &mut sink).unwrap();

@@ -23,6 +23,8 @@ fn the_scripted_year_produces_exactly_the_expected_records() {
         state_dir: None,
         batch_size: 3,
         show_progress: false,
+        // The year runs into 2027: received after its last event.
+        now: Some(common::test_now()),
     })
     .unwrap();
     let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();

@@ -68,6 +68,7 @@ fn simulate_reports_each_bad_line_and_keeps_going() {
         state_dir: None,
         batch_size: 7,
         show_progress: false,
+        now: Some(common::test_now()),
     };
     let summary = simulate::run(&opts).unwrap();
     let n = corpus().len() as u64;

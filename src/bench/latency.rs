@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub struct Outgoing {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
+    /// The message timestamp ([`kafka_tools::stamp`]).
+    pub timestamp: i64,
 }
 
 /// Latency at one offered load.
@@ -105,8 +107,10 @@ impl Probe {
     fn send(&mut self, event: &Outgoing) -> Result<usize, ToolError> {
         let index = self.next;
         self.next += 1;
-        let record =
-            BaseRecord::with_opaque_to(&self.input, index).key(&event.key[..]).payload(&event.payload[..]);
+        let record = BaseRecord::with_opaque_to(&self.input, index)
+            .key(&event.key[..])
+            .payload(&event.payload[..])
+            .timestamp(event.timestamp);
         kafka_tools::send(&self.producer, record)?;
         Ok(index)
     }

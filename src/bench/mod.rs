@@ -628,12 +628,17 @@ impl Running {
 fn outgoing(path: &Path) -> Result<Vec<Outgoing>, BenchError> {
     let text = std::fs::read(path).map_err(io(path.display().to_string()))?;
     let mut decoder = Decoder::new();
+    let now = crate::time::wall_clock();
     Ok(text
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|line| Outgoing {
-            key: decoder.decode(line).map(|e| e.account_id.as_bytes().to_vec()).unwrap_or_default(),
-            payload: line.to_vec(),
+        .map(|line| {
+            let event = decoder.decode(line).ok();
+            Outgoing {
+                key: event.as_ref().map(|e| e.account_id.as_bytes().to_vec()).unwrap_or_default(),
+                timestamp: kafka_tools::stamp(event.map_or(now, |e| e.occurred_at), now),
+                payload: line.to_vec(),
+            }
         })
         .collect())
 }

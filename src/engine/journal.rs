@@ -33,8 +33,14 @@ const EPOCH: &[u8] = b"epoch";
 const INSTANCE: &[u8] = b"instance";
 const PREFIX: &[u8] = b"txn/";
 const FORMAT: u8 = 1;
-/// Entries kept; older ones are dropped as new ones are written.
+/// Entries kept, across every epoch: older ones are dropped as new ones
+/// are written, and at each start.
 const KEEP: u64 = 1_000_000;
+/// Entries read at a start to find those a crash left open: at most two
+/// are ever open, and they are always the newest two written (a new entry
+/// is written only once every earlier one but the one still committing is
+/// decided, and a start decides all before writing any).
+const OPEN_SCAN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TxnId {
@@ -129,15 +135,32 @@ pub struct Journal {
     instance: String,
     epoch: u64,
     next_seq: u64,
+    keep: u64,
 }
 
 impl Journal {
     /// Starts a new epoch (persisted at once).
     pub fn start(store: &Store, instance: &str) -> Result<Journal, StoreError> {
-        let mut journal = Journal { instance: instance.to_string(), epoch: 0, next_seq: 0 };
+        Self::start_keeping(store, instance, KEEP)
+    }
+
+    /// [`Journal::start`], keeping `keep` entries (at least [`OPEN_SCAN`]).
+    pub fn start_keeping(store: &Store, instance: &str, keep: u64) -> Result<Journal, StoreError> {
+        let keep = keep.max(OPEN_SCAN as u64);
+        let mut journal = Journal { instance: instance.to_string(), epoch: 0, next_seq: 0, keep };
         journal.epoch = Self::stored_epoch(store)?;
         let mut batch = store.batch();
         batch.put_meta(INSTANCE, instance.as_bytes());
+        // Every start is a new epoch: prune across epochs, or a node
+        // restarted often would keep every entry it ever wrote.
+        let newest = store.meta_scan_newest(PREFIX, keep as usize)?;
+        if newest.len() as u64 == keep {
+            if let Some((oldest_kept, _)) = newest.last() {
+                let mut upto = PREFIX.to_vec();
+                upto.extend_from_slice(oldest_kept);
+                batch.delete_meta_range(&key(0, 0), &upto);
+            }
+        }
         store.commit(batch)?;
         journal.new_epoch(store)?;
         Ok(journal)
@@ -175,8 +198,8 @@ impl Journal {
         let id = self.next_id();
         self.next_seq += 1;
         batch.put_meta(&key(id.epoch, id.seq), &encode(TxnStatus::Open, offsets));
-        if id.seq >= KEEP {
-            batch.delete_meta_range(&key(0, 0), &key(id.epoch, id.seq - KEEP));
+        if id.seq >= self.keep {
+            batch.delete_meta_range(&key(0, 0), &key(id.epoch, id.seq - self.keep));
         }
         id
     }
@@ -188,21 +211,33 @@ impl Journal {
 
     /// Every entry kept, oldest first.
     pub fn entries(store: &Store) -> Result<Vec<JournalEntry>, StoreError> {
-        let mut out = Vec::new();
-        for (name, value) in store.meta_scan(PREFIX)? {
-            match decode(&name, &value) {
-                Ok(entry) => out.push(entry),
-                Err(source) => {
-                    return Err(StoreError::Corrupt {
-                        path: store.path().to_path_buf(),
-                        what: "transaction journal entry",
-                        partition: u32::MAX,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        Self::decode_all(store, store.meta_scan(PREFIX)?)
+    }
+
+    /// The entries a crash left open (see [`OPEN_SCAN`]), oldest first.
+    pub fn open_entries(store: &Store) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut newest = store.meta_scan_newest(PREFIX, OPEN_SCAN)?;
+        newest.reverse();
+        let mut entries = Self::decode_all(store, newest)?;
+        entries.retain(|e| e.status == TxnStatus::Open);
+        Ok(entries)
+    }
+
+    fn decode_all(
+        store: &Store,
+        stored: Vec<crate::store::KeyValue>,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        stored
+            .iter()
+            .map(|(name, value)| {
+                decode(name, value).map_err(|source| StoreError::Corrupt {
+                    path: store.path().to_path_buf(),
+                    what: "transaction journal entry",
+                    partition: u32::MAX,
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// Decides entries left `open` by a crash. `committed_offset` gives a
@@ -216,7 +251,7 @@ impl Journal {
     ) -> Result<Vec<(TxnId, TxnStatus)>, StoreError> {
         let mut decided = Vec::new();
         let mut batch = store.batch();
-        for entry in Self::entries(store)?.into_iter().filter(|e| e.status == TxnStatus::Open) {
+        for entry in Self::open_entries(store)? {
             let reached = entry.offsets.iter().all(|&(p, x)| committed_offset(p).is_some_and(|y| y >= x));
             let status = if reached { TxnStatus::Committed } else { TxnStatus::Aborted };
             let id = TxnId { instance: self.instance.clone(), epoch: entry.epoch, seq: entry.seq };
@@ -234,6 +269,41 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::store::StoreOptions;
+
+    /// Restarted many times, a few transactions each, and crashed with
+    /// two open at the end: the journal never holds more than it keeps
+    /// (plus the epoch in progress), and the open ones survive to be decided.
+    #[test]
+    fn the_journal_stays_bounded_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let keep = 100;
+        for restart in 0..300u64 {
+            let mut j = Journal::start_keeping(&store, "node-1", keep).unwrap();
+            assert!(j.resolve_open(&store, |_| Some(u64::MAX)).unwrap().len() <= 2);
+            for i in 0..7 {
+                let mut batch = store.batch();
+                let id = j.open(&mut batch, &[(0, restart * 7 + i)]);
+                store.commit(batch).unwrap();
+                // A crash leaves the last two open.
+                if i < 5 {
+                    let mut batch = store.batch();
+                    Journal::mark(&mut batch, &id, TxnStatus::Committed, &[(0, restart * 7 + i)]);
+                    store.commit(batch).unwrap();
+                }
+            }
+            let n = Journal::entries(&store).unwrap().len() as u64;
+            assert!(n <= keep + 7, "restart {restart}: {n} entries");
+        }
+        assert_eq!(Journal::open_entries(&store).unwrap().len(), 2);
+        let j = Journal::start_keeping(&store, "node-1", keep).unwrap();
+        assert_eq!(Journal::open_entries(&store).unwrap().len(), 2, "pruning kept the open ones");
+        let decided = j.resolve_open(&store, |_| Some(0)).unwrap();
+        assert_eq!(decided.len(), 2);
+        let newest = Journal::entries(&store).unwrap();
+        assert_eq!(newest.last().map(|e| (e.epoch, e.seq)), Some((300, 6)));
+        assert!(newest.len() as u64 <= keep);
+    }
 
     #[test]
     fn ids_epochs_and_resolution() {

@@ -29,6 +29,7 @@ use publish::{begin_and_produce, produce, write_and_begin};
 use crate::config::EngineConfig;
 use crate::rules::{self, RulesError};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::time::Timestamp;
 use journal::{Journal, TxnId, TxnStatus};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -57,6 +58,10 @@ pub enum EngineError {
     Outbox { partition: u32, offset: u64, detail: String },
     #[error("{0}")]
     Assignment(String),
+    #[error("{0}")]
+    PartitionCount(String),
+    #[error("{0}")]
+    Http(String),
     #[error("could not publish for {seconds} s; exiting so a restart recovers from the outbox: {last}")]
     Unrecoverable { seconds: u64, last: String },
 }
@@ -65,14 +70,9 @@ pub(crate) fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineErro
     move |source| EngineError::Kafka { what, source }
 }
 
-/// Now, for clock events: the only place the engine reads the wall clock.
-/// Clock events go into the input topic, so replays see the same times.
-pub fn wall_clock() -> crate::time::Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    crate::time::Timestamp(ms)
-}
+/// Now, for clock events. Clock events go into the input topic, so
+/// replays see the same times.
+pub use crate::time::wall_clock;
 
 /// Options of one run beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -181,36 +181,16 @@ pub fn run(
         assignment: assignment.clone(),
         timeout,
         commits: commits.clone(),
+        skip_input_gaps: e.skip_input_gaps,
     };
+    // Up before Kafka is reached: /healthz answers while the broker is down.
+    let (metrics, partitions) = start_http(&config, &store, &rules, &assignment)?;
     let consumer = clients::consumer(&config, context).map_err(kafka("creating the consumer"))?;
     let producer = Arc::new(clients::producer(&config).map_err(kafka("creating the producer"))?);
     // Fences an older producer with our transactional id and completes (or
     // aborts) whatever transaction it left open.
     producer.init_transactions(timeout).map_err(kafka("initialising transactions"))?;
     let journal = Journal::start(&store, &config.engine.instance_id)?;
-    let metrics = match crate::metrics::install() {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics not installed");
-            None
-        }
-    };
-    crate::metrics::info(&rules.name, &rules.version);
-    let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    if config.http.enabled {
-        let api = crate::api::ApiState {
-            store: store.clone(),
-            rules: rules.clone(),
-            assignment: assignment.clone(),
-            partitions: partitions.clone(),
-            partitioner: config.kafka.partitioner,
-            token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
-            metrics: metrics.clone(),
-        };
-        crate::api::serve(&config.http.listen, api)
-            .map_err(|e| EngineError::Assignment(format!("HTTP listener {}: {e}", config.http.listen)))?;
-    }
-
     let workers =
         workers::Workers::new(&rules, &store, config.engine.workers, config.engine.account_cache_mb << 20)?;
     let mut engine = Engine {
@@ -234,6 +214,10 @@ pub fn run(
         config,
     };
     engine.resolve_journal()?;
+    let input = &engine.config.kafka.topics.input;
+    if let Some(count) = rebalance::topic_partitions(&engine.consumer, input, engine.timeout) {
+        rebalance::check_partition_count(&engine.store, input, count).map_err(EngineError::PartitionCount)?;
+    }
     engine.consumer.subscribe(&[&engine.config.kafka.topics.input]).map_err(kafka("subscribing"))?;
     engine.refresh_partition_count();
     tracing::info!(
@@ -246,6 +230,39 @@ pub fn run(
     engine.main_loop(&stop, &options)?;
     tracing::info!(summary = ?engine.summary, "engine stopped");
     Ok(engine.summary)
+}
+
+/// Installs the metrics and starts the HTTP listener (if enabled); returns
+/// the metrics and the input topic's partition count it reads.
+fn start_http(
+    config: &EngineConfig,
+    store: &Arc<Store>,
+    rules: &Arc<rules::Rules>,
+    assignment: &Arc<Mutex<Assignment>>,
+) -> Result<(Option<Arc<crate::metrics::Metrics>>, Arc<std::sync::atomic::AtomicU32>), EngineError> {
+    let metrics = match crate::metrics::install() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics not installed");
+            None
+        }
+    };
+    crate::metrics::info(&rules.name, &rules.version);
+    let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    if config.http.enabled {
+        let api = crate::api::ApiState {
+            store: store.clone(),
+            rules: rules.clone(),
+            assignment: assignment.clone(),
+            partitions: partitions.clone(),
+            partitioner: config.kafka.partitioner,
+            token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
+            metrics: metrics.clone(),
+        };
+        crate::api::serve(&config.http.listen, api)
+            .map_err(|e| EngineError::Http(format!("HTTP listener {}: {e}", config.http.listen)))?;
+    }
+    Ok((metrics, partitions))
 }
 
 /// A cycle whose state is committed, and its Kafka transaction.
@@ -372,14 +389,9 @@ impl Engine {
     }
 
     fn refresh_partition_count(&self) {
-        let topic = &self.config.kafka.topics.input;
-        match self.consumer.fetch_metadata(Some(topic), self.timeout) {
-            Ok(m) => {
-                if let Some(t) = m.topics().first() {
-                    self.partitions.store(t.partitions().len() as u32, Ordering::Relaxed);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not read the input topic's metadata"),
+        match rebalance::topic_partitions(&self.consumer, &self.config.kafka.topics.input, self.timeout) {
+            Some(n) => self.partitions.store(n, Ordering::Relaxed),
+            None => tracing::warn!("could not read the input topic's partition count"),
         }
     }
 
@@ -449,6 +461,7 @@ impl Engine {
                         offset: m.offset,
                         key: m.key.0..m.key.1,
                         payload: m.payload.0..m.payload.1,
+                        timestamp: m.timestamp.map(Timestamp),
                     });
                 }
                 _ => {}

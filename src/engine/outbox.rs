@@ -26,9 +26,25 @@ pub const HEADER_SOURCE_PARTITION: &str = "accrual.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "accrual.source.offset";
 pub const HEADER_DLQ_REASON: &str = "accrual.dlq.reason";
 pub const HEADER_DLQ_DETAIL: &str = "accrual.dlq.detail";
+/// On a dead letter cut to [`MAX_DEAD_LETTER_PAYLOAD`]: the original
+/// payload's size in bytes and its SHA-256 (hex). The whole message stays
+/// findable in the input topic by its source partition and offset.
+pub const HEADER_DLQ_ORIGINAL_SIZE: &str = "accrual.dlq.original_size";
+pub const HEADER_DLQ_SHA256: &str = "accrual.dlq.sha256";
 /// Names the producer transaction that published a message:
 /// `<instance>:<epoch>:<sequence>` (see `docs/exactly-once.md`).
 pub const HEADER_TXN: &str = "accrual.txn";
+
+/// The most of an input's payload a dead letter carries. With the key and
+/// the detail bounded too, a dead letter stays far below the default
+/// message size limit (1 MB), so an input near that limit (key, value and
+/// headers together) cannot make its own dead letter unpublishable and
+/// fail every transaction that carries it.
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 64 * 1024;
+/// The most of an input's key, and of the reason's detail, a dead letter
+/// carries.
+pub const MAX_DEAD_LETTER_KEY: usize = 1024;
+pub const MAX_DEAD_LETTER_DETAIL: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
@@ -263,15 +279,73 @@ impl Sink for OutboxSink {
 
     fn dead_letter(&mut self, input: &Input<'_>, reason: &'static str, detail: &str) {
         *self.dead.entry(reason).or_default() += 1;
-        let extra: [(&str, &[u8]); 2] =
-            [(HEADER_DLQ_REASON, reason.as_bytes()), (HEADER_DLQ_DETAIL, detail.as_bytes())];
-        self.push(input.offset, Destination::DeadLetter, input.key, input.payload, &extra);
+        let detail = cut(detail.as_bytes(), MAX_DEAD_LETTER_DETAIL);
+        let key = cut(input.key, MAX_DEAD_LETTER_KEY);
+        let mut extra: Vec<(&str, &[u8])> =
+            vec![(HEADER_DLQ_REASON, reason.as_bytes()), (HEADER_DLQ_DETAIL, detail)];
+        let (size, digest);
+        let payload = if input.payload.len() > MAX_DEAD_LETTER_PAYLOAD {
+            size = input.payload.len().to_string();
+            digest = sha256_hex(input.payload);
+            extra.push((HEADER_DLQ_ORIGINAL_SIZE, size.as_bytes()));
+            extra.push((HEADER_DLQ_SHA256, digest.as_bytes()));
+            &input.payload[..MAX_DEAD_LETTER_PAYLOAD]
+        } else {
+            input.payload
+        };
+        self.push(input.offset, Destination::DeadLetter, key, payload, &extra);
     }
+}
+
+/// At most `max` bytes of `bytes` (a detail cut inside a character is
+/// still shown, lossily, by readers).
+fn cut(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[..bytes.len().min(max)]
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_is_cut_to_its_bound_with_the_original_size_and_digest() {
+        let mut sink = OutboxSink::new(0);
+        let payload = vec![b'x'; 900_000];
+        let key = vec![b'k'; 100_000];
+        let detail = "d".repeat(50_000);
+        sink.dead_letter(
+            &Input { offset: 3, key: &key, payload: &payload, timestamp: None },
+            "too_large",
+            &detail,
+        );
+        let small = b"{}".to_vec();
+        sink.dead_letter(
+            &Input { offset: 4, key: b"a", payload: &small, timestamp: None },
+            "not_an_object",
+            "x",
+        );
+        let entries: Vec<(u64, Vec<u8>)> = sink.entries().map(|(o, b)| (o, b.to_vec())).collect();
+        let cut = messages(&entries[0].1).unwrap();
+        assert_eq!(cut[0].payload.len(), MAX_DEAD_LETTER_PAYLOAD);
+        assert_eq!(cut[0].key.len(), MAX_DEAD_LETTER_KEY);
+        let headers: BTreeMap<&str, &[u8]> = cut[0].headers().collect();
+        assert_eq!(headers[HEADER_DLQ_DETAIL].len(), MAX_DEAD_LETTER_DETAIL);
+        assert_eq!(headers[HEADER_DLQ_ORIGINAL_SIZE], b"900000");
+        assert_eq!(headers[HEADER_DLQ_SHA256], sha256_hex(&payload).as_bytes());
+        assert_eq!(headers[HEADER_SOURCE_OFFSET], b"3");
+        let size: usize =
+            cut[0].key.len() + cut[0].payload.len() + headers.values().map(|v| v.len() + 32).sum::<usize>();
+        assert!(size < 100_000, "{size} bytes");
+        // A small one travels whole, without the extra headers.
+        let whole = messages(&entries[1].1).unwrap();
+        assert_eq!(whole[0].payload, b"{}");
+        assert!(whole[0].headers().all(|(k, _)| k != HEADER_DLQ_ORIGINAL_SIZE && k != HEADER_DLQ_SHA256));
+    }
 
     #[test]
     fn decimal_text_is_display() {
@@ -284,7 +358,7 @@ mod tests {
     #[test]
     fn entries_round_trip_and_corruption_is_an_error() {
         let mut sink = OutboxSink::new(3);
-        let input = Input { offset: 7, key: b"acc-1", payload: &[0xff, 0] };
+        let input = Input { offset: 7, key: b"acc-1", payload: &[0xff, 0], timestamp: None };
         sink.dead_letter(&input, "invalid_json", "bad");
         let derived =
             DerivedEvent { event_id: "d".into(), account_id: "acc-2".into(), payload: b"{}".to_vec() };

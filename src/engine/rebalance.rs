@@ -68,6 +68,48 @@ pub fn start_offset(local: Option<Progress>, committed: Option<u64>) -> Result<O
     }
 }
 
+const INPUT_PARTITIONS: &[u8] = b"input_partitions";
+
+/// The input topic's partition count must stay the one the state was built
+/// under: the key decides an account's partition, so with another count
+/// the same account's events land in another partition, which holds none
+/// of its balances, caps or purchases. The first count seen is recorded.
+pub fn check_partition_count(store: &Store, topic: &str, count: u32) -> Result<(), String> {
+    let stored = store.meta(INPUT_PARTITIONS).map_err(|e| e.to_string())?;
+    match stored.and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok()).map(u32::from_be_bytes) {
+        Some(was) if was != count => Err(format!(
+            "the input topic {topic} has {count} partitions, but the state in {} was built when it had {was}: \
+             accounts would now hash to other partitions, splitting their balances, caps and refunds. \
+             Refusing to process. Restore the topic to {was} partitions (see docs/operations.md, \
+             \"Changing the input partition count\")",
+            store.path().display()
+        )),
+        Some(_) => Ok(()),
+        None => {
+            let mut batch = store.batch();
+            batch.put_meta(INPUT_PARTITIONS, &count.to_be_bytes());
+            store.commit(batch).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The input topic's partition count in the broker's metadata, if known.
+pub fn topic_partitions<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Option<u32> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
+    let t = metadata.topics().first()?;
+    (!t.partitions().is_empty()).then_some(t.partitions().len() as u32)
+}
+
+/// How many input messages a partition whose progress is `next` lost, when
+/// its log now starts at `log_start`.
+pub fn input_gap(next: u64, log_start: i64) -> Option<u64> {
+    u64::try_from(log_start).ok().filter(|&low| low > next).map(|low| low - next)
+}
+
 pub struct EngineContext {
     pub store: Arc<Store>,
     pub topic: String,
@@ -75,6 +117,8 @@ pub struct EngineContext {
     pub timeout: Duration,
     /// Busy while a Kafka commit is in flight.
     pub commits: Arc<super::committer::Gate>,
+    /// Go on past input removed before it was processed.
+    pub skip_input_gaps: bool,
 }
 
 impl EngineContext {
@@ -85,6 +129,14 @@ impl EngineContext {
     }
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) -> KafkaResult<()> {
+        if let Some(count) = topic_partitions(consumer, &self.topic, self.timeout) {
+            if let Err(problem) = check_partition_count(&self.store, &self.topic, count) {
+                tracing::error!("{problem}");
+                // Nothing is processed: the loop stops on the error.
+                Self::lock(&self.assignment).error = Some(problem);
+                return consumer.assign(&TopicPartitionList::new());
+            }
+        }
         let committed = consumer.committed_offsets(tpl.clone(), self.timeout)?;
         let mut decided = Vec::new();
         for elem in tpl.elements() {
@@ -101,7 +153,12 @@ impl EngineContext {
                     continue;
                 }
             };
-            decided.push((p, start_offset(local, y)));
+            let decision = start_offset(local, y);
+            let decision = match (decision, local) {
+                (Ok(owned), Some(_)) => self.check_gap(consumer, p, owned),
+                (decision, _) => decision,
+            };
+            decided.push((p, decision));
         }
         let mut refused = TopicPartitionList::new();
         {
@@ -144,6 +201,35 @@ impl EngineContext {
             consumer.pause(&refused)?;
         }
         Ok(())
+    }
+
+    /// Input a partition's progress has not reached, but the log no longer
+    /// holds (retention removed it): reported loudly, and the partition
+    /// refused unless gaps are to be skipped.
+    fn check_gap(&self, consumer: &BaseConsumer<Self>, p: u32, owned: Owned) -> Result<Owned, String> {
+        let low = match consumer.fetch_watermarks(&self.topic, p as i32, self.timeout) {
+            Ok((low, _)) => low,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "could not read the partition's log start");
+                return Ok(owned);
+            }
+        };
+        let Some(lost) = input_gap(owned.progress.next_offset, low) else { return Ok(owned) };
+        let next = owned.progress.next_offset;
+        crate::metrics::input_gap(lost);
+        let what = format!(
+            "offsets {next}..{low} of input partition {p} were removed (retention) before they were processed: \
+             {lost} events never accrued"
+        );
+        if self.skip_input_gaps {
+            tracing::error!(partition = p, lost, "{what}; skipping them (engine.skip_input_gaps)");
+            Ok(owned)
+        } else {
+            Err(format!(
+                "{what}. Refusing to skip them: replay them from their source, or set engine.skip_input_gaps \
+                 to go on without them (docs/operations.md)"
+            ))
+        }
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> KafkaResult<()> {
@@ -225,5 +311,25 @@ mod tests {
         assert!(never.needs_recovery);
         assert!(start_offset(None, Some(5)).unwrap_err().contains("no local state"));
         assert!(start_offset(at(3), Some(5)).unwrap_err().contains("Refusing"));
+    }
+
+    #[test]
+    fn a_log_starting_past_the_progress_is_a_gap() {
+        assert_eq!(input_gap(10, 10), None);
+        assert_eq!(input_gap(10, 3), None);
+        assert_eq!(input_gap(10, -1), None, "no watermark known");
+        assert_eq!(input_gap(10, 25), Some(15));
+    }
+
+    #[test]
+    fn the_partition_count_is_recorded_once_and_then_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path(), &crate::store::StoreOptions { sync: false, ..Default::default() })
+                .unwrap();
+        assert_eq!(check_partition_count(&store, "t", 4), Ok(()));
+        assert_eq!(check_partition_count(&store, "t", 4), Ok(()));
+        let e = check_partition_count(&store, "t", 6).unwrap_err();
+        assert!(e.contains("has 6 partitions, but the state") && e.contains("when it had 4"), "{e}");
     }
 }

@@ -15,9 +15,8 @@ impl Engine {
     /// Decides the transaction a crash left open (see [`journal`]).
     pub(super) fn resolve_journal(&mut self) -> Result<(), EngineError> {
         // Each partition once, though two entries may name it.
-        let open: std::collections::BTreeSet<u32> = Journal::entries(&self.store)?
+        let open: std::collections::BTreeSet<u32> = Journal::open_entries(&self.store)?
             .iter()
-            .filter(|e| e.status == TxnStatus::Open)
             .flat_map(|e| e.offsets.iter().map(|&(p, _)| p))
             .collect();
         if open.is_empty() {

@@ -25,6 +25,7 @@ use super::outbox::OutboxSink;
 use crate::pipeline::{BatchStats, Input, Processor};
 use crate::rules::Rules;
 use crate::store::{Progress, Staged, Store};
+use crate::time::Timestamp;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Message {
     pub offset: u64,
     pub key: Range<usize>,
     pub payload: Range<usize>,
+    /// The broker timestamp, when the message has one.
+    pub timestamp: Option<Timestamp>,
 }
 
 /// One partition's work in a cycle: its progress before, and its messages.
@@ -109,6 +112,7 @@ impl Worker {
                 offset: m.offset,
                 key: &buffer[m.key.clone()],
                 payload: &buffer[m.payload.clone()],
+                timestamp: m.timestamp,
             }));
             let mut sink = match self.spare_sinks.pop() {
                 Some(spare) => spare.recycle(partition),
@@ -163,7 +167,9 @@ impl Workers {
             let (jobs, job_queue) = channel();
             let (done_queue, done) = channel();
             let worker = Worker {
-                processor: Processor::new(rules.clone()).with_account_cache(cache_bytes / count),
+                processor: Processor::new(rules.clone())
+                    .with_key_checks()
+                    .with_account_cache(cache_bytes / count),
                 store: store.clone(),
                 spare_sinks: Vec::new(),
                 batch_bytes: 0,
@@ -357,7 +363,7 @@ mod tests {
             for ((p, _, _), (key, payload)) in lines.by_ref().take(400) {
                 let offset = next_offset[*p as usize];
                 next_offset[*p as usize] += 1;
-                waiting[*p as usize].push(Message { offset, key, payload });
+                waiting[*p as usize].push(Message { offset, key, payload, timestamp: None });
             }
             let mine = if lines.peek().is_some() { owned(cycle) } else { (0..PARTITIONS).collect() };
             workers.retain_owned(|p| mine.contains(&p));

@@ -135,6 +135,12 @@ impl Decoder {
         self.decode_by(input, true)
     }
 
+    /// Decodes through simd-json only, never the flat path: both must give
+    /// the same answer (the property tests and the fuzz target compare them).
+    pub fn decode_general<'a>(&'a mut self, input: &[u8]) -> Result<Event<'a>, DecodeError> {
+        self.decode_by(input, false)
+    }
+
     /// Decodes through the flat path when the event has its shape (and
     /// `flat_allowed`), through simd-json otherwise.
     pub(super) fn decode_by<'a>(

@@ -140,7 +140,9 @@ fn unsigned(bytes: &[u8], start: usize) -> Option<(u64, usize)> {
     let mut n: u64 = 0;
     let mut at = start;
     while let Some(&d @ b'0'..=b'9') = bytes.get(at) {
-        n = n * 10 + u64::from(d - b'0');
+        // Wraps past 19 digits (rejected below) instead of overflowing:
+        // any number of digits is outside input.
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
         at += 1;
     }
     let digits = at - start;
@@ -299,6 +301,8 @@ mod tests {
             r#"{"amount":-1}"#,
             r#"{"amount":01}"#,
             r#"{"amount":12345678901234567890}"#,
+            r#"{"amount":99999999999999999999}"#,
+            r#"{"mcc":1234567890123456789012345678901234567890}"#,
             "{\"a\":\"b\"}\n",
             "{\"a\":\t\"b\"}",
             r#"{"a":"b"} x"#,
@@ -342,6 +346,24 @@ mod tests {
         fn block_bits_agree(block in proptest::array::uniform16(proptest::sample::select(
             b"\"\\ \x00\x1f\x20\x7f\x80\xffa{".to_vec()))) {
             prop_assert_eq!(block_bits(&block), block_bits_portable(&block));
+        }
+    }
+
+    proptest! {
+        /// Whole numbers of any length in any field (20 digits and more
+        /// overflowed the reader once): no panic, and whenever the flat
+        /// path takes one it agrees with simd-json.
+        #[test]
+        fn long_numbers_never_panic(
+            field in proptest::sample::select(vec!["amount", "mcc", "statement_day", "event_id", "other"]),
+            digits in "[1-9][0-9]{0,44}",
+        ) {
+            let text = format!(r#"{{"event_id":"e","type":"purchase","{field}":{digits}}}"#);
+            let (fast, general) = both(text.as_bytes());
+            if let Some(fast) = fast {
+                prop_assert!(digits.len() <= 19, "flat path took {}", text);
+                prop_assert_eq!(fast, general, "{}", text);
+            }
         }
     }
 

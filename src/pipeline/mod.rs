@@ -7,7 +7,12 @@
 //! Every input offset ends as exactly one of: records, no effect, a counted
 //! duplicate, or a dead letter with a reason.
 
+mod admit;
 mod cache;
+mod isolate;
+
+pub use admit::{Admission, Refusal};
+pub use isolate::INTERNAL_ERROR;
 
 use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome, PurchasesNeeded};
 use crate::events::{Decoder, Event, EventBody};
@@ -26,6 +31,8 @@ pub struct Input<'a> {
     /// The message key (the account id, by convention); empty if none.
     pub key: &'a [u8],
     pub payload: &'a [u8],
+    /// The broker's timestamp of the message; none in files.
+    pub timestamp: Option<Timestamp>,
 }
 
 /// Receives what each input became, in input order.
@@ -81,6 +88,13 @@ pub struct Processor {
     /// `simulate`, where every account is in the one partition), instead of
     /// handing them to the sink.
     inline_derived: bool,
+    /// What an input must satisfy before it touches state.
+    admission: Admission,
+    /// The place in the batch's work of the input being processed (to
+    /// know which one panicked).
+    position: usize,
+    /// For tests of panic isolation only: processing this event id panics.
+    panic_on: Option<String>,
 }
 
 /// A `clock` event: every account of the partition whose timer is due by its
@@ -129,6 +143,9 @@ enum Work<'a> {
 impl Processor {
     pub fn new(rules: Arc<Rules>) -> Processor {
         Processor {
+            admission: Admission::new(&rules),
+            position: 0,
+            panic_on: None,
             core: Core::new(rules),
             decoder: Decoder::new(),
             effects: Effects::default(),
@@ -143,6 +160,28 @@ impl Processor {
     /// Applies derived events inline (see the field).
     pub fn with_inline_derived(mut self) -> Processor {
         self.inline_derived = true;
+        self
+    }
+
+    /// Refuses account events whose message key is not their `account_id`
+    /// (Kafka input, where the key decides the partition).
+    pub fn with_key_checks(mut self) -> Processor {
+        self.admission = self.admission.checking_keys();
+        self
+    }
+
+    /// For inputs without a broker timestamp: take each as received at its
+    /// event time, but never after `now` (see [`Admission`]).
+    pub fn with_received_by(mut self, now: Timestamp) -> Processor {
+        self.admission = self.admission.received_by(now);
+        self
+    }
+
+    /// Makes processing the event `event_id` panic, to test that a panic
+    /// costs one dead letter and nothing else. Not for production use.
+    #[doc(hidden)]
+    pub fn panicking_on(mut self, event_id: &str) -> Processor {
+        self.panic_on = Some(event_id.to_string());
         self
     }
 
@@ -207,21 +246,72 @@ impl Processor {
     /// progress. `progress` is the partition's progress before the batch and
     /// is advanced past the last input. Nothing is written to the store; the
     /// caller commits `batch`.
-    pub fn process(
+    ///
+    /// A panic while processing an input makes it a dead letter
+    /// ([`INTERNAL_ERROR`]) and nothing else (see `isolate.rs`).
+    pub fn process<S: Sink>(
         &mut self,
         store: &Store,
         partition: u32,
         progress: &mut Progress,
         inputs: &[Input<'_>],
         batch: &mut LedgerBatch<'_>,
-        sink: &mut impl Sink,
+        sink: &mut S,
+    ) -> Result<BatchStats, StoreError> {
+        let before = *progress;
+        let mut poisoned: Vec<usize> = Vec::new();
+        loop {
+            let mut muted =
+                isolate::Muted { sink: &mut *sink, from: poisoned.last().copied().unwrap_or(0), at: 0 };
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.attempt(store, partition, progress, inputs, batch, &mut muted, &poisoned)
+            }));
+            match attempt {
+                Ok(result) => return result,
+                Err(panic) => {
+                    let at = self.position;
+                    tracing::error!(
+                        partition,
+                        position = at,
+                        "processing an input panicked: {}; it becomes a dead letter ({INTERNAL_ERROR}) and the \
+                         batch is processed again without it",
+                        isolate::panic_text(panic.as_ref())
+                    );
+                    poisoned.push(at);
+                    *progress = before;
+                    // Whatever the panic interrupted is dropped; the states
+                    // are read again from the store, as they were committed.
+                    self.core = Core::new(self.core.rules().clone());
+                    self.decoder = Decoder::new();
+                    self.effects = Effects::default();
+                    self.accounts.clear();
+                }
+            }
+        }
+    }
+
+    /// One pass over a batch (see [`Processor::process`]): the work at the
+    /// places in `poisoned` becomes a dead letter untouched.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt<S: Sink>(
+        &mut self,
+        store: &Store,
+        partition: u32,
+        progress: &mut Progress,
+        inputs: &[Input<'_>],
+        batch: &mut LedgerBatch<'_>,
+        sink: &mut isolate::Muted<'_, S>,
+        poisoned: &[usize],
     ) -> Result<BatchStats, StoreError> {
         let mut stats = BatchStats::default();
         let window = self.core.rules().dedupe_window_ms;
         self.accounts.clear();
         self.seen.clear();
         let mut queue: VecDeque<Work<'_>> = inputs.iter().copied().map(Work::Input).collect();
+        let mut position = 0;
         while let Some(work) = queue.pop_front() {
+            (self.position, sink.at) = (position, position);
+            position += 1;
             let (offset, payload, input) = match &work {
                 Work::Input(input) => {
                     stats.inputs += 1;
@@ -230,15 +320,30 @@ impl Processor {
                 }
                 Work::Derived(offset, d) => (*offset, d.payload.as_slice(), None),
             };
+            if poisoned.contains(&self.position) {
+                stats.dead_letters += 1;
+                let fallback = Input { offset, key: &[], payload, timestamp: None };
+                let detail =
+                    "processing it panicked (a bug: the engine logged where); nothing of it was applied";
+                sink.dead_letter(input.unwrap_or(&fallback), INTERNAL_ERROR, detail);
+                continue;
+            }
             let event = match self.decoder.decode(payload) {
                 Ok(event) => event,
                 Err(e) => {
                     stats.dead_letters += 1;
-                    let fallback = Input { offset, key: &[], payload };
+                    let fallback = Input { offset, key: &[], payload, timestamp: None };
                     sink.dead_letter(input.unwrap_or(&fallback), e.reason(), &e.to_string());
                     continue;
                 }
             };
+            if let Some(input) = input {
+                if let Err(refusal) = self.admission.check(input, &event, progress.stream_time) {
+                    stats.dead_letters += 1;
+                    sink.dead_letter(input, refusal.reason(), &refusal.to_string());
+                    continue;
+                }
+            }
             let horizon = progress.stream_time.0.saturating_sub(window);
             let first_seen = match self.seen.get(event.event_id) {
                 Some(at) => Some(*at).filter(|at| at.0 >= horizon),
@@ -248,6 +353,9 @@ impl Processor {
                 stats.duplicates += 1;
                 sink.duplicate(offset, &event, first_seen);
                 continue;
+            }
+            if self.panic_on.as_deref() == Some(event.event_id) {
+                panic!("a test asked for a panic on {}", event.event_id);
             }
             self.effects.clear();
             let outcome = if let EventBody::Clock = event.body {
@@ -291,7 +399,7 @@ impl Processor {
                 }
                 Outcome::Rejected(rejection) => {
                     stats.dead_letters += 1;
-                    let fallback = Input { offset, key: &[], payload };
+                    let fallback = Input { offset, key: &[], payload, timestamp: None };
                     sink.dead_letter(input.unwrap_or(&fallback), rejection.reason(), &rejection.to_string());
                     continue;
                 }

@@ -200,6 +200,11 @@ fn compile_mcc_list(def: &MccListDef, tz: TzOffset, item: &Item, problems: &mut 
     DatedMccSet::new(versions)
 }
 
+/// An hour covers producers' clock skew and a time zone written wrong;
+/// a week is the most any setting allows.
+const DEFAULT_MAX_EVENT_AHEAD_MINUTES: u32 = 60;
+const MAX_EVENT_AHEAD_MINUTES: u32 = 7 * 24 * 60;
+
 fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let version = {
         let canonical = serde_json::to_vec(&def).ok()?;
@@ -231,6 +236,26 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         }
     }
 
+    let max_ahead_minutes = s.max_event_ahead_minutes.unwrap_or(DEFAULT_MAX_EVENT_AHEAD_MINUTES);
+    if !(1..=MAX_EVENT_AHEAD_MINUTES).contains(&max_ahead_minutes) {
+        problems.add(
+            &settings,
+            "max_event_ahead_minutes",
+            format!("must be between 1 and {MAX_EVENT_AHEAD_MINUTES} minutes, got {max_ahead_minutes}"),
+        );
+    }
+    let max_delay_days = s.max_event_delay_days.unwrap_or(s.dedupe_window_days);
+    if !(1..=s.dedupe_window_days).contains(&max_delay_days) {
+        problems.add(
+            &settings,
+            "max_event_delay_days",
+            format!(
+                "must be between 1 day and dedupe_window_days ({}): an older event could repeat one no \
+                 longer remembered; got {max_delay_days}",
+                s.dedupe_window_days
+            ),
+        );
+    }
     if !(1..=28).contains(&s.statement_day) {
         problems.add(
             &settings,
@@ -764,6 +789,8 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         timezone,
         refund_window_ms: i64::from(s.refund_window_days) * time::MS_PER_DAY,
         dedupe_window_ms: i64::from(s.dedupe_window_days) * time::MS_PER_DAY,
+        max_event_ahead_ms: i64::from(max_ahead_minutes) * 60_000,
+        max_event_delay_ms: i64::from(max_delay_days) * time::MS_PER_DAY,
         programs,
         categories,
         exclusions,

@@ -17,6 +17,12 @@ impl Rules {
             self.refund_window_ms / crate::time::MS_PER_DAY,
             self.dedupe_window_ms / crate::time::MS_PER_DAY
         );
+        let _ = writeln!(
+            s,
+            "  event times accepted from {} days before to {} minutes after the message's timestamp",
+            self.max_event_delay_ms / crate::time::MS_PER_DAY,
+            self.max_event_ahead_ms / 60_000
+        );
         let programs: Vec<String> = self
             .programs
             .iter()

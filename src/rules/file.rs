@@ -139,6 +139,15 @@ pub struct SettingsDef {
     /// How long an event id is remembered to drop duplicates.
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window_days: u32,
+    /// How far an event's time may be ahead of its message's broker
+    /// timestamp (default 60). Left out of the version hash when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_ahead_minutes: Option<u32>,
+    /// How far an event's time may be behind its message's broker timestamp
+    /// (default and at most `dedupe_window_days`: an older event could be a
+    /// duplicate no longer remembered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_delay_days: Option<u32>,
     /// Statement (billing) day of month of accounts that have not set one.
     #[serde(default = "default_statement_day")]
     pub statement_day: u32,

@@ -29,6 +29,10 @@ pub struct Rules {
     pub timezone: TzOffset,
     pub refund_window_ms: i64,
     pub dedupe_window_ms: i64,
+    /// Bounds of an event's time around its message's broker timestamp
+    /// (`pipeline::Admission`).
+    pub max_event_ahead_ms: i64,
+    pub max_event_delay_ms: i64,
     pub programs: Vec<Program>,
     pub categories: Vec<Category>,
     pub exclusions: Vec<Category>,

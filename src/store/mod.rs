@@ -310,6 +310,34 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest (last in key order) engine-wide meta entries whose name
+    /// starts with `prefix`, at most `limit`, newest first (names without
+    /// the prefix).
+    pub fn meta_scan_newest(&self, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        let start = global_key(prefix);
+        // Just past every name with the prefix (whose last byte is below 0xFF).
+        let mut end = start.clone();
+        if let Some(last) = end.last_mut() {
+            *last = last.saturating_add(1);
+        }
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(CF_META), IteratorMode::From(&end, Direction::Reverse));
+        for item in iter {
+            if out.len() == limit {
+                break;
+            }
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if !key.starts_with(&start) {
+                if key.as_ref() >= end.as_slice() {
+                    continue;
+                }
+                break;
+            }
+            out.push((key[start.len()..].to_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
     /// Outbox entries of a partition from `from_offset` on, in offset order.
     pub fn outbox(&self, partition: u32, from_offset: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let start = partition_key(partition, &from_offset.to_be_bytes());

@@ -144,7 +144,8 @@ workers = 2
     pub fn produce(&self, dir: &Path, lines: &[String]) {
         let file = dir.join(unique("produce"));
         std::fs::write(&file, lines.join("\n")).expect("write input");
-        let n = kafka_tools::produce_file(&self.brokers, &self.input, &file).expect("produce");
+        let n = kafka_tools::produce_file_as_of(&self.brokers, &self.input, &file, super::test_now())
+            .expect("produce");
         assert_eq!(n as usize, lines.len());
     }
 
@@ -266,6 +267,7 @@ pub fn reference_with_rules(
         state_dir: Some(state.clone()),
         batch_size: 1000,
         show_progress: false,
+        now: Some(super::test_now()),
     })
     .expect("simulate");
     let records = std::fs::read_to_string(out).expect("read").lines().map(str::to_string).collect();

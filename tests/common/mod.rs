@@ -43,6 +43,19 @@ pub fn test_rules(rest: &str) -> Arc<Rules> {
     rules_from(&format!("{TEST_PROGRAMS}\n{rest}"))
 }
 
+/// The instant test streams are received by (`simulate`'s `now`, the
+/// stamp of produced messages): after every generated event, so no test
+/// depends on the day the suite runs.
+pub fn test_now() -> accrual::time::Timestamp {
+    accrual::time::Timestamp::parse_rfc3339("2030-01-01T00:00:00Z").expect("a valid time")
+}
+
+/// For hostile corpora: just after the generated events (November 2026),
+/// so that anything dated past it is refused as future-dated on any day.
+pub fn hostile_now() -> accrual::time::Timestamp {
+    accrual::time::Timestamp::parse_rfc3339("2026-12-05T00:00:00Z").expect("a valid time")
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

@@ -7,6 +7,8 @@
 //! merchants, a few percent refunds (full and partial) and reversals of
 //! recent purchases, and on request exact duplicates and malformed lines.
 
+pub mod hostile;
+
 use crate::time::{MS_PER_DAY, Timestamp};
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -30,6 +32,8 @@ pub struct GenOptions {
     pub duplicate_percent: f64,
     /// Percent of lines that are malformed in one of several ways.
     pub malformed_percent: f64,
+    /// Hostile lines mixed in ([`hostile`]), on top of `events`.
+    pub hostile: u64,
     pub currency: String,
 }
 
@@ -46,6 +50,7 @@ impl Default for GenOptions {
             reversal_percent: 1.0,
             duplicate_percent: 0.0,
             malformed_percent: 0.0,
+            hostile: 0,
             currency: "RUB".to_string(),
         }
     }
@@ -180,6 +185,21 @@ fn amount_text(kopecks: u64) -> String {
 
 /// Writes `opts.events` lines of NDJSON to `out`.
 pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
+    if opts.hostile == 0 {
+        return generate_valid(opts, out);
+    }
+    let mut valid = Vec::new();
+    generate_valid(opts, &mut valid)?;
+    let lines: Vec<Vec<u8>> =
+        valid.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    for line in hostile::mix(&lines, opts.hostile as usize, opts.seed) {
+        out.write_all(&line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn generate_valid(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
     let mut rng = Rng::new(opts.seed);
     let accounts = opts.accounts.max(1);
     // Zipf over account ranks: a few very active accounts, a long tail.
