@@ -19,8 +19,10 @@ echo "== 100,000 generated transactions over November and December 2026"
 "$bin" gen --events 100000 --accounts 5000 --seed 7 --days 61 \
   --refunds 3 --reversals 1 --duplicates 0.5 --malformed 0.2 --out "$work/ev.ndjson"
 echo "== accrual simulate"
+# Received as by the start of 2027, after the last of them, on any day
+# (docs/events.md, "Event time").
 "$bin" simulate --rules config/rules.example.toml --input "$work/ev.ndjson" \
-  --out "$work/acc.ndjson" --dlq "$work/dlq.ndjson"
+  --now 2027-01-01T00:00:00Z --out "$work/acc.ndjson" --dlq "$work/dlq.ndjson"
 echo
 echo "== the first accrual records ($work/acc.ndjson)"
 head -n 3 "$work/acc.ndjson"

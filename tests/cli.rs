@@ -180,3 +180,74 @@ fn inspect_balance_shows_available_pending_expiring_and_tier() {
     ]);
     assert!(!missing.status.success());
 }
+
+#[test]
+fn tick_refuses_a_clock_beyond_the_rules_bound_before_sending_it() {
+    // Nothing listens on the discard port: the refusal comes first.
+    let out = Command::new(env!("CARGO_BIN_EXE_accrual"))
+        .current_dir(repo_path(""))
+        .env("ACCRUAL_KAFKA__BROKERS", "127.0.0.1:9")
+        .args(["tick", "--config", "config/engine.toml", "--at", "2099-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--at 2099-01-01T00:00:00Z is more than max_event_ahead_minutes (60) after now"),
+        "{err}"
+    );
+}
+
+#[test]
+fn simulate_refuses_far_future_lines_and_gen_hostile_mixes_them_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = dir.path().join("hostile.ndjson");
+    let dlq = dir.path().join("dlq.ndjson");
+    let generated = accrual(&[
+        "gen",
+        "--events",
+        "2000",
+        "--accounts",
+        "100",
+        "--seed",
+        "3",
+        "--days",
+        "30",
+        "--hostile",
+        "1000",
+        "--out",
+        ev.to_str().unwrap(),
+    ]);
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    assert_eq!(std::fs::read(&ev).unwrap().iter().filter(|&&b| b == b'\n').count(), 3_000);
+    let rules = repo_path("config/rules.example.toml");
+    let sim = accrual(&[
+        "simulate",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        ev.to_str().unwrap(),
+        "--dlq",
+        dlq.to_str().unwrap(),
+        "--now",
+        "2026-12-05T00:00:00Z",
+    ]);
+    assert!(sim.status.success(), "{}", text(&sim.stderr));
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert!(dead.contains(r#""reason":"future_event_time""#) && dead.contains(r#""reason":"too_late""#));
+    let bad_now = accrual(&[
+        "simulate",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--input",
+        ev.to_str().unwrap(),
+        "--now",
+        "soon",
+    ]);
+    assert!(!bad_now.status.success());
+    assert!(
+        text(&bad_now.stderr).contains("--now is not an RFC 3339 timestamp"),
+        "{}",
+        text(&bad_now.stderr)
+    );
+}

@@ -99,3 +99,25 @@ fn hostile_lines_through_the_engine_end_as_in_simulate() {
     assert_eq!(dead, expected, "dead letters by reason");
     assert!(expected["future_event_time"] > 0 && summary.stats.dead_letters > 100, "{expected:?}");
 }
+
+/// State built under one partition count refuses a topic with another:
+/// the engine exits at start with the counts, before processing anything.
+#[test]
+fn a_changed_input_partition_count_stops_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = Setup::new("count", 2);
+    let config = before.config(dir.path(), "node-1", "");
+    let mut first = EngineProcess::spawn(&config, &[], Some(2));
+    assert!(first.wait(Duration::from_secs(60)).success(), "{}", first.log_text());
+
+    // The same instance and state directory, on a topic of three partitions.
+    let after = Setup::new("count", 3);
+    let config = after.config(dir.path(), "node-1", "");
+    after.produce(dir.path(), &[r#"{"event_id":"c1","type":"purchase","account_id":"acc-1","amount":"100.00","currency":"RUB","mcc":"5411","merchant_id":"M-1","occurred_at":"2026-11-20T12:00:00Z"}"#.to_string()]);
+    let mut second = EngineProcess::spawn(&config, &[], Some(2));
+    let status = second.wait(Duration::from_secs(60));
+    let log = second.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("has 3 partitions, but the state") && log.contains("when it had 2"), "{log}");
+    assert!(after.read(&after.accruals).is_empty(), "nothing processed");
+}

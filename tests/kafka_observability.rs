@@ -243,3 +243,85 @@ fn readiness_is_503_while_a_partition_recovers() {
     engine.terminate();
     assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
 }
+
+/// The listener is up before Kafka is reached: with no broker at all,
+/// `/healthz` answers and `/readyz` says why it is not ready.
+#[test]
+fn health_answers_while_the_broker_is_down() {
+    let setup = Setup::new("nobroker", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let address = "127.0.0.1:19468";
+    let config = setup.config_http(dir.path(), "node-1", "", address, "");
+    // Nothing listens on the discard port.
+    let text = std::fs::read_to_string(&config).unwrap().replace(&setup.brokers, "127.0.0.1:9");
+    std::fs::write(&config, text).unwrap();
+    let mut engine = EngineProcess::spawn(&config, &[], None);
+    let started = Instant::now();
+    let mut health = None;
+    while started.elapsed() < Duration::from_secs(8) && health.is_none() {
+        health = get(address, "/healthz", &[]).ok().filter(|(status, _)| *status == 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(health.is_some(), "no /healthz while the broker is down:\n{}", engine.log_text());
+    let (status, body) = get(address, "/readyz", &[]).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no partitions assigned yet"), "{body}");
+    assert!(engine.child.try_wait().unwrap().is_none(), "still trying to reach Kafka");
+    engine.kill();
+}
+
+/// Many clients hammering the balance endpoint at once: each lookup is
+/// answered (200) or turned away at once (503), and `/healthz` and
+/// `/metrics` keep answering quickly throughout.
+#[test]
+fn a_flood_of_balance_lookups_leaves_health_and_metrics_answering() {
+    let setup = Setup::new("flood", 2);
+    let dir = tempfile::tempdir().unwrap();
+    setup.produce(dir.path(), &events(2_000, 9));
+    let address = "127.0.0.1:19469";
+    let config = setup.config_http(dir.path(), "node-1", "", address, "");
+    let mut engine = EngineProcess::spawn(&config, &[], None);
+    wait_ready(address);
+    assert!(setup.wait_all_committed(Duration::from_secs(120)));
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..64)
+        .map(|t| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut statuses = BTreeMap::new();
+                for i in 0..40 {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let path = format!("/v1/accounts/acc-{:07}/balance", 1 + (t * 40 + i) % 150);
+                    let status = get(address, &path, &[]).map_or(0, |(s, _)| s);
+                    *statuses.entry(status).or_insert(0u32) += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        for path in ["/healthz", "/metrics"] {
+            let asked = Instant::now();
+            let (status, _) = get(address, path, &[]).unwrap();
+            assert_eq!(status, 200, "{path} during the flood");
+            slowest = slowest.max(asked.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses: BTreeMap<u16, u32> = BTreeMap::new();
+    for thread in flood {
+        for (status, n) in thread.join().unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    assert!(statuses.keys().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert!(slowest < Duration::from_secs(2), "/healthz or /metrics took {slowest:?} during the flood");
+    engine.terminate();
+    assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
+}

@@ -1,5 +1,6 @@
 //! The batch processor over a real RocksDB: dedupe across batches and
-//! restarts, the dedupe window, progress, and what a rejected event leaves.
+//! restarts, the dedupe window, progress, what a rejected event leaves,
+//! and what a panic leaves.
 
 mod common;
 
@@ -37,7 +38,10 @@ fn open(dir: &Path) -> Store {
 
 /// Processes `lines` as the next offsets of partition 3 and commits.
 fn run(store: &Store, lines: &[String]) -> (BatchStats, Collect) {
-    let mut processor = Processor::new(example_rules());
+    run_with(store, lines, Processor::new(example_rules()))
+}
+
+fn run_with(store: &Store, lines: &[String], mut processor: Processor) -> (BatchStats, Collect) {
     let mut progress = store.progress(3).unwrap().unwrap_or_default();
     let first = progress.next_offset;
     let inputs: Vec<Input<'_>> = lines
@@ -111,4 +115,53 @@ fn rejected_and_malformed_events_leave_no_state() {
     // Not remembered as seen: a corrected resend is not a duplicate.
     assert_eq!(store.seen(3, "u1", Timestamp(i64::MAX / 2), i64::MAX / 2).unwrap(), None);
     assert_eq!(store.progress(3).unwrap().map(|p| p.next_offset), Some(2), "every offset is accounted for");
+}
+
+/// A panic while processing one event, in the middle of a batch whose
+/// earlier events touched the same account: that event is a dead letter
+/// `internal_error`, and everything else (records, state, progress, later
+/// events of the batch and the next batch) is exactly as if it had never
+/// come.
+#[test]
+fn a_panic_costs_one_dead_letter_and_nothing_else() {
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            let account = if i % 3 == 0 { "acc-b" } else { "acc-a" };
+            purchase(
+                &format!("e{i}"),
+                account,
+                &format!("{}.00", 500 + 100 * i),
+                "5411",
+                "2026-11-10T10:00:00Z",
+                "",
+            )
+        })
+        .collect();
+    let boom = 7; // acc-a, after four of its purchases
+    let without: Vec<String> =
+        lines.iter().enumerate().filter(|(i, _)| *i != boom).map(|(_, l)| l.clone()).collect();
+    let next = vec![purchase("e99", "acc-a", "1000.00", "5411", "2026-11-11T10:00:00Z", "")];
+
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean = open(clean_dir.path());
+    let (clean_stats, clean_sink) = run(&clean, &without);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let processor = Processor::new(example_rules()).panicking_on("e7");
+    let (stats, sink) = run_with(&store, &lines, processor);
+    assert_eq!(sink.dead, vec![(boom as u64, accrual::pipeline::INTERNAL_ERROR)]);
+    assert_eq!(stats.dead_letters, 1);
+    assert_eq!(stats.inputs, clean_stats.inputs + 1);
+    assert_eq!((stats.accrued, stats.records), (clean_stats.accrued, clean_stats.records));
+    assert_eq!(sink.records, clean_sink.records, "every other event's records, once each");
+    for account in ["acc-a", "acc-b"] {
+        assert_eq!(store.account(3, account).unwrap(), clean.account(3, account).unwrap(), "{account}");
+    }
+    assert_eq!(store.progress(3).unwrap().map(|p| p.next_offset), Some(lines.len() as u64));
+    // The id of the event that panicked is not remembered: a resend is new.
+    assert_eq!(store.seen(3, "e7", Timestamp(i64::MAX / 2), i64::MAX / 2).unwrap(), None);
+    let (_, after) = run(&store, &next);
+    let (_, clean_next) = run(&clean, &next);
+    assert_eq!(after.records, clean_next.records, "the partition goes on");
 }
