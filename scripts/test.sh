@@ -3,7 +3,8 @@
 # installs what is missing (Debian packages, the local broker), starts the
 # broker, then formatting, clippy, and every test. Set ACCRUAL_TEST_BROKERS
 # to run the same suite against another broker (e.g. Apache Kafka).
-# ACCRUAL_SOAK=1 runs the long crash soak (20 kills instead of 5).
+# ACCRUAL_SOAK=1 runs the long crash soak (20 kills instead of 5);
+# ACCRUAL_FUZZ_SECONDS sets each fuzz target's run (default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -15,6 +16,8 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== build"
 cargo build --locked --all-targets
+# A minute each for the decoder and the rules parser (ACCRUAL_FUZZ_SECONDS).
+scripts/fuzz.sh "${ACCRUAL_FUZZ_SECONDS:-60}"
 echo "== local broker"
 scripts/broker.sh install
 if [ -z "${ACCRUAL_TEST_BROKERS:-}" ]; then

@@ -320,20 +320,23 @@ impl Processor {
                 }
                 Work::Derived(offset, d) => (*offset, d.payload.as_slice(), None),
             };
-            if poisoned.contains(&self.position) {
+            // A derived event is a dead letter as an input of its source's offset.
+            let mut dead_letter = |reason: &'static str, detail: &str| {
                 stats.dead_letters += 1;
                 let fallback = Input { offset, key: &[], payload, timestamp: None };
-                let detail =
-                    "processing it panicked (a bug: the engine logged where); nothing of it was applied";
-                sink.dead_letter(input.unwrap_or(&fallback), INTERNAL_ERROR, detail);
+                sink.dead_letter(input.unwrap_or(&fallback), reason, detail);
+            };
+            if poisoned.contains(&self.position) {
+                dead_letter(
+                    INTERNAL_ERROR,
+                    "processing it panicked (a bug: the engine logged where); nothing of it was applied",
+                );
                 continue;
             }
             let event = match self.decoder.decode(payload) {
                 Ok(event) => event,
                 Err(e) => {
-                    stats.dead_letters += 1;
-                    let fallback = Input { offset, key: &[], payload, timestamp: None };
-                    sink.dead_letter(input.unwrap_or(&fallback), e.reason(), &e.to_string());
+                    dead_letter(e.reason(), &e.to_string());
                     continue;
                 }
             };
