@@ -121,3 +121,85 @@ fn a_changed_input_partition_count_stops_the_engine() {
     assert!(log.contains("has 3 partitions, but the state") && log.contains("when it had 2"), "{log}");
     assert!(after.read(&after.accruals).is_empty(), "nothing processed");
 }
+
+/// An input near the message size limit: its dead letter, with its headers,
+/// would be over the limit, refused by the producer, and fail every
+/// transaction it was in. It is cut to its bound instead, and says how big
+/// the original was and what its digest is.
+#[test]
+fn a_dead_letter_of_an_input_near_the_size_limit_is_cut_and_published() {
+    use accrual::engine::outbox::{HEADER_DLQ_ORIGINAL_SIZE, HEADER_DLQ_SHA256, MAX_DEAD_LETTER_PAYLOAD};
+    use sha2::Digest;
+    let setup = Setup::new("huge", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut huge = br#"{"event_id":"big","type":"purchase","account_id":"acc-1","merchant_id":""#.to_vec();
+    huge.resize(990_000, b'M');
+    huge.extend_from_slice(br#""}"#);
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    producer.send(BaseRecord::to(&setup.input).payload(&huge).key("acc-1")).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    setup.produce(dir.path(), &[r#"{"event_id":"after","type":"purchase","account_id":"acc-1","amount":"1000.00","currency":"RUB","mcc":"5411","merchant_id":"M-1","occurred_at":"2026-11-20T12:00:00Z"}"#.to_string()]);
+
+    let config = setup.config(dir.path(), "node-1", "");
+    let mut engine = EngineProcess::spawn(&config, &[], Some(4));
+    assert!(engine.wait(Duration::from_secs(120)).success(), "{}", engine.log_text());
+    assert_eq!(setup.lag(), Some(0));
+    let dead = setup.read(&setup.dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload.len(), MAX_DEAD_LETTER_PAYLOAD);
+    assert_eq!(dead[0].header(HEADER_DLQ_ORIGINAL_SIZE), Some(huge.len().to_string().as_str()));
+    let digest: String = sha2::Sha256::digest(&huge).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(dead[0].header(HEADER_DLQ_SHA256), Some(digest.as_str()));
+    assert_eq!(dead[0].header(accrual::engine::outbox::HEADER_DLQ_REASON), Some("too_large"));
+    assert!(!setup.read(&setup.accruals).is_empty(), "the next event was processed");
+}
+
+/// Input that retention removed before the engine processed it: the
+/// partition is refused, loudly, until the operator decides; with
+/// `skip_input_gaps` it goes on past the gap, loudly too.
+#[test]
+fn input_removed_before_it_was_processed_refuses_the_partition() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let setup = Setup::new("gap", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let event = |i: u32| {
+        format!(
+            r#"{{"event_id":"g{i}","type":"purchase","account_id":"acc-{}","amount":"1000.00","currency":"RUB","mcc":"5411","merchant_id":"M-1","occurred_at":"2026-11-20T12:00:00Z"}}"#,
+            i % 5
+        )
+    };
+    setup.produce(dir.path(), &(0..20).map(event).collect::<Vec<_>>());
+    let config = setup.config(dir.path(), "node-1", "");
+    let mut first = EngineProcess::spawn(&config, &[], Some(3));
+    assert!(first.wait(Duration::from_secs(60)).success(), "{}", first.log_text());
+    let processed = setup.read(&setup.accruals).len();
+
+    // Down for a while: 30 more arrive, and retention takes the log up to 40.
+    setup.produce(dir.path(), &(20..50).map(event).collect::<Vec<_>>());
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset(&setup.input, 0, Offset::Offset(40)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(admin.delete_records(&cut, &AdminOptions::new())).unwrap();
+
+    let mut refused = EngineProcess::spawn(&config, &[], Some(3));
+    assert!(refused.wait(Duration::from_secs(60)).success(), "{}", refused.log_text());
+    let log = refused.log_text();
+    assert!(log.contains("offsets 20..40 of input partition 0 were removed (retention) before they were processed: 20 events never accrued"), "{log}");
+    assert!(log.contains("partition refused"), "{log}");
+    assert_eq!(setup.read(&setup.accruals).len(), processed, "nothing processed past the gap");
+
+    let mut skipping = EngineProcess::spawn(&config, &[("ACCRUAL_ENGINE__SKIP_INPUT_GAPS", "true")], Some(3));
+    assert!(skipping.wait(Duration::from_secs(60)).success(), "{}", skipping.log_text());
+    assert!(
+        skipping.log_text().contains("skipping them (engine.skip_input_gaps)"),
+        "{}",
+        skipping.log_text()
+    );
+    assert!(setup.read(&setup.accruals).len() > processed, "offsets 40..50 processed");
+    assert_eq!(setup.lag(), Some(0));
+}
