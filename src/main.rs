@@ -68,10 +68,6 @@ enum Command {
         topic: String,
         #[arg(long)]
         input: PathBuf,
-        /// Stamp as of this instant (RFC 3339) instead of now: replays a
-        /// file dated in the future as it would arrive then.
-        #[arg(long)]
-        now: Option<String>,
     },
     /// Read a topic from the beginning (read_committed by default).
     Consume {
@@ -361,13 +357,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             say!("clock {at} ({id}) sent to {n} partitions of {}", config.kafka.topics.input);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Produce { brokers, topic, input, now } => {
+        Command::Produce { brokers, topic, input } => {
             let started = std::time::Instant::now();
-            let now = match now {
-                Some(text) => parse_time("--now", &text)?,
-                None => engine::wall_clock(),
-            };
-            let n = kafka_tools::produce_file_as_of(&brokers, &topic, &input, now)?;
+            let n = kafka_tools::produce_file(&brokers, &topic, &input)?;
             let secs = started.elapsed().as_secs_f64();
             say!("produced {n} messages to {topic} in {secs:.1} s ({:.0}/s)", n as f64 / secs.max(1e-9));
             Ok(ExitCode::SUCCESS)

@@ -19,6 +19,7 @@ fn events(n: u64, seed: u64) -> Vec<String> {
         accounts: 200,
         seed,
         days: 60,
+        start: common::past_start(),
         refund_percent: 4.0,
         reversal_percent: 1.0,
         duplicate_percent: 1.0,

@@ -42,9 +42,7 @@ fn hostile_lines_through_the_engine_end_as_in_simulate() {
     let lines = corpus();
     let path = dir.path().join("hostile.ndjson");
     std::fs::write(&path, lines.join(&b'\n')).unwrap();
-    let produced =
-        accrual::kafka_tools::produce_file_as_of(&setup.brokers, &setup.input, &path, common::hostile_now())
-            .unwrap();
+    let produced = accrual::kafka_tools::produce_file(&setup.brokers, &setup.input, &path).unwrap();
     assert_eq!(produced as usize, lines.len());
 
     // Valid events under the wrong key, and under none.
@@ -78,7 +76,8 @@ fn hostile_lines_through_the_engine_end_as_in_simulate() {
         state_dir: None,
         batch_size: 1000,
         show_progress: false,
-        now: Some(common::hostile_now()),
+        // Stamped as produced: never after now, as the file was.
+        now: None,
     })
     .unwrap();
     let reference: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();

@@ -271,7 +271,7 @@ fn health_answers_while_the_broker_is_down() {
 }
 
 /// Many clients hammering the balance endpoint at once: each lookup is
-/// answered (200) or turned away at once (503), and `/healthz` and
+/// answered (200, 404) or turned away at once (503), and `/healthz` and
 /// `/metrics` keep answering quickly throughout.
 #[test]
 fn a_flood_of_balance_lookups_leaves_health_and_metrics_answering() {
@@ -319,7 +319,9 @@ fn a_flood_of_balance_lookups_leaves_health_and_metrics_answering() {
             *statuses.entry(status).or_default() += n;
         }
     }
-    assert!(statuses.keys().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    // Found, unknown (the flood asks for accounts that never bought), or
+    // turned away while the lookups in flight are at their limit.
+    assert!(statuses.keys().all(|s| [200, 404, 503].contains(s)), "{statuses:?}");
     assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
     assert!(slowest < Duration::from_secs(2), "/healthz or /metrics took {slowest:?} during the flood");
     engine.terminate();

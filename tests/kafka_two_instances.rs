@@ -10,8 +10,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn events(n: u64, seed: u64) -> Vec<String> {
-    let opts =
-        GenOptions { events: n, accounts: 200, seed, days: 60, refund_percent: 3.0, ..GenOptions::default() };
+    let opts = GenOptions {
+        events: n,
+        accounts: 200,
+        seed,
+        days: 60,
+        start: common::past_start(),
+        refund_percent: 3.0,
+        ..GenOptions::default()
+    };
     let mut out = Vec::new();
     datagen::generate(&opts, &mut out).unwrap();
     String::from_utf8(out).unwrap().lines().map(str::to_string).collect()

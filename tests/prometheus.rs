@@ -126,7 +126,7 @@ fn every_dashboard_and_alert_query_returns_data_in_a_real_prometheus() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(loaded.len(), 5, "the shipped alert rules are loaded");
+    assert_eq!(loaded.len(), 6, "the shipped alert rules are loaded");
     assert!(loaded.iter().all(|r| r["health"] == "ok"), "every rule evaluates: {loaded:?}");
 
     let dashboard: serde_json::Value = serde_json::from_str(

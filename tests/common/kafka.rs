@@ -144,8 +144,7 @@ workers = 2
     pub fn produce(&self, dir: &Path, lines: &[String]) {
         let file = dir.join(unique("produce"));
         std::fs::write(&file, lines.join("\n")).expect("write input");
-        let n = kafka_tools::produce_file_as_of(&self.brokers, &self.input, &file, super::test_now())
-            .expect("produce");
+        let n = kafka_tools::produce_file(&self.brokers, &self.input, &file).expect("produce");
         assert_eq!(n as usize, lines.len());
     }
 

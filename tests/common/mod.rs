@@ -50,6 +50,13 @@ pub fn test_now() -> accrual::time::Timestamp {
     accrual::time::Timestamp::parse_rfc3339("2030-01-01T00:00:00Z").expect("a valid time")
 }
 
+/// Where generated streams sent through the broker start: they must end
+/// before today, since a broker refuses messages stamped far ahead of its
+/// clock and the engine events dated far ahead of their stamp.
+pub fn past_start() -> accrual::time::Timestamp {
+    accrual::time::Timestamp::parse_rfc3339("2026-09-01T00:00:00+03:00").expect("a valid time")
+}
+
 /// For hostile corpora: just after the generated events (November 2026),
 /// so that anything dated past it is refused as future-dated on any day.
 pub fn hostile_now() -> accrual::time::Timestamp {
