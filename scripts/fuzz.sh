@@ -4,6 +4,7 @@
 # rules parser (any text; rules that compile evaluate a few events).
 #
 #   scripts/fuzz.sh [SECONDS per target, default 60]
+#   ACCRUAL_FUZZ_TOOLCHAIN=stable scripts/fuzz.sh ...   without nightly
 #
 # Installs cargo-fuzz once per machine, outside the clone. A crash fails
 # the run; libFuzzer leaves the input in fuzz/artifacts/<target>/: make it
@@ -23,7 +24,8 @@ fi
 # cargo fuzz needs nightly flags: the machine's nightly toolchain (with
 # AddressSanitizer, for the decoder's unsafe reads) when it has one, else
 # the stable compiler allowed them, without a sanitizer.
-if rustup run nightly rustc --version >/dev/null 2>&1; then
+# ACCRUAL_FUZZ_TOOLCHAIN=stable takes the second way where nightly exists.
+if [ "${ACCRUAL_FUZZ_TOOLCHAIN:-}" != stable ] && rustup run nightly rustc --version >/dev/null 2>&1; then
   toolchain=(+nightly)
   sanitizer=address
 else
