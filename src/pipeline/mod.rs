@@ -134,6 +134,35 @@ fn fire_timers(
     })
 }
 
+/// Applies one admitted, new event: a clock fires its partition's due
+/// timers; any other event goes to its account, with the retained
+/// purchases it needs. What it produced is in `effects`.
+fn apply(
+    core: &mut Core,
+    accounts: &mut HashMap<String, Cached>,
+    cache: &mut cache::AccountCache,
+    effects: &mut Effects,
+    store: &Store,
+    partition: u32,
+    event: &Event<'_>,
+) -> Result<Outcome, StoreError> {
+    effects.clear();
+    if let EventBody::Clock = event.body {
+        return fire_timers(core, accounts, cache, effects, store, partition, event);
+    }
+    let cached = Processor::load(accounts, cache, store, partition, event.account_id)?;
+    match core.purchases_needed(&cached.state, event) {
+        PurchasesNeeded::None => {}
+        PurchasesNeeded::BackTo(search) => {
+            store.load_purchases_back_to(partition, event.account_id, &mut cached.state, search)?
+        }
+        PurchasesNeeded::All => store.load_purchases(partition, event.account_id, &mut cached.state)?,
+    }
+    let outcome = core.apply(&mut cached.state, event, effects);
+    cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
+    Ok(outcome)
+}
+
 /// Work for one batch: the inputs, then derived events applied inline.
 enum Work<'a> {
     Input(Input<'a>),
@@ -360,36 +389,15 @@ impl Processor {
             if self.panic_on.as_deref() == Some(event.event_id) {
                 panic!("a test asked for a panic on {}", event.event_id);
             }
-            self.effects.clear();
-            let outcome = if let EventBody::Clock = event.body {
-                fire_timers(
-                    &self.core,
-                    &mut self.accounts,
-                    &mut self.cache,
-                    &mut self.effects,
-                    store,
-                    partition,
-                    &event,
-                )?
-            } else {
-                let cached =
-                    Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
-                match self.core.purchases_needed(&cached.state, &event) {
-                    PurchasesNeeded::None => {}
-                    PurchasesNeeded::BackTo(search) => store.load_purchases_back_to(
-                        partition,
-                        event.account_id,
-                        &mut cached.state,
-                        search,
-                    )?,
-                    PurchasesNeeded::All => {
-                        store.load_purchases(partition, event.account_id, &mut cached.state)?
-                    }
-                }
-                let outcome = self.core.apply(&mut cached.state, &event, &mut self.effects);
-                cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
-                outcome
-            };
+            let outcome = apply(
+                &mut self.core,
+                &mut self.accounts,
+                &mut self.cache,
+                &mut self.effects,
+                store,
+                partition,
+                &event,
+            )?;
             match outcome {
                 Outcome::Applied(_) => {
                     stats.accrued += 1;
