@@ -442,3 +442,33 @@ fn rules_past_the_sixty_fourth_are_evaluated_like_the_first() {
     assert_eq!(ids(h.run(&purchase("p2", "a", "100", "5812", T, ""))), odd);
     assert!(h.run(&purchase("p3", "a", "100", "5999", T, "")).is_empty());
 }
+
+#[test]
+fn event_time_bounds_are_checked_at_load_and_leave_the_version_alone() {
+    let with = |settings: &str| {
+        TEST_PROGRAMS.replace("timezone = \"+03:00\"", &format!("timezone = \"+03:00\"\n{settings}"))
+    };
+    let bad = with("dedupe_window_days = 7\nmax_event_delay_days = 30\nmax_event_ahead_minutes = 0");
+    let err = rules::parse(&format!("{bad}\n{CATEGORIES}"), "bank.toml").unwrap_err();
+    let fields: Vec<(&Item, &str)> = err.problems().iter().map(|p| (&p.item, p.field.as_str())).collect();
+    assert_eq!(
+        fields,
+        [(&Item::Settings, "max_event_ahead_minutes"), (&Item::Settings, "max_event_delay_days")]
+    );
+    assert!(err.to_string().contains("between 1 day and dedupe_window_days (7)"), "{err}");
+
+    let defaults = rules::parse(&with("dedupe_window_days = 7"), "bank.toml").unwrap();
+    assert_eq!((defaults.max_event_ahead_ms, defaults.max_event_delay_ms), (3_600_000, 7 * 86_400_000));
+    let set = rules::parse(
+        &with("dedupe_window_days = 7\nmax_event_ahead_minutes = 5\nmax_event_delay_days = 2"),
+        "bank.toml",
+    )
+    .unwrap();
+    assert_eq!((set.max_event_ahead_ms, set.max_event_delay_ms), (300_000, 2 * 86_400_000));
+    // Files that leave them out keep the version they had.
+    assert_ne!(set.version, defaults.version);
+    assert_eq!(
+        defaults.version,
+        rules::parse(&with("dedupe_window_days = 7"), "other.toml").unwrap().version
+    );
+}
