@@ -113,6 +113,8 @@ pub struct Summary {
     pub rules_name: String,
     pub rules_version: String,
     pub stats: BatchStats,
+    /// Lines of nothing but spaces: no event, so no input.
+    pub blank_lines: u64,
     pub no_effect: BTreeMap<&'static str, u64>,
     pub rejected: BTreeMap<&'static str, u64>,
     /// The first rejected lines, in input order.
@@ -284,6 +286,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     let mut meter = ProgressMeter::new(opts.show_progress, input_len);
     let mut stats = BatchStats::default();
     let mut first_batch = true;
+    let mut blank_lines = 0;
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(io_err(&opts.input))?;
@@ -294,7 +297,9 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
             while let [rest @ .., b'\n' | b'\r'] = text {
                 text = rest;
             }
-            if !text.iter().all(u8::is_ascii_whitespace) {
+            if text.iter().all(u8::is_ascii_whitespace) {
+                blank_lines += 1;
+            } else {
                 let start = arena.len();
                 arena.extend_from_slice(text);
                 spans.push((offset, start, arena.len()));
@@ -340,6 +345,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
         w.flush().map_err(io_err(opts.dlq.as_deref().unwrap_or(Path::new("dlq"))))?;
     }
     summary.stats = stats;
+    summary.blank_lines = blank_lines;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -405,6 +411,9 @@ impl fmt::Display for Summary {
             "events: {} read, {} accrued, {} without effect, {} duplicates, {} rejected",
             s.inputs, s.accrued, s.no_effect, s.duplicates, s.dead_letters
         )?;
+        if self.blank_lines > 0 {
+            writeln!(f, "  blank lines skipped (no event): {}", self.blank_lines)?;
+        }
         if !self.no_effect.is_empty() {
             let parts: Vec<String> = self.no_effect.iter().map(|(r, n)| format!("{r} {n}")).collect();
             writeln!(f, "  without effect: {}", parts.join(", "))?;

@@ -77,8 +77,9 @@ fn every_hostile_line_is_accounted_for_and_nothing_is_paid_twice() {
         let s = &run.summary.stats;
 
         // Every line that is not blank is one input, and ends one way.
-        let inputs = lines.iter().filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count() as u64;
-        assert_eq!(s.inputs, inputs, "{rules}");
+        let blank = lines.iter().filter(|l| l.iter().all(u8::is_ascii_whitespace)).count() as u64;
+        assert_eq!(s.inputs + blank, lines.len() as u64, "{rules}");
+        assert_eq!(run.summary.blank_lines, blank, "{rules}: blank lines are counted, as no input");
         assert_eq!(s.accrued + s.no_effect + s.duplicates + s.dead_letters, s.inputs, "{rules}: {s:?}");
         assert_eq!(run.dead.len() as u64, s.dead_letters, "every dead letter is written with its line");
         for d in &run.dead {

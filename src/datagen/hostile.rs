@@ -104,7 +104,7 @@ fn random_bytes(rng: &mut Rng, _: &Material<'_>) -> Vec<u8> {
 }
 
 fn truncated(rng: &mut Rng, f: &Material<'_>) -> Vec<u8> {
-    f.recent[..rng.below(f.recent.len() as u64) as usize].to_vec()
+    f.recent[..1 + rng.below(f.recent.len() as u64 - 1) as usize].to_vec()
 }
 
 fn deep_nesting(rng: &mut Rng, f: &Material<'_>) -> Vec<u8> {
