@@ -153,13 +153,10 @@ impl Journal {
         batch.put_meta(INSTANCE, instance.as_bytes());
         // Every start is a new epoch: prune across epochs, or a node
         // restarted often would keep every entry it ever wrote.
-        let newest = store.meta_scan_newest(PREFIX, keep as usize)?;
-        if newest.len() as u64 == keep {
-            if let Some((oldest_kept, _)) = newest.last() {
-                let mut upto = PREFIX.to_vec();
-                upto.extend_from_slice(oldest_kept);
-                batch.delete_meta_range(&key(0, 0), &upto);
-            }
+        if let Some(oldest_kept) = store.meta_nth_newest(PREFIX, keep as usize)? {
+            let mut upto = PREFIX.to_vec();
+            upto.extend_from_slice(&oldest_kept);
+            batch.delete_meta_range(&key(0, 0), &upto);
         }
         store.commit(batch)?;
         journal.new_epoch(store)?;

@@ -215,11 +215,15 @@ pub fn run(
     };
     engine.resolve_journal()?;
     let input = &engine.config.kafka.topics.input;
-    if let Some(count) = rebalance::topic_partitions(&engine.consumer, input, engine.timeout) {
-        rebalance::check_partition_count(&engine.store, input, count).map_err(EngineError::PartitionCount)?;
+    match rebalance::topic_partitions(&engine.consumer, input, engine.timeout) {
+        Some(count) => {
+            rebalance::check_partition_count(&engine.store, input, count)
+                .map_err(EngineError::PartitionCount)?;
+            engine.partitions.store(count, Ordering::Relaxed);
+        }
+        None => tracing::warn!("could not read the input topic's partition count"),
     }
     engine.consumer.subscribe(&[&engine.config.kafka.topics.input]).map_err(kafka("subscribing"))?;
-    engine.refresh_partition_count();
     tracing::info!(
         instance = %engine.config.engine.instance_id,
         epoch = engine.journal.epoch(),

@@ -73,7 +73,9 @@ struct Cached {
 /// Processes batches of one partition at a time. Keep one per worker.
 pub struct Processor {
     core: Core,
-    decoder: Decoder,
+    /// Taken by each pass over a batch (the events it decodes borrow it
+    /// while the rest of the processor changes), and put back after.
+    decoder: Option<Decoder>,
     effects: Effects,
     /// Account states touched by the current batch (read once, written once).
     accounts: HashMap<String, Cached>,
@@ -134,35 +136,6 @@ fn fire_timers(
     })
 }
 
-/// Applies one admitted, new event: a clock fires its partition's due
-/// timers; any other event goes to its account, with the retained
-/// purchases it needs. What it produced is in `effects`.
-fn apply(
-    core: &mut Core,
-    accounts: &mut HashMap<String, Cached>,
-    cache: &mut cache::AccountCache,
-    effects: &mut Effects,
-    store: &Store,
-    partition: u32,
-    event: &Event<'_>,
-) -> Result<Outcome, StoreError> {
-    effects.clear();
-    if let EventBody::Clock = event.body {
-        return fire_timers(core, accounts, cache, effects, store, partition, event);
-    }
-    let cached = Processor::load(accounts, cache, store, partition, event.account_id)?;
-    match core.purchases_needed(&cached.state, event) {
-        PurchasesNeeded::None => {}
-        PurchasesNeeded::BackTo(search) => {
-            store.load_purchases_back_to(partition, event.account_id, &mut cached.state, search)?
-        }
-        PurchasesNeeded::All => store.load_purchases(partition, event.account_id, &mut cached.state)?,
-    }
-    let outcome = core.apply(&mut cached.state, event, effects);
-    cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
-    Ok(outcome)
-}
-
 /// Work for one batch: the inputs, then derived events applied inline.
 enum Work<'a> {
     Input(Input<'a>),
@@ -176,7 +149,7 @@ impl Processor {
             position: 0,
             panic_on: None,
             core: Core::new(rules),
-            decoder: Decoder::new(),
+            decoder: Some(Decoder::new()),
             effects: Effects::default(),
             accounts: HashMap::new(),
             cache: cache::AccountCache::new(0),
@@ -311,7 +284,7 @@ impl Processor {
                     // Whatever the panic interrupted is dropped; the states
                     // are read again from the store, as they were committed.
                     self.core = Core::new(self.core.rules().clone());
-                    self.decoder = Decoder::new();
+                    self.decoder = None;
                     self.effects = Effects::default();
                     self.accounts.clear();
                 }
@@ -337,6 +310,7 @@ impl Processor {
         self.accounts.clear();
         self.seen.clear();
         let mut queue: VecDeque<Work<'_>> = inputs.iter().copied().map(Work::Input).collect();
+        let mut decoder = self.decoder.take().unwrap_or_default();
         let mut position = 0;
         while let Some(work) = queue.pop_front() {
             (self.position, sink.at) = (position, position);
@@ -362,7 +336,7 @@ impl Processor {
                 );
                 continue;
             }
-            let event = match self.decoder.decode(payload) {
+            let event = match decoder.decode(payload) {
                 Ok(event) => event,
                 Err(e) => {
                     dead_letter(e.reason(), &e.to_string());
@@ -389,15 +363,7 @@ impl Processor {
             if self.panic_on.as_deref() == Some(event.event_id) {
                 panic!("a test asked for a panic on {}", event.event_id);
             }
-            let outcome = apply(
-                &mut self.core,
-                &mut self.accounts,
-                &mut self.cache,
-                &mut self.effects,
-                store,
-                partition,
-                &event,
-            )?;
+            let outcome = self.apply(store, partition, &event)?;
             match outcome {
                 Outcome::Applied(_) => {
                     stats.accrued += 1;
@@ -426,6 +392,7 @@ impl Processor {
                 }
             }
         }
+        self.decoder = Some(decoder);
         self.stage(partition, batch);
         batch.set_progress(partition, *progress, window);
         // The states written are now as the batch commits them (the few
@@ -435,6 +402,28 @@ impl Processor {
             self.uncommitted.extend(written.map(|(account, c)| (partition, account, c.state, c.encoded)));
         }
         Ok(stats)
+    }
+
+    /// Applies one admitted, new event: a clock fires its partition's due
+    /// timers; any other event goes to its account, with the retained
+    /// purchases it needs. What it produced is in `self.effects`.
+    fn apply(&mut self, store: &Store, partition: u32, event: &Event<'_>) -> Result<Outcome, StoreError> {
+        self.effects.clear();
+        if let EventBody::Clock = event.body {
+            let (core, effects) = (&self.core, &mut self.effects);
+            return fire_timers(core, &mut self.accounts, &mut self.cache, effects, store, partition, event);
+        }
+        let cached = Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
+        match self.core.purchases_needed(&cached.state, event) {
+            PurchasesNeeded::None => {}
+            PurchasesNeeded::BackTo(search) => {
+                store.load_purchases_back_to(partition, event.account_id, &mut cached.state, search)?
+            }
+            PurchasesNeeded::All => store.load_purchases(partition, event.account_id, &mut cached.state)?,
+        }
+        let outcome = self.core.apply(&mut cached.state, event, &mut self.effects);
+        cached.dirty |= !matches!(outcome, Outcome::Rejected(_));
+        Ok(outcome)
     }
 
     /// Stages changed accounts and their timers, and the dedupe keys, sorted

@@ -314,28 +314,53 @@ impl Store {
     /// starts with `prefix`, at most `limit`, newest first (names without
     /// the prefix).
     pub fn meta_scan_newest(&self, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out = Vec::new();
+        self.meta_newest(prefix, limit, |name, value| out.push((name.to_vec(), value.to_vec())))?;
+        Ok(out)
+    }
+
+    /// The name of the `n`-th newest meta entry under `prefix` (1: the
+    /// newest), if there are that many; only names are read.
+    pub fn meta_nth_newest(&self, prefix: &[u8], n: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let (mut seen, mut nth) = (0, None);
+        self.meta_newest(prefix, n, |name, _| {
+            seen += 1;
+            if seen == n {
+                nth = Some(name.to_vec());
+            }
+        })?;
+        Ok(nth)
+    }
+
+    /// Visits up to `limit` meta entries under `prefix`, newest first.
+    fn meta_newest(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+        mut visit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
         let start = global_key(prefix);
         // Just past every name with the prefix (whose last byte is below 0xFF).
         let mut end = start.clone();
         if let Some(last) = end.last_mut() {
             *last = last.saturating_add(1);
         }
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(CF_META), IteratorMode::From(&end, Direction::Reverse));
-        for item in iter {
-            if out.len() == limit {
+        let mut visited = 0;
+        for item in self.db.iterator_cf(self.cf(CF_META), IteratorMode::From(&end, Direction::Reverse)) {
+            if visited == limit {
                 break;
             }
             let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if key.as_ref() >= end.as_slice() {
+                continue;
+            }
             if !key.starts_with(&start) {
-                if key.as_ref() >= end.as_slice() {
-                    continue;
-                }
                 break;
             }
-            out.push((key[start.len()..].to_vec(), value.into_vec()));
+            visit(&key[start.len()..], &value);
+            visited += 1;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Outbox entries of a partition from `from_offset` on, in offset order.
