@@ -72,17 +72,29 @@ pub fn stamp(at: Timestamp, now: Timestamp) -> i64 {
 /// Produces a `clock` event at `at` to every partition of `topic` (a
 /// clock concerns every account of its partition).
 pub fn tick(brokers: &str, topic: &str, at: Timestamp, id: &str) -> Result<i32, ToolError> {
+    let n = partitions(brokers, topic)?;
+    send_clock(brokers, topic, at, id, &(0..n).collect::<Vec<_>>())?;
+    Ok(n)
+}
+
+/// Produces a `clock` event at `at` to each of `partitions` of `topic`.
+pub fn send_clock(
+    brokers: &str,
+    topic: &str,
+    at: Timestamp,
+    id: &str,
+    partitions: &[i32],
+) -> Result<(), ToolError> {
     let producer: BaseProducer = client(brokers).create()?;
     let payload = format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#);
-    let n = partitions(brokers, topic)?;
     let timestamp = stamp(at, crate::time::wall_clock());
-    for p in 0..n {
+    for &p in partitions {
         let record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
         producer.send(record).map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
-    Ok(n)
+    Ok(())
 }
 
 /// [`produce_file_as_of`] now.

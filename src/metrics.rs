@@ -33,6 +33,8 @@ pub const ASSIGNED: &str = "accrual_assigned_partitions";
 pub const REFUSED: &str = "accrual_refused_partitions";
 pub const REBALANCES: &str = "accrual_rebalances_total";
 pub const RECOVERIES: &str = "accrual_recoveries_total";
+pub const CLOCK_ACCOUNTS: &str = "accrual_clock_accounts_total";
+pub const CLOCKS_CUT: &str = "accrual_clocks_cut_total";
 pub const INPUT_GAP: &str = "accrual_input_gap_messages_total";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
@@ -112,6 +114,16 @@ fn describe() {
         INPUT_GAP,
         Unit::Count,
         "Input messages removed by retention before they were processed (never accrued)"
+    );
+    describe_counter!(
+        CLOCK_ACCOUNTS,
+        Unit::Count,
+        "Idle accounts brought to a clock event's time (holds released, points expired, tier periods closed)"
+    );
+    describe_counter!(
+        CLOCKS_CUT,
+        Unit::Count,
+        "Clock events that found more due accounts than max_accounts_per_clock; a follow-up clock goes on"
     );
     describe_counter!(
         RECOVERIES,
@@ -203,6 +215,8 @@ pub struct CycleReport {
     pub records: RecordTally,
     pub dead_letters: BTreeMap<&'static str, u64>,
     pub duplicates: u64,
+    pub clock_accounts: u64,
+    pub clocks_cut: u64,
     /// Collecting the cycle's input from the consumer.
     pub polling: Duration,
     pub processing: Duration,
@@ -236,6 +250,8 @@ pub fn cycle(metrics: Option<&Metrics>, report: &CycleReport) {
         counter!(DEAD_LETTERS, "reason" => *reason).increment(*n);
     }
     counter!(DUPLICATES).increment(report.duplicates);
+    counter!(CLOCK_ACCOUNTS).increment(report.clock_accounts);
+    counter!(CLOCKS_CUT).increment(report.clocks_cut);
     histogram!(BATCH_DURATION).record(report.processing.as_secs_f64());
     histogram!(ROCKSDB_COMMIT).record(report.rocksdb_commit.as_secs_f64());
 }
@@ -293,7 +309,7 @@ pub fn info(rules_name: &str, rules_version: &str) {
     {
         counter!(DEAD_LETTERS, "reason" => reason).increment(0);
     }
-    for name in [TRANSACTIONS, RECOVERIES, REBALANCES, DUPLICATES, INPUT_GAP] {
+    for name in [TRANSACTIONS, RECOVERIES, REBALANCES, DUPLICATES, INPUT_GAP, CLOCK_ACCOUNTS, CLOCKS_CUT] {
         counter!(name).increment(0);
     }
     gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);

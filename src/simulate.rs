@@ -327,7 +327,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
             if let Some(e) = sink.error.take() {
                 return Err(SimulateError::Io { path: opts.out.clone().unwrap_or_default(), source: e });
             }
-            add_stats(&mut stats, s);
+            stats += s;
             arena.clear();
             spans.clear();
             meter.update(bytes_read, stats.inputs);
@@ -348,15 +348,6 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     summary.blank_lines = blank_lines;
     summary.elapsed = started.elapsed();
     Ok(summary)
-}
-
-fn add_stats(total: &mut BatchStats, s: BatchStats) {
-    total.inputs += s.inputs;
-    total.accrued += s.accrued;
-    total.records += s.records;
-    total.no_effect += s.no_effect;
-    total.duplicates += s.duplicates;
-    total.dead_letters += s.dead_letters;
 }
 
 /// Shows progress on stderr for long inputs: a live line on a terminal,
@@ -413,6 +404,14 @@ impl fmt::Display for Summary {
         )?;
         if self.blank_lines > 0 {
             writeln!(f, "  blank lines skipped (no event): {}", self.blank_lines)?;
+        }
+        if s.clocks_cut > 0 {
+            writeln!(
+                f,
+                "  clocks that left accounts due (max_accounts_per_clock): {} ({} accounts brought to a clock's \
+                 time in all; the rest wait for a later clock or their own next event)",
+                s.clocks_cut, s.clock_accounts
+            )?;
         }
         if !self.no_effect.is_empty() {
             let parts: Vec<String> = self.no_effect.iter().map(|(r, n)| format!("{r} {n}")).collect();

@@ -165,3 +165,128 @@ fn a_panic_costs_one_dead_letter_and_nothing_else() {
     let (_, clean_next) = run(&clean, &next);
     assert_eq!(after.records, clean_next.records, "the partition goes on");
 }
+
+/// The lifecycle example (holds, expiry, tiers) with a clock limit.
+fn lifecycle_limited(per_clock: u32) -> std::sync::Arc<accrual::rules::Rules> {
+    let text = std::fs::read_to_string(repo_path("config/rules.lifecycle.toml")).unwrap();
+    rules_from(&text.replacen(
+        "statement_day = 15",
+        &format!("statement_day = 15\nmax_accounts_per_clock = {per_clock}"),
+        1,
+    ))
+}
+
+fn clock(id: &str, at: &str) -> String {
+    format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#)
+}
+
+/// Ten accounts with held rewards, all due by the clocks' time.
+fn ten_held_accounts() -> Vec<String> {
+    (0..10)
+        .map(|i| {
+            purchase(&format!("p{i}"), &format!("acc-{i:02}"), "5000.00", "5411", "2026-10-01T10:00:00Z", "")
+        })
+        .collect()
+}
+
+/// `(account, kind, amount, balance after, pending after)` of each record:
+/// what a record says, without the id of the event that triggered it.
+fn effects(records: &[AccrualRecord]) -> Vec<(String, &'static str, String, String, String)> {
+    let mut out: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let account = r.account_id().to_string();
+            (
+                account,
+                r.kind.name(),
+                r.amount.to_string(),
+                r.balance_after.to_string(),
+                r.pending_after.to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_clock_fires_at_most_its_limit_soonest_due_first_and_later_clocks_go_on() {
+    let at = "2027-01-20T00:00:00Z";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rules = lifecycle_limited(3);
+    run_with(&store, &ten_held_accounts(), Processor::new(rules.clone()));
+    let mut fired = Vec::new();
+    let mut all = Vec::new();
+    for (n, expected) in [
+        (0, ["acc-00", "acc-01", "acc-02"].as_slice()),
+        (1, &["acc-03", "acc-04", "acc-05"]),
+        (2, &["acc-06", "acc-07", "acc-08"]),
+        (3, &["acc-09"]),
+    ] {
+        let (stats, sink) = run_with(&store, &[clock(&format!("c{n}"), at)], Processor::new(rules.clone()));
+        let mut accounts: Vec<&str> = sink.records.iter().map(|r| r.account_id()).collect();
+        accounts.dedup();
+        assert_eq!(accounts, expected, "clock {n}: the next accounts due, in order");
+        assert_eq!(stats.clock_accounts, expected.len() as u64);
+        assert_eq!(stats.clocks_cut, u64::from(n < 3), "clock {n} left accounts due");
+        fired.extend(accounts.iter().map(|a| a.to_string()));
+        all.extend(sink.records);
+    }
+    let (stats, sink) = run_with(&store, &[clock("c4", at)], Processor::new(rules));
+    assert_eq!((stats.clock_accounts, stats.clocks_cut, sink.records.len()), (0, 0, 0), "nothing left due");
+
+    // The same as one clock without a limit, but for the clock ids.
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = open(whole_dir.path());
+    let unlimited = lifecycle_limited(1_000_000);
+    run_with(&whole, &ten_held_accounts(), Processor::new(unlimited.clone()));
+    let (stats, sink) = run_with(&whole, &[clock("c", at)], Processor::new(unlimited));
+    assert_eq!((stats.clock_accounts, stats.clocks_cut), (10, 0));
+    assert!(!sink.records.is_empty());
+    assert_eq!(effects(&all), effects(&sink.records), "nothing lost or doubled by firing in chunks");
+    for i in 0..10 {
+        let account = format!("acc-{i:02}");
+        assert_eq!(store.account(3, &account).unwrap(), whole.account(3, &account).unwrap(), "{account}");
+    }
+}
+
+#[test]
+fn a_batch_ended_after_its_clocks_reached_the_limit_leaves_the_rest_and_changes_nothing() {
+    let at = "2027-01-20T00:00:00Z";
+    let rules = lifecycle_limited(3);
+    let tail = vec![
+        clock("c1", at),
+        purchase("late", "acc-04", "100.00", "5411", "2027-01-20T01:00:00Z", ""),
+        clock("c2", "2027-01-20T02:00:00Z"),
+        purchase("later", "acc-11", "100.00", "5411", "2027-01-20T03:00:00Z", ""),
+    ];
+    let one_batch_dir = tempfile::tempdir().unwrap();
+    let one_batch = open(one_batch_dir.path());
+    run_with(&one_batch, &ten_held_accounts(), Processor::new(rules.clone()));
+    let (whole, expected) = run_with(&one_batch, &tail, Processor::new(rules.clone()));
+    assert_eq!((whole.clocks_cut, whole.unprocessed), (2, 0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    run_with(&store, &ten_held_accounts(), Processor::new(rules.clone()));
+    let mut left = &tail[..];
+    let mut records = Vec::new();
+    let mut batches = Vec::new();
+    while !left.is_empty() {
+        let before = store.progress(3).unwrap().unwrap_or_default().next_offset;
+        let (stats, sink) =
+            run_with(&store, left, Processor::new(rules.clone()).ending_batches_after_clocks());
+        let taken = left.len() - stats.unprocessed as usize;
+        assert_eq!(store.progress(3).unwrap().map(|p| p.next_offset), Some(before + taken as u64));
+        batches.push(taken);
+        records.extend(sink.records);
+        left = &left[taken..];
+    }
+    assert_eq!(batches, vec![1, 2, 1], "each batch ends after the clock that reached the limit");
+    assert_eq!(records, expected.records, "the same records, in the same order");
+    for i in 0..12 {
+        let account = format!("acc-{i:02}");
+        assert_eq!(store.account(3, &account).unwrap(), one_batch.account(3, &account).unwrap(), "{account}");
+    }
+}

@@ -502,7 +502,17 @@ impl Engine {
         let mut offsets = Vec::with_capacity(done.len());
         let mut progress_after = Vec::with_capacity(done.len());
         let mut sinks = Vec::with_capacity(done.len());
-        for workers::PartitionDone { partition: p, mut sink, stats, progress } in done {
+        let mut cut_clocks = Vec::new();
+        for workers::PartitionDone { partition: p, mut sink, stats, progress, cut_clock } in done {
+            if stats.unprocessed > 0 {
+                self.read_again_from(p, progress.next_offset)?;
+                if let Some(e) = report.partitions.get_mut(&p) {
+                    e.0 -= stats.unprocessed.min(e.0);
+                }
+            }
+            cut_clocks.extend(cut_clock.map(|(at, _)| (p, at)));
+            report.clock_accounts += stats.clock_accounts;
+            report.clocks_cut += stats.clocks_cut;
             self.summary.events += stats.inputs;
             self.summary.records += stats.records;
             self.summary.dead_letters += stats.dead_letters;
@@ -575,7 +585,41 @@ impl Engine {
         crate::metrics::cycle(self.metrics.as_deref(), &report);
         self.failpoint.hit("after-state-commit");
         self.start_commit(CommittedCycle { id, offsets, report, started: Instant::now() }, failed)?;
+        self.follow_up_clocks(&cut_clocks);
         Ok(arena)
+    }
+
+    /// A partition's batch ended before its last polled message (after a
+    /// clock that fired many accounts): the consumer reads the rest again.
+    fn read_again_from(&self, partition: u32, offset: u64) -> Result<(), EngineError> {
+        let topic = &self.config.kafka.topics.input;
+        self.consumer
+            .seek(topic, partition as i32, Offset::Offset(offset as i64), self.timeout)
+            .map_err(kafka("seeking back to the input left after a clock"))
+    }
+
+    /// Clocks that left accounts due (`max_accounts_per_clock`) are followed
+    /// by another clock of the same time to the same partition, so the rest
+    /// are fired in the next cycles without waiting for the next tick. The
+    /// follow-up is input like any clock: replays of the topic see it. If it
+    /// is lost (a crash before it is sent), the next clock goes on instead.
+    fn follow_up_clocks(&self, cut: &[(u32, Timestamp)]) {
+        for &(partition, at) in cut {
+            let id = format!("clock-{}-more-{}", self.config.engine.instance_id, wall_clock().0);
+            let topic = &self.config.kafka.topics.input;
+            match crate::kafka_tools::send_clock(
+                &self.config.kafka.brokers,
+                topic,
+                at,
+                &id,
+                &[partition as i32],
+            ) {
+                Ok(()) => tracing::debug!(partition, clock = %at, "follow-up clock sent"),
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "follow-up clock not sent; the next clock goes on")
+                }
+            }
+        }
     }
 
     /// Starts the Kafka commit of `cycle`, whose records (unless `failed`)

@@ -58,6 +58,8 @@ pub struct PartitionDone {
     pub stats: BatchStats,
     /// The partition's progress after its inputs.
     pub progress: Progress,
+    /// A clock that left accounts due: its time and id.
+    pub cut_clock: Option<(Timestamp, String)>,
 }
 
 /// A worker's share of a cycle.
@@ -124,7 +126,8 @@ impl Worker {
             if let Some(value) = sink.stored() {
                 batch.put_outbox(partition, started_at, value);
             }
-            done.push(PartitionDone { partition, sink, stats, progress });
+            let cut_clock = self.processor.take_cut_clock();
+            done.push(PartitionDone { partition, sink, stats, progress, cut_clock });
         }
         self.batch_bytes = batch.size_in_bytes();
         Ok((batch.into_staged(), done))
@@ -169,6 +172,7 @@ impl Workers {
             let worker = Worker {
                 processor: Processor::new(rules.clone())
                     .with_key_checks()
+                    .ending_batches_after_clocks()
                     .with_account_cache(cache_bytes / count),
                 store: store.clone(),
                 spare_sinks: Vec::new(),

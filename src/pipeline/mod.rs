@@ -55,6 +55,27 @@ pub struct BatchStats {
     pub no_effect: u64,
     pub duplicates: u64,
     pub dead_letters: u64,
+    /// Accounts brought to a clock's time by clock events.
+    pub clock_accounts: u64,
+    /// Clock events that left accounts due (see `max_accounts_per_clock`).
+    pub clocks_cut: u64,
+    /// Inputs left for the next batch (see
+    /// [`Processor::ending_batches_after_clocks`]); not counted in `inputs`.
+    pub unprocessed: u64,
+}
+
+impl std::ops::AddAssign for BatchStats {
+    fn add_assign(&mut self, s: BatchStats) {
+        self.inputs += s.inputs;
+        self.accrued += s.accrued;
+        self.records += s.records;
+        self.no_effect += s.no_effect;
+        self.duplicates += s.duplicates;
+        self.dead_letters += s.dead_letters;
+        self.clock_accounts += s.clock_accounts;
+        self.clocks_cut += s.clocks_cut;
+        self.unprocessed += s.unprocessed;
+    }
 }
 
 /// A cached account: its state, whether it changed, and the timer it had
@@ -97,10 +118,24 @@ pub struct Processor {
     position: usize,
     /// For tests of panic isolation only: processing this event id panics.
     panic_on: Option<String>,
+    /// End a batch once its clocks have fired the rules' limit of accounts.
+    end_after_clocks: bool,
+    /// The last clock of the batch that left accounts due: its time and id.
+    cut_clock: Option<(Timestamp, String)>,
 }
 
-/// A `clock` event: every account of the partition whose timer is due by its
-/// time is brought to it, soonest due first.
+/// What one `clock` event did in its partition.
+struct Fired {
+    accounts: usize,
+    /// More accounts were due than the rules let one clock fire.
+    cut: bool,
+}
+
+/// A `clock` event: the accounts of the partition whose timer is due by its
+/// time are brought to it, soonest due first (then by account id), at most
+/// the rules' `max_accounts_per_clock`; the rest stay due, for the next
+/// clock. Which accounts one clock fires depends only on the partition's
+/// state, never on where a batch begins, so every replay fires the same.
 fn fire_timers(
     core: &Core,
     accounts: &mut HashMap<String, Cached>,
@@ -109,31 +144,31 @@ fn fire_timers(
     store: &Store,
     partition: u32,
     clock: &Event<'_>,
-) -> Result<Outcome, StoreError> {
+) -> Result<Fired, StoreError> {
     let at = clock.occurred_at;
-    let mut due: BTreeSet<(Timestamp, String)> = store
-        .due_timers(partition, at)?
-        .into_iter()
-        .filter(|(_, account)| !accounts.contains_key(account))
-        .collect();
-    // Accounts changed in this batch: their stored timers may be stale.
+    let limit = core.rules().max_accounts_per_clock;
+    // Enough stored timers that, less those of accounts this batch changed
+    // (whose stored timers may be stale), one more than the limit is left.
+    let stored = store.due_timers(partition, at, limit.saturating_add(accounts.len()).saturating_add(1))?;
+    let mut due: BTreeSet<(Timestamp, String)> =
+        stored.into_iter().filter(|(_, account)| !accounts.contains_key(account)).collect();
     for (account, cached) in accounts.iter() {
         if let Some(d) = core.next_due(&cached.state).filter(|d| *d <= at) {
             due.insert((d, account.clone()));
         }
     }
-    for (_, account) in due {
+    let cut = due.len() > limit;
+    let mut fired = 0;
+    for (_, account) in due.into_iter().take(limit) {
         let cached = Processor::load(accounts, cache, store, partition, &account)?;
         if core.prunes_purchases(&cached.state, at) {
             store.load_purchases(partition, &account, &mut cached.state)?;
         }
         core.advance(&mut cached.state, &account, at, clock.event_id, effects);
         cached.dirty = true;
+        fired += 1;
     }
-    Ok(match effects.records.len() {
-        0 => Outcome::NoEffect(NoEffect::NothingDue),
-        n => Outcome::Applied(n),
-    })
+    Ok(Fired { accounts: fired, cut })
 }
 
 /// Work for one batch: the inputs, then derived events applied inline.
@@ -148,6 +183,8 @@ impl Processor {
             admission: Admission::new(&rules),
             position: 0,
             panic_on: None,
+            end_after_clocks: false,
+            cut_clock: None,
             core: Core::new(rules),
             decoder: Some(Decoder::new()),
             effects: Effects::default(),
@@ -177,6 +214,23 @@ impl Processor {
     pub fn with_received_by(mut self, now: Timestamp) -> Processor {
         self.admission = self.admission.received_by(now);
         self
+    }
+
+    /// Ends a batch after the clock event that brings the accounts its
+    /// clocks fired to the rules' `max_accounts_per_clock`: the inputs after
+    /// it are left (counted in [`BatchStats::unprocessed`]) for the caller
+    /// to feed again, and the batch's progress stops after that clock. So
+    /// one batch fires fewer than twice the limit, however many clocks a
+    /// backlog holds. What each input does is the same either way.
+    pub fn ending_batches_after_clocks(mut self) -> Processor {
+        self.end_after_clocks = true;
+        self
+    }
+
+    /// The time and id of the last clock of the last batch that left
+    /// accounts of its partition due for a later clock.
+    pub fn take_cut_clock(&mut self) -> Option<(Timestamp, String)> {
+        self.cut_clock.take()
     }
 
     /// Makes processing the event `event_id` panic, to test that a panic
@@ -307,8 +361,10 @@ impl Processor {
     ) -> Result<BatchStats, StoreError> {
         let mut stats = BatchStats::default();
         let window = self.core.rules().dedupe_window_ms;
+        let clock_limit = self.core.rules().max_accounts_per_clock as u64;
         self.accounts.clear();
         self.seen.clear();
+        self.cut_clock = None;
         let mut queue: VecDeque<Work<'_>> = inputs.iter().copied().map(Work::Input).collect();
         let mut decoder = self.decoder.take().unwrap_or_default();
         let mut position = 0;
@@ -363,7 +419,21 @@ impl Processor {
             if self.panic_on.as_deref() == Some(event.event_id) {
                 panic!("a test asked for a panic on {}", event.event_id);
             }
-            let outcome = self.apply(store, partition, &event)?;
+            let outcome = match event.body {
+                EventBody::Clock => {
+                    let fired = self.fire_timers(store, partition, &event)?;
+                    stats.clock_accounts += fired.accounts as u64;
+                    if fired.cut {
+                        stats.clocks_cut += 1;
+                        self.cut_clock = Some((event.occurred_at, event.event_id.to_string()));
+                    }
+                    match fired.accounts {
+                        0 => Outcome::NoEffect(NoEffect::NothingDue),
+                        _ => Outcome::Applied(self.effects.records.len()),
+                    }
+                }
+                _ => self.apply(store, partition, &event)?,
+            };
             match outcome {
                 Outcome::Applied(_) => {
                     stats.accrued += 1;
@@ -391,6 +461,11 @@ impl Processor {
                     sink.derived(offset, &d);
                 }
             }
+            let derived_next = matches!(queue.front(), Some(Work::Derived(..)));
+            if self.end_after_clocks && stats.clock_accounts >= clock_limit && !derived_next {
+                stats.unprocessed = queue.len() as u64;
+                break;
+            }
         }
         self.decoder = Some(decoder);
         self.stage(partition, batch);
@@ -404,15 +479,18 @@ impl Processor {
         Ok(stats)
     }
 
-    /// Applies one admitted, new event: a clock fires its partition's due
-    /// timers; any other event goes to its account, with the retained
+    /// A clock event fires its partition's due timers (see [`fire_timers`]);
+    /// what it produced is in `self.effects`.
+    fn fire_timers(&mut self, store: &Store, partition: u32, clock: &Event<'_>) -> Result<Fired, StoreError> {
+        self.effects.clear();
+        let (core, effects) = (&self.core, &mut self.effects);
+        fire_timers(core, &mut self.accounts, &mut self.cache, effects, store, partition, clock)
+    }
+
+    /// Applies one admitted, new event of an account, with the retained
     /// purchases it needs. What it produced is in `self.effects`.
     fn apply(&mut self, store: &Store, partition: u32, event: &Event<'_>) -> Result<Outcome, StoreError> {
         self.effects.clear();
-        if let EventBody::Clock = event.body {
-            let (core, effects) = (&self.core, &mut self.effects);
-            return fire_timers(core, &mut self.accounts, &mut self.cache, effects, store, partition, event);
-        }
         let cached = Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
         match self.core.purchases_needed(&cached.state, event) {
             PurchasesNeeded::None => {}

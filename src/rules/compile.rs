@@ -204,6 +204,10 @@ fn compile_mcc_list(def: &MccListDef, tz: TzOffset, item: &Item, problems: &mut 
 /// a week is the most any setting allows.
 const DEFAULT_MAX_EVENT_AHEAD_MINUTES: u32 = 60;
 const MAX_EVENT_AHEAD_MINUTES: u32 = 7 * 24 * 60;
+/// Enough to drain a month-end of tier reviews in a few cycles, small
+/// enough that one clock's batch stays within tens of megabytes.
+const DEFAULT_MAX_ACCOUNTS_PER_CLOCK: u32 = 10_000;
+const MAX_ACCOUNTS_PER_CLOCK: u32 = 1_000_000;
 
 fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let version = {
@@ -254,6 +258,14 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
                  longer remembered; got {max_delay_days}",
                 s.dedupe_window_days
             ),
+        );
+    }
+    let per_clock = s.max_accounts_per_clock.unwrap_or(DEFAULT_MAX_ACCOUNTS_PER_CLOCK);
+    if !(1..=MAX_ACCOUNTS_PER_CLOCK).contains(&per_clock) {
+        problems.add(
+            &settings,
+            "max_accounts_per_clock",
+            format!("must be between 1 and {MAX_ACCOUNTS_PER_CLOCK}, got {per_clock}"),
         );
     }
     if !(1..=28).contains(&s.statement_day) {
@@ -791,6 +803,7 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         dedupe_window_ms: i64::from(s.dedupe_window_days) * time::MS_PER_DAY,
         max_event_ahead_ms: i64::from(max_ahead_minutes) * 60_000,
         max_event_delay_ms: i64::from(max_delay_days) * time::MS_PER_DAY,
+        max_accounts_per_clock: per_clock as usize,
         programs,
         categories,
         exclusions,

@@ -23,6 +23,11 @@ impl Rules {
             self.max_event_delay_ms / crate::time::MS_PER_DAY,
             self.max_event_ahead_ms / 60_000
         );
+        let _ = writeln!(
+            s,
+            "  a clock brings at most {} accounts of a partition to its time",
+            self.max_accounts_per_clock
+        );
         let programs: Vec<String> = self
             .programs
             .iter()

@@ -33,6 +33,8 @@ pub struct Rules {
     /// (`pipeline::Admission`).
     pub max_event_ahead_ms: i64,
     pub max_event_delay_ms: i64,
+    /// The most accounts one clock event fires in a partition.
+    pub max_accounts_per_clock: usize,
     pub programs: Vec<Program>,
     pub categories: Vec<Category>,
     pub exclusions: Vec<Category>,

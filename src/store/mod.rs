@@ -379,11 +379,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Accounts of a partition with a timer due by `up_to`, soonest first.
+    /// Up to `limit` accounts of a partition with a timer due by `up_to`,
+    /// soonest first (then by account id).
     pub fn due_timers(
         &self,
         partition: u32,
         up_to: Timestamp,
+        limit: usize,
     ) -> Result<Vec<(Timestamp, String)>, StoreError> {
         let start = timer_key(partition, Timestamp(i64::MIN), "");
         let mut out = Vec::new();
@@ -395,7 +397,7 @@ impl Store {
             }
             let raw = u64::from_be_bytes(key[4..12].try_into().unwrap_or([0; 8]));
             let due = Timestamp((raw ^ (1 << 63)) as i64);
-            if due > up_to {
+            if due > up_to || out.len() == limit {
                 break;
             }
             out.push((due, String::from_utf8_lossy(&key[12..]).into_owned()));
@@ -842,10 +844,14 @@ mod tests {
         let mut b = store.batch();
         b.set_timer(1, "moved", Some(Timestamp(100)), Some(Timestamp(200)));
         store.commit(b).unwrap();
-        let due = store.due_timers(1, Timestamp(250)).unwrap();
+        let due = store.due_timers(1, Timestamp(250), 10).unwrap();
         assert_eq!(due, vec![(Timestamp(-5), "early".to_string()), (Timestamp(200), "moved".to_string())]);
-        assert_eq!(store.due_timers(1, Timestamp(1000)).unwrap().len(), 3);
-        assert_eq!(store.due_timers(2, Timestamp(0)).unwrap(), vec![]);
+        assert_eq!(store.due_timers(1, Timestamp(1000), 10).unwrap().len(), 3);
+        assert_eq!(
+            store.due_timers(1, Timestamp(1000), 1).unwrap(),
+            vec![(Timestamp(-5), "early".to_string())]
+        );
+        assert_eq!(store.due_timers(2, Timestamp(0), 10).unwrap(), vec![]);
     }
 
     #[test]
