@@ -212,3 +212,101 @@ fn the_account_cache_changes_nothing_even_when_batches_are_thrown_away() {
         assert!(s == states, "stored states differ with cache {cache}, discarding {discard:?}");
     }
 }
+
+/// Generated lines with a clock after every 150th, at the time of the last
+/// event before it.
+fn with_clocks(lines: Vec<String>) -> Vec<String> {
+    let mut decoder = accrual::events::Decoder::new();
+    let mut out = Vec::new();
+    let mut last = None;
+    for (i, line) in lines.into_iter().enumerate() {
+        if let Ok(e) = decoder.decode(line.as_bytes()) {
+            last = Some(e.occurred_at);
+        }
+        out.push(line);
+        if let (0, Some(at)) = (i % 150, last) {
+            out.push(format!(r#"{{"event_id":"clock-{i}","type":"clock","occurred_at":"{at}"}}"#));
+        }
+    }
+    out
+}
+
+/// Runs `lines` through a processor in batches of `size` on a store of its
+/// own, as the engine does when `end_after_clocks` (each batch ends once
+/// its clocks fired the rules' limit; the rest is fed again). Returns the
+/// records, every account's stored state, the totals, and how many
+/// batches ended early.
+fn run_clocked(
+    lines: &[String],
+    rules: &std::sync::Arc<accrual::rules::Rules>,
+    size: usize,
+    end_after_clocks: bool,
+) -> (Vec<u8>, Vec<u8>, accrual::pipeline::BatchStats, usize) {
+    use accrual::pipeline::{BatchStats, Input, Processor};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions { sync: false, ..StoreOptions::default() }).unwrap();
+    let mut processor = Processor::new(rules.clone());
+    if end_after_clocks {
+        processor = processor.ending_batches_after_clocks();
+    }
+    let (mut progress, mut out, mut total, mut ended_early) =
+        (accrual::store::Progress::default(), Lines::default(), BatchStats::default(), 0);
+    let mut next = 0;
+    while next < lines.len() {
+        let inputs: Vec<Input<'_>> = lines[next..(next + size).min(lines.len())]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Input {
+                offset: (next + i) as u64,
+                key: b"",
+                payload: l.as_bytes(),
+                timestamp: None,
+            })
+            .collect();
+        let mut batch = store.batch();
+        let stats = processor.process(&store, 0, &mut progress, &inputs, &mut batch, &mut out).unwrap();
+        store.commit(batch).unwrap();
+        next += inputs.len() - stats.unprocessed as usize;
+        assert_eq!(progress.next_offset, next as u64, "progress stops where the batch ended");
+        ended_early += usize::from(stats.unprocessed > 0);
+        total += BatchStats { unprocessed: 0, ..stats };
+    }
+    let mut states = Vec::new();
+    for (account, state) in store.accounts(0).unwrap() {
+        states.extend_from_slice(format!("{account}: {state:?}\n").as_bytes());
+    }
+    (out.0, states, total, ended_early)
+}
+
+#[test]
+fn clocks_cut_to_their_limit_fire_the_same_whatever_the_batches() {
+    let lines = with_clocks(common::generated_lines(&GenOptions {
+        events: 6_000,
+        accounts: 300,
+        seed: 17,
+        days: 90,
+        refund_percent: 3.0,
+        duplicate_percent: 1.0,
+        ..GenOptions::default()
+    }));
+    let text = std::fs::read_to_string(repo_path("config/rules.lifecycle.toml")).unwrap();
+    let rules = common::rules_from(&text.replacen(
+        "statement_day = 15",
+        "statement_day = 15\nmax_accounts_per_clock = 5",
+        1,
+    ));
+    let (records, states, stats, _) = run_clocked(&lines, &rules, 100_000, false);
+    assert!(stats.clocks_cut > 5 && stats.clock_accounts > 100, "clocks were cut often: {stats:?}");
+    for (size, end_after_clocks) in [(1, false), (37, true), (500, true), (100_000, true)] {
+        let (r, s, st, ended_early) = run_clocked(&lines, &rules, size, end_after_clocks);
+        assert!(r == records, "records differ in batches of {size}, ending after clocks: {end_after_clocks}");
+        assert!(
+            s == states,
+            "stored states differ in batches of {size}, ending after clocks: {end_after_clocks}"
+        );
+        assert_eq!(st, stats);
+        if end_after_clocks && size > 1 {
+            assert!(ended_early > 0, "batches of {size} ended after their clocks");
+        }
+    }
+}
