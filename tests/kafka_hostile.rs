@@ -202,3 +202,93 @@ fn input_removed_before_it_was_processed_refuses_the_partition() {
     assert!(setup.read(&setup.accruals).len() > processed, "offsets 40..50 processed");
     assert_eq!(setup.lag(), Some(0));
 }
+
+/// One clock over far more due accounts than a clock may fire: the engine
+/// fires them in chunks of at most the limit, one transaction each,
+/// following each cut clock with another, until none is left due; and what
+/// it published is exactly what `simulate` computes from the input topic
+/// (the follow-up clocks included).
+#[test]
+fn a_clock_over_many_due_accounts_is_fired_in_bounded_chunks() {
+    const LIMIT: usize = 20;
+    const ACCOUNTS: usize = 300;
+    let setup = Setup::new("clocks", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let lifecycle = std::fs::read_to_string(common::repo_path("config/rules.lifecycle.toml")).unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        lifecycle.replacen(
+            "statement_day = 15",
+            &format!("statement_day = 15\nmax_accounts_per_clock = {LIMIT}"),
+            1,
+        ),
+    )
+    .unwrap();
+    let mut lines: Vec<String> = (0..ACCOUNTS)
+        .map(|i| {
+            let at = accrual::time::Timestamp(common::past_start().0 + i as i64 * 600_000);
+            common::purchase(&format!("p{i}"), &format!("acc-{i:04}"), "2000.00", "5411", &at.to_string(), "")
+        })
+        .collect();
+    lines.push(r#"{"event_id":"the-clock","type":"clock","occurred_at":"2026-11-20T00:00:00Z"}"#.to_string());
+    // Input after the clock, polled with it: the batch ends at the clock,
+    // and the engine must read these again, not skip them.
+    for i in 0..50 {
+        let at = format!("2026-11-20T01:{i:02}:00Z");
+        lines.push(common::purchase(
+            &format!("after{i}"),
+            &format!("acc-{:04}", 1000 + i),
+            "700.00",
+            "5411",
+            &at,
+            "",
+        ));
+    }
+    lines.push(r#"{"event_id":"clock-two","type":"clock","occurred_at":"2026-11-25T00:00:00Z"}"#.to_string());
+    setup.produce(dir.path(), &lines);
+
+    let config = setup.config_with_rules(dir.path(), "node-1", "", rules.to_str().unwrap());
+    let mut engine = EngineProcess::spawn(&config, &[], Some(5));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    assert_eq!(setup.lag(), Some(0), "every offset committed");
+
+    let input = setup.read(&setup.input);
+    let follow_ups = input.iter().filter(|m| String::from_utf8_lossy(&m.payload).contains("-more-")).count();
+    assert!(follow_ups >= ACCOUNTS / LIMIT - 1, "{follow_ups} follow-up clocks");
+
+    // Accounts each transaction brought to a clock's time.
+    let published = setup.read(&setup.accruals);
+    let mut fired: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in &published {
+        let record: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if record["source_event_id"].as_str().unwrap().contains("clock") {
+            let txn = m.header("accrual.txn").unwrap().to_string();
+            fired.entry(txn).or_default().insert(record["account_id"].as_str().unwrap().to_string());
+        }
+    }
+    let all: BTreeSet<&String> = fired.values().flatten().collect();
+    assert!(all.len() >= ACCOUNTS, "every due account fired: {}", all.len());
+    assert!(fired.values().all(|a| a.len() <= LIMIT), "at most {LIMIT} accounts a transaction: {fired:?}");
+    assert!(fired.len() >= ACCOUNTS / LIMIT);
+
+    let topic_file = dir.path().join("input-topic.ndjson");
+    let payloads: Vec<&[u8]> = input.iter().map(|m| &m.payload[..]).collect();
+    std::fs::write(&topic_file, payloads.join(&b'\n')).unwrap();
+    let out = dir.path().join("reference.out");
+    let summary = simulate::run(&SimulateOptions {
+        rules,
+        input: topic_file,
+        out: Some(out.clone()),
+        dlq: None,
+        state_dir: None,
+        batch_size: 1000,
+        show_progress: false,
+        now: None,
+    })
+    .unwrap();
+    assert!(summary.stats.clock_accounts >= ACCOUNTS as u64 && summary.stats.clocks_cut >= 14, "{summary}");
+    assert_eq!(summary.stats.inputs, input.len() as u64);
+    let reference: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+    assert_exactly_once(&published, &reference, &journal(&dir.path().join("node-1")));
+}

@@ -592,6 +592,7 @@ impl Engine {
     /// A partition's batch ended before its last polled message (after a
     /// clock that fired many accounts): the consumer reads the rest again.
     fn read_again_from(&self, partition: u32, offset: u64) -> Result<(), EngineError> {
+        tracing::debug!(partition, offset, "the batch ended after its clocks; reading the rest again");
         let topic = &self.config.kafka.topics.input;
         self.consumer
             .seek(topic, partition as i32, Offset::Offset(offset as i64), self.timeout)
