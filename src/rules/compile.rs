@@ -204,9 +204,9 @@ fn compile_mcc_list(def: &MccListDef, tz: TzOffset, item: &Item, problems: &mut 
 /// a week is the most any setting allows.
 const DEFAULT_MAX_EVENT_AHEAD_MINUTES: u32 = 60;
 const MAX_EVENT_AHEAD_MINUTES: u32 = 7 * 24 * 60;
-/// Enough to drain a month-end of tier reviews in a few cycles, small
-/// enough that one clock's batch stays within tens of megabytes.
-const DEFAULT_MAX_ACCOUNTS_PER_CLOCK: u32 = 10_000;
+/// Small enough that a clock's cycle stays within tens of megabytes, large
+/// enough that a month-end's backlog drains in minutes (docs/benchmarks.md).
+const DEFAULT_MAX_ACCOUNTS_PER_CLOCK: u32 = 5_000;
 const MAX_ACCOUNTS_PER_CLOCK: u32 = 1_000_000;
 
 fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {

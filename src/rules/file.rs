@@ -149,7 +149,7 @@ pub struct SettingsDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_event_delay_days: Option<u32>,
     /// The most accounts one `clock` event brings to its time in a
-    /// partition (default 10,000); later clocks go on with the rest.
+    /// partition (default 5,000); later clocks go on with the rest.
     /// Left out of the version hash when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_accounts_per_clock: Option<u32>,
