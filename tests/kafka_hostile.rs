@@ -121,6 +121,43 @@ fn a_changed_input_partition_count_stops_the_engine() {
     assert!(after.read(&after.accruals).is_empty(), "nothing processed");
 }
 
+/// The partition count changing under a running engine (here the topic
+/// is deleted and created again with one more partition, since the local
+/// broker cannot add partitions). The group does not rebalance for it (the
+/// members keep their partitions), so the engine learns it from its
+/// client's metadata, and stops with the counts as at a start.
+#[test]
+fn a_partition_count_changed_while_running_stops_the_engine() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new("recount", 2);
+    let purchase = |id: &str| {
+        format!(
+            r#"{{"event_id":"{id}","type":"purchase","account_id":"acc-1","amount":"100.00","currency":"RUB","mcc":"5411","merchant_id":"M-1","occurred_at":"2026-11-20T12:00:00Z"}}"#
+        )
+    };
+    setup.produce(dir.path(), &[purchase("r1")]);
+    let config = setup.config(dir.path(), "node-1", "");
+    let mut engine = EngineProcess::spawn(&config, &[], Some(60));
+    assert!(setup.wait_all_committed(Duration::from_secs(60)), "{}", engine.log_text());
+
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for result in runtime.block_on(admin.delete_topics(&[&setup.input], &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    accrual::kafka_tools::create_topics(&setup.brokers, &[(&setup.input, 3)]).unwrap();
+    setup.produce(dir.path(), &[purchase("r2")]);
+
+    let status = engine.wait(Duration::from_secs(120));
+    let log = engine.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("has 3 partitions, but the state") && log.contains("when it had 2"), "{log}");
+}
+
 /// An input near the message size limit: its dead letter, with its headers,
 /// would be over the limit, refused by the producer, and fail every
 /// transaction it was in. It is cut to its bound instead, and says how big

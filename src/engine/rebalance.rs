@@ -255,10 +255,22 @@ impl EngineContext {
 
 impl ClientContext for EngineContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): the last
-    /// stable offset of each partition, for the lag metric.
+    /// stable offset of each partition, for the lag metric; and the input
+    /// topic's partition count as the client's metadata has it. A change of
+    /// count does not always bring a rebalance (a group whose members keep
+    /// their partitions may never rejoin), so it is checked here too.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let count = topic.partitions.keys().filter(|p| **p >= 0).count() as u32;
+        let changed = match count {
+            0 => None,
+            n => check_partition_count(&self.store, &self.topic, n).err(),
+        };
         let mut a = Self::lock(&self.assignment);
+        if let Some(problem) = changed.filter(|_| a.error.is_none()) {
+            tracing::error!("{problem}");
+            a.error = Some(problem);
+        }
         for (p, partition) in &topic.partitions {
             if *p >= 0 {
                 let stable = if partition.ls_offset >= 0 { partition.ls_offset } else { partition.hi_offset };
