@@ -13,9 +13,13 @@ scripts/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
-echo "== build"
-cargo build --locked --all-targets
+cargo clippy --locked --all-targets --features failpoints -- -D warnings
+echo "== build (the product binary: no failure points in it)"
+cargo build --locked --bin accrual
+if grep -q ACCRUAL_FAILPOINT "$CARGO_TARGET_DIR/debug/accrual"; then
+  echo "the product binary contains failure points" >&2
+  exit 1
+fi
 # A minute each for the decoder and the rules parser (ACCRUAL_FUZZ_SECONDS).
 scripts/fuzz.sh "${ACCRUAL_FUZZ_SECONDS:-60}"
 echo "== local broker"
@@ -32,4 +36,5 @@ if [ -z "${ACCRUAL_TEST_BROKERS:-}" ]; then
   export ACCRUAL_TEST_BROKERS="$ACCRUAL_BROKER_ADDR"
 fi
 echo "== tests against the broker at $ACCRUAL_TEST_BROKERS (benches run once each, as smoke tests)"
-cargo nextest run --locked --all-targets --no-fail-fast
+# With the crash tests' failure points (feature failpoints).
+cargo nextest run --locked --all-targets --features failpoints --no-fail-fast

@@ -191,6 +191,10 @@ pub struct EngineProcess {
 
 impl EngineProcess {
     pub fn spawn(config: &Path, env: &[(&str, &str)], stop_when_idle: Option<u64>) -> EngineProcess {
+        assert!(
+            cfg!(feature = "failpoints") || !env.iter().any(|(k, _)| *k == "ACCRUAL_FAILPOINT"),
+            "this test sets failure points: build with --features failpoints (scripts/test.sh does)"
+        );
         let log = config.with_extension(format!("{}.log", unique("run")));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_accrual"));
