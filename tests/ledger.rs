@@ -123,6 +123,7 @@ fn rejected_and_malformed_events_leave_no_state() {
 /// events of the batch and the next batch) is exactly as if it had never
 /// come.
 #[test]
+#[cfg(feature = "failpoints")] // the panic is injected
 fn a_panic_costs_one_dead_letter_and_nothing_else() {
     let lines: Vec<String> = (0..12)
         .map(|i| {

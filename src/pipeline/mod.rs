@@ -117,6 +117,7 @@ pub struct Processor {
     /// know which one panicked).
     position: usize,
     /// For tests of panic isolation only: processing this event id panics.
+    #[cfg(feature = "failpoints")]
     panic_on: Option<String>,
     /// End a batch once its clocks have fired the rules' limit of accounts.
     end_after_clocks: bool,
@@ -182,6 +183,7 @@ impl Processor {
         Processor {
             admission: Admission::new(&rules),
             position: 0,
+            #[cfg(feature = "failpoints")]
             panic_on: None,
             end_after_clocks: false,
             cut_clock: None,
@@ -234,8 +236,9 @@ impl Processor {
     }
 
     /// Makes processing the event `event_id` panic, to test that a panic
-    /// costs one dead letter and nothing else. Not for production use.
-    #[doc(hidden)]
+    /// costs one dead letter and nothing else. Only in builds with the
+    /// `failpoints` feature (the test suite's).
+    #[cfg(feature = "failpoints")]
     pub fn panicking_on(mut self, event_id: &str) -> Processor {
         self.panic_on = Some(event_id.to_string());
         self
@@ -416,6 +419,7 @@ impl Processor {
                 sink.duplicate(offset, &event, first_seen);
                 continue;
             }
+            #[cfg(feature = "failpoints")]
             if self.panic_on.as_deref() == Some(event.event_id) {
                 panic!("a test asked for a panic on {}", event.event_id);
             }
