@@ -30,8 +30,10 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if malloc_aligns(layout.align(), layout.size()) {
+            // SAFETY: plain malloc aligns a block of this size enough.
             unsafe { mi_malloc(layout.size()).cast() }
         } else {
+            // SAFETY: the caller's layout, passed on as it is.
             unsafe { mimalloc::MiMalloc.alloc(layout) }
         }
     }
@@ -39,22 +41,29 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         if malloc_aligns(layout.align(), layout.size()) {
+            // SAFETY: plain malloc aligns a block of this size enough.
             unsafe { mi_zalloc(layout.size()).cast() }
         } else {
+            // SAFETY: the caller's layout, passed on as it is.
             unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: every block is mimalloc's (the paths above), and mimalloc
+        // frees its aligned and plain blocks alike.
         unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if malloc_aligns(layout.align(), new_size) {
+            // SAFETY: `ptr` is mimalloc's, and plain malloc aligns a block
+            // of the new size enough.
             unsafe { mi_realloc(ptr.cast(), new_size).cast() }
         } else {
+            // SAFETY: the caller's block and layout, passed on as they are.
             unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
         }
     }

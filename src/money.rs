@@ -232,18 +232,21 @@ impl fmt::Display for Dec {
 /// Appends `value` as [`Dec`] writes it.
 pub fn push_decimal(out: &mut String, value: Decimal) {
     let mut buf = [0u8; 64];
-    push_ascii(out, decimal_text(value, &mut buf));
+    // SAFETY: `decimal_text` writes only digits, '-' and '.'.
+    unsafe { push_ascii(out, decimal_text(value, &mut buf)) };
 }
 
 /// Appends text this crate wrote byte by byte from ASCII digits and
-/// punctuation (decimals, timestamps); `text` must be ASCII. Checking such
-/// bytes as UTF-8 (`from_utf8`, or even `is_ascii` on these short runs)
-/// was a third of the cost of writing a decimal, and a purchase writes
-/// ~15 decimals and a few timestamps.
-pub(crate) fn push_ascii(out: &mut String, text: &[u8]) {
+/// punctuation (decimals, timestamps), without checking it again: such
+/// checks were a third of the cost of writing a decimal, and every record
+/// writes several (docs/benchmarks-history.md).
+///
+/// # Safety
+///
+/// `text` must be valid UTF-8 (the callers write only ASCII).
+pub(crate) unsafe fn push_ascii(out: &mut String, text: &[u8]) {
     debug_assert!(text.is_ascii(), "not ASCII: {text:?}");
-    // SAFETY: the callers write only ASCII bytes (digits, '-', '.', ':',
-    // 'T', 'Z'), which are UTF-8.
+    // SAFETY: valid UTF-8, as the caller guarantees.
     out.push_str(unsafe { std::str::from_utf8_unchecked(text) });
 }
 

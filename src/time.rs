@@ -291,7 +291,8 @@ impl Timestamp {
                 two(&mut text[21..23], (ms % 100) as u32);
                 &text[..]
             };
-            crate::money::push_ascii(out, text);
+            // SAFETY: `text` holds only digits, '-', ':', 'T', '.' and 'Z'.
+            unsafe { crate::money::push_ascii(out, text) };
             return;
         }
         push_year(out, i64::from(y));
@@ -337,7 +338,8 @@ fn push_digits(out: &mut String, value: u64, width: usize) {
         }
     }
     at = at.min(buf.len() - width.min(buf.len()));
-    crate::money::push_ascii(out, &buf[at..]);
+    // SAFETY: `buf` holds only ASCII digits.
+    unsafe { crate::money::push_ascii(out, &buf[at..]) };
 }
 
 impl fmt::Display for Timestamp {

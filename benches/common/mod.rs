@@ -1,5 +1,5 @@
 //! Shared bench input: the same realistic events for every bench.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each bench uses a part of the shared helpers")]
 
 use accrual::accrue::{Core, Effects};
 use accrual::datagen::{self, GenOptions};

@@ -473,7 +473,10 @@ fn after_purchase(
     account::after_purchase(ctx, state, event, p.amount, &mut out.derived);
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "separate borrows of the context, the scratch space and the state, which one struct would tie together"
+)]
 fn commit(
     ctx: &Ctx<'_>,
     scratch: &mut Scratch,

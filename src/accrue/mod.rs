@@ -180,7 +180,10 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// A record about a program's balance, stamped with its balances after.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a record's fields, written once; a builder would copy them on the hot path"
+    )]
     pub fn record(
         &self,
         state: &AccountState,

@@ -50,10 +50,11 @@ pub fn wait(child: Child) -> std::io::Result<Usage> {
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     let mut peak: Option<u64> = None;
-    // SAFETY: rusage is plain data the kernel fills in; status and rusage
-    // outlive the call; pid is our unreaped child.
+    // SAFETY: rusage is plain data (all zeroes is a valid value).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let reaped = loop {
+        // SAFETY: the kernel fills in status and rusage, which outlive the
+        // call; pid is our unreaped child.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         match r {
             0 => {

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 /// commit; a crash in between leaves an open transaction the next start
 /// aborts. Returns the previous cycle with its outcome, this one's
 /// producing (none if not begun) and the RocksDB commit's result.
-#[allow(clippy::type_complexity)]
+#[expect(
+    clippy::type_complexity,
+    reason = "three outcomes of the overlapped step, each taken by another part of the cycle"
+)]
 pub(super) fn write_and_begin(
     store: &Store,
     batch: crate::store::LedgerBatch<'_>,

@@ -47,7 +47,7 @@ fn block_bits(block: &[u8; 16]) -> (u16, u16, u16) {
 }
 
 /// [`block_bits`] byte by byte: for other processors, and to test it.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[cfg_attr(target_arch = "x86_64", allow(dead_code, reason = "only tests use it where SSE2 serves"))]
 fn block_bits_portable(block: &[u8; 16]) -> (u16, u16, u16) {
     block.iter().enumerate().fold((0, 0, 0), |(quote, special, high), (i, &b)| {
         (

@@ -351,7 +351,10 @@ impl Processor {
 
     /// One pass over a batch (see [`Processor::process`]): the work at the
     /// places in `poisoned` becomes a dead letter untouched.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the arguments of `process`, which runs it again after a panic, and the places to skip"
+    )]
     fn attempt<S: Sink>(
         &mut self,
         store: &Store,

@@ -824,7 +824,6 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn compile_conditions(
     w: &ConditionsDef,
     tz: TzOffset,

@@ -44,7 +44,10 @@ const LEGACY_INLINE_FORMAT: u8 = 2;
 #[derive(Clone, Copy)]
 enum Inline {
     /// In the value (format 2; only tests write it, to prove it is read).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "only tests write this format, to prove it is still read")
+    )]
     Purchases,
     /// Under their own keys; the value holds their numbers (format 3).
     Numbers,

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: build events, run the core.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a part of the shared helpers")]
 
 use accrual::accrue::{AccrualRecord, Core, DerivedEvent, Effects, Outcome};
 use accrual::events::Decoder;
