@@ -66,7 +66,7 @@ pub fn readiness(a: &Assignment) -> Result<(), Vec<String>> {
         why.push(format!("partition {p} refused: {reason}"));
     }
     if let Some(e) = &a.error {
-        why.push(e.clone());
+        why.push(e.to_string());
     }
     if why.is_empty() { Ok(()) } else { Err(why) }
 }

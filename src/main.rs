@@ -287,7 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs) };
             let summary = engine::run(config, stop, options)?;
             if let Some(path) = report {
-                accrual::bench::write_report(&path, &summary).with_context(|| path.display().to_string())?;
+                engine::report::write_report(&path, &summary).with_context(|| path.display().to_string())?;
             }
             let rate = summary.events as f64 / summary.busy.as_secs_f64().max(1e-9);
             say!(

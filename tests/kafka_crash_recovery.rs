@@ -9,7 +9,9 @@ mod common;
 
 use accrual::datagen::{self, GenOptions};
 use accrual::engine::journal::TxnStatus;
+use accrual::engine::report::RunReport;
 use common::kafka::*;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,8 +32,9 @@ fn events(n: u64, seed: u64) -> Vec<String> {
     String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
 }
 
-/// Runs a final engine to the end, then checks everything.
-fn finish_and_verify(setup: &Setup, dir: &Path, config: &Path, lines: &[String]) -> String {
+/// Runs a final engine to the end, then checks everything. Returns what
+/// that run reported.
+fn finish_and_verify(setup: &Setup, dir: &Path, config: &Path, lines: &[String]) -> RunReport {
     let mut last = EngineProcess::spawn(config, &[], Some(5));
     let status = last.wait(Duration::from_secs(240));
     assert!(status.success(), "final run failed:\n{}", last.log_text());
@@ -45,7 +48,7 @@ fn finish_and_verify(setup: &Setup, dir: &Path, config: &Path, lines: &[String])
         engine_accounts(&state_dir, setup.partitions) == reference_accounts,
         "balances differ from the reference"
     );
-    last.log_text()
+    last.report()
 }
 
 /// A small PRNG for kill timings, seeded from the clock unless
@@ -95,13 +98,12 @@ fn random_sigkills_lose_nothing_and_double_nothing() {
     for part in chunks {
         setup.produce(dir.path(), part);
     }
-    let log = finish_and_verify(&setup, dir.path(), &config, &lines);
+    let report = finish_and_verify(&setup, dir.path(), &config, &lines);
     let statuses = journal(&dir.path().join("node-1"));
     eprintln!(
-        "transactions: {} committed, {} aborted; final run: {}",
+        "transactions: {} committed, {} aborted; final run: {report:?}",
         statuses.values().filter(|s| **s == TxnStatus::Committed).count(),
         statuses.values().filter(|s| **s == TxnStatus::Aborted).count(),
-        log.lines().rev().find(|l| l.starts_with("events ")).unwrap_or("")
     );
 }
 
@@ -123,54 +125,67 @@ fn prepared(name: &str, seed: u64) -> Prepared {
     Prepared { setup, dir, lines, config }
 }
 
-/// Crashes at one step of the protocol, then restarts and verifies.
-fn crash_at(point: &str, name: &str) -> String {
-    let Prepared { setup, dir, lines, config } = prepared(name, 17);
-    let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", point)], None);
+/// Waits for a run that a failure point must abort (SIGABRT).
+fn assert_aborted(crashed: &mut EngineProcess) {
     let status = crashed.wait(Duration::from_secs(120));
-    assert!(!status.success(), "the failpoint should have aborted the process:\n{}", crashed.log_text());
-    assert!(crashed.log_text().contains("failpoint"), "{}", crashed.log_text());
-    let log = finish_and_verify(&setup, dir.path(), &config, &lines);
-    // The crash left one transaction open; the restart decided it.
-    assert!(log.contains("resolved a transaction left open by a crash"), "{log}");
-    log
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "the failpoint should have aborted it:\n{}",
+        crashed.log_text()
+    );
+}
+
+/// Crashes at one step of the protocol, then restarts and verifies.
+/// Returns what the restart reported.
+fn crash_at(point: &str, name: &str) -> RunReport {
+    let Prepared { setup, dir, lines, config } = prepared(name, 17);
+    assert_aborted(&mut EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", point)], None));
+    let report = finish_and_verify(&setup, dir.path(), &config, &lines);
+    // The crash left a transaction open; the restart decided it.
+    assert!(!report.resolved.is_empty(), "{report:?}");
+    report
+}
+
+/// The statuses the start decided, in the journal's order.
+fn decided(report: &RunReport) -> Vec<&str> {
+    report.resolved.iter().map(|r| r.status.as_str()).collect()
 }
 
 #[test]
 fn crash_between_rocksdb_and_kafka_commit_republishes_exactly_once() {
-    let log = crash_at("after-state-commit:3", "crash-state");
-    assert!(log.contains("recovery: publishing the outbox again"), "{log}");
-    assert!(log.contains("status=\"aborted\""), "{log}");
+    let report = crash_at("after-state-commit:3", "crash-state");
+    assert!(report.recoveries > 0, "{report:?}");
+    assert!(decided(&report).contains(&"aborted"), "{report:?}");
 }
 
 #[test]
 fn crash_after_producing_before_commit_publishes_again() {
-    let log = crash_at("before-kafka-commit:2", "crash-open");
-    assert!(log.contains("recovery: publishing the outbox again"), "{log}");
+    let report = crash_at("before-kafka-commit:2", "crash-open");
+    assert!(report.recoveries > 0, "{report:?}");
 }
 
 #[test]
 fn crash_after_kafka_commit_is_resolved_from_the_offsets() {
-    let log = crash_at("after-kafka-commit:2", "crash-committed");
-    assert!(log.contains("status=\"committed\""), "{log}");
+    let report = crash_at("after-kafka-commit:2", "crash-committed");
+    assert_eq!(decided(&report)[0], "committed", "{report:?}");
     // The next cycle may have committed its state meanwhile (its entry open
     // too): then it never committed in Kafka, and is published again.
-    let next_written = log.contains("status=\"aborted\"");
-    assert_eq!(log.contains("recovery: publishing the outbox again"), next_written, "{log}");
+    let next_written = decided(&report).contains(&"aborted");
+    assert_eq!(report.recoveries > 0, next_written, "{report:?}");
 }
 
 #[test]
 fn crash_with_two_open_transactions_decides_each_from_the_offsets() {
     // Dies once a transaction has committed in Kafka while the next cycle's
     // state (and journal entry) was written before it ended.
-    let log = crash_at("after-previous-kafka-commit:2", "crash-two-open");
-    let decided: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("resolved a transaction left open by a crash"))
-        .filter_map(|l| l.split("status=\"").nth(1)?.split('"').next())
-        .collect();
-    assert_eq!(decided, ["committed", "aborted"], "the older one committed, the newer did not: {log}");
-    assert!(log.contains("recovery: publishing the outbox again"), "{log}");
+    let report = crash_at("after-previous-kafka-commit:2", "crash-two-open");
+    assert_eq!(
+        decided(&report),
+        ["committed", "aborted"],
+        "the older one committed, the newer did not: {report:?}"
+    );
+    assert!(report.recoveries > 0, "{report:?}");
 }
 
 #[test]
@@ -181,10 +196,10 @@ fn a_failed_kafka_commit_is_aborted_and_published_again() {
     let Prepared { setup, dir, lines, config } = prepared("commit-fails", 23);
     let mut engine = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", "fail-kafka-commit:3")], Some(5));
     let status = engine.wait(Duration::from_secs(240));
-    let log = engine.log_text();
-    assert!(status.success(), "{log}");
-    assert!(log.contains("transaction failed; aborting and publishing again"), "{log}");
-    assert!(log.contains("recovery: publishing the outbox again"), "{log}");
+    assert!(status.success(), "{}", engine.log_text());
+    let report = engine.report();
+    assert_eq!(report.aborted, 1, "{report:?}");
+    assert!(report.recoveries > 0, "{report:?}");
     let statuses = journal(&dir.path().join("node-1"));
     assert_eq!(statuses.values().filter(|s| **s == TxnStatus::Aborted).count(), 1, "{statuses:?}");
     assert!(statuses.values().all(|s| *s != TxnStatus::Open), "{statuses:?}");
@@ -198,19 +213,12 @@ fn a_failed_commit_is_recorded_before_its_partitions_can_move() {
     // after leaves it `aborted`, not open for the offsets to decide.
     let Prepared { setup, dir, lines, config } = prepared("failed-recorded", 29);
     let points = "fail-kafka-commit:3,after-recording-a-failed-commit";
-    let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", points)], None);
-    let status = crashed.wait(Duration::from_secs(120));
-    assert!(!status.success(), "the failpoint should have aborted the process:\n{}", crashed.log_text());
-    assert!(
-        crashed.log_text().contains("failpoint after-recording-a-failed-commit"),
-        "{}",
-        crashed.log_text()
-    );
+    assert_aborted(&mut EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", points)], None));
     // The third transaction of the first epoch failed.
     let failed = "node-1:1:2";
     let state_dir = dir.path().join("node-1");
     assert_eq!(journal(&state_dir).get(failed), Some(&TxnStatus::Aborted), "{:?}", journal(&state_dir));
-    let log = finish_and_verify(&setup, dir.path(), &config, &lines);
-    assert!(!log.contains(&format!("txn={failed} ")), "decided again at the restart: {log}");
-    assert!(log.contains("recovery: publishing the outbox again"), "{log}");
+    let report = finish_and_verify(&setup, dir.path(), &config, &lines);
+    assert!(report.resolved.iter().all(|r| r.txn != failed), "decided again at the restart: {report:?}");
+    assert!(report.recoveries > 0, "{report:?}");
 }

@@ -97,8 +97,7 @@ pub fn passthrough(
         for (p, x) in &next {
             tpl.add_partition_offset(&topics.input, *p, Offset::Offset(*x)).map_err(kafka("offsets"))?;
         }
-        let group =
-            consumer.group_metadata().ok_or_else(|| EngineError::Assignment("no group metadata".into()))?;
+        let group = consumer.group_metadata().ok_or(EngineError::NoGroupMetadata)?;
         producer.send_offsets_to_transaction(&tpl, &group, timeout).map_err(kafka("sending offsets"))?;
         producer.commit_transaction(timeout).map_err(kafka("committing"))?;
         producer.poll(Duration::ZERO);

@@ -19,12 +19,11 @@ pub mod seed;
 
 use crate::config::EngineConfig;
 use crate::datagen::{self, GenOptions};
-use crate::engine::RunSummary;
 use crate::events::Decoder;
 use crate::kafka_tools;
 use crate::store::StoreOptions;
 use latency::{LatencyResult, Outgoing, Probe};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,33 +116,7 @@ pub struct BenchOptions {
     pub out: PathBuf,
 }
 
-/// What a child run writes with `--report`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunReport {
-    pub events: u64,
-    pub records: u64,
-    pub dead_letters: u64,
-    pub transactions: u64,
-    /// First input message to last commit.
-    pub busy_seconds: f64,
-}
-
-impl From<&RunSummary> for RunReport {
-    fn from(s: &RunSummary) -> RunReport {
-        RunReport {
-            events: s.events,
-            records: s.records,
-            dead_letters: s.dead_letters,
-            transactions: s.transactions,
-            busy_seconds: s.busy.as_secs_f64(),
-        }
-    }
-}
-
-pub fn write_report(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(&RunReport::from(summary)).map_err(std::io::Error::other)?;
-    std::fs::write(path, json)
-}
+pub use crate::engine::report::{RunReport, write_report};
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]

@@ -21,6 +21,7 @@ pub mod outbox;
 mod publish;
 pub mod rebalance;
 mod recovery;
+pub mod report;
 mod workers;
 
 use failpoint::Failpoint;
@@ -57,13 +58,28 @@ pub enum EngineError {
     #[error("outbox of partition {partition} at offset {offset} is corrupt: {detail}")]
     Outbox { partition: u32, offset: u64, detail: String },
     #[error("{0}")]
-    Assignment(String),
-    #[error("{0}")]
     PartitionCount(String),
+    #[error(transparent)]
+    Assignment(rebalance::AssignmentError),
+    #[error("a worker thread stopped (see the log for its panic)")]
+    WorkerStopped,
+    #[error("starting a worker thread: {0}")]
+    WorkerStart(#[source] std::io::Error),
+    #[error("the consumer has no group metadata (not in a group)")]
+    NoGroupMetadata,
     #[error("{0}")]
     Http(String),
     #[error("could not publish for {seconds} s; exiting so a restart recovers from the outbox: {last}")]
     Unrecoverable { seconds: u64, last: String },
+}
+
+impl From<rebalance::AssignmentError> for EngineError {
+    fn from(e: rebalance::AssignmentError) -> EngineError {
+        match e {
+            rebalance::AssignmentError::PartitionCount(problem) => EngineError::PartitionCount(problem),
+            other => EngineError::Assignment(other),
+        }
+    }
 }
 
 pub(crate) fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
@@ -92,6 +108,10 @@ pub struct RunSummary {
     pub transactions: u64,
     pub aborted: u64,
     pub recoveries: u64,
+    /// Assignments refused (see [`report::RunReport`]).
+    pub refused_partitions: u64,
+    /// Transactions a crash left open, as the start decided them.
+    pub resolved: Vec<report::Resolved>,
     /// From the first input message to the last commit.
     pub busy: Duration,
 }
@@ -232,6 +252,7 @@ pub fn run(
         "engine started"
     );
     engine.main_loop(&stop, &options)?;
+    engine.summary.refused_partitions = EngineContext::lock(&engine.assignment).refusals;
     tracing::info!(summary = ?engine.summary, "engine stopped");
     Ok(engine.summary)
 }
@@ -346,7 +367,7 @@ impl Engine {
                 self.tick();
             }
             if let Some(error) = EngineContext::lock(&self.assignment).error.take() {
-                return Err(EngineError::Assignment(error));
+                return Err(error.into());
             }
             self.recover_assigned()?;
             self.observe_assignment();

@@ -38,10 +38,29 @@ pub struct Assignment {
     pub generation: u64,
     /// A failure inside the callback the loop must report (it cannot
     /// return errors itself).
-    pub error: Option<String>,
+    pub error: Option<AssignmentError>,
     pub rebalances: u64,
     /// Last stable offset per partition, from librdkafka's statistics.
     pub stable_offsets: BTreeMap<u32, i64>,
+    /// Assignments refused since the start.
+    pub refusals: u64,
+}
+
+/// What stops the engine from inside librdkafka's callbacks.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    /// The input topic's partition count is not the one the state was
+    /// built under (see [`check_partition_count`]).
+    #[error("{0}")]
+    PartitionCount(String),
+    #[error("partition {partition}: reading its progress: {source}")]
+    Progress {
+        partition: u32,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("rebalance failed: {0}")]
+    Rebalance(#[source] rdkafka::error::KafkaError),
 }
 
 /// Decides where a partition starts, from local progress and the group's
@@ -133,7 +152,7 @@ impl EngineContext {
             if let Err(problem) = check_partition_count(&self.store, &self.topic, count) {
                 tracing::error!("{problem}");
                 // Nothing is processed: the loop stops on the error.
-                Self::lock(&self.assignment).error = Some(problem);
+                Self::lock(&self.assignment).error = Some(AssignmentError::PartitionCount(problem));
                 return consumer.assign(&TopicPartitionList::new());
             }
         }
@@ -149,7 +168,8 @@ impl EngineContext {
             let local = match self.store.progress(p) {
                 Ok(local) => local,
                 Err(e) => {
-                    Self::lock(&self.assignment).error = Some(format!("partition {p}: {e}"));
+                    Self::lock(&self.assignment).error =
+                        Some(AssignmentError::Progress { partition: p, source: e });
                     continue;
                 }
             };
@@ -189,6 +209,7 @@ impl EngineContext {
                         refused.add_partition(&self.topic, p as i32);
                         a.owned.remove(&p);
                         a.refused.insert(p, reason);
+                        a.refusals += 1;
                     }
                 }
             }
@@ -269,7 +290,7 @@ impl ClientContext for EngineContext {
         let mut a = Self::lock(&self.assignment);
         if let Some(problem) = changed.filter(|_| a.error.is_none()) {
             tracing::error!("{problem}");
-            a.error = Some(problem);
+            a.error = Some(AssignmentError::PartitionCount(problem));
         }
         for (p, partition) in &topic.partitions {
             if *p >= 0 {
@@ -298,7 +319,7 @@ impl ConsumerContext for EngineContext {
             }
         };
         if let Err(e) = result {
-            Self::lock(&self.assignment).error = Some(format!("rebalance failed: {e}"));
+            Self::lock(&self.assignment).error = Some(AssignmentError::Rebalance(e));
         }
     }
 }

@@ -37,6 +37,8 @@ impl Engine {
         })?;
         for (id, status) in decided {
             tracing::info!(txn = %id, status = status.name(), "resolved a transaction left open by a crash");
+            let resolved = super::report::Resolved { txn: id.to_string(), status: status.name().to_string() };
+            self.summary.resolved.push(resolved);
         }
         Ok(())
     }

@@ -151,10 +151,6 @@ pub struct Workers {
     placed: BTreeMap<u32, usize>,
 }
 
-fn stopped() -> EngineError {
-    EngineError::Assignment("a worker thread stopped (see the log for its panic)".into())
-}
-
 impl Workers {
     /// `count` worker threads (at least one) sharing an account cache
     /// budget of `cache_bytes`.
@@ -181,7 +177,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || worker.run(job_queue, done_queue))
-                .map_err(|e| EngineError::Assignment(format!("starting a worker thread: {e}")))?;
+                .map_err(EngineError::WorkerStart)?;
             workers.push(Handle {
                 jobs: Some(jobs),
                 done,
@@ -218,14 +214,19 @@ impl Workers {
                 forget: std::mem::take(&mut handle.forget),
                 sinks: std::mem::take(&mut handle.sinks),
             };
-            handle.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
+            handle
+                .jobs
+                .as_ref()
+                .ok_or(EngineError::WorkerStopped)?
+                .send(job)
+                .map_err(|_| EngineError::WorkerStopped)?;
             busy.push(w);
         }
         let mut staged = Vec::with_capacity(busy.len());
         let mut done = Vec::with_capacity(n);
         let mut failed = None;
         for w in busy {
-            match self.workers[w].done.recv().map_err(|_| stopped())? {
+            match self.workers[w].done.recv().map_err(|_| EngineError::WorkerStopped)? {
                 Ok((batch, partitions)) => {
                     staged.push(batch);
                     done.extend(partitions);

@@ -4,6 +4,7 @@
 
 use super::repo_path;
 use accrual::engine::journal::{Journal, TxnId, TxnStatus};
+use accrual::engine::report::RunReport;
 use accrual::kafka_tools::{self, Consumed};
 use accrual::simulate::{self, SimulateOptions};
 use accrual::state::AccountState;
@@ -183,10 +184,12 @@ fn high_watermark(brokers: &str, topic: &str, partition: i32) -> Option<i64> {
     consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)).ok().map(|(_, high)| high)
 }
 
-/// The engine as a child process, its output in a log file.
+/// The engine as a child process, its output in a log file, and what it
+/// did (`--report`) in a JSON file once it stops.
 pub struct EngineProcess {
     pub child: Child,
     pub log: PathBuf,
+    pub report: PathBuf,
 }
 
 impl EngineProcess {
@@ -197,8 +200,9 @@ impl EngineProcess {
         );
         let log = config.with_extension(format!("{}.log", unique("run")));
         let file = std::fs::File::create(&log).expect("log file");
+        let report = log.with_extension("report.json");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_accrual"));
-        cmd.arg("run").arg("--config").arg(config);
+        cmd.arg("run").arg("--config").arg(config).arg("--report").arg(&report);
         if let Some(secs) = stop_when_idle {
             cmd.arg("--stop-when-idle").arg(secs.to_string());
         }
@@ -207,7 +211,16 @@ impl EngineProcess {
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().expect("log")))
             .stderr(Stdio::from(file));
-        EngineProcess { child: cmd.spawn().expect("spawn engine"), log }
+        EngineProcess { child: cmd.spawn().expect("spawn engine"), log, report }
+    }
+
+    /// What the run did, as it reported when it stopped (panics with the
+    /// log if it wrote no report: it did not stop by itself).
+    pub fn report(&self) -> RunReport {
+        match std::fs::read(&self.report) {
+            Ok(bytes) => serde_json::from_slice(&bytes).expect("a valid report"),
+            Err(e) => panic!("no run report ({e}); log:\n{}", self.log_text()),
+        }
     }
 
     pub fn log_text(&self) -> String {
