@@ -13,8 +13,9 @@ unsafe extern "C" {
 /// mimalloc's plain `malloc` where the alignment asked for is one it
 /// gives anyway (at most 16 bytes, `MI_MAX_ALIGN_SIZE`, and at most the
 /// size), as Rust's own System allocator decides; its aligned entry points
-/// otherwise. The `mimalloc` crate always takes the aligned path: about 60
-/// instructions an allocation against 25, 20 allocations per event.
+/// otherwise. The `mimalloc` crate always takes the aligned path, which
+/// costs twice the plain one, on every one of an event's allocations
+/// (figures: docs/benchmarks-history.md, "Figures from code comments").
 pub struct Allocator;
 
 /// Whether plain `malloc` aligns a block of `size` bytes enough for `align`.

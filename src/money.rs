@@ -48,9 +48,10 @@ pub fn parse_decimal(text: &str, allow_exponent: bool) -> Result<Decimal, Amount
 
 /// The form nearly every amount takes, `1234` or `1234.56` (at most 19
 /// bytes, at most [`MAX_SCALE`] places, no sign or exponent), in 64-bit
-/// arithmetic: the general parser's 128-bit mantissa and checks cost ~200
-/// instructions an event. `None` for anything else, which the general
-/// parser then reads (or rejects) as before; a proptest checks they agree.
+/// arithmetic, where the general parser works on a 128-bit mantissa with
+/// checks this form never needs. `None` for anything else, which the
+/// general parser then reads (or rejects) as before; a proptest checks
+/// they agree.
 fn parse_plain(bytes: &[u8]) -> Option<Decimal> {
     // 19 digits fit a u64 (10^19 - 1 < 2^64).
     if bytes.is_empty() || bytes.len() > 19 {
@@ -239,7 +240,7 @@ pub fn push_decimal(out: &mut String, value: Decimal) {
 /// Appends text this crate wrote byte by byte from ASCII digits and
 /// punctuation (decimals, timestamps), without checking it again: such
 /// checks were a third of the cost of writing a decimal, and every record
-/// writes several (docs/benchmarks-history.md).
+/// writes several.
 ///
 /// # Safety
 ///
@@ -415,7 +416,7 @@ fn round_i64(m: i64, divisor: i64, mode: RoundingMode) -> i64 {
 }
 
 /// 10^0 to 10^19, every power of ten a `u64` holds: a table, where `pow`
-/// is a loop (~100 instructions a rounding went to two of them).
+/// is a loop, and a rounding needs two of them.
 const POW10: [u64; 20] = {
     let mut table = [1u64; 20];
     let mut i = 1;
@@ -437,7 +438,7 @@ fn power_of_ten(m: i128) -> Option<u32> {
 /// most 9 places (a purchase of `112.48` against a rule's `min_amount` of
 /// `1000`): the smaller-scale mantissa is multiplied up in `i128` (a 96-bit
 /// mantissa times 10^9 still fits) instead of `Ord`'s general rescaling,
-/// ~100 instructions a comparison in the rules' conditions.
+/// which every amount condition of the rules would pay.
 #[inline]
 pub fn cmp(a: Decimal, b: Decimal) -> Ordering {
     let (sa, sb) = (a.scale(), b.scale());

@@ -1,6 +1,6 @@
 //! Branch-free scans of short byte strings. A record's ids and names and an
 //! event's ids are 10-40 bytes: too short for the vector loop the compiler
-//! makes of a plain pass (which cost ~3 instructions a byte), so they are
+//! makes of a plain pass (which ran byte by byte on them), so they are
 //! checked in whole blocks of 16 (the last one overlapping the one before)
 //! or two overlapping blocks of 8, each a few vector compares.
 

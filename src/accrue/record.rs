@@ -103,10 +103,10 @@ pub struct RecordNames<'a> {
 }
 
 /// A record's texts: its accrual id, source event id, account id, names
-/// and explanation, one after another in one allocation. Four strings of
-/// their own cost ~240 instructions a record to allocate and free; the
-/// names as shared `Arc<str>`s cost eight atomic counter updates a
-/// record, more than copying their few bytes.
+/// and explanation, one after another in one allocation: four strings of
+/// their own were four allocations and frees a record, and the names as
+/// shared `Arc<str>`s eight atomic counter updates, both dearer than
+/// copying their few bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordText {
     text: String,
@@ -178,7 +178,7 @@ thread_local! {
     /// reuse. Records live for one event (the pipeline and the benches
     /// clear them before the next): allocating a text and freeing it an
     /// event later left the allocator's pages empty and freed in turn, and
-    /// fetching fresh ones was ~400 instructions an event.
+    /// fetching fresh pages for every event was a measurable share of it.
     static SPARE_TEXTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 

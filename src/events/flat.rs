@@ -3,8 +3,8 @@
 //! non-negative numbers, `true`, `false` and `null`, spaces at most between
 //! them. That is what banks' producers send, and one pass finds its quotes
 //! with SSE2 compares and walks from quote to quote, without simd-json's
-//! structural index and tape: ~2,300 instructions for a 230-byte event
-//! against ~3,400 (docs/benchmarks-history.md, "Core benchmarks").
+//! structural index and tape: about two thirds of its cost
+//! (docs/benchmarks-history.md, "Core benchmarks").
 //!
 //! Anything else (escapes, nested values, fractions or exponents, tabs or
 //! newlines, invalid UTF-8 or JSON) returns `None`, and the event
@@ -113,9 +113,8 @@ impl Quotes<'_> {
 }
 
 /// The text of `doc` from just past one quote to the next. Both ends
-/// are next to a quote, an ASCII byte, so both are character boundaries;
-/// `str::get` checks them again (~14 instructions a string, 22 strings an
-/// event).
+/// are next to a quote, an ASCII byte, so both are character boundaries,
+/// which `str::get` would check again for each of an event's strings.
 fn between(doc: &str, start: usize, end: usize) -> Option<&str> {
     let bytes = doc.as_bytes().get(start..end)?;
     debug_assert!(doc.is_char_boundary(start) && doc.is_char_boundary(end));
@@ -165,7 +164,7 @@ pub(super) fn read<'a>(
     let text = &bytes[..len];
     let doc = if ascii {
         // SAFETY: every byte is below 0x80 (checked by `quotes`): ASCII
-        // is valid UTF-8. (`from_utf8` checks again: ~180 instructions.)
+        // is valid UTF-8. (`from_utf8` would check the whole event again.)
         unsafe { std::str::from_utf8_unchecked(text) }
     } else {
         std::str::from_utf8(text).ok()?

@@ -52,8 +52,8 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     /// Exclusive groups.
     pub groups: Vec<Group>,
-    // Looked up once per purchase: foldhash, not SipHash (~200
-    // instructions an event); lookups only, so hash order never shows.
+    // Looked up once per purchase: foldhash, not SipHash, which was a
+    // visible share of an event; lookups only, so hash order never shows.
     partner_ids: foldhash::HashMap<String, usize>,
     partner_merchants: foldhash::HashMap<String, usize>,
     /// Whether any program's rewards expire, and whether any expire after

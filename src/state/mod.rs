@@ -233,8 +233,8 @@ impl AccountState {
     /// The program's balance, created empty on first use.
     pub fn balance_mut(&mut self, program: &Program) -> &mut Balance {
         // A balance created while these rules run holds the rules' own
-        // name: found by pointer, without comparing names (~130
-        // instructions a credit). Names read from the store compare by text.
+        // name: found by pointer, without comparing names on every credit.
+        // Names read from the store compare by text.
         let found = match self.balances.iter().position(|b| Arc::ptr_eq(&b.program, &program.name)) {
             Some(i) => Ok(i),
             None => self.balances.binary_search_by(|b| (*b.program).cmp(&program.name)),

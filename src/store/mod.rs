@@ -104,9 +104,9 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     write: WriteOptions,
-    /// For point lookups: one set kept, since creating and dropping
-    /// RocksDB's options for every lookup (two per event) cost ~200
-    /// instructions each time.
+    /// For point lookups: one set kept, rather than RocksDB's options
+    /// created and dropped (through its C API) for each of an event's
+    /// lookups.
     point_read: ReadOptions,
     /// Per partition, the event time before which dedupe keys have expired:
     /// the compaction filter drops them. Lookups check expiry themselves, so
@@ -583,11 +583,12 @@ impl LedgerBatch<'_> {
     }
 }
 
-/// The changes of `batches`, in one. The biggest is kept as it is and the
-/// others' records are added after its own, so a cycle's megabytes are
-/// copied only for the smaller batches: the caller's changes must not
-/// depend on their order (a cycle's partitions and its housekeeping touch
-/// different keys).
+/// The changes of `batches`, in one: the biggest batch's bytes, then the
+/// others' records. The caller's changes must not depend on their order (a
+/// cycle's partitions and its housekeeping touch different keys). A lone
+/// batch is taken as it is; joined ones are copied twice, into one buffer
+/// and again by `WriteBatch::from_data`, since the crate cannot append to
+/// a batch in place.
 fn concatenate(batches: Vec<Staged>) -> Staged {
     let mut horizons = Vec::new();
     let mut others = Vec::with_capacity(batches.len());
