@@ -19,13 +19,12 @@ use super::decode::{Fields, Raw};
 /// are read.
 pub(super) const PADDING: usize = 64;
 
-/// Of a block of 16 bytes (bit `i` for byte `i`): its quotes; the bytes
-/// that rule the fast path out, control characters (JSON forbids them raw
-/// in strings; outside strings only a space is taken here) and
-/// backslashes (escapes); and the bytes outside ASCII. A few SSE2
-/// instructions, which every x86-64 CPU has.
+/// Of a block of 16 bytes (bit `i` for byte `i`): its quotes, and the
+/// bytes that rule the fast path out: control characters (JSON forbids
+/// them raw in strings; outside strings only a space is taken here) and
+/// backslashes (escapes). A few SSE2 compares, which every x86-64 CPU has.
 #[cfg(target_arch = "x86_64")]
-fn block_bits(block: &[u8; 16]) -> (u16, u16, u16) {
+fn block_bits(block: &[u8; 16]) -> (u16, u16) {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
@@ -37,41 +36,35 @@ fn block_bits(block: &[u8; 16]) -> (u16, u16, u16) {
         let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
         let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
         let special = _mm_movemask_epi8(_mm_or_si128(control, backslash));
-        (quote as u16, special as u16, _mm_movemask_epi8(v) as u16)
+        (quote as u16, special as u16)
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn block_bits(block: &[u8; 16]) -> (u16, u16, u16) {
+fn block_bits(block: &[u8; 16]) -> (u16, u16) {
     block_bits_portable(block)
 }
 
 /// [`block_bits`] byte by byte: for other processors, and to test it.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code, reason = "only tests use it where SSE2 serves"))]
-fn block_bits_portable(block: &[u8; 16]) -> (u16, u16, u16) {
-    block.iter().enumerate().fold((0, 0, 0), |(quote, special, high), (i, &b)| {
-        (
-            quote | (u16::from(b == b'"') << i),
-            special | (u16::from(b < 0x20 || b == b'\\') << i),
-            high | (u16::from(b >= 0x80) << i),
-        )
+fn block_bits_portable(block: &[u8; 16]) -> (u16, u16) {
+    block.iter().enumerate().fold((0, 0), |(quote, special), (i, &b)| {
+        (quote | (u16::from(b == b'"') << i), special | (u16::from(b < 0x20 || b == b'\\') << i))
     })
 }
 
-/// Where the quotes of `bytes[..len]` are (bit `i % 64` of word `i / 64`),
-/// and whether it is all ASCII; `None` if any byte rules the fast path out
-/// (see [`block_bits`]). `bytes` holds [`PADDING`] bytes past `len`.
-fn quotes(bytes: &[u8], len: usize, words: &mut Vec<u64>) -> Option<bool> {
+/// Where the quotes of `bytes[..len]` are (bit `i % 64` of word `i / 64`);
+/// `None` if any byte rules the fast path out (see [`block_bits`]).
+/// `bytes` holds [`PADDING`] bytes past `len`.
+fn quotes(bytes: &[u8], len: usize, words: &mut Vec<u64>) -> Option<()> {
     words.clear();
-    let mut high = 0u64;
     let mut start = 0;
     while start < len {
         let (mut quote, mut special) = (0u64, 0u64);
         for i in 0..4 {
-            let (q, s, h) = block_bits(bytes.get(start + 16 * i..)?.first_chunk::<16>()?);
+            let (q, s) = block_bits(bytes.get(start + 16 * i..)?.first_chunk::<16>()?);
             quote |= u64::from(q) << (16 * i);
             special |= u64::from(s) << (16 * i);
-            high |= u64::from(h) << (16 * i);
         }
         // Bytes past the end (padding) count for nothing.
         let real = if len - start >= 64 { u64::MAX } else { (1u64 << (len - start)) - 1 };
@@ -81,7 +74,7 @@ fn quotes(bytes: &[u8], len: usize, words: &mut Vec<u64>) -> Option<bool> {
         words.push(quote & real);
         start += 64;
     }
-    Some(high == 0)
+    Some(())
 }
 
 /// The quotes of a document in order, each taken once.
@@ -112,16 +105,9 @@ impl Quotes<'_> {
     }
 }
 
-/// The text of `doc` from just past one quote to the next. Both ends
-/// are next to a quote, an ASCII byte, so both are character boundaries,
-/// which `str::get` would check again for each of an event's strings.
+/// The text of `doc` from just past one quote to the next.
 fn between(doc: &str, start: usize, end: usize) -> Option<&str> {
-    let bytes = doc.as_bytes().get(start..end)?;
-    debug_assert!(doc.is_char_boundary(start) && doc.is_char_boundary(end));
-    // SAFETY: `doc` is valid UTF-8 and `start` and `end` are character
-    // boundaries of it (each next to a quote byte), so the bytes between
-    // are valid UTF-8.
-    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    doc.get(start..end)
 }
 
 /// Past the spaces at `at` (the zero padding stops it at the end).
@@ -160,16 +146,8 @@ pub(super) fn read<'a>(
     words: &mut Vec<u64>,
     fields: &mut Fields<'a>,
 ) -> Option<Result<(), DecodeError>> {
-    let ascii = quotes(bytes, len, words)?;
-    let text = &bytes[..len];
-    let doc = if ascii {
-        // SAFETY: every byte is below 0x80 (checked by `quotes`): ASCII
-        // is valid UTF-8. (`from_utf8` would check the whole event again.)
-        unsafe { std::str::from_utf8_unchecked(text) }
-    } else {
-        std::str::from_utf8(text).ok()?
-    };
-    // Every slice between quotes (ASCII) of valid UTF-8 is valid too.
+    quotes(bytes, len, words)?;
+    let doc = std::str::from_utf8(&bytes[..len]).ok()?;
     let mut quotes = Quotes { words, word: 0, bits: *words.first()? };
     let mut duplicate = None;
     let mut at = skip_spaces(bytes, 0);
