@@ -209,6 +209,9 @@ const MAX_EVENT_AHEAD_MINUTES: u32 = 7 * 24 * 60;
 const DEFAULT_MAX_ACCOUNTS_PER_CLOCK: u32 = 5_000;
 const MAX_ACCOUNTS_PER_CLOCK: u32 = 1_000_000;
 
+/// Compiles the deserialized file, section by section, in the order their
+/// references need (programs before the rules that pay into them, and so
+/// on); every section reports its own problems.
 fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let version = {
         let canonical = serde_json::to_vec(&def).ok()?;
@@ -216,7 +219,92 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Arc::<str>::from(hex)
     };
+    let settings = compile_settings(&def.settings, problems);
+    let timezone = settings.timezone;
+    let (programs, program_index) = compile_programs(&def, problems);
+    let categories = compile_lists(&def.categories, Item::Category, timezone, problems);
+    let exclusions = compile_lists(&def.exclusions, Item::Exclusion, timezone, problems);
+    let category_index: HashMap<&str, usize> =
+        categories.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let category_choice = def.category_choice.as_ref().map(|c| compile_choice(c, &category_index, problems));
+    let partners = compile_partners(&def, problems);
+    let partner_index: HashMap<&str, usize> =
+        def.partners.keys().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let tiers = compile_tiers(&def, problems);
+    let tier_qualification = compile_qualification(&def, &tiers, &program_index, problems);
+    let bonuses = compile_bonuses(&def, &programs, &program_index, problems);
+    let caps = compile_caps(&def, &program_index, problems);
+    let tables = Tables {
+        def: &def,
+        timezone,
+        programs: &programs,
+        program_index: &program_index,
+        category_index: &category_index,
+        partner_index: &partner_index,
+        tiers: &tiers,
+        caps: &caps,
+        rule_index: rule_index(&def, problems),
+    };
+    let mut rules = Vec::with_capacity(def.rules.len());
+    let mut group_names: Vec<Option<Arc<str>>> = Vec::with_capacity(def.rules.len());
+    for r in &def.rules {
+        if let Some(rule) = compile_rule(r, &tables, problems) {
+            group_names.push(r.group.as_deref().map(Arc::from));
+            rules.push(rule);
+        }
+    }
+    if !problems.0.is_empty() {
+        return None;
+    }
+    check_caps(&caps.caps, &rules, &programs, problems);
+    let (rules, groups) = exclusive_groups(rules, &group_names, problems)?;
+    let any_expiry = programs.iter().any(|p| p.expiry.is_some());
+    let any_inactivity_expiry =
+        programs.iter().any(|p| p.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
+    let ever: Vec<MccSet> = categories.iter().map(|c| c.mcc.ever()).collect();
+    let allowed: Vec<Option<MccSet>> = rules.iter().map(|r| r.when.mcc_allowed(&ever)).collect();
+    let excluded: Vec<MccSet> = exclusions.iter().map(|e| e.mcc.ever()).collect();
+    let mcc_index = MccIndex::new(&allowed, MccSet::union_of(&excluded));
     let s = &def.settings;
+    Some(Rules {
+        version,
+        name: s.name.clone(),
+        currency: s.currency.clone(),
+        timezone,
+        refund_window_ms: i64::from(s.refund_window_days) * time::MS_PER_DAY,
+        dedupe_window_ms: i64::from(s.dedupe_window_days) * time::MS_PER_DAY,
+        max_event_ahead_ms: i64::from(settings.max_ahead_minutes) * 60_000,
+        max_event_delay_ms: i64::from(settings.max_delay_days) * time::MS_PER_DAY,
+        max_accounts_per_clock: settings.per_clock as usize,
+        programs,
+        categories,
+        exclusions,
+        partners: partners.partners,
+        tiers,
+        tier_qualification,
+        bonuses,
+        category_choice,
+        statement_day: s.statement_day,
+        caps: caps.caps,
+        rules,
+        groups,
+        partner_ids: partners.ids,
+        partner_merchants: partners.merchants,
+        any_expiry,
+        any_inactivity_expiry,
+        mcc_index,
+    })
+}
+
+/// What `[settings]` decides beyond the values copied as they are.
+struct CompiledSettings {
+    timezone: TzOffset,
+    max_ahead_minutes: u32,
+    max_delay_days: u32,
+    per_clock: u32,
+}
+
+fn compile_settings(s: &SettingsDef, problems: &mut Problems) -> CompiledSettings {
     let settings = Item::Settings;
     if s.currency.len() != 3 || !s.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         problems.add(&settings, "currency", format!("\"{}\" is not a 3-letter ISO 4217 code", s.currency));
@@ -275,7 +363,14 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             format!("must be a day from 1 to 28, got {}", s.statement_day),
         );
     }
+    CompiledSettings { timezone, max_ahead_minutes, max_delay_days, per_clock }
+}
 
+/// The programs, and each one's place by name.
+fn compile_programs<'d>(
+    def: &'d RulesFile,
+    problems: &mut Problems,
+) -> (Vec<Program>, HashMap<&'d str, usize>) {
     let mut programs = Vec::new();
     let mut program_index = HashMap::new();
     for (name, p) in &def.programs {
@@ -295,66 +390,9 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         if p.unit.trim().is_empty() {
             problems.add(&item, "unit", "must not be empty");
         }
-        let hold = p.hold.as_ref().map(|h| {
-            match (h.days, h.until) {
-                (Some(_), Some(_)) => problems.add(&item, "hold", "give `days` or `until`, not both"),
-                (None, None) => problems.add(&item, "hold", "give `days = N` or `until = \"statement\"`"),
-                (Some(d), None) if d > 3650 => {
-                    problems.add(&item, "hold.days", format!("must be at most 3650, got {d}"))
-                }
-                _ => {}
-            }
-            Hold { days: h.days, until_statement: h.until.is_some(), require_clearing: h.require_clearing }
-        });
-        let expiry = p.expiry.as_ref().and_then(|e| {
-            let policies = [
-                e.after_days.map(ExpiryPolicy::AfterDays),
-                e.after_months.map(ExpiryPolicy::AfterMonths),
-                e.end_of_year.filter(|b| *b).map(|_| ExpiryPolicy::EndOfYear),
-                e.inactive_months.map(|months| ExpiryPolicy::Inactive { months }),
-            ];
-            let given: Vec<ExpiryPolicy> = policies.into_iter().flatten().collect();
-            match given.as_slice() {
-                [one] => {
-                    let zero = matches!(
-                        one,
-                        ExpiryPolicy::AfterDays(0)
-                            | ExpiryPolicy::AfterMonths(0)
-                            | ExpiryPolicy::Inactive { months: 0 }
-                    );
-                    if zero {
-                        problems.add(&item, "expiry", "a period of 0 would expire everything at once");
-                    }
-                    Some(Expiry { policy: *one, warn_days: e.warn_days })
-                }
-                _ => {
-                    problems.add(
-                        &item,
-                        "expiry",
-                        "give exactly one of after_days, after_months, end_of_year = true, inactive_months",
-                    );
-                    None
-                }
-            }
-        });
-        let redemption = p.redemption.as_ref().map(|r| {
-            positive(r.rate.0, &item, "redemption.rate", problems);
-            if let Some(min) = r.min {
-                positive(min.0, &item, "redemption.min", problems);
-            }
-            for (tier, rate) in &r.tier_rates {
-                if !def.tiers.contains_key(tier) {
-                    problems.add(&item, "redemption.tier_rates", format!("unknown tier \"{tier}\""));
-                }
-                positive(rate.0, &item, "redemption.tier_rates", problems);
-            }
-            Redemption {
-                rate: r.rate.0,
-                tier_rates: r.tier_rates.iter().map(|(t, v)| (t.clone(), v.0)).collect(),
-                min: r.min.map(|m| m.0),
-                charities: r.charities.clone(),
-            }
-        });
+        let hold = p.hold.as_ref().map(|h| compile_hold(h, &item, problems));
+        let expiry = p.expiry.as_ref().and_then(|e| compile_expiry(e, &item, problems));
+        let redemption = p.redemption.as_ref().map(|r| compile_redemption(r, &def.tiers, &item, problems));
         program_index.insert(name.as_str(), programs.len());
         programs.push(Program {
             name: Arc::from(name.as_str()),
@@ -366,47 +404,128 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             redemption,
         });
     }
+    (programs, program_index)
+}
 
-    let mut lists = |defs: &BTreeMap<String, MccListDef>, item: fn(String) -> Item| -> Vec<Category> {
-        defs.iter()
-            .map(|(name, list)| {
-                let item = item(name.clone());
-                check_name(name, &item, "name", problems);
-                Category { name: name.clone(), mcc: compile_mcc_list(list, timezone, &item, problems) }
-            })
-            .collect()
-    };
-    let categories = lists(&def.categories, Item::Category);
-    let exclusions = lists(&def.exclusions, Item::Exclusion);
-    let category_index: HashMap<&str, usize> =
-        categories.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
-    let category_choice = def.category_choice.as_ref().map(|c| {
-        let item = Item::Section("category_choice");
-        let mut offered = Vec::new();
-        for name in &c.offered {
-            match category_index.get(name.as_str()) {
-                Some(&i) if !offered.contains(&i) => offered.push(i),
-                Some(_) => problems.add(&item, "offered", format!("\"{name}\" is offered twice")),
-                None => problems.add(&item, "offered", format!("unknown category \"{name}\"")),
+fn compile_hold(h: &HoldDef, item: &Item, problems: &mut Problems) -> Hold {
+    match (h.days, h.until) {
+        (Some(_), Some(_)) => problems.add(item, "hold", "give `days` or `until`, not both"),
+        (None, None) => problems.add(item, "hold", "give `days = N` or `until = \"statement\"`"),
+        (Some(d), None) if d > 3650 => {
+            problems.add(item, "hold.days", format!("must be at most 3650, got {d}"))
+        }
+        _ => {}
+    }
+    Hold { days: h.days, until_statement: h.until.is_some(), require_clearing: h.require_clearing }
+}
+
+fn compile_expiry(e: &ExpiryDef, item: &Item, problems: &mut Problems) -> Option<Expiry> {
+    let policies = [
+        e.after_days.map(ExpiryPolicy::AfterDays),
+        e.after_months.map(ExpiryPolicy::AfterMonths),
+        e.end_of_year.filter(|b| *b).map(|_| ExpiryPolicy::EndOfYear),
+        e.inactive_months.map(|months| ExpiryPolicy::Inactive { months }),
+    ];
+    let given: Vec<ExpiryPolicy> = policies.into_iter().flatten().collect();
+    match given.as_slice() {
+        [one] => {
+            let zero = matches!(
+                one,
+                ExpiryPolicy::AfterDays(0)
+                    | ExpiryPolicy::AfterMonths(0)
+                    | ExpiryPolicy::Inactive { months: 0 }
+            );
+            if zero {
+                problems.add(item, "expiry", "a period of 0 would expire everything at once");
             }
+            Some(Expiry { policy: *one, warn_days: e.warn_days })
         }
-        if c.choose == 0 || c.choose as usize > c.offered.len() {
+        _ => {
             problems.add(
-                &item,
-                "choose",
-                format!("must be from 1 to the {} offered, got {}", c.offered.len(), c.choose),
+                item,
+                "expiry",
+                "give exactly one of after_days, after_months, end_of_year = true, inactive_months",
             );
+            None
         }
-        if !(1..=28).contains(&c.deadline_day) {
-            problems.add(
-                &item,
-                "deadline_day",
-                format!("must be a day from 1 to 28, got {}", c.deadline_day),
-            );
-        }
-        ChoiceConfig { offered, choose: c.choose, deadline_day: c.deadline_day }
-    });
+    }
+}
 
+fn compile_redemption(
+    r: &RedemptionDef,
+    tiers: &BTreeMap<String, TierDef>,
+    item: &Item,
+    problems: &mut Problems,
+) -> Redemption {
+    positive(r.rate.0, item, "redemption.rate", problems);
+    if let Some(min) = r.min {
+        positive(min.0, item, "redemption.min", problems);
+    }
+    for (tier, rate) in &r.tier_rates {
+        if !tiers.contains_key(tier) {
+            problems.add(item, "redemption.tier_rates", format!("unknown tier \"{tier}\""));
+        }
+        positive(rate.0, item, "redemption.tier_rates", problems);
+    }
+    Redemption {
+        rate: r.rate.0,
+        tier_rates: r.tier_rates.iter().map(|(t, v)| (t.clone(), v.0)).collect(),
+        min: r.min.map(|m| m.0),
+        charities: r.charities.clone(),
+    }
+}
+
+/// Categories or exclusions: named MCC lists.
+fn compile_lists(
+    defs: &BTreeMap<String, MccListDef>,
+    item: fn(String) -> Item,
+    timezone: TzOffset,
+    problems: &mut Problems,
+) -> Vec<Category> {
+    defs.iter()
+        .map(|(name, list)| {
+            let item = item(name.clone());
+            check_name(name, &item, "name", problems);
+            Category { name: name.clone(), mcc: compile_mcc_list(list, timezone, &item, problems) }
+        })
+        .collect()
+}
+
+fn compile_choice(
+    c: &CategoryChoiceDef,
+    category_index: &HashMap<&str, usize>,
+    problems: &mut Problems,
+) -> ChoiceConfig {
+    let item = Item::Section("category_choice");
+    let mut offered = Vec::new();
+    for name in &c.offered {
+        match category_index.get(name.as_str()) {
+            Some(&i) if !offered.contains(&i) => offered.push(i),
+            Some(_) => problems.add(&item, "offered", format!("\"{name}\" is offered twice")),
+            None => problems.add(&item, "offered", format!("unknown category \"{name}\"")),
+        }
+    }
+    if c.choose == 0 || c.choose as usize > c.offered.len() {
+        problems.add(
+            &item,
+            "choose",
+            format!("must be from 1 to the {} offered, got {}", c.offered.len(), c.choose),
+        );
+    }
+    if !(1..=28).contains(&c.deadline_day) {
+        problems.add(&item, "deadline_day", format!("must be a day from 1 to 28, got {}", c.deadline_day));
+    }
+    ChoiceConfig { offered, choose: c.choose, deadline_day: c.deadline_day }
+}
+
+/// The partners, and which partner each partner id and merchant id names.
+struct PartnerTables {
+    partners: Vec<Partner>,
+    ids: foldhash::HashMap<String, usize>,
+    merchants: foldhash::HashMap<String, usize>,
+}
+
+fn compile_partners(def: &RulesFile, problems: &mut Problems) -> PartnerTables {
     let mut partners = Vec::new();
     let mut partner_ids = foldhash::HashMap::default();
     let mut partner_merchants = foldhash::HashMap::default();
@@ -435,9 +554,11 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         }
         partners.push(Partner { name: name.clone() });
     }
-    let partner_index: HashMap<&str, usize> =
-        def.partners.keys().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    PartnerTables { partners, ids: partner_ids, merchants: partner_merchants }
+}
 
+/// The tiers, lowest rank first.
+fn compile_tiers(def: &RulesFile, problems: &mut Problems) -> Vec<Tier> {
     let mut tiers: Vec<Tier> = Vec::new();
     for (name, t) in &def.tiers {
         let item = Item::Tier(name.clone());
@@ -460,8 +581,17 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             );
         }
     }
+    tiers
+}
+
+fn compile_qualification(
+    def: &RulesFile,
+    tiers: &[Tier],
+    program_index: &HashMap<&str, usize>,
+    problems: &mut Problems,
+) -> Option<TierQualification> {
     let qualification_item = Item::Section("tier_qualification");
-    let tier_qualification = match (&def.tier_qualification, tiers.is_empty()) {
+    match (&def.tier_qualification, tiers.is_empty()) {
         (None, false) => {
             problems.add(
                 &qualification_item,
@@ -480,55 +610,64 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
         }
         (None, true) => None,
         (Some(q), false) => {
-            let program = match (q.measure, &q.program) {
-                (super::TierMeasure::Earned, Some(p)) => {
-                    let found = program_index.get(p.as_str()).copied();
-                    if found.is_none() {
-                        problems.add(&qualification_item, "program", format!("unknown program \"{p}\""));
-                    }
-                    found
-                }
-                (super::TierMeasure::Earned, None) => {
-                    problems.add(
-                        &qualification_item,
-                        "program",
-                        "measure \"earned\" needs the program whose earnings count",
-                    );
-                    None
-                }
-                (super::TierMeasure::Spend, Some(_)) => {
-                    problems.add(&qualification_item, "program", "only measure \"earned\" takes a program");
-                    None
-                }
-                (super::TierMeasure::Spend, None) => None,
-            };
-            let period = match (q.period, q.rolling_days) {
-                (super::file::TierPeriodDef::Rolling, Some(days)) if (1..=3650).contains(&days) => {
-                    TierPeriod::Rolling { days }
-                }
-                (super::file::TierPeriodDef::Rolling, _) => {
-                    problems.add(
-                        &qualification_item,
-                        "rolling_days",
-                        "a rolling period needs rolling_days from 1 to 3650",
-                    );
-                    TierPeriod::Rolling { days: 1 }
-                }
-                (_, Some(_)) => {
-                    problems.add(
-                        &qualification_item,
-                        "rolling_days",
-                        "only period \"rolling\" takes rolling_days",
-                    );
-                    TierPeriod::Month
-                }
-                (super::file::TierPeriodDef::Month, None) => TierPeriod::Month,
-                (super::file::TierPeriodDef::Quarter, None) => TierPeriod::Quarter,
-                (super::file::TierPeriodDef::Year, None) => TierPeriod::Year,
-            };
+            let program = qualification_program(q, program_index, &qualification_item, problems);
+            let period = qualification_period(q, &qualification_item, problems);
             Some(TierQualification { measure: q.measure, program, period })
         }
-    };
+    }
+}
+
+fn qualification_program(
+    q: &TierQualificationDef,
+    program_index: &HashMap<&str, usize>,
+    item: &Item,
+    problems: &mut Problems,
+) -> Option<usize> {
+    match (q.measure, &q.program) {
+        (super::TierMeasure::Earned, Some(p)) => {
+            let found = program_index.get(p.as_str()).copied();
+            if found.is_none() {
+                problems.add(item, "program", format!("unknown program \"{p}\""));
+            }
+            found
+        }
+        (super::TierMeasure::Earned, None) => {
+            problems.add(item, "program", "measure \"earned\" needs the program whose earnings count");
+            None
+        }
+        (super::TierMeasure::Spend, Some(_)) => {
+            problems.add(item, "program", "only measure \"earned\" takes a program");
+            None
+        }
+        (super::TierMeasure::Spend, None) => None,
+    }
+}
+
+fn qualification_period(q: &TierQualificationDef, item: &Item, problems: &mut Problems) -> TierPeriod {
+    match (q.period, q.rolling_days) {
+        (super::file::TierPeriodDef::Rolling, Some(days)) if (1..=3650).contains(&days) => {
+            TierPeriod::Rolling { days }
+        }
+        (super::file::TierPeriodDef::Rolling, _) => {
+            problems.add(item, "rolling_days", "a rolling period needs rolling_days from 1 to 3650");
+            TierPeriod::Rolling { days: 1 }
+        }
+        (_, Some(_)) => {
+            problems.add(item, "rolling_days", "only period \"rolling\" takes rolling_days");
+            TierPeriod::Month
+        }
+        (super::file::TierPeriodDef::Month, None) => TierPeriod::Month,
+        (super::file::TierPeriodDef::Quarter, None) => TierPeriod::Quarter,
+        (super::file::TierPeriodDef::Year, None) => TierPeriod::Year,
+    }
+}
+
+fn compile_bonuses(
+    def: &RulesFile,
+    programs: &[Program],
+    program_index: &HashMap<&str, usize>,
+    problems: &mut Problems,
+) -> Vec<Bonus> {
     let mut bonuses = Vec::new();
     for (name, b) in &def.bonuses {
         let item = Item::Bonus(name.clone());
@@ -571,7 +710,21 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             per: b.per,
         });
     }
+    bonuses
+}
 
+/// The caps, each one's place by name, and the program each is limited to.
+struct CapTables<'d> {
+    caps: Vec<Cap>,
+    index: HashMap<&'d str, usize>,
+    program: Vec<Option<usize>>,
+}
+
+fn compile_caps<'d>(
+    def: &'d RulesFile,
+    program_index: &HashMap<&str, usize>,
+    problems: &mut Problems,
+) -> CapTables<'d> {
     let mut caps = Vec::new();
     let mut cap_index = HashMap::new();
     let mut cap_program = Vec::new();
@@ -595,7 +748,11 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             measure: c.measure,
         });
     }
+    CapTables { caps, index: cap_index, program: cap_program }
+}
 
+/// Each rule's place by id; two rules with one id are a problem.
+fn rule_index<'d>(def: &'d RulesFile, problems: &mut Problems) -> HashMap<&'d str, usize> {
     let mut rule_index = HashMap::new();
     for (i, r) in def.rules.iter().enumerate() {
         let item = Item::Rule(r.id.clone());
@@ -604,128 +761,155 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             problems.add(&item, "id", "another rule has the same id");
         }
     }
+    rule_index
+}
 
-    let mut rules = Vec::with_capacity(def.rules.len());
-    let mut group_names: Vec<Option<Arc<str>>> = Vec::with_capacity(def.rules.len());
-    for r in &def.rules {
-        let item = Item::Rule(r.id.clone());
-        let Some(&program) = program_index.get(r.program.as_str()) else {
-            problems.add(&item, "program", format!("unknown program \"{}\"", r.program));
-            continue;
-        };
-        let when =
-            compile_conditions(&r.when, timezone, &item, &category_index, &partner_index, &tiers, problems);
-        let effect = match &r.effect {
-            EffectDef::Percent(p) => {
-                if p.0 <= Decimal::ZERO || p.0 > Decimal::ONE_HUNDRED {
-                    problems.add(
-                        &item,
-                        "effect.percent",
-                        format!("must be above 0 and at most 100, got {}", p.0),
-                    );
+/// What a rule may refer to, compiled before the rules.
+struct Tables<'d, 't> {
+    def: &'d RulesFile,
+    timezone: TzOffset,
+    programs: &'t [Program],
+    program_index: &'t HashMap<&'d str, usize>,
+    category_index: &'t HashMap<&'d str, usize>,
+    partner_index: &'t HashMap<&'d str, usize>,
+    tiers: &'t [Tier],
+    caps: &'t CapTables<'d>,
+    rule_index: HashMap<&'d str, usize>,
+}
+
+/// One rule; `None` if its program is unknown (reported).
+fn compile_rule(r: &RuleDef, t: &Tables<'_, '_>, problems: &mut Problems) -> Option<Rule> {
+    let item = Item::Rule(r.id.clone());
+    let Some(&program) = t.program_index.get(r.program.as_str()) else {
+        problems.add(&item, "program", format!("unknown program \"{}\"", r.program));
+        return None;
+    };
+    let when =
+        compile_conditions(&r.when, t.timezone, &item, t.category_index, t.partner_index, t.tiers, problems);
+    let effect = compile_effect(r, t, &item, problems);
+    let decimals = t.programs[program].decimals;
+    let step = r.rounding.step.map_or_else(|| Decimal::new(1, decimals), |s| s.0);
+    positive(step, &item, "rounding.step", problems);
+    if step.normalize().scale() > decimals {
+        problems.add(
+            &item,
+            "rounding.step",
+            format!("{step} is finer than program \"{}\" keeps ({decimals} decimal places)", r.program),
+        );
+    }
+    if let Some(unit) = r.rounding.per_full {
+        positive(unit.0, &item, "rounding.per_full", problems);
+    }
+    let caps = rule_caps(r, program, t.caps, &item, problems);
+    if let Some(g) = &r.group {
+        check_name(g, &item, "group", problems);
+    }
+    Some(Rule {
+        id: Arc::from(r.id.as_str()),
+        program,
+        priority: r.priority,
+        group: None,
+        when,
+        effect,
+        rounding: Rounding { mode: r.rounding.mode, step, per_full: r.rounding.per_full.map(|u| u.0) },
+        caps,
+    })
+}
+
+fn compile_effect(r: &RuleDef, t: &Tables<'_, '_>, item: &Item, problems: &mut Problems) -> Effect {
+    match &r.effect {
+        EffectDef::Percent(p) => {
+            if p.0 <= Decimal::ZERO || p.0 > Decimal::ONE_HUNDRED {
+                problems.add(item, "effect.percent", format!("must be above 0 and at most 100, got {}", p.0));
+            }
+            Effect::Percent { percent: p.0, fraction: p.0 / Decimal::ONE_HUNDRED }
+        }
+        EffectDef::Fixed(v) => {
+            positive(v.0, item, "effect.fixed", problems);
+            Effect::Fixed(v.0)
+        }
+        EffectDef::PerUnit { every, award } => {
+            positive(every.0, item, "effect.per_unit.every", problems);
+            positive(award.0, item, "effect.per_unit.award", problems);
+            Effect::PerUnit { every: every.0, award: award.0 }
+        }
+        EffectDef::Multiply { rule, factor } => {
+            if factor.0 <= Decimal::ONE {
+                problems.add(
+                    item,
+                    "effect.multiply.factor",
+                    format!("must be greater than 1, got {}", factor.0),
+                );
+            }
+            let target = t.rule_index.get(rule.as_str()).copied();
+            let rules = &t.def.rules;
+            match target {
+                None => problems.add(item, "effect.multiply.rule", format!("unknown rule \"{rule}\"")),
+                Some(i) if rules[i].id == r.id => {
+                    problems.add(item, "effect.multiply.rule", "a rule cannot multiply itself")
                 }
-                Effect::Percent { percent: p.0, fraction: p.0 / Decimal::ONE_HUNDRED }
-            }
-            EffectDef::Fixed(v) => {
-                positive(v.0, &item, "effect.fixed", problems);
-                Effect::Fixed(v.0)
-            }
-            EffectDef::PerUnit { every, award } => {
-                positive(every.0, &item, "effect.per_unit.every", problems);
-                positive(award.0, &item, "effect.per_unit.award", problems);
-                Effect::PerUnit { every: every.0, award: award.0 }
-            }
-            EffectDef::Multiply { rule, factor } => {
-                if factor.0 <= Decimal::ONE {
-                    problems.add(
-                        &item,
-                        "effect.multiply.factor",
-                        format!("must be greater than 1, got {}", factor.0),
-                    );
-                }
-                let target = rule_index.get(rule.as_str()).copied();
-                match target {
-                    None => problems.add(&item, "effect.multiply.rule", format!("unknown rule \"{rule}\"")),
-                    Some(t) if def.rules[t].id == r.id => {
-                        problems.add(&item, "effect.multiply.rule", "a rule cannot multiply itself")
-                    }
-                    Some(t) if def.rules[t].program != r.program => problems.add(
-                        &item,
-                        "effect.multiply.rule",
-                        format!(
-                            "rule \"{rule}\" pays into program \"{}\", not \"{}\"",
-                            def.rules[t].program, r.program
-                        ),
+                Some(i) if rules[i].program != r.program => problems.add(
+                    item,
+                    "effect.multiply.rule",
+                    format!(
+                        "rule \"{rule}\" pays into program \"{}\", not \"{}\"",
+                        rules[i].program, r.program
                     ),
-                    Some(_) => {}
-                }
-                if r.group.is_some() {
-                    problems.add(&item, "group", "a multiply rule cannot be in an exclusive group");
-                }
-                Effect::Multiply { rule: target.unwrap_or(usize::MAX), factor: factor.0 }
+                ),
+                Some(_) => {}
             }
-        };
-        let decimals = programs[program].decimals;
-        let step = r.rounding.step.map_or_else(|| Decimal::new(1, decimals), |s| s.0);
-        positive(step, &item, "rounding.step", problems);
-        if step.normalize().scale() > decimals {
-            problems.add(
-                &item,
-                "rounding.step",
-                format!("{step} is finer than program \"{}\" keeps ({decimals} decimal places)", r.program),
-            );
-        }
-        if let Some(unit) = r.rounding.per_full {
-            positive(unit.0, &item, "rounding.per_full", problems);
-        }
-        let mut rule_caps = Vec::new();
-        for name in &r.caps {
-            match cap_index.get(name.as_str()) {
-                None => problems.add(&item, "caps", format!("unknown cap \"{name}\"")),
-                Some(&c) => {
-                    if cap_program[c].is_some_and(|p| p != program) {
-                        problems.add(&item, "caps", format!("cap \"{name}\" belongs to another program"));
-                    }
-                    let spend = caps[c].measure == CapMeasure::Spend;
-                    if spend && matches!(r.effect, EffectDef::Fixed(_) | EffectDef::Multiply { .. }) {
-                        problems.add(
-                            &item,
-                            "caps",
-                            format!("spend cap \"{name}\" needs an effect computed from the amount (percent or per_unit)"),
-                        );
-                    }
-                    rule_caps.push(c);
-                }
+            if r.group.is_some() {
+                problems.add(item, "group", "a multiply rule cannot be in an exclusive group");
             }
+            Effect::Multiply { rule: target.unwrap_or(usize::MAX), factor: factor.0 }
         }
-        for (c, p) in cap_program.iter().enumerate() {
-            let spend_mismatch = caps[c].measure == CapMeasure::Spend
-                && matches!(r.effect, EffectDef::Fixed(_) | EffectDef::Multiply { .. });
-            if *p == Some(program) && !rule_caps.contains(&c) && !spend_mismatch {
+    }
+}
+
+/// The caps a rule counts against: those it names, and those limited to
+/// its program (a spend cap only where the effect is computed from the
+/// amount), in cap order.
+fn rule_caps(
+    r: &RuleDef,
+    program: usize,
+    caps: &CapTables<'_>,
+    item: &Item,
+    problems: &mut Problems,
+) -> Vec<usize> {
+    let mut rule_caps = Vec::new();
+    for name in &r.caps {
+        match caps.index.get(name.as_str()) {
+            None => problems.add(item, "caps", format!("unknown cap \"{name}\"")),
+            Some(&c) => {
+                if caps.program[c].is_some_and(|p| p != program) {
+                    problems.add(item, "caps", format!("cap \"{name}\" belongs to another program"));
+                }
+                let spend = caps.caps[c].measure == CapMeasure::Spend;
+                if spend && matches!(r.effect, EffectDef::Fixed(_) | EffectDef::Multiply { .. }) {
+                    problems.add(
+                        item,
+                        "caps",
+                        format!("spend cap \"{name}\" needs an effect computed from the amount (percent or per_unit)"),
+                    );
+                }
                 rule_caps.push(c);
             }
         }
-        rule_caps.sort_unstable();
-        if let Some(g) = &r.group {
-            check_name(g, &item, "group", problems);
+    }
+    for (c, p) in caps.program.iter().enumerate() {
+        let spend_mismatch = caps.caps[c].measure == CapMeasure::Spend
+            && matches!(r.effect, EffectDef::Fixed(_) | EffectDef::Multiply { .. });
+        if *p == Some(program) && !rule_caps.contains(&c) && !spend_mismatch {
+            rule_caps.push(c);
         }
-        group_names.push(r.group.as_deref().map(Arc::from));
-        rules.push(Rule {
-            id: Arc::from(r.id.as_str()),
-            program,
-            priority: r.priority,
-            group: None,
-            when,
-            effect,
-            rounding: Rounding { mode: r.rounding.mode, step, per_full: r.rounding.per_full.map(|u| u.0) },
-            caps: rule_caps,
-        });
     }
-    if !problems.0.is_empty() {
-        return None;
-    }
+    rule_caps.sort_unstable();
+    rule_caps
+}
 
-    // A reward cap adds up amounts of one unit: its rules share a program.
+/// A reward cap adds up amounts of one unit: its rules share a program,
+/// and what is left of it is paid out, so it must be payable.
+fn check_caps(caps: &[Cap], rules: &[Rule], programs: &[Program], problems: &mut Problems) {
     for (c, cap) in caps.iter().enumerate() {
         let programs_using: BTreeSet<usize> =
             rules.iter().filter(|r| r.caps.contains(&c)).map(|r| r.program).collect();
@@ -750,15 +934,25 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
             }
         }
     }
+}
+
+/// Puts the rules in evaluation order and gathers the exclusive groups,
+/// each with its members highest priority first (once a member pays,
+/// lower ones cannot win).
+fn exclusive_groups(
+    mut rules: Vec<Rule>,
+    group_names: &[Option<Arc<str>>],
+    problems: &mut Problems,
+) -> Option<(Vec<Rule>, Vec<Group>)> {
     let mut group_programs: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
-    for (r, g) in rules.iter().zip(&group_names) {
+    for (r, g) in rules.iter().zip(group_names) {
         if let Some(g) = g {
             group_programs.entry(g).or_default().insert(r.program);
         }
     }
     for (group, programs_in) in &group_programs {
         if programs_in.len() > 1 {
-            let first = rules.iter().zip(&group_names).find(|(_, g)| g.as_deref() == Some(*group));
+            let first = rules.iter().zip(group_names).find(|(_, g)| g.as_deref() == Some(*group));
             problems.add(
                 &Item::Rule(first.map(|(r, _)| r.id.to_string()).unwrap_or_default()),
                 "group",
@@ -770,7 +964,7 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     }
     let mut groups: Vec<Group> =
         group_programs.keys().map(|name| Group { name: Arc::from(*name), members: Vec::new() }).collect();
-    for (rule, name) in rules.iter_mut().zip(&group_names) {
+    for (rule, name) in rules.iter_mut().zip(group_names) {
         rule.group = name.as_deref().and_then(|n| groups.iter().position(|g| &*g.name == n));
     }
 
@@ -787,41 +981,7 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     if !problems.0.is_empty() {
         return None;
     }
-    let any_expiry = programs.iter().any(|p| p.expiry.is_some());
-    let any_inactivity_expiry =
-        programs.iter().any(|p| p.expiry.is_some_and(|e| matches!(e.policy, ExpiryPolicy::Inactive { .. })));
-    let ever: Vec<MccSet> = categories.iter().map(|c| c.mcc.ever()).collect();
-    let allowed: Vec<Option<MccSet>> = rules.iter().map(|r| r.when.mcc_allowed(&ever)).collect();
-    let excluded: Vec<MccSet> = exclusions.iter().map(|e| e.mcc.ever()).collect();
-    let mcc_index = MccIndex::new(&allowed, MccSet::union_of(&excluded));
-    Some(Rules {
-        version,
-        name: s.name.clone(),
-        currency: s.currency.clone(),
-        timezone,
-        refund_window_ms: i64::from(s.refund_window_days) * time::MS_PER_DAY,
-        dedupe_window_ms: i64::from(s.dedupe_window_days) * time::MS_PER_DAY,
-        max_event_ahead_ms: i64::from(max_ahead_minutes) * 60_000,
-        max_event_delay_ms: i64::from(max_delay_days) * time::MS_PER_DAY,
-        max_accounts_per_clock: per_clock as usize,
-        programs,
-        categories,
-        exclusions,
-        partners,
-        tiers,
-        tier_qualification,
-        bonuses,
-        category_choice,
-        statement_day: s.statement_day,
-        caps,
-        rules,
-        groups,
-        partner_ids,
-        partner_merchants,
-        any_expiry,
-        any_inactivity_expiry,
-        mcc_index,
-    })
+    Some((rules, groups))
 }
 
 fn compile_conditions(
