@@ -24,8 +24,10 @@ mod recovery;
 pub mod report;
 mod workers;
 
+use crate::store::Progress;
 use failpoint::Failpoint;
 use publish::{begin_and_produce, produce, write_and_begin};
+use rebalance::Owned;
 
 use crate::config::EngineConfig;
 use crate::rules::{self, RulesError};
@@ -325,6 +327,55 @@ struct Polled {
     payload: (usize, usize),
 }
 
+/// What a cycle's partitions became, for its commit.
+#[derive(Default)]
+struct Processed {
+    /// (partition, next offset): what the transaction commits.
+    offsets: Vec<(u32, u64)>,
+    progress: Vec<(u32, Progress)>,
+    sinks: Vec<outbox::OutboxSink>,
+    /// Clocks that left accounts due: (partition, their time).
+    cut_clocks: Vec<(u32, Timestamp)>,
+}
+
+/// The polled messages to process, by partition: only partitions still
+/// owned, only offsets not yet applied.
+fn work_of(polled: &[Polled], owned: &BTreeMap<u32, Owned>) -> BTreeMap<u32, Vec<workers::Message>> {
+    let mut by_partition: BTreeMap<u32, Vec<workers::Message>> = BTreeMap::new();
+    for m in polled {
+        match owned.get(&m.partition) {
+            Some(o) if m.offset >= o.progress.next_offset => {
+                by_partition.entry(m.partition).or_default().push(workers::Message {
+                    offset: m.offset,
+                    key: m.key.0..m.key.1,
+                    payload: m.payload.0..m.payload.1,
+                    timestamp: m.timestamp.map(Timestamp),
+                });
+            }
+            _ => {}
+        }
+    }
+    by_partition
+}
+
+/// A cycle's report, with each processed partition's message count and
+/// oldest timestamp.
+fn cycle_report(
+    polled: &[Polled],
+    by_partition: &BTreeMap<u32, Vec<workers::Message>>,
+    polling: Duration,
+) -> crate::metrics::CycleReport {
+    let mut report = crate::metrics::CycleReport { polling, ..Default::default() };
+    for m in polled.iter().filter(|m| by_partition.contains_key(&m.partition)) {
+        let e = report.partitions.entry(m.partition).or_insert((0, None));
+        e.0 += 1;
+        if let Some(ts) = m.timestamp {
+            e.1 = Some(e.1.map_or(ts, |o: i64| o.min(ts)));
+        }
+    }
+    report
+}
+
 impl Engine {
     fn main_loop(&mut self, stop: &AtomicBool, options: &RunOptions) -> Result<(), EngineError> {
         let interval = Duration::from_millis(self.config.engine.commit_interval_ms);
@@ -475,38 +526,16 @@ impl Engine {
         polled: &[Polled],
         polling: Duration,
     ) -> Result<Vec<u8>, EngineError> {
-        // Only partitions still owned, only offsets not yet applied.
         let owned = EngineContext::lock(&self.assignment).owned.clone();
         self.workers.retain_owned(|p| owned.contains_key(&p));
-        let mut by_partition: BTreeMap<u32, Vec<workers::Message>> = BTreeMap::new();
-        for m in polled {
-            match owned.get(&m.partition) {
-                Some(o) if m.offset >= o.progress.next_offset => {
-                    by_partition.entry(m.partition).or_default().push(workers::Message {
-                        offset: m.offset,
-                        key: m.key.0..m.key.1,
-                        payload: m.payload.0..m.payload.1,
-                        timestamp: m.timestamp.map(Timestamp),
-                    });
-                }
-                _ => {}
-            }
-        }
+        let by_partition = work_of(polled, &owned);
         if by_partition.is_empty() {
             self.finish_inflight()?;
             self.flush_marks()?;
             return Ok(arena);
         }
         let started = Instant::now();
-        let mut report = crate::metrics::CycleReport { polling, ..Default::default() };
-        for m in polled.iter().filter(|m| by_partition.contains_key(&m.partition)) {
-            let e = report.partitions.entry(m.partition).or_insert((0, None));
-            e.0 += 1;
-            if let Some(ts) = m.timestamp {
-                e.1 = Some(e.1.map_or(ts, |o: i64| o.min(ts)));
-            }
-        }
-        let store = self.store.clone();
+        let mut report = cycle_report(polled, &by_partition, polling);
         let work = by_partition
             .into_iter()
             .map(|(partition, messages)| workers::PartitionWork {
@@ -520,10 +549,20 @@ impl Engine {
         // The workers hold no copy once they have answered.
         let mut arena = Arc::try_unwrap(buffer).unwrap_or_default();
         arena.clear();
-        let mut offsets = Vec::with_capacity(done.len());
-        let mut progress_after = Vec::with_capacity(done.len());
-        let mut sinks = Vec::with_capacity(done.len());
-        let mut cut_clocks = Vec::new();
+        let processed = self.take_results(done, &mut report)?;
+        report.processing = started.elapsed();
+        self.commit_cycle(staged, processed, report)?;
+        Ok(arena)
+    }
+
+    /// Counts what the workers did, reads again what a batch left after its
+    /// clocks, and keeps each partition's sink, offset and progress.
+    fn take_results(
+        &mut self,
+        done: Vec<workers::PartitionDone>,
+        report: &mut crate::metrics::CycleReport,
+    ) -> Result<Processed, EngineError> {
+        let mut out = Processed::default();
         for workers::PartitionDone { partition: p, mut sink, stats, progress, cut_clock } in done {
             if stats.unprocessed > 0 {
                 self.read_again_from(p, progress.next_offset)?;
@@ -531,7 +570,7 @@ impl Engine {
                     e.0 -= stats.unprocessed.min(e.0);
                 }
             }
-            cut_clocks.extend(cut_clock.map(|(at, _)| (p, at)));
+            out.cut_clocks.extend(cut_clock.map(|(at, _)| (p, at)));
             report.clock_accounts += stats.clock_accounts;
             report.clocks_cut += stats.clocks_cut;
             self.summary.events += stats.inputs;
@@ -544,11 +583,24 @@ impl Engine {
             for (reason, n) in std::mem::take(&mut sink.dead) {
                 *report.dead_letters.entry(reason).or_default() += n;
             }
-            sinks.push(sink);
-            offsets.push((p, progress.next_offset));
-            progress_after.push((p, progress));
+            out.sinks.push(sink);
+            out.offsets.push((p, progress.next_offset));
+            out.progress.push((p, progress));
         }
-        report.processing = started.elapsed();
+        Ok(out)
+    }
+
+    /// Commits a processed cycle: its state, outbox and journal entry in
+    /// one RocksDB batch, then its records into a transaction of its own,
+    /// committed on the committer's thread once the previous one ended.
+    fn commit_cycle(
+        &mut self,
+        staged: Vec<crate::store::Staged>,
+        processed: Processed,
+        mut report: crate::metrics::CycleReport,
+    ) -> Result<(), EngineError> {
+        let Processed { offsets, progress, mut sinks, cut_clocks } = processed;
+        let store = self.store.clone();
         // An outcome already known rides in this WriteBatch (a failed
         // transaction is published again first, keeping them in order).
         let waiting = Instant::now();
@@ -575,7 +627,7 @@ impl Engine {
         self.workers.committed();
         {
             let mut a = EngineContext::lock(&self.assignment);
-            for (p, progress) in progress_after {
+            for (p, progress) in progress {
                 if let Some(o) = a.owned.get_mut(&p) {
                     o.progress = progress;
                 }
@@ -607,7 +659,7 @@ impl Engine {
         self.failpoint.hit("after-state-commit");
         self.start_commit(CommittedCycle { id, offsets, report, started: Instant::now() }, failed)?;
         self.follow_up_clocks(&cut_clocks);
-        Ok(arena)
+        Ok(())
     }
 
     /// A partition's batch ended before its last polled message (after a

@@ -178,6 +178,16 @@ enum Work<'a> {
     Derived(u64, DerivedEvent),
 }
 
+impl<'a> Work<'a> {
+    /// The offset it counts under, its bytes, and the input if it is one.
+    fn parts(&self) -> (u64, &[u8], Option<&Input<'a>>) {
+        match self {
+            Work::Input(input) => (input.offset, input.payload, Some(input)),
+            Work::Derived(offset, d) => (*offset, d.payload.as_slice(), None),
+        }
+    }
+}
+
 impl Processor {
     pub fn new(rules: Arc<Rules>) -> Processor {
         Processor {
@@ -377,14 +387,11 @@ impl Processor {
         while let Some(work) = queue.pop_front() {
             (self.position, sink.at) = (position, position);
             position += 1;
-            let (offset, payload, input) = match &work {
-                Work::Input(input) => {
-                    stats.inputs += 1;
-                    progress.next_offset = progress.next_offset.max(input.offset + 1);
-                    (input.offset, input.payload, Some(input))
-                }
-                Work::Derived(offset, d) => (*offset, d.payload.as_slice(), None),
-            };
+            let (offset, payload, input) = work.parts();
+            if let Some(input) = input {
+                stats.inputs += 1;
+                progress.next_offset = progress.next_offset.max(input.offset + 1);
+            }
             // A derived event is a dead letter as an input of its source's offset.
             let mut dead_letter = |reason: &'static str, detail: &str| {
                 stats.dead_letters += 1;
@@ -412,12 +419,7 @@ impl Processor {
                     continue;
                 }
             }
-            let horizon = progress.stream_time.0.saturating_sub(window);
-            let first_seen = match self.seen.get(event.event_id) {
-                Some(at) => Some(*at).filter(|at| at.0 >= horizon),
-                None => store.seen(partition, event.event_id, progress.stream_time, window)?,
-            };
-            if let Some(first_seen) = first_seen {
+            if let Some(first_seen) = self.first_seen(store, partition, event.event_id, progress)? {
                 stats.duplicates += 1;
                 sink.duplicate(offset, &event, first_seen);
                 continue;
@@ -427,18 +429,7 @@ impl Processor {
                 panic!("a test asked for a panic on {}", event.event_id);
             }
             let outcome = match event.body {
-                EventBody::Clock => {
-                    let fired = self.fire_timers(store, partition, &event)?;
-                    stats.clock_accounts += fired.accounts as u64;
-                    if fired.cut {
-                        stats.clocks_cut += 1;
-                        self.cut_clock = Some((event.occurred_at, event.event_id.to_string()));
-                    }
-                    match fired.accounts {
-                        0 => Outcome::NoEffect(NoEffect::NothingDue),
-                        _ => Outcome::Applied(self.effects.records.len()),
-                    }
-                }
+                EventBody::Clock => self.run_clock(store, partition, &event, &mut stats)?,
                 _ => self.apply(store, partition, &event)?,
             };
             match outcome {
@@ -484,6 +475,44 @@ impl Processor {
             self.uncommitted.extend(written.map(|(account, c)| (partition, account, c.state, c.encoded)));
         }
         Ok(stats)
+    }
+
+    /// When `event_id` was first seen within the dedupe window, if it was:
+    /// in this batch, or in the store.
+    fn first_seen(
+        &self,
+        store: &Store,
+        partition: u32,
+        event_id: &str,
+        progress: &Progress,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let window = self.core.rules().dedupe_window_ms;
+        let horizon = progress.stream_time.0.saturating_sub(window);
+        match self.seen.get(event_id) {
+            Some(at) => Ok(Some(*at).filter(|at| at.0 >= horizon)),
+            None => store.seen(partition, event_id, progress.stream_time, window),
+        }
+    }
+
+    /// A clock event: fires the partition's due timers and counts them; a
+    /// clock that left accounts due is remembered for the caller.
+    fn run_clock(
+        &mut self,
+        store: &Store,
+        partition: u32,
+        clock: &Event<'_>,
+        stats: &mut BatchStats,
+    ) -> Result<Outcome, StoreError> {
+        let fired = self.fire_timers(store, partition, clock)?;
+        stats.clock_accounts += fired.accounts as u64;
+        if fired.cut {
+            stats.clocks_cut += 1;
+            self.cut_clock = Some((clock.occurred_at, clock.event_id.to_string()));
+        }
+        Ok(match fired.accounts {
+            0 => Outcome::NoEffect(NoEffect::NothingDue),
+            _ => Outcome::Applied(self.effects.records.len()),
+        })
     }
 
     /// A clock event fires its partition's due timers (see [`fire_timers`]);
