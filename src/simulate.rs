@@ -227,33 +227,13 @@ impl Sink for SimSink<'_> {
 pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     let started = Instant::now();
     let rules: Arc<Rules> = Arc::new(rules::load(&opts.rules)?);
-    let temp;
-    let state_dir = match &opts.state_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::tempdir().map_err(io_err(Path::new("temporary state directory")))?;
-            temp.path().to_path_buf()
-        }
-    };
-    let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
-    if let Some(previous) = store.rules_version()? {
-        if previous != *rules.version {
-            return Err(SimulateError::RulesChanged(state_dir, previous, rules.version.to_string()));
-        }
-    }
+    // Kept until the end: a temporary state directory lives as long.
+    let (store, _temp) = open_state(opts, &rules)?;
     let input = File::open(&opts.input).map_err(io_err(&opts.input))?;
     let input_len = input.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = BufReader::with_capacity(1 << 20, input);
 
-    let out: Option<Box<dyn Write>> = match &opts.out {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::with_capacity(1 << 20, io::stdout()))),
-        Some(p) => Some(Box::new(BufWriter::with_capacity(1 << 20, File::create(p).map_err(io_err(p))?))),
-    };
-    let dlq = match &opts.dlq {
-        Some(p) => Some(BufWriter::new(File::create(p).map_err(io_err(p))?)),
-        None => None,
-    };
+    let (out, dlq) = open_outputs(opts)?;
 
     let mut progress = store.progress(0)?.unwrap_or_default();
     let mut summary = Summary {
@@ -316,18 +296,12 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
                     timestamp: None,
                 })
                 .collect();
-            let mut batch = store.batch();
-            if first_batch {
-                batch.set_rules_version(&rules.version);
-                first_batch = false;
-            }
-            let s = processor.process(&store, 0, &mut progress, &inputs, &mut batch, &mut sink)?;
-            store.commit(batch)?;
-            processor.committed();
+            let version = first_batch.then_some(&*rules.version);
+            first_batch = false;
+            stats += process_batch(&store, &mut processor, &mut progress, &inputs, version, &mut sink)?;
             if let Some(e) = sink.error.take() {
                 return Err(SimulateError::Io { path: opts.out.clone().unwrap_or_default(), source: e });
             }
-            stats += s;
             arena.clear();
             spans.clear();
             meter.update(bytes_read, stats.inputs);
@@ -348,6 +322,65 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
     summary.blank_lines = blank_lines;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The state store: `--state-dir`, which must have been written under
+/// the same rules if it was, or a temporary directory (returned, to live
+/// as long as the store).
+fn open_state(
+    opts: &SimulateOptions,
+    rules: &Rules,
+) -> Result<(Store, Option<tempfile::TempDir>), SimulateError> {
+    let (state_dir, temp) = match &opts.state_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::tempdir().map_err(io_err(Path::new("temporary state directory")))?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let store = Store::open(&state_dir, &StoreOptions { sync: false, ..StoreOptions::default() })?;
+    if let Some(previous) = store.rules_version()? {
+        if previous != *rules.version {
+            return Err(SimulateError::RulesChanged(state_dir, previous, rules.version.to_string()));
+        }
+    }
+    Ok((store, temp))
+}
+
+/// The records' output (`-`: stdout) and the dead letters' file, if asked for.
+type Outputs = (Option<Box<dyn Write>>, Option<BufWriter<File>>);
+
+fn open_outputs(opts: &SimulateOptions) -> Result<Outputs, SimulateError> {
+    let out: Option<Box<dyn Write>> = match &opts.out {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::with_capacity(1 << 20, io::stdout()))),
+        Some(p) => Some(Box::new(BufWriter::with_capacity(1 << 20, File::create(p).map_err(io_err(p))?))),
+    };
+    let dlq = match &opts.dlq {
+        Some(p) => Some(BufWriter::new(File::create(p).map_err(io_err(p))?)),
+        None => None,
+    };
+    Ok((out, dlq))
+}
+
+/// One batch of lines through the processor, committed; the first also
+/// records the rules `version` the state is written under.
+fn process_batch(
+    store: &Store,
+    processor: &mut Processor,
+    progress: &mut crate::store::Progress,
+    inputs: &[Input<'_>],
+    version: Option<&str>,
+    sink: &mut SimSink<'_>,
+) -> Result<BatchStats, SimulateError> {
+    let mut batch = store.batch();
+    if let Some(version) = version {
+        batch.set_rules_version(version);
+    }
+    let stats = processor.process(store, 0, progress, inputs, &mut batch, sink)?;
+    store.commit(batch)?;
+    processor.committed();
+    Ok(stats)
 }
 
 /// Shows progress on stderr for long inputs: a live line on a terminal,
