@@ -386,6 +386,33 @@ fn small_integer(raw: Option<Raw<'_>>, field: &'static str) -> Result<Option<u64
     }
 }
 
+/// Whether a purchase is authorized or cleared; only a cleared one may
+/// name the authorization it clears.
+fn purchase_status(f: &Fields<'_>, clears: Option<&str>) -> Result<PurchaseStatus, DecodeError> {
+    let status = match string(f.status, "status")? {
+        None | Some("cleared") => PurchaseStatus::Cleared,
+        Some("authorized") => PurchaseStatus::Authorized,
+        Some(_) => {
+            return Err(DecodeError::Invalid { field: "status", problem: "must be authorized or cleared" });
+        }
+    };
+    if status == PurchaseStatus::Authorized && clears.is_some() {
+        return Err(DecodeError::Invalid {
+            field: "original_event_id",
+            problem: "an authorization clears nothing; only a cleared purchase names its authorization",
+        });
+    }
+    Ok(status)
+}
+
+fn category_choice<'a>(f: &Fields<'a>, nodes: &[Node<'a>]) -> Result<CategoryChoice<'a>, DecodeError> {
+    let month = required(string(f.month, "month")?, "month")?;
+    let month = crate::time::parse_month(month)
+        .map_err(|_| DecodeError::Invalid { field: "month", problem: "must be a month like 2026-12" })?;
+    let categories = required(strings(f.categories, nodes, "categories", 32)?, "categories")?;
+    Ok(CategoryChoice { month, categories })
+}
+
 fn build_event<'a>(
     f: &Fields<'a>,
     nodes: &[Node<'a>],
@@ -405,35 +432,17 @@ fn build_event<'a>(
     let currency = currency(f.currency)?;
     let original_event_id = id(f.original_event_id, "original_event_id")?;
     let body = match kind {
-        EventKind::Purchase => {
-            let status = match string(f.status, "status")? {
-                None | Some("cleared") => PurchaseStatus::Cleared,
-                Some("authorized") => PurchaseStatus::Authorized,
-                Some(_) => {
-                    return Err(DecodeError::Invalid {
-                        field: "status",
-                        problem: "must be authorized or cleared",
-                    });
-                }
-            };
-            if status == PurchaseStatus::Authorized && original_event_id.is_some() {
-                return Err(DecodeError::Invalid {
-                    field: "original_event_id",
-                    problem: "an authorization clears nothing; only a cleared purchase names its authorization",
-                });
-            }
-            EventBody::Purchase(Purchase {
-                amount: required(amount, "amount")?,
-                currency: required(currency, "currency")?,
-                mcc: required(mcc(f.mcc)?, "mcc")?,
-                merchant_id: required(id(f.merchant_id, "merchant_id")?, "merchant_id")?,
-                partner_id: id(f.partner_id, "partner_id")?,
-                channel: id(f.channel, "channel")?,
-                card_id: id(f.card_id, "card_id")?,
-                status,
-                clears: original_event_id,
-            })
-        }
+        EventKind::Purchase => EventBody::Purchase(Purchase {
+            status: purchase_status(f, original_event_id)?,
+            amount: required(amount, "amount")?,
+            currency: required(currency, "currency")?,
+            mcc: required(mcc(f.mcc)?, "mcc")?,
+            merchant_id: required(id(f.merchant_id, "merchant_id")?, "merchant_id")?,
+            partner_id: id(f.partner_id, "partner_id")?,
+            channel: id(f.channel, "channel")?,
+            card_id: id(f.card_id, "card_id")?,
+            clears: original_event_id,
+        }),
         EventKind::Refund => EventBody::Refund(Refund {
             original_event_id: required(original_event_id, "original_event_id")?,
             amount: required(amount, "amount")?,
@@ -469,15 +478,7 @@ fn build_event<'a>(
         EventKind::ReferralBonus => EventBody::ReferralBonus {
             referred: required(id(f.referred_account_id, "referred_account_id")?, "referred_account_id")?,
         },
-        EventKind::CategoryChoice => {
-            let month = required(string(f.month, "month")?, "month")?;
-            let month = crate::time::parse_month(month).map_err(|_| DecodeError::Invalid {
-                field: "month",
-                problem: "must be a month like 2026-12",
-            })?;
-            let categories = required(strings(f.categories, nodes, "categories", 32)?, "categories")?;
-            EventBody::CategoryChoice(CategoryChoice { month, categories })
-        }
+        EventKind::CategoryChoice => EventBody::CategoryChoice(category_choice(f, nodes)?),
         EventKind::StatementCycle => {
             let day = required(small_integer(f.statement_day, "statement_day")?, "statement_day")?;
             if !(1..=28).contains(&day) {
