@@ -10,10 +10,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    brokers: String,
-    #[arg(long)]
-    topic: String,
+    #[command(flatten)]
+    target: super::TopicArgs,
     /// Also show records of open and aborted transactions.
     #[arg(long)]
     read_uncommitted: bool,
@@ -28,7 +26,8 @@ pub struct Args {
     summary: bool,
 }
 
-pub fn run(Args { brokers, topic, read_uncommitted, out, idle_ms, summary }: Args) -> Result<ExitCode> {
+pub fn run(Args { target, read_uncommitted, out, idle_ms, summary }: Args) -> Result<ExitCode> {
+    let super::TopicArgs { brokers, topic } = target;
     let messages =
         kafka_tools::read_topic(&brokers, &topic, !read_uncommitted, Duration::from_millis(idle_ms))?;
     if let Some(path) = out {

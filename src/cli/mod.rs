@@ -25,6 +25,15 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// A broker and a topic on it (`produce`, `consume`).
+#[derive(clap::Args)]
+pub struct TopicArgs {
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long)]
+    pub topic: String,
+}
+
 pub fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {
     Timestamp::parse_rfc3339(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }

@@ -8,15 +8,13 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    brokers: String,
-    #[arg(long)]
-    topic: String,
+    #[command(flatten)]
+    target: super::TopicArgs,
     #[arg(long)]
     input: PathBuf,
 }
 
-pub fn run(Args { brokers, topic, input }: Args) -> Result<ExitCode> {
+pub fn run(Args { target: super::TopicArgs { brokers, topic }, input }: Args) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let n = kafka_tools::produce_file(&brokers, &topic, &input)?;
     let secs = started.elapsed().as_secs_f64();

@@ -99,24 +99,7 @@ pub struct RunOptions {
     pub stop_when_idle: Option<Duration>,
 }
 
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunSummary {
-    pub events: u64,
-    pub records: u64,
-    pub dead_letters: u64,
-    pub duplicates: u64,
-    pub no_effect: u64,
-    pub transactions: u64,
-    pub aborted: u64,
-    pub recoveries: u64,
-    /// Assignments refused (see [`report::RunReport`]).
-    pub refused_partitions: u64,
-    /// Transactions a crash left open, as the start decided them.
-    pub resolved: Vec<report::Resolved>,
-    /// From the first input message to the last commit.
-    pub busy: Duration,
-}
+pub use report::RunSummary;
 
 /// A transaction's outcome, to record in the journal.
 struct Decided {

@@ -1,14 +1,14 @@
-//! What a run did, as `accrual run --report FILE` writes it (JSON) when the
-//! engine stops: for the benchmark's child runs, and for tests that check
-//! what happened (recoveries, aborts, refusals, transactions a crash left
-//! open) instead of reading the log.
+//! What a run did: the engine's summary, which `accrual run --report FILE`
+//! writes as JSON when the engine stops, for the benchmark's child runs and
+//! for tests that check what happened (recoveries, aborts, refusals,
+//! transactions a crash left open) instead of reading the log.
 
-use super::RunSummary;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
     pub events: u64,
     pub records: u64,
     pub dead_letters: u64,
@@ -24,9 +24,13 @@ pub struct RunReport {
     pub refused_partitions: u64,
     /// Transactions a crash had left open, as the start decided them.
     pub resolved: Vec<Resolved>,
-    /// First input message to last commit.
-    pub busy_seconds: f64,
+    /// From the first input message to the last commit.
+    #[serde(rename = "busy_seconds", with = "seconds")]
+    pub busy: Duration,
 }
+
+/// The report is the summary, as written.
+pub type RunReport = RunSummary;
 
 /// A transaction left open by a crash and decided at the start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,25 +41,22 @@ pub struct Resolved {
     pub status: String,
 }
 
-impl From<&RunSummary> for RunReport {
-    fn from(s: &RunSummary) -> RunReport {
-        RunReport {
-            events: s.events,
-            records: s.records,
-            dead_letters: s.dead_letters,
-            duplicates: s.duplicates,
-            no_effect: s.no_effect,
-            transactions: s.transactions,
-            aborted: s.aborted,
-            recoveries: s.recoveries,
-            refused_partitions: s.refused_partitions,
-            resolved: s.resolved.clone(),
-            busy_seconds: s.busy.as_secs_f64(),
-        }
+/// A duration as seconds (a float), as the report has always shown it.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 
 pub fn write_report(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(&RunReport::from(summary)).map_err(std::io::Error::other)?;
+    let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;
     std::fs::write(path, json)
 }
