@@ -393,10 +393,11 @@ impl Processor {
                 progress.next_offset = progress.next_offset.max(input.offset + 1);
             }
             // A derived event is a dead letter as an input of its source's offset.
+            let fallback = Input { offset, key: &[], payload, timestamp: None };
+            let source = input.unwrap_or(&fallback);
             let mut dead_letter = |reason: &'static str, detail: &str| {
                 stats.dead_letters += 1;
-                let fallback = Input { offset, key: &[], payload, timestamp: None };
-                sink.dead_letter(input.unwrap_or(&fallback), reason, detail);
+                sink.dead_letter(source, reason, detail);
             };
             if poisoned.contains(&self.position) {
                 dead_letter(
@@ -432,22 +433,8 @@ impl Processor {
                 EventBody::Clock => self.run_clock(store, partition, &event, &mut stats)?,
                 _ => self.apply(store, partition, &event)?,
             };
-            match outcome {
-                Outcome::Applied(_) => {
-                    stats.accrued += 1;
-                    stats.records += self.effects.records.len() as u64;
-                    sink.accrued(offset, &event, &self.effects.records);
-                }
-                Outcome::NoEffect(why) => {
-                    stats.no_effect += 1;
-                    sink.no_effect(offset, &event, why);
-                }
-                Outcome::Rejected(rejection) => {
-                    stats.dead_letters += 1;
-                    let fallback = Input { offset, key: &[], payload, timestamp: None };
-                    sink.dead_letter(input.unwrap_or(&fallback), rejection.reason(), &rejection.to_string());
-                    continue;
-                }
+            if !report_outcome(outcome, source, &event, &self.effects.records, &mut stats, sink) {
+                continue;
             }
             self.seen.insert(event.event_id.to_string(), event.occurred_at);
             progress.stream_time = progress.stream_time.max(event.occurred_at);
@@ -563,6 +550,35 @@ impl Processor {
             batch.put_seen(partition, event_id, *at);
         }
     }
+}
+
+/// Tells the sink what an admitted, new event became (`records`: what it
+/// produced). False if the core rejected it: a dead letter, nothing else.
+fn report_outcome<S: Sink>(
+    outcome: Outcome,
+    source: &Input<'_>,
+    event: &Event<'_>,
+    records: &[AccrualRecord],
+    stats: &mut BatchStats,
+    sink: &mut S,
+) -> bool {
+    match outcome {
+        Outcome::Applied(_) => {
+            stats.accrued += 1;
+            stats.records += records.len() as u64;
+            sink.accrued(source.offset, event, records);
+        }
+        Outcome::NoEffect(why) => {
+            stats.no_effect += 1;
+            sink.no_effect(source.offset, event, why);
+        }
+        Outcome::Rejected(rejection) => {
+            stats.dead_letters += 1;
+            sink.dead_letter(source, rejection.reason(), &rejection.to_string());
+            return false;
+        }
+    }
+    true
 }
 
 /// A string to sort by, with its first 16 bytes as a big-endian number

@@ -8,6 +8,15 @@ impl Rules {
     /// Lines describing the program, in evaluation order.
     pub fn describe(&self) -> String {
         let mut s = String::new();
+        self.describe_settings(&mut s);
+        self.describe_sections(&mut s);
+        self.describe_programs(&mut s);
+        self.describe_caps(&mut s);
+        self.describe_rules(&mut s);
+        s
+    }
+
+    fn describe_settings(&self, s: &mut String) {
         let _ = writeln!(s, "  program \"{}\", rules version {}", self.name, self.version);
         let _ = writeln!(
             s,
@@ -28,6 +37,10 @@ impl Rules {
             "  a clock brings at most {} accounts of a partition to its time",
             self.max_accounts_per_clock
         );
+    }
+
+    /// The programs, categories, exclusions, partners and tiers by name.
+    fn describe_sections(&self, s: &mut String) {
         let programs: Vec<String> = self
             .programs
             .iter()
@@ -60,6 +73,11 @@ impl Rules {
             });
             let _ = writeln!(s, "  tiers: {}{q}", tiers.join(", "));
         }
+    }
+
+    /// Each program's holds, expiry and redemption; bonuses; the category
+    /// choice.
+    fn describe_programs(&self, s: &mut String) {
         for p in &self.programs {
             let mut parts = Vec::new();
             if let Some(h) = &p.hold {
@@ -98,6 +116,9 @@ impl Rules {
                 c.deadline_day
             );
         }
+    }
+
+    fn describe_caps(&self, s: &mut String) {
         for cap in &self.caps {
             let period = match cap.period {
                 CapPeriod::Transaction => "per purchase",
@@ -111,6 +132,9 @@ impl Rules {
             };
             let _ = writeln!(s, "  cap {}: {} {measure} {period}", cap.id, cap.limit);
         }
+    }
+
+    fn describe_rules(&self, s: &mut String) {
         let _ = writeln!(s, "  rules, in evaluation order:");
         for rule in &self.rules {
             let effect = match &rule.effect {
@@ -133,6 +157,5 @@ impl Rules {
             }
             s.push('\n');
         }
-        s
     }
 }

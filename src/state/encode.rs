@@ -171,65 +171,12 @@ impl AccountState {
             s.tier = Some(r.str()?.to_string());
         }
         for _ in 0..r.count()? {
-            let program = Arc::from(r.str()?);
-            let unit = Arc::from(r.str()?);
-            let decimals = u32::from(r.u8()?);
-            let mut v = [Decimal::ZERO; 7];
-            for slot in &mut v {
-                *slot = r.decimal()?;
-            }
-            let mut lots = Vec::new();
-            for _ in 0..r.count()? {
-                lots.push(Lot {
-                    earned_at: Timestamp(r.i64()?),
-                    amount: r.decimal()?,
-                    expires_at: opt_time(&mut r)?,
-                    warned: flag(&mut r)?,
-                });
-            }
-            let mut holds = Vec::new();
-            for _ in 0..r.count()? {
-                holds.push(Hold {
-                    source: r.str()?.to_string(),
-                    rule: Arc::from(r.str()?),
-                    earned_at: Timestamp(r.i64()?),
-                    amount: r.decimal()?,
-                    release_at: Timestamp(r.i64()?),
-                    cleared: flag(&mut r)?,
-                });
-            }
-            let [available, pending, owed, lifetime_earned, clawed_back, redeemed, expired] = v;
-            s.balances.push(Balance {
-                program,
-                unit,
-                decimals,
-                available,
-                pending,
-                owed,
-                lifetime_earned,
-                clawed_back,
-                redeemed,
-                expired,
-                lots,
-                holds,
-            });
+            s.balances.push(decode_balance(&mut r)?);
         }
         for _ in 0..r.count()? {
             s.counters.push(CapCounter { cap: Arc::from(r.str()?), period: r.u32()?, used: r.decimal()? });
         }
-        s.purchases = if version == LEGACY_INLINE_FORMAT {
-            let mut list = Vec::new();
-            for _ in 0..r.count()? {
-                let purchase = RetainedPurchase::decode(&mut r, list.last())?;
-                list.push(purchase);
-            }
-            Purchases::unstored(0, list)
-        } else {
-            let first = r.u64()?;
-            let count = r.u64()?;
-            first.checked_add(count).ok_or(CodecError::Corrupt("purchase numbers"))?;
-            Purchases::unloaded(first, count, opt_time(&mut r)?)
-        };
+        s.purchases = decode_purchases(&mut r, version)?;
         s.enrolled = flag(&mut r)?;
         s.statement_day = match r.u8()? {
             0 => None,
@@ -262,6 +209,70 @@ impl AccountState {
         }
         Ok(s)
     }
+}
+
+/// One balance of an account's value.
+#[inline]
+fn decode_balance(r: &mut Reader<'_>) -> Result<Balance, CodecError> {
+    let program = Arc::from(r.str()?);
+    let unit = Arc::from(r.str()?);
+    let decimals = u32::from(r.u8()?);
+    let mut v = [Decimal::ZERO; 7];
+    for slot in &mut v {
+        *slot = r.decimal()?;
+    }
+    let mut lots = Vec::new();
+    for _ in 0..r.count()? {
+        lots.push(Lot {
+            earned_at: Timestamp(r.i64()?),
+            amount: r.decimal()?,
+            expires_at: opt_time(r)?,
+            warned: flag(r)?,
+        });
+    }
+    let mut holds = Vec::new();
+    for _ in 0..r.count()? {
+        holds.push(Hold {
+            source: r.str()?.to_string(),
+            rule: Arc::from(r.str()?),
+            earned_at: Timestamp(r.i64()?),
+            amount: r.decimal()?,
+            release_at: Timestamp(r.i64()?),
+            cleared: flag(r)?,
+        });
+    }
+    let [available, pending, owed, lifetime_earned, clawed_back, redeemed, expired] = v;
+    Ok(Balance {
+        program,
+        unit,
+        decimals,
+        available,
+        pending,
+        owed,
+        lifetime_earned,
+        clawed_back,
+        redeemed,
+        expired,
+        lots,
+        holds,
+    })
+}
+
+/// The purchases of an account's value: inline in the legacy format,
+/// otherwise the numbers of their own keys, not loaded.
+fn decode_purchases(r: &mut Reader<'_>, version: u8) -> Result<Purchases, CodecError> {
+    if version == LEGACY_INLINE_FORMAT {
+        let mut list = Vec::new();
+        for _ in 0..r.count()? {
+            let purchase = RetainedPurchase::decode(r, list.last())?;
+            list.push(purchase);
+        }
+        return Ok(Purchases::unstored(0, list));
+    }
+    let first = r.u64()?;
+    let count = r.u64()?;
+    first.checked_add(count).ok_or(CodecError::Corrupt("purchase numbers"))?;
+    Ok(Purchases::unloaded(first, count, opt_time(r)?))
 }
 
 impl RetainedPurchase {
