@@ -661,19 +661,18 @@ impl Engine {
     /// follow-up is input like any clock: replays of the topic see it. If it
     /// is lost (a crash before it is sent), the next clock goes on instead.
     fn follow_up_clocks(&self, cut: &[(u32, Timestamp)]) {
+        // One message per time, to every partition a clock of it left.
+        let mut by_time: BTreeMap<Timestamp, Vec<i32>> = BTreeMap::new();
         for &(partition, at) in cut {
+            by_time.entry(at).or_default().push(partition as i32);
+        }
+        let (brokers, topic) = (&self.config.kafka.brokers, &self.config.kafka.topics.input);
+        for (at, partitions) in by_time {
             let id = format!("clock-{}-more-{}", self.config.engine.instance_id, wall_clock().0);
-            let topic = &self.config.kafka.topics.input;
-            match crate::kafka_tools::send_clock(
-                &self.config.kafka.brokers,
-                topic,
-                at,
-                &id,
-                &[partition as i32],
-            ) {
-                Ok(()) => tracing::debug!(partition, clock = %at, "follow-up clock sent"),
+            match crate::kafka_tools::send_clock(brokers, topic, at, &id, &partitions) {
+                Ok(()) => tracing::debug!(?partitions, clock = %at, "follow-up clock sent"),
                 Err(e) => {
-                    tracing::warn!(partition, error = %e, "follow-up clock not sent; the next clock goes on")
+                    tracing::warn!(?partitions, error = %e, "follow-up clock not sent; the next clock goes on")
                 }
             }
         }

@@ -490,7 +490,9 @@ impl Processor {
         clock: &Event<'_>,
         stats: &mut BatchStats,
     ) -> Result<Outcome, StoreError> {
-        let fired = self.fire_timers(store, partition, clock)?;
+        self.effects.clear();
+        let (core, effects) = (&self.core, &mut self.effects);
+        let fired = fire_timers(core, &mut self.accounts, &mut self.cache, effects, store, partition, clock)?;
         stats.clock_accounts += fired.accounts as u64;
         if fired.cut {
             stats.clocks_cut += 1;
@@ -500,14 +502,6 @@ impl Processor {
             0 => Outcome::NoEffect(NoEffect::NothingDue),
             _ => Outcome::Applied(self.effects.records.len()),
         })
-    }
-
-    /// A clock event fires its partition's due timers (see [`fire_timers`]);
-    /// what it produced is in `self.effects`.
-    fn fire_timers(&mut self, store: &Store, partition: u32, clock: &Event<'_>) -> Result<Fired, StoreError> {
-        self.effects.clear();
-        let (core, effects) = (&self.core, &mut self.effects);
-        fire_timers(core, &mut self.accounts, &mut self.cache, effects, store, partition, clock)
     }
 
     /// Applies one admitted, new event of an account, with the retained
