@@ -10,15 +10,16 @@
 mod admit;
 mod cache;
 mod isolate;
+mod ledger;
 
 pub use admit::{Admission, Refusal};
 pub use isolate::INTERNAL_ERROR;
+pub use ledger::{Ledger, Progress, StagedWrites};
 
 use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome, PurchasesNeeded};
 use crate::events::{Decoder, Event, EventBody};
 use crate::rules::Rules;
 use crate::state::AccountState;
-use crate::store::{LedgerBatch, Progress, Store, StoreError};
 use crate::time::Timestamp;
 use foldhash::{HashMap, HashMapExt};
 use std::collections::{BTreeSet, VecDeque};
@@ -137,15 +138,15 @@ struct Fired {
 /// the rules' `max_accounts_per_clock`; the rest stay due, for the next
 /// clock. Which accounts one clock fires depends only on the partition's
 /// state, never on where a batch begins, so every replay fires the same.
-fn fire_timers(
+fn fire_timers<L: Ledger>(
     core: &Core,
     accounts: &mut HashMap<String, Cached>,
     cache: &mut cache::AccountCache,
     effects: &mut Effects,
-    store: &Store,
+    store: &L,
     partition: u32,
     clock: &Event<'_>,
-) -> Result<Fired, StoreError> {
+) -> Result<Fired, L::Error> {
     let at = clock.occurred_at;
     let limit = core.rules().max_accounts_per_clock;
     // Enough stored timers that, less those of accounts this batch changed
@@ -292,13 +293,13 @@ impl Processor {
         self.cache.len()
     }
 
-    fn load<'c>(
+    fn load<'c, L: Ledger>(
         accounts: &'c mut HashMap<String, Cached>,
         cache: &mut cache::AccountCache,
-        store: &Store,
+        store: &L,
         partition: u32,
         account: &str,
-    ) -> Result<&'c mut Cached, StoreError> {
+    ) -> Result<&'c mut Cached, L::Error> {
         if !accounts.contains_key(account) {
             let state = match cache.take(partition, account) {
                 Some(state) => state,
@@ -318,15 +319,15 @@ impl Processor {
     ///
     /// A panic while processing an input makes it a dead letter
     /// ([`INTERNAL_ERROR`]) and nothing else (see `isolate.rs`).
-    pub fn process<S: Sink>(
+    pub fn process<L: Ledger, W: StagedWrites, S: Sink>(
         &mut self,
-        store: &Store,
+        store: &L,
         partition: u32,
         progress: &mut Progress,
         inputs: &[Input<'_>],
-        batch: &mut LedgerBatch<'_>,
+        batch: &mut W,
         sink: &mut S,
-    ) -> Result<BatchStats, StoreError> {
+    ) -> Result<BatchStats, L::Error> {
         let before = *progress;
         let mut poisoned: Vec<usize> = Vec::new();
         loop {
@@ -365,16 +366,16 @@ impl Processor {
         clippy::too_many_arguments,
         reason = "the arguments of `process`, which runs it again after a panic, and the places to skip"
     )]
-    fn attempt<S: Sink>(
+    fn attempt<L: Ledger, W: StagedWrites, S: Sink>(
         &mut self,
-        store: &Store,
+        store: &L,
         partition: u32,
         progress: &mut Progress,
         inputs: &[Input<'_>],
-        batch: &mut LedgerBatch<'_>,
+        batch: &mut W,
         sink: &mut isolate::Muted<'_, S>,
         poisoned: &[usize],
-    ) -> Result<BatchStats, StoreError> {
+    ) -> Result<BatchStats, L::Error> {
         let mut stats = BatchStats::default();
         let window = self.core.rules().dedupe_window_ms;
         let clock_limit = self.core.rules().max_accounts_per_clock as u64;
@@ -466,13 +467,13 @@ impl Processor {
 
     /// When `event_id` was first seen within the dedupe window, if it was:
     /// in this batch, or in the store.
-    fn first_seen(
+    fn first_seen<L: Ledger>(
         &self,
-        store: &Store,
+        store: &L,
         partition: u32,
         event_id: &str,
         progress: &Progress,
-    ) -> Result<Option<Timestamp>, StoreError> {
+    ) -> Result<Option<Timestamp>, L::Error> {
         let window = self.core.rules().dedupe_window_ms;
         let horizon = progress.stream_time.0.saturating_sub(window);
         match self.seen.get(event_id) {
@@ -483,13 +484,13 @@ impl Processor {
 
     /// A clock event: fires the partition's due timers and counts them; a
     /// clock that left accounts due is remembered for the caller.
-    fn run_clock(
+    fn run_clock<L: Ledger>(
         &mut self,
-        store: &Store,
+        store: &L,
         partition: u32,
         clock: &Event<'_>,
         stats: &mut BatchStats,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, L::Error> {
         self.effects.clear();
         let (core, effects) = (&self.core, &mut self.effects);
         let fired = fire_timers(core, &mut self.accounts, &mut self.cache, effects, store, partition, clock)?;
@@ -506,7 +507,12 @@ impl Processor {
 
     /// Applies one admitted, new event of an account, with the retained
     /// purchases it needs. What it produced is in `self.effects`.
-    fn apply(&mut self, store: &Store, partition: u32, event: &Event<'_>) -> Result<Outcome, StoreError> {
+    fn apply<L: Ledger>(
+        &mut self,
+        store: &L,
+        partition: u32,
+        event: &Event<'_>,
+    ) -> Result<Outcome, L::Error> {
         self.effects.clear();
         let cached = Self::load(&mut self.accounts, &mut self.cache, store, partition, event.account_id)?;
         match self.core.purchases_needed(&cached.state, event) {
@@ -523,7 +529,7 @@ impl Processor {
 
     /// Stages changed accounts and their timers, and the dedupe keys, sorted
     /// so the batch (and so the store's bytes) never depends on hash order.
-    fn stage(&mut self, partition: u32, batch: &mut LedgerBatch<'_>) {
+    fn stage<W: StagedWrites>(&mut self, partition: u32, batch: &mut W) {
         let mut touched: Vec<_> =
             self.accounts.iter_mut().filter(|(_, c)| c.dirty).map(|(a, c)| (SortKey::of(a), c)).collect();
         touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));

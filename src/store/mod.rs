@@ -18,6 +18,9 @@
 //!   transaction journal).
 
 mod accounts;
+mod ledger;
+
+pub use crate::pipeline::Progress;
 
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::time::Timestamp;
@@ -91,14 +94,6 @@ impl Default for StoreOptions {
 
 /// A stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
-
-/// A partition's progress: the next input offset to process and the
-/// largest event time seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Progress {
-    pub next_offset: u64,
-    pub stream_time: Timestamp,
-}
 
 pub struct Store {
     db: DB,
