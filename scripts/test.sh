@@ -13,7 +13,12 @@ scripts/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --locked --all-targets --features failpoints -- -D warnings
+cargo clippy --locked --workspace --all-targets --features accrual/failpoints -- -D warnings
+echo "== the core crate and its tests build without RocksDB and librdkafka"
+if cargo tree --locked -p accrual-core -e normal,build,dev | grep -E 'rocksdb|rdkafka'; then
+  echo "accrual-core depends on RocksDB or librdkafka" >&2
+  exit 1
+fi
 echo "== build (the product binary: no failure points in it)"
 cargo build --locked --bin accrual
 if grep -q ACCRUAL_FAILPOINT "$CARGO_TARGET_DIR/debug/accrual"; then
@@ -37,4 +42,4 @@ if [ -z "${ACCRUAL_TEST_BROKERS:-}" ]; then
 fi
 echo "== tests against the broker at $ACCRUAL_TEST_BROKERS (benches run once each, as smoke tests)"
 # With the crash tests' failure points (feature failpoints).
-cargo nextest run --locked --all-targets --features failpoints --no-fail-fast
+cargo nextest run --locked --workspace --all-targets --features accrual/failpoints --no-fail-fast

@@ -1,51 +1,25 @@
 //! accrual: a high-throughput, exactly-once accrual engine for card
 //! transaction streams.
 //!
-//! The pieces, from the inside out:
-//! - [`money`], [`time`]: exact decimals and event-time calendars;
-//! - [`events`]: input events and their decoder;
-//! - [`rules`]: the rules language, validated and compiled;
-//! - [`state`]: per-account state and its binary encoding;
-//! - [`accrue`]: the pure, deterministic core;
-//! - [`store`]: the RocksDB ledger;
-//! - [`pipeline`]: batch processing shared by every driver;
-//! - [`config`]: the engine's configuration file;
-//! - [`engine`]: `accrual run`, the exactly-once Kafka engine;
-//! - [`simulate`], [`datagen`]: the file-based backtest and the data generator;
-//! - [`bench`]: the end-to-end benchmark against a baseline on the same broker.
+//! This crate is the command line and the tools only it needs; the engine
+//! itself is in the workspace's crates, which it re-exports under their
+//! old names so tests, benches and the binary read `accrual::...`:
+//! - `accrual-core`: [`money`], [`time`], [`events`], [`rules`], [`state`],
+//!   [`accrue`], [`pipeline`], [`partitioner`]: the pure core, no I/O;
+//! - `accrual-datagen`: [`datagen`], the event generator;
+//! - `accrual-store`: [`store`], the RocksDB ledger;
+//! - `accrual-engine`: [`engine`] (`accrual run`), [`api`], [`config`],
+//!   [`metrics`], [`kafka_tools`].
 //!
-//! Everything from [`store`] outwards needs the `engine` feature (on by
-//! default); without it the crate is the pure core, which the fuzz targets
-//! build.
+//! Its own modules: [`simulate`] (the file-based backtest), [`bench`] (the
+//! end-to-end benchmark) and [`allocator`] (the binary's and benches').
 
-pub mod accrue;
-#[cfg(feature = "engine")]
+pub use accrual_core::{accrue, events, money, partitioner, pipeline, rules, state, time, typed_toml};
+pub use accrual_datagen as datagen;
+pub use accrual_engine as engine;
+pub use accrual_engine::{api, config, kafka_tools, metrics};
+pub use accrual_store as store;
+
 pub mod allocator;
-#[cfg(feature = "engine")]
-pub mod api;
-#[cfg(feature = "engine")]
 pub mod bench;
-#[cfg(feature = "engine")]
-pub mod config;
-pub mod datagen;
-#[cfg(feature = "engine")]
-pub mod engine;
-pub mod events;
-#[cfg(feature = "engine")]
-pub mod kafka_tools;
-#[cfg(feature = "engine")]
-pub mod metrics;
-pub mod money;
-#[cfg(feature = "engine")]
-pub mod partitioner;
-#[cfg(feature = "engine")]
-pub mod pipeline;
-pub mod rules;
-mod scan;
-#[cfg(feature = "engine")]
 pub mod simulate;
-pub mod state;
-#[cfg(feature = "engine")]
-pub mod store;
-pub mod time;
-pub mod typed_toml;

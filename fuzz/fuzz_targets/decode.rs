@@ -2,7 +2,7 @@
 //! shape gives exactly what simd-json's general path gives.
 #![no_main]
 
-use accrual::events::Decoder;
+use accrual_core::events::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,9 +3,9 @@
 //! clock without one.
 #![no_main]
 
-use accrual::accrue::{Core, Effects};
-use accrual::events::Decoder;
-use accrual::state::AccountState;
+use accrual_core::accrue::{Core, Effects};
+use accrual_core::events::Decoder;
+use accrual_core::state::AccountState;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ const EVENTS: [&str; 3] = [
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(rules) = accrual::rules::parse(text, "fuzz.toml") else { return };
+    let Ok(rules) = accrual_core::rules::parse(text, "fuzz.toml") else { return };
     let _ = rules.describe();
     let mut core = Core::new(Arc::new(rules));
     let mut state = AccountState::default();

@@ -1,4 +1,6 @@
-//! `accrual run`: the exactly-once Kafka engine.
+//! accrual's engine: `accrual run`, the exactly-once Kafka engine, with
+//! its configuration ([`config`]), HTTP API ([`api`]), metrics ([`metrics`])
+//! and the Kafka helpers it shares with the command line ([`kafka_tools`]).
 //!
 //! One thread runs commit cycles. A cycle polls up to `max_batch` messages
 //! (or for `commit_interval_ms`), runs each partition's messages through the
@@ -13,10 +15,14 @@
 //! points in [`failpoint`]. The protocol and its crash points:
 //! `docs/exactly-once.md`.
 
-pub(crate) mod clients;
+pub mod api;
+pub mod clients;
 mod committer;
+pub mod config;
 mod failpoint;
 pub mod journal;
+pub mod kafka_tools;
+pub mod metrics;
 pub mod outbox;
 mod publish;
 pub mod rebalance;
@@ -24,15 +30,15 @@ mod recovery;
 pub mod report;
 mod workers;
 
-use crate::store::Progress;
+use accrual_store::Progress;
 use failpoint::Failpoint;
 use publish::{begin_and_produce, produce, write_and_begin};
 use rebalance::Owned;
 
 use crate::config::EngineConfig;
-use crate::rules::{self, RulesError};
-use crate::store::{Store, StoreError, StoreOptions};
-use crate::time::Timestamp;
+use accrual_core::rules::{self, RulesError};
+use accrual_core::time::Timestamp;
+use accrual_store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -84,13 +90,14 @@ impl From<rebalance::AssignmentError> for EngineError {
     }
 }
 
-pub(crate) fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
+/// Maps a librdkafka error to an [`EngineError`] that says what was being done.
+pub fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
     move |source| EngineError::Kafka { what, source }
 }
 
 /// Now, for clock events. Clock events go into the input topic, so
 /// replays see the same times.
-pub use crate::time::wall_clock;
+pub use accrual_core::time::wall_clock;
 
 /// Options of one run beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -490,7 +497,7 @@ impl Engine {
     }
 
     /// Journal outcomes and outbox clean-up ride along with the next batch.
-    fn stage_housekeeping(&mut self, batch: &mut crate::store::LedgerBatch<'_>) {
+    fn stage_housekeeping(&mut self, batch: &mut accrual_store::LedgerBatch<'_>) {
         for d in self.pending_marks.drain(..) {
             Journal::mark(batch, &d.id, d.status, &d.offsets);
         }
@@ -578,7 +585,7 @@ impl Engine {
     /// committed on the committer's thread once the previous one ended.
     fn commit_cycle(
         &mut self,
-        staged: Vec<crate::store::Staged>,
+        staged: Vec<accrual_store::Staged>,
         processed: Processed,
         mut report: crate::metrics::CycleReport,
     ) -> Result<(), EngineError> {

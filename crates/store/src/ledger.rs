@@ -2,9 +2,9 @@
 //! store's own, of the same name.
 
 use super::{LedgerBatch, Progress, Store, StoreError};
-use crate::pipeline::{Ledger, StagedWrites};
-use crate::state::{AccountState, Search};
-use crate::time::Timestamp;
+use accrual_core::pipeline::{Ledger, StagedWrites};
+use accrual_core::state::{AccountState, Search};
+use accrual_core::time::Timestamp;
 
 impl Ledger for Store {
     type Error = StoreError;

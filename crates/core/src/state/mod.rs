@@ -12,6 +12,12 @@ pub mod codec;
 mod encode;
 pub(crate) mod purchases;
 
+/// Helpers for the tests of this crate and of the store's.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
+    pub use super::purchases::purchase;
+}
+
 pub use purchases::{PurchaseChanges, Purchases, Search};
 
 use crate::rules::{CapMeasure, Program};

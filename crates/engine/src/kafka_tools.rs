@@ -3,8 +3,8 @@
 //! `accrual produce`, `accrual consume`, the demo and the integration tests.
 //! Standard Kafka APIs only, so they work against Apache Kafka too.
 
-use crate::events::{Decoder, EventKind};
-use crate::time::Timestamp;
+use accrual_core::events::{Decoder, EventKind};
+use accrual_core::time::Timestamp;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -87,7 +87,7 @@ pub fn send_clock(
 ) -> Result<(), ToolError> {
     let producer: BaseProducer = client(brokers).create()?;
     let payload = format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#);
-    let timestamp = stamp(at, crate::time::wall_clock());
+    let timestamp = stamp(at, accrual_core::time::wall_clock());
     for &p in partitions {
         let record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
@@ -99,7 +99,7 @@ pub fn send_clock(
 
 /// [`produce_file_as_of`] now.
 pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, ToolError> {
-    produce_file_as_of(brokers, topic, input, crate::time::wall_clock())
+    produce_file_as_of(brokers, topic, input, accrual_core::time::wall_clock())
 }
 
 /// Produces each line of an NDJSON file as one message, keyed by its

@@ -259,8 +259,8 @@ impl Purchases {
 }
 
 /// A plain retained purchase of 100.00, for tests.
-#[cfg(test)]
-pub(crate) fn purchase(id: &str, at: i64) -> RetainedPurchase {
+#[cfg(any(test, feature = "test-support"))]
+pub fn purchase(id: &str, at: i64) -> RetainedPurchase {
     RetainedPurchase {
         event_id: id.into(),
         at: Timestamp(at),

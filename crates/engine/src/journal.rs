@@ -25,8 +25,8 @@
 //! not filter aborted transactions can tell an extra copy from a committed
 //! one.
 
-use crate::state::codec::{CodecError, Reader, Writer};
-use crate::store::{LedgerBatch, Store, StoreError};
+use accrual_core::state::codec::{CodecError, Reader, Writer};
+use accrual_store::{LedgerBatch, Store, StoreError};
 use std::fmt;
 
 const EPOCH: &[u8] = b"epoch";
@@ -222,7 +222,7 @@ impl Journal {
 
     fn decode_all(
         store: &Store,
-        stored: Vec<crate::store::KeyValue>,
+        stored: Vec<accrual_store::KeyValue>,
     ) -> Result<Vec<JournalEntry>, StoreError> {
         stored
             .iter()
@@ -265,7 +265,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
+    use accrual_store::StoreOptions;
 
     /// Restarted many times, a few transactions each, and crashed with
     /// two open at the end: the journal never holds more than it keeps

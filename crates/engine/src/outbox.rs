@@ -9,12 +9,12 @@
 //! of [`OUTBOX_FORMAT`] (one offset's entry, under that offset: earlier
 //! versions wrote those) are still read.
 
-use crate::accrue::{AccrualRecord, DerivedEvent, NoEffect};
-use crate::events::Event;
-use crate::pipeline::{Input, Sink};
-pub use crate::state::codec::CodecError;
-use crate::state::codec::{Reader, Writer};
-use crate::time::Timestamp;
+use accrual_core::accrue::{AccrualRecord, DerivedEvent, NoEffect};
+use accrual_core::events::Event;
+use accrual_core::pipeline::{Input, Sink};
+pub use accrual_core::state::codec::CodecError;
+use accrual_core::state::codec::{Reader, Writer};
+use accrual_core::time::Timestamp;
 use std::collections::BTreeMap;
 
 /// One input offset's messages.

@@ -3,7 +3,7 @@
 
 use super::outbox::{self, Destination, HEADER_TXN};
 use super::{CommittedCycle, Failpoint, InFlight, TxnFailure, classify, committer, join_commit};
-use crate::store::{Store, StoreError};
+use accrual_store::{Store, StoreError};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 )]
 pub(super) fn write_and_begin(
     store: &Store,
-    batch: crate::store::LedgerBatch<'_>,
+    batch: accrual_store::LedgerBatch<'_>,
     (producer, topics, failpoint): (&BaseProducer, &crate::config::TopicsConfig, &Failpoint),
     txn: &str,
     sinks: &mut [outbox::OutboxSink],

@@ -9,7 +9,7 @@
 
 pub mod hostile;
 
-use crate::time::{MS_PER_DAY, Timestamp};
+use accrual_core::time::{MS_PER_DAY, Timestamp};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 

@@ -105,7 +105,7 @@ pub struct KafkaConfig {
     /// names; Java clients use `murmur2_random`). The engine must agree: it
     /// locates accounts by it and publishes events for other accounts.
     #[serde(default)]
-    pub partitioner: crate::partitioner::Partitioner,
+    pub partitioner: accrual_core::partitioner::Partitioner,
     /// Kafka transaction timeout; a transaction open longer is aborted by
     /// the broker.
     #[serde(default = "default_transaction_timeout_ms", deserialize_with = "number")]
@@ -289,13 +289,14 @@ impl EngineConfig {
             set_path(&mut table, &path, value);
             overridden.push((path.join("."), key));
         }
-        let config: EngineConfig = crate::typed_toml::from_value(toml::Value::Table(table)).map_err(|e| {
-            let origin = overridden
-                .iter()
-                .find(|(path, _)| *path == e.field)
-                .map_or_else(|| file.to_string(), |(_, var)| format!("{file} (environment {var})"));
-            ConfigError::Invalid { origin, field: e.field, message: e.message }
-        })?;
+        let config: EngineConfig =
+            accrual_core::typed_toml::from_value(toml::Value::Table(table)).map_err(|e| {
+                let origin = overridden
+                    .iter()
+                    .find(|(path, _)| *path == e.field)
+                    .map_or_else(|| file.to_string(), |(_, var)| format!("{file} (environment {var})"));
+                ConfigError::Invalid { origin, field: e.field, message: e.message }
+            })?;
         config.validate(file)?;
         Ok(config)
     }

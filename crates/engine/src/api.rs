@@ -10,12 +10,12 @@
 //! [`MAX_LOOKUPS`] at a time (more get 503), each request within
 //! [`REQUEST_TIMEOUT`], and bodies over [`MAX_BODY`] are refused.
 
-use crate::accrue::balance_view;
-use crate::engine::rebalance::{Assignment, EngineContext};
 use crate::metrics::Metrics;
-use crate::partitioner::Partitioner;
-use crate::rules::Rules;
-use crate::store::Store;
+use crate::rebalance::{Assignment, EngineContext};
+use accrual_core::accrue::balance_view;
+use accrual_core::partitioner::Partitioner;
+use accrual_core::rules::Rules;
+use accrual_store::Store;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -244,7 +244,7 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
         .programs
         .iter()
         .map(|p| {
-            let money = |d: rust_decimal::Decimal| crate::money::with_scale(d, p.decimals).to_string();
+            let money = |d: rust_decimal::Decimal| accrual_core::money::with_scale(d, p.decimals).to_string();
             json!({
                 "program": p.program,
                 "unit": p.unit,

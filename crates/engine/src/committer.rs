@@ -12,7 +12,7 @@
 
 use super::journal::{Journal, TxnId, TxnStatus};
 use super::{Failpoint, TxnFailure, classify};
-use crate::store::{Store, StoreError};
+use accrual_store::{Store, StoreError};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};

@@ -218,8 +218,8 @@ pub(super) fn read<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datagen::{self, GenOptions};
     use crate::events::Decoder;
+    use accrual_datagen::{self as datagen, GenOptions};
     use proptest::prelude::*;
 
     fn padded(text: &str) -> Vec<u8> {

@@ -6,7 +6,7 @@
 //! sought afterwards); the group's committed offset decides whether outbox
 //! entries must be published again first.
 
-use crate::store::{Progress, Store};
+use accrual_store::{Progress, Store};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
@@ -57,7 +57,7 @@ pub enum AssignmentError {
     Progress {
         partition: u32,
         #[source]
-        source: crate::store::StoreError,
+        source: accrual_store::StoreError,
     },
     #[error("rebalance failed: {0}")]
     Rebalance(#[source] rdkafka::error::KafkaError),
@@ -327,7 +327,7 @@ impl ConsumerContext for EngineContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::Timestamp;
+    use accrual_core::time::Timestamp;
 
     fn at(next: u64) -> Option<Progress> {
         Some(Progress { next_offset: next, stream_time: Timestamp(0) })
@@ -358,7 +358,7 @@ mod tests {
     fn the_partition_count_is_recorded_once_and_then_checked() {
         let dir = tempfile::tempdir().unwrap();
         let store =
-            Store::open(dir.path(), &crate::store::StoreOptions { sync: false, ..Default::default() })
+            Store::open(dir.path(), &accrual_store::StoreOptions { sync: false, ..Default::default() })
                 .unwrap();
         assert_eq!(check_partition_count(&store, "t", 4), Ok(()));
         assert_eq!(check_partition_count(&store, "t", 4), Ok(()));

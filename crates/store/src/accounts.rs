@@ -1,13 +1,13 @@
 //! Account states in the ledger: the account's value in `accounts`, and
 //! each retained purchase under its own key in `purchases`, so a write
-//! sends only the purchases that changed (see [`crate::state::Purchases`]).
+//! sends only the purchases that changed (see [`accrual_core::state::Purchases`]).
 //!
 //! Purchase keys: partition (4 bytes BE) ++ account id length (4 bytes BE)
 //! ++ account id ++ sequence number (8 bytes BE). The length keeps one
 //! account's range apart from every other's, whatever bytes ids hold.
 
 use super::{CF_ACCOUNTS, CF_PURCHASES, LedgerBatch, Store, StoreError, partition_key};
-use crate::state::{AccountState, RetainedPurchase, Search};
+use accrual_core::state::{AccountState, RetainedPurchase, Search};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use std::ops::Range;
 
@@ -30,7 +30,7 @@ impl Store {
     }
 
     /// The stored state of an account without its older purchases (see
-    /// [`crate::state::Purchases`]); [`Store::load_purchases`] reads them when needed.
+    /// [`accrual_core::state::Purchases`]); [`Store::load_purchases`] reads them when needed.
     pub fn account_lazy(&self, partition: u32, account_id: &str) -> Result<Option<AccountState>, StoreError> {
         let key = partition_key(partition, account_id.as_bytes());
         match self.lookup(CF_ACCOUNTS, &key)? {
@@ -185,10 +185,10 @@ impl LedgerBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::codec::Writer;
-    use crate::state::purchases::purchase;
-    use crate::store::StoreOptions;
-    use crate::time::Timestamp;
+    use crate::StoreOptions;
+    use accrual_core::state::codec::Writer;
+    use accrual_core::state::testing::purchase;
+    use accrual_core::time::Timestamp;
     use rust_decimal::Decimal;
 
     /// The purchase keys the store holds for partition 0, as (account, seq).

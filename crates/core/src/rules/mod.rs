@@ -465,7 +465,7 @@ effect = { fixed = "1" }
     /// instants, and a code is excluded exactly as the lists say at each.
     #[test]
     fn the_mcc_index_keeps_exactly_the_rules_some_version_allows() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let programs = [
             load(&dir.join("rules.example.toml")).unwrap(),
             load(&dir.join("rules.lifecycle.toml")).unwrap(),

@@ -20,10 +20,10 @@
 mod accounts;
 mod ledger;
 
-pub use crate::pipeline::Progress;
+pub use accrual_core::pipeline::Progress;
 
-use crate::state::codec::{CodecError, Reader, Writer};
-use crate::time::Timestamp;
+use accrual_core::state::codec::{CodecError, Reader, Writer};
+use accrual_core::time::Timestamp;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
     ReadOptions, WriteBatch, WriteOptions, compaction_filter::Decision,
@@ -633,7 +633,7 @@ const WRITE_BATCH_HEADER: usize = 12;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::AccountState;
+    use accrual_core::state::AccountState;
 
     #[test]
     fn read_only_open_sees_a_running_writers_commits_and_refuses_writes() {

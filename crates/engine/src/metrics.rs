@@ -172,7 +172,7 @@ pub type RecordKey = (Arc<str>, Arc<str>, &'static str, Arc<str>);
 pub struct RecordTally(Vec<(RecordKey, u64, Decimal)>);
 
 impl RecordTally {
-    pub fn add(&mut self, r: &crate::accrue::AccrualRecord) {
+    pub fn add(&mut self, r: &accrual_core::accrue::AccrualRecord) {
         let kind = r.kind.name();
         let (rule_id, program, unit) = (r.rule_id(), r.program(), r.unit());
         let found = self.0.iter_mut().find(|((p, rule, k, u), ..)| {
@@ -301,11 +301,11 @@ pub fn info(rules_name: &str, rules_version: &str) {
     for kind in ["abortable", "fatal"] {
         counter!(ABORTS, "kind" => kind).increment(0);
     }
-    for reason in crate::events::DecodeError::REASONS
+    for reason in accrual_core::events::DecodeError::REASONS
         .into_iter()
-        .chain(crate::accrue::Rejection::REASONS)
-        .chain(crate::pipeline::Refusal::REASONS)
-        .chain([crate::pipeline::INTERNAL_ERROR])
+        .chain(accrual_core::accrue::Rejection::REASONS)
+        .chain(accrual_core::pipeline::Refusal::REASONS)
+        .chain([accrual_core::pipeline::INTERNAL_ERROR])
     {
         counter!(DEAD_LETTERS, "reason" => reason).increment(0);
     }
@@ -319,8 +319,8 @@ pub fn info(rules_name: &str, rules_version: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accrue::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText};
-    use crate::time::Timestamp;
+    use accrual_core::accrue::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText};
+    use accrual_core::time::Timestamp;
 
     fn record(program: &str, rule: &str, kind: RecordKind, amount: i64) -> AccrualRecord {
         let names = RecordNames { program, rule_id: rule, unit: "RUB", rules_version: "v" };

@@ -22,10 +22,10 @@
 
 use super::EngineError;
 use super::outbox::OutboxSink;
-use crate::pipeline::{BatchStats, Input, Processor};
-use crate::rules::Rules;
-use crate::store::{Progress, Staged, Store};
-use crate::time::Timestamp;
+use accrual_core::pipeline::{BatchStats, Input, Processor};
+use accrual_core::rules::Rules;
+use accrual_core::time::Timestamp;
+use accrual_store::{Progress, Staged, Store};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ struct Job {
     sinks: Vec<OutboxSink>,
 }
 
-type Done = Result<(Staged, Vec<PartitionDone>), crate::store::StoreError>;
+type Done = Result<(Staged, Vec<PartitionDone>), accrual_store::StoreError>;
 
 /// The worker thread's side.
 struct Worker {
@@ -295,10 +295,10 @@ impl Drop for Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datagen::{self, GenOptions};
-    use crate::partitioner::Partitioner;
-    use crate::state::AccountState;
-    use crate::store::StoreOptions;
+    use accrual_core::partitioner::Partitioner;
+    use accrual_core::state::AccountState;
+    use accrual_datagen::{self as datagen, GenOptions};
+    use accrual_store::StoreOptions;
 
     const PARTITIONS: u32 = 4;
 
@@ -331,8 +331,8 @@ mod tests {
     type Outcome = (Vec<(u32, u64, Vec<u8>)>, Vec<Vec<(String, AccountState)>>);
 
     fn example_rules() -> Arc<Rules> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml");
-        Arc::new(crate::rules::load(&path).expect("example rules"))
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/rules.example.toml");
+        Arc::new(accrual_core::rules::load(&path).expect("example rules"))
     }
 
     /// Runs the events through `count` workers in cycles of 400 lines; in

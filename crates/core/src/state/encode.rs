@@ -61,8 +61,8 @@ impl AccountState {
     }
 
     /// Format 2, as an earlier version wrote it (to test reading it).
-    #[cfg(test)]
-    pub(crate) fn encode_legacy(&self, w: &mut Writer) {
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn encode_legacy(&self, w: &mut Writer) {
         self.encode_as(w, LEGACY_INLINE_FORMAT, Inline::Purchases);
     }
 
