@@ -46,6 +46,8 @@ pub struct Setup {
     pub dlq: String,
     pub group: String,
     pub partitions: i32,
+    /// The state changelog topic, if the engines are to use one.
+    pub changelog: Option<String>,
 }
 
 impl Setup {
@@ -59,6 +61,7 @@ impl Setup {
             group: format!("{base}.group"),
             brokers,
             partitions,
+            changelog: None,
         };
         kafka_tools::create_topics(
             &s.brokers,
@@ -66,6 +69,19 @@ impl Setup {
         )
         .expect("create topics");
         s
+    }
+
+    /// The same, with a state changelog topic (compacted, co-partitioned)
+    /// the engines publish to and restore from.
+    pub fn with_changelog(mut self) -> Setup {
+        let topic = self.input.replace(".transactions", ".changelog");
+        kafka_tools::create_topics_with(
+            &self.brokers,
+            &[(&topic, self.partitions, kafka_tools::CHANGELOG_CONFIGS)],
+        )
+        .expect("create the changelog topic");
+        self.changelog = Some(topic);
+        self
     }
 
     /// Writes an engine config for `instance` into `dir`.
@@ -112,6 +128,7 @@ transaction_timeout_ms = 10000
 input = "{input}"
 accruals = "{accruals}"
 dead_letter = "{dlq}"
+{changelog}
 
 [kafka.consumer_properties]
 "session.timeout.ms" = "6000"
@@ -135,6 +152,7 @@ workers = 2
             input = self.input,
             accruals = self.accruals,
             dlq = self.dlq,
+            changelog = self.changelog.as_ref().map(|t| format!("changelog = \"{t}\"")).unwrap_or_default(),
             state = dir.join(instance).display(),
             rules = repo_path(rules).display(),
         );

@@ -60,3 +60,19 @@ pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
     }
     c.create()
 }
+
+/// A consumer that reads a changelog partition to its last committed
+/// transaction, outside the group (it is assigned, never subscribes, and
+/// commits nothing).
+pub fn restore_consumer(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
+    let mut c = base(config);
+    c.set("group.id", format!("{}-restore", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    for (k, v) in &config.kafka.consumer_properties {
+        c.set(k, v);
+    }
+    c.create()
+}

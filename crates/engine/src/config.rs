@@ -127,6 +127,13 @@ pub struct TopicsConfig {
     pub input: String,
     pub accruals: String,
     pub dead_letter: String,
+    /// The state's changelog: compacted, with the input's partition count.
+    /// When set, every change of a partition's state is published to it in
+    /// the transaction that commits its inputs, and an instance assigned a
+    /// partition whose state it lacks (or holds only an older copy of)
+    /// restores it from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -36,9 +36,28 @@ fn client(brokers: &str) -> ClientConfig {
 
 /// Creates topics (name, partitions); an existing topic is fine.
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), ToolError> {
+    let plain: Vec<TopicSpec<'_>> =
+        topics.iter().map(|&(name, partitions)| (name, partitions, &[][..])).collect();
+    create_topics_with(brokers, &plain)
+}
+
+/// A topic to create: name, partitions, and its topic configs.
+pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
+/// The configs of a state changelog topic: compacted, so the latest value
+/// of every key (and no deleted one, once compaction ran) is kept forever.
+pub const CHANGELOG_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+
+/// Creates topics with their configs; an existing topic is fine (and keeps
+/// the configs it has).
+pub fn create_topics_with(brokers: &str, topics: &[TopicSpec<'_>]) -> Result<(), ToolError> {
     let admin: AdminClient<DefaultClientContext> = client(brokers).create()?;
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1))).collect();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, p, configs)| {
+            configs.iter().fold(NewTopic::new(name, *p, TopicReplication::Fixed(1)), |t, (k, v)| t.set(k, v))
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = runtime.block_on(admin.create_topics(&new, &options))?;

@@ -28,6 +28,7 @@ mod publish;
 pub mod rebalance;
 mod recovery;
 pub mod report;
+pub mod restore;
 mod workers;
 
 use accrual_store::Progress;
@@ -194,6 +195,10 @@ pub fn run(
         timeout,
         commits: commits.clone(),
         skip_input_gaps: e.skip_input_gaps,
+        changelog: config.kafka.topics.changelog.as_ref().map(|topic| rebalance::ChangelogSource {
+            config: Arc::new(config.clone()),
+            topic: topic.clone(),
+        }),
     };
     // Up before Kafka is reached: /healthz answers while the broker is down.
     let (metrics, partitions) = start_http(&config, &store, &rules, &assignment)?;
@@ -203,8 +208,13 @@ pub fn run(
     // aborts) whatever transaction it left open.
     producer.init_transactions(timeout).map_err(kafka("initialising transactions"))?;
     let journal = Journal::start(&store, &config.engine.instance_id)?;
-    let workers =
-        workers::Workers::new(&rules, &store, config.engine.workers, config.engine.account_cache_mb << 20)?;
+    let workers = workers::Workers::new(
+        &rules,
+        &store,
+        config.engine.workers,
+        config.engine.account_cache_mb << 20,
+        config.kafka.topics.changelog.is_some(),
+    )?;
     let mut engine = Engine {
         store,
         consumer,
@@ -244,7 +254,12 @@ pub fn run(
         "engine started"
     );
     engine.main_loop(&stop, &options)?;
-    engine.summary.refused_partitions = EngineContext::lock(&engine.assignment).refusals;
+    {
+        let a = EngineContext::lock(&engine.assignment);
+        engine.summary.refused_partitions = a.refusals;
+        engine.summary.restored_partitions = a.restores;
+        engine.summary.restored_changes = a.restored_changes;
+    }
     tracing::info!(summary = ?engine.summary, "engine stopped");
     Ok(engine.summary)
 }
@@ -516,8 +531,12 @@ impl Engine {
         polled: &[Polled],
         polling: Duration,
     ) -> Result<Vec<u8>, EngineError> {
-        let owned = EngineContext::lock(&self.assignment).owned.clone();
-        self.workers.retain_owned(|p| owned.contains_key(&p));
+        let (owned, restored) = {
+            let mut a = EngineContext::lock(&self.assignment);
+            (a.owned.clone(), std::mem::take(&mut a.restored_to_forget))
+        };
+        // A restored partition's cached states are older than its state.
+        self.workers.retain_owned(|p| owned.contains_key(&p) && !restored.contains(&p));
         let by_partition = work_of(polled, &owned);
         if by_partition.is_empty() {
             self.finish_inflight()?;

@@ -36,6 +36,10 @@ pub const RECOVERIES: &str = "accrual_recoveries_total";
 pub const CLOCK_ACCOUNTS: &str = "accrual_clock_accounts_total";
 pub const CLOCKS_CUT: &str = "accrual_clocks_cut_total";
 pub const INPUT_GAP: &str = "accrual_input_gap_messages_total";
+pub const RESTORES: &str = "accrual_restores_total";
+pub const RESTORED_RECORDS: &str = "accrual_restored_records_total";
+pub const RESTORED_BYTES: &str = "accrual_restored_bytes_total";
+pub const RESTORE_SECONDS: &str = "accrual_restore_duration_seconds";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
 pub const RULES_INFO: &str = "accrual_rules_info";
@@ -114,6 +118,14 @@ fn describe() {
         INPUT_GAP,
         Unit::Count,
         "Input messages removed by retention before they were processed (never accrued)"
+    );
+    describe_counter!(RESTORES, Unit::Count, "Partitions whose state was restored from the changelog");
+    describe_counter!(RESTORED_RECORDS, Unit::Count, "Changelog records applied by restores");
+    describe_counter!(RESTORED_BYTES, Unit::Bytes, "Keys and values applied by restores");
+    describe_histogram!(
+        RESTORE_SECONDS,
+        Unit::Seconds,
+        "Time each restore of a partition from the changelog took"
     );
     describe_counter!(
         CLOCK_ACCOUNTS,
@@ -277,6 +289,14 @@ pub fn recovery() {
     counter!(RECOVERIES).increment(1);
 }
 
+/// A partition restored from the changelog.
+pub fn restored(records: u64, bytes: u64, took: std::time::Duration) {
+    counter!(RESTORES).increment(1);
+    counter!(RESTORED_RECORDS).increment(records);
+    counter!(RESTORED_BYTES).increment(bytes);
+    histogram!(RESTORE_SECONDS).record(took.as_secs_f64());
+}
+
 pub fn input_gap(messages: u64) {
     counter!(INPUT_GAP).increment(messages);
 }
@@ -309,7 +329,18 @@ pub fn info(rules_name: &str, rules_version: &str) {
     {
         counter!(DEAD_LETTERS, "reason" => reason).increment(0);
     }
-    for name in [TRANSACTIONS, RECOVERIES, REBALANCES, DUPLICATES, INPUT_GAP, CLOCK_ACCOUNTS, CLOCKS_CUT] {
+    for name in [
+        TRANSACTIONS,
+        RECOVERIES,
+        REBALANCES,
+        DUPLICATES,
+        INPUT_GAP,
+        CLOCK_ACCOUNTS,
+        CLOCKS_CUT,
+        RESTORES,
+        RESTORED_RECORDS,
+        RESTORED_BYTES,
+    ] {
         counter!(name).increment(0);
     }
     gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);

@@ -53,6 +53,23 @@ pub enum Destination {
     /// Back to the input topic: an event for another account (a referrer's
     /// bonus), keyed by that account.
     Input,
+    /// A change of the partition's state, to the changelog topic's
+    /// partition of the same number (see `accrual_store::changelog`).
+    Changelog,
+    /// A deleted key of the partition's state: a tombstone in the changelog.
+    ChangelogTombstone,
+}
+
+impl Destination {
+    fn byte(self) -> u8 {
+        match self {
+            Destination::Accruals => 0,
+            Destination::DeadLetter => 1,
+            Destination::Input => 2,
+            Destination::Changelog => 3,
+            Destination::ChangelogTombstone => 4,
+        }
+    }
 }
 
 /// One message to publish, borrowed from its encoded outbox entry.
@@ -84,6 +101,8 @@ pub fn messages(bytes: &[u8]) -> Result<Vec<Message<'_>>, CodecError> {
             0 => Destination::Accruals,
             1 => Destination::DeadLetter,
             2 => Destination::Input,
+            3 => Destination::Changelog,
+            4 => Destination::ChangelogTombstone,
             _ => return Err(CodecError::Corrupt("outbox destination")),
         };
         let key = r.bytes()?;
@@ -220,13 +239,15 @@ impl OutboxSink {
             }
         }
         let w = &mut self.messages;
-        w.u8(match destination {
-            Destination::Accruals => 0,
-            Destination::DeadLetter => 1,
-            Destination::Input => 2,
-        });
+        w.u8(destination.byte());
         w.bytes(key);
         w.bytes(payload);
+        if matches!(destination, Destination::Changelog | Destination::ChangelogTombstone) {
+            // A changelog message is a key and a value: the partition is
+            // in its key, and nothing reads headers there.
+            w.u64(0);
+            return;
+        }
         w.u64(2 + extra.len() as u64);
         let mut digits = [0; 20];
         w.str(HEADER_SOURCE_PARTITION);
@@ -237,6 +258,24 @@ impl OutboxSink {
             w.str(k);
             w.bytes(v);
         }
+    }
+}
+
+impl OutboxSink {
+    /// Adds the changes a batch staged (captured by the ledger batch,
+    /// `accrual_store::changelog`) as changelog messages of `offset`, the
+    /// batch's last input: they publish in the transaction that commits
+    /// it, and again with the rest of its entry after a crash.
+    pub fn changelog(&mut self, offset: u64, changes: &[u8]) -> Result<(), CodecError> {
+        let mut key = Vec::new();
+        for change in accrual_store::changelog::changes(changes)? {
+            accrual_store::changelog::message_key(&change, &mut key);
+            match change.value {
+                Some(value) => self.push(offset, Destination::Changelog, &key, value, &[]),
+                None => self.push(offset, Destination::ChangelogTombstone, &key, &[], &[]),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -86,6 +86,10 @@ pub(super) fn produce<'e>(
                 Destination::Accruals => &topics.accruals,
                 Destination::DeadLetter => &topics.dead_letter,
                 Destination::Input => &topics.input,
+                Destination::Changelog | Destination::ChangelogTombstone => {
+                    produce_change(producer, topics, &m)?;
+                    continue;
+                }
             };
             let mut headers = OwnedHeaders::new_with_capacity(5);
             for (key, value) in m.headers() {
@@ -101,4 +105,30 @@ pub(super) fn produce<'e>(
         }
     }
     Ok(())
+}
+
+/// Produces a changelog message: to the changelog's partition of the
+/// state's own (the first bytes of its key after the family), a tombstone
+/// for a delete.
+fn produce_change(
+    producer: &BaseProducer,
+    topics: &crate::config::TopicsConfig,
+    m: &outbox::Message<'_>,
+) -> Result<(), TxnFailure> {
+    let Some(topic) = &topics.changelog else {
+        return Err(TxnFailure::Abortable(
+            "the outbox holds changelog messages but no changelog topic is configured (kafka.topics.changelog)"
+                .into(),
+        ));
+    };
+    let value = (m.destination == Destination::Changelog).then_some(m.payload);
+    let Some(change) = accrual_store::changelog::from_message(m.key, value) else {
+        return Err(TxnFailure::Abortable("an outbox changelog message has no partition in its key".into()));
+    };
+    let partition = change.partition().unwrap_or_default() as i32;
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(m.key).partition(partition);
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    crate::kafka_tools::send(producer, record).map_err(classify)
 }

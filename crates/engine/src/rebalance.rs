@@ -44,6 +44,13 @@ pub struct Assignment {
     pub stable_offsets: BTreeMap<u32, i64>,
     /// Assignments refused since the start.
     pub refusals: u64,
+    /// Partitions restored from the changelog since the start, and the
+    /// changes applied.
+    pub restores: u64,
+    pub restored_changes: u64,
+    /// Restored partitions whose cached account states the workers must
+    /// drop before they process them (taken by the engine's cycle).
+    pub restored_to_forget: Vec<u32>,
 }
 
 /// What stops the engine from inside librdkafka's callbacks.
@@ -138,6 +145,14 @@ pub struct EngineContext {
     pub commits: Arc<super::committer::Gate>,
     /// Go on past input removed before it was processed.
     pub skip_input_gaps: bool,
+    /// The changelog to restore partitions from, if the state has one.
+    pub changelog: Option<ChangelogSource>,
+}
+
+/// Where partitions' state is restored from.
+pub struct ChangelogSource {
+    pub config: Arc<crate::config::EngineConfig>,
+    pub topic: String,
 }
 
 impl EngineContext {
@@ -173,7 +188,10 @@ impl EngineContext {
                     continue;
                 }
             };
-            let decision = start_offset(local, y);
+            let decision = match self.restored(p, local, y) {
+                Ok(local) => start_offset(local, y),
+                Err(reason) => Err(reason),
+            };
             let decision = match (decision, local) {
                 (Ok(owned), Some(_)) => self.check_gap(consumer, p, owned),
                 (decision, _) => decision,
@@ -222,6 +240,67 @@ impl EngineContext {
             consumer.pause(&refused)?;
         }
         Ok(())
+    }
+
+    /// The partition's local progress, after restoring its state from the
+    /// changelog if it was missing or behind the group's committed offset.
+    fn restored(
+        &self,
+        p: u32,
+        local: Option<Progress>,
+        committed: Option<u64>,
+    ) -> Result<Option<Progress>, String> {
+        let Some(from) = &self.changelog else { return Ok(local) };
+        let behind = match (local, committed) {
+            (_, None | Some(0)) => false,
+            (None, Some(_)) => true,
+            (Some(l), Some(y)) => y > l.next_offset,
+        };
+        if !behind {
+            return Ok(local);
+        }
+        tracing::info!(
+            partition = p,
+            local_offset = local.map(|l| l.next_offset),
+            committed_offset = committed,
+            changelog = %from.topic,
+            "restoring the partition's state from the changelog"
+        );
+        let restored =
+            crate::restore::restore_partition(&from.config, &self.store, &from.topic, p, self.timeout)
+                .map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
+        crate::metrics::restored(restored.changes, restored.bytes, restored.elapsed);
+        tracing::info!(
+            partition = p,
+            changes = restored.changes,
+            bytes = restored.bytes,
+            seconds = restored.elapsed.as_secs_f64(),
+            next_offset = restored.progress.map(|r| r.next_offset),
+            "partition restored from the changelog"
+        );
+        {
+            let mut a = Self::lock(&self.assignment);
+            a.restores += 1;
+            a.restored_changes += restored.changes;
+            a.restored_to_forget.push(p);
+        }
+        let ends = restored.progress.map_or(0, |r| r.next_offset);
+        match committed {
+            Some(y) if y > ends => Err(format!(
+                "the changelog {} holds this partition's state up to offset {ends}, but the group has committed                  offset {y}: the changelog is incomplete (was it configured after the group had started?).                  Refusing to continue from older balances",
+                from.topic
+            )),
+            // Read_committed never shows an aborted transaction's changes on
+            // Apache Kafka; a broker that does (the local one) could leave a
+            // state past the group's offsets, whose outbox is not restored.
+            Some(y) if ends > y => Err(format!(
+                "the changelog {} holds this partition's state up to offset {ends}, past the group's committed \
+                 offset {y}: it holds changes of a transaction that never committed (does this broker filter \
+                 aborted transactions for read_committed readers?). Refusing to continue from them",
+                from.topic
+            )),
+            _ => Ok(restored.progress),
+        }
     }
 
     /// Input a partition's progress has not reached, but the log no longer

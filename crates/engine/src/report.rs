@@ -22,6 +22,12 @@ pub struct RunSummary {
     /// Assignments of a partition this instance refused (state missing or
     /// behind, or input removed before it was processed).
     pub refused_partitions: u64,
+    /// Partitions whose state was restored from the changelog, and the
+    /// changes applied.
+    #[serde(default)]
+    pub restored_partitions: u64,
+    #[serde(default)]
+    pub restored_changes: u64,
     /// Transactions a crash had left open, as the start decided them.
     pub resolved: Vec<Resolved>,
     /// From the first input message to the last commit.

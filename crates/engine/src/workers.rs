@@ -83,6 +83,8 @@ struct Worker {
     spare_sinks: Vec<OutboxSink>,
     /// The size of the last cycle's batch, to size the next one.
     batch_bytes: usize,
+    /// Publish every change of state to the changelog.
+    changelog: bool,
 }
 
 impl Worker {
@@ -106,6 +108,9 @@ impl Worker {
         let store = &*self.store;
         let buffer = &job.buffer[..];
         let mut batch = store.batch_with_capacity(self.batch_bytes + self.batch_bytes / 4);
+        if self.changelog {
+            batch = batch.capturing_changes();
+        }
         let mut done = Vec::with_capacity(job.work.len());
         let mut inputs = Vec::new();
         for PartitionWork { partition, mut progress, messages } in job.work {
@@ -123,6 +128,13 @@ impl Worker {
             let started_at = progress.next_offset;
             let stats =
                 self.processor.process(store, partition, &mut progress, &inputs, &mut batch, &mut sink)?;
+            let changes = batch.take_changes();
+            if !changes.is_empty() {
+                // The batch's last input is the offset before its progress.
+                let last = progress.next_offset.saturating_sub(1);
+                sink.changelog(last, &changes)
+                    .map_err(|e| store.corrupt("captured changes", partition, e))?;
+            }
             if let Some(value) = sink.stored() {
                 batch.put_outbox(partition, started_at, value);
             }
@@ -159,6 +171,7 @@ impl Workers {
         store: &Arc<Store>,
         count: usize,
         cache_bytes: usize,
+        changelog: bool,
     ) -> Result<Workers, EngineError> {
         let count = count.max(1);
         let mut workers = Vec::with_capacity(count);
@@ -173,6 +186,7 @@ impl Workers {
                 store: store.clone(),
                 spare_sinks: Vec::new(),
                 batch_bytes: 0,
+                changelog,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -345,7 +359,8 @@ mod tests {
             Store::open(dir.path(), &StoreOptions { sync: false, ..StoreOptions::default() })
                 .expect("store opens"),
         );
-        let mut workers = Workers::new(&example_rules(), &store, count, 64 << 20).expect("workers start");
+        let mut workers =
+            Workers::new(&example_rules(), &store, count, 64 << 20, false).expect("workers start");
         let events = events();
         // Every message's key and payload, back to back, as the engine polls them.
         let mut buffer = Vec::new();
@@ -435,7 +450,7 @@ mod tests {
             Store::open(dir.path(), &StoreOptions { sync: false, ..StoreOptions::default() })
                 .expect("store opens"),
         );
-        let mut workers = Workers::new(&example_rules(), &store, 2, 0).expect("workers start");
+        let mut workers = Workers::new(&example_rules(), &store, 2, 0, false).expect("workers start");
         let place = |w: &mut Workers, ps: &[u32]| -> Vec<usize> { ps.iter().map(|&p| w.place(p)).collect() };
         assert_eq!(place(&mut workers, &[0, 2, 4, 6]), vec![0, 1, 0, 1], "even, whatever the numbers");
         assert_eq!(place(&mut workers, &[2, 6, 8]), vec![1, 1, 0], "kept, and the new one evens out");

@@ -18,7 +18,10 @@
 //!   transaction journal).
 
 mod accounts;
+pub mod changelog;
 mod ledger;
+
+use changelog::{Capture, Family};
 
 pub use accrual_core::pipeline::Progress;
 
@@ -246,7 +249,8 @@ impl Store {
         StoreError::Db { path: self.path.clone(), source }
     }
 
-    fn corrupt(&self, what: &'static str, partition: u32, source: CodecError) -> StoreError {
+    /// An error for bytes of this store that do not decode.
+    pub fn corrupt(&self, what: &'static str, partition: u32, source: CodecError) -> StoreError {
         StoreError::Corrupt { path: self.path.clone(), what, partition, source }
     }
 
@@ -413,6 +417,7 @@ impl Store {
             batch: WriteBatch::with_capacity_bytes(bytes),
             scratch: Writer::with_capacity(512),
             horizons: Vec::new(),
+            capture: None,
         }
     }
 
@@ -497,14 +502,40 @@ pub struct LedgerBatch<'s> {
     batch: WriteBatch,
     scratch: Writer,
     horizons: Vec<(u32, i64)>,
+    /// The processor's changes, as changelog entries, when asked for
+    /// ([`LedgerBatch::capturing_changes`]).
+    capture: Option<Capture>,
 }
 
 impl LedgerBatch<'_> {
+    /// Also keeps every change the batch processor stages (account states,
+    /// purchases, dedupe keys, timers, progress) as changelog entries, for
+    /// [`LedgerBatch::take_changes`].
+    pub fn capturing_changes(mut self) -> Self {
+        self.capture = Some(Capture::default());
+        self
+    }
+
+    /// The changes captured since the last call, encoded (see
+    /// [`changelog::changes`]); empty if none or not capturing.
+    pub fn take_changes(&mut self) -> Vec<u8> {
+        self.capture.as_mut().map(|c| std::mem::take(&mut c.buf.buf)).unwrap_or_default()
+    }
+
+    fn captured(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
+        if let Some(capture) = &mut self.capture {
+            capture.record(family, key, value);
+        }
+    }
+
     pub fn put_seen(&mut self, partition: u32, event_id: &str, at: Timestamp) {
         self.scratch.buf.clear();
         self.scratch.i64(at.0);
         let key = partition_key(partition, event_id.as_bytes());
-        self.batch.put_cf(self.store.cf(CF_DEDUPE), key, &self.scratch.buf);
+        self.batch.put_cf(self.store.cf(CF_DEDUPE), &key, &self.scratch.buf);
+        let value = std::mem::take(&mut self.scratch.buf);
+        self.captured(Family::Dedupe, &key, Some(&value));
+        self.scratch.buf = value;
     }
 
     pub fn put_outbox(&mut self, partition: u32, offset: u64, records: &[u8]) {
@@ -524,10 +555,14 @@ impl LedgerBatch<'_> {
             return;
         }
         if let Some(old) = old {
-            self.batch.delete_cf(self.store.cf(CF_TIMERS), timer_key(partition, old, account));
+            let key = timer_key(partition, old, account);
+            self.batch.delete_cf(self.store.cf(CF_TIMERS), &key);
+            self.captured(Family::Timers, &key, None);
         }
         if let Some(new) = new {
-            self.batch.put_cf(self.store.cf(CF_TIMERS), timer_key(partition, new, account), []);
+            let key = timer_key(partition, new, account);
+            self.batch.put_cf(self.store.cf(CF_TIMERS), &key, []);
+            self.captured(Family::Timers, &key, Some(&[]));
         }
     }
 
@@ -545,7 +580,10 @@ impl LedgerBatch<'_> {
         self.scratch.u64(progress.next_offset);
         self.scratch.i64(progress.stream_time.0);
         let key = partition_key(partition, PROGRESS);
-        self.batch.put_cf(self.store.cf(CF_META), key, &self.scratch.buf);
+        self.batch.put_cf(self.store.cf(CF_META), &key, &self.scratch.buf);
+        let value = std::mem::take(&mut self.scratch.buf);
+        self.captured(Family::Progress, &key, Some(&value));
+        self.scratch.buf = value;
         self.horizons.push((partition, progress.stream_time.0.saturating_sub(dedupe_window_ms)));
     }
 
@@ -623,7 +661,7 @@ impl Store {
     /// the cycle's own changes to be added to.
     pub fn batch_from(&self, staged: Vec<Staged>) -> LedgerBatch<'_> {
         let Staged { batch, horizons } = concatenate(staged);
-        LedgerBatch { store: self, batch, scratch: Writer::with_capacity(512), horizons }
+        LedgerBatch { store: self, batch, scratch: Writer::with_capacity(512), horizons, capture: None }
     }
 }
 

@@ -1,0 +1,168 @@
+//! The ledger's changes as changelog entries: every write the batch
+//! processor stages for a partition (account states, retained purchases,
+//! dedupe keys, timers, progress) can be captured as it is staged, and
+//! written back, byte for byte, into an empty partition (a restore).
+//!
+//! An entry is (family, RocksDB key, value or none for a delete). Its
+//! changelog message key is the family's byte then the RocksDB key, which
+//! starts with the partition (see the crate's layout); a delete is a
+//! tombstone. The engine publishes the entries in the Kafka transaction
+//! that commits their inputs, so the changelog holds exactly the state of
+//! the committed offsets.
+
+use super::{CF_ACCOUNTS, CF_DEDUPE, CF_META, CF_PURCHASES, CF_TIMERS, PROGRESS, Store, StoreError};
+use accrual_core::state::codec::{CodecError, Reader, Writer};
+use rocksdb::WriteBatch;
+
+/// The column family of a changelog entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Accounts = 0,
+    Purchases = 1,
+    Dedupe = 2,
+    Timers = 3,
+    /// A partition's progress (in the `meta` family).
+    Progress = 4,
+}
+
+impl Family {
+    fn from_byte(b: u8) -> Option<Family> {
+        Some(match b {
+            0 => Family::Accounts,
+            1 => Family::Purchases,
+            2 => Family::Dedupe,
+            3 => Family::Timers,
+            4 => Family::Progress,
+            _ => return None,
+        })
+    }
+
+    fn column_family(self) -> &'static str {
+        match self {
+            Family::Accounts => CF_ACCOUNTS,
+            Family::Purchases => CF_PURCHASES,
+            Family::Dedupe => CF_DEDUPE,
+            Family::Timers => CF_TIMERS,
+            Family::Progress => CF_META,
+        }
+    }
+}
+
+/// One change, borrowed from encoded changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub family: Family,
+    pub key: &'a [u8],
+    /// `None`: the key is deleted.
+    pub value: Option<&'a [u8]>,
+}
+
+impl Change<'_> {
+    /// The partition the change belongs to (every key starts with it).
+    pub fn partition(&self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.key.get(..4)?.try_into().ok()?))
+    }
+}
+
+/// Changes as they are staged: (family, key, present, value) after another.
+#[derive(Default)]
+pub(crate) struct Capture {
+    pub(crate) buf: Writer,
+}
+
+impl Capture {
+    pub(crate) fn record(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
+        self.buf.u8(family as u8);
+        self.buf.bytes(key);
+        match value {
+            Some(value) => {
+                self.buf.u8(1);
+                self.buf.bytes(value);
+            }
+            None => self.buf.u8(0),
+        }
+    }
+}
+
+/// The changes of encoded captured bytes (see [`crate::LedgerBatch::take_changes`]).
+pub fn changes(bytes: &[u8]) -> Result<Vec<Change<'_>>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let family = Family::from_byte(r.u8()?).ok_or(CodecError::Corrupt("changelog family"))?;
+        let key = r.bytes()?;
+        let value = match r.u8()? {
+            0 => None,
+            1 => Some(r.bytes()?),
+            _ => return Err(CodecError::Corrupt("changelog value flag")),
+        };
+        out.push(Change { family, key, value });
+    }
+    Ok(out)
+}
+
+/// A changelog message's key: the family's byte, then the RocksDB key.
+pub fn message_key(change: &Change<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(change.family as u8);
+    out.extend_from_slice(change.key);
+}
+
+/// The change a changelog message stands for (`value`: none for a
+/// tombstone); `None` if its key is not one this crate writes.
+pub fn from_message<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Change<'a>> {
+    let (&family, key) = key.split_first()?;
+    let change = Change { family: Family::from_byte(family)?, key, value };
+    change.partition()?;
+    Some(change)
+}
+
+/// Writes changes read from a changelog into the store, in large batches
+/// (a restore). Nothing else may write the partition meanwhile.
+pub struct Restore<'s> {
+    store: &'s Store,
+    batch: WriteBatch,
+    /// Changes written so far.
+    pub changes: u64,
+    /// Their keys' and values' bytes.
+    pub bytes: u64,
+}
+
+/// Bytes of changes per RocksDB write while restoring.
+const RESTORE_BATCH_BYTES: usize = 32 << 20;
+
+impl<'s> Restore<'s> {
+    pub fn new(store: &'s Store) -> Restore<'s> {
+        Restore { store, batch: WriteBatch::default(), changes: 0, bytes: 0 }
+    }
+
+    pub fn apply(&mut self, change: &Change<'_>) -> Result<(), StoreError> {
+        let cf = self.store.cf(change.family.column_family());
+        match change.value {
+            Some(value) => self.batch.put_cf(cf, change.key, value),
+            None => self.batch.delete_cf(cf, change.key),
+        }
+        self.changes += 1;
+        self.bytes += (change.key.len() + change.value.map_or(0, <[u8]>::len)) as u64;
+        if self.batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut self.batch);
+        self.store.db.write_opt(batch, &self.store.write).map_err(|e| self.store.db_err(e))
+    }
+
+    /// Writes what is left and syncs it.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.store.sync_wal()
+    }
+}
+
+/// The progress key of a partition, as captured (to tell it from others).
+pub fn is_progress(change: &Change<'_>) -> bool {
+    change.family == Family::Progress && change.key.get(4..) == Some(PROGRESS)
+}

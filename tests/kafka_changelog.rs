@@ -1,0 +1,77 @@
+//! The state changelog: every change of a partition's state published in
+//! the transaction that commits its inputs, and a lost state directory
+//! restored from it, with the same balances and the same later output.
+
+mod common;
+
+use accrual::datagen::{self, GenOptions};
+use common::kafka::*;
+use std::time::Duration;
+
+fn events(n: u64, seed: u64) -> Vec<String> {
+    let opts = GenOptions {
+        events: n,
+        accounts: 300,
+        seed,
+        days: 60,
+        start: common::past_start(),
+        refund_percent: 4.0,
+        reversal_percent: 1.0,
+        duplicate_percent: 2.0,
+        ..GenOptions::default()
+    };
+    let mut out = Vec::new();
+    datagen::generate(&opts, &mut out).unwrap();
+    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+}
+
+fn run_until_idle(config: &std::path::Path) -> accrual::engine::RunSummary {
+    let mut engine = EngineProcess::spawn(config, &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    engine.report()
+}
+
+#[test]
+fn a_lost_state_directory_is_restored_from_the_changelog_with_identical_balances_and_output() {
+    let setup = Setup::new("changelog", 4).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup.config(dir.path(), "node-a", "");
+    let state = dir.path().join("node-a");
+    let lines = events(4_000, 12);
+    let (first, second) = lines.split_at(2_500);
+
+    setup.produce(dir.path(), first);
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, 0, "nothing to restore from an empty start: {report:?}");
+    let before = engine_accounts(&state, setup.partitions);
+    assert!(before.len() > 100, "only {} accounts", before.len());
+    let mut txns = journal(&state);
+
+    // The disk is lost: the same instance starts from an empty directory.
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
+    assert!(report.restored_changes > before.len() as u64, "{report:?}");
+    assert_eq!((report.events, report.records), (0, 0), "restoring processes nothing: {report:?}");
+    let restored = engine_accounts(&state, setup.partitions);
+    assert!(restored == before, "restored balances differ from the lost ones");
+
+    // It goes on from there as if nothing had happened.
+    setup.produce(dir.path(), second);
+    let report = run_until_idle(&config);
+    assert!(report.events > 0, "{report:?}");
+    txns.extend(journal(&state));
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+
+    // And the changelog holds state only: a key per change, in the
+    // partition of the state it belongs to.
+    let changelog = setup.read(setup.changelog.as_deref().unwrap());
+    assert!(!changelog.is_empty());
+    for m in &changelog {
+        let change = accrual::store::changelog::from_message(&m.key, Some(&m.payload))
+            .unwrap_or_else(|| panic!("not a change: {:?}", m.key));
+        assert_eq!(change.partition(), Some(m.partition as u32));
+    }
+}
