@@ -12,7 +12,7 @@
 
 use super::{CF_ACCOUNTS, CF_DEDUPE, CF_META, CF_PURCHASES, CF_TIMERS, PROGRESS, Store, StoreError};
 use accrual_core::state::codec::{CodecError, Reader, Writer};
-use rocksdb::WriteBatch;
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 /// The column family of a changelog entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +160,30 @@ impl<'s> Restore<'s> {
         self.flush()?;
         self.store.sync_wal()
     }
+}
+
+/// Every key and value a partition holds in the families the changelog
+/// carries, in family then key order: what a restore must reproduce.
+pub fn partition_entries(
+    store: &Store,
+    partition: u32,
+) -> Result<Vec<(Family, Vec<u8>, Vec<u8>)>, StoreError> {
+    let prefix = partition.to_be_bytes();
+    let mut out = Vec::new();
+    for family in [Family::Accounts, Family::Purchases, Family::Dedupe, Family::Timers, Family::Progress] {
+        let cf = store.cf(family.column_family());
+        for item in store.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, value) = item.map_err(|e| store.db_err(e))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let change = Change { family, key: &key, value: Some(&value) };
+            if family != Family::Progress || is_progress(&change) {
+                out.push((family, key.to_vec(), value.to_vec()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The progress key of a partition, as captured (to tell it from others).

@@ -1,0 +1,164 @@
+//! The state changelog without a broker: the changes a ledger batch
+//! captures, written back into an empty store, give the same state:
+//! accounts with their purchases, dedupe answers, timers and progress;
+//! and so does only the latest value of each key (what a compacted topic
+//! keeps).
+
+mod common;
+
+use accrual::accrue::AccrualRecord;
+use accrual::datagen::GenOptions;
+use accrual::events::Event;
+use accrual::pipeline::{Input, Processor, Sink};
+use accrual::store::changelog::{self, Restore};
+use accrual::store::{Store, StoreOptions};
+use accrual::time::Timestamp;
+use common::*;
+use std::collections::BTreeMap;
+
+struct Ignore;
+
+impl Sink for Ignore {
+    fn accrued(&mut self, _: u64, _: &Event<'_>, _: &[AccrualRecord]) {}
+    fn no_effect(&mut self, _: u64, _: &Event<'_>, _: accrual::accrue::NoEffect) {}
+    fn duplicate(&mut self, _: u64, _: &Event<'_>, _: Timestamp) {}
+    fn dead_letter(&mut self, _: &Input<'_>, _: &'static str, _: &str) {}
+}
+
+/// A changelog message: key, and value or none (a tombstone).
+type Message = (Vec<u8>, Option<Vec<u8>>);
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, &StoreOptions { sync: false, ..StoreOptions::default() }).unwrap()
+}
+
+/// Generated events (refunds, reversals, duplicates, malformed lines),
+/// with a clock after every 200th line at the time of the last event.
+fn lines() -> Vec<String> {
+    let opts = GenOptions {
+        events: 6_000,
+        accounts: 150,
+        seed: 77,
+        days: 400,
+        refund_percent: 5.0,
+        reversal_percent: 2.0,
+        duplicate_percent: 3.0,
+        malformed_percent: 1.0,
+        ..GenOptions::default()
+    };
+    let mut decoder = accrual::events::Decoder::new();
+    let mut last = None;
+    let mut out = Vec::new();
+    for (i, line) in generated_lines(&opts).into_iter().enumerate() {
+        if let Ok(e) = decoder.decode(line.as_bytes()) {
+            last = Some(e.occurred_at);
+        }
+        out.push(line);
+        if let (0, Some(at)) = (i % 200, last) {
+            out.push(format!(r#"{{"event_id":"clock-{i}","type":"clock","occurred_at":"{at}"}}"#));
+        }
+    }
+    out
+}
+
+/// Processes `lines` into partitions 1 and 2 (alternate batches of 250),
+/// committing each batch, and returns the changelog messages captured.
+fn process_capturing(store: &Store, lines: &[String]) -> Vec<Message> {
+    // The lifecycle program: holds, expiry and tiers move timers around.
+    let rules = accrual::rules::load(&repo_path("config/rules.lifecycle.toml")).unwrap();
+    let mut processor = Processor::new(std::sync::Arc::new(rules)).with_received_by(test_now());
+    let mut messages = Vec::new();
+    let mut key = Vec::new();
+    for (n, chunk) in lines.chunks(250).enumerate() {
+        let partition = 1 + (n % 2) as u32;
+        let mut progress = store.progress(partition).unwrap().unwrap_or_default();
+        let first = progress.next_offset;
+        let inputs: Vec<Input<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Input {
+                offset: first + i as u64,
+                key: b"",
+                payload: l.as_bytes(),
+                timestamp: None,
+            })
+            .collect();
+        let mut batch = store.batch().capturing_changes();
+        processor.process(store, partition, &mut progress, &inputs, &mut batch, &mut Ignore).unwrap();
+        let captured = batch.take_changes();
+        for change in changelog::changes(&captured).unwrap() {
+            assert_eq!(change.partition(), Some(partition), "a change of another partition");
+            changelog::message_key(&change, &mut key);
+            messages.push((key.clone(), change.value.map(<[u8]>::to_vec)));
+        }
+        store.commit(batch).unwrap();
+    }
+    messages
+}
+
+fn restore(store: &Store, messages: &[Message]) {
+    let mut restore = Restore::new(store);
+    for (key, value) in messages {
+        let change = changelog::from_message(key, value.as_deref()).expect("a change");
+        restore.apply(&change).unwrap();
+    }
+    restore.finish().unwrap();
+}
+
+/// What a compacted topic keeps: the last message of each key, without
+/// tombstones (once compaction removed them).
+fn compacted(messages: &[Message]) -> Vec<Message> {
+    let mut last: BTreeMap<&[u8], &Option<Vec<u8>>> = BTreeMap::new();
+    for (key, value) in messages {
+        last.insert(key, value);
+    }
+    last.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.to_vec(), Some(v.clone())))).collect()
+}
+
+/// Everything the processor reads of a partition, and every stored key
+/// and value the changelog carries, for comparison.
+fn state(store: &Store, partition: u32, event_ids: &[String]) -> String {
+    let entries = changelog::partition_entries(store, partition).unwrap();
+    let accounts = store.accounts(partition).unwrap();
+    let timers = store.due_timers(partition, Timestamp(i64::MAX), usize::MAX).unwrap();
+    let progress = store.progress(partition).unwrap().unwrap();
+    let seen: Vec<_> = event_ids
+        .iter()
+        .map(|id| store.seen(partition, id, progress.stream_time, i64::MAX / 4).unwrap())
+        .collect();
+    format!("{entries:?}\n{accounts:?}\n{timers:?}\n{progress:?}\n{seen:?}")
+}
+
+#[test]
+fn captured_changes_restore_the_same_state_whole_or_compacted() {
+    let lines = lines();
+    let event_ids: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("event_id").and_then(|id| id.as_str()).map(str::to_string))
+        .collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let original = open(dirs[0].path());
+    let messages = process_capturing(&original, &lines);
+    // The run deletes keys of purchases and timers: tombstones are tested.
+    for family in [1, 3] {
+        assert!(messages.iter().any(|(k, v)| k[0] == family && v.is_none()), "no delete in family {family}");
+    }
+
+    let replayed = open(dirs[1].path());
+    restore(&replayed, &messages);
+    let latest = compacted(&messages);
+    assert!(latest.len() < messages.len());
+    let from_compacted = open(dirs[2].path());
+    restore(&from_compacted, &latest);
+
+    for partition in [1, 2] {
+        let want = state(&original, partition, &event_ids);
+        assert!(want.len() > 1_000, "partition {partition} holds state");
+        assert!(state(&replayed, partition, &event_ids) == want, "replayed changelog, partition {partition}");
+        assert!(
+            state(&from_compacted, partition, &event_ids) == want,
+            "compacted changelog, partition {partition}"
+        );
+    }
+}
