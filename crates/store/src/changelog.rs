@@ -162,12 +162,12 @@ impl<'s> Restore<'s> {
     }
 }
 
+/// A stored key and value of a family the changelog carries.
+pub type Entry = (Family, Vec<u8>, Vec<u8>);
+
 /// Every key and value a partition holds in the families the changelog
 /// carries, in family then key order: what a restore must reproduce.
-pub fn partition_entries(
-    store: &Store,
-    partition: u32,
-) -> Result<Vec<(Family, Vec<u8>, Vec<u8>)>, StoreError> {
+pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, StoreError> {
     let prefix = partition.to_be_bytes();
     let mut out = Vec::new();
     for family in [Family::Accounts, Family::Purchases, Family::Dedupe, Family::Timers, Family::Progress] {
