@@ -95,3 +95,40 @@ fn a_lost_state_directory_is_restored_from_the_changelog_with_identical_balances
         assert_eq!(change.partition(), Some(m.partition as u32));
     }
 }
+
+#[test]
+fn a_restore_stops_at_the_transaction_that_committed_the_groups_offsets() {
+    let setup = Setup::new("changelog-abort", 2).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup.config(dir.path(), "node-a", "");
+    let state = dir.path().join("node-a");
+    let lines = events(2_000, 5);
+    let (first, second) = lines.split_at(1_500);
+    setup.produce(dir.path(), first);
+    run_until_idle(&config);
+    let committed =
+        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+
+    // The next cycle publishes its changes, then the process dies before
+    // the Kafka commit: a transaction that never commits (which this
+    // broker may still show to read_committed readers).
+    setup.produce(dir.path(), second);
+    let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", "before-kafka-commit")], None);
+    assert!(!crashed.wait(Duration::from_secs(120)).success(), "{}", crashed.log_text());
+    let mut txns = journal(&state);
+    let after_crash =
+        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+    assert_eq!(committed, after_crash, "the crash committed nothing");
+
+    // The state is lost too; the restore must end where the group's
+    // offsets are, not at the uncommitted changes after them.
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
+    assert_eq!(report.refused_partitions, 0, "{report:?}");
+    assert_eq!(report.events, second.len() as u64, "the uncommitted input is processed again: {report:?}");
+    txns.extend(journal(&state));
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+}

@@ -188,7 +188,11 @@ impl EngineContext {
                     continue;
                 }
             };
-            let decision = match self.restored(p, local, y) {
+            let txn = committed
+                .find_partition(elem.topic(), partition)
+                .map(|e| e.metadata().to_string())
+                .filter(|m| !m.is_empty());
+            let decision = match self.restored(p, local, y, txn.as_deref()) {
                 Ok(local) => start_offset(local, y),
                 Err(reason) => Err(reason),
             };
@@ -249,6 +253,7 @@ impl EngineContext {
         p: u32,
         local: Option<Progress>,
         committed: Option<u64>,
+        committed_txn: Option<&str>,
     ) -> Result<Option<Progress>, String> {
         let Some(from) = &self.changelog else { return Ok(local) };
         let behind = match (local, committed) {
@@ -266,9 +271,15 @@ impl EngineContext {
             changelog = %from.topic,
             "restoring the partition's state from the changelog"
         );
-        let restored =
-            crate::restore::restore_partition(&from.config, &self.store, &from.topic, p, self.timeout)
-                .map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
+        let restored = crate::restore::restore_partition(
+            &from.config,
+            &self.store,
+            &from.topic,
+            p,
+            committed_txn,
+            self.timeout,
+        )
+        .map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
         crate::metrics::restored(restored.changes, restored.bytes, restored.elapsed);
         tracing::info!(
             partition = p,
