@@ -1,0 +1,126 @@
+//! State follows its partition: three instances share the group while
+//! events stream; one is killed with SIGKILL and its state directory
+//! deleted (a lost node), and its partitions are restored from the
+//! changelog elsewhere; a fourth joins; then every instance left is
+//! restarted in turn. Every accrual is published exactly once, and the
+//! balances are `simulate`'s. ACCRUAL_SOAK=1 streams ten times the events.
+
+mod common;
+
+use accrual::datagen::{self, GenOptions};
+use common::kafka::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn events(n: u64) -> Vec<String> {
+    let opts = GenOptions {
+        events: n,
+        accounts: 400,
+        seed: 41,
+        days: 60,
+        start: common::past_start(),
+        refund_percent: 3.0,
+        duplicate_percent: 1.0,
+        ..GenOptions::default()
+    };
+    let mut out = Vec::new();
+    datagen::generate(&opts, &mut out).unwrap();
+    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+}
+
+fn wait_assigned(engine: &EngineProcess) {
+    let started = Instant::now();
+    while !engine.log_text().contains("partition assigned") && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Streams `lines` in and waits until the group has committed them all.
+fn stream(setup: &Setup, dir: &Path, lines: &[String], what: &str) {
+    setup.produce(dir, lines);
+    assert!(
+        setup.wait_all_committed(Duration::from_secs(180)),
+        "{what}: not all committed; lag {:?}",
+        setup.lag()
+    );
+}
+
+fn stop(engine: &mut EngineProcess, reports: &mut Vec<accrual::engine::RunSummary>) {
+    engine.terminate();
+    assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
+    reports.push(engine.report());
+}
+
+#[test]
+fn a_lost_node_a_new_one_and_a_rolling_restart_keep_every_accrual_exactly_once() {
+    let soak = std::env::var("ACCRUAL_SOAK").is_ok_and(|v| v == "1");
+    let per_phase: usize = if soak { 15_000 } else { 1_500 };
+    let setup = Setup::new("failover", 6).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str| setup.config(dir.path(), name, "max_batch = 300");
+    let state = |name: &str| -> PathBuf { dir.path().join(name) };
+    let lines = events(per_phase as u64 * 4);
+    let phases: Vec<&[String]> = lines.chunks(per_phase).collect();
+    let mut reports = Vec::new();
+
+    let mut nodes: BTreeMap<&str, EngineProcess> = BTreeMap::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        let engine = EngineProcess::spawn(&config(name), &[], None);
+        wait_assigned(&engine);
+        nodes.insert(name, engine);
+    }
+    stream(&setup, dir.path(), phases[0], "three instances");
+
+    // A lost node: killed, and its disk gone with it.
+    let mut lost = nodes.remove("node-c").unwrap();
+    lost.kill();
+    let mut txns = journal(&state("node-c"));
+    std::fs::remove_dir_all(state("node-c")).unwrap();
+    stream(&setup, dir.path(), phases[1], "after losing node-c");
+
+    // A new node joins, with no state.
+    let joined = EngineProcess::spawn(&config("node-d"), &[], None);
+    wait_assigned(&joined);
+    nodes.insert("node-d", joined);
+    stream(&setup, dir.path(), phases[2], "after node-d joined");
+
+    // A rolling restart.
+    for name in ["node-a", "node-b", "node-d"] {
+        let mut engine = nodes.remove(name).unwrap();
+        stop(&mut engine, &mut reports);
+        let engine = EngineProcess::spawn(&config(name), &[], None);
+        wait_assigned(&engine);
+        nodes.insert(name, engine);
+    }
+    stream(&setup, dir.path(), phases[3], "after the rolling restart");
+    for engine in nodes.values_mut() {
+        stop(engine, &mut reports);
+    }
+
+    let restores: u64 = reports.iter().map(|r| r.restored_partitions).sum();
+    assert!(restores >= 2, "partitions moved without restores: {reports:?}");
+    for name in ["node-a", "node-b", "node-d"] {
+        txns.extend(journal(&state(name)));
+    }
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+
+    // Each partition's balances, from an instance whose state ends at the
+    // group's committed offset (any other copy is an older one).
+    let committed =
+        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+    let mut accounts = BTreeMap::new();
+    for p in 0..setup.partitions {
+        let (offset, _) = committed[&p];
+        let owner = ["node-a", "node-b", "node-d"]
+            .into_iter()
+            .map(|name| open_store(&state(name)))
+            .find(|store| store.progress(p as u32).unwrap().map(|x| x.next_offset as i64) == Some(offset))
+            .unwrap_or_else(|| panic!("no instance holds partition {p} at the committed offset {offset}"));
+        for (account, balance) in owner.accounts(p as u32).unwrap() {
+            assert!(accounts.insert(account.clone(), balance).is_none(), "{account} in two partitions");
+        }
+    }
+    assert!(accounts == reference_accounts, "balances differ from simulate");
+}
