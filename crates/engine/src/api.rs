@@ -62,6 +62,13 @@ pub fn readiness(a: &Assignment) -> Result<(), Vec<String>> {
             why.push(format!("partition {p} is recovering"));
         }
     }
+    for (p, r) in &a.restoring {
+        let applied = r.watch.applied.load(std::sync::atomic::Ordering::Relaxed);
+        why.push(format!(
+            "partition {p} is restoring from the changelog: {applied} records applied, about {} left",
+            r.watch.left()
+        ));
+    }
     for (p, reason) in &a.refused {
         why.push(format!("partition {p} refused: {reason}"));
     }
@@ -198,6 +205,12 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
     let partition = state.partitioner.partition(id.as_bytes(), partitions);
     {
         let a = EngineContext::lock(&state.assignment);
+        if a.restoring.contains_key(&partition) {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("partition {partition} is restoring from the changelog; retry shortly"), "partition": partition}),
+            );
+        }
         if let Some(reason) = a.refused.get(&partition) {
             return json_response(
                 StatusCode::SERVICE_UNAVAILABLE,

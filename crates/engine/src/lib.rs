@@ -426,6 +426,7 @@ impl Engine {
                 return Err(error.into());
             }
             self.recover_assigned()?;
+            self.finish_restores()?;
             self.observe_assignment();
             if !polled.is_empty() {
                 last_input = Instant::now();
@@ -441,6 +442,11 @@ impl Engine {
                 break;
             }
         }
+        // Restores still running stop (a restore cut short leaves no
+        // progress, so the next owner restores again).
+        for r in EngineContext::lock(&self.assignment).restoring.values() {
+            r.cancel();
+        }
         // Finish and record the last transaction before leaving.
         self.finish_inflight()?;
         self.flush_marks()?;
@@ -451,7 +457,15 @@ impl Engine {
     /// rebalances; refreshes the partition count after a rebalance.
     fn observe_assignment(&mut self) {
         let (rebalances, assigned, refused, ready, lag) = {
-            let a = EngineContext::lock(&self.assignment);
+            let mut a = EngineContext::lock(&self.assignment);
+            let (mut applied, mut left) = (0, 0);
+            for r in a.restoring.values_mut() {
+                let now = r.watch.applied.load(Ordering::Relaxed);
+                applied += now.saturating_sub(r.reported);
+                r.reported = now;
+                left += r.watch.left();
+            }
+            crate::metrics::restoring(applied, a.restoring.len(), left);
             let lag: BTreeMap<u32, i64> = a
                 .owned
                 .iter()
@@ -467,6 +481,64 @@ impl Engine {
             self.refresh_partition_count();
         }
         crate::metrics::assignment(assigned, refused, ready, &lag);
+    }
+
+    /// Takes up partitions whose restore finished: owned from the group's
+    /// offset, their cached states dropped, resumed there; or refused.
+    fn finish_restores(&mut self) -> Result<(), EngineError> {
+        let finished: Vec<(u32, restore::Restoring)> = {
+            let mut a = EngineContext::lock(&self.assignment);
+            let (done, stopping): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut a.cancelled).into_iter().partition(|(_, r)| r.is_finished());
+            a.cancelled = stopping;
+            drop(done);
+            let ready: Vec<u32> =
+                a.restoring.iter().filter(|(_, r)| r.is_finished()).map(|(p, _)| *p).collect();
+            ready.into_iter().filter_map(|p| a.restoring.remove(&p).map(|r| (p, r))).collect()
+        };
+        let Some(from) = self.config.kafka.topics.changelog.clone() else { return Ok(()) };
+        for (p, restoring) in finished {
+            let committed = restoring.committed;
+            let reported = restoring.reported;
+            let outcome = restore::outcome(&from, committed, restoring.join());
+            let mut a = EngineContext::lock(&self.assignment);
+            match outcome {
+                Ok(restored) => {
+                    crate::metrics::restored(
+                        restored.changes.saturating_sub(reported),
+                        restored.bytes,
+                        restored.elapsed,
+                    );
+                    tracing::info!(
+                        partition = p,
+                        changes = restored.changes,
+                        bytes = restored.bytes,
+                        seconds = restored.elapsed.as_secs_f64(),
+                        start_offset = committed,
+                        "partition restored from the changelog"
+                    );
+                    let progress = restored.progress.unwrap_or_default();
+                    a.owned.insert(p, Owned { progress, committed: Some(committed), needs_recovery: false });
+                    a.restores += 1;
+                    a.restored_changes += restored.changes;
+                    a.restored_to_forget.push(p);
+                    drop(a);
+                    let topic = &self.config.kafka.topics.input;
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(topic, p as i32);
+                    self.consumer
+                        .seek(topic, p as i32, Offset::Offset(committed as i64), self.timeout)
+                        .map_err(kafka("seeking a restored partition to the group's offset"))?;
+                    self.consumer.resume(&tpl).map_err(kafka("resuming a restored partition"))?;
+                }
+                Err(reason) => {
+                    tracing::error!(partition = p, "partition refused: {reason}");
+                    a.refused.insert(p, reason);
+                    a.refusals += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn refresh_partition_count(&self) {

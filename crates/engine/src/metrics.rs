@@ -40,6 +40,8 @@ pub const RESTORES: &str = "accrual_restores_total";
 pub const RESTORED_RECORDS: &str = "accrual_restored_records_total";
 pub const RESTORED_BYTES: &str = "accrual_restored_bytes_total";
 pub const RESTORE_SECONDS: &str = "accrual_restore_duration_seconds";
+pub const RESTORING: &str = "accrual_restoring_partitions";
+pub const RESTORE_LEFT: &str = "accrual_restore_records_left";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
 pub const RULES_INFO: &str = "accrual_rules_info";
@@ -289,12 +291,21 @@ pub fn recovery() {
     counter!(RECOVERIES).increment(1);
 }
 
-/// A partition restored from the changelog.
+/// A partition restored from the changelog (`records`: those not yet
+/// counted by [`restoring`]).
 pub fn restored(records: u64, bytes: u64, took: std::time::Duration) {
     counter!(RESTORES).increment(1);
     counter!(RESTORED_RECORDS).increment(records);
     counter!(RESTORED_BYTES).increment(bytes);
     histogram!(RESTORE_SECONDS).record(took.as_secs_f64());
+}
+
+/// Restores running: records applied since the last call, partitions
+/// restoring, and changelog records they have left to read.
+pub fn restoring(applied: u64, partitions: usize, left: u64) {
+    counter!(RESTORED_RECORDS).increment(applied);
+    gauge!(RESTORING).set(partitions as f64);
+    gauge!(RESTORE_LEFT).set(left as f64);
 }
 
 pub fn input_gap(messages: u64) {

@@ -51,6 +51,21 @@ pub struct Assignment {
     /// Restored partitions whose cached account states the workers must
     /// drop before they process them (taken by the engine's cycle).
     pub restored_to_forget: Vec<u32>,
+    /// Assigned partitions whose state is being restored from the
+    /// changelog (paused at the group's offset until then).
+    pub restoring: BTreeMap<u32, crate::restore::Restoring>,
+    /// Restores of partitions revoked meanwhile, stopping.
+    pub cancelled: Vec<(u32, crate::restore::Restoring)>,
+}
+
+/// What an assigned partition is to do.
+enum Start {
+    Own(Owned),
+    /// Restore its state from the changelog, to the group's offset.
+    Restore {
+        committed: u64,
+        txn: Option<String>,
+    },
 }
 
 /// What stops the engine from inside librdkafka's callbacks.
@@ -192,29 +207,23 @@ impl EngineContext {
                 .find_partition(elem.topic(), partition)
                 .map(|e| e.metadata().to_string())
                 .filter(|m| !m.is_empty());
-            let decision = match self.restored(p, local, y, txn.as_deref()) {
-                Ok(local) => start_offset(local, y),
-                Err(reason) => Err(reason),
-            };
-            let decision = match (decision, local) {
-                (Ok(owned), Some(_)) => self.check_gap(consumer, p, owned),
-                (decision, _) => decision,
+            let decision = match (y, self.needs_restore(local, y)) {
+                (Some(committed), true) => Ok(Start::Restore { committed, txn }),
+                _ => match (start_offset(local, y), local) {
+                    (Ok(owned), Some(_)) => self.check_gap(consumer, p, owned).map(Start::Own),
+                    (decision, _) => decision.map(Start::Own),
+                },
             };
             decided.push((p, decision));
         }
-        let mut refused = TopicPartitionList::new();
+        let mut paused = TopicPartitionList::new();
         {
             let mut a = Self::lock(&self.assignment);
             a.generation += 1;
             a.rebalances += 1;
             for (p, decision) in decided {
-                match decision {
-                    Ok(owned) => {
-                        tpl.set_partition_offset(
-                            &self.topic,
-                            p as i32,
-                            Offset::Offset(owned.progress.next_offset as i64),
-                        )?;
+                let (offset, pause) = match decision {
+                    Ok(Start::Own(owned)) => {
                         tracing::info!(
                             partition = p,
                             start_offset = owned.progress.next_offset,
@@ -224,15 +233,19 @@ impl EngineContext {
                         );
                         a.refused.remove(&p);
                         a.owned.insert(p, owned);
+                        (Offset::Offset(owned.progress.next_offset as i64), false)
                     }
-                    Err(reason) => {
-                        tracing::error!(partition = p, "partition refused: {reason}");
-                        tpl.set_partition_offset(&self.topic, p as i32, Offset::End)?;
-                        refused.add_partition(&self.topic, p as i32);
-                        a.owned.remove(&p);
-                        a.refused.insert(p, reason);
-                        a.refusals += 1;
+                    Ok(Start::Restore { committed, txn }) => {
+                        match self.start_restore(&mut a, p, committed, txn) {
+                            Ok(()) => (Offset::Offset(committed as i64), true),
+                            Err(reason) => (self.refuse(&mut a, p, reason), true),
+                        }
                     }
+                    Err(reason) => (self.refuse(&mut a, p, reason), true),
+                };
+                tpl.set_partition_offset(&self.topic, p as i32, offset)?;
+                if pause {
+                    paused.add_partition(&self.topic, p as i32);
                 }
             }
         }
@@ -240,78 +253,75 @@ impl EngineContext {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl)?,
             _ => consumer.assign(tpl)?,
         }
-        if refused.count() > 0 {
-            consumer.pause(&refused)?;
+        if paused.count() > 0 {
+            consumer.pause(&paused)?;
         }
         Ok(())
     }
 
-    /// The partition's local progress, after restoring its state from the
-    /// changelog if it was missing or behind the group's committed offset.
-    fn restored(
+    /// Refuses an assigned partition: it stays paused, at its end.
+    fn refuse(&self, a: &mut Assignment, p: u32, reason: String) -> Offset {
+        tracing::error!(partition = p, "partition refused: {reason}");
+        a.owned.remove(&p);
+        a.refused.insert(p, reason);
+        a.refusals += 1;
+        Offset::End
+    }
+
+    /// Whether a partition's state is to be restored from the changelog:
+    /// there is one, and the local state is missing or behind the group.
+    fn needs_restore(&self, local: Option<Progress>, committed: Option<u64>) -> bool {
+        self.changelog.is_some()
+            && match (local, committed) {
+                (_, None | Some(0)) => false,
+                (None, Some(_)) => true,
+                (Some(l), Some(y)) => y > l.next_offset,
+            }
+    }
+
+    /// Starts restoring `p` on a thread of its own, once any earlier
+    /// restore of it (revoked meanwhile) has stopped.
+    fn start_restore(
         &self,
+        a: &mut Assignment,
         p: u32,
-        local: Option<Progress>,
-        committed: Option<u64>,
-        committed_txn: Option<&str>,
-    ) -> Result<Option<Progress>, String> {
-        let Some(from) = &self.changelog else { return Ok(local) };
-        let behind = match (local, committed) {
-            (_, None | Some(0)) => false,
-            (None, Some(_)) => true,
-            (Some(l), Some(y)) => y > l.next_offset,
-        };
-        if !behind {
-            return Ok(local);
+        committed: u64,
+        txn: Option<String>,
+    ) -> Result<(), String> {
+        let Some(from) = &self.changelog else { return Err("no changelog to restore from".into()) };
+        let (stopping, others): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut a.cancelled).into_iter().partition(|(q, _)| *q == p);
+        a.cancelled = others;
+        for (_, earlier) in stopping {
+            let _ = earlier.join();
+        }
+        if let Some(running) = a.restoring.remove(&p) {
+            running.cancel();
+            let _ = running.join();
         }
         tracing::info!(
             partition = p,
-            local_offset = local.map(|l| l.next_offset),
+            start_offset = committed,
             committed_offset = committed,
+            restore = true,
             changelog = %from.topic,
-            "restoring the partition's state from the changelog"
+            "partition assigned; restoring the partition's state from the changelog"
         );
-        let restored = crate::restore::restore_partition(
-            &from.config,
-            &self.store,
-            &from.topic,
-            p,
-            committed_txn,
-            self.timeout,
-        )
-        .map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
-        crate::metrics::restored(restored.changes, restored.bytes, restored.elapsed);
-        tracing::info!(
-            partition = p,
-            changes = restored.changes,
-            bytes = restored.bytes,
-            seconds = restored.elapsed.as_secs_f64(),
-            next_offset = restored.progress.map(|r| r.next_offset),
-            "partition restored from the changelog"
-        );
-        {
-            let mut a = Self::lock(&self.assignment);
-            a.restores += 1;
-            a.restored_changes += restored.changes;
-            a.restored_to_forget.push(p);
-        }
-        let ends = restored.progress.map_or(0, |r| r.next_offset);
-        match committed {
-            Some(y) if y > ends => Err(format!(
-                "the changelog {} holds this partition's state up to offset {ends}, but the group has committed                  offset {y}: the changelog is incomplete (was it configured after the group had started?).                  Refusing to continue from older balances",
-                from.topic
-            )),
-            // Read_committed never shows an aborted transaction's changes on
-            // Apache Kafka; a broker that does (the local one) could leave a
-            // state past the group's offsets, whose outbox is not restored.
-            Some(y) if ends > y => Err(format!(
-                "the changelog {} holds this partition's state up to offset {ends}, past the group's committed \
-                 offset {y}: it holds changes of a transaction that never committed (does this broker filter \
-                 aborted transactions for read_committed readers?). Refusing to continue from them",
-                from.topic
-            )),
-            _ => Ok(restored.progress),
-        }
+        let job = crate::restore::RestoreJob {
+            config: from.config.clone(),
+            store: self.store.clone(),
+            topic: from.topic.clone(),
+            partition: p,
+            committed,
+            committed_txn: txn,
+            idle: self.timeout,
+        };
+        let restoring =
+            crate::restore::Restoring::start(job).map_err(|e| format!("starting its restore: {e}"))?;
+        a.refused.remove(&p);
+        a.owned.remove(&p);
+        a.restoring.insert(p, restoring);
+        Ok(())
     }
 
     /// Input a partition's progress has not reached, but the log no longer
@@ -352,11 +362,15 @@ impl EngineContext {
             let revoked: Vec<u32> = if cooperative {
                 tpl.elements().iter().map(|e| e.partition() as u32).collect()
             } else {
-                a.owned.keys().chain(a.refused.keys()).copied().collect()
+                a.owned.keys().chain(a.refused.keys()).chain(a.restoring.keys()).copied().collect()
             };
             for p in revoked {
                 a.owned.remove(&p);
                 a.refused.remove(&p);
+                if let Some(restoring) = a.restoring.remove(&p) {
+                    restoring.cancel();
+                    a.cancelled.push((p, restoring));
+                }
                 tracing::info!(partition = p, "partition revoked");
             }
         }

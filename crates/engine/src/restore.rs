@@ -6,6 +6,11 @@
 //! large RocksDB batches. The changelog is written in the transactions that
 //! commit the input offsets, so what it holds ends exactly at the group's
 //! committed offset; the assignment then checks that it does.
+//!
+//! A restore runs on a thread of its own ([`Restoring`]) while the
+//! partition stays assigned and paused at the group's offset: the engine
+//! goes on with its other partitions, `/readyz` says which are restoring
+//! and how far, and the engine takes the partition up once it is done.
 
 use crate::config::EngineConfig;
 use crate::outbox::HEADER_TXN;
@@ -16,7 +21,81 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How far a running restore is, and its stop switch.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Changelog records applied so far.
+    pub applied: AtomicU64,
+    /// The offset read last, and the changelog's end (its high watermark
+    /// when the restore started).
+    pub position: AtomicI64,
+    pub end: AtomicI64,
+    cancel: AtomicBool,
+}
+
+impl Watch {
+    /// Records of the changelog not read yet.
+    pub fn left(&self) -> u64 {
+        (self.end.load(Ordering::Relaxed) - self.position.load(Ordering::Relaxed)).max(0) as u64
+    }
+}
+
+/// A restore running on a thread of its own.
+#[derive(Debug)]
+pub struct Restoring {
+    /// The group's committed offset: where the restored state must end.
+    pub committed: u64,
+    pub watch: Arc<Watch>,
+    /// Records already counted in the metrics.
+    pub reported: u64,
+    handle: JoinHandle<Result<Restored, RestoreError>>,
+}
+
+/// What a restore needs to run on its own thread.
+pub struct RestoreJob {
+    pub config: Arc<EngineConfig>,
+    pub store: Arc<Store>,
+    pub topic: String,
+    pub partition: u32,
+    pub committed: u64,
+    pub committed_txn: Option<String>,
+    pub idle: Duration,
+}
+
+impl Restoring {
+    pub fn start(job: RestoreJob) -> std::io::Result<Restoring> {
+        let watch = Arc::new(Watch::default());
+        let committed = job.committed;
+        let handle = std::thread::Builder::new().name(format!("restore-{}", job.partition)).spawn({
+            let watch = watch.clone();
+            move || {
+                let RestoreJob { config, store, topic, partition, committed_txn, idle, .. } = job;
+                restore_partition(&config, &store, &topic, partition, committed_txn.as_deref(), idle, &watch)
+            }
+        })?;
+        Ok(Restoring { committed, watch, reported: 0, handle })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Asks the restore to stop (the partition was revoked); it stops
+    /// within a poll, leaving no progress for the partition.
+    pub fn cancel(&self) {
+        self.watch.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the thread and returns what it did.
+    pub fn join(self) -> Result<Restored, RestoreError> {
+        self.handle.join().unwrap_or_else(|_| Err(RestoreError::Panicked))
+    }
+}
 
 /// What a restore wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +126,10 @@ pub enum RestoreError {
         "changelog {topic} partition {partition}: nothing arrived for {idle:?} before its end (offset {end})"
     )]
     Stalled { topic: String, partition: u32, end: i64, idle: Duration },
+    #[error("the partition was revoked while restoring")]
+    Cancelled,
+    #[error("the restore's thread panicked")]
+    Panicked,
 }
 
 /// Replaces `partition`'s local state with what its changelog holds, up
@@ -61,15 +144,21 @@ pub fn restore_partition(
     partition: u32,
     committed_txn: Option<&str>,
     idle: Duration,
+    watch: &Watch,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let kafka = |source| RestoreError::Kafka { topic: topic.to_string(), partition, source };
     let consumer = crate::clients::restore_consumer(config).map_err(kafka)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition as i32, idle).map_err(kafka)?;
+    watch.position.store(low, Ordering::Relaxed);
+    watch.end.store(high, Ordering::Relaxed);
     let end = match committed_txn {
-        Some(txn) => last_record_of(&consumer, topic, partition, txn, (low, high), idle)?,
+        Some(txn) => last_record_of(&consumer, topic, partition, txn, (low, high), idle, watch)?,
         None => Some(high - 1),
     };
+    if let Some(end) = end {
+        watch.end.store(end + 1, Ordering::Relaxed);
+    }
     store.drop_partition(partition)?;
     let mut restore = Restore::new(store);
     if let Some(end) = end.filter(|&end| end >= low) {
@@ -86,9 +175,12 @@ pub fn restore_partition(
             if change.partition() != Some(partition) {
                 return Err(foreign("a change of another partition (is the topic co-partitioned?)"));
             }
-            Ok(restore.apply(&change)?)
+            restore.apply(&change)?;
+            watch.applied.fetch_add(1, Ordering::Relaxed);
+            watch.position.store(m.offset() + 1, Ordering::Relaxed);
+            Ok(())
         };
-        read(&consumer, topic, partition, Offset::Beginning, end, idle, &mut applying)?;
+        read(&consumer, topic, partition, Offset::Beginning, end, idle, watch, &mut applying)?;
     }
     let (changes, bytes) = (restore.changes, restore.bytes);
     restore.finish()?;
@@ -106,12 +198,13 @@ fn last_record_of(
     txn: &str,
     (low, high): (i64, i64),
     idle: Duration,
+    watch: &Watch,
 ) -> Result<Option<i64>, RestoreError> {
     let mut window = 1_000;
     loop {
         let from = (high - window).max(low);
         let mut found = None;
-        read(consumer, topic, partition, Offset::Offset(from), high - 1, idle, &mut |m| {
+        read(consumer, topic, partition, Offset::Offset(from), high - 1, idle, watch, &mut |m| {
             let named =
                 m.headers().and_then(|h| h.iter().find(|h| h.key == HEADER_TXN)).and_then(|h| h.value);
             if named == Some(txn.as_bytes()) {
@@ -127,7 +220,11 @@ fn last_record_of(
 }
 
 /// Reads the partition from `from` until offset `end` (or its end of log),
-/// handing each record to `each`.
+/// handing each record to `each`; stops if the restore is cancelled.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "where to read, how long to wait, and what to do with each record"
+)]
 fn read(
     consumer: &BaseConsumer,
     topic: &str,
@@ -135,6 +232,7 @@ fn read(
     from: Offset,
     end: i64,
     idle: Duration,
+    watch: &Watch,
     each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), RestoreError>,
 ) -> Result<(), RestoreError> {
     let kafka = |source| RestoreError::Kafka { topic: topic.to_string(), partition, source };
@@ -143,6 +241,9 @@ fn read(
     consumer.assign(&tpl).map_err(kafka)?;
     let mut last = Instant::now();
     loop {
+        if watch.cancel.load(Ordering::Relaxed) {
+            return Err(RestoreError::Cancelled);
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None if last.elapsed() > idle => {
                 return Err(RestoreError::Stalled { topic: topic.to_string(), partition, end, idle });
@@ -162,4 +263,30 @@ fn read(
             }
         }
     }
+}
+
+/// What became of a finished restore: the partition to own from the
+/// group's offset, or the reason to refuse it.
+pub fn outcome(
+    topic: &str,
+    committed: u64,
+    result: Result<Restored, RestoreError>,
+) -> Result<Restored, String> {
+    let restored = result.map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
+    let ends = restored.progress.map_or(0, |r| r.next_offset);
+    if ends < committed {
+        return Err(format!(
+            "the changelog {topic} holds this partition's state up to offset {ends}, but the group has committed \
+             offset {committed}: the changelog is incomplete (was it configured after the group had started?). \
+             Refusing to continue from older balances"
+        ));
+    }
+    if ends > committed {
+        return Err(format!(
+            "the changelog {topic} holds this partition's state up to offset {ends}, past the group's committed \
+             offset {committed}: it holds changes of a transaction that never committed. Refusing to continue \
+             from them"
+        ));
+    }
+    Ok(restored)
 }

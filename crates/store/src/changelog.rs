@@ -118,10 +118,15 @@ pub fn from_message<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Change
 }
 
 /// Writes changes read from a changelog into the store, in large batches
-/// (a restore). Nothing else may write the partition meanwhile.
+/// (a restore). Nothing else may write the partition meanwhile. The
+/// partition's progress is written last, with the final batch: a restore
+/// cut short leaves none, so it is never taken for a state that ends
+/// somewhere.
 pub struct Restore<'s> {
     store: &'s Store,
     batch: WriteBatch,
+    /// The last progress of each partition restored.
+    progress: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     /// Changes written so far.
     pub changes: u64,
     /// Their keys' and values' bytes.
@@ -133,12 +138,15 @@ const RESTORE_BATCH_BYTES: usize = 32 << 20;
 
 impl<'s> Restore<'s> {
     pub fn new(store: &'s Store) -> Restore<'s> {
-        Restore { store, batch: WriteBatch::default(), changes: 0, bytes: 0 }
+        Restore { store, batch: WriteBatch::default(), progress: Default::default(), changes: 0, bytes: 0 }
     }
 
     pub fn apply(&mut self, change: &Change<'_>) -> Result<(), StoreError> {
         let cf = self.store.cf(change.family.column_family());
         match change.value {
+            Some(value) if is_progress(change) => {
+                self.progress.insert(change.key.to_vec(), value.to_vec());
+            }
             Some(value) => self.batch.put_cf(cf, change.key, value),
             None => self.batch.delete_cf(cf, change.key),
         }
@@ -155,8 +163,11 @@ impl<'s> Restore<'s> {
         self.store.db.write_opt(batch, &self.store.write).map_err(|e| self.store.db_err(e))
     }
 
-    /// Writes what is left and syncs it.
+    /// Writes what is left, the progress with it, and syncs it.
     pub fn finish(mut self) -> Result<(), StoreError> {
+        for (key, value) in std::mem::take(&mut self.progress) {
+            self.batch.put_cf(self.store.cf(CF_META), key, value);
+        }
         self.flush()?;
         self.store.sync_wal()
     }
