@@ -97,6 +97,10 @@ pub struct BenchOptions {
     /// Seconds of steady load per rate; 0 skips the latency runs.
     #[arg(long, default_value_t = 15)]
     pub latency_seconds: u64,
+    /// Run the engine with a state changelog (`kafka.topics.changelog`), a
+    /// compacted topic of the bench's own: its cost shows in the ratio.
+    #[arg(long)]
+    pub changelog: bool,
     /// Also measure accrual over partition counts and state sizes.
     #[arg(long)]
     pub scaling: bool,
@@ -211,6 +215,8 @@ struct Topics {
     input: String,
     output: String,
     dead_letter: String,
+    /// The state changelog, for accrual runs with `--changelog`.
+    changelog: Option<String>,
 }
 
 struct Bench {
@@ -371,8 +377,15 @@ impl Bench {
             input,
             output: format!("{}-{name}-out", self.prefix),
             dead_letter: format!("{}-{name}-dlq", self.prefix),
+            changelog: self.opts.changelog.then(|| format!("{}-{name}-changelog", self.prefix)),
         };
         kafka_tools::create_topics(&self.brokers, &[(&t.output, partitions), (&t.dead_letter, partitions)])?;
+        if let Some(changelog) = &t.changelog {
+            kafka_tools::create_topics_with(
+                &self.brokers,
+                &[(changelog, partitions, kafka_tools::CHANGELOG_CONFIGS)],
+            )?;
+        }
         Ok(t)
     }
 
@@ -380,6 +393,8 @@ impl Bench {
     fn child_env(&mut self, target: Target, topics: &Topics, state_dir: &Path) -> Vec<(String, String)> {
         self.runs += 1;
         let name = format!("{}-{}", target.name(), self.runs);
+        let changelog = topics.changelog.iter().filter(|_| target == Target::Accrual);
+        let changelog = changelog.map(|t| ("ACCRUAL_KAFKA__TOPICS__CHANGELOG", t.clone()));
         [
             ("ACCRUAL_KAFKA__BROKERS", self.brokers.clone()),
             ("ACCRUAL_KAFKA__GROUP_ID", format!("{}-{name}", self.prefix)),
@@ -394,6 +409,7 @@ impl Bench {
             ("ACCRUAL_LOG__LEVEL", std::env::var("ACCRUAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_string())),
         ]
         .into_iter()
+        .chain(changelog)
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
