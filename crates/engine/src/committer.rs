@@ -93,6 +93,9 @@ fn add_offsets(
 }
 
 fn end(producer: &BaseProducer, timeout: Duration, failpoint: &Failpoint) -> Result<(), TxnFailure> {
+    // A pause first lets the producer send what it holds (a crash then
+    // leaves the transaction's records at the broker, uncommitted).
+    failpoint.delay("slow-kafka-commit");
     failpoint.hit("before-kafka-commit");
     if failpoint.trips("fail-kafka-commit") {
         // As a commit that times out: slow, then abortable.

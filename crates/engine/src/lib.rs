@@ -433,8 +433,13 @@ impl Engine {
                 self.first_input.get_or_insert(last_input);
             }
             arena = self.cycle(arena, &polled, polling.elapsed())?;
-            let assigned = EngineContext::lock(&self.assignment).rebalances > 0;
-            if !assigned {
+            let (assigned, restoring) = {
+                let a = EngineContext::lock(&self.assignment);
+                (a.rebalances > 0, !a.restoring.is_empty())
+            };
+            // Idle counts only once there is something to read: a restoring
+            // partition delivers nothing until it is done.
+            if !assigned || restoring {
                 last_input = Instant::now();
             }
             if options.stop_when_idle.is_some_and(|idle| last_input.elapsed() >= idle) {
@@ -504,31 +509,35 @@ impl Engine {
             let mut a = EngineContext::lock(&self.assignment);
             match outcome {
                 Ok(restored) => {
-                    crate::metrics::restored(
-                        restored.changes.saturating_sub(reported),
-                        restored.bytes,
-                        restored.elapsed,
-                    );
+                    let progress = restored.progress.unwrap_or_default();
+                    // An empty changelog (a new partition) restores nothing.
+                    if restored.changes > 0 {
+                        crate::metrics::restored(
+                            restored.changes.saturating_sub(reported),
+                            restored.bytes,
+                            restored.elapsed,
+                        );
+                        a.restores += 1;
+                        a.restored_changes += restored.changes;
+                    }
                     tracing::info!(
                         partition = p,
                         changes = restored.changes,
                         bytes = restored.bytes,
                         seconds = restored.elapsed.as_secs_f64(),
-                        start_offset = committed,
+                        start_offset = progress.next_offset,
                         "partition restored from the changelog"
                     );
-                    let progress = restored.progress.unwrap_or_default();
-                    a.owned.insert(p, Owned { progress, committed: Some(committed), needs_recovery: false });
-                    a.restores += 1;
-                    a.restored_changes += restored.changes;
+                    a.owned.insert(p, Owned { progress, committed, needs_recovery: false });
                     a.restored_to_forget.push(p);
                     drop(a);
                     let topic = &self.config.kafka.topics.input;
                     let mut tpl = TopicPartitionList::new();
                     tpl.add_partition(topic, p as i32);
+                    let start = Offset::Offset(progress.next_offset as i64);
                     self.consumer
-                        .seek(topic, p as i32, Offset::Offset(committed as i64), self.timeout)
-                        .map_err(kafka("seeking a restored partition to the group's offset"))?;
+                        .seek(topic, p as i32, start, self.timeout)
+                        .map_err(kafka("seeking a restored partition to where its state ends"))?;
                     self.consumer.resume(&tpl).map_err(kafka("resuming a restored partition"))?;
                 }
                 Err(reason) => {

@@ -61,10 +61,10 @@ pub struct Assignment {
 /// What an assigned partition is to do.
 enum Start {
     Own(Owned),
-    /// Restore its state from the changelog, to the group's offset.
+    /// Restore its state from the changelog, to the group's offset (or,
+    /// if the group has none, as far as the changelog goes).
     Restore {
-        committed: u64,
-        txn: Option<String>,
+        committed: Option<u64>,
     },
 }
 
@@ -203,13 +203,9 @@ impl EngineContext {
                     continue;
                 }
             };
-            let txn = committed
-                .find_partition(elem.topic(), partition)
-                .map(|e| e.metadata().to_string())
-                .filter(|m| !m.is_empty());
-            let decision = match (y, self.needs_restore(local, y)) {
-                (Some(committed), true) => Ok(Start::Restore { committed, txn }),
-                _ => match (start_offset(local, y), local) {
+            let decision = match self.needs_restore(local, y) {
+                true => Ok(Start::Restore { committed: y }),
+                false => match (start_offset(local, y), local) {
                     (Ok(owned), Some(_)) => self.check_gap(consumer, p, owned).map(Start::Own),
                     (decision, _) => decision.map(Start::Own),
                 },
@@ -235,9 +231,10 @@ impl EngineContext {
                         a.owned.insert(p, owned);
                         (Offset::Offset(owned.progress.next_offset as i64), false)
                     }
-                    Ok(Start::Restore { committed, txn }) => {
-                        match self.start_restore(&mut a, p, committed, txn) {
-                            Ok(()) => (Offset::Offset(committed as i64), true),
+                    Ok(Start::Restore { committed }) => {
+                        match self.start_restore(&mut a, p, committed) {
+                            // Paused; sought to where the state ends once restored.
+                            Ok(()) => (Offset::Offset(committed.unwrap_or(0) as i64), true),
                             Err(reason) => (self.refuse(&mut a, p, reason), true),
                         }
                     }
@@ -270,24 +267,21 @@ impl EngineContext {
 
     /// Whether a partition's state is to be restored from the changelog:
     /// there is one, and the local state is missing or behind the group.
+    /// No local state at all is restored too, even when the group has no
+    /// offsets (they may have expired): the changelog's own progress says
+    /// where the partition resumes.
     fn needs_restore(&self, local: Option<Progress>, committed: Option<u64>) -> bool {
         self.changelog.is_some()
             && match (local, committed) {
-                (_, None | Some(0)) => false,
-                (None, Some(_)) => true,
+                (None, _) => true,
+                (Some(_), None) => false,
                 (Some(l), Some(y)) => y > l.next_offset,
             }
     }
 
     /// Starts restoring `p` on a thread of its own, once any earlier
     /// restore of it (revoked meanwhile) has stopped.
-    fn start_restore(
-        &self,
-        a: &mut Assignment,
-        p: u32,
-        committed: u64,
-        txn: Option<String>,
-    ) -> Result<(), String> {
+    fn start_restore(&self, a: &mut Assignment, p: u32, committed: Option<u64>) -> Result<(), String> {
         let Some(from) = &self.changelog else { return Err("no changelog to restore from".into()) };
         let (stopping, others): (Vec<_>, Vec<_>) =
             std::mem::take(&mut a.cancelled).into_iter().partition(|(q, _)| *q == p);
@@ -301,7 +295,6 @@ impl EngineContext {
         }
         tracing::info!(
             partition = p,
-            start_offset = committed,
             committed_offset = committed,
             restore = true,
             changelog = %from.topic,
@@ -313,7 +306,6 @@ impl EngineContext {
             topic: from.topic.clone(),
             partition: p,
             committed,
-            committed_txn: txn,
             idle: self.timeout,
         };
         let restoring =

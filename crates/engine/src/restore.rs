@@ -1,11 +1,11 @@
 //! Restoring a partition's state from the changelog: on assignment, when
 //! the local state is missing, or older than what the group committed (a
 //! lost disk, a partition that moved), the partition's local state is
-//! dropped and its changelog partition read from the beginning to its last
-//! committed transaction (`read_committed`), every change written back in
-//! large RocksDB batches. The changelog is written in the transactions that
-//! commit the input offsets, so what it holds ends exactly at the group's
-//! committed offset; the assignment then checks that it does.
+//! dropped and its changelog partition read from the beginning
+//! (`read_committed`) up to the state as of the group's committed offset,
+//! every change written back in large RocksDB batches. The changelog is
+//! written in the transactions that commit the input offsets, so it holds
+//! that state; the engine then checks that the restore ends exactly there.
 //!
 //! A restore runs on a thread of its own ([`Restoring`]) while the
 //! partition stays assigned and paused at the group's offset: the engine
@@ -13,13 +13,12 @@
 //! and how far, and the engine takes the partition up once it is done.
 
 use crate::config::EngineConfig;
-use crate::outbox::HEADER_TXN;
 use accrual_store::changelog::{self, Restore};
 use accrual_store::{Progress, Store, StoreError};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -48,8 +47,9 @@ impl Watch {
 /// A restore running on a thread of its own.
 #[derive(Debug)]
 pub struct Restoring {
-    /// The group's committed offset: where the restored state must end.
-    pub committed: u64,
+    /// The group's committed offset: where the restored state must end
+    /// (none: the group has no offset, and the changelog decides).
+    pub committed: Option<u64>,
     pub watch: Arc<Watch>,
     /// Records already counted in the metrics.
     pub reported: u64,
@@ -62,8 +62,7 @@ pub struct RestoreJob {
     pub store: Arc<Store>,
     pub topic: String,
     pub partition: u32,
-    pub committed: u64,
-    pub committed_txn: Option<String>,
+    pub committed: Option<u64>,
     pub idle: Duration,
 }
 
@@ -74,8 +73,8 @@ impl Restoring {
         let handle = std::thread::Builder::new().name(format!("restore-{}", job.partition)).spawn({
             let watch = watch.clone();
             move || {
-                let RestoreJob { config, store, topic, partition, committed_txn, idle, .. } = job;
-                restore_partition(&config, &store, &topic, partition, committed_txn.as_deref(), idle, &watch)
+                let RestoreJob { config, store, topic, partition, committed, idle } = job;
+                restore_partition(&config, &store, &topic, partition, committed, idle, &watch)
             }
         })?;
         Ok(Restoring { committed, watch, reported: 0, handle })
@@ -132,17 +131,19 @@ pub enum RestoreError {
     Panicked,
 }
 
-/// Replaces `partition`'s local state with what its changelog holds, up
-/// to the last record of `committed_txn`, the transaction that committed
-/// the group's offset (its metadata): records after it belong to
-/// transactions that never committed, which a broker that does not filter
-/// aborted transactions still shows. Without it, everything is applied.
+/// Replaces `partition`'s local state with what its changelog holds up to
+/// the group's committed offset: every batch's changes end with its
+/// progress, so the changes up to the first progress record at
+/// `committed` are the state as of that offset. Later records belong to
+/// later batches, or to transactions that never committed (which a broker
+/// that does not filter aborted transactions still shows). Without a
+/// committed offset, everything is applied.
 pub fn restore_partition(
     config: &EngineConfig,
     store: &Store,
     topic: &str,
     partition: u32,
-    committed_txn: Option<&str>,
+    committed: Option<u64>,
     idle: Duration,
     watch: &Watch,
 ) -> Result<Restored, RestoreError> {
@@ -152,17 +153,10 @@ pub fn restore_partition(
     let (low, high) = consumer.fetch_watermarks(topic, partition as i32, idle).map_err(kafka)?;
     watch.position.store(low, Ordering::Relaxed);
     watch.end.store(high, Ordering::Relaxed);
-    let end = match committed_txn {
-        Some(txn) => last_record_of(&consumer, topic, partition, txn, (low, high), idle, watch)?,
-        None => Some(high - 1),
-    };
-    if let Some(end) = end {
-        watch.end.store(end + 1, Ordering::Relaxed);
-    }
     store.drop_partition(partition)?;
     let mut restore = Restore::new(store);
-    if let Some(end) = end.filter(|&end| end >= low) {
-        let mut applying = |m: &BorrowedMessage<'_>| -> Result<(), RestoreError> {
+    if high > low {
+        let mut applying = |m: &BorrowedMessage<'_>| -> Result<bool, RestoreError> {
             let foreign = |what: &str| RestoreError::Foreign {
                 topic: topic.to_string(),
                 partition,
@@ -178,66 +172,31 @@ pub fn restore_partition(
             restore.apply(&change)?;
             watch.applied.fetch_add(1, Ordering::Relaxed);
             watch.position.store(m.offset() + 1, Ordering::Relaxed);
-            Ok(())
+            let reached = changelog::progress_of(&change).map(|p| p.next_offset);
+            Ok(committed.is_none() || reached != committed)
         };
-        read(&consumer, topic, partition, Offset::Beginning, end, idle, watch, &mut applying)?;
+        read(&consumer, topic, partition, high - 1, idle, watch, &mut applying)?;
     }
     let (changes, bytes) = (restore.changes, restore.bytes);
     restore.finish()?;
     Ok(Restored { progress: store.progress(partition)?, changes, bytes, elapsed: started.elapsed() })
 }
 
-/// The offset of the last record of transaction `txn` in the partition,
-/// looked for in a window at the end of the log that doubles until found
-/// (a committing transaction is the last of its partition but for
-/// transactions that never committed).
-fn last_record_of(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partition: u32,
-    txn: &str,
-    (low, high): (i64, i64),
-    idle: Duration,
-    watch: &Watch,
-) -> Result<Option<i64>, RestoreError> {
-    let mut window = 1_000;
-    loop {
-        let from = (high - window).max(low);
-        let mut found = None;
-        read(consumer, topic, partition, Offset::Offset(from), high - 1, idle, watch, &mut |m| {
-            let named =
-                m.headers().and_then(|h| h.iter().find(|h| h.key == HEADER_TXN)).and_then(|h| h.value);
-            if named == Some(txn.as_bytes()) {
-                found = Some(m.offset());
-            }
-            Ok(())
-        })?;
-        if found.is_some() || from == low {
-            return Ok(found);
-        }
-        window *= 4;
-    }
-}
-
-/// Reads the partition from `from` until offset `end` (or its end of log),
-/// handing each record to `each`; stops if the restore is cancelled.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "where to read, how long to wait, and what to do with each record"
-)]
+/// Reads the partition from its beginning until offset `end` (or its end
+/// of log), handing each record to `each` while it says to go on; stops
+/// if the restore is cancelled.
 fn read(
     consumer: &BaseConsumer,
     topic: &str,
     partition: u32,
-    from: Offset,
     end: i64,
     idle: Duration,
     watch: &Watch,
-    each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), RestoreError>,
+    each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<bool, RestoreError>,
 ) -> Result<(), RestoreError> {
     let kafka = |source| RestoreError::Kafka { topic: topic.to_string(), partition, source };
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition as i32, from).map_err(kafka)?;
+    tpl.add_partition_offset(topic, partition as i32, Offset::Beginning).map_err(kafka)?;
     consumer.assign(&tpl).map_err(kafka)?;
     let mut last = Instant::now();
     loop {
@@ -253,11 +212,7 @@ fn read(
             Some(Err(e)) => return Err(kafka(e)),
             Some(Ok(m)) => {
                 last = Instant::now();
-                if m.offset() > end {
-                    return Ok(());
-                }
-                each(&m)?;
-                if m.offset() == end {
+                if m.offset() > end || !each(&m)? || m.offset() == end {
                     return Ok(());
                 }
             }
@@ -269,11 +224,14 @@ fn read(
 /// group's offset, or the reason to refuse it.
 pub fn outcome(
     topic: &str,
-    committed: u64,
+    committed: Option<u64>,
     result: Result<Restored, RestoreError>,
 ) -> Result<Restored, String> {
     let restored = result.map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
     let ends = restored.progress.map_or(0, |r| r.next_offset);
+    // Without group offsets (expired, or never committed) the changelog's
+    // own progress says where the partition resumes.
+    let Some(committed) = committed else { return Ok(restored) };
     if ends < committed {
         return Err(format!(
             "the changelog {topic} holds this partition's state up to offset {ends}, but the group has committed \

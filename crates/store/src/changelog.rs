@@ -197,6 +197,13 @@ pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, St
     Ok(out)
 }
 
+/// The progress a change records, if it is a partition's progress: the
+/// last change of each batch the processor staged, so the state up to it
+/// is the state as of its offset.
+pub fn progress_of(change: &Change<'_>) -> Option<super::Progress> {
+    change.value.filter(|_| is_progress(change)).and_then(|v| super::decode_progress(v).ok())
+}
+
 /// The progress key of a partition, as captured (to tell it from others).
 pub fn is_progress(change: &Change<'_>) -> bool {
     change.family == Family::Progress && change.key.get(4..) == Some(PROGRESS)

@@ -129,6 +129,12 @@ fn timer_key(partition: u32, due: Timestamp, account: &str) -> Vec<u8> {
     key
 }
 
+fn decode_progress(value: &[u8]) -> Result<Progress, CodecError> {
+    let mut r = Reader::new(value);
+    r.version(META_FORMAT)?;
+    Ok(Progress { next_offset: r.u64()?, stream_time: Timestamp(r.i64()?) })
+}
+
 fn decode_seen(value: &[u8]) -> Option<Timestamp> {
     Reader::new(value).i64().ok().map(Timestamp)
 }
@@ -277,11 +283,7 @@ impl Store {
         let Some(value) = self.lookup(CF_META, &key)? else {
             return Ok(None);
         };
-        let read = |r: &mut Reader<'_>| -> Result<Progress, CodecError> {
-            r.version(META_FORMAT)?;
-            Ok(Progress { next_offset: r.u64()?, stream_time: Timestamp(r.i64()?) })
-        };
-        read(&mut Reader::new(&value)).map(Some).map_err(|e| self.corrupt("progress", partition, e))
+        decode_progress(&value).map(Some).map_err(|e| self.corrupt("progress", partition, e))
     }
 
     pub fn rules_version(&self) -> Result<Option<String>, StoreError> {
