@@ -33,7 +33,7 @@ fn open(dir: &std::path::Path) -> Store {
 }
 
 /// Generated events (refunds, reversals, duplicates, malformed lines),
-/// with a clock after every 200th line at the time of the last event.
+/// with a clock after every 200th line.
 fn lines() -> Vec<String> {
     let opts = GenOptions {
         events: 6_000,
@@ -46,19 +46,7 @@ fn lines() -> Vec<String> {
         malformed_percent: 1.0,
         ..GenOptions::default()
     };
-    let mut decoder = accrual::events::Decoder::new();
-    let mut last = None;
-    let mut out = Vec::new();
-    for (i, line) in generated_lines(&opts).into_iter().enumerate() {
-        if let Ok(e) = decoder.decode(line.as_bytes()) {
-            last = Some(e.occurred_at);
-        }
-        out.push(line);
-        if let (0, Some(at)) = (i % 200, last) {
-            out.push(format!(r#"{{"event_id":"clock-{i}","type":"clock","occurred_at":"{at}"}}"#));
-        }
-    }
-    out
+    with_clocks(generated_lines(&opts), 200)
 }
 
 /// Processes `lines` into partitions 1 and 2 (alternate batches of 250),

@@ -213,24 +213,6 @@ fn the_account_cache_changes_nothing_even_when_batches_are_thrown_away() {
     }
 }
 
-/// Generated lines with a clock after every 150th, at the time of the last
-/// event before it.
-fn with_clocks(lines: Vec<String>) -> Vec<String> {
-    let mut decoder = accrual::events::Decoder::new();
-    let mut out = Vec::new();
-    let mut last = None;
-    for (i, line) in lines.into_iter().enumerate() {
-        if let Ok(e) = decoder.decode(line.as_bytes()) {
-            last = Some(e.occurred_at);
-        }
-        out.push(line);
-        if let (0, Some(at)) = (i % 150, last) {
-            out.push(format!(r#"{{"event_id":"clock-{i}","type":"clock","occurred_at":"{at}"}}"#));
-        }
-    }
-    out
-}
-
 /// Runs `lines` through a processor in batches of `size` on a store of its
 /// own, as the engine does when `end_after_clocks` (each batch ends once
 /// its clocks fired the rules' limit; the rest is fed again). Returns the
@@ -280,15 +262,18 @@ fn run_clocked(
 
 #[test]
 fn clocks_cut_to_their_limit_fire_the_same_whatever_the_batches() {
-    let lines = with_clocks(common::generated_lines(&GenOptions {
-        events: 6_000,
-        accounts: 300,
-        seed: 17,
-        days: 90,
-        refund_percent: 3.0,
-        duplicate_percent: 1.0,
-        ..GenOptions::default()
-    }));
+    let lines = common::with_clocks(
+        common::generated_lines(&GenOptions {
+            events: 6_000,
+            accounts: 300,
+            seed: 17,
+            days: 90,
+            refund_percent: 3.0,
+            duplicate_percent: 1.0,
+            ..GenOptions::default()
+        }),
+        150,
+    );
     let text = std::fs::read_to_string(repo_path("config/rules.lifecycle.toml")).unwrap();
     let rules = common::rules_from(&text.replacen(
         "statement_day = 15",

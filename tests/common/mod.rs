@@ -161,6 +161,24 @@ pub fn recs(items: &[(&str, &'static str, &str)]) -> Vec<(String, &'static str, 
     items.iter().map(|(r, k, a)| (r.to_string(), *k, a.to_string())).collect()
 }
 
+/// `lines` with a clock after every `every`-th, at the time of the last
+/// event before it.
+pub fn with_clocks(lines: Vec<String>, every: usize) -> Vec<String> {
+    let mut decoder = accrual::events::Decoder::new();
+    let mut out = Vec::new();
+    let mut last = None;
+    for (i, line) in lines.into_iter().enumerate() {
+        if let Ok(e) = decoder.decode(line.as_bytes()) {
+            last = Some(e.occurred_at);
+        }
+        out.push(line);
+        if let (0, Some(at)) = (i % every, last) {
+            out.push(format!(r#"{{"event_id":"clock-{i}","type":"clock","occurred_at":"{at}"}}"#));
+        }
+    }
+    out
+}
+
 pub mod http;
 pub mod kafka;
 pub mod year;
