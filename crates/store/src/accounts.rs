@@ -7,8 +7,7 @@
 //! account's range apart from every other's, whatever bytes ids hold.
 
 use super::{CF_ACCOUNTS, CF_PURCHASES, LedgerBatch, Store, StoreError, partition_key};
-use crate::changelog::Family;
-use accrual_core::state::codec::Writer;
+use crate::changelog::{Family, capture};
 use accrual_core::state::{AccountState, RetainedPurchase, Search};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use std::ops::Range;
@@ -163,30 +162,27 @@ impl LedgerBatch<'_> {
     /// what changed since the store last held it (the state then counts as
     /// stored). Returns the size of the account's value.
     pub fn put_account(&mut self, partition: u32, account_id: &str, state: &mut AccountState) -> usize {
-        let mut value = std::mem::take(&mut self.scratch.buf);
-        value.clear();
-        let mut w = Writer { buf: value };
-        state.encode(&mut w);
+        self.scratch.buf.clear();
+        state.encode(&mut self.scratch);
         let key = partition_key(partition, account_id.as_bytes());
-        self.batch.put_cf(self.store.cf(CF_ACCOUNTS), &key, &w.buf);
-        self.captured(Family::Accounts, &key, Some(&w.buf));
-        let size = w.buf.len();
+        self.batch.put_cf(self.store.cf(CF_ACCOUNTS), &key, &self.scratch.buf);
+        capture(&mut self.capture, Family::Accounts, &key, Some(&self.scratch.buf));
+        let size = self.scratch.buf.len();
 
         let changes = state.purchases.changes();
         let purchases = self.store.cf(CF_PURCHASES);
         for seq in changes.deleted {
             let key = purchase_key(partition, account_id, seq);
             self.batch.delete_cf(purchases, &key);
-            self.captured(Family::Purchases, &key, None);
+            capture(&mut self.capture, Family::Purchases, &key, None);
         }
         for (seq, purchase) in changes.written {
-            w.buf.clear();
-            purchase.encode_value(&mut w);
+            self.scratch.buf.clear();
+            purchase.encode_value(&mut self.scratch);
             let key = purchase_key(partition, account_id, seq);
-            self.batch.put_cf(purchases, &key, &w.buf);
-            self.captured(Family::Purchases, &key, Some(&w.buf));
+            self.batch.put_cf(purchases, &key, &self.scratch.buf);
+            capture(&mut self.capture, Family::Purchases, &key, Some(&self.scratch.buf));
         }
-        self.scratch.buf = w.buf;
         state.purchases.mark_stored();
         size
     }

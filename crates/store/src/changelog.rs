@@ -70,8 +70,16 @@ pub(crate) struct Capture {
     pub(crate) buf: Writer,
 }
 
+/// Records a change if the batch captures them (a free function, so the
+/// batch's other fields stay free to borrow for the value).
+pub(crate) fn capture(capture: &mut Option<Capture>, family: Family, key: &[u8], value: Option<&[u8]>) {
+    if let Some(capture) = capture {
+        capture.record(family, key, value);
+    }
+}
+
 impl Capture {
-    pub(crate) fn record(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
+    fn record(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
         self.buf.u8(family as u8);
         self.buf.bytes(key);
         match value {

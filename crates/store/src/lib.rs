@@ -21,7 +21,7 @@ mod accounts;
 pub mod changelog;
 mod ledger;
 
-use changelog::{Capture, Family};
+use changelog::{Capture, Family, capture};
 
 pub use accrual_core::pipeline::Progress;
 
@@ -524,20 +524,12 @@ impl LedgerBatch<'_> {
         self.capture.as_mut().map(|c| std::mem::take(&mut c.buf.buf)).unwrap_or_default()
     }
 
-    fn captured(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
-        if let Some(capture) = &mut self.capture {
-            capture.record(family, key, value);
-        }
-    }
-
     pub fn put_seen(&mut self, partition: u32, event_id: &str, at: Timestamp) {
         self.scratch.buf.clear();
         self.scratch.i64(at.0);
         let key = partition_key(partition, event_id.as_bytes());
         self.batch.put_cf(self.store.cf(CF_DEDUPE), &key, &self.scratch.buf);
-        let value = std::mem::take(&mut self.scratch.buf);
-        self.captured(Family::Dedupe, &key, Some(&value));
-        self.scratch.buf = value;
+        capture(&mut self.capture, Family::Dedupe, &key, Some(&self.scratch.buf));
     }
 
     pub fn put_outbox(&mut self, partition: u32, offset: u64, records: &[u8]) {
@@ -559,12 +551,12 @@ impl LedgerBatch<'_> {
         if let Some(old) = old {
             let key = timer_key(partition, old, account);
             self.batch.delete_cf(self.store.cf(CF_TIMERS), &key);
-            self.captured(Family::Timers, &key, None);
+            capture(&mut self.capture, Family::Timers, &key, None);
         }
         if let Some(new) = new {
             let key = timer_key(partition, new, account);
             self.batch.put_cf(self.store.cf(CF_TIMERS), &key, []);
-            self.captured(Family::Timers, &key, Some(&[]));
+            capture(&mut self.capture, Family::Timers, &key, Some(&[]));
         }
     }
 
@@ -583,9 +575,7 @@ impl LedgerBatch<'_> {
         self.scratch.i64(progress.stream_time.0);
         let key = partition_key(partition, PROGRESS);
         self.batch.put_cf(self.store.cf(CF_META), &key, &self.scratch.buf);
-        let value = std::mem::take(&mut self.scratch.buf);
-        self.captured(Family::Progress, &key, Some(&value));
-        self.scratch.buf = value;
+        capture(&mut self.capture, Family::Progress, &key, Some(&self.scratch.buf));
         self.horizons.push((partition, progress.stream_time.0.saturating_sub(dedupe_window_ms)));
     }
 
