@@ -80,6 +80,7 @@ fn a_lost_state_directory_is_restored_from_the_changelog_with_identical_balances
     setup.produce(dir.path(), second);
     let report = run_until_idle(&config);
     assert!(report.events > 0, "{report:?}");
+    assert_eq!(report.restored_partitions, 0, "its own state is kept: {report:?}");
     txns.extend(journal(&state));
     let (reference, reference_accounts) = reference(dir.path(), &lines);
     assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
@@ -185,4 +186,79 @@ fn without_group_offsets_the_changelog_says_where_a_partition_resumes() {
     let (reference, reference_accounts) = reference(dir.path(), &lines);
     assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
     assert!(engine_accounts(&dir.path().join("node-b"), setup.partitions) == reference_accounts);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn state_another_instance_wrote_is_replaced_even_when_its_offsets_match_the_groups() {
+    let setup = Setup::new("changelog-owner", 2).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(1_500, 21);
+    let (first, second) = lines.split_at(900);
+    let (node_a, node_b, stray) =
+        (dir.path().join("node-a"), dir.path().join("node-b"), dir.path().join("node-x"));
+    setup.produce(dir.path(), first);
+    run_until_idle(&setup.config(dir.path(), "node-a", ""));
+
+    // node-b carries on the group's work; node-a's state stays behind.
+    setup.produce(dir.path(), second);
+    let report = run_until_idle(&setup.config(dir.path(), "node-b", ""));
+    assert_eq!(report.events, second.len() as u64, "{report:?}");
+    let mut txns = journal(&node_a);
+    txns.extend(journal(&node_b));
+
+    // Meanwhile a copy of node-a's state went on elsewhere, outside this
+    // group and with other rules (a stray run, a mixed-up volume): it ends
+    // at exactly the group's offsets, but it is not the group's state.
+    copy_dir(&node_a, &stray);
+    let elsewhere = Setup::new("changelog-owner-stray", 2);
+    let stray_setup = Setup {
+        group: format!("{}-stray", setup.group),
+        accruals: elsewhere.accruals,
+        dlq: elsewhere.dlq,
+        changelog: None,
+        ..setup.clone()
+    };
+    let other_rules = dir.path().join("doubled.toml");
+    let rules = std::fs::read_to_string(common::repo_path("config/rules.example.toml")).unwrap();
+    std::fs::write(&other_rules, rules.replace("percent = \"1\"", "percent = \"7\"")).unwrap();
+    let stray_config = stray_setup.config_with_rules(dir.path(), "node-x", "", other_rules.to_str().unwrap());
+    let report = run_until_idle(&stray_config);
+    assert_eq!(report.events, second.len() as u64, "{report:?}");
+    let stray_accounts = engine_accounts(&stray, setup.partitions);
+    let (reference_records, reference_accounts) = reference(dir.path(), &lines);
+    assert!(stray_accounts != reference_accounts, "the stray state must differ, or the test proves nothing");
+    let stray_progress: Vec<_> = (0..2).map(|p| open_store(&stray).progress(p).unwrap()).collect();
+    let node_b_progress: Vec<_> = (0..2).map(|p| open_store(&node_b).progress(p).unwrap()).collect();
+    assert_eq!(
+        stray_progress.iter().map(|p| p.map(|p| p.next_offset)).collect::<Vec<_>>(),
+        node_b_progress.iter().map(|p| p.map(|p| p.next_offset)).collect::<Vec<_>>(),
+        "the stray state ends where the group's does"
+    );
+
+    // node-a starts on the stray state: offsets alone would trust it.
+    std::fs::remove_dir_all(&node_a).unwrap();
+    copy_dir(&stray, &node_a);
+    let mut engine = EngineProcess::spawn(&setup.config(dir.path(), "node-a", ""), &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    let report = engine.report();
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}\n{}", engine.log_text());
+    assert!(engine.log_text().contains("node-x"), "the log names the state's writer");
+    assert_eq!(report.events, 0, "{report:?}");
+    assert!(
+        engine_accounts(&node_a, setup.partitions) == reference_accounts,
+        "balances differ from simulate"
+    );
+    assert_exactly_once(&setup.read(&setup.accruals), &reference_records, &txns);
+
+    // Its own state, restarted, is kept as it is.
+    let report = run_until_idle(&setup.config(dir.path(), "node-a", ""));
+    assert_eq!(report.restored_partitions, 0, "{report:?}");
 }

@@ -64,16 +64,18 @@ pub struct Finished {
 }
 
 /// Adds the input offsets `tpl` to the open transaction and commits it,
-/// retrying retriable errors (3 times each).
+/// retrying retriable errors (3 times each); unless `member_until` has
+/// passed (see [`end`]).
 pub fn commit(
     producer: &BaseProducer,
     tpl: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
     timeout: Duration,
     failpoint: &Failpoint,
+    member_until: Instant,
 ) -> Result<(), TxnFailure> {
     add_offsets(producer, tpl, group, timeout)?;
-    end(producer, timeout, failpoint)
+    end(producer, timeout, failpoint, member_until)
 }
 
 fn add_offsets(
@@ -92,11 +94,26 @@ fn add_offsets(
     }
 }
 
-fn end(producer: &BaseProducer, timeout: Duration, failpoint: &Failpoint) -> Result<(), TxnFailure> {
+/// Commits the open transaction. Not once `member_until` has passed: the
+/// group then may have removed this instance (its session timed out while
+/// it was paused, say) and given its partitions to another, which a broker
+/// that does not fence by generation would let both commit.
+fn end(
+    producer: &BaseProducer,
+    timeout: Duration,
+    failpoint: &Failpoint,
+    member_until: Instant,
+) -> Result<(), TxnFailure> {
     // A pause first lets the producer send what it holds (a crash then
     // leaves the transaction's records at the broker, uncommitted).
     failpoint.delay("slow-kafka-commit");
     failpoint.hit("before-kafka-commit");
+    if let Some(late) = Instant::now().checked_duration_since(member_until) {
+        return Err(TxnFailure::NotMember(format!(
+            "this instance last polled the group more than its session timeout ago (by {late:?}): the group may \
+             have given its partitions to another instance"
+        )));
+    }
     if failpoint.trips("fail-kafka-commit") {
         // As a commit that times out: slow, then abortable.
         std::thread::sleep(Duration::from_millis(300));
@@ -126,6 +143,7 @@ fn commit_durably(
     timeout: Duration,
     failpoint: &Failpoint,
     unsynced: Option<&Store>,
+    member_until: Instant,
 ) -> (Result<(), TxnFailure>, Result<(), StoreError>) {
     let (added, durable) = std::thread::scope(|scope| {
         let syncing = unsynced.map(|store| scope.spawn(move || store.sync_wal()));
@@ -137,7 +155,7 @@ fn commit_durably(
     let result = match (&durable, added) {
         (Err(e), _) => Err(TxnFailure::Abortable(format!("the state is not durable: {e}"))),
         (Ok(()), Err(failure)) => Err(failure),
-        (Ok(()), Ok(())) => end(producer, timeout, failpoint),
+        (Ok(()), Ok(())) => end(producer, timeout, failpoint, member_until),
     };
     (result, durable)
 }
@@ -168,6 +186,8 @@ pub struct Job {
     pub sync: bool,
     pub id: TxnId,
     pub offsets: Vec<(u32, u64)>,
+    /// Not committed after this (see [`end`]).
+    pub member_until: Instant,
 }
 
 /// Runs a [`Job`] on a new thread; the gate is busy until it ends. A
@@ -179,9 +199,10 @@ pub fn spawn(job: Job, gate: Arc<Gate>) -> std::io::Result<JoinHandle<Finished>>
     let leave = Leave(gate.clone());
     std::thread::Builder::new().name("kafka-commit".into()).spawn(move || {
         let _leave = leave;
-        let Job { producer, tpl, group, timeout, failpoint, store, sync, id, offsets } = job;
+        let Job { producer, tpl, group, timeout, failpoint, store, sync, id, offsets, member_until } = job;
         let unsynced = sync.then_some(&*store);
-        let (result, durable) = commit_durably(&producer, &tpl, &group, timeout, &failpoint, unsynced);
+        let (result, durable) =
+            commit_durably(&producer, &tpl, &group, timeout, &failpoint, unsynced, member_until);
         if result.is_err() && durable.is_ok() {
             let mut batch = store.batch();
             Journal::mark(&mut batch, &id, TxnStatus::Aborted, &offsets);

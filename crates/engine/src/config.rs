@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Prefix of environment overrides; `__` separates path segments.
 pub const ENV_PREFIX: &str = "ACCRUAL_";
@@ -385,6 +386,23 @@ impl EngineConfig {
             return fail("engine.block_cache_mb", "cache and buffer sizes must be at least 1 MiB".into());
         }
         Ok(())
+    }
+
+    /// How long the group keeps a member that stops showing signs of life:
+    /// the shorter of `session.timeout.ms` and `max.poll.interval.ms` as
+    /// the consumer is configured (librdkafka's defaults otherwise).
+    pub fn membership_timeout(&self) -> Duration {
+        let setting = |name: &str, default: u64| {
+            let k = &self.kafka;
+            k.consumer_properties
+                .get(name)
+                .or_else(|| k.properties.get(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Duration::from_millis(
+            setting("session.timeout.ms", 45_000).min(setting("max.poll.interval.ms", 300_000)),
+        )
     }
 
     /// The Kafka `transactional.id` of this instance.

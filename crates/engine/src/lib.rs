@@ -80,6 +80,11 @@ pub enum EngineError {
     Http(String),
     #[error("could not publish for {seconds} s; exiting so a restart recovers from the outbox: {last}")]
     Unrecoverable { seconds: u64, last: String },
+    #[error(
+        "{0}; the transaction was aborted, and the engine stops rather than publish for partitions another \
+         instance may own now (a restart rejoins the group, and local state is checked against the group's)"
+    )]
+    NotMember(String),
 }
 
 impl From<rebalance::AssignmentError> for EngineError {
@@ -122,6 +127,9 @@ enum TxnFailure {
     Abortable(String),
     /// The producer is unusable: replace it, then publish again.
     Fatal(String),
+    /// This instance may have left the group meanwhile (a pause past its
+    /// session timeout): abort it, and stop.
+    NotMember(String),
 }
 
 fn classify(e: KafkaError) -> TxnFailure {
@@ -156,6 +164,9 @@ struct Engine {
     /// Partitions of the input topic, for the API's account lookup.
     partitions: Arc<std::sync::atomic::AtomicU32>,
     rebalances_seen: u64,
+    /// When the current cycle began polling: the last sign that this
+    /// instance is a member of the group (see `committer::end`).
+    polled_at: Instant,
 }
 
 /// Runs the engine until `stop` is set (SIGINT/SIGTERM), the idle limit in
@@ -190,6 +201,7 @@ pub fn run(
     let commits = Arc::new(committer::Gate::default());
     let context = EngineContext {
         store: store.clone(),
+        instance: config.engine.instance_id.clone(),
         topic: config.kafka.topics.input.clone(),
         assignment: assignment.clone(),
         timeout,
@@ -233,6 +245,7 @@ pub fn run(
         metrics,
         partitions,
         rebalances_seen: 0,
+        polled_at: Instant::now(),
         config,
     };
     engine.resolve_journal()?;
@@ -394,6 +407,7 @@ impl Engine {
             arena.clear();
             polled.clear();
             let polling = Instant::now();
+            self.polled_at = polling;
             let deadline = polling + interval;
             while polled.len() < max_batch && !stop.load(Ordering::Relaxed) {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -503,51 +517,77 @@ impl Engine {
         };
         let Some(from) = self.config.kafka.topics.changelog.clone() else { return Ok(()) };
         for (p, restoring) in finished {
-            let committed = restoring.committed;
-            let reported = restoring.reported;
-            let outcome = restore::outcome(&from, committed, restoring.join());
-            let mut a = EngineContext::lock(&self.assignment);
-            match outcome {
-                Ok(restored) => {
-                    let progress = restored.progress.unwrap_or_default();
-                    // An empty changelog (a new partition) restores nothing.
-                    if restored.changes > 0 {
-                        crate::metrics::restored(
-                            restored.changes.saturating_sub(reported),
-                            restored.bytes,
-                            restored.elapsed,
-                        );
-                        a.restores += 1;
-                        a.restored_changes += restored.changes;
-                    }
-                    tracing::info!(
-                        partition = p,
-                        changes = restored.changes,
-                        bytes = restored.bytes,
-                        seconds = restored.elapsed.as_secs_f64(),
-                        start_offset = progress.next_offset,
-                        "partition restored from the changelog"
-                    );
-                    a.owned.insert(p, Owned { progress, committed, needs_recovery: false });
-                    a.restored_to_forget.push(p);
-                    drop(a);
-                    let topic = &self.config.kafka.topics.input;
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(topic, p as i32);
-                    let start = Offset::Offset(progress.next_offset as i64);
-                    self.consumer
-                        .seek(topic, p as i32, start, self.timeout)
-                        .map_err(kafka("seeking a restored partition to where its state ends"))?;
-                    self.consumer.resume(&tpl).map_err(kafka("resuming a restored partition"))?;
-                }
+            let (committed, reported) = (restoring.committed, restoring.reported);
+            let owned = restore::outcome(&from, committed, restoring.join())
+                .and_then(|restored| self.take_up(p, committed, reported, restored));
+            let owned = match owned {
+                Ok(owned) => owned,
                 Err(reason) => {
                     tracing::error!(partition = p, "partition refused: {reason}");
+                    let mut a = EngineContext::lock(&self.assignment);
                     a.refused.insert(p, reason);
                     a.refusals += 1;
+                    continue;
                 }
-            }
+            };
+            EngineContext::lock(&self.assignment).owned.insert(p, owned);
+            let topic = &self.config.kafka.topics.input;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, p as i32);
+            let start = Offset::Offset(owned.progress.next_offset as i64);
+            self.consumer
+                .seek(topic, p as i32, start, self.timeout)
+                .map_err(kafka("seeking a restored partition to where its state ends"))?;
+            self.consumer.resume(&tpl).map_err(kafka("resuming a restored partition"))?;
         }
         Ok(())
+    }
+
+    /// Where a partition whose state was checked against the changelog
+    /// starts: from its own state if that was kept (the outbox protocol
+    /// then handles state ahead of the group), else from the restored
+    /// state's progress.
+    fn take_up(
+        &self,
+        p: u32,
+        committed: Option<u64>,
+        reported: u64,
+        restored: restore::Restored,
+    ) -> Result<Owned, String> {
+        if restored.kept {
+            let owned = rebalance::start_offset(restored.progress, committed)
+                .and_then(|owned| self.consumer.context().check_gap(&self.consumer, p, owned))?;
+            tracing::info!(
+                partition = p,
+                start_offset = owned.progress.next_offset,
+                committed_offset = committed,
+                recovery = owned.needs_recovery,
+                "partition assigned; its local state continues the group's"
+            );
+            return Ok(owned);
+        }
+        let progress = restored.progress.unwrap_or_default();
+        let mut a = EngineContext::lock(&self.assignment);
+        // An empty changelog (a new partition) restores nothing.
+        if restored.changes > 0 {
+            crate::metrics::restored(
+                restored.changes.saturating_sub(reported),
+                restored.bytes,
+                restored.elapsed,
+            );
+            a.restores += 1;
+            a.restored_changes += restored.changes;
+        }
+        tracing::info!(
+            partition = p,
+            changes = restored.changes,
+            bytes = restored.bytes,
+            seconds = restored.elapsed.as_secs_f64(),
+            start_offset = progress.next_offset,
+            "partition restored from the changelog"
+        );
+        a.restored_to_forget.push(p);
+        Ok(Owned { progress, committed, needs_recovery: false })
     }
 
     fn refresh_partition_count(&self) {
@@ -612,9 +652,9 @@ impl Engine {
         polled: &[Polled],
         polling: Duration,
     ) -> Result<Vec<u8>, EngineError> {
-        let (owned, restored) = {
+        let (owned, restored, owner) = {
             let mut a = EngineContext::lock(&self.assignment);
-            (a.owned.clone(), std::mem::take(&mut a.restored_to_forget))
+            (a.owned.clone(), std::mem::take(&mut a.restored_to_forget), a.owner.clone())
         };
         // A restored partition's cached states are older than its state.
         self.workers.retain_owned(|p| owned.contains_key(&p) && !restored.contains(&p));
@@ -635,7 +675,7 @@ impl Engine {
             })
             .collect();
         let buffer = Arc::new(arena);
-        let (staged, done) = self.workers.process(buffer.clone(), work)?;
+        let (staged, done) = self.workers.process(buffer.clone(), work, &owner)?;
         // The workers hold no copy once they have answered.
         let mut arena = Arc::try_unwrap(buffer).unwrap_or_default();
         arena.clear();
@@ -802,6 +842,7 @@ impl Engine {
                     sync: self.config.engine.sync_wal,
                     id: cycle.id.clone(),
                     offsets: cycle.offsets.clone(),
+                    member_until: self.polled_at + self.config.membership_timeout(),
                 };
                 committer::spawn(job, self.commits.clone())
                     .map_err(|e| TxnFailure::Abortable(format!("starting the Kafka commit: {e}")))
@@ -858,6 +899,9 @@ impl Engine {
         txn: &str,
         offsets: &[(u32, u64)],
     ) -> Result<(TopicPartitionList, ConsumerGroupMetadata), TxnFailure> {
+        if self.consumer.assignment_lost() {
+            return Err(TxnFailure::NotMember("librdkafka reports this instance's assignment lost".into()));
+        }
         let topic = &self.config.kafka.topics.input;
         let mut tpl = TopicPartitionList::new();
         for &(p, x) in offsets {

@@ -329,7 +329,7 @@ pub fn assignment(assigned: usize, refused: usize, ready: bool, lag: &BTreeMap<u
 /// The rules and build in use; also starts every counter an alert or panel
 /// watches at zero, so a healthy system shows 0 rather than nothing.
 pub fn info(rules_name: &str, rules_version: &str) {
-    for kind in ["abortable", "fatal"] {
+    for kind in ["abortable", "fatal", "not_member"] {
         counter!(ABORTS, "kind" => kind).increment(0);
     }
     for reason in accrual_core::events::DecodeError::REASONS

@@ -6,6 +6,7 @@
 //! sought afterwards); the group's committed offset decides whether outbox
 //! entries must be published again first.
 
+use accrual_store::owner::Owner;
 use accrual_store::{Progress, Store};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -56,6 +57,9 @@ pub struct Assignment {
     pub restoring: BTreeMap<u32, crate::restore::Restoring>,
     /// Restores of partitions revoked meanwhile, stopping.
     pub cancelled: Vec<(u32, crate::restore::Restoring)>,
+    /// This instance and the group generation it holds its partitions in,
+    /// recorded with every batch's progress.
+    pub owner: Arc<Owner>,
 }
 
 /// What an assigned partition is to do.
@@ -147,12 +151,31 @@ pub fn topic_partitions<C: ConsumerContext>(
 
 /// How many input messages a partition whose progress is `next` lost, when
 /// its log now starts at `log_start`.
+/// The consumer group generation librdkafka holds (-1 if it knows none):
+/// the crate does not expose it, librdkafka's C API does.
+pub fn group_generation<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> i32 {
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer's handle. The metadata returned is
+    // a copy owned here, read and destroyed before returning.
+    unsafe {
+        let metadata = rdkafka::bindings::rd_kafka_consumer_group_metadata(rk);
+        if metadata.is_null() {
+            return -1;
+        }
+        let generation = rdkafka::bindings::rd_kafka_consumer_group_metadata_generation_id(metadata);
+        rdkafka::bindings::rd_kafka_consumer_group_metadata_destroy(metadata);
+        generation
+    }
+}
+
 pub fn input_gap(next: u64, log_start: i64) -> Option<u64> {
     u64::try_from(log_start).ok().filter(|&low| low > next).map(|low| low - next)
 }
 
 pub struct EngineContext {
     pub store: Arc<Store>,
+    /// This instance's id (`engine.instance_id`).
+    pub instance: String,
     pub topic: String,
     pub assignment: Arc<Mutex<Assignment>>,
     pub timeout: Duration,
@@ -203,7 +226,7 @@ impl EngineContext {
                     continue;
                 }
             };
-            let decision = match self.needs_restore(local, y) {
+            let decision = match self.needs_restore() {
                 true => Ok(Start::Restore { committed: y }),
                 false => match (start_offset(local, y), local) {
                     (Ok(owned), Some(_)) => self.check_gap(consumer, p, owned).map(Start::Own),
@@ -213,10 +236,15 @@ impl EngineContext {
             decided.push((p, decision));
         }
         let mut paused = TopicPartitionList::new();
+        let owner = Owner { instance: self.instance.clone(), generation: group_generation(consumer) };
         {
             let mut a = Self::lock(&self.assignment);
             a.generation += 1;
             a.rebalances += 1;
+            if *a.owner != owner {
+                tracing::info!(generation = owner.generation, "joined the group's generation");
+                a.owner = Arc::new(owner);
+            }
             for (p, decision) in decided {
                 let (offset, pause) = match decision {
                     Ok(Start::Own(owned)) => {
@@ -265,18 +293,13 @@ impl EngineContext {
         Offset::End
     }
 
-    /// Whether a partition's state is to be restored from the changelog:
-    /// there is one, and the local state is missing or behind the group.
-    /// No local state at all is restored too, even when the group has no
-    /// offsets (they may have expired): the changelog's own progress says
-    /// where the partition resumes.
-    fn needs_restore(&self, local: Option<Progress>, committed: Option<u64>) -> bool {
+    /// Whether a partition's state goes through the changelog: always, if
+    /// there is one. Local state is then kept only if it provably
+    /// continues the group's (see `restore`), and restored otherwise, even
+    /// when the group has no offsets (they may have expired): the
+    /// changelog's own progress then says where the partition resumes.
+    fn needs_restore(&self) -> bool {
         self.changelog.is_some()
-            && match (local, committed) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(l), Some(y)) => y > l.next_offset,
-            }
     }
 
     /// Starts restoring `p` on a thread of its own, once any earlier
@@ -298,7 +321,7 @@ impl EngineContext {
             committed_offset = committed,
             restore = true,
             changelog = %from.topic,
-            "partition assigned; restoring the partition's state from the changelog"
+            "partition assigned; checking its state against the changelog"
         );
         let job = crate::restore::RestoreJob {
             config: from.config.clone(),
@@ -319,7 +342,7 @@ impl EngineContext {
     /// Input a partition's progress has not reached, but the log no longer
     /// holds (retention removed it): reported loudly, and the partition
     /// refused unless gaps are to be skipped.
-    fn check_gap(&self, consumer: &BaseConsumer<Self>, p: u32, owned: Owned) -> Result<Owned, String> {
+    pub fn check_gap(&self, consumer: &BaseConsumer<Self>, p: u32, owned: Owned) -> Result<Owned, String> {
         let low = match consumer.fetch_watermarks(&self.topic, p as i32, self.timeout) {
             Ok((low, _)) => low,
             Err(e) => {

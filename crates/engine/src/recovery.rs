@@ -136,6 +136,7 @@ impl Engine {
         crate::metrics::aborted(match failure {
             TxnFailure::Abortable(_) => "abortable",
             TxnFailure::Fatal(_) => "fatal",
+            TxnFailure::NotMember(_) => "not_member",
         });
         let last = match failure {
             TxnFailure::Abortable(e) => {
@@ -150,6 +151,19 @@ impl Engine {
                 tracing::error!(txn = %id, error = %e, "fatal producer error; replacing the producer");
                 self.replace_producer()?;
                 e
+            }
+            TxnFailure::NotMember(e) => {
+                tracing::error!(txn = %id, error = %e, "not sure to be a member of the group; aborting");
+                let aborted = committer::abort(&self.producer, self.timeout);
+                self.pending_marks.push(Decided {
+                    id,
+                    status: TxnStatus::Aborted,
+                    offsets: offsets.to_vec(),
+                });
+                self.flush_marks()?;
+                aborted
+                    .map_err(kafka("aborting the transaction of an instance that may have left the group"))?;
+                return Err(EngineError::NotMember(e));
             }
         };
         self.pending_marks.push(Decided { id, status: TxnStatus::Aborted, offsets: offsets.to_vec() });
@@ -240,6 +254,7 @@ impl Engine {
     /// on this thread.
     pub(super) fn commit_offsets(&mut self, txn: &str, offsets: &[(u32, u64)]) -> Result<(), TxnFailure> {
         let (tpl, group) = self.offsets_to_commit(txn, offsets)?;
-        committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint)
+        let member_until = Instant::now() + self.config.membership_timeout();
+        committer::commit(&self.producer, &tpl, &group, self.timeout, &self.failpoint, member_until)
     }
 }

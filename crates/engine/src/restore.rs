@@ -1,9 +1,12 @@
-//! Restoring a partition's state from the changelog: on assignment, when
-//! the local state is missing, or older than what the group committed (a
-//! lost disk, a partition that moved), the partition's local state is
-//! dropped and its changelog partition read from the beginning
-//! (`read_committed`) up to the state as of the group's committed offset,
-//! every change written back in large RocksDB batches. The changelog is
+//! Restoring a partition's state from the changelog. On assignment, local
+//! state is kept only if it provably continues what the group committed:
+//! the changelog's progress record at the group's offset (near its end)
+//! names the instance and group generation that committed it, and the
+//! local progress must name the same and not be behind. Otherwise (no
+//! local state, state behind the group, or a former owner's) the
+//! partition's local state is dropped and its changelog partition read
+//! from the beginning (`read_committed`) up to the state as of the group's
+//! committed offset, every change written back in large RocksDB batches. The changelog is
 //! written in the transactions that commit the input offsets, so it holds
 //! that state; the engine then checks that the restore ends exactly there.
 //!
@@ -14,6 +17,7 @@
 
 use crate::config::EngineConfig;
 use accrual_store::changelog::{self, Restore};
+use accrual_store::owner::Stamped;
 use accrual_store::{Progress, Store, StoreError};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -102,6 +106,8 @@ pub struct Restored {
     /// The partition's progress as the changelog left it (none: the
     /// changelog held nothing for it).
     pub progress: Option<Progress>,
+    /// The local state was kept: it continues the group's.
+    pub kept: bool,
     /// Changelog records applied, and their keys' and values' bytes.
     pub changes: u64,
     pub bytes: u64,
@@ -131,13 +137,10 @@ pub enum RestoreError {
     Panicked,
 }
 
-/// Replaces `partition`'s local state with what its changelog holds up to
-/// the group's committed offset: every batch's changes end with its
-/// progress, so the changes up to the first progress record at
-/// `committed` are the state as of that offset. Later records belong to
-/// later batches, or to transactions that never committed (which a broker
-/// that does not filter aborted transactions still shows). Without a
-/// committed offset, everything is applied.
+/// Makes `partition`'s local state the group's: kept if it provably
+/// continues what the group committed ([`Stamped::continues`] the
+/// changelog's progress record at the group's offset), else replaced by
+/// what the changelog holds up to that offset ([`replace_partition`]).
 pub fn restore_partition(
     config: &EngineConfig,
     store: &Store,
@@ -153,67 +156,187 @@ pub fn restore_partition(
     let (low, high) = consumer.fetch_watermarks(topic, partition as i32, idle).map_err(kafka)?;
     watch.position.store(low, Ordering::Relaxed);
     watch.end.store(high, Ordering::Relaxed);
+    let local = store.stamped_progress(partition)?;
+    if let Some(local) = local.filter(|l| committed.is_none_or(|c| l.progress.next_offset >= c)) {
+        let reader = Reader { consumer: &consumer, topic, partition, idle, watch };
+        let kept = match reader.committed_stamp(low, high, committed)? {
+            // Nothing to prove against: the changelog holds nothing of it.
+            None => true,
+            Some(theirs) if local.continues(&theirs) => true,
+            Some(theirs) => {
+                tracing::info!(
+                    partition,
+                    local_offset = local.progress.next_offset,
+                    committed_offset = theirs.progress.next_offset,
+                    "local state was written by {}, the group's state by {}: replacing it from the changelog",
+                    describe(&local),
+                    describe(&theirs),
+                );
+                false
+            }
+        };
+        if kept {
+            watch.position.store(high, Ordering::Relaxed);
+            return Ok(Restored {
+                progress: Some(local.progress),
+                kept: true,
+                changes: 0,
+                bytes: 0,
+                elapsed: started.elapsed(),
+            });
+        }
+    }
+    replace_partition(
+        &Reader { consumer: &consumer, topic, partition, idle, watch },
+        store,
+        low,
+        high,
+        committed,
+        started,
+    )
+}
+
+fn describe(stamped: &Stamped) -> String {
+    stamped.owner.as_ref().map_or_else(|| "an unrecorded owner".to_string(), |o| o.to_string())
+}
+
+/// Replaces the partition's local state with what its changelog holds up
+/// to the group's committed offset: every batch's changes end with its
+/// progress, so the changes up to the first progress record at
+/// `committed` are the state as of that offset. Later records belong to
+/// later batches, or to transactions that never committed (which a broker
+/// that does not filter aborted transactions still shows). Without a
+/// committed offset, everything is applied.
+fn replace_partition(
+    reader: &Reader<'_>,
+    store: &Store,
+    low: i64,
+    high: i64,
+    committed: Option<u64>,
+    started: Instant,
+) -> Result<Restored, RestoreError> {
+    let (partition, watch) = (reader.partition, reader.watch);
     store.drop_partition(partition)?;
     let mut restore = Restore::new(store);
     if high > low {
         let mut applying = |m: &BorrowedMessage<'_>| -> Result<bool, RestoreError> {
-            let foreign = |what: &str| RestoreError::Foreign {
-                topic: topic.to_string(),
-                partition,
-                offset: m.offset(),
-                what: what.to_string(),
-            };
-            let key = m.key().ok_or_else(|| foreign("a record without a key"))?;
-            let change = changelog::from_message(key, m.payload())
-                .ok_or_else(|| foreign("a key this engine does not write"))?;
-            if change.partition() != Some(partition) {
-                return Err(foreign("a change of another partition (is the topic co-partitioned?)"));
-            }
+            let change = reader.change(m)?;
             restore.apply(&change)?;
             watch.applied.fetch_add(1, Ordering::Relaxed);
             watch.position.store(m.offset() + 1, Ordering::Relaxed);
             let reached = changelog::progress_of(&change).map(|p| p.next_offset);
             Ok(committed.is_none() || reached != committed)
         };
-        read(&consumer, topic, partition, high - 1, idle, watch, &mut applying)?;
+        reader.read(Offset::Beginning, high - 1, &mut applying)?;
     }
     let (changes, bytes) = (restore.changes, restore.bytes);
     restore.finish()?;
-    Ok(Restored { progress: store.progress(partition)?, changes, bytes, elapsed: started.elapsed() })
+    Ok(Restored {
+        progress: store.progress(partition)?,
+        kept: false,
+        changes,
+        bytes,
+        elapsed: started.elapsed(),
+    })
 }
 
-/// Reads the partition from its beginning until offset `end` (or its end
-/// of log), handing each record to `each` while it says to go on; stops
-/// if the restore is cancelled.
-fn read(
-    consumer: &BaseConsumer,
-    topic: &str,
+/// Reads one changelog partition.
+struct Reader<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
     partition: u32,
-    end: i64,
     idle: Duration,
-    watch: &Watch,
-    each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<bool, RestoreError>,
-) -> Result<(), RestoreError> {
-    let kafka = |source| RestoreError::Kafka { topic: topic.to_string(), partition, source };
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition as i32, Offset::Beginning).map_err(kafka)?;
-    consumer.assign(&tpl).map_err(kafka)?;
-    let mut last = Instant::now();
-    loop {
-        if watch.cancel.load(Ordering::Relaxed) {
-            return Err(RestoreError::Cancelled);
+    watch: &'a Watch,
+}
+
+impl Reader<'_> {
+    fn kafka(&self, source: KafkaError) -> RestoreError {
+        RestoreError::Kafka { topic: self.topic.to_string(), partition: self.partition, source }
+    }
+
+    /// The change a record carries, if it is one of this partition's.
+    fn change<'m>(&self, m: &'m BorrowedMessage<'_>) -> Result<changelog::Change<'m>, RestoreError> {
+        let foreign = |what: &str| RestoreError::Foreign {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: m.offset(),
+            what: what.to_string(),
+        };
+        let key = m.key().ok_or_else(|| foreign("a record without a key"))?;
+        let change = changelog::from_message(key, m.payload())
+            .ok_or_else(|| foreign("a key this engine does not write"))?;
+        if change.partition() != Some(self.partition) {
+            return Err(foreign("a change of another partition (is the topic co-partitioned?)"));
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            None if last.elapsed() > idle => {
-                return Err(RestoreError::Stalled { topic: topic.to_string(), partition, end, idle });
+        Ok(change)
+    }
+
+    /// The last progress record at `target` (the group's offset; none: the
+    /// last of all), read from the changelog's tail: each transaction ends
+    /// with its partitions' progress, so it is near the end; the window
+    /// read grows until it is found or the whole log was read.
+    fn committed_stamp(
+        &self,
+        low: i64,
+        high: i64,
+        target: Option<u64>,
+    ) -> Result<Option<Stamped>, RestoreError> {
+        if high <= low {
+            return Ok(None);
+        }
+        let mut window = 1024i64;
+        loop {
+            let from = high.saturating_sub(window).max(low);
+            let mut found = None;
+            self.read(Offset::Offset(from), high - 1, &mut |m| {
+                if let Some(stamped) = changelog::stamped_of(&self.change(m)?) {
+                    if target.is_none_or(|t| stamped.progress.next_offset == t) {
+                        found = Some(stamped);
+                    }
+                }
+                Ok(true)
+            })?;
+            if found.is_some() || from == low {
+                return Ok(found);
             }
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
-            Some(Err(e)) => return Err(kafka(e)),
-            Some(Ok(m)) => {
-                last = Instant::now();
-                if m.offset() > end || !each(&m)? || m.offset() == end {
-                    return Ok(());
+            window = window.saturating_mul(16);
+        }
+    }
+
+    /// Reads the partition from `start` until offset `end` (or its end
+    /// of log), handing each record to `each` while it says to go on;
+    /// stops if the restore is cancelled.
+    fn read(
+        &self,
+        start: Offset,
+        end: i64,
+        each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<bool, RestoreError>,
+    ) -> Result<(), RestoreError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, self.partition as i32, start).map_err(|e| self.kafka(e))?;
+        self.consumer.assign(&tpl).map_err(|e| self.kafka(e))?;
+        let mut last = Instant::now();
+        loop {
+            if self.watch.cancel.load(Ordering::Relaxed) {
+                return Err(RestoreError::Cancelled);
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None if last.elapsed() > self.idle => {
+                    return Err(RestoreError::Stalled {
+                        topic: self.topic.to_string(),
+                        partition: self.partition,
+                        end,
+                        idle: self.idle,
+                    });
+                }
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
+                Some(Err(e)) => return Err(self.kafka(e)),
+                Some(Ok(m)) => {
+                    last = Instant::now();
+                    if m.offset() > end || !each(&m)? || m.offset() == end {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -228,6 +351,9 @@ pub fn outcome(
     result: Result<Restored, RestoreError>,
 ) -> Result<Restored, String> {
     let restored = result.map_err(|e| format!("restoring its state from the changelog failed: {e}"))?;
+    if restored.kept {
+        return Ok(restored);
+    }
     let ends = restored.progress.map_or(0, |r| r.next_offset);
     // Without group offsets (expired, or never committed) the changelog's
     // own progress says where the partition resumes.

@@ -25,6 +25,7 @@ use super::outbox::OutboxSink;
 use accrual_core::pipeline::{BatchStats, Input, Processor};
 use accrual_core::rules::Rules;
 use accrual_core::time::Timestamp;
+use accrual_store::owner::Owner;
 use accrual_store::{Progress, Staged, Store};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -72,6 +73,8 @@ struct Job {
     forget: Vec<u32>,
     /// Sinks to reuse.
     sinks: Vec<OutboxSink>,
+    /// Who processes the partitions, recorded with their progress.
+    owner: Arc<Owner>,
 }
 
 type Done = Result<(Staged, Vec<PartitionDone>), accrual_store::StoreError>;
@@ -107,7 +110,8 @@ impl Worker {
         self.spare_sinks.extend(job.sinks);
         let store = &*self.store;
         let buffer = &job.buffer[..];
-        let mut batch = store.batch_with_capacity(self.batch_bytes + self.batch_bytes / 4);
+        let mut batch =
+            store.batch_with_capacity(self.batch_bytes + self.batch_bytes / 4).owned_by(&job.owner);
         if self.changelog {
             batch = batch.capturing_changes();
         }
@@ -211,6 +215,7 @@ impl Workers {
         &mut self,
         buffer: Arc<Vec<u8>>,
         work: Vec<PartitionWork>,
+        owner: &Arc<Owner>,
     ) -> Result<(Vec<Staged>, Vec<PartitionDone>), EngineError> {
         let n = work.len();
         let mut shares: Vec<Vec<PartitionWork>> = (0..self.workers.len()).map(|_| Vec::new()).collect();
@@ -227,6 +232,7 @@ impl Workers {
                 committed: std::mem::take(&mut handle.committed),
                 forget: std::mem::take(&mut handle.forget),
                 sinks: std::mem::take(&mut handle.sinks),
+                owner: owner.clone(),
             };
             handle
                 .jobs
@@ -396,7 +402,7 @@ mod tests {
                 })
                 .filter(|w| !w.messages.is_empty())
                 .collect();
-            let (staged, done) = workers.process(buffer.clone(), work).expect("processed");
+            let (staged, done) = workers.process(buffer.clone(), work, &Arc::default()).expect("processed");
             let batch = store.batch_from(staged);
             let mut sinks = Vec::new();
             for mut d in done {

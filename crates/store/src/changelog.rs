@@ -216,3 +216,8 @@ pub fn progress_of(change: &Change<'_>) -> Option<super::Progress> {
 pub fn is_progress(change: &Change<'_>) -> bool {
     change.family == Family::Progress && change.key.get(4..) == Some(PROGRESS)
 }
+
+/// A progress record's progress and owner (see [`progress_of`]).
+pub fn stamped_of(change: &Change<'_>) -> Option<super::owner::Stamped> {
+    change.value.filter(|_| is_progress(change)).and_then(|v| super::owner::decode(v).ok())
+}

@@ -20,6 +20,7 @@
 mod accounts;
 pub mod changelog;
 mod ledger;
+pub mod owner;
 
 use changelog::{Capture, Family, capture};
 
@@ -130,7 +131,11 @@ fn timer_key(partition: u32, due: Timestamp, account: &str) -> Vec<u8> {
 }
 
 fn decode_progress(value: &[u8]) -> Result<Progress, CodecError> {
-    let mut r = Reader::new(value);
+    decode_progress_from(&mut Reader::new(value))
+}
+
+/// A progress record's progress; its owner, if any, follows (see [`owner`]).
+fn decode_progress_from(r: &mut Reader<'_>) -> Result<Progress, CodecError> {
     r.version(META_FORMAT)?;
     Ok(Progress { next_offset: r.u64()?, stream_time: Timestamp(r.i64()?) })
 }
@@ -286,6 +291,15 @@ impl Store {
         decode_progress(&value).map(Some).map_err(|e| self.corrupt("progress", partition, e))
     }
 
+    /// The partition's progress and who recorded it.
+    pub fn stamped_progress(&self, partition: u32) -> Result<Option<owner::Stamped>, StoreError> {
+        let key = partition_key(partition, PROGRESS);
+        let Some(value) = self.lookup(CF_META, &key)? else {
+            return Ok(None);
+        };
+        owner::decode(&value).map(Some).map_err(|e| self.corrupt("progress", partition, e))
+    }
+
     pub fn rules_version(&self) -> Result<Option<String>, StoreError> {
         Ok(self.meta(RULES_VERSION)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -420,6 +434,7 @@ impl Store {
             scratch: Writer::with_capacity(512),
             horizons: Vec::new(),
             capture: None,
+            owner: Vec::new(),
         }
     }
 
@@ -507,9 +522,17 @@ pub struct LedgerBatch<'s> {
     /// The processor's changes, as changelog entries, when asked for
     /// ([`LedgerBatch::capturing_changes`]).
     capture: Option<Capture>,
+    /// Appended to every progress record (see [`LedgerBatch::owned_by`]).
+    owner: Vec<u8>,
 }
 
 impl LedgerBatch<'_> {
+    /// Records `owner` with every partition's progress the batch sets.
+    pub fn owned_by(mut self, owner: &owner::Owner) -> Self {
+        self.owner = owner::encode(owner);
+        self
+    }
+
     /// Also keeps every change the batch processor stages (account states,
     /// purchases, dedupe keys, timers, progress) as changelog entries, for
     /// [`LedgerBatch::take_changes`].
@@ -573,6 +596,7 @@ impl LedgerBatch<'_> {
         self.scratch.u8(META_FORMAT);
         self.scratch.u64(progress.next_offset);
         self.scratch.i64(progress.stream_time.0);
+        self.scratch.buf.extend_from_slice(&self.owner);
         let key = partition_key(partition, PROGRESS);
         self.batch.put_cf(self.store.cf(CF_META), &key, &self.scratch.buf);
         capture(&mut self.capture, Family::Progress, &key, Some(&self.scratch.buf));
@@ -653,7 +677,14 @@ impl Store {
     /// the cycle's own changes to be added to.
     pub fn batch_from(&self, staged: Vec<Staged>) -> LedgerBatch<'_> {
         let Staged { batch, horizons } = concatenate(staged);
-        LedgerBatch { store: self, batch, scratch: Writer::with_capacity(512), horizons, capture: None }
+        LedgerBatch {
+            store: self,
+            batch,
+            scratch: Writer::with_capacity(512),
+            horizons,
+            capture: None,
+            owner: Vec::new(),
+        }
     }
 }
 
