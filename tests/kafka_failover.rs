@@ -124,3 +124,63 @@ fn a_lost_node_a_new_one_and_a_rolling_restart_keep_every_accrual_exactly_once()
     }
     assert!(accounts == reference_accounts, "balances differ from simulate");
 }
+
+fn signal(engine: &EngineProcess, sig: &str) {
+    let status = std::process::Command::new("kill").arg(sig).arg(engine.child.id().to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill {sig}");
+}
+
+/// A zombie: an instance paused (SIGSTOP) in the middle of a commit, past
+/// its session timeout, while another takes its partitions over; then
+/// resumed (SIGCONT). This broker does not fence it by generation: the
+/// engine must not commit what it was about to.
+#[test]
+fn an_instance_paused_past_its_session_timeout_does_not_commit_when_it_resumes() {
+    let setup = Setup::new("zombie", 2).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(1_200);
+    let (first, second) = lines.split_at(800);
+    // Each commit waits 3 s first: the pause lands in the first one.
+    let slow = [("ACCRUAL_FAILPOINT", "slow-kafka-commit:3000")];
+    let mut zombie = EngineProcess::spawn(&setup.config(dir.path(), "node-a", ""), &slow, None);
+    let started = Instant::now();
+    while zombie.log_text().matches("partition restored").count() < 2
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    setup.produce(dir.path(), first);
+    std::thread::sleep(Duration::from_millis(1_500));
+    signal(&zombie, "-STOP");
+
+    // The group gives its partitions to node-b once its session expires.
+    let mut other = EngineProcess::spawn(&setup.config(dir.path(), "node-b", ""), &[], None);
+    let started = Instant::now();
+    while other.log_text().matches("partition restored").count() < 2
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The zombie resumes in the middle of its commit. (This broker never
+    // aborts a transaction left open, so node-b cannot commit before the
+    // zombie's ends: the zombie must abort it, not commit it.)
+    signal(&zombie, "-CONT");
+    assert!(!zombie.wait(Duration::from_secs(60)).success(), "{}", zombie.log_text());
+    let log = zombie.log_text();
+    assert!(log.contains("session timeout"), "the zombie says why it stopped:\n{log}");
+    setup.produce(dir.path(), second);
+    assert!(
+        setup.wait_all_committed(Duration::from_secs(120)),
+        "lag {:?}\n{}",
+        setup.lag(),
+        other.log_text()
+    );
+    let mut reports = Vec::new();
+    stop(&mut other, &mut reports);
+
+    let mut txns = journal(&dir.path().join("node-a"));
+    txns.extend(journal(&dir.path().join("node-b")));
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(engine_accounts(&dir.path().join("node-b"), setup.partitions) == reference_accounts);
+}
