@@ -58,7 +58,15 @@ fn a_lost_node_a_new_one_and_a_rolling_restart_keep_every_accrual_exactly_once()
     let per_phase: usize = if soak { 15_000 } else { 1_500 };
     let setup = Setup::new("failover", 6).with_changelog();
     let dir = tempfile::tempdir().unwrap();
-    let config = |name: &str| setup.config(dir.path(), name, "max_batch = 300");
+    // Every instance answers balance lookups, forwarding to the others.
+    let names = ["node-a", "node-b", "node-c", "node-d"];
+    let address =
+        |name: &str| format!("127.0.0.1:{}", 19471 + names.iter().position(|n| *n == name).unwrap());
+    let peers: String = names.iter().map(|n| format!("{n} = \"http://{}\"\n", address(n))).collect();
+    let config = |name: &str| {
+        let http = format!("[http]\nlisten = \"{}\"\n[http.peers]\n{peers}", address(name));
+        setup.config_full(dir.path(), name, "max_batch = 300", "config/rules.example.toml", &http)
+    };
     let state = |name: &str| -> PathBuf { dir.path().join(name) };
     let lines = events(per_phase as u64 * 4);
     let phases: Vec<&[String]> = lines.chunks(per_phase).collect();
@@ -94,6 +102,13 @@ fn a_lost_node_a_new_one_and_a_rolling_restart_keep_every_accrual_exactly_once()
         nodes.insert(name, engine);
     }
     stream(&setup, dir.path(), phases[3], "after the rolling restart");
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    // Every account's balance, read over HTTP from one instance.
+    std::thread::sleep(Duration::from_secs(3)); // the owners, as the instances read them
+    for (account, expected) in &reference_accounts {
+        let body = balance_over_http(&address("node-a"), account);
+        assert_balance(&body, expected);
+    }
     for engine in nodes.values_mut() {
         stop(engine, &mut reports);
     }
@@ -103,7 +118,6 @@ fn a_lost_node_a_new_one_and_a_rolling_restart_keep_every_accrual_exactly_once()
     for name in ["node-a", "node-b", "node-d"] {
         txns.extend(journal(&state(name)));
     }
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
     assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
 
     // Each partition's balances, from an instance whose state ends at the
@@ -123,6 +137,38 @@ fn a_lost_node_a_new_one_and_a_rolling_restart_keep_every_accrual_exactly_once()
         }
     }
     assert!(accounts == reference_accounts, "balances differ from simulate");
+}
+
+/// The balance of `account` from the instance at `address`, retried while
+/// the instance answers that it cannot yet (a partition moving).
+fn balance_over_http(address: &str, account: &str) -> serde_json::Value {
+    let path = format!("/v1/accounts/{account}/balance");
+    let started = Instant::now();
+    loop {
+        let (status, body) = common::http::get(address, &path, &[]).unwrap();
+        if status == 200 {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(
+            matches!(status, 421 | 502 | 503) && started.elapsed() < Duration::from_secs(30),
+            "{account}: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_balance(body: &serde_json::Value, expected: &accrual::state::AccountState) {
+    let account = body["account_id"].as_str().unwrap_or_default();
+    for program in body["programs"].as_array().unwrap() {
+        let name = program["program"].as_str().unwrap();
+        let b = expected.balance(name).unwrap();
+        for (field, value) in
+            [("available", b.available), ("lifetime_earned", b.lifetime_earned), ("redeemed", b.redeemed)]
+        {
+            let want = accrual::money::with_scale(value, b.decimals).to_string();
+            assert_eq!(program[field].as_str(), Some(want.as_str()), "{account} {name} {field}");
+        }
+    }
 }
 
 fn signal(engine: &EngineProcess, sig: &str) {

@@ -6,7 +6,7 @@ mod common;
 
 use accrual::datagen::GenOptions;
 use accrual::simulate::{self, SimulateOptions};
-use common::http::{get, metric};
+use common::http::{get, get_with_head, metric};
 use common::kafka::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -175,39 +175,60 @@ fn assert_logs_are_lifecycle_only(log: &str, input: &[String]) {
 }
 
 #[test]
-fn an_account_of_a_partition_owned_elsewhere_gets_421() {
-    let setup = Setup::new("misdirected", 4);
+fn an_account_of_a_partition_owned_elsewhere_is_answered_by_its_owner() {
+    // With a changelog: this broker's group description names no owners,
+    // so the changelog's last writers stand for them.
+    let setup = Setup::new("misdirected", 4).with_changelog();
     let dir = tempfile::tempdir().unwrap();
     let (a_addr, b_addr) = ("127.0.0.1:19465", "127.0.0.1:19466");
-    let mut a = EngineProcess::spawn(&setup.config_http(dir.path(), "node-a", "", a_addr, ""), &[], None);
+    let rules = "config/rules.example.toml";
+    // node-a knows where node-b answers; node-b knows no peers.
+    let a_http = format!(
+        "[http]\nlisten = \"{a_addr}\"\ntoken = \"s3cret\"\n[http.peers]\nnode-b = \"http://{b_addr}\"\n"
+    );
+    let b_http = format!("[http]\nlisten = \"{b_addr}\"\ntoken = \"s3cret\"\n");
+    let mut a = EngineProcess::spawn(&setup.config_full(dir.path(), "node-a", "", rules, &a_http), &[], None);
     wait_ready(a_addr);
-    let mut b = EngineProcess::spawn(&setup.config_http(dir.path(), "node-b", "", b_addr, ""), &[], None);
+    let mut b = EngineProcess::spawn(&setup.config_full(dir.path(), "node-b", "", rules, &b_http), &[], None);
     let started = Instant::now();
     while !b.log_text().contains("partition assigned") && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(2));
     wait_ready(a_addr);
     wait_ready(b_addr);
     setup.produce(dir.path(), &events(800, 3));
     assert!(setup.wait_all_committed(Duration::from_secs(120)));
-    // Every account answers 200 on exactly one instance and 421 on the other.
-    let mut answers = BTreeMap::new();
-    for account in ["acc-0000001", "acc-0000002", "acc-0000003", "acc-0000004", "acc-0000005"] {
-        let path = format!("/v1/accounts/{account}/balance");
-        let (sa, body_a) = get(a_addr, &path, &[]).unwrap();
-        let (sb, body_b) = get(b_addr, &path, &[]).unwrap();
-        let mut pair = [sa, sb];
-        pair.sort();
-        assert_eq!(pair, [200, 421], "{account}: {body_a} / {body_b}");
-        let misdirected = if sa == 421 { body_a } else { body_b };
-        assert!(misdirected.contains("is not owned by this instance"), "{misdirected}");
-        answers.insert(account, sa);
+    std::thread::sleep(Duration::from_secs(3)); // the group's owners, as the instances read them
+    let auth = [("Authorization", "Bearer s3cret")];
+    let mut served_by = BTreeMap::new();
+    for n in 1..=12 {
+        let path = format!("/v1/accounts/acc-{n:07}/balance");
+        let (sa, head_a, body_a) = get_with_head(a_addr, &path, &auth).unwrap();
+        let (sb, head_b, body_b) = get_with_head(b_addr, &path, &auth).unwrap();
+        // node-a answers every account: its own, or node-b's through node-b.
+        assert_eq!(sa, 200, "{path}: {head_a}\n{body_a}");
+        let forwarded = head_a.to_ascii_lowercase().contains("x-accrual-served-by: node-b");
+        served_by.insert(n, if forwarded { "node-b" } else { "node-a" });
+        if forwarded {
+            assert_eq!((sb, &body_b), (200, &body_a), "{path}: node-b's own answer, passed on as it is");
+        } else {
+            // node-b has no address for node-a: it names the owner.
+            assert_eq!(sb, 421, "{path}: {head_b}\n{body_b}");
+            assert!(body_b.contains("owned by instance node-a"), "{body_b}");
+        }
+        // Credentials are checked before anything is forwarded.
+        assert_eq!(get(a_addr, &path, &[]).unwrap().0, 401);
     }
     assert!(
-        answers.values().any(|s| *s == 200) && answers.values().any(|s| *s == 421),
-        "both instances own accounts: {answers:?}"
+        served_by.values().any(|s| *s == "node-a") && served_by.values().any(|s| *s == "node-b"),
+        "{served_by:?}"
     );
+    // A forwarded lookup is never forwarded again.
+    let elsewhere = served_by.iter().find(|(_, s)| **s == "node-a").map(|(n, _)| *n).unwrap();
+    let path = format!("/v1/accounts/acc-{elsewhere:07}/balance");
+    let loop_guard = [auth[0], ("x-accrual-forwarded-by", "node-x")];
+    let (status, body) = get(b_addr, &path, &loop_guard).unwrap();
+    assert_eq!(status, 421, "{body}");
     b.terminate();
     a.terminate();
     let _ = (b.wait(Duration::from_secs(60)), a.wait(Duration::from_secs(60)));

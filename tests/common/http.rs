@@ -6,6 +6,15 @@ use std::time::Duration;
 
 /// GETs `path` from `address`; returns the status and the body.
 pub fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+    get_with_head(address, path, headers).map(|(status, _, body)| (status, body))
+}
+
+/// [`get`], with the response's head (status line and headers) too.
+pub fn get_with_head(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
@@ -18,7 +27,8 @@ pub fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Resu
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let (head, body) =
+        text.split_once("\r\n\r\n").map(|(h, b)| (h.to_string(), b.to_string())).unwrap_or_default();
     // Chunked bodies: join the chunks.
     if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         let mut joined = String::new();
@@ -31,9 +41,9 @@ pub fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Resu
             joined.push_str(&tail[..n]);
             rest = tail[n..].trim_start_matches("\r\n");
         }
-        return Ok((status, joined));
+        return Ok((status, head, joined));
     }
-    Ok((status, body))
+    Ok((status, head, body))
 }
 
 /// The value of a Prometheus sample line `name{labels} value`, summed over

@@ -1,7 +1,8 @@
 //! The HTTP surface, one listener (127.0.0.1 by default): `/metrics`
 //! (Prometheus), `/healthz` (alive), `/readyz` (every assigned partition
 //! recovered and consuming), and `GET /v1/accounts/{id}/balance`, served
-//! from RocksDB for accounts of partitions this instance owns. Read-only.
+//! from RocksDB for accounts of partitions this instance owns, and
+//! forwarded to the owner for the others (see `forward`). Read-only.
 //!
 //! It starts with the process, before Kafka is reached, so `/healthz`
 //! answers while the broker is down. A flood of balance lookups cannot
@@ -49,6 +50,8 @@ pub struct ApiState {
     /// Required as `Authorization: Bearer <token>` on account endpoints.
     pub token: Option<String>,
     pub metrics: Option<Arc<Metrics>>,
+    /// Where lookups of other instances' partitions go.
+    pub peers: Arc<crate::forward::Peers>,
 }
 
 /// Whether the instance is ready, and if not, why.
@@ -147,7 +150,7 @@ async fn limit_lookups(State(permits): State<Arc<Semaphore>>, request: Request, 
     next.run(request).await
 }
 
-fn json_response(status: StatusCode, body: Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
     let mut response = (status, body.to_string() + "\n").into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -171,6 +174,45 @@ async fn ready(State(state): State<ApiState>) -> Response {
         Ok(()) => json_response(StatusCode::OK, json!({"ready": true})),
         Err(why) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false, "reasons": why})),
     }
+}
+
+/// What this instance can say of a partition's accounts.
+enum LocalAnswer {
+    /// It owns the partition, ready.
+    Here,
+    /// It is assigned the partition, but cannot answer yet: why.
+    Unavailable(String),
+}
+
+/// `None`: the partition is not assigned here.
+fn local_answer(a: &Assignment, partition: u32) -> Option<LocalAnswer> {
+    if a.restoring.contains_key(&partition) {
+        return Some(LocalAnswer::Unavailable(format!(
+            "partition {partition} is restoring from the changelog; retry shortly"
+        )));
+    }
+    if let Some(reason) = a.refused.get(&partition) {
+        return Some(LocalAnswer::Unavailable(format!("partition {partition} is refused here: {reason}")));
+    }
+    match a.owned.get(&partition)? {
+        o if o.needs_recovery => {
+            Some(LocalAnswer::Unavailable(format!("partition {partition} is recovering; retry shortly")))
+        }
+        _ => Some(LocalAnswer::Here),
+    }
+}
+
+/// `id` as a URL path segment (unreserved characters as they are).
+fn percent_encode(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Constant-time comparison, so the token cannot be guessed by timing.
@@ -203,34 +245,18 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
         );
     }
     let partition = state.partitioner.partition(id.as_bytes(), partitions);
-    {
-        let a = EngineContext::lock(&state.assignment);
-        if a.restoring.contains_key(&partition) {
+    let answer = local_answer(&EngineContext::lock(&state.assignment), partition);
+    match answer {
+        Some(LocalAnswer::Here) => {}
+        Some(LocalAnswer::Unavailable(why)) => {
             return json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": format!("partition {partition} is restoring from the changelog; retry shortly"), "partition": partition}),
+                json!({"error": why, "partition": partition}),
             );
         }
-        if let Some(reason) = a.refused.get(&partition) {
-            return json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": format!("partition {partition} is refused here: {reason}"), "partition": partition}),
-            );
-        }
-        match a.owned.get(&partition) {
-            None => {
-                return json_response(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    json!({"error": format!("partition {partition} of the input topic is not owned by this instance; ask the instance that owns it"), "partition": partition}),
-                );
-            }
-            Some(o) if o.needs_recovery => {
-                return json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": format!("partition {partition} is recovering; retry shortly"), "partition": partition}),
-                );
-            }
-            Some(_) => {}
+        None => {
+            let path = format!("/v1/accounts/{}/balance", percent_encode(&id));
+            return state.peers.forward(partition, &path, &headers).await;
         }
     }
     // RocksDB blocks: on the blocking pool, never on the runtime.

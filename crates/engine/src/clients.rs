@@ -11,7 +11,8 @@ use rdkafka::producer::BaseProducer;
 fn base(config: &EngineConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.brokers);
-    c.set("client.id", format!("accrual-{}", config.engine.instance_id));
+    // Other instances find this one's partitions by this id (see `owners`).
+    c.set("client.id", format!("{}{}", crate::owners::CLIENT_ID_PREFIX, config.engine.instance_id));
     for (k, v) in &config.kafka.properties {
         c.set(k, v);
     }
@@ -71,6 +72,15 @@ pub fn restore_consumer(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
+    for (k, v) in &config.kafka.consumer_properties {
+        c.set(k, v);
+    }
+    c.create()
+}
+
+/// A client outside the group, for reading the group's description.
+pub fn plain_consumer(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
+    let mut c = base(config);
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }

@@ -27,6 +27,8 @@ const MANAGED_PROPERTIES: &[&str] = &[
     "enable.auto.offset.store",
     "isolation.level",
     "transaction.timeout.ms",
+    // Instances find each other's partitions by it (see `owners`).
+    "client.id",
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -53,11 +55,40 @@ pub struct HttpConfig {
     /// data); empty: no token.
     #[serde(default)]
     pub token: String,
+    /// Where other instances answer, for balance lookups of accounts whose
+    /// partition another instance owns: a URL with `{instance_id}` in it
+    /// (a StatefulSet's pods behind a headless service:
+    /// `http://{instance_id}.accrual:9464`), ...
+    #[serde(default)]
+    pub peer_url: String,
+    /// ... or each instance's URL by its id (taking precedence).
+    #[serde(default)]
+    pub peers: BTreeMap<String, String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { enabled: true, listen: default_listen(), token: String::new() }
+        HttpConfig {
+            enabled: true,
+            listen: default_listen(),
+            token: String::new(),
+            peer_url: String::new(),
+            peers: BTreeMap::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The base URL of `instance`'s HTTP listener, if configured.
+    pub fn peer(&self, instance: &str) -> Option<String> {
+        let url = match self.peers.get(instance) {
+            Some(url) => url.clone(),
+            None if self.peer_url.contains("{instance_id}") => {
+                self.peer_url.replace("{instance_id}", instance)
+            }
+            None => return None,
+        };
+        Some(url.trim_end_matches('/').to_string())
     }
 }
 
@@ -347,6 +378,21 @@ impl EngineConfig {
                     "is set by the engine (exactly-once depends on it); use the engine's own setting".into(),
                 );
             }
+        }
+        let h = &self.http;
+        let peers = h.peers.iter().map(|(id, url)| (format!("http.peers.{id}"), url));
+        for (field, url) in
+            peers.chain((!h.peer_url.is_empty()).then(|| ("http.peer_url".to_string(), &h.peer_url)))
+        {
+            if !url.starts_with("http://") {
+                return fail(
+                    &field,
+                    format!("\"{url}\" must be an http:// URL (the instance's HTTP listener)"),
+                );
+            }
+        }
+        if !h.peer_url.is_empty() && !h.peer_url.contains("{instance_id}") {
+            return fail("http.peer_url", "must contain {instance_id}, replaced by the owner's id".into());
         }
         let e = &self.engine;
         if e.commit_interval_ms == 0 || e.commit_interval_ms > 60_000 {

@@ -20,10 +20,12 @@ pub mod clients;
 mod committer;
 pub mod config;
 mod failpoint;
+pub mod forward;
 pub mod journal;
 pub mod kafka_tools;
 pub mod metrics;
 pub mod outbox;
+pub mod owners;
 mod publish;
 pub mod rebalance;
 mod recovery;
@@ -279,6 +281,9 @@ pub fn run(
 
 /// Installs the metrics and starts the HTTP listener (if enabled); returns
 /// the metrics and the input topic's partition count it reads.
+/// How often the group's partition owners are read, for lookups.
+const OWNERS_REFRESH: Duration = Duration::from_secs(2);
+
 fn start_http(
     config: &EngineConfig,
     store: &Arc<Store>,
@@ -295,6 +300,10 @@ fn start_http(
     crate::metrics::info(&rules.name, &rules.version);
     let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
     if config.http.enabled {
+        let owners = Arc::new(std::sync::RwLock::new(owners::Owners::default()));
+        owners::watch(config, owners.clone(), OWNERS_REFRESH)
+            .map_err(|e| EngineError::Http(format!("starting the group watcher: {e}")))?;
+        let peers = forward::Peers::new(config.engine.instance_id.clone(), config.http.clone(), owners);
         let api = crate::api::ApiState {
             store: store.clone(),
             rules: rules.clone(),
@@ -303,6 +312,7 @@ fn start_http(
             partitioner: config.kafka.partitioner,
             token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
             metrics: metrics.clone(),
+            peers: Arc::new(peers),
         };
         crate::api::serve(&config.http.listen, api)
             .map_err(|e| EngineError::Http(format!("HTTP listener {}: {e}", config.http.listen)))?;
