@@ -230,3 +230,74 @@ fn an_instance_paused_past_its_session_timeout_does_not_commit_when_it_resumes()
     assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
     assert!(engine_accounts(&dir.path().join("node-b"), setup.partitions) == reference_accounts);
 }
+
+/// With standby replicas on every other instance, a lost node's
+/// partitions are taken over from warm copies: only the changelog's tail
+/// is read, not the whole state.
+#[test]
+fn with_standbys_a_lost_nodes_partitions_restore_only_the_tail() {
+    let setup = Setup::new("standby", 6).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str| setup.config(dir.path(), name, "max_batch = 300\nstandby_replicas = 2");
+    let lines = events(4_000);
+    let (first, second) = lines.split_at(3_000);
+    let mut nodes: BTreeMap<&str, EngineProcess> = BTreeMap::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        let engine = EngineProcess::spawn(&config(name), &[], None);
+        wait_assigned(&engine);
+        nodes.insert(name, engine);
+    }
+    stream(&setup, dir.path(), first, "three instances");
+    // The copies catch up with what was committed.
+    let started = Instant::now();
+    while !nodes.values().all(|n| n.log_text().contains("keeping warm copies"))
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let changelog_records = setup.read(setup.changelog.as_deref().unwrap()).len();
+
+    let mut lost = nodes.remove("node-c").unwrap();
+    let killed = Instant::now();
+    lost.kill();
+    let mut txns = journal(&dir.path().join("node-c"));
+    std::fs::remove_dir_all(dir.path().join("node-c")).unwrap();
+    stream(&setup, dir.path(), second, "after losing node-c");
+    eprintln!("failover with standbys: SIGKILL to all committed again in {:?}", killed.elapsed());
+
+    let mut reports = Vec::new();
+    for engine in nodes.values_mut() {
+        stop(engine, &mut reports);
+    }
+    let restored: u64 = reports.iter().map(|r| r.restored_changes).sum();
+    let logs: String = nodes.values().map(EngineProcess::log_text).collect();
+    assert!(
+        logs.contains("continues the group's") || logs.contains("caught up on the changelog's tail"),
+        "no partition was taken over from a copy:\n{logs}"
+    );
+    assert!(
+        restored * 10 < changelog_records as u64,
+        "{restored} changes restored, of {changelog_records} in the changelog: more than its tail"
+    );
+    for name in ["node-a", "node-b"] {
+        txns.extend(journal(&dir.path().join(name)));
+    }
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    let committed =
+        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+    let mut accounts = BTreeMap::new();
+    for p in 0..setup.partitions {
+        let (offset, _) = committed[&p];
+        let owner = ["node-a", "node-b"]
+            .into_iter()
+            .map(|name| open_store(&dir.path().join(name)))
+            .find(|store| store.progress(p as u32).unwrap().map(|x| x.next_offset as i64) == Some(offset))
+            .unwrap_or_else(|| panic!("no instance holds partition {p} at the committed offset {offset}"));
+        for (account, balance) in owner.accounts(p as u32).unwrap() {
+            accounts.insert(account, balance);
+        }
+    }
+    assert!(accounts == reference_accounts, "balances differ from simulate");
+}

@@ -211,6 +211,10 @@ pub struct EngineSection {
     /// partition, so no reward is lost silently.
     #[serde(default, deserialize_with = "boolean")]
     pub skip_input_gaps: bool,
+    /// Warm copies of each partition kept by other instances, tailing its
+    /// changelog (see `standby`; needs `kafka.topics.changelog`).
+    #[serde(default, deserialize_with = "number")]
+    pub standby_replicas: usize,
 }
 
 fn default_group_id() -> String {
@@ -395,6 +399,15 @@ impl EngineConfig {
             return fail("http.peer_url", "must contain {instance_id}, replaced by the owner's id".into());
         }
         let e = &self.engine;
+        if e.standby_replicas > 0 && k.topics.changelog.is_none() {
+            return fail(
+                "engine.standby_replicas",
+                "standbys tail the state changelog: set kafka.topics.changelog too".into(),
+            );
+        }
+        if e.standby_replicas > 16 {
+            return fail("engine.standby_replicas", format!("must be 0-16, got {}", e.standby_replicas));
+        }
         if e.commit_interval_ms == 0 || e.commit_interval_ms > 60_000 {
             return fail(
                 "engine.commit_interval_ms",

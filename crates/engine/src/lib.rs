@@ -31,6 +31,7 @@ pub mod rebalance;
 mod recovery;
 pub mod report;
 pub mod restore;
+mod standby;
 mod workers;
 
 use accrual_store::Progress;
@@ -214,8 +215,22 @@ pub fn run(
             topic: topic.clone(),
         }),
     };
+    let owners = Arc::new(std::sync::RwLock::new(owners::Owners::default()));
+    if config.http.enabled || config.engine.standby_replicas > 0 {
+        owners::watch(&config, owners.clone(), OWNERS_REFRESH)
+            .map_err(|e| EngineError::Http(format!("starting the group watcher: {e}")))?;
+    }
     // Up before Kafka is reached: /healthz answers while the broker is down.
-    let (metrics, partitions) = start_http(&config, &store, &rules, &assignment)?;
+    let (metrics, partitions) = start_http(&config, &store, &rules, &assignment, &owners)?;
+    if config.engine.standby_replicas > 0 {
+        let standby = standby::Standby {
+            config: Arc::new(config.clone()),
+            store: store.clone(),
+            assignment: assignment.clone(),
+            owners,
+        };
+        standby.start().map_err(|e| EngineError::Http(format!("starting the standby replicas: {e}")))?;
+    }
     let consumer = clients::consumer(&config, context).map_err(kafka("creating the consumer"))?;
     let producer = Arc::new(clients::producer(&config).map_err(kafka("creating the producer"))?);
     // Fences an older producer with our transactional id and completes (or
@@ -289,6 +304,7 @@ fn start_http(
     store: &Arc<Store>,
     rules: &Arc<rules::Rules>,
     assignment: &Arc<Mutex<Assignment>>,
+    owners: &Arc<std::sync::RwLock<owners::Owners>>,
 ) -> Result<(Option<Arc<crate::metrics::Metrics>>, Arc<std::sync::atomic::AtomicU32>), EngineError> {
     let metrics = match crate::metrics::install() {
         Ok(m) => Some(m),
@@ -300,10 +316,8 @@ fn start_http(
     crate::metrics::info(&rules.name, &rules.version);
     let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
     if config.http.enabled {
-        let owners = Arc::new(std::sync::RwLock::new(owners::Owners::default()));
-        owners::watch(config, owners.clone(), OWNERS_REFRESH)
-            .map_err(|e| EngineError::Http(format!("starting the group watcher: {e}")))?;
-        let peers = forward::Peers::new(config.engine.instance_id.clone(), config.http.clone(), owners);
+        let peers =
+            forward::Peers::new(config.engine.instance_id.clone(), config.http.clone(), owners.clone());
         let api = crate::api::ApiState {
             store: store.clone(),
             rules: rules.clone(),
@@ -564,6 +578,8 @@ impl Engine {
         reported: u64,
         restored: restore::Restored,
     ) -> Result<Owned, String> {
+        // A standby's copy is this instance's own state from now on.
+        accrual_store::changelog::forget_standby_position(&self.store, p).map_err(|e| e.to_string())?;
         if restored.kept {
             let owned = rebalance::start_offset(restored.progress, committed)
                 .and_then(|owned| self.consumer.context().check_gap(&self.consumer, p, owned))?;

@@ -42,6 +42,8 @@ pub const RESTORED_BYTES: &str = "accrual_restored_bytes_total";
 pub const RESTORE_SECONDS: &str = "accrual_restore_duration_seconds";
 pub const RESTORING: &str = "accrual_restoring_partitions";
 pub const RESTORE_LEFT: &str = "accrual_restore_records_left";
+pub const STANDBY_PARTITIONS: &str = "accrual_standby_partitions";
+pub const STANDBY_LAG: &str = "accrual_standby_lag_records";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
 pub const RULES_INFO: &str = "accrual_rules_info";
@@ -144,6 +146,12 @@ fn describe() {
         Unit::Count,
         "Outbox republishes (after a crash, an abort, or a partition's return)"
     );
+    describe_gauge!(
+        STANDBY_PARTITIONS,
+        Unit::Count,
+        "Partitions this instance keeps warm copies of (standbys)"
+    );
+    describe_gauge!(STANDBY_LAG, Unit::Count, "Changelog records the standby copies have not applied yet");
     describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last committed Kafka transaction");
     describe_gauge!(READY, Unit::Count, "1 when every assigned partition is recovered and consuming");
     describe_gauge!(RULES_INFO, Unit::Count, "The rules in use (labels name and version)");
@@ -306,6 +314,12 @@ pub fn restoring(applied: u64, partitions: usize, left: u64) {
     counter!(RESTORED_RECORDS).increment(applied);
     gauge!(RESTORING).set(partitions as f64);
     gauge!(RESTORE_LEFT).set(left as f64);
+}
+
+/// Partitions kept warm here, and the changelog records they are behind.
+pub fn standby(partitions: usize, lag: i64) {
+    gauge!(STANDBY_PARTITIONS).set(partitions as f64);
+    gauge!(STANDBY_LAG).set(lag.max(0) as f64);
 }
 
 pub fn input_gap(messages: u64) {

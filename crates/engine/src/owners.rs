@@ -30,7 +30,20 @@ pub const CLIENT_ID_PREFIX: &str = "accrual-";
 pub struct Owners {
     /// Input partition -> owning instance id.
     pub by_partition: BTreeMap<u32, String>,
+    /// The group's members' instance ids.
+    pub members: std::collections::BTreeSet<String>,
     pub read_at: Option<Instant>,
+}
+
+/// A member's instance id: from its client id, or else from its member id
+/// (brokers make it the client id, a dash and a UUID).
+fn instance_of(client_id: &str, member_id: &str) -> Option<String> {
+    if let Some(instance) = client_id.strip_prefix(CLIENT_ID_PREFIX) {
+        return Some(instance.to_string());
+    }
+    let rest = member_id.strip_prefix(CLIENT_ID_PREFIX)?;
+    let cut = rest.len().checked_sub(37).filter(|&i| rest.as_bytes().get(i) == Some(&b'-'))?;
+    Some(rest[..cut].to_string()).filter(|s| !s.is_empty())
 }
 
 /// The partitions of `topic` a consumer-protocol member assignment holds
@@ -86,18 +99,19 @@ pub fn describe(
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<Owners> {
     let list = consumer.fetch_group_list(Some(group), timeout)?;
-    let mut by_partition = BTreeMap::new();
+    let mut owners = Owners { read_at: Some(Instant::now()), ..Owners::default() };
     for info in list.groups().iter().filter(|g| g.name() == group) {
         for member in info.members() {
-            let Some(instance) = member.client_id().strip_prefix(CLIENT_ID_PREFIX) else { continue };
+            let Some(instance) = instance_of(member.client_id(), member.id()) else { continue };
             let partitions =
                 member.assignment().and_then(|a| assigned_partitions(a, topic)).unwrap_or_default();
             for p in partitions {
-                by_partition.insert(p, instance.to_string());
+                owners.by_partition.insert(p, instance.clone());
             }
+            owners.members.insert(instance);
         }
     }
-    Ok(Owners { by_partition, read_at: Some(Instant::now()) })
+    Ok(owners)
 }
 
 /// The instance that wrote each partition's last progress record to the
@@ -197,6 +211,15 @@ mod tests {
         }
         out.extend((-1i32).to_be_bytes()); // no user data
         out
+    }
+
+    #[test]
+    fn a_members_instance_comes_from_its_client_id_or_member_id() {
+        let uuid = "b591634f-365d-4448-b890-859f8b2b2ff4";
+        assert_eq!(instance_of("accrual-node-2", "x").as_deref(), Some("node-2"));
+        assert_eq!(instance_of("", &format!("accrual-node-z-{uuid}")).as_deref(), Some("node-z"));
+        assert_eq!(instance_of("", "accrual-short"), None);
+        assert_eq!(instance_of("other-app", &format!("other-app-{uuid}")), None);
     }
 
     #[test]

@@ -157,8 +157,21 @@ pub fn restore_partition(
     watch.position.store(low, Ordering::Relaxed);
     watch.end.store(high, Ordering::Relaxed);
     let local = store.stamped_progress(partition)?;
+    let reader = Reader { consumer: &consumer, topic, partition, idle, watch };
+    // A standby's copy (see `standby`) catches up on the rest, if behind.
+    if let (Some(position), Some(copy)) = (changelog::standby_position(store, partition)?, &local) {
+        let at = copy.progress.next_offset;
+        if committed.is_none_or(|c| at < c) {
+            return catch_up(&reader, store, position, high, committed, started);
+        }
+        if committed.is_some_and(|c| at > c) {
+            // Changes of a transaction that never committed, which this
+            // broker shows: the copy is not the group's state.
+            tracing::info!(partition, at, "a standby copy past the group's offset: replacing it");
+            return replace_partition(&reader, store, low, high, committed, started);
+        }
+    }
     if let Some(local) = local.filter(|l| committed.is_none_or(|c| l.progress.next_offset >= c)) {
-        let reader = Reader { consumer: &consumer, topic, partition, idle, watch };
         let kept = match reader.committed_stamp(low, high, committed)? {
             // Nothing to prove against: the changelog holds nothing of it.
             None => true,
@@ -186,14 +199,56 @@ pub fn restore_partition(
             });
         }
     }
-    replace_partition(
-        &Reader { consumer: &consumer, topic, partition, idle, watch },
-        store,
-        low,
-        high,
-        committed,
-        started,
-    )
+    replace_partition(&reader, store, low, high, committed, started)
+}
+
+/// Applies the changelog from `position` (where a standby's copy stopped)
+/// up to the state as of the group's offset, as [`replace_partition`]
+/// does from the beginning.
+fn catch_up(
+    reader: &Reader<'_>,
+    store: &Store,
+    position: i64,
+    high: i64,
+    committed: Option<u64>,
+    started: Instant,
+) -> Result<Restored, RestoreError> {
+    reader.watch.position.store(position, Ordering::Relaxed);
+    let restore = apply_from(reader, Restore::new(store), Offset::Offset(position), high, committed)?;
+    let (changes, bytes) = (restore.changes, restore.bytes);
+    restore.finish()?;
+    let progress = store.progress(reader.partition)?;
+    tracing::info!(
+        partition = reader.partition,
+        position,
+        changes,
+        "a standby copy caught up on the changelog's tail"
+    );
+    Ok(Restored { progress, kept: false, changes, bytes, elapsed: started.elapsed() })
+}
+
+/// Reads the changelog from `start` into `restore`, up to the first
+/// progress record at `committed` (or to `high`).
+fn apply_from<'s>(
+    reader: &Reader<'_>,
+    mut restore: Restore<'s>,
+    start: Offset,
+    high: i64,
+    committed: Option<u64>,
+) -> Result<Restore<'s>, RestoreError> {
+    let watch = reader.watch;
+    let mut applying = |m: &BorrowedMessage<'_>| -> Result<bool, RestoreError> {
+        let change = reader.change(m)?;
+        restore.apply(&change)?;
+        watch.applied.fetch_add(1, Ordering::Relaxed);
+        watch.position.store(m.offset() + 1, Ordering::Relaxed);
+        let reached = changelog::progress_of(&change).map(|p| p.next_offset);
+        Ok(committed.is_none() || reached != committed)
+    };
+    if high > 0 {
+        reader.read(start, high - 1, &mut applying)?;
+    }
+    Ok(restore)
 }
 
 fn describe(stamped: &Stamped) -> String {
@@ -215,20 +270,12 @@ fn replace_partition(
     committed: Option<u64>,
     started: Instant,
 ) -> Result<Restored, RestoreError> {
-    let (partition, watch) = (reader.partition, reader.watch);
+    let partition = reader.partition;
     store.drop_partition(partition)?;
-    let mut restore = Restore::new(store);
-    if high > low {
-        let mut applying = |m: &BorrowedMessage<'_>| -> Result<bool, RestoreError> {
-            let change = reader.change(m)?;
-            restore.apply(&change)?;
-            watch.applied.fetch_add(1, Ordering::Relaxed);
-            watch.position.store(m.offset() + 1, Ordering::Relaxed);
-            let reached = changelog::progress_of(&change).map(|p| p.next_offset);
-            Ok(committed.is_none() || reached != committed)
-        };
-        reader.read(Offset::Beginning, high - 1, &mut applying)?;
-    }
+    let restore = match high > low {
+        true => apply_from(reader, Restore::new(store), Offset::Beginning, high, committed)?,
+        false => Restore::new(store),
+    };
     let (changes, bytes) = (restore.changes, restore.bytes);
     restore.finish()?;
     Ok(Restored {

@@ -221,3 +221,60 @@ pub fn is_progress(change: &Change<'_>) -> bool {
 pub fn stamped_of(change: &Change<'_>) -> Option<super::owner::Stamped> {
     change.value.filter(|_| is_progress(change)).and_then(|v| super::owner::decode(v).ok())
 }
+
+/// A change read from the changelog, owned (kept until its batch's
+/// progress record arrives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedChange {
+    pub family: Family,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl From<&Change<'_>> for OwnedChange {
+    fn from(c: &Change<'_>) -> OwnedChange {
+        OwnedChange { family: c.family, key: c.key.to_vec(), value: c.value.map(<[u8]>::to_vec) }
+    }
+}
+
+const STANDBY_POSITION: &[u8] = b"standby_position";
+
+/// Writes one batch's changes, read from the changelog by a standby, with
+/// the changelog offset to read on from, in one write: a standby's state
+/// is always the owner's state as of some batch.
+pub fn apply_tailed(
+    store: &Store,
+    partition: u32,
+    changes: &[OwnedChange],
+    next_position: i64,
+) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    for c in changes {
+        let cf = store.cf(c.family.column_family());
+        match &c.value {
+            Some(value) => batch.put_cf(cf, &c.key, value),
+            None => batch.delete_cf(cf, &c.key),
+        }
+    }
+    batch.put_cf(
+        store.cf(CF_META),
+        super::partition_key(partition, STANDBY_POSITION),
+        next_position.to_be_bytes(),
+    );
+    store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
+}
+
+/// Where a standby's copy of the partition continues in the changelog, if
+/// the partition's state is such a copy.
+pub fn standby_position(store: &Store, partition: u32) -> Result<Option<i64>, StoreError> {
+    let key = super::partition_key(partition, STANDBY_POSITION);
+    let value = store.db.get_cf(store.cf(CF_META), key).map_err(|e| store.db_err(e))?;
+    Ok(value.and_then(|v| Some(i64::from_be_bytes(v.as_slice().try_into().ok()?))))
+}
+
+/// Makes a standby's copy the partition's own state (its owner took it
+/// over): it no longer follows the changelog.
+pub fn forget_standby_position(store: &Store, partition: u32) -> Result<(), StoreError> {
+    let key = super::partition_key(partition, STANDBY_POSITION);
+    store.db.delete_cf_opt(store.cf(CF_META), key, &store.write).map_err(|e| store.db_err(e))
+}
