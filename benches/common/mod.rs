@@ -24,7 +24,9 @@ pub fn events() -> Vec<Vec<u8>> {
 }
 
 pub fn example_rules() -> Arc<Rules> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.toml");
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("config/rules.example.toml");
     Arc::new(rules::load(&path).expect("example rules load"))
 }
 

@@ -63,8 +63,13 @@ pub fn hostile_now() -> accrual::time::Timestamp {
     accrual::time::Timestamp::parse_rfc3339("2026-12-05T00:00:00Z").expect("a valid time")
 }
 
+/// A path of the repository. The crate's directory is read when the test
+/// runs (cargo and nextest set it): a test binary reused from another
+/// checkout of the same tree would carry that checkout's path.
 pub fn repo_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join(rel)
 }
 
 pub fn example_rules() -> Arc<Rules> {
