@@ -122,7 +122,8 @@ impl Standby {
         for &p in &wanted {
             let position = self.position(consumer, topic, p)?;
             tpl.add_partition_offset(topic, p as i32, position).map_err(|e| e.to_string())?;
-            next.insert(p, tailing.remove(&p).unwrap_or_default());
+            // Read again from the copy's position: a batch half read is dropped.
+            next.insert(p, Tail::default());
         }
         for (&p, _) in tailing.iter() {
             self.drop_copy(p)?;
