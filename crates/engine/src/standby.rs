@@ -109,7 +109,12 @@ impl Standby {
     ) -> Result<(), String> {
         let me = &self.config.engine.instance_id;
         let replicas = self.config.engine.standby_replicas;
-        let mut wanted = placement(&self.owners.read().unwrap_or_else(|p| p.into_inner()), me, replicas);
+        let mut wanted = {
+            let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
+            let mut wanted = placement(&owners, me, replicas);
+            wanted.extend(owners.by_partition.iter().filter(|(_, o)| *o == me).map(|(p, _)| *p));
+            wanted
+        };
         {
             let a = EngineContext::lock(&self.assignment);
             wanted.retain(|p| !assigned_here(&a, *p));
@@ -123,6 +128,7 @@ impl Standby {
             let position = self.position(consumer, topic, p)?;
             tpl.add_partition_offset(topic, p as i32, position).map_err(|e| e.to_string())?;
             // Read again from the copy's position: a batch half read is dropped.
+            tailing.remove(&p);
             next.insert(p, Tail::default());
         }
         for (&p, _) in tailing.iter() {
