@@ -36,6 +36,9 @@ macro_rules! say {
     }};
 }
 
+mod restore;
+pub use restore::RestoreRun;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("{0}")]
@@ -193,6 +196,8 @@ pub struct Results {
     pub latency: Vec<LatencyResult>,
     pub scaling_partitions: Vec<(Throughput, Throughput)>,
     pub scaling_state: Vec<StateSizeRun>,
+    /// With `--changelog`: the first round's state restored from it.
+    pub restore: Option<RestoreRun>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -226,6 +231,10 @@ struct Bench {
     /// Topic, group and transactional-id prefix unique to this run.
     prefix: String,
     runs: u32,
+    /// The next child runs as this earlier run (its group and instance id).
+    as_run: Option<u32>,
+    /// The first round's accrual run, whose state the restore measures.
+    first_accrual: Option<u32>,
 }
 
 /// Runs the benchmark; prints progress and the table on stdout.
@@ -235,7 +244,15 @@ pub fn run(opts: BenchOptions) -> Result<Results, BenchError> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let _ = std::fs::remove_dir_all(&opts.work_dir);
     std::fs::create_dir_all(&opts.work_dir).map_err(io(opts.work_dir.display().to_string()))?;
-    let mut bench = Bench { prefix: format!("bench-{stamp}"), opts, config, brokers, runs: 0 };
+    let mut bench = Bench {
+        prefix: format!("bench-{stamp}"),
+        opts,
+        config,
+        brokers,
+        runs: 0,
+        as_run: None,
+        first_accrual: None,
+    };
     bench.all()
 }
 
@@ -269,6 +286,10 @@ impl Bench {
             say!("median ratio of {} rounds: {:.2}", o.rounds, median.ratio);
         }
         let Round { baseline, accrual, ratio } = median;
+        let restore = match (o.changelog, self.first_accrual) {
+            (true, Some(run)) => Some(self.restore_rate(&topics, run)?),
+            _ => None,
+        };
 
         let mut latency = Vec::new();
         if o.latency_seconds > 0 && !o.latency_rates.is_empty() {
@@ -311,6 +332,7 @@ impl Bench {
             latency,
             scaling_partitions,
             scaling_state,
+            restore,
         };
         let json = serde_json::to_vec_pretty(&results).map_err(|e| BenchError::Run(e.to_string()))?;
         std::fs::write(&o.out, json).map_err(io(o.out.display().to_string()))?;
@@ -345,7 +367,10 @@ impl Bench {
             }
             match target {
                 Target::Baseline => baseline = Some(t),
-                Target::Accrual => accrual = Some(t),
+                Target::Accrual => {
+                    self.first_accrual.get_or_insert(self.runs);
+                    accrual = Some(t);
+                }
             }
         }
         let (Some(baseline), Some(accrual)) = (baseline, accrual) else {
@@ -392,7 +417,7 @@ impl Bench {
     /// Environment for a child: this run's broker, topics, group, state.
     fn child_env(&mut self, target: Target, topics: &Topics, state_dir: &Path) -> Vec<(String, String)> {
         self.runs += 1;
-        let name = format!("{}-{}", target.name(), self.runs);
+        let name = format!("{}-{}", target.name(), self.as_run.take().unwrap_or(self.runs));
         let changelog = topics.changelog.iter().filter(|_| target == Target::Accrual);
         let changelog = changelog.map(|t| ("ACCRUAL_KAFKA__TOPICS__CHANGELOG", t.clone()));
         [
@@ -713,6 +738,18 @@ pub fn table(r: &Results) -> String {
         );
     } else {
         let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
+    }
+    if let Some(x) = &r.restore {
+        let _ = writeln!(
+            s,
+            "restore from the changelog: {} records ({} MiB) of {} partitions in {:.2} s: {:.0} records/s, {:.1} MiB/s",
+            x.records,
+            x.bytes >> 20,
+            x.partitions,
+            x.seconds,
+            x.records_per_second,
+            x.mib_per_second
+        );
     }
     if !r.latency.is_empty() {
         let _ = writeln!(

@@ -289,6 +289,8 @@ pub fn run(
         engine.summary.refused_partitions = a.refusals;
         engine.summary.restored_partitions = a.restores;
         engine.summary.restored_changes = a.restored_changes;
+        engine.summary.restored_bytes = a.restored_bytes;
+        engine.summary.restore_longest = a.restore_longest;
     }
     tracing::info!(summary = ?engine.summary, "engine stopped");
     Ok(engine.summary)
@@ -603,6 +605,8 @@ impl Engine {
             );
             a.restores += 1;
             a.restored_changes += restored.changes;
+            a.restored_bytes += restored.bytes;
+            a.restore_longest = a.restore_longest.max(restored.elapsed);
         }
         tracing::info!(
             partition = p,

@@ -49,6 +49,9 @@ pub struct Assignment {
     /// changes applied.
     pub restores: u64,
     pub restored_changes: u64,
+    pub restored_bytes: u64,
+    /// The longest restore so far.
+    pub restore_longest: Duration,
     /// Restored partitions whose cached account states the workers must
     /// drop before they process them (taken by the engine's cycle).
     pub restored_to_forget: Vec<u32>,

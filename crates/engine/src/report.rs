@@ -28,6 +28,12 @@ pub struct RunSummary {
     pub restored_partitions: u64,
     #[serde(default)]
     pub restored_changes: u64,
+    /// Their keys' and values' bytes, and the longest restore's time in
+    /// seconds (partitions restore at once, each on a thread).
+    #[serde(default)]
+    pub restored_bytes: u64,
+    #[serde(default, rename = "restore_seconds", with = "seconds")]
+    pub restore_longest: Duration,
     /// Transactions a crash had left open, as the start decided them.
     pub resolved: Vec<Resolved>,
     /// From the first input message to the last commit.
