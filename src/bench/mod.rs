@@ -36,7 +36,9 @@ macro_rules! say {
     }};
 }
 
+mod failover;
 mod restore;
+pub use failover::FailoverRun;
 pub use restore::RestoreRun;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,10 @@ pub struct BenchOptions {
     /// compacted topic of the bench's own: its cost shows in the ratio.
     #[arg(long)]
     pub changelog: bool,
+    /// With `--changelog`: also measure failover (two instances, one
+    /// killed), without and with a standby replica.
+    #[arg(long)]
+    pub failover: bool,
     /// Also measure accrual over partition counts and state sizes.
     #[arg(long)]
     pub scaling: bool,
@@ -198,6 +204,8 @@ pub struct Results {
     pub scaling_state: Vec<StateSizeRun>,
     /// With `--changelog`: the first round's state restored from it.
     pub restore: Option<RestoreRun>,
+    /// With `--changelog --failover`.
+    pub failover: Vec<FailoverRun>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -235,6 +243,8 @@ struct Bench {
     as_run: Option<u32>,
     /// The first round's accrual run, whose state the restore measures.
     first_accrual: Option<u32>,
+    /// Set for the next children started (the failover runs' group).
+    extra_env: Vec<(String, String)>,
 }
 
 /// Runs the benchmark; prints progress and the table on stdout.
@@ -252,6 +262,7 @@ pub fn run(opts: BenchOptions) -> Result<Results, BenchError> {
         runs: 0,
         as_run: None,
         first_accrual: None,
+        extra_env: Vec::new(),
     };
     bench.all()
 }
@@ -290,6 +301,12 @@ impl Bench {
             (true, Some(run)) => Some(self.restore_rate(&topics, run)?),
             _ => None,
         };
+        let mut failover = Vec::new();
+        if o.changelog && o.failover {
+            for standby_replicas in [0, 1] {
+                failover.push(self.failover(standby_replicas)?);
+            }
+        }
 
         let mut latency = Vec::new();
         if o.latency_seconds > 0 && !o.latency_rates.is_empty() {
@@ -333,6 +350,7 @@ impl Bench {
             scaling_partitions,
             scaling_state,
             restore,
+            failover,
         };
         let json = serde_json::to_vec_pretty(&results).map_err(|e| BenchError::Run(e.to_string()))?;
         std::fs::write(&o.out, json).map_err(io(o.out.display().to_string()))?;
@@ -436,6 +454,7 @@ impl Bench {
         .into_iter()
         .chain(changelog)
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.extra_env.iter().cloned())
         .collect()
     }
 
@@ -749,6 +768,15 @@ pub fn table(r: &Results) -> String {
             x.seconds,
             x.records_per_second,
             x.mib_per_second
+        );
+    }
+    for f in &r.failover {
+        let _ = writeln!(
+            s,
+            "failover, {} standby replicas: {:.1} s from SIGKILL to every event committed (session timeout {} s)",
+            f.standby_replicas,
+            f.seconds,
+            f.session_timeout_ms / 1000
         );
     }
     if !r.latency.is_empty() {

@@ -288,6 +288,17 @@ pub fn read_topic(
     Ok(out)
 }
 
+/// Each partition's end (high watermark).
+pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, ToolError> {
+    let consumer: BaseConsumer = client(brokers).create()?;
+    let mut out = BTreeMap::new();
+    for p in 0..partitions(brokers, topic)? {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        out.insert(p, high);
+    }
+    Ok(out)
+}
+
 /// The group's committed offsets for a topic's partitions.
 pub fn committed_offsets(
     brokers: &str,
