@@ -1,14 +1,15 @@
 //! Failover time (`accrual bench --changelog --failover`): two instances
 //! share a group over topics of their own; once they have committed the
 //! first half of the events, one is killed with SIGKILL and the second
-//! half produced; the time from the kill until the group has committed
-//! every event (the lost instance's partitions taken over, restored and
-//! processed by the other) is the failover. Run with and without a
+//! half produced; the time from the kill until every partition has
+//! committed again (the lost instance's ones taken over by the other,
+//! restored, and their first new events committed) is the failover. Run with and without a
 //! standby replica. `session.timeout.ms` is set to 6 s for these runs:
 //! the group notices the loss only after it.
 
 use super::{Bench, BenchError, Target, kafka_tools};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The session timeout of the failover runs.
@@ -18,7 +19,7 @@ pub const SESSION_TIMEOUT_MS: u64 = 6_000;
 pub struct FailoverRun {
     pub standby_replicas: usize,
     pub session_timeout_ms: u64,
-    /// SIGKILL to every event committed.
+    /// SIGKILL to every partition committing again.
     pub seconds: f64,
 }
 
@@ -43,32 +44,42 @@ impl Bench {
         self.extra_env.clear();
         let (mut lost, survivor) = (started.0?, started.1?);
         let produced = kafka_tools::produce_file(&self.brokers, &topics.input, &first)?;
-        self.wait_committed(&group, &topics.input, Duration::from_secs(300))?;
+        let before = kafka_tools::high_watermarks(&self.brokers, &topics.input)?;
+        self.wait_committed(&group, &topics.input, &before, Duration::from_secs(300))?;
         // The standby copies catch up with what was committed.
         std::thread::sleep(Duration::from_secs(5));
         let killed = Instant::now();
         let _ = lost.child.kill();
         let _ = lost.child.wait();
         let more = kafka_tools::produce_file(&self.brokers, &topics.input, &second)?;
-        self.wait_committed(&group, &topics.input, Duration::from_secs(300))?;
+        let past: BTreeMap<i32, i64> = before.iter().map(|(p, end)| (*p, end + 1)).collect();
+        self.wait_committed(&group, &topics.input, &past, Duration::from_secs(300))?;
         let seconds = killed.elapsed().as_secs_f64();
+        let ends = kafka_tools::high_watermarks(&self.brokers, &topics.input)?;
+        self.wait_committed(&group, &topics.input, &ends, Duration::from_secs(300))?;
         super::child::terminate(&survivor.child);
         survivor.finish()?;
         say!(
-            "failover with {standby_replicas} standby replicas: {seconds:.1} s from SIGKILL to all {} events committed (session timeout {} s)",
+            "failover with {standby_replicas} standby replicas: {seconds:.1} s from SIGKILL to every partition committing again ({} events; session timeout {} s)",
             produced + more,
             SESSION_TIMEOUT_MS / 1000
         );
         Ok(FailoverRun { standby_replicas, session_timeout_ms: SESSION_TIMEOUT_MS, seconds })
     }
 
-    /// Waits until `group` has committed every message of `topic`.
-    fn wait_committed(&self, group: &str, topic: &str, timeout: Duration) -> Result<(), BenchError> {
+    /// Waits until `group` has committed each partition of `topic` up to
+    /// at least `offsets`.
+    fn wait_committed(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<(), BenchError> {
         let started = Instant::now();
         while started.elapsed() < timeout {
             let committed = kafka_tools::committed_offsets(&self.brokers, group, topic)?;
-            let ends = kafka_tools::high_watermarks(&self.brokers, topic)?;
-            if ends.iter().all(|(p, end)| committed.get(p).is_some_and(|(o, _)| o >= end)) {
+            if offsets.iter().all(|(p, end)| committed.get(p).is_some_and(|(o, _)| o >= end)) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -773,7 +773,7 @@ pub fn table(r: &Results) -> String {
     for f in &r.failover {
         let _ = writeln!(
             s,
-            "failover, {} standby replicas: {:.1} s from SIGKILL to every event committed (session timeout {} s)",
+            "failover, {} standby replicas: {:.1} s from SIGKILL to every partition committing again (session timeout {} s)",
             f.standby_replicas,
             f.seconds,
             f.session_timeout_ms / 1000
