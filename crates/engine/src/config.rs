@@ -548,6 +548,32 @@ rules = "config/rules.example.toml"
     }
 
     #[test]
+    fn standbys_and_peers_are_checked_at_load() {
+        let fail =
+            |vars: &[(&str, &str)]| EngineConfig::parse(BASE, "e.toml", env(vars)).unwrap_err().to_string();
+        let e = fail(&[("ACCRUAL_ENGINE__STANDBY_REPLICAS", "1")]);
+        assert!(e.contains("engine.standby_replicas") && e.contains("kafka.topics.changelog"), "{e}");
+        let e = fail(&[("ACCRUAL_HTTP__PEER_URL", "https://{instance_id}:9464")]);
+        assert!(e.contains("http.peer_url") && e.contains("http://"), "{e}");
+        let e = fail(&[("ACCRUAL_HTTP__PEER_URL", "http://accrual:9464")]);
+        assert!(e.contains("{instance_id}"), "{e}");
+        let c = EngineConfig::parse(
+            BASE,
+            "e.toml",
+            env(&[
+                ("ACCRUAL_HTTP__PEER_URL", "http://{instance_id}.accrual:9464/"),
+                ("ACCRUAL_HTTP__PEERS__NODE-2", "http://10.0.0.7:9464"),
+                ("ACCRUAL_KAFKA__TOPICS__CHANGELOG", "accrual.state"),
+                ("ACCRUAL_ENGINE__STANDBY_REPLICAS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.engine.standby_replicas, 2);
+        assert_eq!(c.http.peer("node-3").as_deref(), Some("http://node-3.accrual:9464"));
+        assert_eq!(c.http.peer("node-2").as_deref(), Some("http://10.0.0.7:9464"), "listed peers first");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let typo = BASE.replace("brokers", "brokrs");
         let e = EngineConfig::parse(&typo, "e.toml", env(&[])).unwrap_err().to_string();
