@@ -4,7 +4,7 @@
 
 mod common;
 
-use accrual::datagen::{self, GenOptions};
+use accrual::datagen::GenOptions;
 use common::kafka::*;
 use std::time::Duration;
 
@@ -20,9 +20,7 @@ fn events(n: u64, seed: u64) -> Vec<String> {
         duplicate_percent: 2.0,
         ..GenOptions::default()
     };
-    let mut out = Vec::new();
-    datagen::generate(&opts, &mut out).unwrap();
-    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+    common::generated_lines(&opts)
 }
 
 fn run_until_idle(config: &std::path::Path) -> accrual::engine::RunSummary {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use accrual::datagen::{self, GenOptions};
+use accrual::datagen::GenOptions;
 use common::kafka::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +24,7 @@ fn events(n: u64) -> Vec<String> {
         duplicate_percent: 1.0,
         ..GenOptions::default()
     };
-    let mut out = Vec::new();
-    datagen::generate(&opts, &mut out).unwrap();
-    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+    common::generated_lines(&opts)
 }
 
 fn wait_assigned(engine: &EngineProcess) {

@@ -215,15 +215,26 @@ fn catch_up(
 ) -> Result<Restored, RestoreError> {
     reader.watch.position.store(position, Ordering::Relaxed);
     let restore = apply_from(reader, Restore::new(store), Offset::Offset(position), high, committed)?;
-    let (changes, bytes) = (restore.changes, restore.bytes);
-    restore.finish()?;
-    let progress = store.progress(reader.partition)?;
+    let restored = finish(restore, store, reader.partition, started)?;
     tracing::info!(
         partition = reader.partition,
         position,
-        changes,
+        changes = restored.changes,
         "a standby copy caught up on the changelog's tail"
     );
+    Ok(restored)
+}
+
+/// Writes the rest of a restore, and says what it did.
+fn finish(
+    restore: Restore<'_>,
+    store: &Store,
+    partition: u32,
+    started: Instant,
+) -> Result<Restored, RestoreError> {
+    let (changes, bytes) = (restore.changes, restore.bytes);
+    restore.finish()?;
+    let progress = store.progress(partition)?;
     Ok(Restored { progress, kept: false, changes, bytes, elapsed: started.elapsed() })
 }
 
@@ -276,15 +287,7 @@ fn replace_partition(
         true => apply_from(reader, Restore::new(store), Offset::Beginning, high, committed)?,
         false => Restore::new(store),
     };
-    let (changes, bytes) = (restore.changes, restore.bytes);
-    restore.finish()?;
-    Ok(Restored {
-        progress: store.progress(partition)?,
-        kept: false,
-        changes,
-        bytes,
-        elapsed: started.elapsed(),
-    })
+    finish(restore, store, partition, started)
 }
 
 /// Reads one changelog partition.

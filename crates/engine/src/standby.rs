@@ -20,7 +20,7 @@ use crate::config::EngineConfig;
 use crate::owners::Owners;
 use crate::rebalance::{Assignment, EngineContext};
 use accrual_store::Store;
-use accrual_store::changelog::{self, OwnedChange};
+use accrual_store::changelog::{self, TailBatch};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -59,12 +59,6 @@ pub struct Standby {
     pub owners: Arc<RwLock<Owners>>,
 }
 
-/// A partition being tailed: the changes of its current batch so far.
-#[derive(Default)]
-struct Tail {
-    batch: Vec<OwnedChange>,
-}
-
 impl Standby {
     /// Runs on a thread of its own for the life of the process.
     pub fn start(self) -> std::io::Result<()> {
@@ -81,7 +75,7 @@ impl Standby {
 
     fn run(self, consumer: &BaseConsumer) {
         let Some(topic) = self.config.kafka.topics.changelog.clone() else { return };
-        let mut tailing: BTreeMap<u32, Tail> = BTreeMap::new();
+        let mut tailing: BTreeMap<u32, TailBatch> = BTreeMap::new();
         let mut planned = Instant::now() - PLAN_EVERY;
         loop {
             if planned.elapsed() >= PLAN_EVERY {
@@ -105,7 +99,7 @@ impl Standby {
         &self,
         consumer: &BaseConsumer,
         topic: &str,
-        tailing: &mut BTreeMap<u32, Tail>,
+        tailing: &mut BTreeMap<u32, TailBatch>,
     ) -> Result<(), String> {
         let me = &self.config.engine.instance_id;
         let replicas = self.config.engine.standby_replicas;
@@ -129,7 +123,7 @@ impl Standby {
             tpl.add_partition_offset(topic, p as i32, position).map_err(|e| e.to_string())?;
             // Read again from the copy's position: a batch half read is dropped.
             tailing.remove(&p);
-            next.insert(p, Tail::default());
+            next.insert(p, TailBatch::default());
         }
         for (&p, _) in tailing.iter() {
             self.drop_copy(p)?;
@@ -166,7 +160,7 @@ impl Standby {
 
     /// Keeps a changelog record; a progress record ends its batch, which
     /// is written then.
-    fn take(&self, tailing: &mut BTreeMap<u32, Tail>, m: &BorrowedMessage<'_>) {
+    fn take(&self, tailing: &mut BTreeMap<u32, TailBatch>, m: &BorrowedMessage<'_>) {
         let p = m.partition() as u32;
         let Some(tail) = tailing.get_mut(&p) else { return };
         let Some(change) = m.key().and_then(|key| changelog::from_message(key, m.payload())) else {
@@ -177,16 +171,16 @@ impl Standby {
             );
             return;
         };
-        tail.batch.push(OwnedChange::from(&change));
+        tail.add(&self.store, &change);
         if !changelog::is_progress(&change) {
             return;
         }
-        let batch = std::mem::take(&mut tail.batch);
         let a = EngineContext::lock(&self.assignment);
         if assigned_here(&a, p) {
+            tail.clear();
             return;
         }
-        if let Err(e) = changelog::apply_tailed(&self.store, p, &batch, m.offset() + 1) {
+        if let Err(e) = tail.write(&self.store, p, m.offset() + 1) {
             tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy");
         }
     }

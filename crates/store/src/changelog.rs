@@ -150,13 +150,11 @@ impl<'s> Restore<'s> {
     }
 
     pub fn apply(&mut self, change: &Change<'_>) -> Result<(), StoreError> {
-        let cf = self.store.cf(change.family.column_family());
         match change.value {
             Some(value) if is_progress(change) => {
                 self.progress.insert(change.key.to_vec(), value.to_vec());
             }
-            Some(value) => self.batch.put_cf(cf, change.key, value),
-            None => self.batch.delete_cf(cf, change.key),
+            _ => stage(self.store, &mut self.batch, change),
         }
         self.changes += 1;
         self.bytes += (change.key.len() + change.value.map_or(0, <[u8]>::len)) as u64;
@@ -222,46 +220,43 @@ pub fn stamped_of(change: &Change<'_>) -> Option<super::owner::Stamped> {
     change.value.filter(|_| is_progress(change)).and_then(|v| super::owner::decode(v).ok())
 }
 
-/// A change read from the changelog, owned (kept until its batch's
-/// progress record arrives).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedChange {
-    pub family: Family,
-    pub key: Vec<u8>,
-    pub value: Option<Vec<u8>>,
-}
-
-impl From<&Change<'_>> for OwnedChange {
-    fn from(c: &Change<'_>) -> OwnedChange {
-        OwnedChange { family: c.family, key: c.key.to_vec(), value: c.value.map(<[u8]>::to_vec) }
+/// A change as a write (a put, or a delete for a tombstone) in `batch`.
+fn stage(store: &Store, batch: &mut WriteBatch, change: &Change<'_>) {
+    let cf = store.cf(change.family.column_family());
+    match change.value {
+        Some(value) => batch.put_cf(cf, change.key, value),
+        None => batch.delete_cf(cf, change.key),
     }
 }
 
 const STANDBY_POSITION: &[u8] = b"standby_position";
 
-/// Writes one batch's changes, read from the changelog by a standby, with
-/// the changelog offset to read on from, in one write: a standby's state
-/// is always the owner's state as of some batch.
-pub fn apply_tailed(
-    store: &Store,
-    partition: u32,
-    changes: &[OwnedChange],
-    next_position: i64,
-) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    for c in changes {
-        let cf = store.cf(c.family.column_family());
-        match &c.value {
-            Some(value) => batch.put_cf(cf, &c.key, value),
-            None => batch.delete_cf(cf, &c.key),
-        }
+/// One batch's changes, as a standby reads them from the changelog: kept
+/// until its progress record arrives, then written with the changelog
+/// offset to read on from, in one write, so a standby's state is always
+/// the owner's state as of some batch.
+#[derive(Default)]
+pub struct TailBatch {
+    batch: WriteBatch,
+}
+
+impl TailBatch {
+    pub fn add(&mut self, store: &Store, change: &Change<'_>) {
+        stage(store, &mut self.batch, change);
     }
-    batch.put_cf(
-        store.cf(CF_META),
-        super::partition_key(partition, STANDBY_POSITION),
-        next_position.to_be_bytes(),
-    );
-    store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
+
+    /// Writes the changes added since the last write, with `next_position`.
+    pub fn write(&mut self, store: &Store, partition: u32, next_position: i64) -> Result<(), StoreError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let key = super::partition_key(partition, STANDBY_POSITION);
+        batch.put_cf(store.cf(CF_META), key, next_position.to_be_bytes());
+        store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
+    }
+
+    /// Drops the changes added since the last write.
+    pub fn clear(&mut self) {
+        self.batch.clear();
+    }
 }
 
 /// Where a standby's copy of the partition continues in the changelog, if
