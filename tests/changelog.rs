@@ -10,7 +10,7 @@ use accrual::accrue::AccrualRecord;
 use accrual::datagen::GenOptions;
 use accrual::events::Event;
 use accrual::pipeline::{Input, Processor, Sink};
-use accrual::store::changelog::{self, Restore};
+use accrual::store::changelog::{self, Family, Restore};
 use accrual::store::{Store, StoreOptions};
 use accrual::time::Timestamp;
 use common::*;
@@ -73,7 +73,7 @@ fn process_capturing(store: &Store, lines: &[String]) -> Vec<Message> {
             .collect();
         let mut batch = store.batch().capturing_changes();
         processor.process(store, partition, &mut progress, &inputs, &mut batch, &mut Ignore).unwrap();
-        let captured = batch.take_changes();
+        let captured = batch.take_changes().unwrap();
         for change in changelog::changes(&captured).unwrap() {
             assert_eq!(change.partition(), Some(partition), "a change of another partition");
             changelog::message_key(&change, &mut key);
@@ -103,18 +103,34 @@ fn compacted(messages: &[Message]) -> Vec<Message> {
     last.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.to_vec(), Some(v.clone())))).collect()
 }
 
+/// The lifecycle program's dedupe window.
+const WINDOW_MS: i64 = 7 * 86_400_000;
+
 /// Everything the processor reads of a partition, and every stored key
-/// and value the changelog carries, for comparison.
+/// and value the changelog carries, for comparison: dedupe keys only while
+/// remembered (an expired one answers nothing, and a compacted changelog
+/// no longer holds it).
 fn state(store: &Store, partition: u32, event_ids: &[String]) -> String {
-    let entries = changelog::partition_entries(store, partition).unwrap();
+    let progress = store.progress(partition).unwrap().unwrap();
+    let horizon = progress.stream_time.0 - WINDOW_MS;
+    let mut entries = changelog::partition_entries(store, partition).unwrap();
+    entries.retain(|(family, _, value)| *family != Family::Dedupe || decode_seen(value) >= horizon);
     let accounts = store.accounts(partition).unwrap();
     let timers = store.due_timers(partition, Timestamp(i64::MAX), usize::MAX).unwrap();
-    let progress = store.progress(partition).unwrap().unwrap();
     let seen: Vec<_> = event_ids
         .iter()
-        .map(|id| store.seen(partition, id, progress.stream_time, i64::MAX / 4).unwrap())
+        .map(|id| store.seen(partition, id, progress.stream_time, WINDOW_MS).unwrap())
         .collect();
     format!("{entries:?}\n{accounts:?}\n{timers:?}\n{progress:?}\n{seen:?}")
+}
+
+fn decode_seen(value: &[u8]) -> i64 {
+    accrual::state::codec::Reader::new(value).i64().unwrap()
+}
+
+fn dedupe_keys(store: &Store, partition: u32) -> usize {
+    let entries = changelog::partition_entries(store, partition).unwrap();
+    entries.iter().filter(|(family, ..)| *family == Family::Dedupe).count()
 }
 
 #[test]
@@ -128,10 +144,16 @@ fn captured_changes_restore_the_same_state_whole_or_compacted() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let original = open(dirs[0].path());
     let messages = process_capturing(&original, &lines);
-    // The run deletes keys of purchases and timers: tombstones are tested.
-    for family in [1, 3] {
-        assert!(messages.iter().any(|(k, v)| k[0] == family && v.is_none()), "no delete in family {family}");
+    // The run deletes keys of purchases and timers, and its dedupe keys
+    // expire: tombstones are tested.
+    let family = |f: Family| f as u8;
+    for f in [Family::Purchases, Family::Timers, Family::DedupeGroup] {
+        assert!(messages.iter().any(|(k, v)| k[0] == family(f) && v.is_none()), "no delete in {f:?}");
     }
+    // A batch's dedupe keys are one message, not one per event.
+    assert!(!messages.iter().any(|(k, _)| k[0] == family(Family::Dedupe)));
+    let groups = messages.iter().filter(|(k, v)| k[0] == family(Family::DedupeGroup) && v.is_some()).count();
+    assert_eq!(groups, lines.len().div_ceil(250), "one dedupe group per batch");
 
     let replayed = open(dirs[1].path());
     restore(&replayed, &messages);
@@ -148,5 +170,8 @@ fn captured_changes_restore_the_same_state_whole_or_compacted() {
             state(&from_compacted, partition, &event_ids) == want,
             "compacted changelog, partition {partition}"
         );
+        // Compaction sheds the expired groups' keys.
+        let (kept, all) = (dedupe_keys(&from_compacted, partition), dedupe_keys(&replayed, partition));
+        assert!(kept > 0 && kept * 4 < all, "partition {partition}: {kept} of {all} dedupe keys kept");
     }
 }

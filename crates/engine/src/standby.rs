@@ -171,7 +171,16 @@ impl Standby {
             );
             return;
         };
-        tail.add(&self.store, &change);
+        if let Err(e) = tail.add(&self.store, &change) {
+            // The copy cannot follow: it is dropped, and the next plan
+            // starts it again from the changelog's beginning.
+            tracing::warn!(partition = p, offset = m.offset(), error = %e, "standby replicas: dropping the copy");
+            tailing.remove(&p);
+            if let Err(e) = self.drop_copy(p) {
+                tracing::warn!(partition = p, error = %e, "standby replicas: could not drop the copy");
+            }
+            return;
+        }
         if !changelog::is_progress(&change) {
             return;
         }

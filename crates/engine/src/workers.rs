@@ -132,7 +132,7 @@ impl Worker {
             let started_at = progress.next_offset;
             let stats =
                 self.processor.process(store, partition, &mut progress, &inputs, &mut batch, &mut sink)?;
-            let changes = batch.take_changes();
+            let changes = batch.take_changes()?;
             if !changes.is_empty() {
                 // The batch's last input is the offset before its progress.
                 let last = progress.next_offset.saturating_sub(1);

@@ -10,7 +10,9 @@
 //! that commits their inputs, so the changelog holds exactly the state of
 //! the committed offsets.
 
-use super::{CF_ACCOUNTS, CF_DEDUPE, CF_META, CF_PURCHASES, CF_TIMERS, PROGRESS, Store, StoreError};
+use super::{
+    CF_ACCOUNTS, CF_DEDUPE, CF_META, CF_PURCHASES, CF_TIMERS, PROGRESS, Store, StoreError, dedupe_groups,
+};
 use accrual_core::state::codec::{CodecError, Reader, Writer};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
@@ -23,6 +25,9 @@ pub enum Family {
     Timers = 3,
     /// A partition's progress (in the `meta` family).
     Progress = 4,
+    /// A cycle's dedupe keys in one message (see `dedupe_groups`); older
+    /// changelogs carry them one by one, as [`Family::Dedupe`].
+    DedupeGroup = 5,
 }
 
 impl Family {
@@ -33,6 +38,7 @@ impl Family {
             2 => Family::Dedupe,
             3 => Family::Timers,
             4 => Family::Progress,
+            5 => Family::DedupeGroup,
             _ => return None,
         })
     }
@@ -43,7 +49,7 @@ impl Family {
             Family::Purchases => CF_PURCHASES,
             Family::Dedupe => CF_DEDUPE,
             Family::Timers => CF_TIMERS,
-            Family::Progress => CF_META,
+            Family::Progress | Family::DedupeGroup => CF_META,
         }
     }
 }
@@ -68,6 +74,10 @@ impl Change<'_> {
 #[derive(Default)]
 pub(crate) struct Capture {
     pub(crate) buf: Writer,
+    /// The dedupe keys staged since the last progress (see `dedupe_groups`).
+    pub(crate) dedupe: dedupe_groups::Pending,
+    /// A failure to find expired dedupe groups, reported by `take_changes`.
+    pub(crate) failed: Option<StoreError>,
 }
 
 /// Records a change if the batch captures them (a free function, so the
@@ -79,7 +89,7 @@ pub(crate) fn capture(capture: &mut Option<Capture>, family: Family, key: &[u8],
 }
 
 impl Capture {
-    fn record(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
+    pub(crate) fn record(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
         self.buf.u8(family as u8);
         self.buf.bytes(key);
         match value {
@@ -154,7 +164,7 @@ impl<'s> Restore<'s> {
             Some(value) if is_progress(change) => {
                 self.progress.insert(change.key.to_vec(), value.to_vec());
             }
-            _ => stage(self.store, &mut self.batch, change),
+            _ => stage(self.store, &mut self.batch, change)?,
         }
         self.changes += 1;
         self.bytes += (change.key.len() + change.value.map_or(0, <[u8]>::len)) as u64;
@@ -187,7 +197,15 @@ pub type Entry = (Family, Vec<u8>, Vec<u8>);
 pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, StoreError> {
     let prefix = partition.to_be_bytes();
     let mut out = Vec::new();
-    for family in [Family::Accounts, Family::Purchases, Family::Dedupe, Family::Timers, Family::Progress] {
+    let families = [
+        Family::Accounts,
+        Family::Purchases,
+        Family::Dedupe,
+        Family::Timers,
+        Family::Progress,
+        Family::DedupeGroup,
+    ];
+    for family in families {
         let cf = store.cf(family.column_family());
         for item in store.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
             let (key, value) = item.map_err(|e| store.db_err(e))?;
@@ -195,7 +213,12 @@ pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, St
                 break;
             }
             let change = Change { family, key: &key, value: Some(&value) };
-            if family != Family::Progress || is_progress(&change) {
+            let kept = match family {
+                Family::Progress => is_progress(&change),
+                Family::DedupeGroup => dedupe_groups::is_index_key(&key),
+                _ => true,
+            };
+            if kept {
                 out.push((family, key.to_vec(), value.to_vec()));
             }
         }
@@ -220,13 +243,18 @@ pub fn stamped_of(change: &Change<'_>) -> Option<super::owner::Stamped> {
     change.value.filter(|_| is_progress(change)).and_then(|v| super::owner::decode(v).ok())
 }
 
-/// A change as a write (a put, or a delete for a tombstone) in `batch`.
-fn stage(store: &Store, batch: &mut WriteBatch, change: &Change<'_>) {
+/// A change as writes (a put, or a delete for a tombstone) in `batch`.
+fn stage(store: &Store, batch: &mut WriteBatch, change: &Change<'_>) -> Result<(), StoreError> {
+    if change.family == Family::DedupeGroup {
+        return dedupe_groups::stage(store, batch, change.key, change.value)
+            .map_err(|e| store.corrupt("changelog dedupe group", change.partition().unwrap_or(u32::MAX), e));
+    }
     let cf = store.cf(change.family.column_family());
     match change.value {
         Some(value) => batch.put_cf(cf, change.key, value),
         None => batch.delete_cf(cf, change.key),
     }
+    Ok(())
 }
 
 const STANDBY_POSITION: &[u8] = b"standby_position";
@@ -241,8 +269,8 @@ pub struct TailBatch {
 }
 
 impl TailBatch {
-    pub fn add(&mut self, store: &Store, change: &Change<'_>) {
-        stage(store, &mut self.batch, change);
+    pub fn add(&mut self, store: &Store, change: &Change<'_>) -> Result<(), StoreError> {
+        stage(store, &mut self.batch, change)
     }
 
     /// Writes the changes added since the last write, with `next_position`.

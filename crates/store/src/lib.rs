@@ -19,6 +19,7 @@
 
 mod accounts;
 pub mod changelog;
+mod dedupe_groups;
 mod ledger;
 pub mod owner;
 
@@ -543,8 +544,12 @@ impl LedgerBatch<'_> {
 
     /// The changes captured since the last call, encoded (see
     /// [`changelog::changes`]); empty if none or not capturing.
-    pub fn take_changes(&mut self) -> Vec<u8> {
-        self.capture.as_mut().map(|c| std::mem::take(&mut c.buf.buf)).unwrap_or_default()
+    pub fn take_changes(&mut self) -> Result<Vec<u8>, StoreError> {
+        let Some(capture) = self.capture.as_mut() else { return Ok(Vec::new()) };
+        if let Some(failed) = capture.failed.take() {
+            return Err(failed);
+        }
+        Ok(std::mem::take(&mut capture.buf.buf))
     }
 
     pub fn put_seen(&mut self, partition: u32, event_id: &str, at: Timestamp) {
@@ -552,7 +557,30 @@ impl LedgerBatch<'_> {
         self.scratch.i64(at.0);
         let key = partition_key(partition, event_id.as_bytes());
         self.batch.put_cf(self.store.cf(CF_DEDUPE), &key, &self.scratch.buf);
-        capture(&mut self.capture, Family::Dedupe, &key, Some(&self.scratch.buf));
+        if let Some(capture) = &mut self.capture {
+            // Published with the partition's progress, as one group.
+            capture.dedupe.add(event_id.as_bytes(), at.0);
+        }
+    }
+
+    /// Publishes the partition's pending dedupe keys as one group, and
+    /// tombstones for the groups expired at `horizon` (see `dedupe_groups`).
+    fn capture_dedupe_groups(&mut self, partition: u32, next_offset: u64, horizon: i64) {
+        let Some(capture) = &mut self.capture else { return };
+        let meta = self.store.cf(CF_META);
+        if let Some((key, value)) = capture.dedupe.take(partition, next_offset) {
+            self.batch.put_cf(meta, &key, []);
+            capture.record(Family::DedupeGroup, &key, Some(&value));
+        }
+        match dedupe_groups::expired(self.store, partition, horizon) {
+            Ok(expired) => {
+                for key in expired {
+                    self.batch.delete_cf(meta, &key);
+                    capture.record(Family::DedupeGroup, &key, None);
+                }
+            }
+            Err(e) => capture.failed = Some(e),
+        }
     }
 
     pub fn put_outbox(&mut self, partition: u32, offset: u64, records: &[u8]) {
@@ -592,6 +620,8 @@ impl LedgerBatch<'_> {
 
     /// Records the partition's progress, and lets expired dedupe keys go.
     pub fn set_progress(&mut self, partition: u32, progress: Progress, dedupe_window_ms: i64) {
+        let horizon = progress.stream_time.0.saturating_sub(dedupe_window_ms);
+        self.capture_dedupe_groups(partition, progress.next_offset, horizon);
         self.scratch.buf.clear();
         self.scratch.u8(META_FORMAT);
         self.scratch.u64(progress.next_offset);
@@ -600,7 +630,7 @@ impl LedgerBatch<'_> {
         let key = partition_key(partition, PROGRESS);
         self.batch.put_cf(self.store.cf(CF_META), &key, &self.scratch.buf);
         capture(&mut self.capture, Family::Progress, &key, Some(&self.scratch.buf));
-        self.horizons.push((partition, progress.stream_time.0.saturating_sub(dedupe_window_ms)));
+        self.horizons.push((partition, horizon));
     }
 
     pub fn set_rules_version(&mut self, version: &str) {

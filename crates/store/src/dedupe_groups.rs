@@ -1,0 +1,151 @@
+//! A cycle's dedupe keys as ONE changelog message per partition (a
+//! group), and a tombstone for the group once every key in it has
+//! expired, so the changelog holds only the dedupe keys still remembered.
+//!
+//! One message per event id would add a message to every event and never
+//! be deleted: dedupe keys expire by time (the compaction filter), not by
+//! a write a changelog could see. A group is keyed by the latest event
+//! time in it, then the offset its cycle ends at, and the owner keeps that
+//! key in the `meta` family (partition ++ "dedupe_group/" ++ time ++
+//! offset -> nothing) as an index ordered by time: each cycle finds the
+//! groups past the dedupe horizon with one bounded scan, deletes them and
+//! publishes their tombstones. A restore or a standby writes a group's
+//! keys into `dedupe` and its index entry into `meta`, so a new owner
+//! expires the groups the old one left.
+
+use super::{CF_DEDUPE, CF_META, Store, StoreError, partition_key};
+use accrual_core::state::codec::{CodecError, Reader, Writer};
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
+
+const INDEX: &[u8] = b"dedupe_group/";
+
+/// The dedupe keys of one partition's cycle, as they are staged.
+#[derive(Default)]
+pub(crate) struct Pending {
+    entries: Writer,
+    count: u64,
+    latest: Option<i64>,
+}
+
+impl Pending {
+    pub(crate) fn add(&mut self, event_id: &[u8], seen_at: i64) {
+        self.entries.bytes(event_id);
+        self.entries.i64(seen_at);
+        self.count += 1;
+        self.latest = Some(self.latest.map_or(seen_at, |t| t.max(seen_at)));
+    }
+
+    /// The group's index key and message value, if it holds any key; the
+    /// group is empty afterwards.
+    pub(crate) fn take(&mut self, partition: u32, next_offset: u64) -> Option<(Vec<u8>, Vec<u8>)> {
+        let latest = self.latest.take()?;
+        let mut value = Writer::with_capacity(self.entries.buf.len() + 10);
+        value.u64(std::mem::take(&mut self.count));
+        value.buf.append(&mut self.entries.buf);
+        Some((index_key(partition, latest, next_offset), value.buf))
+    }
+}
+
+/// Event times in an order-preserving byte form (the sign bit flipped).
+fn ordered(time: i64) -> [u8; 8] {
+    ((time as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn index_key(partition: u32, latest: i64, next_offset: u64) -> Vec<u8> {
+    let mut key = partition_key(partition, INDEX);
+    key.extend_from_slice(&ordered(latest));
+    key.extend_from_slice(&next_offset.to_be_bytes());
+    key
+}
+
+/// Whether a `meta` key is a dedupe group's index entry.
+pub(crate) fn is_index_key(key: &[u8]) -> bool {
+    key.get(4..).is_some_and(|k| k.starts_with(INDEX))
+}
+
+/// The index keys of the partition's groups whose every key was seen
+/// before `horizon`: expired.
+pub(crate) fn expired(store: &Store, partition: u32, horizon: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+    let from = partition_key(partition, INDEX);
+    let mut upper = from.clone();
+    upper.extend_from_slice(&ordered(horizon));
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(upper);
+    let cf = store.cf(CF_META);
+    let mut out = Vec::new();
+    for item in store.db.iterator_cf_opt(cf, options, IteratorMode::From(&from, rocksdb::Direction::Forward))
+    {
+        let (key, _) = item.map_err(|e| store.db_err(e))?;
+        out.push(key.to_vec());
+    }
+    Ok(out)
+}
+
+/// A group read from the changelog as writes: its index entry, and each
+/// of its keys as `put_seen` writes it; a tombstone deletes the index
+/// entry (its keys have expired, and lookups ignore them until the
+/// compaction filter drops them).
+pub(crate) fn stage(
+    store: &Store,
+    batch: &mut WriteBatch,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), CodecError> {
+    let meta = store.cf(CF_META);
+    let Some(value) = value else {
+        batch.delete_cf(meta, key);
+        return Ok(());
+    };
+    let partition = key.get(..4).ok_or(CodecError::Truncated)?;
+    let dedupe = store.cf(CF_DEDUPE);
+    let mut r = Reader::new(value);
+    let count = r.count()?;
+    let mut dedupe_key = Vec::new();
+    let mut seen = Writer::with_capacity(10);
+    for _ in 0..count {
+        let event_id = r.bytes()?;
+        let at = r.i64()?;
+        dedupe_key.clear();
+        dedupe_key.extend_from_slice(partition);
+        dedupe_key.extend_from_slice(event_id);
+        seen.buf.clear();
+        seen.i64(at);
+        batch.put_cf(dedupe, &dedupe_key, &seen.buf);
+    }
+    if !r.is_empty() {
+        return Err(CodecError::Corrupt("dedupe group: bytes after its keys"));
+    }
+    batch.put_cf(meta, key, []);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_order_by_time_then_offset_across_the_sign() {
+        let keys: Vec<_> = [(-5, 9), (-1, 1), (0, 0), (7, 2), (7, 3), (i64::MAX, 0)]
+            .map(|(t, o)| index_key(2, t, o))
+            .to_vec();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert!(keys.iter().all(|k| is_index_key(k)));
+        assert!(!is_index_key(&partition_key(2, b"progress")));
+    }
+
+    #[test]
+    fn a_group_holds_each_key_once_and_is_empty_after_it_is_taken() {
+        let mut pending = Pending::default();
+        assert!(pending.take(1, 10).is_none());
+        pending.add(b"e-1", 50);
+        pending.add(b"e-2", 40);
+        let (key, value) = pending.take(1, 10).unwrap();
+        assert_eq!(key, index_key(1, 50, 10), "keyed by its latest time");
+        let mut r = Reader::new(&value);
+        assert_eq!(r.count().unwrap(), 2);
+        assert_eq!((r.bytes().unwrap(), r.i64().unwrap()), (&b"e-1"[..], 50));
+        assert_eq!((r.bytes().unwrap(), r.i64().unwrap()), (&b"e-2"[..], 40));
+        assert!(r.is_empty());
+        assert!(pending.take(1, 11).is_none());
+    }
+}
