@@ -260,3 +260,41 @@ fn state_another_instance_wrote_is_replaced_even_when_its_offsets_match_the_grou
     let report = run_until_idle(&setup.config(dir.path(), "node-a", ""));
     assert_eq!(report.restored_partitions, 0, "{report:?}");
 }
+
+#[test]
+fn turning_the_changelog_on_where_state_exists_publishes_that_state_first() {
+    let setup = Setup::new("changelog-late", 3).with_changelog();
+    let plain = Setup { changelog: None, ..setup.clone() };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("node-a");
+    let lines = events(3_000, 31);
+    let (first, second) = lines.split_at(2_000);
+
+    // A deployment without a changelog builds up state.
+    setup.produce(dir.path(), first);
+    run_until_idle(&plain.config(dir.path(), "node-a", ""));
+    let changelog = setup.changelog.as_deref().unwrap();
+    assert!(setup.read(changelog).is_empty(), "nothing was published without a changelog");
+    let mut txns = journal(&state);
+
+    // Then the changelog is turned on, and a few accounts change.
+    let config = setup.config(dir.path(), "node-a", "");
+    setup.produce(dir.path(), second);
+    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    let published = engine.log_text().matches("published its local state").count();
+    assert_eq!(published, setup.partitions as usize, "{}", engine.log_text());
+    assert_eq!(engine.report().restored_partitions, 0, "its own state is kept");
+    let entries = stored_entries(&state, setup.partitions);
+    txns.extend(journal(&state));
+
+    // The disk is lost: the changelog alone gives every account back,
+    // those the later events never touched too.
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
+    assert!(stored_entries(&state, setup.partitions) == entries, "restored state differs byte for byte");
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+}

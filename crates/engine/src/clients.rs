@@ -6,7 +6,7 @@ use crate::config::EngineConfig;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::BaseProducer;
+use rdkafka::producer::{BaseProducer, ProducerContext};
 
 fn base(config: &EngineConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -60,6 +60,23 @@ pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
         c.set(k, v);
     }
     c.create()
+}
+
+/// An idempotent, non-transactional producer, for publishing a
+/// partition's state to an empty changelog (see `bootstrap`).
+pub fn snapshot_producer<C: ProducerContext>(
+    config: &EngineConfig,
+    context: C,
+) -> KafkaResult<BaseProducer<C>> {
+    let mut c = base(config);
+    c.set("enable.idempotence", "true");
+    if !config.kafka.properties.contains_key("linger.ms") {
+        c.set("linger.ms", "20");
+    }
+    for (k, v) in &config.kafka.producer_properties {
+        c.set(k, v);
+    }
+    c.create_with_context(context)
 }
 
 /// A consumer that reads a changelog partition to its last committed

@@ -16,6 +16,7 @@
 //! `docs/exactly-once.md`.
 
 pub mod api;
+mod bootstrap;
 pub mod clients;
 mod committer;
 pub mod config;

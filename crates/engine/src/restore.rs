@@ -131,6 +131,8 @@ pub enum RestoreError {
         "changelog {topic} partition {partition}: nothing arrived for {idle:?} before its end (offset {end})"
     )]
     Stalled { topic: String, partition: u32, end: i64, idle: Duration },
+    #[error("publishing the local state to changelog {topic} partition {partition}: {reason}")]
+    Publish { topic: String, partition: u32, reason: String },
     #[error("the partition was revoked while restoring")]
     Cancelled,
     #[error("the restore's thread panicked")]
@@ -173,8 +175,13 @@ pub fn restore_partition(
     }
     if let Some(local) = local.filter(|l| committed.is_none_or(|c| l.progress.next_offset >= c)) {
         let kept = match reader.committed_stamp(low, high, committed)? {
-            // Nothing to prove against: the changelog holds nothing of it.
-            None => true,
+            // Nothing to prove against: the changelog holds nothing of it
+            // at the group's offset, and is given the state if it holds
+            // nothing of it at all.
+            None => {
+                publish_if_missing(config, store, &reader, low, high, committed)?;
+                true
+            }
             Some(theirs) if local.continues(&theirs) => true,
             Some(theirs) => {
                 tracing::info!(
@@ -200,6 +207,35 @@ pub fn restore_partition(
         }
     }
     replace_partition(&reader, store, low, high, committed, started)
+}
+
+/// Publishes the local state to the changelog if the changelog holds no
+/// progress of the partition at all (it was turned on where state already
+/// existed; see `bootstrap`).
+fn publish_if_missing(
+    config: &EngineConfig,
+    store: &Store,
+    reader: &Reader<'_>,
+    low: i64,
+    high: i64,
+    committed: Option<u64>,
+) -> Result<(), RestoreError> {
+    // Without a committed offset, the search just made was for any.
+    if committed.is_some() && reader.committed_stamp(low, high, None)?.is_some() {
+        return Ok(());
+    }
+    let watch = reader.watch;
+    let cancelled = || watch.cancel.load(Ordering::Relaxed);
+    let (partition, started) = (reader.partition, Instant::now());
+    let published =
+        crate::bootstrap::publish_state(config, store, reader.topic, partition, reader.idle, &cancelled)?;
+    tracing::info!(
+        partition,
+        records = published,
+        seconds = started.elapsed().as_secs_f64(),
+        "the changelog held nothing of this partition: published its local state to it"
+    );
+    Ok(())
 }
 
 /// Applies the changelog from `position` (where a standby's copy stopped)

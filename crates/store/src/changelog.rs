@@ -226,6 +226,66 @@ pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, St
     Ok(out)
 }
 
+/// Dedupe keys per group in a snapshot: a group well under Kafka's
+/// default largest message (1 MB).
+const SNAPSHOT_GROUP_KEYS: u64 = 8_192;
+
+/// The partition's whole state as changelog changes, its progress last,
+/// handed to `each`: what a changelog that holds nothing of the partition
+/// is given before it can restore it (turning the changelog on where
+/// state already exists). Dedupe keys go as groups, their index entries
+/// written to the store so that they expire like a cycle's; their index
+/// keys end in offsets counted down from `u64::MAX`, which no cycle's
+/// group uses. Returns the number of changes; none without progress.
+pub fn snapshot<E: From<StoreError>>(
+    store: &Store,
+    partition: u32,
+    mut each: impl FnMut(&Change<'_>) -> Result<(), E>,
+) -> Result<u64, E> {
+    let progress_key = super::partition_key(partition, PROGRESS);
+    let progress = store.db.get_cf(store.cf(CF_META), &progress_key).map_err(|e| store.db_err(e))?;
+    let Some(progress) = progress else { return Ok(0) };
+    let prefix = partition.to_be_bytes();
+    let mut count = 0u64;
+    for family in [Family::Accounts, Family::Purchases, Family::Timers] {
+        let cf = store.cf(family.column_family());
+        for item in store.db.prefix_iterator_cf(cf, prefix) {
+            let (key, value) = item.map_err(|e| store.db_err(e))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            each(&Change { family, key: &key, value: Some(&value) })?;
+            count += 1;
+        }
+    }
+    let mut group = dedupe_groups::Pending::default();
+    let mut index = WriteBatch::default();
+    let mut publish_group = |group: &mut dedupe_groups::Pending, index: &mut WriteBatch| -> Result<(), E> {
+        if let Some((key, value)) = group.take(partition, u64::MAX - count) {
+            index.put_cf(store.cf(CF_META), &key, []);
+            each(&Change { family: Family::DedupeGroup, key: &key, value: Some(&value) })?;
+            count += 1;
+        }
+        Ok(())
+    };
+    for item in store.db.prefix_iterator_cf(store.cf(CF_DEDUPE), prefix) {
+        let (key, value) = item.map_err(|e| store.db_err(e))?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let seen = super::decode_seen(&value)
+            .ok_or_else(|| store.corrupt("dedupe key", partition, CodecError::Truncated))?;
+        group.add(&key[4..], seen.0);
+        if group.len() >= SNAPSHOT_GROUP_KEYS {
+            publish_group(&mut group, &mut index)?;
+        }
+    }
+    publish_group(&mut group, &mut index)?;
+    store.db.write_opt(index, &store.write).map_err(|e| store.db_err(e))?;
+    each(&Change { family: Family::Progress, key: &progress_key, value: Some(&progress) })?;
+    Ok(count + 1)
+}
+
 /// The progress a change records, if it is a partition's progress: the
 /// last change of each batch the processor staged, so the state up to it
 /// is the state as of its offset.

@@ -35,6 +35,10 @@ impl Pending {
         self.latest = Some(self.latest.map_or(seen_at, |t| t.max(seen_at)));
     }
 
+    pub(crate) fn len(&self) -> u64 {
+        self.count
+    }
+
     /// The group's index key and message value, if it holds any key; the
     /// group is empty afterwards.
     pub(crate) fn take(&mut self, partition: u32, next_offset: u64) -> Option<(Vec<u8>, Vec<u8>)> {

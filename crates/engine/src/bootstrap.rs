@@ -1,0 +1,98 @@
+//! Publishing a partition's whole local state to a changelog that holds
+//! nothing of it: turning the changelog on for a deployment that already
+//! has state. Without it the changelog would hold only what changes from
+//! then on, and a restore would silently miss every account that had not
+//! changed since.
+//!
+//! It runs in the partition's restore step, so the partition stays paused
+//! at the group's offset and its state cannot change meanwhile; the
+//! state's progress record goes last. The producer is idempotent but not
+//! transactional: a snapshot cut short leaves no progress record, so the
+//! changelog still holds none, and the next assignment publishes the
+//! state again (the same keys, overwritten); another instance given the
+//! partition meanwhile finds no state at the group's offset and refuses
+//! it, as it would without a changelog.
+
+use crate::clients;
+use crate::config::EngineConfig;
+use crate::restore::RestoreError;
+use accrual_store::Store;
+use accrual_store::changelog;
+use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Keeps the first failed delivery's error.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    fn failed(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Publishes `partition`'s local state to its changelog partition; returns
+/// the number of records. Stops with [`RestoreError::Cancelled`] once
+/// `cancelled` says so.
+pub fn publish_state(
+    config: &EngineConfig,
+    store: &Store,
+    topic: &str,
+    partition: u32,
+    idle: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<u64, RestoreError> {
+    let failed = |reason: String| RestoreError::Publish { topic: topic.to_string(), partition, reason };
+    let kafka = |e: KafkaError| failed(e.to_string());
+    let producer: BaseProducer<Deliveries> =
+        clients::snapshot_producer(config, Deliveries::default()).map_err(kafka)?;
+    let mut key = Vec::new();
+    let sent = changelog::snapshot(store, partition, |change| -> Result<(), RestoreError> {
+        if cancelled() {
+            return Err(RestoreError::Cancelled);
+        }
+        if let Some(reason) = producer.context().failed() {
+            return Err(failed(reason));
+        }
+        changelog::message_key(change, &mut key);
+        let value = change.value.unwrap_or_default();
+        let record = BaseRecord::to(topic).partition(partition as i32).key(&key[..]).payload(value);
+        crate::kafka_tools::send(&producer, record).map_err(kafka)
+    })?;
+    // Waits for every delivery, while they keep arriving.
+    let (mut waiting, mut since) = (producer.in_flight_count(), Instant::now());
+    while waiting > 0 {
+        if cancelled() {
+            return Err(RestoreError::Cancelled);
+        }
+        let _ = producer.flush(Duration::from_millis(500));
+        let now_waiting = producer.in_flight_count();
+        if now_waiting < waiting {
+            since = Instant::now();
+        } else if since.elapsed() > idle {
+            return Err(failed(format!("{now_waiting} records undelivered after {idle:?}")));
+        }
+        waiting = now_waiting;
+    }
+    match producer.context().failed() {
+        Some(reason) => Err(failed(reason)),
+        None => Ok(sent),
+    }
+}
