@@ -128,7 +128,7 @@ fi
 echo "== metrics (curl $http/metrics)"
 metrics="$(curl -s "$http/metrics")"
 for pattern in '^accrual_events_consumed_total\{partition="[01]"' '^accrual_records_emitted_total\{program="cashback",rule="groceries' \
-  '^accrual_amount_total' '^accrual_dead_letters_total\{reason="(malformed_json|invalid_amount)"' \
+  '^accrual_cashback_amount_total' '^accrual_dead_letters_total\{reason="(malformed_json|invalid_amount)"' \
   '^accrual_kafka_transactions_total' '^accrual_consumer_lag_messages\{partition="0"' '^accrual_ready' '^accrual_build_info'; do
   grep -E "$pattern" <<<"$metrics" || true
 done

@@ -105,9 +105,16 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
         )),
         "{text}"
     );
+    // Money and points under names of their own (the example's programs
+    // are named after their kinds).
+    assert!(!text.contains("accrual_amount_total"), "the old metric mixing money and points");
     for ((program, kind), total) in &amounts {
         let labels = [format!("program=\"{program}\""), format!("kind=\"{kind}\"")];
-        let exported = metric(&text, "accrual_amount_total", &[&labels[0], &labels[1]]).unwrap();
+        let name = match program.as_str() {
+            "cashback" => "accrual_cashback_amount_total",
+            _ => "accrual_points_amount_total",
+        };
+        let exported = metric(&text, name, &[&labels[0], &labels[1]]).unwrap();
         assert_eq!(
             Decimal::from_str(&exported.to_string()).unwrap().round_dp(2),
             total.round_dp(2),

@@ -126,18 +126,33 @@ fn every_dashboard_and_alert_query_returns_data_in_a_real_prometheus() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(loaded.len(), 6, "the shipped alert rules are loaded");
+    assert_eq!(loaded.len(), 8, "the shipped alert rules are loaded");
     assert!(loaded.iter().all(|r| r["health"] == "ok"), "every rule evaluates: {loaded:?}");
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo.join("docker/grafana/dashboards/accrual.json")).unwrap(),
     )
     .unwrap();
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance"]);
     let mut failures = Vec::new();
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
+            // Every selector is narrowed to the chosen job and instances,
+            // and rates follow Grafana's interval, not a fixed window.
+            let selectors = expr.matches("accrual_").count();
+            assert_eq!(expr.matches(r#"{job=~"$job",instance=~"$instance"}"#).count(), selectors, "{expr}");
+            assert!(!expr.contains("[5m]"), "{expr}");
+            // What Grafana substitutes: all instances of the shipped job.
+            let expr =
+                &expr.replace("$__rate_interval", "1m").replace("$job", "accrual").replace("$instance", ".*");
             checked += 1;
             match query(expr) {
                 Ok(series) if !series.is_empty() => {}

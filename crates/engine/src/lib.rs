@@ -317,6 +317,9 @@ fn start_http(
         }
     };
     crate::metrics::info(&rules.name, &rules.version);
+    if let Some(m) = &metrics {
+        m.set_programs(rules);
+    }
     let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
     if config.http.enabled {
         let peers =

@@ -4,21 +4,26 @@
 //! or commit cycle, never per record. Documented in `docs/operations.md`.
 //!
 //! The `metrics` facade has integer counters only; amounts of money and
-//! points are fractional, so `accrual_amount_total` is kept here as a float
-//! counter and rendered after the exporter's output, still a Prometheus
-//! counter.
+//! points are fractional, so they are kept here as float counters and
+//! rendered after the exporter's output, still Prometheus counters: one
+//! metric for money (`accrual_cashback_amount_total`, in each currency's
+//! major unit, the currency a label since the rules name it) and one for
+//! points (`accrual_points_amount_total`, in each program's own unit), so
+//! no metric name mixes money with points.
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 pub const EVENTS_CONSUMED: &str = "accrual_events_consumed_total";
 pub const RECORDS_EMITTED: &str = "accrual_records_emitted_total";
-pub const AMOUNT: &str = "accrual_amount_total";
+pub const CASHBACK_AMOUNT: &str = "accrual_cashback_amount_total";
+pub const POINTS_AMOUNT: &str = "accrual_points_amount_total";
 pub const DEAD_LETTERS: &str = "accrual_dead_letters_total";
 pub const DUPLICATES: &str = "accrual_duplicates_total";
 pub const BATCH_EVENTS: &str = "accrual_batch_events";
@@ -54,6 +59,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// (program, kind, unit) -> total, exact: rendered without float drift.
     amounts: Mutex<BTreeMap<(String, String, String), Decimal>>,
+    /// The programs that pay money (see [`Metrics::set_programs`]).
+    cashback: RwLock<BTreeSet<String>>,
 }
 
 static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
@@ -78,7 +85,7 @@ pub fn install() -> Result<Arc<Metrics>, String> {
         .install_recorder()
         .map_err(|e| e.to_string())?;
     describe();
-    let metrics = Arc::new(Metrics { handle, amounts: Mutex::default() });
+    let metrics = Arc::new(Metrics { handle, amounts: Mutex::default(), cashback: RwLock::default() });
     Ok(GLOBAL.get_or_init(|| metrics).clone())
 }
 
@@ -159,18 +166,33 @@ fn describe() {
 }
 
 impl Metrics {
+    /// Which programs pay money and which points (from the rules).
+    pub fn set_programs(&self, rules: &accrual_core::rules::Rules) {
+        let cashback = rules.programs.iter().filter(|p| p.kind == accrual_core::rules::ProgramKind::Cashback);
+        *self.cashback.write().unwrap_or_else(|p| p.into_inner()) =
+            cashback.map(|p| p.name.to_string()).collect();
+    }
+
     /// Prometheus text: the exporter's metrics, then the amounts.
     pub fn render(&self) -> String {
         let mut text = self.handle.render();
         let amounts = self.amounts.lock().unwrap_or_else(|p| p.into_inner());
+        let cashback = self.cashback.read().unwrap_or_else(|p| p.into_inner());
+        let (money, points): (Vec<_>, Vec<_>) = amounts.iter().partition(|((p, ..), _)| cashback.contains(p));
         let _ = writeln!(
             text,
-            "# HELP {AMOUNT} Amounts moved by accrual records, in each program's unit, by program and kind"
+            "# HELP {CASHBACK_AMOUNT} Money moved by accrual records of cashback programs, in the currency's major unit, by program, kind and currency\n# TYPE {CASHBACK_AMOUNT} counter"
         );
-        let _ = writeln!(text, "# TYPE {AMOUNT} counter");
-        for ((program, kind, unit), value) in amounts.iter() {
-            let _ =
-                writeln!(text, "{AMOUNT}{{program=\"{program}\",kind=\"{kind}\",unit=\"{unit}\"}} {value}");
+        for ((program, kind, currency), value) in money {
+            let labels = format!("program=\"{program}\",kind=\"{kind}\",currency=\"{currency}\"");
+            let _ = writeln!(text, "{CASHBACK_AMOUNT}{{{labels}}} {value}");
+        }
+        let _ = writeln!(
+            text,
+            "# HELP {POINTS_AMOUNT} Points moved by accrual records of points programs, in each program's own unit, by program and kind\n# TYPE {POINTS_AMOUNT} counter"
+        );
+        for ((program, kind, _), value) in points {
+            let _ = writeln!(text, "{POINTS_AMOUNT}{{program=\"{program}\",kind=\"{kind}\"}} {value}");
         }
         text
     }
