@@ -54,6 +54,9 @@ enum Command {
     Simulate(cli::simulate::Args),
     /// Generate realistic card transactions as NDJSON (deterministic).
     Gen(cli::generate::Args),
+    /// Ask a running engine whether it is healthy (or ready): exit 0 on
+    /// 200, for container health checks.
+    Health(cli::health::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -72,6 +75,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => cli::check_config::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Gen(args) => cli::generate::run(args),
+        Command::Health(args) => cli::health::run(args),
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use accrual::kafka_tools;
+use accrual::kafka_tools::{self, Connection};
 use common::kafka::{brokers, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -28,7 +28,7 @@ fn err(what: &str) -> impl Fn(KafkaError) -> String + '_ {
 
 fn topic(partitions: i32) -> Result<String, String> {
     let name = unique("conformance");
-    kafka_tools::create_topics(&brokers(), &[(&name, partitions)]).map_err(|e| e.to_string())?;
+    kafka_tools::create_topics(&Connection::plain(&brokers()), &[(&name, partitions)]).map_err(|e| e.to_string())?;
     Ok(name)
 }
 
@@ -51,7 +51,7 @@ fn send(p: &BaseProducer, topic: &str, partition: i32, payload: &str) -> Check {
 }
 
 fn count(topic: &str, committed: bool) -> Result<usize, String> {
-    kafka_tools::read_topic(&brokers(), topic, committed, Duration::from_secs(3))
+    kafka_tools::read_topic(&Connection::plain(&brokers()), topic, committed, Duration::from_secs(3))
         .map(|m| m.len())
         .map_err(|e| e.to_string())
 }
@@ -77,7 +77,7 @@ fn committed(c: &BaseConsumer, topic: &str, partition: i32) -> Result<(Offset, S
 
 fn topics_and_keyed_produce() -> Check {
     let t = topic(3)?;
-    if kafka_tools::partitions(&brokers(), &t).map_err(|e| e.to_string())? != 3 {
+    if kafka_tools::partitions(&Connection::plain(&brokers()), &t).map_err(|e| e.to_string())? != 3 {
         return Err("created topic does not have 3 partitions".into());
     }
     let p = producer(false)?;
@@ -87,7 +87,7 @@ fn topics_and_keyed_produce() -> Check {
     }
     p.flush(T).map_err(err("flush"))?;
     let read =
-        kafka_tools::read_topic(&brokers(), &t, false, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        kafka_tools::read_topic(&Connection::plain(&brokers()), &t, false, Duration::from_secs(3)).map_err(|e| e.to_string())?;
     if read.len() != 30 {
         return Err(format!("read {} of 30 messages", read.len()));
     }

@@ -106,7 +106,7 @@ fn a_restore_stops_at_the_transaction_that_committed_the_groups_offsets() {
     setup.produce(dir.path(), first);
     run_until_idle(&config);
     let committed =
-        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
 
     // The next cycle publishes its changes, then the process dies before
     // the Kafka commit: a transaction that never commits (which this
@@ -120,7 +120,7 @@ fn a_restore_stops_at_the_transaction_that_committed_the_groups_offsets() {
     // readers, such as a restore; Apache Kafka would not).
     let changelog = setup.changelog.as_deref().unwrap();
     let everything =
-        accrual::kafka_tools::read_topic(&setup.brokers, changelog, false, Duration::from_secs(5));
+        accrual::kafka_tools::read_topic(&setup.kafka(), changelog, false, Duration::from_secs(5));
     let past = everything
         .unwrap()
         .iter()
@@ -145,7 +145,7 @@ fn a_restore_stops_at_the_transaction_that_committed_the_groups_offsets() {
         }
     }
     let after_crash =
-        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
     assert_eq!(committed, after_crash, "the crash committed nothing");
 
     // The state is lost too; the restore must end where the group's

@@ -103,7 +103,7 @@ fn dead_letters_carry_reason_offset_and_the_original_bytes() {
     }
     let path = dir.path().join("mixed.ndjson");
     std::fs::write(&path, &file).unwrap();
-    let produced = accrual::kafka_tools::produce_file(&setup.brokers, &setup.input, &path).unwrap();
+    let produced = accrual::kafka_tools::produce_file(&setup.kafka(), &setup.input, &path).unwrap();
     assert_eq!(produced as usize, good.len() + bad.len());
 
     let config = setup.config(dir.path(), "node-1", "");

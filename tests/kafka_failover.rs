@@ -159,7 +159,7 @@ fn assert_balance(body: &serde_json::Value, expected: &accrual::state::AccountSt
 /// group's committed offset (any other copy is an older one).
 fn committed_balances(setup: &Setup, states: &[PathBuf]) -> BTreeMap<String, accrual::state::AccountState> {
     let committed =
-        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
     let mut accounts = BTreeMap::new();
     for p in 0..setup.partitions {
         let (offset, _) = committed[&p];

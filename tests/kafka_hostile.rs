@@ -42,7 +42,7 @@ fn hostile_lines_through_the_engine_end_as_in_simulate() {
     let lines = corpus();
     let path = dir.path().join("hostile.ndjson");
     std::fs::write(&path, lines.join(&b'\n')).unwrap();
-    let produced = accrual::kafka_tools::produce_file(&setup.brokers, &setup.input, &path).unwrap();
+    let produced = accrual::kafka_tools::produce_file(&setup.kafka(), &setup.input, &path).unwrap();
     assert_eq!(produced as usize, lines.len());
 
     // Valid events under the wrong key, and under none.
@@ -149,7 +149,7 @@ fn a_partition_count_changed_while_running_stops_the_engine() {
         result.unwrap();
     }
     std::thread::sleep(Duration::from_secs(1));
-    accrual::kafka_tools::create_topics(&setup.brokers, &[(&setup.input, 3)]).unwrap();
+    accrual::kafka_tools::create_topics(&setup.kafka(), &[(&setup.input, 3)]).unwrap();
     setup.produce(dir.path(), &[purchase("r2")]);
 
     let status = engine.wait(Duration::from_secs(120));

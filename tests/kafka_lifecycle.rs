@@ -29,7 +29,7 @@ fn the_scripted_year_through_the_broker_survives_kill_9() {
         .collect();
     let path = dir.path().join("year-2025.ndjson");
     std::fs::write(&path, lines.join("\n")).unwrap();
-    let produced = accrual::kafka_tools::produce_file(&setup.brokers, &setup.input, &path).unwrap();
+    let produced = accrual::kafka_tools::produce_file(&setup.kafka(), &setup.input, &path).unwrap();
     let clocks = lines.iter().filter(|l| l.contains(r#""type":"clock""#)).count() as u64;
     assert_eq!(
         produced,

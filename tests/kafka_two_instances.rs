@@ -93,7 +93,7 @@ fn an_instance_without_the_state_refuses_the_partitions() {
     let mut a = EngineProcess::spawn(&owner, &[], Some(3));
     assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log_text());
     let committed_before =
-        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
 
     // A new instance with empty state joins the same group.
     setup.produce(dir.path(), second);
@@ -114,7 +114,7 @@ fn an_instance_without_the_state_refuses_the_partitions() {
     let log = c.log_text();
     assert!(log.contains("no local state, but the group has committed offset"), "{log}");
     let committed_after =
-        accrual::kafka_tools::committed_offsets(&setup.brokers, &setup.group, &setup.input).unwrap();
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
     assert_eq!(committed_before, committed_after, "nothing committed while refused");
 
     // The owner comes back and finishes; everything exactly once.

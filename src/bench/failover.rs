@@ -43,19 +43,19 @@ impl Bench {
         );
         self.extra_env.clear();
         let (mut lost, survivor) = (started.0?, started.1?);
-        let produced = kafka_tools::produce_file(&self.brokers, &topics.input, &first)?;
-        let before = kafka_tools::high_watermarks(&self.brokers, &topics.input)?;
+        let produced = kafka_tools::produce_file(&self.kafka(), &topics.input, &first)?;
+        let before = kafka_tools::high_watermarks(&self.kafka(), &topics.input)?;
         self.wait_committed(&group, &topics.input, &before, Duration::from_secs(300))?;
         // The standby copies catch up with what was committed.
         std::thread::sleep(Duration::from_secs(5));
         let killed = Instant::now();
         let _ = lost.child.kill();
         let _ = lost.child.wait();
-        let more = kafka_tools::produce_file(&self.brokers, &topics.input, &second)?;
+        let more = kafka_tools::produce_file(&self.kafka(), &topics.input, &second)?;
         let past: BTreeMap<i32, i64> = before.iter().map(|(p, end)| (*p, end + 1)).collect();
         self.wait_committed(&group, &topics.input, &past, Duration::from_secs(300))?;
         let seconds = killed.elapsed().as_secs_f64();
-        let ends = kafka_tools::high_watermarks(&self.brokers, &topics.input)?;
+        let ends = kafka_tools::high_watermarks(&self.kafka(), &topics.input)?;
         self.wait_committed(&group, &topics.input, &ends, Duration::from_secs(300))?;
         super::child::terminate(&survivor.child);
         survivor.finish()?;
@@ -78,7 +78,7 @@ impl Bench {
     ) -> Result<(), BenchError> {
         let started = Instant::now();
         while started.elapsed() < timeout {
-            let committed = kafka_tools::committed_offsets(&self.brokers, group, topic)?;
+            let committed = kafka_tools::committed_offsets(&self.kafka(), group, topic)?;
             if offsets.iter().all(|(p, end)| committed.get(p).is_some_and(|(o, _)| o >= end)) {
                 return Ok(());
             }

@@ -7,8 +7,7 @@
 //! process's monotonic clock.
 
 use crate::engine::outbox::{HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION};
-use crate::kafka_tools::{self, ToolError};
-use rdkafka::ClientConfig;
+use crate::kafka_tools::{self, Connection, ToolError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -75,23 +74,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Probe {
-    pub fn start(brokers: &str, partitioner: &str, input: &str, output: &str) -> Result<Probe, ToolError> {
-        // A card processor's producer: idempotent, a few ms of linger.
-        let producer: BaseProducer<Deliveries> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub fn start(kafka: &Connection, input: &str, output: &str) -> Result<Probe, ToolError> {
+        // A card processor's producer (with the config's partitioner):
+        // idempotent, a few ms of linger.
+        let producer: BaseProducer<Deliveries> = kafka
+            .producer()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .set("partitioner", partitioner)
             .create_with_context(Deliveries::default())?;
-        let reader: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let reader: BaseConsumer = kafka
+            .consumer()
             .set("group.id", format!("accrual-bench-probe-{}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
             .create()?;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..kafka_tools::partitions(brokers, output)? {
+        for p in 0..kafka_tools::partitions(kafka, output)? {
             tpl.add_partition_offset(output, p, Offset::Beginning)?;
         }
         reader.assign(&tpl)?;

@@ -268,6 +268,13 @@ pub fn run(opts: BenchOptions) -> Result<Results, BenchError> {
 }
 
 impl Bench {
+    /// The config's connection, at the brokers the bench runs against.
+    fn kafka(&self) -> kafka_tools::Connection {
+        let mut kafka = kafka_tools::Connection::of(&self.config.kafka);
+        kafka.brokers = self.brokers.clone();
+        kafka
+    }
+
     fn all(&mut self) -> Result<Results, BenchError> {
         let o = self.opts.clone();
         say!(
@@ -280,7 +287,7 @@ impl Bench {
         let events = self.generate("events", o.events, o.accounts, o.seed)?;
         let topics = self.topics("main", o.partitions)?;
         let started = Instant::now();
-        let produced = kafka_tools::produce_file(&self.brokers, &topics.input, &events)?;
+        let produced = kafka_tools::produce_file(&self.kafka(), &topics.input, &events)?;
         let produce_rate = produced as f64 / started.elapsed().as_secs_f64().max(1e-9);
         say!("produced {produced} events ({produce_rate:.0}/s)");
         let mut rounds = Vec::new();
@@ -319,7 +326,7 @@ impl Bench {
             let file = self.generate("scaling", o.scaling_events, o.accounts, o.seed + 1)?;
             for &p in &o.scaling_partitions {
                 let topics = self.topics(&format!("p{p}"), p)?;
-                let n = kafka_tools::produce_file(&self.brokers, &topics.input, &file)?;
+                let n = kafka_tools::produce_file(&self.kafka(), &topics.input, &file)?;
                 let base = self.throughput(Target::Baseline, &topics, p, None, n)?;
                 let acc = self.throughput(Target::Accrual, &topics, p, None, n)?;
                 scaling_partitions.push((base, acc));
@@ -410,7 +417,7 @@ impl Bench {
 
     fn topics(&self, name: &str, partitions: i32) -> Result<Topics, BenchError> {
         let input = format!("{}-{name}-in", self.prefix);
-        kafka_tools::create_topics(&self.brokers, &[(&input, partitions)])?;
+        kafka_tools::create_topics(&self.kafka(), &[(&input, partitions)])?;
         self.outputs(name, partitions, input)
     }
 
@@ -422,10 +429,10 @@ impl Bench {
             dead_letter: format!("{}-{name}-dlq", self.prefix),
             changelog: self.opts.changelog.then(|| format!("{}-{name}-changelog", self.prefix)),
         };
-        kafka_tools::create_topics(&self.brokers, &[(&t.output, partitions), (&t.dead_letter, partitions)])?;
+        kafka_tools::create_topics(&self.kafka(), &[(&t.output, partitions), (&t.dead_letter, partitions)])?;
         if let Some(changelog) = &t.changelog {
             kafka_tools::create_topics_with(
-                &self.brokers,
+                &self.kafka(),
                 &[(changelog, partitions, kafka_tools::CHANGELOG_CONFIGS)],
             )?;
         }
@@ -547,7 +554,7 @@ impl Bench {
         let events = outgoing(&self.generate("latency", total, o.accounts, o.seed + 2)?)?;
         let topics = self.topics(&format!("lat-{}", target.name()), o.partitions)?;
         let mut probe =
-            Probe::start(&self.brokers, self.config.kafka.partitioner.name(), &topics.input, &topics.output)?;
+            Probe::start(&self.kafka(), &topics.input, &topics.output)?;
         let running = self.start(target, &topics, None, None)?;
         let log = running.log.clone();
         let mut feed = events.iter();
@@ -614,7 +621,7 @@ impl Bench {
         );
         let file = self.generate(&format!("accounts-{accounts}"), o.scaling_events, accounts, o.seed + 3)?;
         let topics = self.topics(&format!("s{accounts}"), o.partitions)?;
-        let n = kafka_tools::produce_file(&self.brokers, &topics.input, &file)?;
+        let n = kafka_tools::produce_file(&self.kafka(), &topics.input, &file)?;
         let run = self.throughput(Target::Accrual, &topics, o.partitions, Some(&state), n)?;
         Ok(StateSizeRun {
             accounts,

@@ -5,6 +5,7 @@
 pub mod check_config;
 pub mod consume;
 pub mod generate;
+pub mod health;
 pub mod inspect;
 pub mod produce;
 pub mod run;
@@ -25,13 +26,34 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// A broker and a topic on it (`produce`, `consume`).
+/// A topic, and how to reach its cluster (`produce`, `consume`): the
+/// `[kafka]` section of an engine config (brokers, SASL/SSL properties,
+/// secrets), or plain brokers.
 #[derive(clap::Args)]
 pub struct TopicArgs {
+    /// An engine config: its `[kafka]` section says how to connect.
     #[arg(long)]
-    pub brokers: String,
+    pub config: Option<std::path::PathBuf>,
+    /// Brokers (overrides the config's; alone: plaintext, no properties).
+    #[arg(long)]
+    pub brokers: Option<String>,
     #[arg(long)]
     pub topic: String,
+}
+
+impl TopicArgs {
+    pub fn connection(&self) -> Result<accrual::kafka_tools::Connection> {
+        use accrual::kafka_tools::Connection;
+        let mut connection = match (&self.config, &self.brokers) {
+            (Some(path), _) => Connection::of(&load_config(path)?.kafka),
+            (None, Some(brokers)) => Connection::plain(brokers),
+            (None, None) => anyhow::bail!("give --config (an engine config's [kafka] section) or --brokers"),
+        };
+        if let Some(brokers) = &self.brokers {
+            connection.brokers = brokers.clone();
+        }
+        Ok(connection)
+    }
 }
 
 pub fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {

@@ -34,7 +34,8 @@ pub fn run(Args { config, at }: Args) -> Result<ExitCode> {
         );
     }
     let id = format!("clock-{}", at.0);
-    let n = kafka_tools::tick(&config.kafka.brokers, &config.kafka.topics.input, at, &id)?;
+    let kafka = kafka_tools::Connection::of(&config.kafka);
+    let n = kafka_tools::tick(&kafka, &config.kafka.topics.input, at, &id)?;
     say!("clock {at} ({id}) sent to {n} partitions of {}", config.kafka.topics.input);
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@
 use super::repo_path;
 use accrual::engine::journal::{Journal, TxnId, TxnStatus};
 use accrual::engine::report::RunReport;
-use accrual::kafka_tools::{self, Consumed};
+use accrual::kafka_tools::{self, Connection, Consumed};
 use accrual::simulate::{self, SimulateOptions};
 use accrual::state::AccountState;
 use accrual::store::{Store, StoreOptions};
@@ -64,11 +64,16 @@ impl Setup {
             changelog: None,
         };
         kafka_tools::create_topics(
-            &s.brokers,
+            &s.kafka(),
             &[(&s.input, partitions), (&s.accruals, partitions), (&s.dlq, partitions)],
         )
         .expect("create topics");
         s
+    }
+
+    /// How the tests reach the broker (plaintext).
+    pub fn kafka(&self) -> Connection {
+        Connection::plain(&self.brokers)
     }
 
     /// The same, with a state changelog topic (compacted, co-partitioned)
@@ -76,7 +81,7 @@ impl Setup {
     pub fn with_changelog(mut self) -> Setup {
         let topic = self.input.replace(".transactions", ".changelog");
         kafka_tools::create_topics_with(
-            &self.brokers,
+            &self.kafka(),
             &[(&topic, self.partitions, kafka_tools::CHANGELOG_CONFIGS)],
         )
         .expect("create the changelog topic");
@@ -163,12 +168,12 @@ workers = 2
     pub fn produce(&self, dir: &Path, lines: &[String]) {
         let file = dir.join(unique("produce"));
         std::fs::write(&file, lines.join("\n")).expect("write input");
-        let n = kafka_tools::produce_file(&self.brokers, &self.input, &file).expect("produce");
+        let n = kafka_tools::produce_file(&self.kafka(), &self.input, &file).expect("produce");
         assert_eq!(n as usize, lines.len());
     }
 
     pub fn read(&self, topic: &str) -> Vec<Consumed> {
-        kafka_tools::read_topic(&self.brokers, topic, true, Duration::from_secs(5)).expect("read topic")
+        kafka_tools::read_topic(&self.kafka(), topic, true, Duration::from_secs(5)).expect("read topic")
     }
 
     /// Waits until the group has committed every input offset.
@@ -185,7 +190,7 @@ workers = 2
 
     /// Input messages the group has not committed yet.
     pub fn lag(&self) -> Option<i64> {
-        let committed = kafka_tools::committed_offsets(&self.brokers, &self.group, &self.input).ok()?;
+        let committed = kafka_tools::committed_offsets(&self.kafka(), &self.group, &self.input).ok()?;
         let mut lag = 0;
         for p in 0..self.partitions {
             let high = high_watermark(&self.brokers, &self.input, p)?;
@@ -344,7 +349,7 @@ pub fn broker_filters_aborted() -> bool {
     *ANSWER.get_or_init(|| {
         let brokers = brokers();
         let topic = unique("probe-abort");
-        kafka_tools::create_topics(&brokers, &[(&topic, 1)]).expect("probe topic");
+        kafka_tools::create_topics(&Connection::plain(&brokers), &[(&topic, 1)]).expect("probe topic");
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .set("transactional.id", unique("probe"))
@@ -355,7 +360,7 @@ pub fn broker_filters_aborted() -> bool {
         producer.send(BaseRecord::<(), _>::to(&topic).payload("aborted")).map_err(|(e, _)| e).expect("send");
         producer.flush(Duration::from_secs(10)).expect("flush");
         producer.abort_transaction(Duration::from_secs(10)).expect("abort");
-        let seen = kafka_tools::read_topic(&brokers, &topic, true, Duration::from_secs(3)).expect("read");
+        let seen = kafka_tools::read_topic(&Connection::plain(&brokers), &topic, true, Duration::from_secs(3)).expect("read");
         seen.is_empty()
     })
 }

@@ -2,20 +2,92 @@
 //! itself, then `[kafka.properties]` (and the consumer- or producer-only
 //! tables) passed through as they are.
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, KafkaConfig};
+use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, ProducerContext};
 
+/// Where Kafka is and how to reach it: the `[kafka]` section's brokers and
+/// `properties` (SASL, SSL, ...), with its consumer- and producer-only
+/// tables. The engine's clients and every command's (`topics`, `tick`,
+/// `produce`, `consume`, the ticker) are built from one, so a secured
+/// cluster is reached the same way by all of them.
+#[derive(Clone, Default)]
+pub struct Connection {
+    pub brokers: String,
+    pub properties: BTreeMap<String, String>,
+    pub consumer_properties: BTreeMap<String, String>,
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Connection {
+    /// Brokers reached with librdkafka's defaults (plaintext).
+    pub fn plain(brokers: &str) -> Connection {
+        Connection { brokers: brokers.to_string(), ..Connection::default() }
+    }
+
+    /// The section's connection; its producers key messages to
+    /// partitions with the configured partitioner, as the engine expects.
+    pub fn of(kafka: &KafkaConfig) -> Connection {
+        let mut producer_properties = kafka.producer_properties.clone();
+        producer_properties.entry("partitioner".into()).or_insert_with(|| kafka.partitioner.name().into());
+        Connection {
+            brokers: kafka.brokers.clone(),
+            properties: kafka.properties.clone(),
+            consumer_properties: kafka.consumer_properties.clone(),
+            producer_properties,
+        }
+    }
+
+    /// The brokers and the shared properties (for admin clients).
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// [`Connection::client`] with the consumer-only properties.
+    pub fn consumer(&self) -> ClientConfig {
+        let mut c = self.client();
+        for (k, v) in &self.consumer_properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// [`Connection::client`] with the producer-only properties.
+    pub fn producer(&self) -> ClientConfig {
+        let mut c = self.client();
+        for (k, v) in &self.producer_properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Secrets stay out of logs and errors: properties are listed by name,
+/// values only where they cannot be secret.
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+        f.debug_struct("Connection")
+            .field("brokers", &self.brokers)
+            .field("properties", &names(&self.properties))
+            .field("consumer_properties", &names(&self.consumer_properties))
+            .field("producer_properties", &names(&self.producer_properties))
+            .finish()
+    }
+}
+
 fn base(config: &EngineConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
+    let mut c = Connection::of(&config.kafka).client();
     // Other instances find this one's partitions by this id (see `owners`).
     c.set("client.id", format!("{}{}", crate::owners::CLIENT_ID_PREFIX, config.engine.instance_id));
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
     c
 }
 

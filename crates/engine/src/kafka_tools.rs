@@ -12,7 +12,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
+
+pub use crate::clients::Connection;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -28,17 +30,12 @@ pub enum ToolError {
     Topic { topic: String, message: String },
 }
 
-fn client(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
 
 /// Creates topics (name, partitions); an existing topic is fine.
-pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), ToolError> {
+pub fn create_topics(kafka: &Connection, topics: &[(&str, i32)]) -> Result<(), ToolError> {
     let plain: Vec<TopicSpec<'_>> =
         topics.iter().map(|&(name, partitions)| (name, partitions, &[][..])).collect();
-    create_topics_with(brokers, &plain)
+    create_topics_with(kafka, &plain)
 }
 
 /// A topic to create: name, partitions, and its topic configs.
@@ -48,14 +45,25 @@ pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
 /// of every key (and no deleted one, once compaction ran) is kept forever.
 pub const CHANGELOG_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact")];
 
-/// Creates topics with their configs; an existing topic is fine (and keeps
-/// the configs it has).
-pub fn create_topics_with(brokers: &str, topics: &[TopicSpec<'_>]) -> Result<(), ToolError> {
-    let admin: AdminClient<DefaultClientContext> = client(brokers).create()?;
+/// Creates topics with their configs, one replica each; an existing topic
+/// is fine (and keeps the configs it has).
+pub fn create_topics_with(kafka: &Connection, topics: &[TopicSpec<'_>]) -> Result<(), ToolError> {
+    create_topics_replicated(kafka, topics, 1)
+}
+
+/// [`create_topics_with`] with `replication` replicas of every partition
+/// (-1: the cluster's default replication factor).
+pub fn create_topics_replicated(
+    kafka: &Connection,
+    topics: &[TopicSpec<'_>],
+    replication: i32,
+) -> Result<(), ToolError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, p, configs)| {
-            configs.iter().fold(NewTopic::new(name, *p, TopicReplication::Fixed(1)), |t, (k, v)| t.set(k, v))
+            let topic = NewTopic::new(name, *p, TopicReplication::Fixed(replication));
+            configs.iter().fold(topic, |t, (k, v)| t.set(k, v))
         })
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -71,8 +79,8 @@ pub fn create_topics_with(brokers: &str, topics: &[TopicSpec<'_>]) -> Result<(),
 }
 
 /// Partition count of a topic.
-pub fn partitions(brokers: &str, topic: &str) -> Result<i32, ToolError> {
-    let consumer: BaseConsumer = client(brokers).create()?;
+pub fn partitions(kafka: &Connection, topic: &str) -> Result<i32, ToolError> {
+    let consumer: BaseConsumer = kafka.consumer().create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     match metadata.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
@@ -90,35 +98,35 @@ pub fn stamp(at: Timestamp, now: Timestamp) -> i64 {
 
 /// Produces a `clock` event at `at` to every partition of `topic` (a
 /// clock concerns every account of its partition).
-pub fn tick(brokers: &str, topic: &str, at: Timestamp, id: &str) -> Result<i32, ToolError> {
-    let n = partitions(brokers, topic)?;
-    send_clock(brokers, topic, at, id, &(0..n).collect::<Vec<_>>())?;
+pub fn tick(kafka: &Connection, topic: &str, at: Timestamp, id: &str) -> Result<i32, ToolError> {
+    let n = partitions(kafka, topic)?;
+    let producer: BaseProducer = kafka.producer().create()?;
+    send_clock(&producer, topic, at, id, &(0..n).collect::<Vec<_>>())?;
+    producer.flush(Duration::from_secs(30))?;
     Ok(n)
 }
 
-/// Produces a `clock` event at `at` to each of `partitions` of `topic`.
-pub fn send_clock(
-    brokers: &str,
+/// Hands a `clock` event at `at` for each of `partitions` of `topic` to
+/// `producer` (the caller flushes it, or polls it if it lives on).
+pub fn send_clock<C: ProducerContext>(
+    producer: &BaseProducer<C>,
     topic: &str,
     at: Timestamp,
     id: &str,
     partitions: &[i32],
 ) -> Result<(), ToolError> {
-    let producer: BaseProducer = client(brokers).create()?;
     let payload = format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#);
     let timestamp = stamp(at, accrual_core::time::wall_clock());
     for &p in partitions {
-        let record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
-        producer.send(record).map_err(|(e, _)| e)?;
+        let record = BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
+        send(producer, record)?;
     }
-    producer.flush(Duration::from_secs(30))?;
     Ok(())
 }
 
 /// [`produce_file_as_of`] now.
-pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, ToolError> {
-    produce_file_as_of(brokers, topic, input, accrual_core::time::wall_clock())
+pub fn produce_file(kafka: &Connection, topic: &str, input: &Path) -> Result<u64, ToolError> {
+    produce_file_as_of(kafka, topic, input, accrual_core::time::wall_clock())
 }
 
 /// Produces each line of an NDJSON file as one message, keyed by its
@@ -127,12 +135,13 @@ pub fn produce_file(brokers: &str, topic: &str, input: &Path) -> Result<u64, Too
 /// stamped with its event's time, never after `now` (lines that do not
 /// decode: `now`). Returns the number of messages.
 pub fn produce_file_as_of(
-    brokers: &str,
+    kafka: &Connection,
     topic: &str,
     input: &Path,
     now: Timestamp,
 ) -> Result<u64, ToolError> {
-    let producer: BaseProducer = client(brokers)
+    let producer: BaseProducer = kafka
+        .producer()
         .set("enable.idempotence", "true")
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
@@ -140,7 +149,7 @@ pub fn produce_file_as_of(
         .create()?;
     let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(input)?);
     let mut decoder = Decoder::new();
-    let partition_count = partitions(brokers, topic)?;
+    let partition_count = partitions(kafka, topic)?;
     let mut line = Vec::new();
     let mut count = 0u64;
     loop {
@@ -234,18 +243,19 @@ impl Consumed {
 /// when the read starts (for `read_committed`, the last stable offset), or
 /// until nothing arrives for `idle`.
 pub fn read_topic(
-    brokers: &str,
+    kafka: &Connection,
     topic: &str,
     read_committed: bool,
     idle: Duration,
 ) -> Result<Vec<Consumed>, ToolError> {
-    let consumer: BaseConsumer<Reader> = client(brokers)
+    let consumer: BaseConsumer<Reader> = kafka
+        .consumer()
         .set("group.id", format!("accrual-reader-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
         .set("enable.partition.eof", "true")
         .create_with_context(Reader)?;
-    let n = partitions(brokers, topic)?;
+    let n = partitions(kafka, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in 0..n {
@@ -289,10 +299,10 @@ pub fn read_topic(
 }
 
 /// Each partition's end (high watermark).
-pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, ToolError> {
-    let consumer: BaseConsumer = client(brokers).create()?;
+pub fn high_watermarks(kafka: &Connection, topic: &str) -> Result<BTreeMap<i32, i64>, ToolError> {
+    let consumer: BaseConsumer = kafka.consumer().create()?;
     let mut out = BTreeMap::new();
-    for p in 0..partitions(brokers, topic)? {
+    for p in 0..partitions(kafka, topic)? {
         let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         out.insert(p, high);
     }
@@ -301,12 +311,12 @@ pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>,
 
 /// The group's committed offsets for a topic's partitions.
 pub fn committed_offsets(
-    brokers: &str,
+    kafka: &Connection,
     group: &str,
     topic: &str,
 ) -> Result<BTreeMap<i32, (i64, String)>, ToolError> {
-    let consumer: BaseConsumer = client(brokers).set("group.id", group).create()?;
-    let n = partitions(brokers, topic)?;
+    let consumer: BaseConsumer = kafka.consumer().set("group.id", group).create()?;
+    let n = partitions(kafka, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         tpl.add_partition(topic, p);

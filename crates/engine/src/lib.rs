@@ -33,6 +33,7 @@ mod recovery;
 pub mod report;
 pub mod restore;
 mod standby;
+mod ticker;
 mod workers;
 
 use accrual_store::Progress;
@@ -171,6 +172,8 @@ struct Engine {
     /// When the current cycle began polling: the last sign that this
     /// instance is a member of the group (see `committer::end`).
     polled_at: Instant,
+    /// Sends the engine's own clock events (see `ticker`).
+    ticker: ticker::Ticker,
 }
 
 /// Runs the engine until `stop` is set (SIGINT/SIGTERM), the idle limit in
@@ -245,7 +248,9 @@ pub fn run(
         config.engine.account_cache_mb << 20,
         config.kafka.topics.changelog.is_some(),
     )?;
+    let ticker = ticker::Ticker::start(&config).map_err(EngineError::WorkerStart)?;
     let mut engine = Engine {
+        ticker,
         store,
         consumer,
         producer,
@@ -431,8 +436,6 @@ impl Engine {
         let mut arena: Vec<u8> = Vec::with_capacity(max_batch * 320);
         let mut polled: Vec<Polled> = Vec::with_capacity(max_batch);
         let mut last_input = Instant::now();
-        let ticker = Duration::from_millis(self.config.engine.clock_interval_ms);
-        let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             arena.clear();
             polled.clear();
@@ -461,10 +464,6 @@ impl Engine {
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 }
-            }
-            if !ticker.is_zero() && last_tick.elapsed() >= ticker {
-                last_tick = Instant::now();
-                self.tick();
             }
             if let Some(error) = EngineContext::lock(&self.assignment).error.take() {
                 return Err(error.into());
@@ -628,18 +627,6 @@ impl Engine {
         match rebalance::topic_partitions(&self.consumer, &self.config.kafka.topics.input, self.timeout) {
             Some(n) => self.partitions.store(n, Ordering::Relaxed),
             None => tracing::warn!("could not read the input topic's partition count"),
-        }
-    }
-
-    /// The built-in ticker: a clock event to every partition of the input
-    /// topic. Failures are logged; the next tick tries again.
-    fn tick(&self) {
-        let at = wall_clock();
-        let id = format!("clock-{}-{}", self.config.engine.instance_id, at.0);
-        let topic = &self.config.kafka.topics.input;
-        match crate::kafka_tools::tick(&self.config.kafka.brokers, topic, at, &id) {
-            Ok(n) => tracing::debug!(partitions = n, clock = %at, "clock sent"),
-            Err(e) => tracing::warn!(error = %e, "clock not sent"),
         }
     }
 
@@ -847,15 +834,8 @@ impl Engine {
         for &(partition, at) in cut {
             by_time.entry(at).or_default().push(partition as i32);
         }
-        let (brokers, topic) = (&self.config.kafka.brokers, &self.config.kafka.topics.input);
         for (at, partitions) in by_time {
-            let id = format!("clock-{}-more-{}", self.config.engine.instance_id, wall_clock().0);
-            match crate::kafka_tools::send_clock(brokers, topic, at, &id, &partitions) {
-                Ok(()) => tracing::debug!(?partitions, clock = %at, "follow-up clock sent"),
-                Err(e) => {
-                    tracing::warn!(?partitions, error = %e, "follow-up clock not sent; the next clock goes on")
-                }
-            }
+            self.ticker.follow_up(at, partitions);
         }
     }
 
