@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 scripts/install-deps.sh
+# podman and the base image, for the container image test.
+scripts/image.sh deps
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

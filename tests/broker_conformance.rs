@@ -28,7 +28,8 @@ fn err(what: &str) -> impl Fn(KafkaError) -> String + '_ {
 
 fn topic(partitions: i32) -> Result<String, String> {
     let name = unique("conformance");
-    kafka_tools::create_topics(&Connection::plain(&brokers()), &[(&name, partitions)]).map_err(|e| e.to_string())?;
+    kafka_tools::create_topics(&Connection::plain(&brokers()), &[(&name, partitions)])
+        .map_err(|e| e.to_string())?;
     Ok(name)
 }
 
@@ -86,8 +87,8 @@ fn topics_and_keyed_produce() -> Check {
             .map_err(|(e, _)| format!("send: {e}"))?;
     }
     p.flush(T).map_err(err("flush"))?;
-    let read =
-        kafka_tools::read_topic(&Connection::plain(&brokers()), &t, false, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    let read = kafka_tools::read_topic(&Connection::plain(&brokers()), &t, false, Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
     if read.len() != 30 {
         return Err(format!("read {} of 30 messages", read.len()));
     }

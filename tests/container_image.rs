@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 const TAG: &str = "localhost/accrual:test";
 
 fn image(args: &[&str]) -> Output {
-    Command::new("bash").arg(common::repo_path("scripts/image.sh")).args(args).output().expect("run scripts/image.sh")
+    Command::new("bash")
+        .arg(common::repo_path("scripts/image.sh"))
+        .args(args)
+        .output()
+        .expect("run scripts/image.sh")
 }
 
 fn text(out: &Output) -> String {

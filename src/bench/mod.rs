@@ -553,8 +553,7 @@ impl Bench {
         let total: u64 = o.latency_rates.iter().map(|r| r * o.latency_seconds).sum::<u64>() + 1_000;
         let events = outgoing(&self.generate("latency", total, o.accounts, o.seed + 2)?)?;
         let topics = self.topics(&format!("lat-{}", target.name()), o.partitions)?;
-        let mut probe =
-            Probe::start(&self.kafka(), &topics.input, &topics.output)?;
+        let mut probe = Probe::start(&self.kafka(), &topics.input, &topics.output)?;
         let running = self.start(target, &topics, None, None)?;
         let log = running.log.clone();
         let mut feed = events.iter();

@@ -28,8 +28,7 @@ pub struct Args {
 
 pub fn run(Args { target, read_uncommitted, out, idle_ms, summary }: Args) -> Result<ExitCode> {
     let (kafka, topic) = (target.connection()?, &target.topic);
-    let messages =
-        kafka_tools::read_topic(&kafka, topic, !read_uncommitted, Duration::from_millis(idle_ms))?;
+    let messages = kafka_tools::read_topic(&kafka, topic, !read_uncommitted, Duration::from_millis(idle_ms))?;
     if let Some(path) = out {
         let mut w = std::io::BufWriter::new(
             std::fs::File::create(&path).with_context(|| path.display().to_string())?,

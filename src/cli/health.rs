@@ -33,7 +33,8 @@ pub fn run(Args { address, ready, timeout_ms }: Args) -> Result<ExitCode> {
         .with_context(|| format!("--address {address}"))?
         .next()
         .with_context(|| format!("--address {address}: no such address"))?;
-    let mut stream = TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connecting to {address}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connecting to {address}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;

@@ -38,7 +38,9 @@ fn parse_topic_config(text: &str) -> Result<(&str, &str, &str)> {
         Some((role, key, value)) if (role == "all" || ROLES.contains(&role)) && !key.is_empty() => {
             Ok((role, key, value))
         }
-        _ => bail!("--topic-config {text}: expected ROLE:KEY=VALUE with ROLE one of all, {}", ROLES.join(", ")),
+        _ => {
+            bail!("--topic-config {text}: expected ROLE:KEY=VALUE with ROLE one of all, {}", ROLES.join(", "))
+        }
     }
 }
 

@@ -360,7 +360,9 @@ pub fn broker_filters_aborted() -> bool {
         producer.send(BaseRecord::<(), _>::to(&topic).payload("aborted")).map_err(|(e, _)| e).expect("send");
         producer.flush(Duration::from_secs(10)).expect("flush");
         producer.abort_transaction(Duration::from_secs(10)).expect("abort");
-        let seen = kafka_tools::read_topic(&Connection::plain(&brokers), &topic, true, Duration::from_secs(3)).expect("read");
+        let seen =
+            kafka_tools::read_topic(&Connection::plain(&brokers), &topic, true, Duration::from_secs(3))
+                .expect("read");
         seen.is_empty()
     })
 }

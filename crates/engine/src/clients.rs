@@ -3,11 +3,11 @@
 //! tables) passed through as they are.
 
 use crate::config::{EngineConfig, KafkaConfig};
-use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, ProducerContext};
+use std::collections::BTreeMap;
 
 /// Where Kafka is and how to reach it: the `[kafka]` section's brokers and
 /// `properties` (SASL, SSL, ...), with its consumer- and producer-only

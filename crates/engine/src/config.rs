@@ -55,6 +55,10 @@ pub struct HttpConfig {
     /// data); empty: no token.
     #[serde(default)]
     pub token: String,
+    /// A file holding the token (a mounted secret), read at load; its
+    /// trailing newline is ignored. Not with `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
     /// Where other instances answer, for balance lookups of accounts whose
     /// partition another instance owns: a URL with `{instance_id}` in it
     /// (a StatefulSet's pods behind a headless service:
@@ -72,6 +76,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: default_listen(),
             token: String::new(),
+            token_file: None,
             peer_url: String::new(),
             peers: BTreeMap::new(),
         }
@@ -340,8 +345,59 @@ impl EngineConfig {
                     .map_or_else(|| file.to_string(), |(_, var)| format!("{file} (environment {var})"));
                 ConfigError::Invalid { origin, field: e.field, message: e.message }
             })?;
+        let mut config = config;
+        config.read_secret_files(file)?;
         config.validate(file)?;
         Ok(config)
+    }
+
+    /// Replaces every `<name>_file` setting by `<name>` with the file's
+    /// content (trailing newline ignored): Kafka properties such as
+    /// `sasl.password_file` (in `properties` and the consumer- and
+    /// producer-only tables) and `http.token_file`. Errors name the setting
+    /// and the file, never the content.
+    fn read_secret_files(&mut self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            origin: file.to_string(),
+            field,
+            message,
+        };
+        let read = |field: &str, path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| invalid(field.to_string(), format!("cannot read {path}: {e}")))
+        };
+        let k = &mut self.kafka;
+        for (table, map) in [
+            ("properties", &mut k.properties),
+            ("consumer_properties", &mut k.consumer_properties),
+            ("producer_properties", &mut k.producer_properties),
+        ] {
+            let files: Vec<(String, String)> = map
+                .iter()
+                .filter(|(key, _)| key.ends_with("_file"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (key, path) in files {
+                let field = format!("kafka.{table}.\"{key}\"");
+                let name = key.trim_end_matches("_file").to_string();
+                if map.contains_key(&name) {
+                    return Err(invalid(field, format!("give `{name}` or `{key}`, not both")));
+                }
+                map.remove(&key);
+                map.insert(name, read(&field, &path)?);
+            }
+        }
+        if let Some(path) = self.http.token_file.take() {
+            if !self.http.token.is_empty() {
+                return Err(invalid(
+                    "http.token_file".into(),
+                    "give `token` or `token_file`, not both".into(),
+                ));
+            }
+            self.http.token = read("http.token_file", &path)?;
+        }
+        Ok(())
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {

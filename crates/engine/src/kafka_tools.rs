@@ -5,6 +5,7 @@
 
 use accrual_core::events::{Decoder, EventKind};
 use accrual_core::time::Timestamp;
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -12,7 +13,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::Message;
 
 pub use crate::clients::Connection;
 use std::collections::BTreeMap;
@@ -29,7 +29,6 @@ pub enum ToolError {
     #[error("topic {topic}: {message}")]
     Topic { topic: String, message: String },
 }
-
 
 /// Creates topics (name, partitions); an existing topic is fine.
 pub fn create_topics(kafka: &Connection, topics: &[(&str, i32)]) -> Result<(), ToolError> {
@@ -108,8 +107,8 @@ pub fn tick(kafka: &Connection, topic: &str, at: Timestamp, id: &str) -> Result<
 
 /// Hands a `clock` event at `at` for each of `partitions` of `topic` to
 /// `producer` (the caller flushes it, or polls it if it lives on).
-pub fn send_clock<C: ProducerContext>(
-    producer: &BaseProducer<C>,
+pub fn send_clock(
+    producer: &BaseProducer,
     topic: &str,
     at: Timestamp,
     id: &str,
@@ -118,7 +117,8 @@ pub fn send_clock<C: ProducerContext>(
     let payload = format!(r#"{{"event_id":"{id}","type":"clock","occurred_at":"{at}"}}"#);
     let timestamp = stamp(at, accrual_core::time::wall_clock());
     for &p in partitions {
-        let record = BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
+        let record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(payload.as_bytes()).partition(p).timestamp(timestamp);
         send(producer, record)?;
     }
     Ok(())

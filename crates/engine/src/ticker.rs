@@ -108,7 +108,13 @@ impl Clock {
                 return;
             }
         };
-        match crate::kafka_tools::send_clock(producer, &self.topic, at, &id, &(0..partitions).collect::<Vec<_>>()) {
+        match crate::kafka_tools::send_clock(
+            producer,
+            &self.topic,
+            at,
+            &id,
+            &(0..partitions).collect::<Vec<_>>(),
+        ) {
             Ok(()) => tracing::debug!(partitions, clock = %at, "clock sent"),
             Err(e) => tracing::warn!(error = %e, "clock not sent; the next tick tries again"),
         }
@@ -118,7 +124,9 @@ impl Clock {
         let id = format!("clock-{}-more-{}", self.instance, wall_clock().0);
         match crate::kafka_tools::send_clock(producer, &self.topic, at, &id, &partitions) {
             Ok(()) => tracing::debug!(?partitions, clock = %at, "follow-up clock sent"),
-            Err(e) => tracing::warn!(?partitions, error = %e, "follow-up clock not sent; the next clock goes on"),
+            Err(e) => {
+                tracing::warn!(?partitions, error = %e, "follow-up clock not sent; the next clock goes on")
+            }
         }
     }
 }
