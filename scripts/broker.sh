@@ -8,10 +8,14 @@
 #   scripts/broker.sh stop                     stop it (by its PID)
 #   scripts/broker.sh status                   running or not
 #   scripts/broker.sh create-topic NAME N      create a topic with N partitions (exists: fine)
+#   scripts/broker.sh user NAME PASSWORD       create a SCRAM-SHA-512 user (on a broker without TLS)
+#   scripts/broker.sh path                     the broker binary
 #   scripts/broker.sh reset                    stop and delete its data
 #
 # Environment: ACCRUAL_BROKER_ADDR (default 127.0.0.1:9092), ACCRUAL_BROKER_DIR
-# (data, log and PID file; default ~/.cache/accrual/broker/run).
+# (data, log and PID file; default ~/.cache/accrual/broker/run);
+# ACCRUAL_BROKER_TLS_CERT and ACCRUAL_BROKER_TLS_KEY (PEM files: the listener
+# takes TLS only); ACCRUAL_BROKER_AUTH=1 (clients must log in with SASL).
 # Storage is SQLite (durable across broker restarts); --memory keeps it in memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +38,12 @@ running() {
 }
 
 answers() {
-  "$BIN" topic list --broker "tcp://$ADDR" >/dev/null 2>&1
+  if [ -n "${ACCRUAL_BROKER_TLS_CERT:-}" ]; then
+    # The broker's own client speaks no TLS: a listening port will do.
+    (exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR##*:}") 2>/dev/null
+  else
+    "$BIN" topic list --broker "tcp://$ADDR" >/dev/null 2>&1
+  fi
 }
 
 cmd_install() {
@@ -57,12 +66,17 @@ cmd_start() {
     return
   fi
   mkdir -p "$DATA"
+  local security=()
+  if [ -n "${ACCRUAL_BROKER_TLS_CERT:-}" ]; then
+    security+=(--cert "$ACCRUAL_BROKER_TLS_CERT" --key "${ACCRUAL_BROKER_TLS_KEY:?with ACCRUAL_BROKER_TLS_CERT}")
+  fi
+  [ "${ACCRUAL_BROKER_AUTH:-}" = "1" ] && security+=(--authentication)
   # The SQLite path is relative to the broker's working directory.
   (
     cd "$DATA"
     RUST_LOG="${RUST_LOG:-warn}" nohup "$BIN" broker \
       --listener-url "tcp://$ADDR" --advertised-listener-url "tcp://$ADDR" \
-      --storage-engine "$storage" --group-initial-rebalance-delay 0s \
+      --storage-engine "$storage" --group-initial-rebalance-delay 0s ${security[@]+"${security[@]}"} \
       >>"$LOG" 2>&1 &
     echo $! >"$PIDFILE"
   )
@@ -109,12 +123,20 @@ cmd_create_topic() {
   fi
 }
 
+cmd_user() {
+  local name="${1:?user name}" password="${2:?password}"
+  "$BIN" user create --broker "tcp://$ADDR" --mechanism scram512 "$name" "$password" >/dev/null
+  echo "user $name created (SCRAM-SHA-512)"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
+  user) shift; cmd_user "$@" ;;
+  path) echo "$BIN" ;;
   start) shift; cmd_start "$@" ;;
   stop) cmd_stop ;;
   status) if running && answers; then echo "running on $ADDR"; else echo "not running"; exit 1; fi ;;
   create-topic) shift; cmd_create_topic "$@" ;;
   reset) cmd_stop; rm -rf "$DATA"; echo "broker data removed" ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

@@ -5,7 +5,7 @@
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
-packages=(clang libclang-dev cmake pkg-config libssl-dev prometheus curl)
+packages=(clang libclang-dev cmake pkg-config libssl-dev openssl prometheus curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -533,7 +533,12 @@ fn env_path(key: &str) -> Vec<String> {
     let rest = &key[ENV_PREFIX.len()..];
     let mut path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
     if path.len() == 3 && path[0] == "kafka" && path[1].ends_with("properties") {
-        path[2] = path[2].replace('_', ".");
+        // A property's dots are underscores in a variable's name; a
+        // trailing `_FILE` names a file holding the value.
+        path[2] = match path[2].strip_suffix("_file") {
+            Some(name) => format!("{}_file", name.replace('_', ".")),
+            None => path[2].replace('_', "."),
+        };
     }
     path
 }
@@ -576,6 +581,52 @@ rules = "config/rules.example.toml"
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_errors_name_the_setting_never_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let (password, token) = (dir.path().join("password"), dir.path().join("token"));
+        std::fs::write(&password, "p4ss-w0rd\n").unwrap();
+        std::fs::write(&token, "t0ken").unwrap();
+        let vars = [
+            ("ACCRUAL_KAFKA__PROPERTIES__SASL_PASSWORD_FILE", password.to_str().unwrap()),
+            ("ACCRUAL_HTTP__TOKEN_FILE", token.to_str().unwrap()),
+        ];
+        let c = EngineConfig::parse(BASE, "e.toml", env(&vars)).unwrap();
+        assert_eq!(c.kafka.properties.get("sasl.password").map(String::as_str), Some("p4ss-w0rd"));
+        assert!(!c.kafka.properties.contains_key("sasl.password_file"));
+        assert_eq!((c.http.token.as_str(), c.http.token_file.as_deref()), ("t0ken", None));
+        let connection = format!("{:?}", crate::clients::Connection::of(&c.kafka));
+        assert!(connection.contains("sasl.password") && !connection.contains("p4ss"), "{connection}");
+
+        let missing = dir.path().join("nothing");
+        let e = EngineConfig::parse(
+            BASE,
+            "e.toml",
+            env(&[("ACCRUAL_KAFKA__PRODUCER_PROPERTIES__SSL_KEY_PASSWORD_FILE", missing.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("e.toml: field `kafka.producer_properties.\"ssl.key.password_file\"`: cannot read"),
+            "{e}"
+        );
+        assert!(e.contains(missing.to_str().unwrap()), "{e}");
+        let both = [
+            ("ACCRUAL_KAFKA__PROPERTIES__SASL_PASSWORD", "inline-secret"),
+            ("ACCRUAL_KAFKA__PROPERTIES__SASL_PASSWORD_FILE", password.to_str().unwrap()),
+        ];
+        let e = EngineConfig::parse(BASE, "e.toml", env(&both)).unwrap_err().to_string();
+        assert!(e.contains("not both") && !e.contains("inline-secret") && !e.contains("p4ss"), "{e}");
+        let e = EngineConfig::parse(
+            BASE,
+            "e.toml",
+            env(&[("ACCRUAL_HTTP__TOKEN", "x"), ("ACCRUAL_HTTP__TOKEN_FILE", token.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("http.token_file") && e.contains("not both"), "{e}");
     }
 
     #[test]

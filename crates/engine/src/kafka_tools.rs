@@ -7,7 +7,7 @@ use accrual_core::events::{Decoder, EventKind};
 use accrual_core::time::Timestamp;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
@@ -57,7 +57,9 @@ pub fn create_topics_replicated(
     topics: &[TopicSpec<'_>],
     replication: i32,
 ) -> Result<(), ToolError> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
+    // Errors (an unreachable broker, a refused login) are logged as they
+    // happen, and the request gives up after its timeout.
+    let admin: AdminClient<Reader> = kafka.client().create_with_context(Reader)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, p, configs)| {
@@ -66,7 +68,8 @@ pub fn create_topics_replicated(
         })
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let timeout = Some(Duration::from_secs(30));
+    let options = AdminOptions::new().operation_timeout(timeout).request_timeout(timeout);
     let results = runtime.block_on(admin.create_topics(&new, &options))?;
     for result in results {
         match result {
