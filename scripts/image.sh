@@ -12,10 +12,17 @@
 #   scripts/image.sh run TAG ARGS...   podman run with the settings that
 #                                      work here (runc, cgroupfs, host
 #                                      network, explicit ulimits)
+#   scripts/image.sh tools             localhost/nisshi:local and
+#                                      localhost/prometheus:local around the
+#                                      host's broker and Prometheus, for
+#                                      docker/compose.local.yml
+#   scripts/image.sh compose ARGS...   podman-compose (PyPI, in the venv) with
+#                                      docker/compose.yml and compose.local.yml
 #
 # Idempotent: `deps` does nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 
 # What works on these machines' kernels (measured, ../shared/CONTAINERS.md).
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
@@ -26,7 +33,7 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 deps() {
-  local packages=(podman debootstrap uidmap slirp4netns fuse-overlayfs runc binutils)
+  local packages=(podman debootstrap uidmap slirp4netns fuse-overlayfs runc binutils python3-venv)
   local missing=()
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,6 +60,27 @@ deps() {
     $sudo tar -C "$rootfs" -c . | "${PODMAN[@]}" import - "$BASE" >/dev/null
     $sudo rm -rf "$rootfs"
   fi
+  local venv="$ACCRUAL_CACHE/venv"
+  if ! "$venv/bin/podman-compose" --version >/dev/null 2>&1; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "podman-compose==1.6.0"
+  fi
+}
+
+# An image around one of this machine's programs (glibc only).
+program_image() {
+  local program="$1" tag="$2" context
+  context="$(mktemp -d)"
+  cp "$(command -v "$program" || echo "$program")" "$context/$(basename "$program")"
+  "${PODMAN[@]}" build --isolation chroot --format docker --build-arg "PROGRAM=$(basename "$program")" \
+    -t "$tag" -f docker/host-program.Dockerfile "$context" >/dev/null
+  rm -rf "$context"
+  echo "$tag"
+}
+
+tools() {
+  program_image "$(scripts/broker.sh path)" localhost/nisshi:local
+  program_image prometheus localhost/prometheus:local
 }
 
 build() {
@@ -71,5 +99,10 @@ case "${1:-}" in
   build) shift; build "$@" ;;
   run) shift; tag="$1"; shift; exec "${PODMAN[@]}" run "${RUN_ARGS[@]}" "$tag" "$@" ;;
   podman) shift; exec "${PODMAN[@]}" "$@" ;;
-  *) echo "usage: $0 deps | build BINARY [TAG] | run TAG ARGS... | podman ARGS..." >&2; exit 2 ;;
+  tools) tools ;;
+  compose)
+    shift
+    exec "$ACCRUAL_CACHE/venv/bin/podman-compose" --podman-args="--runtime runc --cgroup-manager=cgroupfs" \
+      -f docker/compose.yml -f docker/compose.local.yml "$@" ;;
+  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac

@@ -4,8 +4,10 @@
 
 use crate::config::{EngineConfig, KafkaConfig};
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, ProducerContext};
 use std::collections::BTreeMap;
 
@@ -151,10 +153,30 @@ pub fn snapshot_producer<C: ProducerContext>(
     c.create_with_context(context)
 }
 
+/// The context of a client that reads partitions to their end: reaching it
+/// is how the reader knows it is done, not an error worth logging; other
+/// errors are logged.
+pub struct Reader;
+
+impl ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof =
+            matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !eof {
+            tracing::error!(error = %error, "{reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Reader {}
+
+/// A reader of changelog partitions (restores, standby copies).
+pub type ChangelogReader = BaseConsumer<Reader>;
+
 /// A consumer that reads a changelog partition to its last committed
 /// transaction, outside the group (it is assigned, never subscribes, and
 /// commits nothing).
-pub fn restore_consumer(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
+pub fn restore_consumer(config: &EngineConfig) -> KafkaResult<ChangelogReader> {
     let mut c = base(config);
     c.set("group.id", format!("{}-restore", config.kafka.group_id))
         .set("enable.auto.commit", "false")
@@ -164,7 +186,7 @@ pub fn restore_consumer(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }
-    c.create()
+    c.create_with_context(Reader)
 }
 
 /// A client outside the group, for reading the group's description.

@@ -3,12 +3,12 @@
 //! `accrual produce`, `accrual consume`, the demo and the integration tests.
 //! Standard Kafka APIs only, so they work against Apache Kafka too.
 
+use crate::clients::Reader;
 use accrual_core::events::{Decoder, EventKind};
 use accrual_core::time::Timestamp;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
@@ -209,22 +209,6 @@ pub fn send<C: ProducerContext>(
         }
     }
 }
-
-/// A reader's context: end-of-partition is how it knows it is done, not an
-/// error worth logging.
-struct Reader;
-
-impl ClientContext for Reader {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof =
-            matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
-        if !eof {
-            tracing::error!(error = %error, "{reason}");
-        }
-    }
-}
-
-impl ConsumerContext for Reader {}
 
 /// A message read back, with its headers.
 #[derive(Debug, Clone, PartialEq, Eq)]

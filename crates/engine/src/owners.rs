@@ -117,7 +117,7 @@ pub fn describe(
 /// The instance that wrote each partition's last progress record to the
 /// changelog `topic` (of `partitions` partitions), read from its tail.
 pub fn last_writers(
-    consumer: &BaseConsumer,
+    consumer: &crate::clients::ChangelogReader,
     topic: &str,
     partitions: u32,
     timeout: Duration,
@@ -178,7 +178,11 @@ pub fn watch(config: &EngineConfig, owners: Arc<RwLock<Owners>>, every: Duration
 }
 
 /// The owners as the group describes them, completed from the changelog.
-fn read(config: &EngineConfig, consumer: &BaseConsumer, tail_reader: &BaseConsumer) -> KafkaResult<Owners> {
+fn read(
+    config: &EngineConfig,
+    consumer: &BaseConsumer,
+    tail_reader: &crate::clients::ChangelogReader,
+) -> KafkaResult<Owners> {
     let timeout = Duration::from_millis(config.engine.kafka_timeout_ms);
     let topics = &config.kafka.topics;
     let mut owners = describe(consumer, &config.kafka.group_id, &topics.input, timeout)?;

@@ -20,7 +20,7 @@ use accrual_store::changelog::{self, Restore};
 use accrual_store::owner::Stamped;
 use accrual_store::{Progress, Store, StoreError};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -328,7 +328,7 @@ fn replace_partition(
 
 /// Reads one changelog partition.
 struct Reader<'a> {
-    consumer: &'a BaseConsumer,
+    consumer: &'a crate::clients::ChangelogReader,
     topic: &'a str,
     partition: u32,
     idle: Duration,

@@ -22,7 +22,7 @@ use crate::rebalance::{Assignment, EngineContext};
 use accrual_store::Store;
 use accrual_store::changelog::{self, TailBatch};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -73,7 +73,7 @@ impl Standby {
         Ok(())
     }
 
-    fn run(self, consumer: &BaseConsumer) {
+    fn run(self, consumer: &crate::clients::ChangelogReader) {
         let Some(topic) = self.config.kafka.topics.changelog.clone() else { return };
         let mut tailing: BTreeMap<u32, TailBatch> = BTreeMap::new();
         let mut planned = Instant::now() - PLAN_EVERY;
@@ -97,7 +97,7 @@ impl Standby {
     /// Works out the copies to keep; starts and stops tailing to match.
     fn plan(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &crate::clients::ChangelogReader,
         topic: &str,
         tailing: &mut BTreeMap<u32, TailBatch>,
     ) -> Result<(), String> {
@@ -136,7 +136,12 @@ impl Standby {
 
     /// Where tailing `p` goes on: its copy's position, or from the start
     /// (the copy dropped) if it has none or the log no longer reaches it.
-    fn position(&self, consumer: &BaseConsumer, topic: &str, p: u32) -> Result<Offset, String> {
+    fn position(
+        &self,
+        consumer: &crate::clients::ChangelogReader,
+        topic: &str,
+        p: u32,
+    ) -> Result<Offset, String> {
         let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
         let (low, _) = consumer.fetch_watermarks(topic, p as i32, timeout).map_err(|e| e.to_string())?;
         let kept = changelog::standby_position(&self.store, p).map_err(|e| e.to_string())?;
@@ -200,7 +205,7 @@ fn assigned_here(a: &Assignment, p: u32) -> bool {
 }
 
 /// Changelog records of `p` past the consumer's position (unknown: 0).
-fn lag(consumer: &BaseConsumer, topic: &str, p: u32) -> i64 {
+fn lag(consumer: &crate::clients::ChangelogReader, topic: &str, p: u32) -> i64 {
     let Ok((_, high)) = consumer.fetch_watermarks(topic, p as i32, Duration::from_secs(1)) else { return 0 };
     let position = consumer.position().ok().and_then(|tpl| {
         tpl.find_partition(topic, p as i32).and_then(|e| match e.offset() {
