@@ -1,10 +1,11 @@
-//! A secured cluster, for real: a broker of its own that takes TLS only
-//! (its own certificate, signed by a CA made here with openssl) and
-//! requires SASL/SCRAM-SHA-512 logins. Every command (`topics`, `produce`,
+//! Secured clusters, for real: a broker of its own that takes TLS only
+//! (its own certificate, signed by a CA made here with openssl), with and
+//! without SASL/SCRAM-SHA-512 logins. Every command (`topics`, `produce`,
 //! `tick`, `consume`) and the engine with its built-in ticker connect
-//! through `[kafka.properties]` with `security.protocol = "SASL_SSL"`, the
-//! password read from a file (`sasl.password_file`); the password appears
-//! in no log, error or metric. Plaintext is refused.
+//! through `[kafka.properties]` with `security.protocol = "SSL"`, or
+//! `"SASL_SSL"` with the password read from a file
+//! (`sasl.password_file`), which then appears in no log or metric.
+//! Plaintext is refused.
 
 mod common;
 
@@ -84,7 +85,7 @@ struct Broker {
 }
 
 impl Broker {
-    fn script(&self, args: &[&str], tls: bool) -> Output {
+    fn script(&self, args: &[&str], tls: bool, logins: bool) -> Output {
         let mut cmd = Command::new("bash");
         cmd.arg(common::repo_path("scripts/broker.sh"))
             .args(args)
@@ -92,20 +93,25 @@ impl Broker {
             .env("ACCRUAL_BROKER_DIR", self.dir.join("broker"));
         if tls {
             cmd.env("ACCRUAL_BROKER_TLS_CERT", self.dir.join("server.pem"))
-                .env("ACCRUAL_BROKER_TLS_KEY", self.dir.join("server.key"))
-                .env("ACCRUAL_BROKER_AUTH", "1");
+                .env("ACCRUAL_BROKER_TLS_KEY", self.dir.join("server.key"));
+        }
+        if logins {
+            cmd.env("ACCRUAL_BROKER_AUTH", "1");
         }
         sh(&mut cmd)
     }
 
-    /// A user created on the broker without TLS, then the broker again
-    /// with TLS and logins required (the same storage).
-    fn start(dir: &Path, addr: &str) -> Broker {
+    /// The broker with TLS only; with `logins`, a user is created on it
+    /// without TLS first, then it starts again with TLS and logins
+    /// required (the same storage).
+    fn start(dir: &Path, addr: &str, logins: bool) -> Broker {
         let broker = Broker { dir: dir.to_path_buf(), addr: addr.to_string() };
-        broker.script(&["start"], false);
-        broker.script(&["user", "bank-engine", PASSWORD], false);
-        broker.script(&["stop"], false);
-        broker.script(&["start"], true);
+        if logins {
+            broker.script(&["start"], false, false);
+            broker.script(&["user", "bank-engine", PASSWORD], false, false);
+            broker.script(&["stop"], false, false);
+        }
+        broker.script(&["start"], true, logins);
         broker
     }
 }
@@ -134,13 +140,41 @@ fn every_command_and_the_engine_reach_a_sasl_ssl_cluster_through_the_kafka_secti
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
     let addr = "127.0.0.1:19393";
-    let _broker = Broker::start(dir.path(), addr);
-    std::fs::write(dir.path().join("kafka-password"), format!("{PASSWORD}\n")).unwrap();
+    let _broker = Broker::start(dir.path(), addr, true);
+    let password = dir.path().join("kafka-password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    let security = format!(
+        r#""security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "bank-engine"
+"sasl.password_file" = "{}"
+"#,
+        password.display()
+    );
+    let (log, metrics) = every_command_and_the_engine(dir.path(), addr, &security, "127.0.0.1:19466");
+    // The secret stays secret.
+    for (what, text) in [("engine log", log), ("metrics", metrics)] {
+        assert!(!text.contains(PASSWORD), "the password appears in the {what}");
+    }
+}
 
+#[test]
+fn every_command_and_the_engine_reach_an_ssl_cluster_through_the_kafka_section() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let addr = "127.0.0.1:19394";
+    let _broker = Broker::start(dir.path(), addr, false);
+    every_command_and_the_engine(dir.path(), addr, "\"security.protocol\" = \"SSL\"\n", "127.0.0.1:19467");
+}
+
+/// `topics`, `produce`, `tick`, the engine with its ticker, and `consume`
+/// against the TLS broker at `addr`, configured by `security` (properties
+/// besides the CA); a plaintext client is refused. Returns the engine's
+/// log and its metrics.
+fn every_command_and_the_engine(dir: &Path, addr: &str, security: &str, listen: &str) -> (String, String) {
     let base = unique("secure");
     let (input, accruals) = (format!("{base}.transactions"), format!("{base}.accruals"));
-    let listen = "127.0.0.1:19466";
-    let config = dir.path().join("engine.toml");
+    let config = dir.join("engine.toml");
     std::fs::write(
         &config,
         format!(
@@ -155,11 +189,7 @@ accruals = "{accruals}"
 dead_letter = "{base}.dlq"
 
 [kafka.properties]
-"security.protocol" = "SASL_SSL"
-"sasl.mechanism" = "SCRAM-SHA-512"
-"sasl.username" = "bank-engine"
-"sasl.password_file" = "{password}"
-"ssl.ca.location" = "{ca}"
+{security}"ssl.ca.location" = "{ca}"
 
 [engine]
 instance_id = "secure-1"
@@ -171,9 +201,8 @@ clock_interval_ms = 300
 [http]
 listen = "{listen}"
 "#,
-            password = dir.path().join("kafka-password").display(),
-            ca = dir.path().join("ca.pem").display(),
-            state = dir.path().join("state").display(),
+            ca = dir.join("ca.pem").display(),
+            state = dir.join("state").display(),
             rules = common::repo_path("config/rules.example.toml").display(),
         ),
     )
@@ -190,7 +219,7 @@ listen = "{listen}"
         start: common::past_start(),
         ..Default::default()
     });
-    let events = dir.path().join("events.ndjson");
+    let events = dir.join("events.ndjson");
     std::fs::write(&events, lines.join("\n")).unwrap();
     let out =
         accrual(&["produce", "--config", config, "--topic", &input, "--input", events.to_str().unwrap()]);
@@ -222,7 +251,7 @@ listen = "{listen}"
     engine.terminate();
     assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
 
-    let (reference, _) = reference(dir.path(), &lines);
+    let (reference, _) = reference(dir, &lines);
     assert!(consumed >= reference.len(), "{consumed} accruals, simulate gives {}", reference.len());
     // Clocks from `tick` and from the engine's ticker reached the input.
     let out = accrual(&[
@@ -232,17 +261,14 @@ listen = "{listen}"
         "--topic",
         &input,
         "--out",
-        dir.path().join("in.ndjson").to_str().unwrap(),
+        dir.join("in.ndjson").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let input_text = std::fs::read_to_string(dir.path().join("in.ndjson")).unwrap();
+    let input_text = std::fs::read_to_string(dir.join("in.ndjson")).unwrap();
     assert!(input_text.contains("\"event_id\":\"clock-secure-1-"), "no clock from the built-in ticker");
 
-    // The secret stays secret.
-    for (what, text) in [("engine log", engine.log_text()), ("metrics", metrics)] {
-        assert!(!text.contains(PASSWORD), "the password appears in the {what}");
-    }
-    // And nothing reaches this broker in plaintext.
+    // Nothing reaches this broker in plaintext.
     let out = accrual(&["consume", "--brokers", addr, "--topic", &input, "--idle-ms", "500"]);
     assert!(!out.status.success(), "a plaintext client read the topic: {}", text(&out));
+    (engine.log_text(), metrics)
 }
