@@ -209,8 +209,26 @@ listen = "{listen}"
     .unwrap();
     let config = config.to_str().unwrap();
 
-    let out = accrual(&["topics", "--config", config, "--partitions", "2"]);
+    let topics = [
+        "topics",
+        "--config",
+        config,
+        "--partitions",
+        "2",
+        "--replication-factor",
+        "1",
+        "--min-insync-replicas",
+        "1",
+        "--topic-config",
+        "input:retention.ms=1209600000",
+    ];
+    let out = accrual(&topics);
     assert!(out.status.success(), "topics: {}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("topic {input}: 2 partitions min.insync.replicas=1 retention.ms=1209600000")),
+        "{said}"
+    );
 
     let lines = common::generated_lines(&accrual::datagen::GenOptions {
         events: 500,

@@ -86,6 +86,13 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Sets `key` unless `[kafka.properties]` sets it.
+fn default(c: &mut ClientConfig, config: &EngineConfig, key: &str, value: &str) {
+    if !config.kafka.properties.contains_key(key) {
+        c.set(key, value);
+    }
+}
+
 fn base(config: &EngineConfig) -> ClientConfig {
     let mut c = Connection::of(&config.kafka).client();
     // Other instances find this one's partitions by this id (see `owners`).
@@ -104,16 +111,10 @@ pub fn consumer<C: ConsumerContext>(config: &EngineConfig, context: C) -> KafkaR
         // Never read what another producer has not committed.
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false");
-    if !config.kafka.properties.contains_key("auto.offset.reset") {
-        c.set("auto.offset.reset", "earliest");
-    }
-    if !config.kafka.properties.contains_key("partition.assignment.strategy") {
-        c.set("partition.assignment.strategy", "cooperative-sticky");
-    }
+    default(&mut c, config, "auto.offset.reset", "earliest");
+    default(&mut c, config, "partition.assignment.strategy", "cooperative-sticky");
     // Statistics feed the consumer lag metric.
-    if !config.kafka.properties.contains_key("statistics.interval.ms") {
-        c.set("statistics.interval.ms", "5000");
-    }
+    default(&mut c, config, "statistics.interval.ms", "5000");
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }
@@ -127,9 +128,7 @@ pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
         .set("partitioner", config.kafka.partitioner.name())
         .set("enable.idempotence", "true")
         .set("transaction.timeout.ms", config.kafka.transaction_timeout_ms.to_string());
-    if !config.kafka.properties.contains_key("linger.ms") {
-        c.set("linger.ms", "5");
-    }
+    default(&mut c, config, "linger.ms", "5");
     for (k, v) in &config.kafka.producer_properties {
         c.set(k, v);
     }
@@ -144,9 +143,7 @@ pub fn snapshot_producer<C: ProducerContext>(
 ) -> KafkaResult<BaseProducer<C>> {
     let mut c = base(config);
     c.set("enable.idempotence", "true");
-    if !config.kafka.properties.contains_key("linger.ms") {
-        c.set("linger.ms", "20");
-    }
+    default(&mut c, config, "linger.ms", "20");
     for (k, v) in &config.kafka.producer_properties {
         c.set(k, v);
     }
