@@ -23,6 +23,12 @@ fn bench(c: &mut Criterion) {
         // The states are returned, so they are dropped outside the timing.
         b.iter_with_large_drop(|| common::apply_all(&mut core, &decoded, &mut out))
     });
+    let berlin = common::example_rules_in("Europe/Berlin");
+    group.bench_function("apply_example_rules_europe_berlin", |b| {
+        let mut core = Core::new(berlin.clone());
+        let mut out = Effects::default();
+        b.iter_with_large_drop(|| common::apply_all(&mut core, &decoded, &mut out))
+    });
     group.bench_function("decode_and_apply_example_rules", |b| {
         let mut core = Core::new(rules.clone());
         let mut decoder = Decoder::new();

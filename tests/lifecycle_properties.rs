@@ -105,7 +105,8 @@ fn steps(ops: &[(Op, u32)]) -> Vec<Step> {
             }
             Op::Choose { categories } => {
                 let month = accrual::time::month_label(
-                    accrual::time::LocalTime::new(Timestamp(t), accrual::time::TzOffset(10_800)).month_key()
+                    accrual::time::LocalTime::new(Timestamp(t), &accrual::time::TzOffset::Fixed(10_800))
+                        .month_key()
                         + 1,
                 );
                 let list: Vec<String> = categories.iter().map(|c| format!("\"{c}\"")).collect();

@@ -471,3 +471,51 @@ fn event_time_bounds_are_checked_at_load_and_leave_the_version_alone() {
     let example = rules::load(&common::repo_path("config/rules.example.toml")).unwrap();
     assert_eq!(&*example.version, "50a0dd53eb01cf7d");
 }
+
+/// The weekend rule under `zone`, from a local time that Berlin's clocks
+/// skip (02:30 on 28 March 2027, when 02:00 CET becomes 03:00 CEST).
+fn weekend_in(zone: &str) -> Harness {
+    let programs = TEST_PROGRAMS.replace("timezone = \"+03:00\"", &format!("timezone = \"{zone}\""));
+    Harness::new(rules_from(&format!(
+        r#"{programs}
+[[rules]]
+id = "weekend"
+program = "points"
+when = {{ weekdays = ["sat", "sun"], from = "2027-03-28T02:30:00" }}
+effect = {{ fixed = "10" }}
+"#
+    )))
+}
+
+#[test]
+fn an_iana_time_zone_puts_weekdays_and_windows_where_its_clocks_are() {
+    let mut berlin = weekend_in("Europe/Berlin");
+    let mut fixed = weekend_in("+01:00");
+    assert_eq!(berlin.core.rules().timezone.to_string(), "Europe/Berlin");
+    assert_ne!(berlin.core.rules().version, fixed.core.rules().version);
+    // The skipped 02:30 is taken as 03:30 summer time, 01:30 UTC.
+    assert!(berlin.run(&purchase("b1", "a", "1", "5999", "2027-03-28T01:29:59Z", "")).is_empty());
+    assert_eq!(berlin.run(&purchase("b2", "a", "1", "5999", "2027-03-28T01:30:00Z", "")).len(), 1);
+    // A fixed +01:00 opens the window at 01:30 UTC as well, but in summer
+    // Friday 22:30 UTC is Saturday 00:30 in Berlin and still Friday at +01:00.
+    let friday_night = "2027-07-02T22:30:00Z";
+    assert_eq!(berlin.run(&purchase("b3", "a", "1", "5999", friday_night, "")).len(), 1);
+    assert!(fixed.run(&purchase("f3", "a", "1", "5999", friday_night, "")).is_empty());
+    // In winter the two agree again: Friday 23:30 UTC is Saturday in both.
+    let winter = "2027-11-05T23:30:00Z";
+    assert_eq!(berlin.run(&purchase("b4", "a", "1", "5999", winter, "")).len(), 1);
+    assert_eq!(fixed.run(&purchase("f4", "a", "1", "5999", winter, "")).len(), 1);
+}
+
+#[test]
+fn an_unknown_time_zone_is_refused_naming_the_field_and_the_database() {
+    let text = TEST_PROGRAMS.replace("timezone = \"+03:00\"", "timezone = \"Europe/Atlantis\"");
+    let err = rules::parse(&text, "bank.toml").unwrap_err();
+    let fields: Vec<(&Item, &str)> = err.problems().iter().map(|p| (&p.item, p.field.as_str())).collect();
+    assert_eq!(fields, [(&Item::Settings, "timezone")]);
+    let message = err.to_string();
+    assert!(
+        message.contains("Europe/Atlantis") && message.contains("IANA database (version 20"),
+        "{message}"
+    );
+}

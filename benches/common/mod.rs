@@ -24,10 +24,23 @@ pub fn events() -> Vec<Vec<u8>> {
 }
 
 pub fn example_rules() -> Arc<Rules> {
-    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+    Arc::new(rules::load(&example_path()).expect("example rules load"))
+}
+
+fn example_path() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("config/rules.example.toml");
-    Arc::new(rules::load(&path).expect("example rules load"))
+        .join("config/rules.example.toml")
+}
+
+/// The example program in an IANA zone with daylight saving instead of
+/// its fixed offset (what the zone lookup costs per event).
+#[allow(dead_code)] // used by some benches only
+pub fn example_rules_in(zone: &str) -> Arc<Rules> {
+    let text = std::fs::read_to_string(example_path()).expect("example rules");
+    let text = text.replacen("timezone = \"+03:00\"", &format!("timezone = \"{zone}\""), 1);
+    assert!(text.contains(zone), "the example's timezone line moved");
+    Arc::new(rules::parse(&text, "rules.example.toml").expect("example rules parse"))
 }
 
 /// The loop of `core/apply_example_rules`: decoded events applied to

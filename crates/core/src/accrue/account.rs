@@ -88,7 +88,7 @@ pub fn after_purchase(
 /// The referral limit's current period key, if referral bonuses are limited.
 pub fn referral_period(rules: &Rules, at: Timestamp) -> Option<u32> {
     let per = bonus(rules, BonusTrigger::Referral)?.per?;
-    let local = LocalTime::new(at, rules.timezone);
+    let local = LocalTime::new(at, &rules.timezone);
     Some(match per {
         CalendarPeriod::Month => local.month_key(),
         CalendarPeriod::Quarter => local.quarter_key(),
@@ -160,7 +160,7 @@ pub fn category_choice(
         return reject(out, format!("{} chosen, at most {} allowed", choice.categories.len(), config.choose));
     }
     let (year, m) = ((choice.month / 12) as i32, choice.month % 12 + 1);
-    let deadline = Timestamp::local_midnight(year, m, config.deadline_day + 1, ctx.rules.timezone);
+    let deadline = Timestamp::local_midnight(year, m, config.deadline_day + 1, &ctx.rules.timezone);
     if event.occurred_at >= deadline {
         return reject(out, format!("choices for {month} closed at {deadline}"));
     }

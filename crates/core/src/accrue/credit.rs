@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// burn together.
 pub fn lot_expiry(rules: &Rules, program: &Program, earned_at: Timestamp) -> Option<Timestamp> {
     let policy = program.expiry?.policy;
-    let tz = rules.timezone;
+    let tz = &rules.timezone;
     let local = LocalTime::new(earned_at, tz);
     let midnight = Timestamp::local_midnight(local.year, local.month, local.day, tz);
     match policy {
@@ -42,8 +42,8 @@ pub fn release_at(
         Some(days) => Timestamp(earned_at.0 + i64::from(days) * MS_PER_DAY),
         None => {
             let day = statement_day(rules, state);
-            let cycle = time::statement_cycle(&LocalTime::new(earned_at, rules.timezone), day);
-            time::statement_end(cycle, day, rules.timezone)
+            let cycle = time::statement_cycle(&LocalTime::new(earned_at, &rules.timezone), day);
+            time::statement_end(cycle, day, &rules.timezone)
         }
     })
 }

@@ -356,7 +356,7 @@ pub(super) fn purchase(
     if rules.exclusion_of(p.mcc, at).is_some() {
         return Outcome::NoEffect(NoEffect::Excluded);
     }
-    let local = LocalTime::new(at, rules.timezone);
+    let local = LocalTime::new(at, &rules.timezone);
     let periods = Periods {
         month: local.month_key(),
         quarter: local.quarter_key(),

@@ -35,7 +35,7 @@ fn expiry_of(
     state: &AccountState,
     lot_expires: Option<Timestamp>,
     earned_at: Timestamp,
-    tz: TzOffset,
+    tz: &TzOffset,
 ) -> Option<Timestamp> {
     match program.expiry?.policy {
         ExpiryPolicy::Inactive { months } => {
@@ -48,7 +48,7 @@ fn expiry_of(
 
 /// The account's earliest due item, if any.
 fn next_item(rules: &Rules, state: &AccountState) -> Option<(Timestamp, Due)> {
-    let tz = rules.timezone;
+    let tz = &rules.timezone;
     let mut best: Option<(Timestamp, Due)> = None;
     let mut consider = |t: Timestamp, d: Due| {
         if best.is_none_or(|b| (t, d) < b) {
@@ -198,7 +198,7 @@ fn prune(rules: &Rules, state: &mut AccountState, now: Timestamp, new_day: bool)
     if !new_day {
         return;
     }
-    let tz = rules.timezone;
+    let tz = &rules.timezone;
     let statement_day = credit::statement_day(rules, state);
     state.counters.retain(|c| match rules.cap(&c.cap).map(|cap| cap.period) {
         Some(CapPeriod::Month) => time::month_end(c.period, tz) > horizon,

@@ -22,7 +22,7 @@ fn period_of(q: &TierQualification, local: &LocalTime) -> u32 {
 }
 
 fn period_end(rules: &Rules, q: &TierQualification, key: u32) -> Option<Timestamp> {
-    let tz = rules.timezone;
+    let tz = &rules.timezone;
     match q.period {
         TierPeriod::Month => Some(time::month_end(key, tz)),
         TierPeriod::Quarter => Some(time::quarter_end(key, tz)),
@@ -86,19 +86,19 @@ pub fn qualify(
     out: &mut Vec<AccrualRecord>,
 ) {
     let Some(q) = &ctx.rules.tier_qualification else { return };
-    let local = LocalTime::new(at, ctx.rules.timezone);
+    let local = LocalTime::new(at, &ctx.rules.timezone);
     let key = period_of(q, &local);
     state.add_qualifying(key, amount);
     if state.tier_period.is_none() {
         state.tier_period = Some(key);
     }
-    let value = value_now(q, state, &LocalTime::new(at.max(state.watermark), ctx.rules.timezone));
+    let value = value_now(q, state, &LocalTime::new(at.max(state.watermark), &ctx.rules.timezone));
     let Some(target) = reached(ctx.rules, value) else { return };
     if Some(target.rank) > rank(ctx.rules, state.tier.as_deref()) {
         let why = format!("{value} in {} reached {}", label(q, key), target.threshold);
         let id = format!("{}:tier_changed", ctx.event_id);
         change(ctx, state, Some(target), id, at, why, out);
-        state.tier_period = Some(period_of(q, &LocalTime::new(at.max(state.watermark), ctx.rules.timezone)));
+        state.tier_period = Some(period_of(q, &LocalTime::new(at.max(state.watermark), &ctx.rules.timezone)));
     }
 }
 
@@ -106,7 +106,7 @@ pub fn qualify(
 /// qualified for. Rolling windows: the tier follows the window's value.
 pub fn close_periods(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, out: &mut Vec<AccrualRecord>) {
     let Some(q) = &ctx.rules.tier_qualification else { return };
-    let local = LocalTime::new(now, ctx.rules.timezone);
+    let local = LocalTime::new(now, &ctx.rules.timezone);
     let current = period_of(q, &local);
     if let TierPeriod::Rolling { days } = q.period {
         // Days that left the window no longer count.
@@ -164,7 +164,7 @@ pub fn prune(rules: &Rules, state: &mut AccountState, now: Timestamp) {
         state.qualifying.clear();
         return;
     };
-    let current = period_of(q, &LocalTime::new(now, rules.timezone));
+    let current = period_of(q, &LocalTime::new(now, &rules.timezone));
     let keep_from = match q.period {
         TierPeriod::Rolling { days } => current.saturating_sub(days),
         _ => state.tier_period.unwrap_or(current).min(current.saturating_sub(1)),
@@ -175,7 +175,7 @@ pub fn prune(rules: &Rules, state: &mut AccountState, now: Timestamp) {
 /// The tier's qualification progress, for the balance view.
 pub fn progress(rules: &Rules, state: &AccountState, now: Timestamp) -> Option<super::TierProgress> {
     let q = rules.tier_qualification.as_ref()?;
-    let local = LocalTime::new(now.max(state.watermark), rules.timezone);
+    let local = LocalTime::new(now.max(state.watermark), &rules.timezone);
     let value = value_now(q, state, &local);
     let current_rank = rank(rules, state.tier.as_deref());
     let next =

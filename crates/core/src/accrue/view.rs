@@ -43,7 +43,7 @@ pub struct BalanceView {
 /// The account's balances as of its own time (the view does not move time;
 /// holds and expiries due but not yet applied show as they are in state).
 pub fn balance_view(rules: &Rules, state: &AccountState, lots: usize) -> BalanceView {
-    let tz = rules.timezone;
+    let tz = &rules.timezone;
     let programs = state
         .balances
         .iter()

@@ -172,7 +172,7 @@ fn positive(value: Decimal, item: &Item, field: &str, problems: &mut Problems) {
     }
 }
 
-fn compile_mcc_list(def: &MccListDef, tz: TzOffset, item: &Item, problems: &mut Problems) -> DatedMccSet {
+fn compile_mcc_list(def: &MccListDef, tz: &TzOffset, item: &Item, problems: &mut Problems) -> DatedMccSet {
     let mut versions = Vec::new();
     match (&def.mcc, &def.versions) {
         (Some(list), None) => match MccSet::parse(list) {
@@ -213,17 +213,22 @@ const MAX_ACCOUNTS_PER_CLOCK: u32 = 1_000_000;
 /// references need (programs before the rules that pay into them, and so
 /// on); every section reports its own problems.
 fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
+    let settings = compile_settings(&def.settings, problems);
+    let timezone = settings.timezone.clone();
+    // The file, and for an IANA zone the time zone database's version: a
+    // new database can move a period boundary, so it makes a new version.
     let version = {
-        let canonical = serde_json::to_vec(&def).ok()?;
+        let mut canonical = serde_json::to_vec(&def).ok()?;
+        if let time::TzOffset::Iana { .. } = timezone {
+            canonical.extend_from_slice(timezone.versioned_name().as_bytes());
+        }
         let digest = Sha256::digest(&canonical);
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Arc::<str>::from(hex)
     };
-    let settings = compile_settings(&def.settings, problems);
-    let timezone = settings.timezone;
     let (programs, program_index) = compile_programs(&def, problems);
-    let categories = compile_lists(&def.categories, Item::Category, timezone, problems);
-    let exclusions = compile_lists(&def.exclusions, Item::Exclusion, timezone, problems);
+    let categories = compile_lists(&def.categories, Item::Category, &timezone, problems);
+    let exclusions = compile_lists(&def.exclusions, Item::Exclusion, &timezone, problems);
     let category_index: HashMap<&str, usize> =
         categories.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let category_choice = def.category_choice.as_ref().map(|c| compile_choice(c, &category_index, problems));
@@ -236,7 +241,7 @@ fn compile(def: RulesFile, problems: &mut Problems) -> Option<Rules> {
     let caps = compile_caps(&def, &program_index, problems);
     let tables = Tables {
         def: &def,
-        timezone,
+        timezone: &timezone,
         programs: &programs,
         program_index: &program_index,
         category_index: &category_index,
@@ -309,17 +314,16 @@ fn compile_settings(s: &SettingsDef, problems: &mut Problems) -> CompiledSetting
     if s.currency.len() != 3 || !s.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         problems.add(&settings, "currency", format!("\"{}\" is not a 3-letter ISO 4217 code", s.currency));
     }
-    let timezone = match time::parse_offset(&s.timezone) {
-        Ok(seconds) => TzOffset(seconds),
-        Err(_) => {
-            problems.add(
-                &settings,
-                "timezone",
-                format!("\"{}\" is not a UTC offset like \"+03:00\" or \"Z\"", s.timezone),
-            );
-            TzOffset(0)
-        }
-    };
+    let timezone = TzOffset::parse(&s.timezone).unwrap_or_else(|| {
+        let message = format!(
+            "\"{}\" is neither a UTC offset like \"+03:00\" or \"Z\" nor a time zone of the IANA database \
+             (version {}) like \"Europe/Berlin\"",
+            s.timezone,
+            time::tzdb_version()
+        );
+        problems.add(&settings, "timezone", message);
+        TzOffset::default()
+    });
     for (field, days) in
         [("refund_window_days", s.refund_window_days), ("dedupe_window_days", s.dedupe_window_days)]
     {
@@ -479,7 +483,7 @@ fn compile_redemption(
 fn compile_lists(
     defs: &BTreeMap<String, MccListDef>,
     item: fn(String) -> Item,
-    timezone: TzOffset,
+    timezone: &TzOffset,
     problems: &mut Problems,
 ) -> Vec<Category> {
     defs.iter()
@@ -767,7 +771,7 @@ fn rule_index<'d>(def: &'d RulesFile, problems: &mut Problems) -> HashMap<&'d st
 /// What a rule may refer to, compiled before the rules.
 struct Tables<'d, 't> {
     def: &'d RulesFile,
-    timezone: TzOffset,
+    timezone: &'t TzOffset,
     programs: &'t [Program],
     program_index: &'t HashMap<&'d str, usize>,
     category_index: &'t HashMap<&'d str, usize>,
@@ -986,7 +990,7 @@ fn exclusive_groups(
 
 fn compile_conditions(
     w: &ConditionsDef,
-    tz: TzOffset,
+    tz: &TzOffset,
     item: &Item,
     categories: &HashMap<&str, usize>,
     partners: &HashMap<&str, usize>,

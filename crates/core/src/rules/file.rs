@@ -86,11 +86,9 @@ impl ConfigTime {
     }
 
     /// The instant this denotes in the program's time zone.
-    pub fn resolve(&self, tz: TzOffset) -> Timestamp {
+    pub fn resolve(&self, tz: &TzOffset) -> Timestamp {
         match self.kind {
-            TimeKind::Local { days, seconds } => {
-                Timestamp(days * time::MS_PER_DAY + seconds * 1000 - i64::from(tz.0) * 1000)
-            }
+            TimeKind::Local { days, seconds } => tz.instant(days, seconds * 1000),
             TimeKind::Instant(t) => t,
         }
     }
