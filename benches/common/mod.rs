@@ -35,7 +35,6 @@ fn example_path() -> PathBuf {
 
 /// The example program in an IANA zone with daylight saving instead of
 /// its fixed offset (what the zone lookup costs per event).
-#[allow(dead_code)] // used by some benches only
 pub fn example_rules_in(zone: &str) -> Arc<Rules> {
     let text = std::fs::read_to_string(example_path()).expect("example rules");
     let text = text.replacen("timezone = \"+03:00\"", &format!("timezone = \"{zone}\""), 1);
