@@ -493,6 +493,8 @@ fn an_iana_time_zone_puts_weekdays_and_windows_where_its_clocks_are() {
     let mut fixed = weekend_in("+01:00");
     assert_eq!(berlin.core.rules().timezone.to_string(), "Europe/Berlin");
     assert_ne!(berlin.core.rules().version, fixed.core.rules().version);
+    let described = berlin.core.rules().describe();
+    assert!(described.contains("time zone Europe/Berlin (IANA time zone database 20"), "{described}");
     // The skipped 02:30 is taken as 03:30 summer time, 01:30 UTC.
     assert!(berlin.run(&purchase("b1", "a", "1", "5999", "2027-03-28T01:29:59Z", "")).is_empty());
     assert_eq!(berlin.run(&purchase("b2", "a", "1", "5999", "2027-03-28T01:30:00Z", "")).len(), 1);

@@ -22,7 +22,12 @@ impl Rules {
             s,
             "  currency {}, time zone {}, refund window {} days, dedupe window {} days",
             self.currency,
-            self.timezone,
+            match &self.timezone {
+                crate::time::TzOffset::Iana { .. } => {
+                    format!("{} (IANA time zone database {})", self.timezone, crate::time::tzdb_version())
+                }
+                fixed => fixed.to_string(),
+            },
             self.refund_window_ms / crate::time::MS_PER_DAY,
             self.dedupe_window_ms / crate::time::MS_PER_DAY
         );
