@@ -521,3 +521,57 @@ fn an_unknown_time_zone_is_refused_naming_the_field_and_the_database() {
         "{message}"
     );
 }
+
+#[test]
+fn negated_conditions_pay_the_base_rate_everywhere_but_where_they_say() {
+    let mut h = program(
+        r#"
+[partners.megamart]
+merchant_ids = ["M-MEGA"]
+
+[[rules]]
+id = "groceries-5"
+program = "cashback"
+when = { categories = ["groceries"] }
+effect = { percent = "5" }
+
+# The base rate everywhere else: no hand-made complement of MCC lists.
+[[rules]]
+id = "base-1"
+program = "cashback"
+when = { not = { categories = ["groceries"], mcc = ["4829"], partners = ["megamart"], channels = ["atm"] } }
+effect = { percent = "1" }
+"#,
+    );
+    assert_eq!(h.run(&purchase("g", "a", "100.00", "5411", T, "")), recs(&[("groceries-5", "earn", "5.00")]));
+    assert_eq!(h.run(&purchase("f", "a", "100.00", "5541", T, "")), recs(&[("base-1", "earn", "1.00")]));
+    assert!(h.run(&purchase("t", "a", "100.00", "4829", T, "")).is_empty(), "a negated MCC");
+    let online = r#","channel":"online""#;
+    assert_eq!(h.run(&purchase("o", "a", "100.00", "5999", T, online)), recs(&[("base-1", "earn", "1.00")]));
+    assert!(
+        h.run(&purchase("c", "a", "100.00", "5999", T, r#","channel":"atm""#)).is_empty(),
+        "a negated channel"
+    );
+    let at_partner = purchase("m", "a", "100.00", "5999", T, "").replace("M-1", "M-MEGA");
+    assert!(h.run(&at_partner).is_empty(), "a negated partner");
+}
+
+#[test]
+fn negated_conditions_name_what_they_cannot_find() {
+    let text = format!(
+        r#"{}
+[[rules]]
+id = "base"
+program = "cashback"
+when = {{ not = {{ categories = ["grocery"], partners = ["nobody"], mcc = ["54x1"], merchants = ["M-1"] }} }}
+effect = {{ percent = "1" }}
+"#,
+        head()
+    );
+    let err = rules::parse(&text, "bank.toml").unwrap_err().to_string();
+    assert!(err.contains("when.not") && err.contains("merchants"), "{err}");
+    let text = text.replace(", merchants = [\"M-1\"]", "");
+    let err = rules::parse(&text, "bank.toml").unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["when.not.categories", "when.not.mcc", "when.not.partners"], "{err}");
+}

@@ -142,6 +142,16 @@ fn matches(rules: &Rules, rule: &Rule, f: &Facts<'_>) -> bool {
         && (w.channels.is_empty() || p.channel.is_some_and(|c| w.channels.iter().any(|x| x == c)))
         && (w.tiers.is_empty() || f.tier.is_some_and(|t| w.tiers.iter().any(|x| x == t)))
         && (!w.chosen || f.chosen.iter().any(|&c| rules.categories[c].mcc.contains(p.mcc, at)))
+        && !negated_holds(rules, &w.not, f)
+}
+
+/// Whether anything `when.not` names holds for this purchase.
+fn negated_holds(rules: &Rules, not: &crate::rules::Negated, f: &Facts<'_>) -> bool {
+    let p = f.purchase;
+    not.categories.iter().any(|&c| rules.categories[c].mcc.contains(p.mcc, f.local.at))
+        || not.mcc.as_ref().is_some_and(|set| set.contains(p.mcc))
+        || f.partner.is_some_and(|x| not.partners.contains(&x))
+        || p.channel.is_some_and(|c| not.channels.iter().any(|x| x == c))
 }
 
 /// How much of a cap is left for this event.

@@ -2,6 +2,7 @@
 //! deserialized on its own (so an error can name the rule), then semantic
 //! checks. Every problem found is reported, not only the first.
 
+use super::Negated;
 use super::file::*;
 use super::mcc::MccIndex;
 use super::{
@@ -988,6 +989,40 @@ fn exclusive_groups(
     Some((rules, groups))
 }
 
+/// `when.not`, its names resolved like the positive conditions'.
+fn compile_negated(
+    not: &NegatedDef,
+    item: &Item,
+    categories: &HashMap<&str, usize>,
+    partners: &HashMap<&str, usize>,
+    problems: &mut Problems,
+) -> Negated {
+    let mut n = Negated::default();
+    for name in &not.categories {
+        match categories.get(name.as_str()) {
+            Some(&i) => n.categories.push(i),
+            None => problems.add(item, "when.not.categories", format!("unknown category \"{name}\"")),
+        }
+    }
+    if !not.mcc.is_empty() {
+        match MccSet::parse(&not.mcc) {
+            Ok(set) => n.mcc = Some(set),
+            Err(message) => problems.add(item, "when.not.mcc", message),
+        }
+    }
+    for name in &not.partners {
+        match partners.get(name.as_str()) {
+            Some(&i) => n.partners.push(i),
+            None => problems.add(item, "when.not.partners", format!("unknown partner \"{name}\"")),
+        }
+    }
+    if not.channels.iter().any(String::is_empty) {
+        problems.add(item, "when.not.channels", "entries must not be empty");
+    }
+    n.channels = not.channels.clone();
+    n
+}
+
 fn compile_conditions(
     w: &ConditionsDef,
     tz: &TzOffset,
@@ -1047,6 +1082,9 @@ fn compile_conditions(
         }
     }
     c.chosen = w.chosen;
+    if let Some(not) = &w.not {
+        c.not = compile_negated(not, item, categories, partners, problems);
+    }
     c.from = w.from.as_ref().map(|t| t.resolve(tz));
     c.to = w.to.as_ref().map(|t| t.resolve(tz));
     if let (Some(from), Some(to)) = (c.from, c.to) {

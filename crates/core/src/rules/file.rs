@@ -452,6 +452,25 @@ pub struct ConditionsDef {
     /// The purchase's category is one the account chose for the month.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub chosen: bool,
+    /// `not = {...}`: none of these may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<NegatedDef>,
+}
+
+/// `when.not = {...}`: the purchase is in none of these categories, has
+/// none of these MCCs, is at none of these partners, through none of these
+/// channels.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NegatedDef {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcc: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 /// `effect = {...}`: exactly one way to compute the reward.

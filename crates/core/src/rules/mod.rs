@@ -311,6 +311,18 @@ pub struct Conditions {
     pub to: Option<Timestamp>,
     /// The category must be one the account chose for the month.
     pub chosen: bool,
+    /// What must not hold (`when.not`).
+    pub not: Negated,
+}
+
+/// `when.not`: a purchase matching any of these does not qualify.
+#[derive(Debug, Clone, Default)]
+pub struct Negated {
+    /// Category indices.
+    pub categories: Vec<usize>,
+    pub mcc: Option<MccSet>,
+    pub partners: Vec<usize>,
+    pub channels: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
