@@ -575,3 +575,15 @@ effect = {{ percent = "1" }}
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
     assert_eq!(fields, ["when.not.categories", "when.not.mcc", "when.not.partners"], "{err}");
 }
+
+#[test]
+fn a_float_percent_is_refused_saying_what_the_string_would_mean() {
+    let text = format!(
+        "{}\n[[rules]]\nid = \"base\"\nprogram = \"cashback\"\neffect = {{ percent = 0.05 }}\n",
+        head()
+    );
+    let err = rules::parse(&text, "bank.toml").unwrap_err().to_string();
+    assert!(err.contains("effect.percent"), "{err}");
+    assert!(err.contains("\"0.05\" means 0.05 percent"), "{err}");
+    assert!(err.contains("if you meant 0.05 as a fraction, that is \"5\""), "{err}");
+}

@@ -49,7 +49,31 @@ impl Problems {
 
 /// Deserializes one item, returning the failing field's path on error.
 fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)> {
-    crate::typed_toml::from_value(value).map_err(|e| (e.field, e.message))
+    crate::typed_toml::from_value(value).map_err(|e| {
+        let message = percent_hint(&e.field, e.message);
+        (e.field, message)
+    })
+}
+
+/// A float given as a percent: say what the suggested string would mean,
+/// since `percent = 0.05` usually means 5% and `"0.05"` is 0.05%.
+fn percent_hint(field: &str, message: String) -> String {
+    let float = message.split_once(" is a float").map(|(n, _)| n.to_string());
+    match float {
+        Some(n) if field.ends_with("percent") => {
+            let as_percent = n.parse::<Decimal>().map(|d| (d * Decimal::ONE_HUNDRED).normalize().to_string());
+            let meant = as_percent.map_or_else(
+                |_| String::new(),
+                |p| format!("; if you meant {n} as a fraction, that is \"{p}\""),
+            );
+            let hint = format!(" (as a percent, \"{n}\" means {n} percent{meant})");
+            match message.split_once('\n') {
+                Some((first, rest)) => format!("{first}{hint}\n{rest}"),
+                None => format!("{message}{hint}"),
+            }
+        }
+        _ => message,
+    }
 }
 
 fn named<T: DeserializeOwned>(
