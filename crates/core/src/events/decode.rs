@@ -179,7 +179,7 @@ impl Decoder {
             }),
             Err(e) => Err(match e.error() {
                 simd_json::ErrorType::InvalidUtf8 => DecodeError::NotUtf8,
-                _ => DecodeError::Malformed(e.to_string()),
+                _ => DecodeError::Malformed(super::json_errors::describe(&e, input)),
             }),
         };
         *tape = Some(nodes.reset());

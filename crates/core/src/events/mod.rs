@@ -4,6 +4,7 @@
 
 mod decode;
 mod flat;
+mod json_errors;
 
 pub use decode::Decoder;
 
