@@ -587,3 +587,41 @@ fn a_float_percent_is_refused_saying_what_the_string_would_mean() {
     assert!(err.contains("\"0.05\" means 0.05 percent"), "{err}");
     assert!(err.contains("if you meant 0.05 as a fraction, that is \"5\""), "{err}");
 }
+
+#[test]
+fn every_mistake_of_a_rule_is_reported_in_one_run() {
+    let text = format!(
+        r#"{}
+[[rules]]
+id = "a"
+program = 5
+colour = "red"
+when = {{ categorys = ["groceries"], weekdays = "mon" }}
+effect = {{ percent = 0.05 }}
+priorty = 3
+
+[[rules]]
+id = "b"
+program = "cashback"
+when = {{ tiers = ["gold"] }}
+"#,
+        head()
+    );
+    let err = rules::parse(&text, "bank.toml").unwrap_err();
+    let mut found: Vec<(String, &str)> =
+        err.problems().iter().map(|p| (p.item.to_string(), p.field.as_str())).collect();
+    found.sort();
+    let want = [
+        ("rule \"a\"", "colour"),
+        ("rule \"a\"", "effect.percent"),
+        ("rule \"a\"", "priorty"),
+        ("rule \"a\"", "program"),
+        ("rule \"a\"", "when.categorys"),
+        ("rule \"a\"", "when.weekdays"),
+        ("rule \"b\"", "effect"),
+    ];
+    let want: Vec<(String, &str)> = want.iter().map(|(i, f)| (i.to_string(), *f)).collect();
+    // `program` once (its wrong type, not also "missing" after it was set
+    // aside), and no complaint about the `effect` left empty.
+    assert_eq!(found, want, "{err}");
+}

@@ -45,14 +45,88 @@ impl Problems {
     fn add(&mut self, item: &Item, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem { item: item.clone(), field: field.into(), message: message.into() });
     }
+
+    fn add_all(&mut self, item: &Item, found: Vec<(String, String)>) {
+        for (field, message) in found {
+            self.add(item, field, message);
+        }
+    }
 }
 
-/// Deserializes one item, returning the failing field's path on error.
-fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, (String, String)> {
-    crate::typed_toml::from_value(value).map_err(|e| {
+/// Most problems reported per item: each found by deserializing again
+/// without the field the last one named.
+const PROBLEMS_PER_ITEM: usize = 32;
+
+/// Deserializes one item, or returns every problem it has (field path,
+/// message): after each, the field it names is removed and the item read
+/// again, so one run reports them all (a field missing only because an
+/// earlier problem removed it is not reported).
+fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, Vec<(String, String)>> {
+    let mut value = value;
+    let mut found: Vec<(String, String)> = Vec::new();
+    while found.len() < PROBLEMS_PER_ITEM {
+        let e = match crate::typed_toml::from_value(value.clone()) {
+            Ok(item) if found.is_empty() => return Ok(item),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        if e.message.starts_with("missing field") && found.iter().any(|(f, _)| *f == e.field) {
+            break;
+        }
+        // A value left incomplete by an earlier removal (an `effect` table
+        // emptied of its only key): not a problem of its own.
+        let within =
+            |f: &String| f.starts_with(&format!("{}.", e.field)) || f.starts_with(&format!("{}[", e.field));
+        if found.iter().any(|(f, _)| within(f)) {
+            if !remove_path(&mut value, &e.field) {
+                break;
+            }
+            continue;
+        }
+        let removed = remove_path(&mut value, &e.field);
         let message = percent_hint(&e.field, e.message);
-        (e.field, message)
-    })
+        found.push((e.field, message));
+        if !removed {
+            break;
+        }
+    }
+    Err(found)
+}
+
+/// Removes the value at a field path (`when.weekdays`, `versions[1].mcc`);
+/// false if there is none.
+fn remove_path(value: &mut toml::Value, path: &str) -> bool {
+    let mut segments: Vec<(&str, Option<usize>)> = Vec::new();
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+            None => (part, None),
+        };
+        segments.push((name, index));
+    }
+    let Some((&(last, last_index), parents)) = segments.split_last() else { return false };
+    let mut current = value;
+    for &(name, index) in parents {
+        let Some(next) = current.get_mut(name) else { return false };
+        current = match index {
+            Some(i) => match next.get_mut(i) {
+                Some(v) => v,
+                None => return false,
+            },
+            None => next,
+        };
+    }
+    match (last_index, current) {
+        (None, toml::Value::Table(t)) => t.remove(last).is_some(),
+        (Some(i), toml::Value::Table(t)) => match t.get_mut(last) {
+            Some(toml::Value::Array(a)) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// A float given as a percent: say what the suggested string would mean,
@@ -91,7 +165,7 @@ fn named<T: DeserializeOwned>(
                     Ok(v) => {
                         out.insert(name, v);
                     }
-                    Err((field, message)) => problems.add(&item(name), field, message),
+                    Err(found) => problems.add_all(&item(name), found),
                 }
             }
         }
@@ -119,9 +193,9 @@ fn read_sections(mut table: toml::Table, problems: &mut Problems) -> Option<Rule
             problems.add(&Item::Settings, "settings", "missing section [settings]");
             None
         }
-        Some(value) => typed::<SettingsDef>(value)
-            .map_err(|(field, message)| problems.add(&Item::Settings, field, message))
-            .ok(),
+        Some(value) => {
+            typed::<SettingsDef>(value).map_err(|found| problems.add_all(&Item::Settings, found)).ok()
+        }
     };
     let programs = named(table.remove("programs"), "programs", Item::Program, problems);
     let categories = named(table.remove("categories"), "categories", Item::Category, problems);
@@ -143,7 +217,7 @@ fn read_sections(mut table: toml::Table, problems: &mut Problems) -> Option<Rule
                     .map_or_else(|| format!("#{} (no id)", i + 1), str::to_string);
                 match typed::<RuleDef>(value) {
                     Ok(rule) => rules.push(rule),
-                    Err((field, message)) => problems.add(&Item::Rule(label), field, message),
+                    Err(found) => problems.add_all(&Item::Rule(label), found),
                 }
             }
         }
@@ -171,7 +245,7 @@ fn single<T: DeserializeOwned>(
     problems: &mut Problems,
 ) -> Option<T> {
     let value = value?;
-    typed::<T>(value).map_err(|(field, message)| problems.add(&Item::Section(section), field, message)).ok()
+    typed::<T>(value).map_err(|found| problems.add_all(&Item::Section(section), found)).ok()
 }
 
 /// Names that end up in ids, keys and metric labels stay plain.
