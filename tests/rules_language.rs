@@ -625,3 +625,31 @@ when = {{ tiers = ["gold"] }}
     // aside), and no complaint about the `effect` left empty.
     assert_eq!(found, want, "{err}");
 }
+
+#[test]
+fn a_broken_category_is_reported_once_not_again_by_every_rule_that_uses_it() {
+    let text = format!(
+        r#"{TEST_PROGRAMS}
+[categories.groceries]
+mcc = ["5411"]
+colour = "green"
+
+[[rules]]
+id = "groceries-5"
+program = "cashback"
+when = {{ categories = ["groceries"] }}
+effect = {{ percent = "5" }}
+
+[[rules]]
+id = "fuel-3"
+program = "cashback"
+when = {{ categories = ["fuels"] }}
+effect = {{ percent = "3" }}
+"#
+    );
+    let err = rules::parse(&text, "bank.toml").unwrap_err();
+    let found: Vec<String> = err.problems().iter().map(|p| format!("{}: {}", p.item, p.field)).collect();
+    // The category's own mistake, and the rule that names a category that
+    // does not exist at all; the rule naming the broken one is not wrong.
+    assert_eq!(found, ["category \"groceries\": colour", "rule \"fuel-3\": when.categories"], "{err}");
+}

@@ -31,11 +31,43 @@ pub fn parse(text: &str, file: &str) -> Result<Rules, RulesError> {
     let table: toml::Table = toml::from_str(text)
         .map_err(|e| RulesError::Syntax { file: file.to_string(), message: e.to_string() })?;
     let mut problems = Problems::default();
-    let rules = read_sections(table, &mut problems).and_then(|def| compile(def, &mut problems));
+    let def = read_sections(table, &mut problems);
+    let unreadable = unreadable_names(&problems.0);
+    let read = problems.0.len();
+    let rules = def.and_then(|def| compile(def, &mut problems));
+    // What refers to an item that could not be read is not wrong itself:
+    // its problems are the item's, already reported.
+    let mut index = 0;
+    problems.0.retain(|p| {
+        index += 1;
+        index <= read
+            || !p.message.starts_with("unknown ")
+            || !unreadable.iter().any(|n| p.message.contains(n))
+    });
     match rules {
         Some(rules) if problems.0.is_empty() => Ok(rules),
         _ => Err(RulesError::Invalid { file: file.to_string(), problems: problems.0 }),
     }
+}
+
+/// The names of items that could not be read, quoted as problems quote
+/// them (`"groceries"`).
+fn unreadable_names(problems: &[Problem]) -> Vec<String> {
+    let mut names: Vec<String> = problems
+        .iter()
+        .filter_map(|p| match &p.item {
+            Item::Program(n)
+            | Item::Category(n)
+            | Item::Exclusion(n)
+            | Item::Partner(n)
+            | Item::Tier(n)
+            | Item::Cap(n)
+            | Item::Bonus(n) => Some(format!("\"{n}\"")),
+            _ => None,
+        })
+        .collect();
+    names.dedup();
+    names
 }
 
 #[derive(Default)]
