@@ -1119,6 +1119,26 @@ fn exclusive_groups(
     Some((rules, groups))
 }
 
+/// The indices of `names` in `index`; an unknown one is a problem at
+/// `field` ("unknown category \"fuels\"").
+fn indices_of(
+    names: &[String],
+    index: &HashMap<&str, usize>,
+    what: &str,
+    item: &Item,
+    field: &str,
+    problems: &mut Problems,
+) -> Vec<usize> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match index.get(name.as_str()) {
+            Some(&i) => out.push(i),
+            None => problems.add(item, field, format!("unknown {what} \"{name}\"")),
+        }
+    }
+    out
+}
+
 /// `when.not`, its names resolved like the positive conditions'.
 fn compile_negated(
     not: &NegatedDef,
@@ -1127,25 +1147,24 @@ fn compile_negated(
     partners: &HashMap<&str, usize>,
     problems: &mut Problems,
 ) -> Negated {
-    let mut n = Negated::default();
-    for name in &not.categories {
-        match categories.get(name.as_str()) {
-            Some(&i) => n.categories.push(i),
-            None => problems.add(item, "when.not.categories", format!("unknown category \"{name}\"")),
-        }
-    }
+    let mut n = Negated {
+        categories: indices_of(
+            &not.categories,
+            categories,
+            "category",
+            item,
+            "when.not.categories",
+            problems,
+        ),
+        ..Negated::default()
+    };
     if !not.mcc.is_empty() {
         match MccSet::parse(&not.mcc) {
             Ok(set) => n.mcc = Some(set),
             Err(message) => problems.add(item, "when.not.mcc", message),
         }
     }
-    for name in &not.partners {
-        match partners.get(name.as_str()) {
-            Some(&i) => n.partners.push(i),
-            None => problems.add(item, "when.not.partners", format!("unknown partner \"{name}\"")),
-        }
-    }
+    n.partners = indices_of(&not.partners, partners, "partner", item, "when.not.partners", problems);
     if not.channels.iter().any(String::is_empty) {
         problems.add(item, "when.not.channels", "entries must not be empty");
     }
@@ -1162,25 +1181,17 @@ fn compile_conditions(
     tiers: &[Tier],
     problems: &mut Problems,
 ) -> Conditions {
-    let mut c = Conditions::default();
-    for name in &w.categories {
-        match categories.get(name.as_str()) {
-            Some(&i) => c.categories.push(i),
-            None => problems.add(item, "when.categories", format!("unknown category \"{name}\"")),
-        }
-    }
+    let mut c = Conditions {
+        categories: indices_of(&w.categories, categories, "category", item, "when.categories", problems),
+        ..Conditions::default()
+    };
     if !w.mcc.is_empty() {
         match MccSet::parse(&w.mcc) {
             Ok(set) => c.mcc = Some(set),
             Err(message) => problems.add(item, "when.mcc", message),
         }
     }
-    for name in &w.partners {
-        match partners.get(name.as_str()) {
-            Some(&i) => c.partners.push(i),
-            None => problems.add(item, "when.partners", format!("unknown partner \"{name}\"")),
-        }
-    }
+    c.partners = indices_of(&w.partners, partners, "partner", item, "when.partners", problems);
     for name in &w.tiers {
         if !tiers.iter().any(|t| &t.name == name) {
             problems.add(item, "when.tiers", format!("unknown tier \"{name}\""));
