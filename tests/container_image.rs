@@ -71,7 +71,7 @@ fn the_image_runs_the_engine_against_the_broker_healthy_and_exactly_once() {
 
     let name = unique("accrual-image");
     let cleanup = Cleanup { container: name.clone(), volume: format!("{name}-state") };
-    let listen = "127.0.0.1:19464";
+    let listen = "127.0.0.1:19480";
     let env = [
         format!("ACCRUAL_KAFKA__BROKERS={}", setup.brokers),
         format!("ACCRUAL_KAFKA__GROUP_ID={}", setup.group),

@@ -151,7 +151,7 @@ fn every_command_and_the_engine_reach_a_sasl_ssl_cluster_through_the_kafka_secti
 "#,
         password.display()
     );
-    let (log, metrics) = every_command_and_the_engine(dir.path(), addr, &security, "127.0.0.1:19466");
+    let (log, metrics) = every_command_and_the_engine(dir.path(), addr, &security, "127.0.0.1:19481");
     // The secret stays secret.
     for (what, text) in [("engine log", log), ("metrics", metrics)] {
         assert!(!text.contains(PASSWORD), "the password appears in the {what}");
@@ -164,7 +164,7 @@ fn every_command_and_the_engine_reach_an_ssl_cluster_through_the_kafka_section()
     certificates(dir.path());
     let addr = "127.0.0.1:19394";
     let _broker = Broker::start(dir.path(), addr, false);
-    every_command_and_the_engine(dir.path(), addr, "\"security.protocol\" = \"SSL\"\n", "127.0.0.1:19467");
+    every_command_and_the_engine(dir.path(), addr, "\"security.protocol\" = \"SSL\"\n", "127.0.0.1:19482");
 }
 
 /// `topics`, `produce`, `tick`, the engine with its ticker, and `consume`
