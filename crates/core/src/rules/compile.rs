@@ -1139,6 +1139,15 @@ fn indices_of(
     out
 }
 
+/// A condition's MCC list as a set; none if empty or wrong (a problem at
+/// `field`).
+fn mcc_condition(list: &[String], item: &Item, field: &str, problems: &mut Problems) -> Option<MccSet> {
+    if list.is_empty() {
+        return None;
+    }
+    MccSet::parse(list).map_err(|message| problems.add(item, field, message)).ok()
+}
+
 /// `when.not`, its names resolved like the positive conditions'.
 fn compile_negated(
     not: &NegatedDef,
@@ -1158,12 +1167,7 @@ fn compile_negated(
         ),
         ..Negated::default()
     };
-    if !not.mcc.is_empty() {
-        match MccSet::parse(&not.mcc) {
-            Ok(set) => n.mcc = Some(set),
-            Err(message) => problems.add(item, "when.not.mcc", message),
-        }
-    }
+    n.mcc = mcc_condition(&not.mcc, item, "when.not.mcc", problems);
     n.partners = indices_of(&not.partners, partners, "partner", item, "when.not.partners", problems);
     if not.channels.iter().any(String::is_empty) {
         problems.add(item, "when.not.channels", "entries must not be empty");
@@ -1185,12 +1189,7 @@ fn compile_conditions(
         categories: indices_of(&w.categories, categories, "category", item, "when.categories", problems),
         ..Conditions::default()
     };
-    if !w.mcc.is_empty() {
-        match MccSet::parse(&w.mcc) {
-            Ok(set) => c.mcc = Some(set),
-            Err(message) => problems.add(item, "when.mcc", message),
-        }
-    }
+    c.mcc = mcc_condition(&w.mcc, item, "when.mcc", problems);
     c.partners = indices_of(&w.partners, partners, "partner", item, "when.partners", problems);
     for name in &w.tiers {
         if !tiers.iter().any(|t| &t.name == name) {
