@@ -64,9 +64,16 @@ fn the_purchase_crossing_the_grocery_cap_earns_the_remainder() {
     let (_, records) = h.apply(&purchase("g2", A, "20000.00", "5411", "2026-11-06T10:00:00+03:00", ""));
     assert_eq!(records[0].amount.to_string(), "500.00", "5% would be 1000; 500 is left of the cap");
     assert!(
-        records[0].explanation().contains("capped by groceries-monthly (2026-11): 500.00 of 3000 left"),
+        records[0].explanation().contains(
+            "; capped by groceries-monthly (Grocery cashback per calendar month, 2026-11): 500.00 paid, \
+             500.00 of 3000.00 left before, 0.00 after"
+        ),
         "{}",
         records[0].explanation()
+    );
+    assert_eq!(
+        (records[0].mcc.map(|m| m.to_string()), records[0].category()),
+        (Some("5411".into()), "groceries")
     );
     // Cap used up: the exclusive group falls back to the 1% base rate.
     assert_eq!(
@@ -92,10 +99,23 @@ fn the_monthly_program_cap_limits_all_cashback() {
         h.run(&purchase("f2", A, "100000.00", "5541", "2026-11-11T10:00:00+03:00", ""))[0],
         recs(&[("fuel-3pct", "earn", "2000.00")])[0]
     );
-    // Nothing left for any cashback rule this month; points still accrue.
+    // Nothing left for any cashback rule this month; points still accrue,
+    // and the base rate says it was capped to nothing.
+    let (_, records) = h.apply(&purchase("f3", A, "1000.00", "5999", "2026-11-12T10:00:00+03:00", ""));
     assert_eq!(
-        h.run(&purchase("f3", A, "1000.00", "5999", "2026-11-12T10:00:00+03:00", "")),
-        recs(&[("points-base", "earn", "100")])
+        records.iter().map(|r| (r.rule_id(), r.kind.name(), r.amount.to_string())).collect::<Vec<_>>(),
+        [("points-base", "earn", "100".to_string()), ("base-1pct", "capped", "0.00".to_string())]
+    );
+    let capped = &records[1];
+    assert_eq!(capped.accrual_id(), "f3:base-1pct:capped");
+    assert_eq!((capped.balance_after.to_string(), capped.category()), ("5000.00".to_string(), ""));
+    assert!(
+        capped.explanation().ends_with(
+            "= 10; capped by cashback-monthly (All cashback per calendar month, 2026-11): 0.00 paid, \
+             0.00 of 5000.00 left before, 0.00 after"
+        ),
+        "{}",
+        capped.explanation()
     );
     assert_eq!(h.available(A, "cashback"), d("5000.00"));
 }

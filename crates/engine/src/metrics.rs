@@ -401,7 +401,7 @@ mod tests {
     use accrual_core::time::Timestamp;
 
     fn record(program: &str, rule: &str, kind: RecordKind, amount: i64) -> AccrualRecord {
-        let names = RecordNames { program, rule_id: rule, unit: "RUB", rules_version: "v" };
+        let names = RecordNames { program, rule_id: rule, unit: "RUB", rules_version: "v", category: "" };
         AccrualRecord {
             text: RecordText::new(AccrualId::Text(""), "", "", names, ""),
             kind,
@@ -410,6 +410,7 @@ mod tests {
             pending_after: Decimal::ZERO,
             value: None,
             occurred_at: Timestamp(0),
+            mcc: None,
         }
     }
 

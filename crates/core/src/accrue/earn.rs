@@ -10,8 +10,8 @@
 
 use super::credit::{self, Credited};
 use super::{
-    AccrualId, AccrualRecord, Ctx, Effects, Explain, NoEffect, Outcome, RecordKind, Rejection, account,
-    lifecycle, tiers,
+    AccrualId, AccrualRecord, Ctx, Effects, Explain, NoEffect, Origin, Outcome, RecordKind, Rejection,
+    account, lifecycle, tiers,
 };
 use crate::events::{Event, Purchase, PurchaseStatus};
 use crate::money::{self, RoundingMode};
@@ -28,6 +28,9 @@ pub(super) struct Scratch {
     /// Cap usage planned by earlier rules of this event, per cap.
     pending: Vec<Decimal>,
     grants: Vec<Grant>,
+    /// Rules that matched but whose caps left nothing to pay: each gets a
+    /// `capped` record saying so.
+    capped: Vec<Grant>,
     /// The cap steps of this event's planned grants (see [`Grant::steps`]).
     steps: Vec<CapStep>,
     /// The explanation being written (copied into its record).
@@ -41,6 +44,7 @@ impl Scratch {
             group_done: vec![false; rules.groups.len()],
             pending: vec![Decimal::ZERO; rules.caps.len()],
             grants: Vec::new(),
+            capped: Vec::new(),
             steps: Vec::new(),
             explanation: String::with_capacity(256),
         }
@@ -49,7 +53,10 @@ impl Scratch {
 
 struct Grant {
     rule: usize,
+    /// Zero when the rule's caps left nothing.
     amount: Decimal,
+    /// The category of the rule's conditions the purchase fell in.
+    category: Option<usize>,
     /// The numbers its explanation shows: the text is written only for
     /// the grants committed (not for the members of an exclusive group
     /// that lose, nor for a plan an overflow rejects).
@@ -216,19 +223,32 @@ fn plan(
         }
         scratch.steps.push(CapStep { cap: c, left, capped, used: Decimal::ZERO });
     }
-    if granted <= Decimal::ZERO {
+    let steps = first..scratch.steps.len();
+    if granted <= Decimal::ZERO && !scratch.steps[steps.clone()].iter().any(|s| s.capped) {
         scratch.steps.truncate(first);
         return Ok(None);
     }
-    let steps = first..scratch.steps.len();
+    let granted = granted.max(Decimal::ZERO);
+    // A rule capped to nothing uses nothing of its caps.
     for step in &mut scratch.steps[steps.clone()] {
         step.used = match rules.caps[step.cap].measure {
             CapMeasure::Reward => granted,
-            CapMeasure::Spend => eligible,
+            CapMeasure::Spend if granted > Decimal::ZERO => eligible,
+            CapMeasure::Spend => Decimal::ZERO,
         };
     }
     let why = Why { eligible, base, of, raw, rounded };
-    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), why, steps }))
+    let category = category_paid(rules, rule, f);
+    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), category, why, steps }))
+}
+
+/// The category of the rule's conditions (or the account's choices) that
+/// the purchase's code falls in: the one that paid.
+fn category_paid(rules: &Rules, rule: &Rule, f: &Facts<'_>) -> Option<usize> {
+    let (mcc, at) = (f.purchase.mcc, f.local.at);
+    let holds = |c: &usize| rules.categories[*c].mcc.contains(mcc, at);
+    let named = rule.when.categories.iter().find(|c| holds(c));
+    named.or_else(|| rule.when.chosen.then(|| f.chosen.iter().find(|c| holds(c))).flatten()).copied()
 }
 
 /// Writes the explanation of a grant to `text`: how its numbers came
@@ -268,20 +288,45 @@ fn explain(
     if why.rounded != why.raw || rule.rounding.mode != RoundingMode::Floor {
         text.s(", ").s(rule.rounding.mode.name()).s(" to ").d(rule.rounding.step).s(": ").d(why.rounded);
     }
-    for &CapStep { cap: c, left, capped, .. } in &steps[grant.steps.clone()] {
-        let cap = &rules.caps[c];
-        text.s(match cap.measure {
-            CapMeasure::Reward if capped => "; capped by ",
-            CapMeasure::Reward => "; ",
-            CapMeasure::Spend => "; spend cap ",
-        });
-        text.s(&cap.id).s(" (");
-        period_label(text, cap.period, periods);
-        text.s("): ").d(left).s(" of ").d(cap.limit).s(" left");
+    let reward_decimals = rules.programs[rule.program].decimals;
+    for step in &steps[grant.steps.clone()] {
+        explain_cap(text, &rules.caps[step.cap], step, periods, reward_decimals, amount.scale());
     }
 }
 
+/// One cap of a grant: what it counted of this purchase, and what was left
+/// of it before and after, in the reward's (or the spend's) decimals.
+fn explain_cap(
+    text: &mut String,
+    cap: &Cap,
+    step: &CapStep,
+    periods: &Periods,
+    reward_decimals: u32,
+    spend_decimals: u32,
+) {
+    let (decimals, prefix, counted) = match cap.measure {
+        CapMeasure::Reward if step.capped => (reward_decimals, "; capped by ", " paid"),
+        CapMeasure::Reward => (reward_decimals, "; cap ", " paid"),
+        CapMeasure::Spend => (spend_decimals, "; spend cap ", " of spend counted"),
+    };
+    let fixed = |d: Decimal| money::with_scale(d, decimals);
+    text.s(prefix).s(&cap.id).s(" (");
+    if let Some(description) = &cap.description {
+        text.s(description).s(", ");
+    }
+    period_label(text, cap.period, periods);
+    text.s("): ").d(fixed(step.used)).s(counted).s(", ");
+    text.d(fixed(step.left)).s(" of ").d(fixed(cap.limit)).s(" left before, ");
+    text.d(fixed((step.left - step.used).max(Decimal::ZERO))).s(" after");
+}
+
+/// Keeps a planned grant: one that pays, or one capped to nothing (for its
+/// `capped` record).
 fn take(scratch: &mut Scratch, grant: Grant) {
+    if grant.amount <= Decimal::ZERO {
+        scratch.capped.push(grant);
+        return;
+    }
     scratch.results[grant.rule] = grant.amount;
     for &CapStep { cap: c, used, .. } in &scratch.steps[grant.steps.clone()] {
         scratch.pending[c] += used;
@@ -290,7 +335,8 @@ fn take(scratch: &mut Scratch, grant: Grant) {
 }
 
 /// Of a group's members that would pay, the winner: highest priority, then
-/// highest reward, then smallest rule id.
+/// highest reward, then smallest rule id. If none pays but one matched and
+/// was capped to nothing, that one (for its `capped` record).
 fn decide_group(
     rules: &Rules,
     group: usize,
@@ -299,6 +345,7 @@ fn decide_group(
     scratch: &mut Scratch,
 ) -> Result<Option<Grant>, Rejection> {
     let mut best: Option<Grant> = None;
+    let mut capped: Option<Grant> = None;
     for &m in &rules.groups[group].members {
         // Members come highest priority first: a lower one cannot win.
         if best.as_ref().is_some_and(|b| rules.rules[m].priority < rules.rules[b.rule].priority) {
@@ -308,6 +355,10 @@ fn decide_group(
             continue;
         }
         let Some(candidate) = plan(rules, m, f, state, scratch)? else { continue };
+        if candidate.amount <= Decimal::ZERO {
+            capped.get_or_insert(candidate);
+            continue;
+        }
         let better = match &best {
             None => true,
             Some(b) => {
@@ -320,7 +371,7 @@ fn decide_group(
             best = Some(candidate);
         }
     }
-    Ok(best)
+    Ok(best.or(capped))
 }
 
 /// A cleared purchase naming its authorisation confirms it: the pending
@@ -391,6 +442,7 @@ pub(super) fn purchase(
     scratch.pending.iter_mut().for_each(|r| *r = Decimal::ZERO);
     scratch.group_done.iter_mut().for_each(|g| *g = false);
     scratch.grants.clear();
+    scratch.capped.clear();
     scratch.steps.clear();
     for (index, rule) in rules.rules.iter().enumerate() {
         let planned = match rule.group {
@@ -498,7 +550,7 @@ fn commit(
     out: &mut Vec<AccrualRecord>,
 ) {
     let rules = ctx.rules;
-    let Scratch { grants, steps, explanation, .. } = scratch;
+    let Scratch { grants, steps, explanation, .. } = &mut *scratch;
     let mut retained = Vec::with_capacity(grants.len());
     for grant in grants.drain(..) {
         let rule = &rules.rules[grant.rule];
@@ -553,7 +605,7 @@ fn commit(
             caps: uses,
         });
         let id = AccrualId::Of { rule: &rule.id, kind: RecordKind::Earn };
-        out.push(ctx.record(
+        out.push(ctx.purchase_record(
             state,
             &program.name,
             &rule.id,
@@ -562,8 +614,10 @@ fn commit(
             grant.amount,
             event.occurred_at,
             explanation,
+            Some(origin(rules, &grant, p)),
         ));
     }
+    record_capped(ctx, scratch, state, event, p, &periods, out);
     // Kept for refunds, and (if authorised) for the clearing to come.
     if !retained.is_empty() || authorized {
         state.purchases.push(RetainedPurchase {
@@ -574,5 +628,43 @@ fn commit(
             authorized,
             accruals: retained,
         });
+    }
+}
+
+/// The purchase a grant's record is about, and the category that paid.
+fn origin<'r>(rules: &'r Rules, grant: &Grant, p: &Purchase<'_>) -> Origin<'r> {
+    let category = grant.category.map_or("", |c| &*rules.categories[c].name);
+    Origin { mcc: p.mcc, category }
+}
+
+/// A `capped` record for each rule that matched but was capped to nothing:
+/// the purchase has an answer, with the caps that left nothing.
+fn record_capped(
+    ctx: &Ctx<'_>,
+    scratch: &mut Scratch,
+    state: &AccountState,
+    event: &Event<'_>,
+    p: &Purchase<'_>,
+    periods: &Periods,
+    out: &mut Vec<AccrualRecord>,
+) {
+    let rules = ctx.rules;
+    let Scratch { capped, steps, explanation, .. } = scratch;
+    for grant in capped.drain(..) {
+        let rule = &rules.rules[grant.rule];
+        explanation.clear();
+        explain(explanation, rules, &grant, steps, p.amount, periods);
+        let id = AccrualId::Of { rule: &rule.id, kind: RecordKind::Capped };
+        out.push(ctx.purchase_record(
+            state,
+            &rules.programs[rule.program].name,
+            &rule.id,
+            RecordKind::Capped,
+            id,
+            Decimal::ZERO,
+            event.occurred_at,
+            explanation,
+            Some(origin(rules, &grant, p)),
+        ));
     }
 }

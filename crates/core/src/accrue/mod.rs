@@ -56,7 +56,8 @@ pub enum Outcome {
 pub enum NoEffect {
     /// The MCC is on an exclusion list: no rule pays.
     Excluded,
-    /// No rule's conditions matched (or every match was capped to zero).
+    /// No rule's conditions matched (a rule that matched but was capped to
+    /// nothing has a `capped` record instead).
     NoRuleMatched,
     /// A refund or reversal of a purchase not in state (never seen, earned
     /// nothing, or older than the refund window).
@@ -195,10 +196,29 @@ impl Ctx<'_> {
         at: Timestamp,
         explanation: &str,
     ) -> AccrualRecord {
+        self.purchase_record(state, program, rule_id, kind, accrual_id, amount, at, explanation, None)
+    }
+
+    /// A record about a program's balance; for a rule's outcome on a
+    /// purchase, with the purchase's code and the category that paid.
+    #[expect(clippy::too_many_arguments, reason = "as `record`, plus the purchase it is about")]
+    pub fn purchase_record(
+        &self,
+        state: &AccountState,
+        program: &str,
+        rule_id: &str,
+        kind: RecordKind,
+        accrual_id: AccrualId<'_>,
+        amount: Decimal,
+        at: Timestamp,
+        explanation: &str,
+        origin: Option<Origin<'_>>,
+    ) -> AccrualRecord {
         let balance = state.balance(program);
         let decimals = balance.map_or(0, |b| b.decimals);
         let unit = balance.map_or("", |b| &b.unit);
-        let names = RecordNames { program, rule_id, unit, rules_version: &self.rules.version };
+        let category = origin.map_or("", |o| o.category);
+        let names = RecordNames { program, rule_id, unit, rules_version: &self.rules.version, category };
         AccrualRecord {
             text: RecordText::new(accrual_id, self.event_id, self.account_id, names, explanation),
             kind,
@@ -207,6 +227,7 @@ impl Ctx<'_> {
             pending_after: crate::money::with_scale(balance.map_or(Decimal::ZERO, |b| b.pending), decimals),
             value: None,
             occurred_at: at,
+            mcc: origin.map(|o| o.mcc),
         }
     }
 
@@ -234,8 +255,17 @@ impl Ctx<'_> {
             pending_after: Decimal::ZERO,
             value: None,
             occurred_at: at,
+            mcc: None,
         }
     }
+}
+
+/// The purchase a rule's record is about: its merchant category code, and
+/// the category of the rule's conditions it fell in (empty if none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub mcc: crate::events::Mcc,
+    pub category: &'a str,
 }
 
 /// Applies events to account states under one rules version. Holds scratch

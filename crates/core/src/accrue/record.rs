@@ -2,6 +2,7 @@
 //! their JSON form (written by hand so the bytes are fixed by this code,
 //! field order and number formatting included).
 
+use crate::events::Mcc;
 use crate::money::push_decimal;
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
@@ -34,10 +35,13 @@ pub enum RecordKind {
     CategoryChoice,
     /// A category choice refused, with the reason.
     ChoiceRejected,
+    /// A rule matched a purchase but its caps left nothing to pay (no
+    /// balance change; the explanation shows the caps).
+    Capped,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 12] = [
+    pub const ALL: [RecordKind; 13] = [
         RecordKind::Earn,
         RecordKind::Release,
         RecordKind::Cancel,
@@ -50,6 +54,7 @@ impl RecordKind {
         RecordKind::TierChanged,
         RecordKind::CategoryChoice,
         RecordKind::ChoiceRejected,
+        RecordKind::Capped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +71,7 @@ impl RecordKind {
             RecordKind::TierChanged => "tier_changed",
             RecordKind::CategoryChoice => "category_choice",
             RecordKind::ChoiceRejected => "choice_rejected",
+            RecordKind::Capped => "capped",
         }
     }
 }
@@ -92,7 +98,8 @@ fn push_id(out: &mut String, source_event_id: &str, rule: &str, kind: RecordKind
     out.push_str(kind.name());
 }
 
-/// The names a record carries: its program, rule, unit and rules version.
+/// The names a record carries: its program, rule, unit, rules version
+/// and, for a purchase's reward, the category that paid.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecordNames<'a> {
     /// Empty for records about the account (tier, choices).
@@ -100,6 +107,8 @@ pub struct RecordNames<'a> {
     pub rule_id: &'a str,
     pub unit: &'a str,
     pub rules_version: &'a str,
+    /// Empty unless the rule paid for a category it names.
+    pub category: &'a str,
 }
 
 /// A record's texts: its accrual id, source event id, account id, names
@@ -111,7 +120,7 @@ pub struct RecordNames<'a> {
 pub struct RecordText {
     text: String,
     /// Where each text but the last (the explanation) ends, in [`Part`] order.
-    ends: [u32; 7],
+    ends: [u32; 8],
 }
 
 /// The texts of a [`RecordText`], in their order.
@@ -124,6 +133,7 @@ enum Part {
     RuleId,
     Unit,
     RulesVersion,
+    Category,
     Explanation,
 }
 
@@ -139,7 +149,7 @@ impl RecordText {
             AccrualId::Of { rule, .. } => source_event_id.len() + rule.len() + ID_FIXED_LEN,
             AccrualId::Text(id) => id.len(),
         };
-        let RecordNames { program, rule_id, unit, rules_version } = names;
+        let RecordNames { program, rule_id, unit, rules_version, category } = names;
         let mut text = spare_text(
             id_len
                 + source_event_id.len()
@@ -148,6 +158,7 @@ impl RecordText {
                 + rule_id.len()
                 + unit.len()
                 + rules_version.len()
+                + category.len()
                 + explanation.len(),
         );
         match accrual_id {
@@ -155,8 +166,9 @@ impl RecordText {
             AccrualId::Text(id) => text.push_str(id),
         }
         // Each part after the accrual id starts where the one before ends.
-        let mut ends = [0u32; 7];
-        let rest = [source_event_id, account_id, program, rule_id, unit, rules_version, explanation];
+        let mut ends = [0u32; 8];
+        let rest =
+            [source_event_id, account_id, program, rule_id, unit, rules_version, category, explanation];
         for (end, part) in ends.iter_mut().zip(rest) {
             *end = text_len(&text);
             text.push_str(part);
@@ -242,6 +254,9 @@ pub struct AccrualRecord {
     /// When it took effect: the event's time, or for a release, expiry or
     /// period end, the instant it became due.
     pub occurred_at: Timestamp,
+    /// For a purchase's reward (or a rule capped to nothing on it): the
+    /// purchase's merchant category code.
+    pub mcc: Option<Mcc>,
 }
 
 impl AccrualRecord {
@@ -279,6 +294,12 @@ impl AccrualRecord {
         self.text.part(Part::RulesVersion)
     }
 
+    /// For a purchase's reward: the category of the rule's conditions that
+    /// the purchase's code fell in (empty when the rule names none).
+    pub fn category(&self) -> &str {
+        self.text.part(Part::Category)
+    }
+
     /// The numbers used, for the customer and the auditor.
     pub fn explanation(&self) -> &str {
         self.text.part(Part::Explanation)
@@ -313,7 +334,12 @@ impl AccrualRecord {
         json_str(s, self.rule_id());
         s.push_str(",\"kind\":\"");
         s.push_str(self.kind.name());
-        s.push_str("\",\"amount\":\"");
+        s.push('"');
+        if let Some(mcc) = self.mcc {
+            let _ = write!(s, ",\"mcc\":\"{mcc}\",\"category\":");
+            json_opt_str(s, self.category());
+        }
+        s.push_str(",\"amount\":\"");
         push_decimal(s, self.amount);
         s.push_str("\",\"unit\":");
         json_opt_str(s, self.unit());
@@ -429,7 +455,7 @@ mod tests {
     }
 
     fn names() -> RecordNames<'static> {
-        RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "v1" }
+        RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "v1", category: "" }
     }
 
     #[test]
@@ -448,6 +474,7 @@ mod tests {
         // The first record's string, cleared: nothing of its text is left.
         assert!(second.text.capacity() >= capacity, "reused: {} < {capacity}", second.text.capacity());
         assert_eq!(second.text, "e-2:base:earne-2acc-2cashbackbaseRUBv12");
+        assert_eq!(second.part(Part::Category), "");
         assert_eq!(second.part(Part::AccountId), "acc-2");
         assert_eq!(second.part(Part::Explanation), "2");
     }
@@ -472,7 +499,13 @@ mod tests {
 
     #[test]
     fn json_is_valid_and_escaped() {
-        let names = RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "abc" };
+        let names = RecordNames {
+            program: "cashback",
+            rule_id: "base",
+            unit: "RUB",
+            rules_version: "abc",
+            category: "food",
+        };
         let r = AccrualRecord {
             text: RecordText::new(
                 AccrualId::Of { rule: "base", kind: RecordKind::Earn },
@@ -487,6 +520,7 @@ mod tests {
             pending_after: Decimal::new(0, 2),
             value: None,
             occurred_at: Timestamp(0),
+            mcc: Some(Mcc(5411)),
         };
         let parts = (r.program(), r.rule_id(), r.unit(), r.rules_version());
         assert_eq!(parts, ("cashback", "base", "RUB", "abc"));
@@ -501,6 +535,8 @@ mod tests {
         assert_eq!(v["balance_after"], "50.00");
         assert_eq!(v["pending_after"], "0.00");
         assert!(v.get("value").is_none());
+        assert_eq!((&v["mcc"], &v["category"]), (&serde_json::json!("5411"), &serde_json::json!("food")));
+        assert_eq!(r.category(), "food");
         assert_eq!(v["occurred_at"], "1970-01-01T00:00:00Z");
         assert_eq!(v["explanation"], "1% of 1234.00\n\u{1}é\t\"");
         let text = String::from_utf8(out.clone()).unwrap();

@@ -881,6 +881,7 @@ fn compile_caps<'d>(
             limit: c.limit.0,
             period: c.period,
             measure: c.measure,
+            description: c.description.as_deref().map(Arc::from),
         });
     }
     CapTables { caps, index: cap_index, program: cap_program }

@@ -249,6 +249,8 @@ pub struct Cap {
     pub limit: Decimal,
     pub period: CapPeriod,
     pub measure: CapMeasure,
+    /// What the bank calls it, for explanations.
+    pub description: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
