@@ -294,6 +294,15 @@ fn explain(
     }
 }
 
+/// What a cap that cut a reward starts with in its explanation.
+const CAPPED_BY: &str = "; capped by ";
+
+/// The caps that cut the reward an explanation is of (see [`explain_cap`]):
+/// partly for an `earn` record, to nothing for a `capped` one.
+pub fn caps_that_cut(explanation: &str) -> impl Iterator<Item = &str> {
+    explanation.split(CAPPED_BY).skip(1).filter_map(|rest| rest.split_once(" (").map(|(cap, _)| cap))
+}
+
 /// One cap of a grant: what it counted of this purchase, and what was left
 /// of it before and after, in the reward's (or the spend's) decimals.
 fn explain_cap(
@@ -305,7 +314,7 @@ fn explain_cap(
     spend_decimals: u32,
 ) {
     let (decimals, prefix, counted) = match cap.measure {
-        CapMeasure::Reward if step.capped => (reward_decimals, "; capped by ", " paid"),
+        CapMeasure::Reward if step.capped => (reward_decimals, CAPPED_BY, " paid"),
         CapMeasure::Reward => (reward_decimals, "; cap ", " paid"),
         CapMeasure::Spend => (spend_decimals, "; spend cap ", " of spend counted"),
     };

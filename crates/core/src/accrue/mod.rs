@@ -20,6 +20,7 @@ mod redeem;
 mod tiers;
 mod view;
 
+pub use earn::caps_that_cut;
 pub use record::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText, json_str};
 pub use view::{BalanceView, ProgramView, TierProgress, balance_view};
 
