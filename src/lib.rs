@@ -21,5 +21,6 @@ pub use accrual_engine::{api, config, kafka_tools, metrics};
 pub use accrual_store as store;
 
 pub mod allocator;
+pub mod backtest;
 pub mod bench;
 pub mod simulate;

@@ -52,6 +52,10 @@ enum Command {
     CheckConfig(cli::check_config::Args),
     /// Run the rules over an NDJSON file of events (a backtest).
     Simulate(cli::simulate::Args),
+    /// Compare a candidate rule set with the baseline over the same events
+    /// (a file or a topic's range): the payout difference per rule,
+    /// program, category and partner, the accounts most affected, cap hits.
+    Backtest(cli::backtest::Args),
     /// Generate realistic card transactions as NDJSON (deterministic).
     Gen(cli::generate::Args),
     /// Ask a running engine whether it is healthy (or ready): exit 0 on
@@ -74,6 +78,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect { what } => cli::inspect::run(what),
         Command::CheckConfig(args) => cli::check_config::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
+        Command::Backtest(args) => cli::backtest::run(args),
         Command::Gen(args) => cli::generate::run(args),
         Command::Health(args) => cli::health::run(args),
     }

@@ -2,6 +2,7 @@
 //! arguments and its `run`. Shared here: config and time parsing, and
 //! printing to stdout.
 
+pub mod backtest;
 pub mod check_config;
 pub mod consume;
 pub mod generate;

@@ -100,6 +100,9 @@ pub struct Setup<'a> {
     pub now: Option<Timestamp>,
     /// Sum the payout per account (for a backtest's most affected accounts).
     pub per_account: bool,
+    /// Inputs are Kafka messages: their keys must be their accounts, as
+    /// the engine checks.
+    pub kafka_input: bool,
 }
 
 /// One run of rules over inputs, through the engine's processor and a
@@ -128,10 +131,13 @@ impl Simulation {
         let (out, dlq) = open_outputs(setup.out, setup.dlq)?;
         // Derived events (a referrer's bonus) are applied right after the
         // event that caused them.
-        let processor = Processor::new(rules.clone())
+        let mut processor = Processor::new(rules.clone())
             .with_inline_derived()
             .with_account_cache(SIMULATE_ACCOUNT_CACHE)
             .with_received_by(setup.now.unwrap_or_else(crate::time::wall_clock));
+        if setup.kafka_input {
+            processor = processor.with_key_checks();
+        }
         let mut sink = SimSink::new(rules.clone(), out, dlq);
         sink.per_account = setup.per_account;
         Ok(Simulation {
@@ -298,6 +304,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
         dlq: opts.dlq.as_deref(),
         now: opts.now,
         per_account: false,
+        kafka_input: false,
     };
     let mut sim = Simulation::open(&setup)?;
     // One file is one partition, continuing from where the state is.

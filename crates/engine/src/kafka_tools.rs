@@ -218,6 +218,8 @@ pub struct Consumed {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, Vec<u8>>,
+    /// The broker's timestamp (milliseconds since the epoch), if any.
+    pub timestamp: Option<i64>,
 }
 
 impl Consumed {
@@ -272,17 +274,163 @@ pub fn read_topic(
                 if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
                     done.insert(m.partition(), true);
                 }
-                out.push(Consumed {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
+                out.push(consumed(&m, headers));
             }
         }
     }
     Ok(out)
+}
+
+/// A message as read back.
+fn consumed(m: &rdkafka::message::BorrowedMessage<'_>, headers: BTreeMap<String, Vec<u8>>) -> Consumed {
+    Consumed {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().unwrap_or_default().to_vec(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        headers,
+        timestamp: m.timestamp().to_millis(),
+    }
+}
+
+/// Where a range of a topic starts or ends, in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeBound {
+    /// This offset (clamped to what the partition holds).
+    Offset(i64),
+    /// The first message stamped at or after this instant.
+    Time(Timestamp),
+}
+
+/// What [`read_range`] read of one partition: `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+    pub messages: u64,
+}
+
+/// Reads `[from, to)` of every partition of `topic` (committed messages
+/// only), one partition after another, handing `each` batches of up to
+/// `batch` messages in offset order. Joins no group and commits nothing:
+/// the engine's group and offsets are untouched. Without `from`, from each
+/// partition's start; without `to`, to its end when the read starts.
+/// `each` may stop the read by returning `Break`.
+pub fn read_range(
+    kafka: &Connection,
+    topic: &str,
+    from: Option<RangeBound>,
+    to: Option<RangeBound>,
+    batch: usize,
+    mut each: impl FnMut(i32, &[Consumed]) -> std::ops::ControlFlow<()>,
+) -> Result<Vec<PartitionRange>, ToolError> {
+    let consumer: BaseConsumer<Reader> = kafka
+        .consumer()
+        .set("group.id", format!("accrual-range-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create_with_context(Reader)?;
+    let mut ranges = Vec::new();
+    for partition in 0..partitions(kafka, topic)? {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        let start = resolve_bound(&consumer, topic, partition, from, low, high)?.unwrap_or(low);
+        let end = resolve_bound(&consumer, topic, partition, to, low, high)?.unwrap_or(high);
+        let mut range = PartitionRange { partition, from: start, to: end.max(start), messages: 0 };
+        if start < end {
+            let flow = read_partition(&consumer, topic, &mut range, batch.max(1), &mut each)?;
+            ranges.push(range);
+            if flow.is_break() {
+                break;
+            }
+        } else {
+            ranges.push(range);
+        }
+    }
+    Ok(ranges)
+}
+
+/// A bound's offset in one partition, within `[low, high]`.
+fn resolve_bound(
+    consumer: &BaseConsumer<Reader>,
+    topic: &str,
+    partition: i32,
+    bound: Option<RangeBound>,
+    low: i64,
+    high: i64,
+) -> Result<Option<i64>, ToolError> {
+    let offset = match bound {
+        None => return Ok(None),
+        Some(RangeBound::Offset(offset)) => offset,
+        Some(RangeBound::Time(at)) => {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(at.0))?;
+            let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+            match found.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(offset)) => offset,
+                // No message at or after the instant.
+                _ => high,
+            }
+        }
+    };
+    Ok(Some(offset.clamp(low, high)))
+}
+
+/// Reads one partition's `[range.from, range.to)`, counting what it hands on.
+fn read_partition(
+    consumer: &BaseConsumer<Reader>,
+    topic: &str,
+    range: &mut PartitionRange,
+    batch: usize,
+    each: &mut impl FnMut(i32, &[Consumed]) -> std::ops::ControlFlow<()>,
+) -> Result<std::ops::ControlFlow<()>, ToolError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, range.partition, Offset::Offset(range.from))?;
+    consumer.assign(&tpl)?;
+    let mut pending = Vec::with_capacity(batch);
+    let mut idle = Instant::now();
+    let flow = loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            None if idle.elapsed() > Duration::from_secs(30) => {
+                let message = format!(
+                    "partition {}: nothing arrived for 30 s before offset {}",
+                    range.partition, range.to
+                );
+                return Err(ToolError::Topic { topic: topic.to_string(), message });
+            }
+            None => continue,
+            // The end: what is left of [from, to) was not committed.
+            Some(Err(KafkaError::PartitionEOF(p))) if p == range.partition => {
+                break std::ops::ControlFlow::Continue(());
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            // Left over from the partition read before.
+            Some(Ok(m)) if m.partition() != range.partition => continue,
+            Some(Ok(m)) if m.offset() >= range.to => break std::ops::ControlFlow::Continue(()),
+            Some(Ok(m)) => {
+                idle = Instant::now();
+                pending.push(consumed(&m, BTreeMap::new()));
+                let last = m.offset() + 1 >= range.to;
+                if pending.len() >= batch || last {
+                    range.messages += pending.len() as u64;
+                    if each(range.partition, &pending).is_break() {
+                        break std::ops::ControlFlow::Break(());
+                    }
+                    pending.clear();
+                }
+                if last {
+                    break std::ops::ControlFlow::Continue(());
+                }
+            }
+        }
+    };
+    if !pending.is_empty() && flow.is_continue() {
+        range.messages += pending.len() as u64;
+        return Ok(each(range.partition, &pending));
+    }
+    Ok(flow)
 }
 
 /// Each partition's end (high watermark).
