@@ -11,7 +11,8 @@
 //! - `accrual-engine`: [`engine`] (`accrual run`), [`api`], [`config`],
 //!   [`metrics`], [`kafka_tools`].
 //!
-//! Its own modules: [`simulate`] (the file-based backtest), [`bench`] (the
+//! Its own modules: [`simulate`] (the file-based run of rules), [`backtest`]
+//! (two rule sets compared), [`bench`] (the
 //! end-to-end benchmark) and [`allocator`] (the binary's and benches').
 
 pub use accrual_core::{accrue, events, money, partitioner, pipeline, rules, state, time, typed_toml};

@@ -86,6 +86,29 @@ fn the_purchase_crossing_the_grocery_cap_earns_the_remainder() {
         recs(&[("groceries-5pct", "earn", "500.00"), ("points-base", "earn", "1000")])
     );
     assert_eq!(h.available(A, "cashback"), d("3600.00"));
+    // The balance view shows each cap's use per period, as fixed decimals.
+    let view = accrual::accrue::balance_view(h.core.rules(), &h.accounts[A], 3);
+    let caps: Vec<_> = view
+        .caps
+        .iter()
+        .map(|c| {
+            (c.cap.as_str(), c.period.as_str(), c.used.to_string(), c.limit.to_string(), c.left.to_string())
+        })
+        .collect();
+    let row = |cap, period, used: &str, limit: &str, left: &str| {
+        (cap, period, used.to_string(), limit.to_string(), left.to_string())
+    };
+    assert_eq!(
+        caps,
+        [
+            row("cashback-monthly", "2026-11", "3100.00", "5000.00", "1900.00"),
+            row("cashback-monthly", "2026-12", "500.00", "5000.00", "4500.00"),
+            row("groceries-monthly", "2026-11", "3000.00", "3000.00", "0.00"),
+            row("groceries-monthly", "2026-12", "500.00", "3000.00", "2500.00"),
+        ],
+        "November's use is kept while a refund could still give some back"
+    );
+    assert_eq!(view.caps[3].description.as_deref(), Some("Grocery cashback per calendar month"));
 }
 
 #[test]

@@ -17,7 +17,13 @@ const NOW: &str = "2027-01-01T00:00:00Z";
 fn backtest(candidate: &Path, extra: &[&str]) -> Value {
     let baseline = repo_path("config/rules.example.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_accrual"))
-        .args(["backtest", "--baseline", baseline.to_str().unwrap(), "--candidate", candidate.to_str().unwrap()])
+        .args([
+            "backtest",
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--candidate",
+            candidate.to_str().unwrap(),
+        ])
         .args(["--format", "json", "--quiet", "--now", NOW])
         .args(extra)
         .output()
@@ -48,8 +54,11 @@ fn a_topic_range_reports_what_the_same_events_from_a_file_do() {
     setup.produce(dir.path(), &lines);
     let text = std::fs::read_to_string(repo_path("config/rules.example.toml")).unwrap();
     let candidate = dir.path().join("candidate.toml");
-    std::fs::write(&candidate, text.replacen("effect = { percent = \"5\" }", "effect = { percent = \"6\" }", 1))
-        .unwrap();
+    std::fs::write(
+        &candidate,
+        text.replacen("effect = { percent = \"5\" }", "effect = { percent = \"6\" }", 1),
+    )
+    .unwrap();
     let file = |name: &str, lines: &[&String]| {
         let path = dir.path().join(name);
         std::fs::write(&path, lines.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")).unwrap();
@@ -66,7 +75,10 @@ fn a_topic_range_reports_what_the_same_events_from_a_file_do() {
 
     // [from, to) as times: the events of the middle of the month.
     let (from, to) = ("2026-11-10T00:00:00+03:00", "2026-11-20T00:00:00+03:00");
-    let (t1, t2) = (chrono::DateTime::parse_from_rfc3339(from).unwrap(), chrono::DateTime::parse_from_rfc3339(to).unwrap());
+    let (t1, t2) = (
+        chrono::DateTime::parse_from_rfc3339(from).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(to).unwrap(),
+    );
     let middle: Vec<&String> = lines.iter().filter(|l| (t1..t2).contains(&occurred_at(l))).collect();
     assert!(middle.len() > 1000 && middle.len() < 4000, "{}", middle.len());
     let from_file = backtest(&candidate, &["--input", file("middle.ndjson", &middle).to_str().unwrap()]);
@@ -81,6 +93,7 @@ fn a_topic_range_reports_what_the_same_events_from_a_file_do() {
 
     // Nothing was committed for any group: the engine's offsets are not
     // touched (the read joins none).
-    let committed = accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
+    let committed =
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
     assert!(committed.is_empty(), "{committed:?}");
 }

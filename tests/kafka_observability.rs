@@ -6,6 +6,7 @@ mod common;
 
 use accrual::datagen::GenOptions;
 use accrual::simulate::{self, SimulateOptions};
+use common::d;
 use common::http::{get, get_with_head, metric};
 use common::kafka::*;
 use rust_decimal::Decimal;
@@ -142,6 +143,15 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
             program["lifetime_earned"].as_str().unwrap(),
             accrual::money::with_scale(expected.lifetime_earned, expected.decimals).to_string()
         );
+    }
+    // Cap usage per period, as the account's counters hold it.
+    let caps = v["caps"].as_array().unwrap();
+    assert_eq!(caps.len(), reference.counters.len(), "{body}");
+    for (shown, counter) in caps.iter().zip(&reference.counters) {
+        assert_eq!(shown["cap"].as_str(), Some(&*counter.cap));
+        let (used, left) = (d(shown["used"].as_str().unwrap()), d(shown["left"].as_str().unwrap()));
+        assert_eq!(used, counter.used, "{shown}");
+        assert_eq!(left, (d(shown["limit"].as_str().unwrap()) - used).max(Decimal::ZERO), "{shown}");
     }
     let (status, body) =
         get(address, "/v1/accounts/nobody-at-all/balance", &[("Authorization", "Bearer s3cret")]).unwrap();

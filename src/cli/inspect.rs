@@ -70,5 +70,17 @@ fn balance(state_dir: &Path, rules: &Path, account: &str) -> Result<()> {
             say!("  {amount} expire at {when}");
         }
     }
+    for c in &view.caps {
+        let description = c.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+        say!(
+            "cap {}{description}, {}: {} of {} used, {} left ({})",
+            c.cap,
+            c.period,
+            c.used,
+            c.limit,
+            c.left,
+            c.measure
+        );
+    }
     Ok(())
 }

@@ -315,6 +315,15 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
             "tier": view.tier,
             "tier_progress": progress,
             "programs": programs,
+            "caps": view.caps.iter().map(|c| json!({
+                "cap": c.cap,
+                "description": c.description,
+                "period": c.period,
+                "measure": c.measure,
+                "used": c.used.to_string(),
+                "limit": c.limit.to_string(),
+                "left": c.left.to_string(),
+            })).collect::<Vec<_>>(),
         }),
     )
 }

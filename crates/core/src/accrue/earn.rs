@@ -120,14 +120,19 @@ fn period_key(cap: &Cap, periods: &Periods) -> Option<u32> {
 }
 
 /// The period of a cap, as explanations name it.
-fn period_label(text: &mut String, period: CapPeriod, p: &Periods) {
+fn period_label(text: &mut String, cap: &Cap, p: &Periods) {
+    push_period_label(text, cap.period, period_key(cap, p).unwrap_or_default());
+}
+
+/// A cap's period by its kind and key (`2026-11`, `2026-Q4`, ...).
+pub(super) fn push_period_label(text: &mut String, period: CapPeriod, key: u32) {
     match period {
         CapPeriod::Transaction => text.push_str("this purchase"),
-        CapPeriod::Month => time::push_month_label(text, p.month),
-        CapPeriod::Quarter => time::push_quarter_label(text, p.quarter),
+        CapPeriod::Month => time::push_month_label(text, key),
+        CapPeriod::Quarter => time::push_quarter_label(text, key),
         CapPeriod::Statement => {
             text.push_str("statement cycle from ");
-            time::push_month_label(text, p.statement);
+            time::push_month_label(text, key);
         }
     }
 }
@@ -323,7 +328,7 @@ fn explain_cap(
     if let Some(description) = &cap.description {
         text.s(description).s(", ");
     }
-    period_label(text, cap.period, periods);
+    period_label(text, cap, periods);
     text.s("): ").d(fixed(step.used)).s(counted).s(", ");
     text.d(fixed(step.left)).s(" of ").d(fixed(cap.limit)).s(" left before, ");
     text.d(fixed((step.left - step.used).max(Decimal::ZERO))).s(" after");

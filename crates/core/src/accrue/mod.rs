@@ -22,7 +22,7 @@ mod view;
 
 pub use earn::caps_that_cut;
 pub use record::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText, json_str};
-pub use view::{BalanceView, ProgramView, TierProgress, balance_view};
+pub use view::{BalanceView, CapUsage, ProgramView, TierProgress, balance_view};
 
 use crate::events::{Event, EventBody};
 use crate::rules::Rules;

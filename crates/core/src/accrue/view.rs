@@ -1,8 +1,8 @@
 //! What a customer asks: how much is available, how much pending, what
 //! burns when, which tier and how far to the next.
 
-use super::tiers;
-use crate::rules::{ExpiryPolicy, Rules};
+use super::{earn, tiers};
+use crate::rules::{CapMeasure, ExpiryPolicy, Rules};
 use crate::state::AccountState;
 use crate::time::{self, Timestamp};
 use rust_decimal::Decimal;
@@ -33,11 +33,68 @@ pub struct TierProgress {
     pub next: Option<(String, Decimal)>,
 }
 
+/// How much of a cap the account has used in one of its periods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapUsage {
+    pub cap: String,
+    pub description: Option<String>,
+    /// The period, as explanations name it (`2026-11`, `2026-Q4`,
+    /// `statement cycle from 2026-11`).
+    pub period: String,
+    /// `reward` or `spend`.
+    pub measure: &'static str,
+    /// Used, the limit and what is left, fixed to the reward's decimal
+    /// places (a spend cap: the amounts' own).
+    pub used: Decimal,
+    pub limit: Decimal,
+    pub left: Decimal,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceView {
     pub tier: Option<String>,
     pub tier_progress: Option<TierProgress>,
     pub programs: Vec<ProgramView>,
+    /// The caps the account has used, by cap then period (a period that
+    /// ended is kept while a refund could still give some of it back).
+    pub caps: Vec<CapUsage>,
+}
+
+/// The account's cap counters, with their caps' limits. A counter of a cap
+/// no longer in the rules is left out (it can limit nothing).
+fn cap_usage(rules: &Rules, state: &AccountState) -> Vec<CapUsage> {
+    state
+        .counters
+        .iter()
+        .filter_map(|counter| {
+            let index = rules.caps.iter().position(|c| c.id == counter.cap)?;
+            let cap = &rules.caps[index];
+            let decimals = match cap.measure {
+                // The program of the rules that count against it.
+                CapMeasure::Reward => rules
+                    .rules
+                    .iter()
+                    .find(|r| r.caps.contains(&index))
+                    .map_or(0, |r| rules.programs[r.program].decimals),
+                CapMeasure::Spend => counter.used.scale().max(cap.limit.scale()),
+            };
+            let fixed = |d: Decimal| crate::money::with_scale(d, decimals);
+            let mut period = String::new();
+            earn::push_period_label(&mut period, cap.period, counter.period);
+            Some(CapUsage {
+                cap: cap.id.to_string(),
+                description: cap.description.as_deref().map(str::to_string),
+                period,
+                measure: match cap.measure {
+                    CapMeasure::Reward => "reward",
+                    CapMeasure::Spend => "spend",
+                },
+                used: fixed(counter.used),
+                limit: fixed(cap.limit),
+                left: fixed((cap.limit - counter.used).max(Decimal::ZERO)),
+            })
+        })
+        .collect()
 }
 
 /// The account's balances as of its own time (the view does not move time;
@@ -84,5 +141,5 @@ pub fn balance_view(rules: &Rules, state: &AccountState, lots: usize) -> Balance
         })
         .collect();
     let tier_progress = tiers::progress(rules, state, state.watermark);
-    BalanceView { tier: state.tier.clone(), tier_progress, programs }
+    BalanceView { tier: state.tier.clone(), tier_progress, programs, caps: cap_usage(rules, state) }
 }
