@@ -430,6 +430,23 @@ fn tiers_upgrade_after_the_crossing_purchase_and_fall_at_the_end_of_a_missed_per
     assert_eq!(tier[0].occurred_at.to_string(), "2027-03-31T21:00:00Z");
     assert_eq!(tier[0].accrual_id(), "acc-1:tier_changed:2027-Q1");
     assert_eq!(h.accounts[A].tier, None);
+    // The record about the account carries every balance, not a "0".
+    let mut json = Vec::new();
+    tier[0].write_json(&mut json);
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert!(v["balance_after"].is_null() && v["program"].is_null(), "{v}");
+    let balances = v["balances"].as_array().unwrap();
+    assert!(!balances.is_empty(), "{v}");
+    for b in balances {
+        let state = h.accounts[A].balance(b["program"].as_str().unwrap()).unwrap();
+        let fixed = |d| accrual::money::with_scale(d, state.decimals).to_string();
+        assert_eq!(
+            (b["available"].as_str(), b["pending"].as_str()),
+            (Some(&*fixed(state.available)), Some(&*fixed(state.pending))),
+            "{v}"
+        );
+        assert_eq!(b["unit"].as_str(), Some(&*state.unit));
+    }
 }
 
 #[test]

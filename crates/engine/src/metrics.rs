@@ -401,7 +401,8 @@ mod tests {
     use accrual_core::time::Timestamp;
 
     fn record(program: &str, rule: &str, kind: RecordKind, amount: i64) -> AccrualRecord {
-        let names = RecordNames { program, rule_id: rule, unit: "RUB", rules_version: "v", category: "" };
+        let names =
+            RecordNames { program, rule_id: rule, unit: "RUB", rules_version: "v", ..RecordNames::default() };
         AccrualRecord {
             text: RecordText::new(AccrualId::Text(""), "", "", names, ""),
             kind,

@@ -135,6 +135,7 @@ pub fn category_choice(
         let id = format!("{}:{}", event.event_id, RecordKind::ChoiceRejected.name());
         let text = format!("choice for {month} refused: {why}");
         out.push(ctx.account_record(
+            state,
             RecordKind::ChoiceRejected,
             &id,
             "category_choice",
@@ -172,6 +173,7 @@ pub fn category_choice(
     }
     let id = format!("{}:{}", event.event_id, RecordKind::CategoryChoice.name());
     out.push(ctx.account_record(
+        state,
         RecordKind::CategoryChoice,
         &id,
         "category_choice",

@@ -219,7 +219,14 @@ impl Ctx<'_> {
         let decimals = balance.map_or(0, |b| b.decimals);
         let unit = balance.map_or("", |b| &b.unit);
         let category = origin.map_or("", |o| o.category);
-        let names = RecordNames { program, rule_id, unit, rules_version: &self.rules.version, category };
+        let names = RecordNames {
+            program,
+            rule_id,
+            unit,
+            rules_version: &self.rules.version,
+            category,
+            balances: "",
+        };
         AccrualRecord {
             text: RecordText::new(accrual_id, self.event_id, self.account_id, names, explanation),
             kind,
@@ -232,16 +239,31 @@ impl Ctx<'_> {
         }
     }
 
-    /// A record about the account itself (tier, choices): no program.
+    /// A record about the account itself (tier, choices): no program, but
+    /// every balance of the account.
     pub fn account_record(
         &self,
+        state: &AccountState,
         kind: RecordKind,
         accrual_id: &str,
         rule_id: &str,
         at: Timestamp,
         explanation: &str,
     ) -> AccrualRecord {
-        let names = RecordNames { rule_id, rules_version: &self.rules.version, ..RecordNames::default() };
+        let mut balances = String::new();
+        let fixed = |d, decimals| crate::money::with_scale(d, decimals);
+        record::push_balances(
+            &mut balances,
+            state.balances.iter().map(|b| {
+                (&*b.program, &*b.unit, fixed(b.available, b.decimals), fixed(b.pending, b.decimals))
+            }),
+        );
+        let names = RecordNames {
+            rule_id,
+            rules_version: &self.rules.version,
+            balances: &balances,
+            ..RecordNames::default()
+        };
         AccrualRecord {
             text: RecordText::new(
                 AccrualId::Text(accrual_id),

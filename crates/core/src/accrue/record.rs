@@ -109,6 +109,9 @@ pub struct RecordNames<'a> {
     pub rules_version: &'a str,
     /// Empty unless the rule paid for a category it names.
     pub category: &'a str,
+    /// For a record about the account (no program): every balance of the
+    /// account after it, as a JSON array ([`push_balances`]).
+    pub balances: &'a str,
 }
 
 /// A record's texts: its accrual id, source event id, account id, names
@@ -120,7 +123,7 @@ pub struct RecordNames<'a> {
 pub struct RecordText {
     text: String,
     /// Where each text but the last (the explanation) ends, in [`Part`] order.
-    ends: [u32; 8],
+    ends: [u32; 9],
 }
 
 /// The texts of a [`RecordText`], in their order.
@@ -134,6 +137,7 @@ enum Part {
     Unit,
     RulesVersion,
     Category,
+    Balances,
     Explanation,
 }
 
@@ -149,7 +153,7 @@ impl RecordText {
             AccrualId::Of { rule, .. } => source_event_id.len() + rule.len() + ID_FIXED_LEN,
             AccrualId::Text(id) => id.len(),
         };
-        let RecordNames { program, rule_id, unit, rules_version, category } = names;
+        let RecordNames { program, rule_id, unit, rules_version, category, balances } = names;
         let mut text = spare_text(
             id_len
                 + source_event_id.len()
@@ -159,6 +163,7 @@ impl RecordText {
                 + unit.len()
                 + rules_version.len()
                 + category.len()
+                + balances.len()
                 + explanation.len(),
         );
         match accrual_id {
@@ -166,9 +171,18 @@ impl RecordText {
             AccrualId::Text(id) => text.push_str(id),
         }
         // Each part after the accrual id starts where the one before ends.
-        let mut ends = [0u32; 8];
-        let rest =
-            [source_event_id, account_id, program, rule_id, unit, rules_version, category, explanation];
+        let mut ends = [0u32; 9];
+        let rest = [
+            source_event_id,
+            account_id,
+            program,
+            rule_id,
+            unit,
+            rules_version,
+            category,
+            balances,
+            explanation,
+        ];
         for (end, part) in ends.iter_mut().zip(rest) {
             *end = text_len(&text);
             text.push_str(part);
@@ -300,6 +314,12 @@ impl AccrualRecord {
         self.text.part(Part::Category)
     }
 
+    /// For a record about the account: its balances after it, as a JSON
+    /// array of `{program, unit, available, pending}`.
+    pub fn balances(&self) -> &str {
+        self.text.part(Part::Balances)
+    }
+
     /// The numbers used, for the customer and the auditor.
     pub fn explanation(&self) -> &str {
         self.text.part(Part::Explanation)
@@ -343,11 +363,17 @@ impl AccrualRecord {
         push_decimal(s, self.amount);
         s.push_str("\",\"unit\":");
         json_opt_str(s, self.unit());
-        s.push_str(",\"balance_after\":\"");
-        push_decimal(s, self.balance_after);
-        s.push_str("\",\"pending_after\":\"");
-        push_decimal(s, self.pending_after);
-        s.push('"');
+        if self.program().is_empty() {
+            // About the account: no one balance, but all of them.
+            s.push_str(",\"balance_after\":null,\"pending_after\":null,\"balances\":");
+            s.push_str(if self.balances().is_empty() { "[]" } else { self.balances() });
+        } else {
+            s.push_str(",\"balance_after\":\"");
+            push_decimal(s, self.balance_after);
+            s.push_str("\",\"pending_after\":\"");
+            push_decimal(s, self.pending_after);
+            s.push('"');
+        }
         if let Some(value) = self.value {
             s.push_str(",\"value\":\"");
             push_decimal(s, value);
@@ -361,6 +387,30 @@ impl AccrualRecord {
         json_str(s, self.explanation());
         s.push('}');
     }
+}
+
+/// Writes balances as a JSON array: `[{"program":..,"unit":..,
+/// "available":"..","pending":".."}]`, amounts in each program's decimals.
+pub fn push_balances<'a>(
+    out: &mut String,
+    balances: impl Iterator<Item = (&'a str, &'a str, Decimal, Decimal)>,
+) {
+    out.push('[');
+    for (i, (program, unit, available, pending)) in balances.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"program\":");
+        json_str(out, program);
+        out.push_str(",\"unit\":");
+        json_str(out, unit);
+        out.push_str(",\"available\":\"");
+        push_decimal(out, available);
+        out.push_str("\",\"pending\":\"");
+        push_decimal(out, pending);
+        out.push_str("\"}");
+    }
+    out.push(']');
 }
 
 /// Whether any byte must be escaped in a JSON string.
@@ -455,7 +505,13 @@ mod tests {
     }
 
     fn names() -> RecordNames<'static> {
-        RecordNames { program: "cashback", rule_id: "base", unit: "RUB", rules_version: "v1", category: "" }
+        RecordNames {
+            program: "cashback",
+            rule_id: "base",
+            unit: "RUB",
+            rules_version: "v1",
+            ..RecordNames::default()
+        }
     }
 
     #[test]
@@ -505,6 +561,7 @@ mod tests {
             unit: "RUB",
             rules_version: "abc",
             category: "food",
+            balances: "",
         };
         let r = AccrualRecord {
             text: RecordText::new(

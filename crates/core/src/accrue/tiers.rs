@@ -73,7 +73,7 @@ fn change(
     let to_name = to.map_or_else(|| "none".to_string(), |t| t.name.clone());
     state.tier = to.map(|t| t.name.clone());
     let text = format!("tier {from} -> {to_name}: {why}");
-    out.push(ctx.account_record(RecordKind::TierChanged, &id, "tier", at, &text));
+    out.push(ctx.account_record(state, RecordKind::TierChanged, &id, "tier", at, &text));
 }
 
 /// Counts `amount` of qualification at `at` (negative: a refund), then
