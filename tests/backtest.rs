@@ -259,3 +259,28 @@ fn a_backtest_from_a_state_copy_continues_it_and_leaves_it_untouched() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("accrual backtest --from-state"));
 }
+
+#[test]
+fn a_file_is_refused_over_a_state_of_other_partitions() {
+    use accrual::store::{Progress, Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("ev.ndjson");
+    generate(&events, "100");
+    // A production instance's state: progress in partition 3.
+    let state = dir.path().join("state");
+    {
+        let store = Store::open(&state, &StoreOptions::default()).unwrap();
+        let mut batch = store.batch();
+        batch.set_progress(3, Progress { next_offset: 10, ..Progress::default() }, 0);
+        store.commit(batch).unwrap();
+    }
+    let rules = repo_path("config/rules.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_accrual"))
+        .args(["backtest", "--baseline", s(&rules), "--candidate", s(&rules), "--input", s(&events)])
+        .args(["--from-state", s(&state), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds partitions [3]") && err.contains("--topic"), "{err}");
+}

@@ -53,6 +53,11 @@ pub enum BacktestError {
     Candidate(#[source] SimulateError),
     #[error(transparent)]
     Kafka(#[from] ToolError),
+    #[error(
+        "the state in {0} holds partitions {1:?}: a file is read as partition 0, so the accounts of the others \
+         would start empty. Read the events from the topic (--topic), where each message is in its partition."
+    )]
+    FileOverPartitions(PathBuf, Vec<u32>),
 }
 
 /// The two sides, fed the same inputs.
@@ -83,6 +88,10 @@ pub fn run(opts: &BacktestOptions) -> Result<Report, BacktestError> {
     let mut blank_lines = 0;
     let source = match &opts.source {
         Source::File(path) => {
+            let partitions = sides.baseline.partitions().map_err(BacktestError::Baseline)?;
+            if let (Some(state), true) = (&opts.from_state, partitions.iter().any(|&p| p != 0)) {
+                return Err(BacktestError::FileOverPartitions(state.clone(), partitions));
+            }
             blank_lines = run_file(&mut sides, path, opts)?;
             format!("file {}", path.display())
         }

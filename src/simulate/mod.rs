@@ -159,6 +159,11 @@ impl Simulation {
         &self.rules
     }
 
+    /// The partitions the state holds progress for.
+    pub fn partitions(&self) -> Result<Vec<u32>, SimulateError> {
+        Ok(self.store.partitions()?)
+    }
+
     /// The offset the state has reached in `partition`: the next input
     /// it expects (0 for a fresh state).
     pub fn next_offset(&mut self, partition: u32) -> Result<u64, SimulateError> {
