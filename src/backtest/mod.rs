@@ -16,7 +16,6 @@ use crate::kafka_tools::{self, Connection, RangeBound, ToolError};
 use crate::pipeline::Input;
 use crate::simulate::{self, ProgressMeter, Setup, SimulateError, Simulation, StartState};
 use crate::time::Timestamp;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 /// The events a backtest runs over.
@@ -51,6 +50,9 @@ pub enum BacktestError {
     Baseline(#[source] SimulateError),
     #[error("candidate {0}")]
     Candidate(#[source] SimulateError),
+    /// Reading the events (not a side's run).
+    #[error(transparent)]
+    Input(#[from] SimulateError),
     #[error(transparent)]
     Kafka(#[from] ToolError),
     #[error(
@@ -116,21 +118,9 @@ pub fn run(opts: &BacktestOptions) -> Result<Report, BacktestError> {
 fn run_file(sides: &mut Sides, path: &std::path::Path, opts: &BacktestOptions) -> Result<u64, BacktestError> {
     let first_offset = sides.baseline.next_offset(0).map_err(BacktestError::Baseline)?;
     let mut meter = ProgressMeter::new(opts.show_progress);
-    let mut failure = None;
-    let read = simulate::read_lines(path, first_offset, opts.batch_size, &mut meter, |inputs| {
-        let fed = sides.each(|sim| sim.feed_lines(first_offset, inputs));
-        // Which side failed is kept; the read stops on any error.
-        fed.map_err(|e| {
-            let detail = e.to_string();
-            failure = Some(e);
-            SimulateError::Io { path: path.to_path_buf(), source: std::io::Error::other(detail) }
-        })
-    });
-    match (read, failure) {
-        (_, Some(e)) => Err(e),
-        (Err(e), None) => Err(BacktestError::Baseline(e)),
-        (Ok(blank_lines), None) => Ok(blank_lines),
-    }
+    simulate::read_lines(path, first_offset, opts.batch_size, &mut meter, |inputs| {
+        sides.each(|sim| sim.feed_lines(first_offset, inputs))
+    })
 }
 
 /// A topic's range, partition by partition, each message with its own
@@ -144,37 +134,25 @@ fn run_topic(
     to: Option<RangeBound>,
     batch_size: usize,
 ) -> Result<u64, BacktestError> {
-    let mut failure = None;
     let mut skipped = 0;
     kafka_tools::read_range(connection, topic, from, to, batch_size, |partition, messages| {
         let partition = partition as u32;
-        let fed = sides.baseline.next_offset(partition).map_err(BacktestError::Baseline).and_then(|next| {
-            let inputs: Vec<Input<'_>> = messages
-                .iter()
-                .filter(|m| m.offset as u64 >= next)
-                .map(|m| Input {
-                    offset: m.offset as u64,
-                    key: &m.key,
-                    payload: &m.payload,
-                    timestamp: m.timestamp.map(Timestamp),
-                })
-                .collect();
-            skipped += (messages.len() - inputs.len()) as u64;
-            if inputs.is_empty() {
-                return Ok(());
-            }
-            sides.each(|sim| sim.feed_messages(partition, &inputs))
-        });
-        match fed {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
+        let next = sides.baseline.next_offset(partition).map_err(BacktestError::Baseline)?;
+        let inputs: Vec<Input<'_>> = messages
+            .iter()
+            .filter(|m| m.offset as u64 >= next)
+            .map(|m| Input {
+                offset: m.offset as u64,
+                key: &m.key,
+                payload: &m.payload,
+                timestamp: m.timestamp.map(Timestamp),
+            })
+            .collect();
+        skipped += (messages.len() - inputs.len()) as u64;
+        if inputs.is_empty() {
+            return Ok(());
         }
+        sides.each(|sim| sim.feed_messages(partition, &inputs))
     })?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(skipped),
-    }
+    Ok(skipped)
 }

@@ -238,14 +238,15 @@ impl Simulation {
 
 /// The lines of an NDJSON file in batches: `(first offset, inputs)` for
 /// each batch, through `feed`. Blank lines take an offset but are no
-/// input; returns how many there were.
-pub fn read_lines(
+/// input; returns how many there were. An error of `feed` stops the read
+/// and is returned.
+pub fn read_lines<E: From<SimulateError>>(
     path: &Path,
     first_offset: u64,
     batch_size: usize,
     meter: &mut ProgressMeter,
-    mut feed: impl FnMut(&[Input<'_>]) -> Result<(), SimulateError>,
-) -> Result<u64, SimulateError> {
+    mut feed: impl FnMut(&[Input<'_>]) -> Result<(), E>,
+) -> Result<u64, E> {
     let input = File::open(path).map_err(io_err(path))?;
     meter.total_bytes = input.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = BufReader::with_capacity(1 << 20, input);

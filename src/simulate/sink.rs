@@ -127,7 +127,8 @@ impl SimSink {
 
     /// A purchase's reward, or a rule capped to nothing on it: by the
     /// category that paid, the purchase's partner, and the caps that cut it.
-    fn tally_purchase(&mut self, r: &AccrualRecord, partner: &str) {
+    fn tally_purchase(&mut self, r: &AccrualRecord, partner: Option<usize>) {
+        let partner = partner.map_or("", |i| &*self.rules.partners[i].name);
         with_pair(&mut self.by_category, r.program(), r.category(), |p| p.add(r));
         with_pair(&mut self.by_partner, r.program(), partner, |p| p.add(r));
         for cap in caps_that_cut(r.explanation()) {
@@ -145,8 +146,6 @@ impl Sink for SimSink {
             EventBody::Purchase(p) => self.rules.partner_of(p.partner_id, p.merchant_id),
             _ => None,
         };
-        let rules = self.rules.clone();
-        let partner = partner.map_or("", |i| &*rules.partners[i].name);
         for r in records {
             // Per rule: what rules earned and what refunds took back.
             if matches!(r.kind, RecordKind::Earn | RecordKind::Clawback | RecordKind::Cancel) {

@@ -316,39 +316,46 @@ pub struct PartitionRange {
 /// `batch` messages in offset order. Joins no group and commits nothing:
 /// the engine's group and offsets are untouched. Without `from`, from each
 /// partition's start; without `to`, to its end when the read starts.
-/// `each` may stop the read by returning `Break`.
-pub fn read_range(
+/// An error of `each` stops the read and is returned.
+pub fn read_range<E: From<ToolError>>(
     kafka: &Connection,
     topic: &str,
     from: Option<RangeBound>,
     to: Option<RangeBound>,
     batch: usize,
-    mut each: impl FnMut(i32, &[Consumed]) -> std::ops::ControlFlow<()>,
-) -> Result<Vec<PartitionRange>, ToolError> {
+    mut each: impl FnMut(i32, &[Consumed]) -> Result<(), E>,
+) -> Result<Vec<PartitionRange>, E> {
     let consumer: BaseConsumer<Reader> = kafka
         .consumer()
         .set("group.id", format!("accrual-range-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create_with_context(Reader)?;
+        .create_with_context(Reader)
+        .map_err(ToolError::from)?;
     let mut ranges = Vec::new();
     for partition in 0..partitions(kafka, topic)? {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        let start = resolve_bound(&consumer, topic, partition, from, low, high)?.unwrap_or(low);
-        let end = resolve_bound(&consumer, topic, partition, to, low, high)?.unwrap_or(high);
-        let mut range = PartitionRange { partition, from: start, to: end.max(start), messages: 0 };
-        if start < end {
-            let flow = read_partition(&consumer, topic, &mut range, batch.max(1), &mut each)?;
-            ranges.push(range);
-            if flow.is_break() {
-                break;
-            }
-        } else {
-            ranges.push(range);
+        let mut range = partition_range(&consumer, topic, partition, from, to)?;
+        if range.from < range.to {
+            read_partition(&consumer, topic, &mut range, batch.max(1), &mut each)?;
         }
+        ranges.push(range);
     }
     Ok(ranges)
+}
+
+/// One partition's `[from, to)`, nothing read yet.
+fn partition_range(
+    consumer: &BaseConsumer<Reader>,
+    topic: &str,
+    partition: i32,
+    from: Option<RangeBound>,
+    to: Option<RangeBound>,
+) -> Result<PartitionRange, ToolError> {
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let start = resolve_bound(consumer, topic, partition, from, low, high)?.unwrap_or(low);
+    let end = resolve_bound(consumer, topic, partition, to, low, high)?.unwrap_or(high);
+    Ok(PartitionRange { partition, from: start, to: end.max(start), messages: 0 })
 }
 
 /// A bound's offset in one partition, within `[low, high]`.
@@ -378,59 +385,55 @@ fn resolve_bound(
 }
 
 /// Reads one partition's `[range.from, range.to)`, counting what it hands on.
-fn read_partition(
+fn read_partition<E: From<ToolError>>(
     consumer: &BaseConsumer<Reader>,
     topic: &str,
     range: &mut PartitionRange,
     batch: usize,
-    each: &mut impl FnMut(i32, &[Consumed]) -> std::ops::ControlFlow<()>,
-) -> Result<std::ops::ControlFlow<()>, ToolError> {
+    each: &mut impl FnMut(i32, &[Consumed]) -> Result<(), E>,
+) -> Result<(), E> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, range.partition, Offset::Offset(range.from))?;
-    consumer.assign(&tpl)?;
+    tpl.add_partition_offset(topic, range.partition, Offset::Offset(range.from)).map_err(ToolError::from)?;
+    consumer.assign(&tpl).map_err(ToolError::from)?;
     let mut pending = Vec::with_capacity(batch);
     let mut idle = Instant::now();
-    let flow = loop {
+    loop {
         match consumer.poll(Duration::from_millis(100)) {
             None if idle.elapsed() > Duration::from_secs(30) => {
                 let message = format!(
                     "partition {}: nothing arrived for 30 s before offset {}",
                     range.partition, range.to
                 );
-                return Err(ToolError::Topic { topic: topic.to_string(), message });
+                return Err(ToolError::Topic { topic: topic.to_string(), message }.into());
             }
             None => continue,
             // The end: what is left of [from, to) was not committed.
-            Some(Err(KafkaError::PartitionEOF(p))) if p == range.partition => {
-                break std::ops::ControlFlow::Continue(());
-            }
+            Some(Err(KafkaError::PartitionEOF(p))) if p == range.partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => return Err(ToolError::from(e).into()),
             // Left over from the partition read before.
             Some(Ok(m)) if m.partition() != range.partition => continue,
-            Some(Ok(m)) if m.offset() >= range.to => break std::ops::ControlFlow::Continue(()),
+            Some(Ok(m)) if m.offset() >= range.to => break,
             Some(Ok(m)) => {
                 idle = Instant::now();
                 pending.push(consumed(&m, BTreeMap::new()));
                 let last = m.offset() + 1 >= range.to;
                 if pending.len() >= batch || last {
                     range.messages += pending.len() as u64;
-                    if each(range.partition, &pending).is_break() {
-                        break std::ops::ControlFlow::Break(());
-                    }
+                    each(range.partition, &pending)?;
                     pending.clear();
                 }
                 if last {
-                    break std::ops::ControlFlow::Continue(());
+                    break;
                 }
             }
         }
-    };
-    if !pending.is_empty() && flow.is_continue() {
-        range.messages += pending.len() as u64;
-        return Ok(each(range.partition, &pending));
     }
-    Ok(flow)
+    if !pending.is_empty() {
+        range.messages += pending.len() as u64;
+        each(range.partition, &pending)?;
+    }
+    Ok(())
 }
 
 /// Each partition's end (high watermark).

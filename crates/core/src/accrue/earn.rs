@@ -243,8 +243,8 @@ fn plan(
         };
     }
     let why = Why { eligible, base, of, raw, rounded };
-    let category = category_paid(rules, rule, f);
-    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), category, why, steps }))
+    // The category is found for the grants kept only (see `purchase`).
+    Ok(Some(Grant { rule: index, amount: money::with_scale(granted, decimals), category: None, why, steps }))
 }
 
 /// The category of the rule's conditions (or the account's choices) that
@@ -471,7 +471,10 @@ pub(super) fn purchase(
             None => continue,
         };
         match planned {
-            Ok(Some(grant)) => take(scratch, grant),
+            Ok(Some(mut grant)) => {
+                grant.category = category_paid(rules, &rules.rules[grant.rule], &facts);
+                take(scratch, grant)
+            }
             Ok(None) => {}
             Err(rejection) => return Outcome::Rejected(rejection),
         }
