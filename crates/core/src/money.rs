@@ -467,12 +467,28 @@ pub fn full_units(value: Decimal, unit: Decimal) -> Option<Decimal> {
 /// in the next). Rounds toward zero only if the value carries more places,
 /// which the rules' rounding steps prevent.
 pub fn with_scale(value: Decimal, decimals: u32) -> Decimal {
-    if value.scale() == decimals {
+    let scale = value.scale();
+    if scale == decimals {
         return value;
     }
-    let mut v = value.round_dp_with_strategy(decimals, RoundingStrategy::ToZero);
-    v.rescale(decimals);
-    v
+    // Money's mantissa fits 64 bits: scaled there (integer division
+    // truncates toward zero) it costs a fraction of rust_decimal's rounding
+    // and rescaling, and every record writes three such values.
+    let scaled = i64::try_from(value.mantissa()).ok().and_then(|mantissa| {
+        if scale < decimals {
+            10i64.checked_pow(decimals - scale).and_then(|factor| mantissa.checked_mul(factor))
+        } else {
+            Some(10i64.checked_pow(scale - decimals).map_or(0, |factor| mantissa / factor))
+        }
+    });
+    match scaled.and_then(|m| Decimal::try_new(m, decimals).ok()) {
+        Some(v) => v,
+        None => {
+            let mut v = value.round_dp_with_strategy(decimals, RoundingStrategy::ToZero);
+            v.rescale(decimals);
+            v
+        }
+    }
 }
 
 /// The share of `total` that stays with the customer when `remaining` of
@@ -728,5 +744,38 @@ mod tests {
         assert_eq!(with_scale(d("61.7"), 2).to_string(), "61.70");
         assert_eq!(with_scale(d("12"), 0).to_string(), "12");
         assert_eq!(with_scale(d("0"), 2).to_string(), "0.00");
+    }
+
+    #[test]
+    fn fixing_the_scale_agrees_with_rust_decimal_in_value_sign_and_scale() {
+        let values = [
+            "0",
+            "-0.001",
+            "0.004",
+            "61.7",
+            "-61.7",
+            "12",
+            "1.999",
+            "-1.999",
+            "123456789.123456789",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "7922816251426433759354395.0335",
+            "0.0000000000000000000000000001",
+            "-0.0000000000000000000000000001",
+        ];
+        for v in values {
+            for decimals in [0, 1, 2, 3, 5, 10, 28] {
+                let value = d(v);
+                let mut expected = value.round_dp_with_strategy(decimals, RoundingStrategy::ToZero);
+                expected.rescale(decimals);
+                let got = with_scale(value, decimals);
+                assert_eq!(
+                    (got.to_string(), got.scale(), got.is_sign_negative()),
+                    (expected.to_string(), expected.scale(), expected.is_sign_negative()),
+                    "{v} to {decimals} places"
+                );
+            }
+        }
     }
 }
