@@ -10,10 +10,10 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The rules in force.
+    /// The rules in force: a file, or a directory of versions.
     #[arg(long)]
     baseline: PathBuf,
-    /// The rules to compare with them.
+    /// The rules to compare with them: a file, or a directory of versions.
     #[arg(long)]
     candidate: PathBuf,
     /// Events, one JSON object per line (or give --topic).

@@ -1,4 +1,5 @@
-//! `accrual check-config`: validate rules files and describe each.
+//! `accrual check-config`: validate rules files (or directories of
+//! versions) and describe each, with a directory's timeline.
 
 use super::say;
 use anyhow::Result;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Rules files (TOML).
+    /// Rules files (TOML), or directories of versions.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -15,10 +16,18 @@ pub struct Args {
 pub fn run(Args { files }: Args) -> Result<ExitCode> {
     let mut failed = false;
     for file in &files {
-        match accrual::rules::load(file) {
-            Ok(rules) => {
+        match accrual::rules::Timeline::load(file) {
+            Ok(timeline) if file.is_dir() => {
+                say!("{}: OK, {} versions", file.display(), timeline.versions().len());
+                say!("{}", timeline.describe());
+                for version in timeline.versions() {
+                    say!("{}:", version.file);
+                    say!("{}", version.rules.describe());
+                }
+            }
+            Ok(timeline) => {
                 say!("{}: OK", file.display());
-                say!("{}", rules.describe());
+                say!("{}", timeline.first().describe());
             }
             Err(e) => {
                 eprintln!("{e}");

@@ -41,12 +41,13 @@ pub fn run(what: What) -> Result<ExitCode> {
 }
 
 fn balance(state_dir: &Path, rules: &Path, account: &str) -> Result<()> {
-    let rules = accrual::rules::load(rules)?;
+    let timeline = accrual::rules::Timeline::load(rules)?;
     let store = Store::open_read_only(state_dir)?;
     let Some((partition, state)) = store.find_account(account)? else {
         bail!("no account {account} in {}", state_dir.display());
     };
-    let view = accrual::accrue::balance_view(&rules, &state, 3);
+    // The version in force at the account's time decides its caps' limits.
+    let view = accrual::accrue::balance_view(timeline.at(state.watermark), &state, 3);
     say!("account {account} (partition {partition}), as of {}", state.watermark);
     say!("tier: {}", view.tier.as_deref().unwrap_or("none"));
     if let Some(p) = &view.tier_progress {

@@ -37,7 +37,11 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 pub fn run(Args { config, stop_when_idle, report }: Args) -> Result<ExitCode> {
     let config = load_config(&config)?;
     let stop = stop_flag()?;
-    let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs) };
+    // SIGHUP: read the rules again between two cycles.
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing signal handlers")?;
+    let options = RunOptions { stop_when_idle: stop_when_idle.map(Duration::from_secs), reload };
     let summary = engine::run(config, stop, options)?;
     if let Some(path) = report {
         engine::report::write_report(&path, &summary).with_context(|| path.display().to_string())?;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A rules file, or a directory of versions (each in force from its
+    /// `effective_from`).
     #[arg(long)]
     rules: PathBuf,
     /// Events, one JSON object per line.

@@ -25,7 +25,8 @@ pub fn run(Args { config, at }: Args) -> Result<ExitCode> {
     };
     // The engine refuses a clock beyond the rules' bound (as it would any
     // event): say so here rather than send it.
-    let rules = accrual::rules::load(&config.engine.rules)?;
+    let timeline = accrual::rules::Timeline::load(&config.engine.rules)?;
+    let rules = timeline.first();
     if at.0 > now.0.saturating_add(rules.max_event_ahead_ms) {
         bail!(
             "--at {at} is more than max_event_ahead_minutes ({}) after now ({now}): the engine would refuse it \

@@ -14,7 +14,7 @@ mod summary;
 pub use summary::{CapHits, Payout, RejectedLine, Summary};
 
 use crate::pipeline::{BatchStats, Input, Processor};
-use crate::rules::{self, Rules, RulesError};
+use crate::rules::{RulesError, Timeline};
 use crate::store::{Progress, Store, StoreError, StoreOptions};
 use crate::time::Timestamp;
 use sink::{Place, SimSink};
@@ -62,10 +62,12 @@ pub enum SimulateError {
         source: io::Error,
     },
     #[error(
-        "the state in {0} was written by rules version {1}; this run uses {2}. Use a fresh --state-dir to backtest \
-         other rules, or `accrual backtest --from-state` (which works on a copy)."
+        "the state in {0} was written under rules that differ from these from {1} on, and it holds events up to \
+         {2}: a change must take effect after the last event applied (a new version with a later \
+         effective_from). Use a fresh --state-dir to backtest other rules, or `accrual backtest --from-state` \
+         (which works on a copy)."
     )]
-    RulesChanged(PathBuf, String, String),
+    RulesChanged(PathBuf, Timestamp, Timestamp),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SimulateError + '_ {
@@ -109,7 +111,7 @@ pub struct Setup<'a> {
 /// state store: fed batches of one partition at a time, it commits each
 /// and tallies what its records add up to.
 pub struct Simulation {
-    rules: Arc<Rules>,
+    timeline: Arc<Timeline>,
     store: Store,
     /// A temporary state directory lives as long as the simulation.
     _temp: Option<tempfile::TempDir>,
@@ -126,22 +128,22 @@ pub struct Simulation {
 impl Simulation {
     pub fn open(setup: &Setup<'_>) -> Result<Simulation, SimulateError> {
         let started = Instant::now();
-        let rules: Arc<Rules> = Arc::new(rules::load(setup.rules)?);
-        let (store, temp) = open_state(setup.state, &rules)?;
+        let timeline = Arc::new(Timeline::load(setup.rules)?);
+        let (store, temp) = open_state(setup.state, &timeline)?;
         let (out, dlq) = open_outputs(setup.out, setup.dlq)?;
         // Derived events (a referrer's bonus) are applied right after the
         // event that caused them.
-        let mut processor = Processor::new(rules.clone())
+        let mut processor = Processor::with_timeline(timeline.clone())
             .with_inline_derived()
             .with_account_cache(SIMULATE_ACCOUNT_CACHE)
             .with_received_by(setup.now.unwrap_or_else(crate::time::wall_clock));
         if setup.kafka_input {
             processor = processor.with_key_checks();
         }
-        let mut sink = SimSink::new(rules.clone(), out, dlq);
+        let mut sink = SimSink::new(timeline.clone(), out, dlq);
         sink.per_account = setup.per_account;
         Ok(Simulation {
-            rules,
+            timeline,
             store,
             _temp: temp,
             processor,
@@ -155,8 +157,8 @@ impl Simulation {
         })
     }
 
-    pub fn rules(&self) -> &Rules {
-        &self.rules
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The partitions the state holds progress for.
@@ -196,7 +198,7 @@ impl Simulation {
         let mut progress = *self.progress_of(partition)?;
         let mut batch = self.store.batch();
         if !self.version_recorded {
-            batch.set_rules_version(&self.rules.version);
+            batch.set_rules_version(&self.timeline.record());
             self.version_recorded = true;
         }
         self.stats += self.processor.process(
@@ -328,7 +330,7 @@ pub fn run(opts: &SimulateOptions) -> Result<Summary, SimulateError> {
 /// long as the store).
 fn open_state(
     start: StartState<'_>,
-    rules: &Rules,
+    timeline: &Timeline,
 ) -> Result<(Store, Option<tempfile::TempDir>), SimulateError> {
     let options = StoreOptions { sync: false, ..StoreOptions::default() };
     let temp = || tempfile::tempdir().map_err(io_err(Path::new("temporary state directory")));
@@ -344,18 +346,27 @@ fn open_state(
         }
         StartState::Continue(dir) => {
             let store = Store::open(dir, &options)?;
-            if let Some(previous) = store.rules_version()? {
-                if previous != *rules.version {
-                    return Err(SimulateError::RulesChanged(
-                        dir.to_path_buf(),
-                        previous,
-                        rules.version.to_string(),
-                    ));
+            if let Some(recorded) = store.rules_version()? {
+                let applied = max_stream_time(&store)?;
+                let differs = timeline.first_difference(&Timeline::parse_record(&recorded));
+                if let Some(at) = differs.filter(|&at| applied.is_some_and(|applied| at <= applied)) {
+                    return Err(SimulateError::RulesChanged(dir.to_path_buf(), at, applied.unwrap_or(at)));
                 }
             }
             Ok((store, None))
         }
     }
+}
+
+/// The latest event time any partition of `store` has applied.
+pub fn max_stream_time(store: &Store) -> Result<Option<Timestamp>, StoreError> {
+    let mut latest = None;
+    for partition in store.partitions()? {
+        if let Some(progress) = store.progress(partition)? {
+            latest = latest.max(Some(progress.stream_time));
+        }
+    }
+    Ok(latest)
 }
 
 /// Copies a state directory: its table files (never changed once written)

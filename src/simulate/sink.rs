@@ -5,7 +5,7 @@ use super::summary::{CapHits, Payout, RejectedLine, Summary};
 use crate::accrue::{AccrualRecord, NoEffect, RecordKind, caps_that_cut, json_str};
 use crate::events::{Event, EventBody};
 use crate::pipeline::{Input, Sink};
-use crate::rules::Rules;
+use crate::rules::Timeline;
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,7 +26,7 @@ pub(crate) enum Place {
 
 pub(crate) struct SimSink {
     pub summary: Summary,
-    pub rules: Arc<Rules>,
+    pub timeline: Arc<Timeline>,
     pub out: Option<Box<dyn Write>>,
     pub dlq: Option<BufWriter<File>>,
     pub place: Place,
@@ -69,15 +69,19 @@ fn flatten<V>(map: Nested<V>) -> BTreeMap<(String, String), V> {
 }
 
 impl SimSink {
-    pub fn new(rules: Arc<Rules>, out: Option<Box<dyn Write>>, dlq: Option<BufWriter<File>>) -> SimSink {
+    pub fn new(
+        timeline: Arc<Timeline>,
+        out: Option<Box<dyn Write>>,
+        dlq: Option<BufWriter<File>>,
+    ) -> SimSink {
         let summary = Summary {
-            rules_name: rules.name.clone(),
-            rules_version: rules.version.to_string(),
+            rules_name: timeline.first().name.clone(),
+            rules_version: timeline.label(),
             ..Summary::default()
         };
         SimSink {
             summary,
-            rules,
+            timeline,
             out,
             dlq,
             place: Place::File { first_offset: 0 },
@@ -100,12 +104,14 @@ impl SimSink {
         s.by_category = flatten(std::mem::take(&mut self.by_category));
         s.by_partner = flatten(std::mem::take(&mut self.by_partner));
         s.by_account = flatten(std::mem::take(&mut self.by_account));
-        for rule in &self.rules.rules {
-            let program = &self.rules.programs[rule.program];
-            let key = (program.name.to_string(), rule.id.to_string());
-            let row = s.by_rule.entry(key).or_default();
-            if row.unit.is_empty() {
-                row.unit = program.unit.to_string();
+        for rules in self.timeline.versions().iter().map(|v| &v.rules) {
+            for rule in &rules.rules {
+                let program = &rules.programs[rule.program];
+                let key = (program.name.to_string(), rule.id.to_string());
+                let row = s.by_rule.entry(key).or_default();
+                if row.unit.is_empty() {
+                    row.unit = program.unit.to_string();
+                }
             }
         }
         s.by_program.append(&mut self.by_program);
@@ -127,8 +133,8 @@ impl SimSink {
 
     /// A purchase's reward, or a rule capped to nothing on it: by the
     /// category that paid, the purchase's partner, and the caps that cut it.
-    fn tally_purchase(&mut self, r: &AccrualRecord, partner: Option<usize>) {
-        let partner = partner.map_or("", |i| &*self.rules.partners[i].name);
+    fn tally_purchase(&mut self, r: &AccrualRecord, partner: Option<&str>) {
+        let partner = partner.unwrap_or("");
         with_pair(&mut self.by_category, r.program(), r.category(), |p| p.add(r));
         with_pair(&mut self.by_partner, r.program(), partner, |p| p.add(r));
         for cap in caps_that_cut(r.explanation()) {
@@ -142,8 +148,11 @@ impl SimSink {
 
 impl Sink for SimSink {
     fn accrued(&mut self, _offset: u64, event: &Event<'_>, records: &[AccrualRecord]) {
+        let rules = self.timeline.at(event.occurred_at).clone();
         let partner = match &event.body {
-            EventBody::Purchase(p) => self.rules.partner_of(p.partner_id, p.merchant_id),
+            EventBody::Purchase(p) => {
+                rules.partner_of(p.partner_id, p.merchant_id).map(|i| &*rules.partners[i].name)
+            }
             _ => None,
         };
         for r in records {

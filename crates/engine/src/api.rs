@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::rebalance::{Assignment, EngineContext};
 use accrual_core::accrue::balance_view;
 use accrual_core::partitioner::Partitioner;
-use accrual_core::rules::Rules;
+use accrual_core::rules::Timeline;
 use accrual_store::Store;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -38,11 +38,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body (the endpoints take none).
 pub const MAX_BODY: u64 = 4096;
 
+/// The running rules timeline, shared with the HTTP API.
+pub type SharedTimeline = Arc<std::sync::RwLock<Arc<Timeline>>>;
+
 /// What the handlers read; shared with the engine.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<Store>,
-    pub rules: Arc<Rules>,
+    /// Swapped on a rules reload.
+    pub rules: SharedTimeline,
     pub assignment: Arc<Mutex<Assignment>>,
     /// Partitions of the input topic (0 until known).
     pub partitions: Arc<AtomicU32>,
@@ -278,7 +282,10 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
             json!({"error": "unknown account", "partition": partition}),
         );
     };
-    let view = balance_view(&state.rules, &account, 5);
+    // The version in force at the account's time decides its caps' limits.
+    let rules =
+        state.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).at(account.watermark).clone();
+    let view = balance_view(&rules, &account, 5);
     let programs: Vec<Value> = view
         .programs
         .iter()
@@ -311,7 +318,7 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
             "account_id": id,
             "partition": partition,
             "as_of": account.watermark.to_string(),
-            "rules_version": state.rules.version.to_string(),
+            "rules_version": rules.version.to_string(),
             "tier": view.tier,
             "tier_progress": progress,
             "programs": programs,

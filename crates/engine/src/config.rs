@@ -182,8 +182,13 @@ pub struct EngineSection {
     pub instance_id: String,
     /// RocksDB state; relative paths are relative to the working directory.
     pub state_dir: PathBuf,
-    /// The rules file.
+    /// The rules: one file, or a directory of versions each taking effect
+    /// at its `effective_from` (docs/rules.md, "Versions").
     pub rules: PathBuf,
+    /// How often the rules are checked for changes, to reload them without
+    /// a restart (0: only on SIGHUP).
+    #[serde(default = "default_rules_check_interval_ms", deserialize_with = "number")]
+    pub rules_check_interval_ms: u64,
     /// How often a commit cycle (RocksDB batch + Kafka transaction) closes.
     #[serde(default = "default_commit_interval_ms", deserialize_with = "number")]
     pub commit_interval_ms: u64,
@@ -230,6 +235,9 @@ fn default_transaction_timeout_ms() -> u64 {
 }
 fn default_commit_interval_ms() -> u64 {
     100
+}
+fn default_rules_check_interval_ms() -> u64 {
+    5_000
 }
 fn default_max_batch() -> usize {
     10_000

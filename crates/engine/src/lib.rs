@@ -30,6 +30,7 @@ pub mod owners;
 mod publish;
 pub mod rebalance;
 mod recovery;
+mod reload;
 pub mod report;
 pub mod restore;
 mod standby;
@@ -42,7 +43,7 @@ use publish::{begin_and_produce, produce, write_and_begin};
 use rebalance::Owned;
 
 use crate::config::EngineConfig;
-use accrual_core::rules::{self, RulesError};
+use accrual_core::rules::{self, RulesError, Timeline};
 use accrual_core::time::Timestamp;
 use accrual_store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
@@ -83,6 +84,8 @@ pub enum EngineError {
     NoGroupMetadata,
     #[error("{0}")]
     Http(String),
+    #[error("{0}")]
+    RulesHistory(String),
     #[error("could not publish for {seconds} s; exiting so a restart recovers from the outbox: {last}")]
     Unrecoverable { seconds: u64, last: String },
     #[error(
@@ -115,6 +118,8 @@ pub use accrual_core::time::wall_clock;
 pub struct RunOptions {
     /// Stop (gracefully) after this long without input.
     pub stop_when_idle: Option<Duration>,
+    /// Set (by SIGHUP) to read the rules again between two cycles.
+    pub reload: Arc<AtomicBool>,
 }
 
 pub use report::RunSummary;
@@ -174,6 +179,9 @@ struct Engine {
     polled_at: Instant,
     /// Sends the engine's own clock events (see `ticker`).
     ticker: ticker::Ticker,
+    /// The rules running, and their copy the HTTP API reads (see `reload`).
+    timeline: Arc<Timeline>,
+    shared_rules: api::SharedTimeline,
 }
 
 /// Runs the engine until `stop` is set (SIGINT/SIGTERM), the idle limit in
@@ -183,7 +191,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     options: RunOptions,
 ) -> Result<RunSummary, EngineError> {
-    let rules = Arc::new(rules::load(&config.engine.rules)?);
+    let timeline = Arc::new(Timeline::load(&config.engine.rules)?);
     let e = &config.engine;
     let store = Arc::new(Store::open(
         &e.state_dir,
@@ -193,15 +201,19 @@ pub fn run(
             write_buffer_bytes: e.write_buffer_mb << 20,
         },
     )?);
-    match store.rules_version()? {
-        Some(previous) if previous != *rules.version => {
-            tracing::info!(previous = %previous, current = %rules.version, "rules changed; new records carry the new version")
+    if let Some(recorded) = store.rules_version()? {
+        let recorded = Timeline::parse_record(&recorded);
+        if let Some(why) = reload::check_at_start(&timeline, &recorded, &store)? {
+            return Err(EngineError::RulesHistory(format!("{}: {why}", e.rules.display())));
         }
-        _ => {}
+        if let Some(from) = timeline.first_difference(&recorded) {
+            tracing::info!(from = %from, versions = %timeline.label(), "rules changed; events from that instant on are computed by the new versions")
+        }
     }
     let mut batch = store.batch();
-    batch.set_rules_version(&rules.version);
+    batch.set_rules_version(&timeline.record());
     store.commit(batch)?;
+    let shared: api::SharedTimeline = Arc::new(std::sync::RwLock::new(timeline.clone()));
 
     let timeout = Duration::from_millis(e.kafka_timeout_ms);
     let assignment = Arc::new(Mutex::new(Assignment::default()));
@@ -225,7 +237,7 @@ pub fn run(
             .map_err(|e| EngineError::Http(format!("starting the group watcher: {e}")))?;
     }
     // Up before Kafka is reached: /healthz answers while the broker is down.
-    let (metrics, partitions) = start_http(&config, &store, &rules, &assignment, &owners)?;
+    let (metrics, partitions) = start_http(&config, &store, &shared, &assignment, &owners)?;
     if config.engine.standby_replicas > 0 {
         let standby = standby::Standby {
             config: Arc::new(config.clone()),
@@ -242,13 +254,18 @@ pub fn run(
     producer.init_transactions(timeout).map_err(kafka("initialising transactions"))?;
     let journal = Journal::start(&store, &config.engine.instance_id)?;
     let workers = workers::Workers::new(
-        &rules,
+        &timeline,
         &store,
         config.engine.workers,
         config.engine.account_cache_mb << 20,
         config.kafka.topics.changelog.is_some(),
     )?;
     let ticker = ticker::Ticker::start(&config).map_err(EngineError::WorkerStart)?;
+    if config.engine.rules_check_interval_ms > 0 {
+        let every = Duration::from_millis(config.engine.rules_check_interval_ms);
+        reload::watch(config.engine.rules.clone(), every, &options.reload)
+            .map_err(EngineError::WorkerStart)?;
+    }
     let mut engine = Engine {
         ticker,
         store,
@@ -270,6 +287,8 @@ pub fn run(
         rebalances_seen: 0,
         polled_at: Instant::now(),
         config,
+        timeline: timeline.clone(),
+        shared_rules: shared,
     };
     engine.resolve_journal()?;
     let input = &engine.config.kafka.topics.input;
@@ -285,7 +304,7 @@ pub fn run(
     tracing::info!(
         instance = %engine.config.engine.instance_id,
         epoch = engine.journal.epoch(),
-        rules_version = %rules.version,
+        rules_version = %timeline.label(),
         topic = %engine.config.kafka.topics.input,
         "engine started"
     );
@@ -310,7 +329,7 @@ const OWNERS_REFRESH: Duration = Duration::from_secs(2);
 fn start_http(
     config: &EngineConfig,
     store: &Arc<Store>,
-    rules: &Arc<rules::Rules>,
+    rules: &api::SharedTimeline,
     assignment: &Arc<Mutex<Assignment>>,
     owners: &Arc<std::sync::RwLock<owners::Owners>>,
 ) -> Result<(Option<Arc<crate::metrics::Metrics>>, Arc<std::sync::atomic::AtomicU32>), EngineError> {
@@ -321,9 +340,10 @@ fn start_http(
             None
         }
     };
-    crate::metrics::info(&rules.name, &rules.version);
+    let timeline = rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    crate::metrics::info(&timeline);
     if let Some(m) = &metrics {
-        m.set_programs(rules);
+        m.set_programs(&timeline);
     }
     let partitions = Arc::new(std::sync::atomic::AtomicU32::new(0));
     if config.http.enabled {
@@ -430,6 +450,38 @@ fn cycle_report(
 }
 
 impl Engine {
+    /// Reads the rules again and, if they may replace the running ones,
+    /// applies them from the next cycle on (see `reload`).
+    fn reload_rules(&mut self) -> Result<(), EngineError> {
+        let path = &self.config.engine.rules;
+        let outcome = reload::reload(path, &self.timeline, &self.store)?;
+        crate::metrics::rules_reloaded(outcome.result());
+        match outcome {
+            reload::Reload::Applied(next) => {
+                let from = next.first_difference(&self.timeline.recorded());
+                self.workers.set_timeline(&next);
+                *self.shared_rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+                crate::metrics::rules_in_use(Some(&self.timeline), &next);
+                if let Some(m) = &self.metrics {
+                    m.set_programs(&next);
+                }
+                let mut batch = self.store.batch();
+                batch.set_rules_version(&next.record());
+                self.store.commit(batch)?;
+                let from = from.map(|t| rules::local_text(t, &next.first().timezone)).unwrap_or_default();
+                tracing::info!(rules = %path.display(), versions = %next.label(), from = %from, "rules reloaded");
+                self.timeline = next;
+            }
+            reload::Reload::Unchanged => {
+                tracing::info!(rules = %path.display(), "rules read again: unchanged")
+            }
+            reload::Reload::Refused(why) | reload::Reload::Invalid(why) => {
+                tracing::error!(rules = %path.display(), "rules reload refused, the running rules stay: {why}")
+            }
+        }
+        Ok(())
+    }
+
     fn main_loop(&mut self, stop: &AtomicBool, options: &RunOptions) -> Result<(), EngineError> {
         let interval = Duration::from_millis(self.config.engine.commit_interval_ms);
         let max_batch = self.config.engine.max_batch;
@@ -474,6 +526,9 @@ impl Engine {
             if !polled.is_empty() {
                 last_input = Instant::now();
                 self.first_input.get_or_insert(last_input);
+            }
+            if options.reload.swap(false, Ordering::Relaxed) {
+                self.reload_rules()?;
             }
             arena = self.cycle(arena, &polled, polling.elapsed())?;
             let (assigned, restoring) = {

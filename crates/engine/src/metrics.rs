@@ -52,6 +52,7 @@ pub const STANDBY_LAG: &str = "accrual_standby_lag_records";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
 pub const RULES_INFO: &str = "accrual_rules_info";
+pub const RULES_RELOADS: &str = "accrual_rules_reloads_total";
 pub const BUILD_INFO: &str = "accrual_build_info";
 
 /// The process's metrics: the exporter, and the float amount counters.
@@ -161,14 +162,24 @@ fn describe() {
     describe_gauge!(STANDBY_LAG, Unit::Count, "Changelog records the standby copies have not applied yet");
     describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last committed Kafka transaction");
     describe_gauge!(READY, Unit::Count, "1 when every assigned partition is recovered and consuming");
-    describe_gauge!(RULES_INFO, Unit::Count, "The rules in use (labels name and version)");
+    describe_gauge!(
+        RULES_INFO,
+        Unit::Count,
+        "1 for each rules version in use (labels name, version and effective_from), 0 once replaced"
+    );
+    describe_counter!(
+        RULES_RELOADS,
+        Unit::Count,
+        "Rules reloads by result: applied, unchanged, refused (would change what was already applied), invalid"
+    );
     describe_gauge!(BUILD_INFO, Unit::Count, "The accrual build (label version)");
 }
 
 impl Metrics {
     /// Which programs pay money and which points (from the rules).
-    pub fn set_programs(&self, rules: &accrual_core::rules::Rules) {
-        let cashback = rules.programs.iter().filter(|p| p.kind == accrual_core::rules::ProgramKind::Cashback);
+    pub fn set_programs(&self, timeline: &accrual_core::rules::Timeline) {
+        let programs = timeline.versions().iter().flat_map(|v| v.rules.programs.iter());
+        let cashback = programs.filter(|p| p.kind == accrual_core::rules::ProgramKind::Cashback);
         *self.cashback.write().unwrap_or_else(|p| p.into_inner()) =
             cashback.map(|p| p.name.to_string()).collect();
     }
@@ -364,7 +375,7 @@ pub fn assignment(assigned: usize, refused: usize, ready: bool, lag: &BTreeMap<u
 
 /// The rules and build in use; also starts every counter an alert or panel
 /// watches at zero, so a healthy system shows 0 rather than nothing.
-pub fn info(rules_name: &str, rules_version: &str) {
+pub fn info(timeline: &accrual_core::rules::Timeline) {
     for kind in ["abortable", "fatal", "not_member"] {
         counter!(ABORTS, "kind" => kind).increment(0);
     }
@@ -390,8 +401,45 @@ pub fn info(rules_name: &str, rules_version: &str) {
     ] {
         counter!(name).increment(0);
     }
-    gauge!(RULES_INFO, "name" => rules_name.to_string(), "version" => rules_version.to_string()).set(1.0);
+    for result in RELOAD_RESULTS {
+        counter!(RULES_RELOADS, "result" => result).increment(0);
+    }
+    rules_in_use(None, timeline);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// What a rules reload can come to (`accrual_rules_reloads_total`).
+pub const RELOAD_RESULTS: [&str; 4] = ["applied", "unchanged", "refused", "invalid"];
+
+/// A rules reload came to `result` (one of [`RELOAD_RESULTS`]).
+pub fn rules_reloaded(result: &'static str) {
+    counter!(RULES_RELOADS, "result" => result).increment(1);
+}
+
+/// The info series of `timeline`'s versions at 1, those of `previous`
+/// that it no longer has at 0.
+pub fn rules_in_use(
+    previous: Option<&accrual_core::rules::Timeline>,
+    timeline: &accrual_core::rules::Timeline,
+) {
+    let series = |t: &accrual_core::rules::Timeline| -> Vec<[String; 3]> {
+        t.versions()
+            .iter()
+            .map(|v| {
+                let from = v.from.map_or_else(|| "-".to_string(), |t| t.to_string());
+                [v.rules.name.clone(), v.rules.version.to_string(), from]
+            })
+            .collect()
+    };
+    let now = series(timeline);
+    for [name, version, from] in
+        previous.map(series).unwrap_or_default().into_iter().filter(|s| !now.contains(s))
+    {
+        gauge!(RULES_INFO, "name" => name, "version" => version, "effective_from" => from).set(0.0);
+    }
+    for [name, version, from] in now {
+        gauge!(RULES_INFO, "name" => name, "version" => version, "effective_from" => from).set(1.0);
+    }
 }
 
 #[cfg(test)]

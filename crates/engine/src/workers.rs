@@ -23,7 +23,7 @@
 use super::EngineError;
 use super::outbox::OutboxSink;
 use accrual_core::pipeline::{BatchStats, Input, Processor};
-use accrual_core::rules::Rules;
+use accrual_core::rules::Timeline;
 use accrual_core::time::Timestamp;
 use accrual_store::owner::Owner;
 use accrual_store::{Progress, Staged, Store};
@@ -75,6 +75,8 @@ struct Job {
     sinks: Vec<OutboxSink>,
     /// Who processes the partitions, recorded with their progress.
     owner: Arc<Owner>,
+    /// Rules reloaded since the worker's last job.
+    timeline: Option<Arc<Timeline>>,
 }
 
 type Done = Result<(Staged, Vec<PartitionDone>), accrual_store::StoreError>;
@@ -103,6 +105,9 @@ impl Worker {
     fn process(&mut self, job: Job) -> Done {
         if job.committed {
             self.processor.committed();
+        }
+        if let Some(timeline) = job.timeline {
+            self.processor.set_timeline(timeline);
         }
         for partition in job.forget {
             self.processor.forget_partition(partition);
@@ -159,6 +164,7 @@ struct Handle {
     committed: bool,
     forget: Vec<u32>,
     sinks: Vec<OutboxSink>,
+    timeline: Option<Arc<Timeline>>,
 }
 
 pub struct Workers {
@@ -171,7 +177,7 @@ impl Workers {
     /// `count` worker threads (at least one) sharing an account cache
     /// budget of `cache_bytes`.
     pub fn new(
-        rules: &Arc<Rules>,
+        timeline: &Arc<Timeline>,
         store: &Arc<Store>,
         count: usize,
         cache_bytes: usize,
@@ -183,7 +189,7 @@ impl Workers {
             let (jobs, job_queue) = channel();
             let (done_queue, done) = channel();
             let worker = Worker {
-                processor: Processor::new(rules.clone())
+                processor: Processor::with_timeline(timeline.clone())
                     .with_key_checks()
                     .ending_batches_after_clocks()
                     .with_account_cache(cache_bytes / count),
@@ -203,9 +209,18 @@ impl Workers {
                 committed: false,
                 forget: Vec::new(),
                 sinks: Vec::new(),
+                timeline: None,
             });
         }
         Ok(Workers { workers, placed: BTreeMap::new() })
+    }
+
+    /// Every worker applies `timeline` from its next job on (a reload,
+    /// between two cycles).
+    pub fn set_timeline(&mut self, timeline: &Arc<Timeline>) {
+        for handle in &mut self.workers {
+            handle.timeline = Some(timeline.clone());
+        }
     }
 
     /// Processes each partition's messages (of `buffer`) on its worker, in
@@ -233,6 +248,7 @@ impl Workers {
                 forget: std::mem::take(&mut handle.forget),
                 sinks: std::mem::take(&mut handle.sinks),
                 owner: owner.clone(),
+                timeline: handle.timeline.take(),
             };
             handle
                 .jobs
@@ -350,11 +366,11 @@ mod tests {
 
     type Outcome = (Vec<(u32, u64, Vec<u8>)>, Vec<Vec<(String, AccountState)>>);
 
-    fn example_rules() -> Arc<Rules> {
+    fn example_rules() -> Arc<Timeline> {
         let path = std::env::var_os("CARGO_MANIFEST_DIR")
             .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
             .join("../../config/rules.example.toml");
-        Arc::new(accrual_core::rules::load(&path).expect("example rules"))
+        Arc::new(Timeline::load(&path).expect("example rules"))
     }
 
     /// Runs the events through `count` workers in cycles of 400 lines; in

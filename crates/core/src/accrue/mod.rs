@@ -25,7 +25,7 @@ pub use record::{AccrualId, AccrualRecord, RecordKind, RecordNames, RecordText, 
 pub use view::{BalanceView, CapUsage, ProgramView, TierProgress, balance_view};
 
 use crate::events::{Event, EventBody};
-use crate::rules::Rules;
+use crate::rules::{Rules, Timeline};
 use crate::state::{AccountState, Search};
 use crate::time::Timestamp;
 use rust_decimal::Decimal;
@@ -291,28 +291,41 @@ pub(crate) struct Origin<'a> {
     pub category: &'a str,
 }
 
-/// Applies events to account states under one rules version. Holds scratch
-/// space reused across events, so keep one per worker.
+/// Applies events to account states under a timeline of rules versions,
+/// each event under the version in force at its time. Holds scratch space
+/// reused across events, so keep one per worker.
 pub struct Core {
-    rules: Arc<Rules>,
-    scratch: earn::Scratch,
+    timeline: Arc<Timeline>,
+    /// One per version (sized by its rules).
+    scratch: Vec<earn::Scratch>,
 }
 
 impl Core {
     pub fn new(rules: Arc<Rules>) -> Core {
-        let scratch = earn::Scratch::new(&rules);
-        Core { rules, scratch }
+        Core::with_timeline(Arc::new(Timeline::from(rules)))
     }
 
+    pub fn with_timeline(timeline: Arc<Timeline>) -> Core {
+        let scratch = timeline.versions().iter().map(|v| earn::Scratch::new(&v.rules)).collect();
+        Core { timeline, scratch }
+    }
+
+    /// The first version: what every version shares (currency, windows,
+    /// bounds, programs) is read from it.
     pub fn rules(&self) -> &Arc<Rules> {
-        &self.rules
+        self.timeline.first()
+    }
+
+    pub fn timeline(&self) -> &Arc<Timeline> {
+        &self.timeline
     }
 
     /// Applies `event` to `state` (the event's account), appending records
     /// and derived events to `out`. On [`Outcome::Rejected`] the state is
     /// unchanged.
     pub fn apply(&mut self, state: &mut AccountState, event: &Event<'_>, out: &mut Effects) -> Outcome {
-        let rules = &*self.rules;
+        let version = self.timeline.index_at(event.occurred_at);
+        let rules = &*self.timeline.versions()[version].rules;
         let currency = match &event.body {
             EventBody::Purchase(p) => Some(p.currency),
             EventBody::Refund(r) => Some(r.currency),
@@ -328,10 +341,10 @@ impl Core {
         }
         let ctx = Ctx { rules, event_id: event.event_id, account_id: event.account_id };
         let before = out.records.len();
-        lifecycle::advance(&ctx, state, event.occurred_at, &mut out.records);
+        self.bring_to(state, event.account_id, event.occurred_at, event.event_id, out);
         let timed = out.records.len() - before;
         let outcome = match &event.body {
-            EventBody::Purchase(p) => earn::purchase(&ctx, &mut self.scratch, state, event, p, out),
+            EventBody::Purchase(p) => earn::purchase(&ctx, &mut self.scratch[version], state, event, p, out),
             EventBody::Refund(r) => clawback::refund(
                 &ctx,
                 state,
@@ -382,10 +395,30 @@ impl Core {
         trigger: &str,
         out: &mut Effects,
     ) -> usize {
-        let ctx = Ctx { rules: &self.rules, event_id: trigger, account_id };
         let before = out.records.len();
-        lifecycle::advance(&ctx, state, at, &mut out.records);
+        self.bring_to(state, account_id, at, trigger, out);
         out.records.len() - before
+    }
+
+    /// Brings the account to `at`: what falls due before a version's
+    /// instant, under the version in force until then; the rest under the
+    /// version in force at `at`.
+    fn bring_to(
+        &self,
+        state: &mut AccountState,
+        account_id: &str,
+        at: Timestamp,
+        trigger: &str,
+        out: &mut Effects,
+    ) {
+        let mut from = state.watermark;
+        while let Some(change) = self.timeline.next_change_after(from).filter(|&change| change <= at) {
+            let ctx = Ctx { rules: self.timeline.at(from), event_id: trigger, account_id };
+            lifecycle::advance(&ctx, state, Timestamp(change.0 - 1), &mut out.records);
+            from = change;
+        }
+        let ctx = Ctx { rules: self.timeline.at(at), event_id: trigger, account_id };
+        lifecycle::advance(&ctx, state, at, &mut out.records);
     }
 
     /// Which purchases of the account not loaded (see
@@ -413,11 +446,21 @@ impl Core {
     /// Whether bringing the account to `at` drops purchases that left the
     /// refund window (so they must be loaded first).
     pub fn prunes_purchases(&self, state: &AccountState, at: Timestamp) -> bool {
-        lifecycle::prunes_purchases(&self.rules, state, at)
+        lifecycle::prunes_purchases(self.timeline.at(at), state, at)
     }
 
-    /// When the account next needs attention without an event of its own.
+    /// When the account next needs attention without an event of its own:
+    /// the first thing due under the version in force when it falls due.
     pub fn next_due(&self, state: &AccountState) -> Option<Timestamp> {
-        lifecycle::next_due(&self.rules, state)
+        let mut from = state.watermark;
+        let mut due = lifecycle::next_due(self.timeline.at(from), state);
+        while let Some(change) = self.timeline.next_change_after(from) {
+            if due.is_some_and(|due| due < change) {
+                break;
+            }
+            from = change;
+            due = lifecycle::next_due(self.timeline.at(change), state).map(|due| due.max(change));
+        }
+        due
     }
 }

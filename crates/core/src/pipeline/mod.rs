@@ -18,7 +18,7 @@ pub use ledger::{Ledger, Progress, StagedWrites};
 
 use crate::accrue::{AccrualRecord, Core, DerivedEvent, Effects, NoEffect, Outcome, PurchasesNeeded};
 use crate::events::{Decoder, Event, EventBody};
-use crate::rules::Rules;
+use crate::rules::{Rules, Timeline};
 use crate::state::AccountState;
 use crate::time::Timestamp;
 use foldhash::{HashMap, HashMapExt};
@@ -191,14 +191,20 @@ impl<'a> Work<'a> {
 
 impl Processor {
     pub fn new(rules: Arc<Rules>) -> Processor {
+        Processor::with_timeline(Arc::new(Timeline::from(rules)))
+    }
+
+    /// A processor applying each event under the version of `timeline` in
+    /// force at its time (admission reads the bounds every version shares).
+    pub fn with_timeline(timeline: Arc<Timeline>) -> Processor {
         Processor {
-            admission: Admission::new(&rules),
+            admission: Admission::new(timeline.first()),
             position: 0,
             #[cfg(feature = "failpoints")]
             panic_on: None,
             end_after_clocks: false,
             cut_clock: None,
-            core: Core::new(rules),
+            core: Core::with_timeline(timeline),
             decoder: Some(Decoder::new()),
             effects: Effects::default(),
             accounts: HashMap::new(),
@@ -267,6 +273,18 @@ impl Processor {
 
     pub fn rules(&self) -> &Arc<Rules> {
         self.core.rules()
+    }
+
+    pub fn timeline(&self) -> &Arc<Timeline> {
+        self.core.timeline()
+    }
+
+    /// Applies the batches from now on under `timeline` (a reload). The
+    /// caller has checked it agrees with the one before at every instant
+    /// already applied ([`Timeline::first_difference`]), and that it keeps
+    /// the admission bounds.
+    pub fn set_timeline(&mut self, timeline: Arc<Timeline>) {
+        self.core = Core::with_timeline(timeline);
     }
 
     /// The batches processed since the last call are committed: their
@@ -351,7 +369,7 @@ impl Processor {
                     *progress = before;
                     // Whatever the panic interrupted is dropped; the states
                     // are read again from the store, as they were committed.
-                    self.core = Core::new(self.core.rules().clone());
+                    self.core = Core::with_timeline(self.core.timeline().clone());
                     self.decoder = None;
                     self.effects = Effects::default();
                     self.accounts.clear();

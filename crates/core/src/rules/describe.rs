@@ -18,6 +18,9 @@ impl Rules {
 
     fn describe_settings(&self, s: &mut String) {
         let _ = writeln!(s, "  program \"{}\", rules version {}", self.name, self.version);
+        if let Some(from) = self.effective_from {
+            let _ = writeln!(s, "  in force from {} ({from})", super::local_text(from, &self.timezone));
+        }
         let _ = writeln!(
             s,
             "  currency {}, time zone {}, refund window {} days, dedupe window {} days",

@@ -156,6 +156,12 @@ pub struct SettingsDef {
     pub statement_day: u32,
     #[serde(default)]
     pub description: Option<String>,
+    /// The instant of event time this version takes effect, in a rules
+    /// directory of versions (`rules::Timeline`): a date, a local
+    /// date-time in `timezone`, or an instant with its offset. The version
+    /// without it is the first. Left out of the version hash when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_from: Option<ConfigTime>,
 }
 
 fn default_timezone() -> String {

@@ -6,10 +6,12 @@ mod compile;
 mod describe;
 pub mod file;
 mod mcc;
+mod timeline;
 
 pub use compile::{load, parse};
 pub use file::{BonusTrigger, CalendarPeriod, CapMeasure, CapPeriod, ProgramKind, TierMeasure};
 pub use mcc::{Candidates, DatedMccSet, MccSet};
+pub use timeline::{Recorded, Timeline, Version, local_text};
 
 use crate::events::Mcc;
 use crate::money::RoundingMode;
@@ -46,6 +48,9 @@ pub struct Rules {
     pub category_choice: Option<ChoiceConfig>,
     /// Statement day of accounts that set none.
     pub statement_day: u32,
+    /// When this version takes effect in a timeline of versions
+    /// ([`Timeline`]); `None` for the first (or only) one.
+    pub effective_from: Option<Timestamp>,
     pub caps: Vec<Cap>,
     /// In evaluation order: a multiplied rule before its multiplier, then
     /// priority (high first), then id.
@@ -398,7 +403,10 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: field `{}`: {}", self.item, self.field, self.message)
+        match self.field.as_str() {
+            "" => write!(f, "{}: {}", self.item, self.message),
+            field => write!(f, "{}: field `{field}`: {}", self.item, self.message),
+        }
     }
 }
 
@@ -414,6 +422,9 @@ pub enum RulesError {
     Syntax { file: String, message: String },
     #[error("{}", list_problems(file, problems))]
     Invalid { file: String, problems: Vec<Problem> },
+    /// The problems of several files of a directory of versions.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<RulesError>),
 }
 
 fn list_problems(file: &str, problems: &[Problem]) -> String {
@@ -422,10 +433,11 @@ fn list_problems(file: &str, problems: &[Problem]) -> String {
 }
 
 impl RulesError {
-    pub fn problems(&self) -> &[Problem] {
+    pub fn problems(&self) -> Vec<&Problem> {
         match self {
-            RulesError::Invalid { problems, .. } => problems,
-            _ => &[],
+            RulesError::Invalid { problems, .. } => problems.iter().collect(),
+            RulesError::Several(errors) => errors.iter().flat_map(RulesError::problems).collect(),
+            _ => Vec::new(),
         }
     }
 }

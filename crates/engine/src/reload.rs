@@ -1,0 +1,144 @@
+//! Rules changed without a restart. On SIGHUP, or when a rules file's
+//! size or modification time changes (checked every
+//! `engine.rules_check_interval_ms`), the engine reads the rules again
+//! between two cycles, when no batch is being processed, and takes the new
+//! timeline only if it agrees with the running one at every instant some
+//! partition has already applied: each event is computed by the version
+//! in force at its own time, so a version must take effect after every
+//! event applied so far, or replaying the input would give other rewards
+//! than the ones published. Otherwise the running rules stay, and the log
+//! and `accrual_rules_reloads_total{result="refused"}` say why.
+//!
+//! The same check runs at start against the timeline the state recorded.
+//! Each instance checks the partitions its state holds (owned ones and
+//! standby copies); see docs/rules.md, "Versions", for rolling a new
+//! version out to several instances.
+
+use accrual_core::rules::{Recorded, Timeline, local_text};
+use accrual_core::time::Timestamp;
+use accrual_store::{Store, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+/// What reading the rules again came to.
+pub enum Reload {
+    /// The new timeline, to apply from the next cycle.
+    Applied(Arc<Timeline>),
+    /// Same versions at the same instants.
+    Unchanged,
+    /// It would change what was already applied; the message says where.
+    Refused(String),
+    /// The rules do not load, or drop what the state depends on.
+    Invalid(String),
+}
+
+impl Reload {
+    pub fn result(&self) -> &'static str {
+        match self {
+            Reload::Applied(_) => "applied",
+            Reload::Unchanged => "unchanged",
+            Reload::Refused(_) => "refused",
+            Reload::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Reads the rules at `path` again and decides whether they may replace
+/// `current` over the partitions of `store`.
+pub fn reload(path: &Path, current: &Timeline, store: &Store) -> Result<Reload, StoreError> {
+    let next = match Timeline::load(path) {
+        Ok(next) => next,
+        Err(e) => return Ok(Reload::Invalid(e.to_string())),
+    };
+    if let Err(e) = current.keeps(&next) {
+        return Ok(Reload::Invalid(e.to_string()));
+    }
+    let Some(differs) = next.first_difference(&current.recorded()) else {
+        return Ok(Reload::Unchanged);
+    };
+    Ok(match rewrites_history(&next, differs, store)? {
+        Some(why) => Reload::Refused(why),
+        None => Reload::Applied(Arc::new(next)),
+    })
+}
+
+/// At start: whether `timeline` may take over from the one the state
+/// recorded (`None`: yes), saying why not.
+pub fn check_at_start(
+    timeline: &Timeline,
+    recorded: &Recorded,
+    store: &Store,
+) -> Result<Option<String>, StoreError> {
+    match timeline.first_difference(recorded) {
+        Some(differs) => rewrites_history(timeline, differs, store),
+        None => Ok(None),
+    }
+}
+
+/// Why a timeline differing from the applied one from `differs` on would
+/// change what some partition already applied, if it would.
+fn rewrites_history(
+    next: &Timeline,
+    differs: Timestamp,
+    store: &Store,
+) -> Result<Option<String>, StoreError> {
+    let mut latest: Option<(u32, Timestamp)> = None;
+    for partition in store.partitions()? {
+        if let Some(progress) = store.progress(partition)? {
+            if latest.is_none_or(|(_, t)| progress.stream_time > t) {
+                latest = Some((partition, progress.stream_time));
+            }
+        }
+    }
+    Ok(latest.filter(|&(_, applied)| differs <= applied).map(|(partition, applied)| {
+        let zone = &next.first().timezone;
+        let differs_text =
+            if differs.0 == i64::MIN { "the beginning".to_string() } else { local_text(differs, zone) };
+        format!(
+            "the rules differ from those applied from {differs_text} on, but partition {partition} has applied \
+             events up to {}: a change must take effect after every event applied, as a new version (a rules \
+             file with effective_from after that) in the rules directory",
+            local_text(applied, zone)
+        )
+    }))
+}
+
+/// The size and modification time of each rules file, to notice a change.
+fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let files: Vec<PathBuf> = match std::fs::read_dir(path) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
+        Err(_) => vec![path.to_path_buf()],
+    };
+    let mut out: Vec<_> = files
+        .into_iter()
+        .map(|file| {
+            // Follows symbolic links, as a Kubernetes ConfigMap's are swapped.
+            let meta = std::fs::metadata(&file).ok();
+            let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            (file, size, meta.and_then(|m| m.modified().ok()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Sets `flag` whenever the rules at `path` change, checking every
+/// `every`, until the flag is dropped.
+pub fn watch(path: PathBuf, every: Duration, flag: &Arc<AtomicBool>) -> std::io::Result<()> {
+    let flag: Weak<AtomicBool> = Arc::downgrade(flag);
+    let mut seen = fingerprint(&path);
+    std::thread::Builder::new().name("rules-watch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            let Some(flag) = flag.upgrade() else { return };
+            let now = fingerprint(&path);
+            if now != seen {
+                seen = now;
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    })?;
+    Ok(())
+}
