@@ -99,13 +99,13 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
     assert!(count("accrual_kafka_transactions_total") >= 6.0, "3,000 events in batches of 500");
     assert!(count("accrual_rocksdb_commit_duration_seconds_count") >= 6.0);
     assert!(count("accrual_end_to_end_latency_seconds_count") >= 1.0);
-    assert!(
-        text.contains(&format!(
-            "accrual_rules_info{{name=\"Everyday card\",version=\"{}\"}} 1",
-            summary.rules_version
-        )),
-        "{text}"
-    );
+    let version = format!("version=\"{}\"", summary.rules_version);
+    let rules_info = ["name=\"Everyday card\"", version.as_str(), "effective_from=\"-\""];
+    assert_eq!(metric(&text, "accrual_rules_info", &rules_info), Some(1.0), "{text}");
+    for result in ["applied", "unchanged", "refused", "invalid"] {
+        let with = format!("result=\"{result}\"");
+        assert_eq!(metric(&text, "accrual_rules_reloads_total", &[&with]), Some(0.0), "{text}");
+    }
     // Money and points under names of their own (the example's programs
     // are named after their kinds).
     assert!(!text.contains("accrual_amount_total"), "the old metric mixing money and points");
