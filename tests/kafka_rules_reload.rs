@@ -19,7 +19,6 @@ use accrual::simulate::{self, SimulateOptions};
 use common::kafka::{EngineProcess, Setup, assert_exactly_once, journal};
 use common::{generated_lines, repo_path, test_now};
 use serde_json::Value;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SECOND: &str = "2026-11-16T00:00:00";
