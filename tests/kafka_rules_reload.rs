@@ -195,4 +195,13 @@ fn versions_loaded_while_running_apply_from_their_instants_across_a_restart() {
     }
     assert!(seen.iter().all(|&n| n > 0), "records under every version: {seen:?}");
     assert!(late_records > 0, "late events were accrued under the first version");
+
+    // Editing a version already applied is refused at start, too.
+    let base = std::fs::read_to_string(rules.join("base.toml")).unwrap();
+    std::fs::write(rules.join("base.toml"), base.replacen("percent = \"5\"", "percent = \"9\"", 1)).unwrap();
+    let mut engine = EngineProcess::spawn(&config, &[], None);
+    let status = engine.wait(Duration::from_secs(60));
+    let log = engine.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("differ from those applied from the beginning on, but partition"), "{log}");
 }
