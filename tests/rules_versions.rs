@@ -212,3 +212,56 @@ fn every_problem_of_every_version_is_listed_at_once() {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
 }
+
+/// Test programs with a monthly Silver tier from `threshold`, in force
+/// from `from` (or from the beginning).
+fn tiered(threshold: &str, from: Option<&str>) -> accrual::rules::Rules {
+    let text = format!(
+        "{}\n[tiers.silver]\nrank = 1\nthreshold = \"{threshold}\"\n\n[tier_qualification]\nmeasure = \"spend\"\n\
+         period = \"month\"\n\n[[rules]]\nid = \"base\"\nprogram = \"cashback\"\neffect = {{ percent = \"1\" }}\n",
+        common::TEST_PROGRAMS
+    );
+    let text = match from {
+        Some(from) => text.replacen("[settings]\n", &format!("[settings]\neffective_from = \"{from}\"\n"), 1),
+        None => text,
+    };
+    accrual::rules::parse(&text, "tiers.toml").unwrap()
+}
+
+/// December's 40,000 won Silver (from 30,000); a version raising it to
+/// 50,000 from `from`; the account brought to January 2nd. Returns the
+/// tier changes (tier, time, version) and the two versions' hashes.
+fn december_closed_with_a_version_from(from: &str) -> (Vec<(String, String, String)>, [String; 2]) {
+    let timeline = Timeline::of_versions(vec![
+        ("v1.toml".into(), tiered("30000", None)),
+        ("v2.toml".into(), tiered("50000", Some(from))),
+    ])
+    .unwrap();
+    let hashes = [0, 1].map(|i| timeline.versions()[i].rules.version.to_string());
+    let mut h = common::Harness::new(timeline.first().clone());
+    h.core = accrual::accrue::Core::with_timeline(std::sync::Arc::new(timeline));
+    let won = h.apply(&purchase("p1", "a1", "40000.00", "5411", "2026-12-10T12:00:00+03:00", "")).1;
+    assert!(won.iter().any(|r| r.kind.name() == "tier_changed"), "Silver won in December");
+    let due = h.core.next_due(&h.accounts["a1"]);
+    assert_eq!(due, Some(Timestamp::parse_rfc3339("2027-01-01T00:00:00+03:00").unwrap()), "December's end");
+    let changes = h
+        .advance("a1", "2027-01-02T00:00:00+03:00")
+        .iter()
+        .filter(|r| r.kind.name() == "tier_changed")
+        .map(|r| (r.explanation().to_string(), r.occurred_at.to_string(), r.rules_version().to_string()))
+        .collect();
+    (changes, hashes)
+}
+
+#[test]
+fn a_period_ending_at_the_instant_is_closed_by_the_rules_it_ran_under() {
+    // From January 1st: December closes under its own rules, Silver stays.
+    let (changes, _) = december_closed_with_a_version_from("2027-01-01T00:00:00");
+    assert_eq!(changes, Vec::new());
+    // From December 31st: December ends under the new threshold.
+    let (changes, [_, v2]) = december_closed_with_a_version_from("2026-12-31T00:00:00");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let (why, at, version) = &changes[0];
+    assert!(why.contains("40000.00 in 2026-12"), "{why}");
+    assert_eq!((at.as_str(), version), ("2026-12-31T21:00:00Z", &v2));
+}

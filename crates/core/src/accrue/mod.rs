@@ -400,9 +400,10 @@ impl Core {
         out.records.len() - before
     }
 
-    /// Brings the account to `at`: what falls due before a version's
-    /// instant, under the version in force until then; the rest under the
-    /// version in force at `at`.
+    /// Brings the account to `at`: what falls due up to a version's
+    /// instant, under the version in force until then (so a period that
+    /// ends at the instant is closed by the rules it ran under); the rest
+    /// under the version in force at `at`.
     fn bring_to(
         &self,
         state: &mut AccountState,
@@ -414,7 +415,7 @@ impl Core {
         let mut from = state.watermark;
         while let Some(change) = self.timeline.next_change_after(from).filter(|&change| change <= at) {
             let ctx = Ctx { rules: self.timeline.at(from), event_id: trigger, account_id };
-            lifecycle::advance(&ctx, state, Timestamp(change.0 - 1), &mut out.records);
+            lifecycle::advance(&ctx, state, change, &mut out.records);
             from = change;
         }
         let ctx = Ctx { rules: self.timeline.at(at), event_id: trigger, account_id };
@@ -455,11 +456,13 @@ impl Core {
         let mut from = state.watermark;
         let mut due = lifecycle::next_due(self.timeline.at(from), state);
         while let Some(change) = self.timeline.next_change_after(from) {
-            if due.is_some_and(|due| due < change) {
+            if due.is_some_and(|due| due <= change) {
                 break;
             }
+            // The instant itself is still the earlier version's (see `bring_to`).
             from = change;
-            due = lifecycle::next_due(self.timeline.at(change), state).map(|due| due.max(change));
+            let after = Timestamp(change.0.saturating_add(1));
+            due = lifecycle::next_due(self.timeline.at(change), state).map(|due| due.max(after));
         }
         due
     }
