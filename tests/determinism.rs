@@ -124,7 +124,8 @@ fn state_written_under_other_rules_is_refused() {
         now: Some(common::test_now()),
     })
     .unwrap_err();
-    assert!(err.to_string().contains("written by rules version"), "{err}");
+    assert!(matches!(err, simulate::SimulateError::RulesChanged(..)), "{err}");
+    assert!(err.to_string().contains("written under rules that differ from these from"), "{err}");
 }
 
 /// Records as JSON lines, as the engine publishes them.
