@@ -617,3 +617,83 @@ fn redemption_racing_a_refund_in_one_ledger_batch() {
     let balance = store.account(0, A).unwrap().unwrap().balance("points").unwrap().clone();
     assert_eq!((balance.available, balance.owed), (d("0"), d("70")), "spent points are owed, never negative");
 }
+
+/// Monthly Silver and Gold granted from the next month: "status for next
+/// month from this month's spend".
+const NEXT_MONTH_TIERS: &str = r#"
+[tiers.silver]
+rank = 1
+threshold = "30000"
+
+[tiers.gold]
+rank = 2
+threshold = "100000"
+
+[tier_qualification]
+measure = "spend"
+period = "month"
+takes_effect = "next_period"
+
+[[rules]]
+id = "base"
+program = "cashback"
+effect = { percent = "1" }
+
+[[rules]]
+id = "gold-extra"
+program = "cashback"
+when = { tiers = ["gold"] }
+effect = { percent = "2" }
+"#;
+
+#[test]
+fn tiers_from_the_next_period_are_granted_when_the_qualifying_month_ends() {
+    let mut h = Harness::new(test_rules(NEXT_MONTH_TIERS));
+    let tiers = |records: &[AccrualRecord]| -> Vec<(String, String, String)> {
+        records
+            .iter()
+            .filter(|r| r.kind.name() == "tier_changed")
+            .map(|r| (r.explanation().to_string(), r.occurred_at.to_string(), r.accrual_id().to_string()))
+            .collect()
+    };
+    // November: 110,000 of spend upgrades nothing while the month runs.
+    let first = h.apply(&purchase("p1", A, "40000.00", "5411", "2026-11-10T12:00:00+03:00", "")).1;
+    let second = h.apply(&purchase("p2", A, "70000.00", "5411", "2026-11-20T12:00:00+03:00", "")).1;
+    assert_eq!(tiers(&[first, second].concat()), Vec::new());
+    assert_eq!(h.accounts[A].tier, None);
+    // Without a tier, the account is still due when November ends.
+    let due = h.core.next_due(&h.accounts[A]).map(|t| t.to_string());
+    assert_eq!(due.as_deref(), Some("2026-11-30T21:00:00Z"));
+    let december = h.advance(A, "2026-12-02T00:00:00+03:00");
+    assert_eq!(
+        tiers(&december),
+        vec![(
+            "tier none -> gold: 110000.00 in 2026-11, which has ended".to_string(),
+            "2026-11-30T21:00:00Z".to_string(),
+            "acc-1:tier_changed:2026-11".to_string()
+        )]
+    );
+    // December's purchases earn at Gold; 35,000 of spend keeps Silver for
+    // January, and January without spend leaves no tier for February.
+    let gold = h.run(&purchase("p3", A, "35000.00", "5411", "2026-12-05T12:00:00+03:00", ""));
+    assert!(gold.contains(&("gold-extra".to_string(), "earn", "700.00".to_string())), "{gold:?}");
+    let january = h.advance(A, "2027-01-02T00:00:00+03:00");
+    assert_eq!(tiers(&january)[0].0, "tier gold -> silver: 35000.00 in 2026-12, which has ended");
+    let february = h.advance(A, "2027-02-02T00:00:00+03:00");
+    assert_eq!(tiers(&february)[0].0, "tier silver -> none: 0 in 2027-01, which has ended");
+    assert_eq!(h.accounts[A].tier, None);
+    // With neither a tier nor spend counted, nothing is due any more.
+    assert_eq!(h.core.next_due(&h.accounts[A]), None);
+}
+
+#[test]
+fn tiers_from_the_next_period_need_a_calendar_period() {
+    let rolling = NEXT_MONTH_TIERS.replace("period = \"month\"", "period = \"rolling\"\nrolling_days = 90");
+    let err =
+        accrual::rules::parse(&format!("{}\n{rolling}", common::TEST_PROGRAMS), "bank.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("[tier_qualification]: field `takes_effect`: \"next_period\" needs a calendar period"),
+        "{err}"
+    );
+}

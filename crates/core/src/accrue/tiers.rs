@@ -1,12 +1,13 @@
 //! Tiers: qualification (spend, or points earned, never the balance) per
 //! period; an upgrade as soon as a threshold is crossed (effective from the
-//! next event: the purchase that crosses it earns at the tier before it);
-//! at the end of each period, the tier becomes what that period qualified
-//! for, so a tier earned in one period holds through the next, and a period
-//! that misses it downgrades. Rolling windows re-evaluate continuously.
+//! next event: the purchase that crosses it earns at the tier before it),
+//! unless tiers take effect from the next period; at the end of each
+//! period, the tier becomes what that period qualified for, so a tier
+//! earned in one period holds through the next, and a period that misses
+//! it downgrades. Rolling windows re-evaluate continuously.
 
 use super::{AccrualRecord, Ctx, RecordKind};
-use crate::rules::{Rules, Tier, TierPeriod, TierQualification};
+use crate::rules::{Rules, TakesEffect, Tier, TierPeriod, TierQualification};
 use crate::state::AccountState;
 use crate::time::{self, LocalTime, MS_PER_DAY, Timestamp};
 use rust_decimal::Decimal;
@@ -92,6 +93,10 @@ pub fn qualify(
     if state.tier_period.is_none() {
         state.tier_period = Some(key);
     }
+    if q.takes_effect == TakesEffect::NextPeriod {
+        // Granted when the period ends (`close_periods`).
+        return;
+    }
     let value = value_now(q, state, &LocalTime::new(at.max(state.watermark), &ctx.rules.timezone));
     let Some(target) = reached(ctx.rules, value) else { return };
     if Some(target.rank) > rank(ctx.rules, state.tier.as_deref()) {
@@ -127,19 +132,40 @@ pub fn close_periods(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, ou
         }
         return;
     }
-    while let Some(period) = state.tier_period.filter(|p| *p < current) {
+    while let Some(period) = pending_period(q, state).filter(|p| *p < current) {
         let Some(end) = period_end(ctx.rules, q, period) else { break };
-        if state.tier.is_some() {
-            let value = state.qualifying_in(period);
-            let target = reached(ctx.rules, value);
-            if target.map(|t| t.rank) != rank(ctx.rules, state.tier.as_deref()) {
-                let id = format!("{}:tier_changed:{}", ctx.account_id, label(q, period));
-                let why = format!("{value} in {}, which has ended", label(q, period));
-                change(ctx, state, target, id, end, why, out);
-            }
+        let value = state.qualifying_in(period);
+        let target = reached(ctx.rules, value);
+        if target.map(|t| t.rank) != rank(ctx.rules, state.tier.as_deref()) {
+            let id = format!("{}:tier_changed:{}", ctx.account_id, label(q, period));
+            let why = format!("{value} in {}, which has ended", label(q, period));
+            change(ctx, state, target, id, end, why, out);
         }
-        // Without a tier, later periods cannot lower anything: jump ahead.
-        state.tier_period = Some(if state.tier.is_some() { period + 1 } else { current });
+        state.tier_period = Some(period + 1);
+    }
+    // Without a tier, the periods before now can change nothing: jump ahead.
+    if state.tier.is_none() && state.tier_period.is_some_and(|p| p < current) {
+        state.tier_period = Some(current);
+    }
+}
+
+/// The earliest period whose end may change the tier: a held tier's
+/// period; without a tier, when tiers take effect from the next period,
+/// the first period that counted something (immediate upgrades leave
+/// nothing for a period's end to grant).
+fn pending_period(q: &TierQualification, state: &AccountState) -> Option<u32> {
+    let from = state.tier_period?;
+    if state.tier.is_some() {
+        return Some(from);
+    }
+    match q.takes_effect {
+        TakesEffect::Immediately => None,
+        TakesEffect::NextPeriod => state
+            .qualifying
+            .iter()
+            .filter(|e| e.period >= from && e.value > Decimal::ZERO)
+            .map(|e| e.period)
+            .min(),
     }
 }
 
@@ -147,14 +173,14 @@ pub fn close_periods(ctx: &Ctx<'_>, state: &mut AccountState, now: Timestamp, ou
 /// without an event).
 pub fn next_period_end(rules: &Rules, state: &AccountState) -> Option<Timestamp> {
     let q = rules.tier_qualification.as_ref()?;
-    state.tier.as_ref()?;
     match q.period {
         TierPeriod::Rolling { days } => {
+            state.tier.as_ref()?;
             // The day the oldest counted day leaves the window.
             let oldest = state.qualifying.first()?.period;
             Some(Timestamp((i64::from(oldest) + i64::from(days)) * MS_PER_DAY))
         }
-        _ => period_end(rules, q, state.tier_period?),
+        _ => period_end(rules, q, pending_period(q, state)?),
     }
 }
 

@@ -748,7 +748,13 @@ fn compile_qualification(
         (Some(q), false) => {
             let program = qualification_program(q, program_index, &qualification_item, problems);
             let period = qualification_period(q, &qualification_item, problems);
-            Some(TierQualification { measure: q.measure, program, period })
+            let takes_effect = q.takes_effect.unwrap_or_default();
+            if takes_effect == TakesEffect::NextPeriod && matches!(period, TierPeriod::Rolling { .. }) {
+                let message = "\"next_period\" needs a calendar period (month, quarter or year): a rolling \
+                               window has no next period";
+                problems.add(&qualification_item, "takes_effect", message);
+            }
+            Some(TierQualification { measure: q.measure, program, period, takes_effect })
         }
     }
 }

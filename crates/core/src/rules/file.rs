@@ -339,6 +339,23 @@ pub struct TierQualificationDef {
     /// With `period = "rolling"`: the window in days.
     #[serde(default)]
     pub rolling_days: Option<u32>,
+    /// When a tier a period qualifies for is granted: as soon as the
+    /// threshold is crossed (the default), or from the next period. Left
+    /// out of the version hash when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takes_effect: Option<TakesEffect>,
+}
+
+/// `[tier_qualification] takes_effect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakesEffect {
+    /// An upgrade as soon as a purchase takes the period over a threshold.
+    #[default]
+    Immediately,
+    /// "Status for next month from this month's spend": the tier a period
+    /// qualifies for is granted when it ends.
+    NextPeriod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -9,7 +9,7 @@ mod mcc;
 mod timeline;
 
 pub use compile::{load, parse};
-pub use file::{BonusTrigger, CalendarPeriod, CapMeasure, CapPeriod, ProgramKind, TierMeasure};
+pub use file::{BonusTrigger, CalendarPeriod, CapMeasure, CapPeriod, ProgramKind, TakesEffect, TierMeasure};
 pub use mcc::{Candidates, DatedMccSet, MccSet};
 pub use timeline::{Recorded, Timeline, Version, local_text};
 
@@ -215,6 +215,7 @@ pub struct TierQualification {
     /// For `earned`: the program whose earnings count.
     pub program: Option<usize>,
     pub period: TierPeriod,
+    pub takes_effect: TakesEffect,
 }
 
 #[derive(Debug, Clone)]
