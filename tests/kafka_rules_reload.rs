@@ -15,9 +15,8 @@
 mod common;
 
 use accrual::rules::Timeline;
-use accrual::simulate::{self, SimulateOptions};
-use common::kafka::{EngineProcess, Setup, assert_exactly_once, journal};
-use common::{generated_lines, repo_path, test_now};
+use common::kafka::{EngineProcess, Setup, assert_exactly_once, journal, reference_with_rules};
+use common::{generated_lines, repo_path};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -154,21 +153,7 @@ fn versions_loaded_while_running_apply_from_their_instants_across_a_restart() {
     // The reference: every line in the order produced, final rules.
     let produced: Vec<String> =
         [on_time.as_slice(), until_kill, late.as_slice(), rest_early, rest_late].concat();
-    let input = dir.path().join("input.ndjson");
-    let out = dir.path().join("reference.ndjson");
-    std::fs::write(&input, produced.join("\n")).unwrap();
-    simulate::run(&SimulateOptions {
-        rules: rules.clone(),
-        input,
-        out: Some(out.clone()),
-        dlq: None,
-        state_dir: None,
-        batch_size: 1000,
-        show_progress: false,
-        now: Some(test_now()),
-    })
-    .unwrap();
-    let reference: Vec<String> = std::fs::read_to_string(out).unwrap().lines().map(str::to_string).collect();
+    let (reference, _) = reference_with_rules(dir.path(), &produced, rules.to_str().unwrap());
     let published = setup.read(&setup.accruals);
     assert_exactly_once(&published, &reference, &journal(&dir.path().join("node-1")));
 

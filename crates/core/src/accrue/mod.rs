@@ -341,7 +341,7 @@ impl Core {
         }
         let ctx = Ctx { rules, event_id: event.event_id, account_id: event.account_id };
         let before = out.records.len();
-        self.bring_to(state, event.account_id, event.occurred_at, event.event_id, out);
+        self.advance(state, event.account_id, event.occurred_at, event.event_id, out);
         let timed = out.records.len() - before;
         let outcome = match &event.body {
             EventBody::Purchase(p) => earn::purchase(&ctx, &mut self.scratch[version], state, event, p, out),
@@ -384,9 +384,12 @@ impl Core {
         }
     }
 
-    /// Brings an account to `at` without an event of its own (a `clock`
+    /// Brings an account to `at` (for an event of its own, or a `clock`
     /// event `trigger` of its partition): releases, expiries, period ends.
-    /// Returns the number of records appended.
+    /// What falls due up to a version's instant is done under the version
+    /// in force until then (so a period that ends at the instant is closed
+    /// by the rules it ran under), the rest under the version in force at
+    /// `at`. Returns the number of records appended.
     pub fn advance(
         &self,
         state: &mut AccountState,
@@ -396,22 +399,6 @@ impl Core {
         out: &mut Effects,
     ) -> usize {
         let before = out.records.len();
-        self.bring_to(state, account_id, at, trigger, out);
-        out.records.len() - before
-    }
-
-    /// Brings the account to `at`: what falls due up to a version's
-    /// instant, under the version in force until then (so a period that
-    /// ends at the instant is closed by the rules it ran under); the rest
-    /// under the version in force at `at`.
-    fn bring_to(
-        &self,
-        state: &mut AccountState,
-        account_id: &str,
-        at: Timestamp,
-        trigger: &str,
-        out: &mut Effects,
-    ) {
         let mut from = state.watermark;
         while let Some(change) = self.timeline.next_change_after(from).filter(|&change| change <= at) {
             let ctx = Ctx { rules: self.timeline.at(from), event_id: trigger, account_id };
@@ -420,6 +407,7 @@ impl Core {
         }
         let ctx = Ctx { rules: self.timeline.at(at), event_id: trigger, account_id };
         lifecycle::advance(&ctx, state, at, &mut out.records);
+        out.records.len() - before
     }
 
     /// Which purchases of the account not loaded (see
@@ -459,7 +447,7 @@ impl Core {
             if due.is_some_and(|due| due <= change) {
                 break;
             }
-            // The instant itself is still the earlier version's (see `bring_to`).
+            // The instant itself is still the earlier version's (see `advance`).
             from = change;
             let after = Timestamp(change.0.saturating_add(1));
             due = lifecycle::next_due(self.timeline.at(change), state).map(|due| due.max(after));
