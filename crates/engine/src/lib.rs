@@ -203,7 +203,7 @@ pub fn run(
     )?);
     if let Some(recorded) = store.rules_version()? {
         let recorded = Timeline::parse_record(&recorded);
-        if let Some(why) = reload::check_at_start(&timeline, &recorded, &store)? {
+        if let Some(why) = reload::check_at_start(&timeline, &recorded, &store, &e.instance_id)? {
             return Err(EngineError::RulesHistory(format!("{}: {why}", e.rules.display())));
         }
         if let Some(from) = timeline.first_difference(&recorded) {

@@ -58,38 +58,48 @@ pub fn reload(path: &Path, current: &Timeline, store: &Store) -> Result<Reload, 
     let Some(differs) = next.first_difference(&current.recorded()) else {
         return Ok(Reload::Unchanged);
     };
-    Ok(match rewrites_history(&next, differs, store)? {
+    Ok(match rewrites_history(&next, differs, store, None)? {
         Some(why) => Reload::Refused(why),
         None => Reload::Applied(Arc::new(next)),
     })
 }
 
 /// At start: whether `timeline` may take over from the one the state
-/// recorded (`None`: yes), saying why not.
+/// recorded (`None`: yes), saying why not. Only the partitions this
+/// instance wrote count: another writer's state is never continued as it
+/// is (it is restored from the changelog, or refused; see `restore`).
 pub fn check_at_start(
     timeline: &Timeline,
     recorded: &Recorded,
     store: &Store,
+    instance: &str,
 ) -> Result<Option<String>, StoreError> {
     match timeline.first_difference(recorded) {
-        Some(differs) => rewrites_history(timeline, differs, store),
+        Some(differs) => rewrites_history(timeline, differs, store, Some(instance)),
         None => Ok(None),
     }
 }
 
 /// Why a timeline differing from the applied one from `differs` on would
-/// change what some partition already applied, if it would.
+/// change what some partition (written by `writer`, if given) already
+/// applied, if it would.
 fn rewrites_history(
     next: &Timeline,
     differs: Timestamp,
     store: &Store,
+    writer: Option<&str>,
 ) -> Result<Option<String>, StoreError> {
     let mut latest: Option<(u32, Timestamp)> = None;
     for partition in store.partitions()? {
-        if let Some(progress) = store.progress(partition)? {
-            if latest.is_none_or(|(_, t)| progress.stream_time > t) {
-                latest = Some((partition, progress.stream_time));
-            }
+        let Some(stamped) = store.stamped_progress(partition)? else { continue };
+        // State from before owners were recorded counts as this instance's.
+        let counts = match (writer, &stamped.owner) {
+            (Some(instance), Some(owner)) => owner.instance == instance,
+            _ => true,
+        };
+        let stream_time = stamped.progress.stream_time;
+        if counts && latest.is_none_or(|(_, t)| stream_time > t) {
+            latest = Some((partition, stream_time));
         }
     }
     Ok(latest.filter(|&(_, applied)| differs <= applied).map(|(partition, applied)| {
