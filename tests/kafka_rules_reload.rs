@@ -18,6 +18,7 @@ use accrual::rules::Timeline;
 use common::kafka::{EngineProcess, Setup, assert_exactly_once, journal, reference_with_rules};
 use common::{generated_lines, repo_path};
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SECOND: &str = "2026-11-16T00:00:00";
@@ -189,4 +190,56 @@ fn versions_loaded_while_running_apply_from_their_instants_across_a_restart() {
     let log = engine.log_text();
     assert!(!status.success(), "{log}");
     assert!(log.contains("differ from those applied from the beginning on, but partition"), "{log}");
+}
+
+/// A partition's state records the rules it was processed under, and
+/// travels with it through the changelog: an instance that has not read a
+/// version the previous owner applied refuses the partition instead of
+/// computing its next events under other rules; one with the same rules
+/// takes it up.
+#[test]
+fn a_partition_processed_under_a_version_this_instance_lacks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new("rules-partition", 2).with_changelog();
+    let with_version = dir.path().join("with-version");
+    let without = dir.path().join("without");
+    for rules in [&with_version, &without] {
+        std::fs::create_dir(rules).unwrap();
+        std::fs::copy(repo_path("config/rules.example.toml"), rules.join("base.toml")).unwrap();
+    }
+    std::fs::write(with_version.join("groceries-3.toml"), version("3", SECOND)).unwrap();
+    let opts = accrual::datagen::GenOptions { events: 2000, accounts: 100, seed: 12, ..Default::default() };
+    let mut lines = generated_lines(&opts);
+    lines.sort_by_key(|l| occurred_at(l));
+    let (first, second) = lines.split_at(1500);
+    setup.produce(dir.path(), first);
+
+    let config = |instance: &str, rules: &Path| {
+        setup.config_with_rules(dir.path(), instance, "", rules.to_str().unwrap())
+    };
+    let mut a = EngineProcess::spawn(&config("node-a", &with_version), &[], Some(3));
+    assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log_text());
+
+    // node-b lacks the version node-a applied past its instant.
+    let mut b = EngineProcess::spawn(&config("node-b", &without), &[], None);
+    wait_for_log(&b, "partition refused: its state was processed by instance \"node-a\"", 2);
+    let log = b.log_text();
+    assert!(
+        log.contains("under rules that differ from this instance's from 2026-11-16T00:00:00+03:00 on"),
+        "{log}"
+    );
+    b.kill();
+
+    // node-c has the same rules as node-a: it takes the partitions up.
+    let mut c = EngineProcess::spawn(&config("node-c", &with_version), &[], None);
+    setup.produce(dir.path(), second);
+    assert!(setup.wait_all_committed(Duration::from_secs(120)), "{}", c.log_text());
+    assert!(!c.log_text().contains("partition refused"), "{}", c.log_text());
+    c.terminate();
+    c.wait(Duration::from_secs(60));
+    let (reference, _) = reference_with_rules(dir.path(), &lines, with_version.to_str().unwrap());
+    let published = setup.read(&setup.accruals);
+    let mut txns = journal(&dir.path().join("node-a"));
+    txns.extend(journal(&dir.path().join("node-c")));
+    assert_exactly_once(&published, &reference, &txns);
 }

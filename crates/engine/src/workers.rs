@@ -90,6 +90,8 @@ struct Worker {
     batch_bytes: usize,
     /// Publish every change of state to the changelog.
     changelog: bool,
+    /// The processor's rules timeline as progress records name it.
+    rules_record: String,
 }
 
 impl Worker {
@@ -107,6 +109,7 @@ impl Worker {
             self.processor.committed();
         }
         if let Some(timeline) = job.timeline {
+            self.rules_record = timeline.record();
             self.processor.set_timeline(timeline);
         }
         for partition in job.forget {
@@ -115,8 +118,9 @@ impl Worker {
         self.spare_sinks.extend(job.sinks);
         let store = &*self.store;
         let buffer = &job.buffer[..];
-        let mut batch =
-            store.batch_with_capacity(self.batch_bytes + self.batch_bytes / 4).owned_by(&job.owner);
+        let mut batch = store
+            .batch_with_capacity(self.batch_bytes + self.batch_bytes / 4)
+            .owned_by(&job.owner, &self.rules_record);
         if self.changelog {
             batch = batch.capturing_changes();
         }
@@ -197,6 +201,7 @@ impl Workers {
                 spare_sinks: Vec::new(),
                 batch_bytes: 0,
                 changelog,
+                rules_record: timeline.record(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))

@@ -528,9 +528,10 @@ pub struct LedgerBatch<'s> {
 }
 
 impl LedgerBatch<'_> {
-    /// Records `owner` with every partition's progress the batch sets.
-    pub fn owned_by(mut self, owner: &owner::Owner) -> Self {
-        self.owner = owner::encode(owner);
+    /// Records `owner`, processing under the rules timeline `rules`, with
+    /// every partition's progress the batch sets.
+    pub fn owned_by(mut self, owner: &owner::Owner, rules: &str) -> Self {
+        self.owner = owner::encode(owner, rules);
         self
     }
 

@@ -22,11 +22,14 @@ impl std::fmt::Display for Owner {
 }
 
 /// A partition's progress and who recorded it (none: written before owners
-/// were recorded, or by `simulate`).
+/// were recorded, or by `simulate`), with the rules timeline it was
+/// processed under (`rules::Timeline::record`; none: written before
+/// timelines were recorded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamped {
     pub progress: Progress,
     pub owner: Option<Owner>,
+    pub rules: Option<String>,
 }
 
 impl Stamped {
@@ -42,11 +45,13 @@ impl Stamped {
     }
 }
 
-/// The bytes appended to a progress record for `owner`.
-pub(crate) fn encode(owner: &Owner) -> Vec<u8> {
-    let mut w = Writer::with_capacity(16 + owner.instance.len());
+/// The bytes appended to a progress record for `owner`, processing under
+/// the rules timeline `rules`. Readers that know no timeline ignore them.
+pub(crate) fn encode(owner: &Owner, rules: &str) -> Vec<u8> {
+    let mut w = Writer::with_capacity(24 + owner.instance.len() + rules.len());
     w.i64(i64::from(owner.generation));
     w.str(&owner.instance);
+    w.str(rules);
     w.buf
 }
 
@@ -55,11 +60,12 @@ pub fn decode(value: &[u8]) -> Result<Stamped, CodecError> {
     let mut r = Reader::new(value);
     let progress = decode_progress_from(&mut r)?;
     if r.is_empty() {
-        return Ok(Stamped { progress, owner: None });
+        return Ok(Stamped { progress, owner: None, rules: None });
     }
     let generation = i32::try_from(r.i64()?).map_err(|_| CodecError::Corrupt("owner generation"))?;
     let instance = r.str()?.to_string();
-    Ok(Stamped { progress, owner: Some(Owner { instance, generation }) })
+    let rules = if r.is_empty() { None } else { Some(r.str()?.to_string()) };
+    Ok(Stamped { progress, owner: Some(Owner { instance, generation }), rules })
 }
 
 #[cfg(test)]
@@ -72,6 +78,7 @@ mod tests {
         Stamped {
             progress: Progress { next_offset, stream_time: Timestamp(0) },
             owner: owner.map(|(instance, generation)| Owner { instance: instance.into(), generation }),
+            rules: None,
         }
     }
 
@@ -81,15 +88,28 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
         let owner = Owner { instance: "node-2".into(), generation: 7 };
         let progress = Progress { next_offset: 42, stream_time: Timestamp(9) };
-        let mut b = store.batch().owned_by(&owner);
+        let mut b = store.batch().owned_by(&owner, "- 0123abcd");
         b.set_progress(3, progress, 5);
         let mut plain = store.batch();
         plain.set_progress(4, progress, 5);
         store.commit(b).unwrap();
         store.commit(plain).unwrap();
         assert_eq!(store.progress(3).unwrap(), Some(progress), "the progress reads as before");
-        assert_eq!(store.stamped_progress(3).unwrap(), Some(Stamped { progress, owner: Some(owner) }));
-        assert_eq!(store.stamped_progress(4).unwrap(), Some(Stamped { progress, owner: None }));
+        let rules = Some("- 0123abcd".to_string());
+        assert_eq!(
+            store.stamped_progress(3).unwrap(),
+            Some(Stamped { progress, owner: Some(owner.clone()), rules })
+        );
+        assert_eq!(store.stamped_progress(4).unwrap(), Some(Stamped { progress, owner: None, rules: None }));
+        // A record from before timelines were recorded: its owner alone.
+        let mut older = Writer::default();
+        older.u8(crate::META_FORMAT);
+        older.u64(42);
+        older.i64(9);
+        older.i64(7);
+        older.str("node-2");
+        let read = decode(&older.buf).unwrap();
+        assert_eq!(read, Stamped { progress, owner: Some(owner), rules: None });
     }
 
     #[test]
