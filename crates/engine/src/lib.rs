@@ -627,33 +627,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Refuses a partition whose state (restored, or kept) was processed
-    /// under rules that differ from the running ones before its latest
-    /// event: its previous owner applied a version this instance has not
-    /// read, or the reverse. Going on would compute the partition's next
-    /// events under other rules than a replay would (see `reload`).
-    fn check_rules_of(&self, p: u32) -> Result<(), String> {
-        let Some(stamped) = self.store.stamped_progress(p).map_err(|e| e.to_string())? else { return Ok(()) };
-        let Some(recorded) = stamped.rules.as_deref().map(Timeline::parse_record) else { return Ok(()) };
-        let applied = stamped.progress.stream_time;
-        let Some(differs) = self.timeline.first_difference(&recorded).filter(|&d| d <= applied) else {
-            return Ok(());
-        };
-        let zone = &self.timeline.first().timezone;
-        let from = if differs.0 == i64::MIN {
-            "the beginning".to_string()
-        } else {
-            rules::local_text(differs, zone)
-        };
-        let writer = stamped.owner.map_or_else(|| "an earlier instance".to_string(), |o| o.to_string());
-        Err(format!(
-            "its state was processed by {writer} under rules that differ from this instance's from {from} on, \
-             and it has applied events up to {}: give every instance the same rules (a version must reach every \
-             instance before its instant), then restart this instance",
-            rules::local_text(applied, zone)
-        ))
-    }
-
     /// Where a partition whose state was checked against the changelog
     /// starts: from its own state if that was kept (the outbox protocol
     /// then handles state ahead of the group), else from the restored
@@ -665,7 +638,7 @@ impl Engine {
         reported: u64,
         restored: restore::Restored,
     ) -> Result<Owned, String> {
-        self.check_rules_of(p)?;
+        reload::check_partition(&self.store, &self.timeline, p)?;
         // A standby's copy is this instance's own state from now on.
         accrual_store::changelog::forget_standby_position(&self.store, p).map_err(|e| e.to_string())?;
         if restored.kept {

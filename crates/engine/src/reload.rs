@@ -80,6 +80,34 @@ pub fn check_at_start(
     }
 }
 
+/// Refuses a partition taken over (its state restored, or kept) that was
+/// processed under rules differing from `timeline` before its latest
+/// event: its previous owner applied a version this instance has not read,
+/// or the reverse. Going on would compute its next events under other
+/// rules than a replay would.
+pub fn check_partition(store: &Store, timeline: &Timeline, p: u32) -> Result<(), String> {
+    let Some(stamped) = store.stamped_progress(p).map_err(|e| e.to_string())? else { return Ok(()) };
+    let Some(recorded) = stamped.rules.as_deref().map(Timeline::parse_record) else { return Ok(()) };
+    let applied = stamped.progress.stream_time;
+    let Some(differs) = timeline.first_difference(&recorded).filter(|&d| d <= applied) else {
+        return Ok(());
+    };
+    let zone = &timeline.first().timezone;
+    let writer = stamped.owner.map_or_else(|| "an earlier instance".to_string(), |o| o.to_string());
+    Err(format!(
+        "its state was processed by {writer} under rules that differ from this instance's from {} on, and it \
+         has applied events up to {}: give every instance the same rules (a version must reach every instance \
+         before its instant), then restart this instance",
+        since(differs, zone),
+        local_text(applied, zone)
+    ))
+}
+
+/// An instant where two timelines part, as the messages say it.
+fn since(differs: Timestamp, zone: &accrual_core::time::TzOffset) -> String {
+    if differs.0 == i64::MIN { "the beginning".to_string() } else { local_text(differs, zone) }
+}
+
 /// Why a timeline differing from the applied one from `differs` on would
 /// change what some partition (written by `writer`, if given) already
 /// applied, if it would.
@@ -104,8 +132,7 @@ fn rewrites_history(
     }
     Ok(latest.filter(|&(_, applied)| differs <= applied).map(|(partition, applied)| {
         let zone = &next.first().timezone;
-        let differs_text =
-            if differs.0 == i64::MIN { "the beginning".to_string() } else { local_text(differs, zone) };
+        let differs_text = since(differs, zone);
         format!(
             "the rules differ from those applied from {differs_text} on, but partition {partition} has applied \
              events up to {}: a change must take effect after every event applied, as a new version (a rules \
