@@ -697,3 +697,22 @@ fn tiers_from_the_next_period_need_a_calendar_period() {
         "{err}"
     );
 }
+
+#[test]
+fn a_refund_takes_back_tier_spend_even_of_a_purchase_that_earned_nothing() {
+    let rules = NEXT_MONTH_TIERS.replace("takes_effect = \"next_period\"\n", "").replace(
+        "effect = { percent = \"1\" }",
+        "when = { min_amount = \"100\" }\neffect = { percent = \"1\" }",
+    );
+    let mut h = Harness::new(test_rules(&rules));
+    // 50.00 earns nothing (below 100) but counts as spend: Silver at 30,040.
+    assert_eq!(h.run(&purchase("small", A, "50.00", "5411", "2026-11-02T12:00:00+03:00", "")), Vec::new());
+    h.apply(&purchase("big", A, "29990.00", "5411", "2026-11-03T12:00:00+03:00", ""));
+    assert_eq!(h.accounts[A].tier.as_deref(), Some("silver"));
+    // Its refund takes the 50.00 back: November ends below Silver.
+    h.apply(&refund("r-small", A, "small", "50.00", "2026-11-04T12:00:00+03:00"));
+    let december = h.advance(A, "2026-12-02T00:00:00+03:00");
+    let changes: Vec<&str> =
+        december.iter().filter(|r| r.kind.name() == "tier_changed").map(|r| r.explanation()).collect();
+    assert_eq!(changes, ["tier silver -> none: 29990.00 in 2026-11, which has ended"]);
+}

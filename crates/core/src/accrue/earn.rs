@@ -635,8 +635,11 @@ fn commit(
         ));
     }
     record_capped(ctx, scratch, state, event, p, &periods, out);
-    // Kept for refunds, and (if authorised) for the clearing to come.
-    if !retained.is_empty() || authorized {
+    // Kept for refunds, and (if authorised) for the clearing to come; also
+    // when it earned nothing but counts as tier spend, so that its refund
+    // takes the spend back.
+    let counts_as_spend = rules.tier_qualification.as_ref().is_some_and(|q| q.measure == TierMeasure::Spend);
+    if !retained.is_empty() || authorized || counts_as_spend {
         state.purchases.push(RetainedPurchase {
             event_id: event.event_id.to_string(),
             at: event.occurred_at,
