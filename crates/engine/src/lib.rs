@@ -471,12 +471,51 @@ impl Engine {
                 let from = from.map(|t| rules::local_text(t, &next.first().timezone)).unwrap_or_default();
                 tracing::info!(rules = %path.display(), versions = %next.label(), from = %from, "rules reloaded");
                 self.timeline = next;
+                self.retry_refused_over_rules()?;
             }
             reload::Reload::Unchanged => {
                 tracing::info!(rules = %path.display(), "rules read again: unchanged")
             }
             reload::Reload::Refused(why) | reload::Reload::Invalid(why) => {
                 tracing::error!(rules = %path.display(), "rules reload refused, the running rules stay: {why}")
+            }
+        }
+        Ok(())
+    }
+
+    /// After a reload: the partitions refused because they were processed
+    /// under other rules go through their restore again (their state is
+    /// kept if it still continues the group's), and are taken up if the
+    /// rules agree now (`finish_restores`).
+    fn retry_refused_over_rules(&mut self) -> Result<(), EngineError> {
+        let retry: Vec<u32> = EngineContext::lock(&self.assignment)
+            .refused
+            .iter()
+            .filter(|(_, why)| why.starts_with(reload::REFUSED_OVER_RULES))
+            .map(|(p, _)| *p)
+            .collect();
+        if retry.is_empty() {
+            return Ok(());
+        }
+        let topic = &self.config.kafka.topics.input;
+        let mut tpl = TopicPartitionList::new();
+        for p in &retry {
+            tpl.add_partition(topic, *p as i32);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(kafka("reading the group's offsets"))?;
+        let context = self.consumer.context();
+        let mut a = EngineContext::lock(&self.assignment);
+        for p in retry {
+            let offset = committed.find_partition(topic, p as i32).and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            });
+            tracing::info!(partition = p, "rules reloaded: checking the refused partition again");
+            if let Err(reason) = context.start_restore(&mut a, p, offset) {
+                context.refuse(&mut a, p, reason);
             }
         }
         Ok(())

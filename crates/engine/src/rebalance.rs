@@ -288,7 +288,7 @@ impl EngineContext {
     }
 
     /// Refuses an assigned partition: it stays paused, at its end.
-    fn refuse(&self, a: &mut Assignment, p: u32, reason: String) -> Offset {
+    pub(crate) fn refuse(&self, a: &mut Assignment, p: u32, reason: String) -> Offset {
         tracing::error!(partition = p, "partition refused: {reason}");
         a.owned.remove(&p);
         a.refused.insert(p, reason);
@@ -307,7 +307,12 @@ impl EngineContext {
 
     /// Starts restoring `p` on a thread of its own, once any earlier
     /// restore of it (revoked meanwhile) has stopped.
-    fn start_restore(&self, a: &mut Assignment, p: u32, committed: Option<u64>) -> Result<(), String> {
+    pub(crate) fn start_restore(
+        &self,
+        a: &mut Assignment,
+        p: u32,
+        committed: Option<u64>,
+    ) -> Result<(), String> {
         let Some(from) = &self.changelog else { return Err("no changelog to restore from".into()) };
         let (stopping, others): (Vec<_>, Vec<_>) =
             std::mem::take(&mut a.cancelled).into_iter().partition(|(q, _)| *q == p);

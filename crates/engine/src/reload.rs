@@ -2,8 +2,9 @@
 //! size or modification time changes (checked every
 //! `engine.rules_check_interval_ms`), the engine reads the rules again
 //! between two cycles, when no batch is being processed, and takes the new
-//! timeline only if it agrees with the running one at every instant some
-//! partition has already applied: each event is computed by the version
+//! timeline only if it agrees, for every partition of the state, with the
+//! rules that partition was processed under (its progress names them) at
+//! every instant it has already applied: each event is computed by the version
 //! in force at its own time, so a version must take effect after every
 //! event applied so far, or replaying the input would give other rewards
 //! than the ones published. Otherwise the running rules stay, and the log
@@ -16,6 +17,7 @@
 
 use accrual_core::rules::{Recorded, Timeline, local_text};
 use accrual_core::time::Timestamp;
+use accrual_store::owner::Stamped;
 use accrual_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,30 +57,33 @@ pub fn reload(path: &Path, current: &Timeline, store: &Store) -> Result<Reload, 
     if let Err(e) = current.keeps(&next) {
         return Ok(Reload::Invalid(e.to_string()));
     }
-    let Some(differs) = next.first_difference(&current.recorded()) else {
+    let running = current.recorded();
+    if next.first_difference(&running).is_none() {
         return Ok(Reload::Unchanged);
-    };
-    Ok(match rewrites_history(&next, differs, store, None)? {
+    }
+    Ok(match rewrites_history(&next, &running, store, None)? {
         Some(why) => Reload::Refused(why),
         None => Reload::Applied(Arc::new(next)),
     })
 }
 
-/// At start: whether `timeline` may take over from the one the state
-/// recorded (`None`: yes), saying why not. Only the partitions this
-/// instance wrote count: another writer's state is never continued as it
-/// is (it is restored from the changelog, or refused; see `restore`).
+/// At start: whether `timeline` may take over from the rules the state was
+/// processed under (`None`: yes), saying why not. Only the partitions
+/// this instance wrote count: another writer's state is never continued
+/// as it is (it is restored from the changelog, or refused; see
+/// [`check_partition`]).
 pub fn check_at_start(
     timeline: &Timeline,
     recorded: &Recorded,
     store: &Store,
     instance: &str,
 ) -> Result<Option<String>, StoreError> {
-    match timeline.first_difference(recorded) {
-        Some(differs) => rewrites_history(timeline, differs, store, Some(instance)),
-        None => Ok(None),
-    }
+    rewrites_history(timeline, recorded, store, Some(instance))
 }
+
+/// How a refusal by [`check_partition`] begins: a reload checks such
+/// partitions again.
+pub const REFUSED_OVER_RULES: &str = "its state was processed by";
 
 /// Refuses a partition taken over (its state restored, or kept) that was
 /// processed under rules differing from `timeline` before its latest
@@ -88,19 +93,22 @@ pub fn check_at_start(
 pub fn check_partition(store: &Store, timeline: &Timeline, p: u32) -> Result<(), String> {
     let Some(stamped) = store.stamped_progress(p).map_err(|e| e.to_string())? else { return Ok(()) };
     let Some(recorded) = stamped.rules.as_deref().map(Timeline::parse_record) else { return Ok(()) };
-    let applied = stamped.progress.stream_time;
-    let Some(differs) = timeline.first_difference(&recorded).filter(|&d| d <= applied) else {
-        return Ok(());
-    };
+    let Some(differs) = differs_before(timeline, &recorded, &stamped) else { return Ok(()) };
     let zone = &timeline.first().timezone;
     let writer = stamped.owner.map_or_else(|| "an earlier instance".to_string(), |o| o.to_string());
     Err(format!(
-        "its state was processed by {writer} under rules that differ from this instance's from {} on, and it \
-         has applied events up to {}: give every instance the same rules (a version must reach every instance \
-         before its instant), then restart this instance",
+        "{REFUSED_OVER_RULES} {writer} under rules that differ from this instance's from {} on, and it has \
+         applied events up to {}: give every instance the same rules (a version must reach every instance \
+         before its instant); this instance takes the partition up once it reads them",
         since(differs, zone),
-        local_text(applied, zone)
+        local_text(stamped.progress.stream_time, zone)
     ))
+}
+
+/// Where `timeline` parts from the rules a partition was processed under
+/// (`recorded`), if that is at or before its latest event.
+fn differs_before(timeline: &Timeline, recorded: &Recorded, stamped: &Stamped) -> Option<Timestamp> {
+    timeline.first_difference(recorded).filter(|&differs| differs <= stamped.progress.stream_time)
 }
 
 /// An instant where two timelines part, as the messages say it.
@@ -108,16 +116,16 @@ fn since(differs: Timestamp, zone: &accrual_core::time::TzOffset) -> String {
     if differs.0 == i64::MIN { "the beginning".to_string() } else { local_text(differs, zone) }
 }
 
-/// Why a timeline differing from the applied one from `differs` on would
-/// change what some partition (written by `writer`, if given) already
-/// applied, if it would.
+/// Why `next` would change what some partition of `store` (written by
+/// `writer`, if given) already applied, if it would: each partition is
+/// compared with the rules its progress says it was processed under, or
+/// with `otherwise` if it does not say.
 fn rewrites_history(
     next: &Timeline,
-    differs: Timestamp,
+    otherwise: &Recorded,
     store: &Store,
     writer: Option<&str>,
 ) -> Result<Option<String>, StoreError> {
-    let mut latest: Option<(u32, Timestamp)> = None;
     for partition in store.partitions()? {
         let Some(stamped) = store.stamped_progress(partition)? else { continue };
         // State from before owners were recorded counts as this instance's.
@@ -125,21 +133,22 @@ fn rewrites_history(
             (Some(instance), Some(owner)) => owner.instance == instance,
             _ => true,
         };
-        let stream_time = stamped.progress.stream_time;
-        if counts && latest.is_none_or(|(_, t)| stream_time > t) {
-            latest = Some((partition, stream_time));
-        }
-    }
-    Ok(latest.filter(|&(_, applied)| differs <= applied).map(|(partition, applied)| {
+        let recorded = stamped.rules.as_deref().map(Timeline::parse_record);
+        let Some(differs) =
+            differs_before(next, recorded.as_ref().unwrap_or(otherwise), &stamped).filter(|_| counts)
+        else {
+            continue;
+        };
         let zone = &next.first().timezone;
-        let differs_text = since(differs, zone);
-        format!(
-            "the rules differ from those applied from {differs_text} on, but partition {partition} has applied \
-             events up to {}: a change must take effect after every event applied, as a new version (a rules \
-             file with effective_from after that) in the rules directory",
-            local_text(applied, zone)
-        )
-    }))
+        return Ok(Some(format!(
+            "the rules differ from those applied from {} on, but partition {partition} has applied events up \
+             to {}: a change must take effect after every event applied, as a new version (a rules file with \
+             effective_from after that) in the rules directory",
+            since(differs, zone),
+            local_text(stamped.progress.stream_time, zone)
+        )));
+    }
+    Ok(None)
 }
 
 /// The size and modification time of each rules file, to notice a change.
