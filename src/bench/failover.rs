@@ -10,6 +10,8 @@
 use super::{Bench, BenchError, Target, kafka_tools};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The session timeout of the failover runs.
@@ -27,8 +29,11 @@ impl Bench {
     pub(super) fn failover(&mut self, standby_replicas: usize) -> Result<FailoverRun, BenchError> {
         let o = self.opts.clone();
         let name = format!("failover-{standby_replicas}");
-        let first = self.generate(&format!("{name}-a"), o.events / 2, o.accounts, o.seed + 10)?;
-        let second = self.generate(&format!("{name}-b"), o.events / 2, o.accounts, o.seed + 11)?;
+        // One stream cut in two, so the second half follows the first in
+        // event time (two streams over the same days would make most of
+        // the second `too_late` once the first has moved the clocks on).
+        let all = self.generate(&name, o.events, o.accounts, o.seed + 10)?;
+        let (first, second) = halves(&all).map_err(super::io(all.display().to_string()))?;
         let topics = self.topics(&name, o.partitions)?;
         let group = format!("{}-{name}", self.prefix);
         self.extra_env = vec![
@@ -86,4 +91,23 @@ impl Bench {
         }
         Err(BenchError::Run(format!("group {group} did not commit all of {topic} within {timeout:?}")))
     }
+}
+
+/// Splits an NDJSON file into its first and second half of lines
+/// (`<file>-a.ndjson`, `<file>-b.ndjson`).
+fn halves(path: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let lines = BufReader::new(std::fs::File::open(path)?).split(b'\n').count();
+    let out = |half: &str| path.with_extension(format!("{half}.ndjson"));
+    let (first, second) = (out("a"), out("b"));
+    let mut writers =
+        [BufWriter::new(std::fs::File::create(&first)?), BufWriter::new(std::fs::File::create(&second)?)];
+    for (i, line) in BufReader::new(std::fs::File::open(path)?).split(b'\n').enumerate() {
+        let w = &mut writers[usize::from(i >= lines / 2)];
+        w.write_all(&line?)?;
+        w.write_all(b"\n")?;
+    }
+    for mut w in writers {
+        w.flush()?;
+    }
+    Ok((first, second))
 }
