@@ -133,8 +133,9 @@ impl SimSink {
 
     /// A purchase's reward, or a rule capped to nothing on it: by the
     /// category that paid, the purchase's partner, and the caps that cut it.
-    fn tally_purchase(&mut self, r: &AccrualRecord, partner: Option<&str>) {
-        let partner = partner.unwrap_or("");
+    /// `partner`: the purchase's, as (version, partner) indices.
+    fn tally_purchase(&mut self, r: &AccrualRecord, partner: Option<(usize, usize)>) {
+        let partner = partner.map_or("", |(v, i)| &*self.timeline.versions()[v].rules.partners[i].name);
         with_pair(&mut self.by_category, r.program(), r.category(), |p| p.add(r));
         with_pair(&mut self.by_partner, r.program(), partner, |p| p.add(r));
         for cap in caps_that_cut(r.explanation()) {
@@ -148,10 +149,11 @@ impl SimSink {
 
 impl Sink for SimSink {
     fn accrued(&mut self, _offset: u64, event: &Event<'_>, records: &[AccrualRecord]) {
-        let rules = self.timeline.at(event.occurred_at).clone();
+        let version = self.timeline.index_at(event.occurred_at);
         let partner = match &event.body {
             EventBody::Purchase(p) => {
-                rules.partner_of(p.partner_id, p.merchant_id).map(|i| &*rules.partners[i].name)
+                let rules = &self.timeline.versions()[version].rules;
+                rules.partner_of(p.partner_id, p.merchant_id).map(|i| (version, i))
             }
             _ => None,
         };

@@ -43,7 +43,7 @@ use publish::{begin_and_produce, produce, write_and_begin};
 use rebalance::Owned;
 
 use crate::config::EngineConfig;
-use accrual_core::rules::{self, RulesError, Timeline};
+use accrual_core::rules::{RulesError, Timeline};
 use accrual_core::time::Timestamp;
 use accrual_store::{Store, StoreError, StoreOptions};
 use journal::{Journal, TxnId, TxnStatus};
@@ -457,8 +457,7 @@ impl Engine {
         let outcome = reload::reload(path, &self.timeline, &self.store)?;
         crate::metrics::rules_reloaded(outcome.result());
         match outcome {
-            reload::Reload::Applied(next) => {
-                let from = next.first_difference(&self.timeline.recorded());
+            reload::Reload::Applied(next, from) => {
                 self.workers.set_timeline(&next);
                 *self.shared_rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
                 crate::metrics::rules_in_use(Some(&self.timeline), &next);
@@ -468,7 +467,7 @@ impl Engine {
                 let mut batch = self.store.batch();
                 batch.set_rules_version(&next.record());
                 self.store.commit(batch)?;
-                let from = from.map(|t| rules::local_text(t, &next.first().timezone)).unwrap_or_default();
+                let from = reload::since(from, &next.first().timezone);
                 tracing::info!(rules = %path.display(), versions = %next.label(), from = %from, "rules reloaded");
                 self.timeline = next;
                 self.retry_refused_over_rules()?;
@@ -509,10 +508,7 @@ impl Engine {
         let context = self.consumer.context();
         let mut a = EngineContext::lock(&self.assignment);
         for p in retry {
-            let offset = committed.find_partition(topic, p as i32).and_then(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o as u64),
-                _ => None,
-            });
+            let offset = rebalance::committed_offset(&committed, topic, p);
             tracing::info!(partition = p, "rules reloaded: checking the refused partition again");
             if let Err(reason) = context.start_restore(&mut a, p, offset) {
                 context.refuse(&mut a, p, reason);

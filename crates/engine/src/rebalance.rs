@@ -171,6 +171,15 @@ pub fn group_generation<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> i32 {
     }
 }
 
+/// The offset a list of committed offsets holds for `partition`, if one
+/// was committed.
+pub fn committed_offset(committed: &TopicPartitionList, topic: &str, partition: u32) -> Option<u64> {
+    committed.find_partition(topic, partition as i32).and_then(|e| match e.offset() {
+        Offset::Offset(o) if o >= 0 => Some(o as u64),
+        _ => None,
+    })
+}
+
 pub fn input_gap(next: u64, log_start: i64) -> Option<u64> {
     u64::try_from(log_start).ok().filter(|&low| low > next).map(|low| low - next)
 }
@@ -216,11 +225,8 @@ impl EngineContext {
         let mut decided = Vec::new();
         for elem in tpl.elements() {
             let partition = elem.partition();
-            let y = committed.find_partition(elem.topic(), partition).and_then(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o as u64),
-                _ => None,
-            });
             let p = partition as u32;
+            let y = committed_offset(&committed, elem.topic(), p);
             let local = match self.store.progress(p) {
                 Ok(local) => local,
                 Err(e) => {

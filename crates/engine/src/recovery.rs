@@ -3,11 +3,11 @@
 //! transactions of their own (see `docs/exactly-once.md`).
 
 use super::journal::{Journal, TxnId, TxnStatus};
-use super::rebalance::EngineContext;
+use super::rebalance::{self, EngineContext};
 use super::{Decided, Engine, EngineError, TxnFailure, classify, clients, committer, kafka, outbox, produce};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,12 +29,8 @@ impl Engine {
         let committed =
             self.consumer.committed_offsets(tpl, self.timeout).map_err(kafka("reading committed offsets"))?;
         let topic = self.config.kafka.topics.input.clone();
-        let decided = self.journal.resolve_open(&self.store, |p| {
-            committed.find_partition(&topic, p as i32).and_then(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o as u64),
-                _ => None,
-            })
-        })?;
+        let decided =
+            self.journal.resolve_open(&self.store, |p| rebalance::committed_offset(&committed, &topic, p))?;
         for (id, status) in decided {
             tracing::info!(txn = %id, status = status.name(), "resolved a transaction left open by a crash");
             let resolved = super::report::Resolved { txn: id.to_string(), status: status.name().to_string() };
@@ -224,13 +220,8 @@ impl Engine {
         Ok(offsets
             .iter()
             .map(|&(p, x)| {
-                let y = committed
-                    .find_partition(&self.config.kafka.topics.input, p as i32)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) if o >= 0 => Some(o as u64),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
+                let y =
+                    rebalance::committed_offset(&committed, &self.config.kafka.topics.input, p).unwrap_or(0);
                 (p, y.min(x), x)
             })
             .collect())

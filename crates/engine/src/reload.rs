@@ -26,8 +26,9 @@ use std::time::{Duration, SystemTime};
 
 /// What reading the rules again came to.
 pub enum Reload {
-    /// The new timeline, to apply from the next cycle.
-    Applied(Arc<Timeline>),
+    /// The new timeline, to apply from the next cycle, and the instant
+    /// from which it differs from the running one.
+    Applied(Arc<Timeline>, Timestamp),
     /// Same versions at the same instants.
     Unchanged,
     /// It would change what was already applied; the message says where.
@@ -39,7 +40,7 @@ pub enum Reload {
 impl Reload {
     pub fn result(&self) -> &'static str {
         match self {
-            Reload::Applied(_) => "applied",
+            Reload::Applied(..) => "applied",
             Reload::Unchanged => "unchanged",
             Reload::Refused(_) => "refused",
             Reload::Invalid(_) => "invalid",
@@ -58,12 +59,12 @@ pub fn reload(path: &Path, current: &Timeline, store: &Store) -> Result<Reload, 
         return Ok(Reload::Invalid(e.to_string()));
     }
     let running = current.recorded();
-    if next.first_difference(&running).is_none() {
+    let Some(differs) = next.first_difference(&running) else {
         return Ok(Reload::Unchanged);
-    }
+    };
     Ok(match rewrites_history(&next, &running, store, None)? {
         Some(why) => Reload::Refused(why),
-        None => Reload::Applied(Arc::new(next)),
+        None => Reload::Applied(Arc::new(next), differs),
     })
 }
 
@@ -112,7 +113,7 @@ fn differs_before(timeline: &Timeline, recorded: &Recorded, stamped: &Stamped) -
 }
 
 /// An instant where two timelines part, as the messages say it.
-fn since(differs: Timestamp, zone: &accrual_core::time::TzOffset) -> String {
+pub(crate) fn since(differs: Timestamp, zone: &accrual_core::time::TzOffset) -> String {
     if differs.0 == i64::MIN { "the beginning".to_string() } else { local_text(differs, zone) }
 }
 
