@@ -33,7 +33,7 @@ mod recovery;
 mod reload;
 pub mod report;
 pub mod restore;
-mod standby;
+pub mod standby;
 mod ticker;
 mod workers;
 

@@ -30,8 +30,9 @@ pub const CLIENT_ID_PREFIX: &str = "accrual-";
 pub struct Owners {
     /// Input partition -> owning instance id.
     pub by_partition: BTreeMap<u32, String>,
-    /// The group's members' instance ids.
-    pub members: std::collections::BTreeSet<String>,
+    /// The group's members: instance id -> member id (which the group's
+    /// assignor orders them by, see `standby::heirs`).
+    pub members: BTreeMap<String, String>,
     pub read_at: Option<Instant>,
 }
 
@@ -108,7 +109,7 @@ pub fn describe(
             for p in partitions {
                 owners.by_partition.insert(p, instance.clone());
             }
-            owners.members.insert(instance);
+            owners.members.insert(instance, member.id().to_string());
         }
     }
     Ok(owners)

@@ -2,13 +2,15 @@
 //! kept by tailing their changelog, so that taking one over (see
 //! `restore`) only reads the changelog's tail.
 //!
-//! Placement: each partition's copies go to the `engine.standby_replicas`
-//! instances that follow its owner in the ring of instance ids (sorted).
-//! The owners and members come from the group (see `owners`); librdkafka
-//! has no pluggable assignor, so the group's assignor does not know where
-//! the copies are, and a partition that moves lands on one only when
-//! every other instance holds one (`standby_replicas` at least the
-//! instances less one) or by chance (docs/scaling.md).
+//! Placement: librdkafka has no pluggable assignor, so the group's
+//! assignor cannot be told where the copies are. Instead the copies go
+//! where it will move a partition: a partition's first copy is on the
+//! instance the cooperative-sticky assignor (the engine's default) gives
+//! it if its owner is lost (`heirs`), further copies on the instances
+//! after the owner in the ring of instance ids (sorted). The owners and
+//! members come from the group (see `owners`). With another assignor, a
+//! partition that moves lands on a copy only when every other instance
+//! holds one (docs/scaling.md).
 //!
 //! A copy is written a whole batch at a time (its changes with its
 //! progress record and the changelog offset to go on from), and only
@@ -33,20 +35,66 @@ use std::time::{Duration, Instant};
 /// How often the copies to keep are worked out again.
 const PLAN_EVERY: Duration = Duration::from_secs(2);
 
-/// The partitions `me` keeps copies of: of every partition whose owner is
-/// known, the `replicas` instances after the owner in the ring.
+/// The partitions `me` keeps copies of. The first copy of a partition
+/// goes where the group's assignor would move it if its owner were lost
+/// (see `heirs`), so that a takeover finds it; more copies go to the
+/// instances after the owner in the ring of instance ids (sorted).
 pub fn placement(owners: &Owners, me: &str, replicas: usize) -> BTreeSet<u32> {
-    let mut ring: BTreeSet<&str> = owners.members.iter().map(String::as_str).collect();
+    let mut ring: BTreeSet<&str> = owners.members.keys().map(String::as_str).collect();
     ring.extend(owners.by_partition.values().map(String::as_str));
     ring.insert(me);
     let ring: Vec<&str> = ring.into_iter().collect();
-    let n = ring.len();
+    let copies = replicas.min(ring.len() - 1);
     let mut out = BTreeSet::new();
-    for (p, owner) in &owners.by_partition {
-        let Some(i) = ring.iter().position(|r| r == owner) else { continue };
-        if owner != me && (1..=replicas.min(n - 1)).any(|k| ring[(i + k) % n] == me) {
-            out.insert(*p);
+    if copies == 0 {
+        return out;
+    }
+    let owners_of: BTreeSet<&str> = owners.by_partition.values().map(String::as_str).collect();
+    for owner in owners_of.into_iter().filter(|o| *o != me) {
+        let mut staying = owners.members.clone();
+        staying.remove(owner);
+        staying.entry(me.to_string()).or_insert_with(|| format!("{}{me}", crate::owners::CLIENT_ID_PREFIX));
+        let heirs = heirs(&owners.by_partition, &staying);
+        let Some(i) = ring.iter().position(|r| *r == owner) else { continue };
+        let after = (1..ring.len()).map(|k| ring[(i + k) % ring.len()]);
+        for (p, _) in owners.by_partition.iter().filter(|(_, o)| *o == owner) {
+            let heir = heirs.get(p).map(String::as_str);
+            let mut holders = heir.into_iter().chain(after.clone().filter(|r| Some(*r) != heir));
+            if holders.by_ref().take(copies).any(|h| h == me) {
+                out.insert(*p);
+            }
         }
+    }
+    out
+}
+
+/// Where the group's assignor moves the partitions whose owners are not
+/// among `staying` (instance id -> member id), given the owners in
+/// `by_partition`. librdkafka's cooperative-sticky assignor (the engine's
+/// default) keeps the staying members' partitions where they are and
+/// hands the others out highest partition first, each to the member
+/// holding the fewest partitions, the lowest member id among equals
+/// (`rdkafka_sticky_assignor.c`: `sortPartitions`, `maybeAssign`). As the
+/// result is balanced, its rebalancing moves nothing more.
+/// `tests/kafka_standby_placement.rs` holds this to the assignor.
+pub fn heirs(
+    by_partition: &BTreeMap<u32, String>,
+    staying: &BTreeMap<String, String>,
+) -> BTreeMap<u32, String> {
+    let mut held: BTreeMap<&str, usize> = staying.keys().map(|m| (m.as_str(), 0)).collect();
+    let mut orphans = Vec::new();
+    for (p, owner) in by_partition {
+        match held.get_mut(owner.as_str()) {
+            Some(n) => *n += 1,
+            None => orphans.push(*p),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for p in orphans.into_iter().rev() {
+        let heir = held.iter_mut().min_by_key(|(instance, n)| (**n, staying.get(**instance)));
+        let Some((instance, n)) = heir else { break };
+        *n += 1;
+        out.insert(p, instance.to_string());
     }
     out
 }
@@ -220,29 +268,74 @@ fn lag(consumer: &crate::clients::ChangelogReader, topic: &str, p: u32) -> i64 {
 mod tests {
     use super::*;
 
+    /// Members named by instance id, with member ids as brokers make them.
     fn owners(members: &[&str], by_partition: &[(u32, &str)]) -> Owners {
         Owners {
             by_partition: by_partition.iter().map(|(p, o)| (*p, o.to_string())).collect(),
-            members: members.iter().map(|m| m.to_string()).collect(),
+            members: members.iter().map(|m| (m.to_string(), format!("accrual-{m}-0000"))).collect(),
             read_at: None,
         }
     }
 
+    fn map(pairs: &[(u32, &str)]) -> BTreeMap<u32, String> {
+        pairs.iter().map(|(p, o)| (*p, o.to_string())).collect()
+    }
+
+    const SIX: [(u32, &str); 6] = [(0, "a"), (1, "a"), (2, "b"), (3, "b"), (4, "c"), (5, "c")];
+
     #[test]
-    fn copies_go_to_the_instances_after_the_owner_in_the_ring() {
-        let o = owners(&["a", "b", "c"], &[(0, "a"), (1, "b"), (2, "c"), (3, "a")]);
-        assert_eq!(placement(&o, "b", 1), BTreeSet::from([0, 3]), "b follows a");
-        assert_eq!(placement(&o, "a", 1), BTreeSet::from([2]), "the ring wraps: a follows c");
-        assert_eq!(placement(&o, "c", 2), BTreeSet::from([0, 1, 3]), "two copies: both others");
-        assert_eq!(placement(&o, "a", 5), BTreeSet::from([1, 2]), "never more copies than other instances");
+    fn a_lost_members_partitions_go_highest_first_to_the_least_loaded_lowest_member_id() {
+        let o = owners(&["a", "b", "c"], &SIX);
+        let staying = |lost: &str| {
+            o.members.iter().filter(|(m, _)| *m != lost).map(|(m, id)| (m.clone(), id.clone())).collect()
+        };
+        assert_eq!(heirs(&o.by_partition, &staying("c")), map(&[(5, "a"), (4, "b")]));
+        assert_eq!(heirs(&o.by_partition, &staying("a")), map(&[(1, "b"), (0, "c")]));
+        // Unequal loads: the lighter member is served first.
+        let uneven = map(&[(0, "a"), (1, "a"), (2, "a"), (3, "b"), (4, "c"), (5, "c"), (6, "c")]);
+        assert_eq!(heirs(&uneven, &staying("c")), map(&[(6, "b"), (5, "b"), (4, "a")]));
+        // Member ids, not instance ids, break ties (static members' ids
+        // start with their group.instance.id).
+        let by_id =
+            BTreeMap::from([("a".to_string(), "z-1".to_string()), ("b".to_string(), "y-1".to_string())]);
+        assert_eq!(heirs(&o.by_partition, &by_id), map(&[(5, "b"), (4, "a")]));
+    }
+
+    #[test]
+    fn one_copy_of_each_partition_goes_to_its_heir() {
+        let o = owners(&["a", "b", "c"], &SIX);
+        assert_eq!(placement(&o, "a", 1), BTreeSet::from([3, 5]));
+        assert_eq!(placement(&o, "b", 1), BTreeSet::from([1, 4]));
+        assert_eq!(placement(&o, "c", 1), BTreeSet::from([0, 2]));
+        assert_eq!(placement(&o, "c", 2), BTreeSet::from([0, 1, 2, 3]), "two copies: both others");
+        assert_eq!(
+            placement(&o, "a", 5),
+            BTreeSet::from([2, 3, 4, 5]),
+            "never more copies than other instances"
+        );
         assert_eq!(placement(&o, "a", 0), BTreeSet::new());
     }
 
     #[test]
-    fn an_owner_the_group_no_longer_lists_keeps_its_place_in_the_ring() {
-        // c died: its partition's last writer is still c, and b follows it.
-        let o = owners(&["a", "b"], &[(0, "a"), (2, "c")]);
-        assert_eq!(placement(&o, "a", 1), BTreeSet::from([2]), "a follows c");
-        assert_eq!(placement(&o, "b", 1), BTreeSet::from([0]));
+    fn more_copies_go_to_the_instances_after_the_owner_in_the_ring() {
+        let four = [(0, "a"), (1, "a"), (2, "b"), (3, "b"), (4, "c"), (5, "c"), (6, "d"), (7, "d")];
+        let o = owners(&["a", "b", "c", "d"], &four);
+        // If d is lost, 7 goes to a and 6 to b; the second copies follow d
+        // in the ring: 7's on b (a holds the first), 6's on a.
+        let holders = |p: u32| -> Vec<&str> {
+            ["a", "b", "c", "d"].into_iter().filter(|m| placement(&o, m, 2).contains(&p)).collect()
+        };
+        assert_eq!(holders(7), ["a", "b"]);
+        assert_eq!(holders(6), ["a", "b"]);
+        assert_eq!(holders(0), ["b", "c"], "a lost: 1 to b, 0 to c; then b after a");
+    }
+
+    #[test]
+    fn an_owner_the_group_no_longer_lists_is_already_lost() {
+        // c died: its partitions' last writer is still c; they go where the
+        // assignor will put them among a and b.
+        let o = owners(&["a", "b"], &[(0, "a"), (1, "b"), (2, "c"), (3, "c")]);
+        assert_eq!(placement(&o, "a", 1), BTreeSet::from([1, 3]));
+        assert_eq!(placement(&o, "b", 1), BTreeSet::from([0, 2]));
     }
 }
