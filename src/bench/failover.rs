@@ -23,6 +23,9 @@ pub struct FailoverRun {
     pub session_timeout_ms: u64,
     /// SIGKILL to every partition committing again.
     pub seconds: f64,
+    /// SIGKILL to the broker listing one member fewer in the group (the
+    /// session timeout, in the broker's own rhythm of checking it).
+    pub noticed_seconds: Option<f64>,
 }
 
 impl Bench {
@@ -53,23 +56,51 @@ impl Bench {
         self.wait_committed(&group, &topics.input, &before, Duration::from_secs(300))?;
         // The standby copies catch up with what was committed.
         std::thread::sleep(Duration::from_secs(5));
+        // Taken now, not from the input's end: the engines publish derived
+        // events to the input as they go, so the group commits past it.
+        let at_kill = kafka_tools::committed_offsets(&self.kafka(), &group, &topics.input)?;
         let killed = Instant::now();
         let _ = lost.child.kill();
         let _ = lost.child.wait();
+        let noticed = self.watch_members(&group, 2, killed);
         let more = kafka_tools::produce_file(&self.kafka(), &topics.input, &second)?;
-        let past: BTreeMap<i32, i64> = before.iter().map(|(p, end)| (*p, end + 1)).collect();
+        let past: BTreeMap<i32, i64> =
+            before.keys().map(|p| (*p, at_kill.get(p).map_or(0, |(o, _)| *o) + 1)).collect();
         self.wait_committed(&group, &topics.input, &past, Duration::from_secs(300))?;
         let seconds = killed.elapsed().as_secs_f64();
+        let noticed_seconds = noticed.join().ok().flatten();
         let ends = kafka_tools::high_watermarks(&self.kafka(), &topics.input)?;
         self.wait_committed(&group, &topics.input, &ends, Duration::from_secs(300))?;
         super::child::terminate(&survivor.child);
         survivor.finish()?;
         say!(
-            "failover with {standby_replicas} standby replicas: {seconds:.1} s from SIGKILL to every partition committing again ({} events; session timeout {} s)",
+            "failover with {standby_replicas} standby replicas: {seconds:.1} s from SIGKILL to every partition committing again, the loss noticed by the group after {} ({} events; session timeout {} s)",
+            noticed_seconds.map_or("?".to_string(), |s| format!("{s:.1} s")),
             produced + more,
             SESSION_TIMEOUT_MS / 1000
         );
-        Ok(FailoverRun { standby_replicas, session_timeout_ms: SESSION_TIMEOUT_MS, seconds })
+        Ok(FailoverRun { standby_replicas, session_timeout_ms: SESSION_TIMEOUT_MS, seconds, noticed_seconds })
+    }
+
+    /// Seconds from `since` until the broker lists fewer than `members`
+    /// in `group`, watched on a thread of its own (`None`: not within a
+    /// minute).
+    fn watch_members(
+        &self,
+        group: &str,
+        members: usize,
+        since: Instant,
+    ) -> std::thread::JoinHandle<Option<f64>> {
+        let (kafka, group) = (self.kafka(), group.to_string());
+        std::thread::spawn(move || {
+            while since.elapsed() < Duration::from_secs(60) {
+                if kafka_tools::group_members(&kafka, &group).is_ok_and(|n| n < members) {
+                    return Some(since.elapsed().as_secs_f64());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
     }
 
     /// Waits until `group` has committed each partition of `topic` up to

@@ -470,6 +470,13 @@ pub fn committed_offsets(
         .collect())
 }
 
+/// How many members the broker lists in `group` (0 if it does not know it).
+pub fn group_members(kafka: &Connection, group: &str) -> Result<usize, ToolError> {
+    let consumer: BaseConsumer = kafka.consumer().create()?;
+    let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10))?;
+    Ok(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum())
+}
+
 /// A readable summary of messages read back: accrual records per rule and
 /// kind with their sums, dead letters per reason.
 pub fn summarize(messages: &[Consumed]) -> String {

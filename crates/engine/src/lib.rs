@@ -150,6 +150,9 @@ fn classify(e: KafkaError) -> TxnFailure {
 }
 
 struct Engine {
+    /// The standby replicas' thread, if any. First, so it stops before the
+    /// consumer closes (fields drop in order).
+    standby: Option<standby::Running>,
     config: EngineConfig,
     store: Arc<Store>,
     consumer: BaseConsumer<EngineContext>,
@@ -238,15 +241,17 @@ pub fn run(
     }
     // Up before Kafka is reached: /healthz answers while the broker is down.
     let (metrics, partitions) = start_http(&config, &store, &shared, &assignment, &owners)?;
-    if config.engine.standby_replicas > 0 {
-        let standby = standby::Standby {
+    let standby = match config.engine.standby_replicas {
+        0 => None,
+        _ => standby::Standby {
             config: Arc::new(config.clone()),
             store: store.clone(),
             assignment: assignment.clone(),
             owners,
-        };
-        standby.start().map_err(|e| EngineError::Http(format!("starting the standby replicas: {e}")))?;
-    }
+        }
+        .start()
+        .map_err(|e| EngineError::Http(format!("starting the standby replicas: {e}")))?,
+    };
     let consumer = clients::consumer(&config, context).map_err(kafka("creating the consumer"))?;
     let producer = Arc::new(clients::producer(&config).map_err(kafka("creating the producer"))?);
     // Fences an older producer with our transactional id and completes (or
@@ -267,6 +272,7 @@ pub fn run(
             .map_err(EngineError::WorkerStart)?;
     }
     let mut engine = Engine {
+        standby,
         ticker,
         store,
         consumer,
@@ -309,6 +315,8 @@ pub fn run(
         "engine started"
     );
     engine.main_loop(&stop, &options)?;
+    // Stopped before the partitions are given up (the consumer closes).
+    engine.standby = None;
     {
         let a = EngineContext::lock(&engine.assignment);
         engine.summary.refused_partitions = a.refusals;
@@ -632,6 +640,7 @@ impl Engine {
             drop(done);
             let ready: Vec<u32> =
                 a.restoring.iter().filter(|(_, r)| r.is_finished()).map(|(p, _)| *p).collect();
+            a.taking_up.extend(ready.iter().copied());
             ready.into_iter().filter_map(|p| a.restoring.remove(&p).map(|r| (p, r))).collect()
         };
         let Some(from) = self.config.kafka.topics.changelog.clone() else { return Ok(()) };
@@ -644,12 +653,17 @@ impl Engine {
                 Err(reason) => {
                     tracing::error!(partition = p, "partition refused: {reason}");
                     let mut a = EngineContext::lock(&self.assignment);
+                    a.taking_up.remove(&p);
                     a.refused.insert(p, reason);
                     a.refusals += 1;
                     continue;
                 }
             };
-            EngineContext::lock(&self.assignment).owned.insert(p, owned);
+            {
+                let mut a = EngineContext::lock(&self.assignment);
+                a.taking_up.remove(&p);
+                a.owned.insert(p, owned);
+            }
             let topic = &self.config.kafka.topics.input;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(topic, p as i32);

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtoc
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,6 +60,10 @@ pub struct Assignment {
     pub restoring: BTreeMap<u32, crate::restore::Restoring>,
     /// Restores of partitions revoked meanwhile, stopping.
     pub cancelled: Vec<(u32, crate::restore::Restoring)>,
+    /// Partitions whose restore has finished and that the engine is taking
+    /// up (between `restoring` and `owned`): still assigned here, so that
+    /// no standby copy is kept of them meanwhile.
+    pub taking_up: BTreeSet<u32>,
     /// This instance and the group generation it holds its partitions in,
     /// recorded with every batch's progress.
     pub owner: Arc<Owner>,
@@ -396,6 +400,7 @@ impl EngineContext {
             for p in revoked {
                 a.owned.remove(&p);
                 a.refused.remove(&p);
+                a.taking_up.remove(&p);
                 if let Some(restoring) = a.restoring.remove(&p) {
                     restoring.cancel();
                     a.cancelled.push((p, restoring));

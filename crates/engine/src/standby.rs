@@ -29,7 +29,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the copies to keep are worked out again.
@@ -107,25 +109,47 @@ pub struct Standby {
     pub owners: Arc<RwLock<Owners>>,
 }
 
+/// The standby thread, stopped and joined when dropped: before the
+/// engine's consumer closes, since the partitions it gives up then are not
+/// copies to drop.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Standby {
-    /// Runs on a thread of its own for the life of the process.
-    pub fn start(self) -> std::io::Result<()> {
+    /// Runs on a thread of its own until the returned handle is dropped
+    /// (none if the changelog cannot be read).
+    pub fn start(self) -> std::io::Result<Option<Running>> {
         let consumer = match crate::clients::restore_consumer(&self.config) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "standby replicas cannot read the changelog; none are kept");
-                return Ok(());
+                return Ok(None);
             }
         };
-        std::thread::Builder::new().name("standby".into()).spawn(move || self.run(&consumer))?;
-        Ok(())
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("standby".into())
+            .spawn(move || self.run(&consumer, &stopped))?;
+        Ok(Some(Running { stop, thread: Some(thread) }))
     }
 
-    fn run(self, consumer: &crate::clients::ChangelogReader) {
+    fn run(self, consumer: &crate::clients::ChangelogReader, stop: &AtomicBool) {
         let Some(topic) = self.config.kafka.topics.changelog.clone() else { return };
         let mut tailing: BTreeMap<u32, TailBatch> = BTreeMap::new();
         let mut planned = Instant::now() - PLAN_EVERY;
-        loop {
+        while !stop.load(Ordering::Relaxed) {
             if planned.elapsed() >= PLAN_EVERY {
                 planned = Instant::now();
                 if let Err(e) = self.plan(consumer, &topic, &mut tailing) {
@@ -248,8 +272,15 @@ impl Standby {
     }
 }
 
+/// Whether `p`'s local state is the engine's, not a copy's: assigned here
+/// (owned, restoring, being taken up, refused), or a restore of it
+/// cancelled by a revocation is still stopping.
 fn assigned_here(a: &Assignment, p: u32) -> bool {
-    a.owned.contains_key(&p) || a.restoring.contains_key(&p) || a.refused.contains_key(&p)
+    a.owned.contains_key(&p)
+        || a.restoring.contains_key(&p)
+        || a.taking_up.contains(&p)
+        || a.refused.contains_key(&p)
+        || a.cancelled.iter().any(|(q, _)| *q == p)
 }
 
 /// Changelog records of `p` past the consumer's position (unknown: 0).
@@ -328,6 +359,19 @@ mod tests {
         assert_eq!(holders(7), ["a", "b"]);
         assert_eq!(holders(6), ["a", "b"]);
         assert_eq!(holders(0), ["b", "c"], "a lost: 1 to b, 0 to c; then b after a");
+    }
+
+    #[test]
+    fn a_partition_being_taken_up_is_not_a_copy() {
+        // Between its restore and its ownership the partition is neither
+        // restoring nor owned; a copy's plan must not drop its state then.
+        let mut a = Assignment::default();
+        assert!(!assigned_here(&a, 3));
+        a.taking_up.insert(3);
+        assert!(assigned_here(&a, 3));
+        a.taking_up.clear();
+        a.refused.insert(3, "behind the group".into());
+        assert!(assigned_here(&a, 3));
     }
 
     #[test]
