@@ -1,11 +1,12 @@
 //! Failover time (`accrual bench --changelog --failover`): two instances
 //! share a group over topics of their own; once they have committed the
-//! first half of the events, one is killed with SIGKILL and the second
-//! half produced; the time from the kill until every partition has
-//! committed again (the lost instance's ones taken over by the other,
-//! restored, and their first new events committed) is the failover. Run with and without a
-//! standby replica. `session.timeout.ms` is set to 6 s for these runs:
-//! the group notices the loss only after it.
+//! first half of the events, one is killed with SIGKILL and a trickle of
+//! the second half produced (1%, at least 1,000 events); the time from the
+//! kill until every partition has committed past its offset at the kill
+//! (the lost instance's ones taken over by the other, restored, and their
+//! first new events committed) is the failover. The rest is produced
+//! after. Run with and without a standby replica. `session.timeout.ms` is
+//! set to 6 s for these runs: the group notices the loss only after it.
 
 use super::{Bench, BenchError, Target, kafka_tools};
 use serde::Serialize;
@@ -13,6 +14,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Events produced after the kill, at least: enough to reach every
+/// partition.
+const TRICKLE_MIN: usize = 1_000;
 
 /// The session timeout of the failover runs.
 pub const SESSION_TIMEOUT_MS: u64 = 6_000;
@@ -36,7 +41,8 @@ impl Bench {
         // event time (two streams over the same days would make most of
         // the second `too_late` once the first has moved the clocks on).
         let all = self.generate(&name, o.events, o.accounts, o.seed + 10)?;
-        let (first, second) = halves(&all).map_err(super::io(all.display().to_string()))?;
+        let trickle = (o.events as usize / 100).max(TRICKLE_MIN);
+        let [first, next, rest] = cut(&all, trickle).map_err(super::io(all.display().to_string()))?;
         let topics = self.topics(&name, o.partitions)?;
         let group = format!("{}-{name}", self.prefix);
         self.extra_env = vec![
@@ -63,12 +69,15 @@ impl Bench {
         let _ = lost.child.kill();
         let _ = lost.child.wait();
         let noticed = self.watch_members(&group, 2, killed);
-        let more = kafka_tools::produce_file(&self.kafka(), &topics.input, &second)?;
+        // A trickle, not the whole second half: a survivor flooded with
+        // its own partitions' backlog would take the lost ones up behind it.
+        let mut more = kafka_tools::produce_file(&self.kafka(), &topics.input, &next)?;
         let past: BTreeMap<i32, i64> =
             before.keys().map(|p| (*p, at_kill.get(p).map_or(0, |(o, _)| *o) + 1)).collect();
         self.wait_committed(&group, &topics.input, &past, Duration::from_secs(300))?;
         let seconds = killed.elapsed().as_secs_f64();
         let noticed_seconds = noticed.join().ok().flatten();
+        more += kafka_tools::produce_file(&self.kafka(), &topics.input, &rest)?;
         let ends = kafka_tools::high_watermarks(&self.kafka(), &topics.input)?;
         self.wait_committed(&group, &topics.input, &ends, Duration::from_secs(300))?;
         super::child::terminate(&survivor.child);
@@ -124,21 +133,25 @@ impl Bench {
     }
 }
 
-/// Splits an NDJSON file into its first and second half of lines
-/// (`<file>-a.ndjson`, `<file>-b.ndjson`).
-fn halves(path: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+/// Cuts an NDJSON file in three (`<file>.a.ndjson`, `.b`, `.c`): its first
+/// half, then the next `trickle` lines (all of the rest if fewer), then the
+/// rest.
+fn cut(path: &Path, trickle: usize) -> std::io::Result<[PathBuf; 3]> {
     let lines = BufReader::new(std::fs::File::open(path)?).split(b'\n').count();
-    let out = |half: &str| path.with_extension(format!("{half}.ndjson"));
-    let (first, second) = (out("a"), out("b"));
-    let mut writers =
-        [BufWriter::new(std::fs::File::create(&first)?), BufWriter::new(std::fs::File::create(&second)?)];
+    let out = |part: &str| path.with_extension(format!("{part}.ndjson"));
+    let parts = [out("a"), out("b"), out("c")];
+    let mut writers = Vec::new();
+    for part in &parts {
+        writers.push(BufWriter::new(std::fs::File::create(part)?));
+    }
+    let half = lines / 2;
     for (i, line) in BufReader::new(std::fs::File::open(path)?).split(b'\n').enumerate() {
-        let w = &mut writers[usize::from(i >= lines / 2)];
+        let w = &mut writers[usize::from(i >= half) + usize::from(i >= half + trickle)];
         w.write_all(&line?)?;
         w.write_all(b"\n")?;
     }
     for mut w in writers {
         w.flush()?;
     }
-    Ok((first, second))
+    Ok(parts)
 }

@@ -170,16 +170,31 @@ impl ConsumerContext for Reader {}
 /// A reader of changelog partitions (restores, standby copies).
 pub type ChangelogReader = BaseConsumer<Reader>;
 
-/// A consumer that reads a changelog partition to its last committed
-/// transaction, outside the group (it is assigned, never subscribes, and
-/// commits nothing).
+/// A consumer that reads changelog partitions, outside the group (it is
+/// assigned, never subscribes, and commits nothing): standby copies and
+/// the partitions' last writers.
+pub fn changelog_reader(config: &EngineConfig) -> KafkaResult<ChangelogReader> {
+    changelog_consumer(config, false)
+}
+
+/// A changelog reader for one restore, which reads a partition to its
+/// last committed transaction and is dropped: at the end of the log the
+/// broker answers at once instead of waiting `fetch.wait.max.ms` (500 ms)
+/// for more, which a takeover would wait for.
 pub fn restore_consumer(config: &EngineConfig) -> KafkaResult<ChangelogReader> {
+    changelog_consumer(config, true)
+}
+
+fn changelog_consumer(config: &EngineConfig, reads_to_end: bool) -> KafkaResult<ChangelogReader> {
     let mut c = base(config);
     c.set("group.id", format!("{}-restore", config.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
+    if reads_to_end {
+        c.set("fetch.wait.max.ms", "10");
+    }
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }

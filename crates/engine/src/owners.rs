@@ -157,7 +157,7 @@ const TAIL: i64 = 64;
 /// Keeps `owners` up to date on a thread of its own, every `every`.
 pub fn watch(config: &EngineConfig, owners: Arc<RwLock<Owners>>, every: Duration) -> std::io::Result<()> {
     let clients = crate::clients::plain_consumer(config)
-        .and_then(|c| Ok((c, crate::clients::restore_consumer(config)?)));
+        .and_then(|c| Ok((c, crate::clients::changelog_reader(config)?)));
     let (consumer, tail_reader) = match clients {
         Ok(c) => c,
         Err(e) => {

@@ -130,7 +130,7 @@ impl Standby {
     /// Runs on a thread of its own until the returned handle is dropped
     /// (none if the changelog cannot be read).
     pub fn start(self) -> std::io::Result<Option<Running>> {
-        let consumer = match crate::clients::restore_consumer(&self.config) {
+        let consumer = match crate::clients::changelog_reader(&self.config) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "standby replicas cannot read the changelog; none are kept");
