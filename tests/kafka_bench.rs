@@ -96,3 +96,51 @@ fn bench_runs_every_part_and_reports_consistent_numbers() {
     assert!(num(state, "disk_bytes_per_account") > 10.0, "{state}");
     assert!(work.path().join("work").exists());
 }
+
+/// `accrual bench --changelog --failover` reports the ratio with the
+/// changelog on, the restore rate, and failover with and without a
+/// standby, timed from the kill (so never under the session timeout the
+/// group needs to notice it).
+#[test]
+fn bench_with_the_changelog_reports_restore_and_failover() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_accrual"))
+        .current_dir(repo_path(""))
+        .args(["bench", "--brokers", &brokers(), "--changelog", "--failover"])
+        .args(["--events", "4000", "--accounts", "400", "--partitions", "4", "--latency-seconds", "0"])
+        .arg("--work-dir")
+        .arg(work.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    for line in [
+        "ratio accrual/baseline:",
+        "restore from the changelog:",
+        "failover, 0 standby",
+        "failover, 1 standby",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
+    }
+
+    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
+    let restore = &r["restore"];
+    assert_eq!(restore["partitions"], 4, "{restore}");
+    // At least an account state and a progress record per partition.
+    assert!(num(restore, "records") > 400.0, "{restore}");
+    assert!(num(restore, "seconds") > 0.0 && num(restore, "records_per_second") > 0.0, "{restore}");
+    let failover = r["failover"].as_array().unwrap();
+    assert_eq!(failover.len(), 2, "{failover:?}");
+    for (run, standbys) in failover.iter().zip([0, 1]) {
+        assert_eq!(run["standby_replicas"], standbys);
+        let timeout = num(run, "session_timeout_ms") / 1000.0;
+        let (noticed, seconds) = (num(run, "noticed_seconds"), num(run, "seconds"));
+        assert!(noticed >= timeout * 0.9, "the loss noticed before the session timeout: {run}");
+        assert!(seconds > noticed && seconds < 120.0, "{run}");
+    }
+}

@@ -169,7 +169,16 @@ pub fn watch(config: &EngineConfig, owners: Arc<RwLock<Owners>>, every: Duration
     std::thread::Builder::new().name("group-owners".into()).spawn(move || {
         loop {
             match read(&config, &consumer, &tail_reader) {
-                Ok(read) => *owners.write().unwrap_or_else(|p| p.into_inner()) = read,
+                Ok(mut read) => {
+                    let mut owners = owners.write().unwrap_or_else(|p| p.into_inner());
+                    // A partition whose changelog tail showed no progress
+                    // record this time (a large transaction still open past
+                    // it) keeps the writer read before.
+                    for (p, writer) in &owners.by_partition {
+                        read.by_partition.entry(*p).or_insert_with(|| writer.clone());
+                    }
+                    *owners = read;
+                }
                 Err(e) => tracing::debug!(error = %e, "could not read the partitions' owners"),
             }
             std::thread::sleep(every);
