@@ -12,33 +12,12 @@ use std::process::Command;
 #[test]
 fn bench_runs_every_part_and_reports_consistent_numbers() {
     let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("results.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_accrual"))
-        .current_dir(repo_path(""))
-        .args(["bench", "--brokers", &brokers()])
-        .args(["--events", "3000", "--accounts", "300", "--partitions", "4", "--rounds", "2"])
-        .args(["--latency-rates", "300,600", "--latency-seconds", "2"])
-        .args([
-            "--scaling",
-            "--scaling-partitions",
-            "1,2",
-            "--scaling-accounts",
-            "2000",
-            "--scaling-events",
-            "1500",
-        ])
-        .arg("--work-dir")
-        .arg(work.path().join("work"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let args = "--events 3000 --accounts 300 --partitions 4 --rounds 2 --latency-rates 300,600 \
+                --latency-seconds 2 --scaling --scaling-partitions 1,2 --scaling-accounts 2000 \
+                --scaling-events 1500";
+    let (stdout, r) = bench(work.path(), &args.split_whitespace().collect::<Vec<_>>());
     assert!(stdout.contains("ratio accrual/baseline:"), "{stdout}");
 
-    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
     for target in ["baseline", "accrual"] {
         let t = &r[target];
@@ -104,20 +83,8 @@ fn bench_runs_every_part_and_reports_consistent_numbers() {
 #[test]
 fn bench_with_the_changelog_reports_restore_and_failover() {
     let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("results.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_accrual"))
-        .current_dir(repo_path(""))
-        .args(["bench", "--brokers", &brokers(), "--changelog", "--failover"])
-        .args(["--events", "4000", "--accounts", "400", "--partitions", "4", "--latency-seconds", "0"])
-        .arg("--work-dir")
-        .arg(work.path().join("work"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let args = "--changelog --failover --events 4000 --accounts 400 --partitions 4 --latency-seconds 0";
+    let (stdout, r) = bench(work.path(), &args.split_whitespace().collect::<Vec<_>>());
     for line in [
         "ratio accrual/baseline:",
         "restore from the changelog:",
@@ -127,7 +94,6 @@ fn bench_with_the_changelog_reports_restore_and_failover() {
         assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
     }
 
-    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
     let restore = &r["restore"];
     assert_eq!(restore["partitions"], 4, "{restore}");
@@ -143,4 +109,24 @@ fn bench_with_the_changelog_reports_restore_and_failover() {
         assert!(noticed >= timeout * 0.9, "the loss noticed before the session timeout: {run}");
         assert!(seconds > noticed && seconds < 120.0, "{run}");
     }
+}
+
+/// Runs `accrual bench` on the test broker with `args`, in `work`; returns
+/// its output and its results file.
+fn bench(work: &std::path::Path, args: &[&str]) -> (String, Value) {
+    let out = work.join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_accrual"))
+        .current_dir(repo_path(""))
+        .args(["bench", "--brokers", &brokers()])
+        .args(args)
+        .arg("--work-dir")
+        .arg(work.join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    (stdout, serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap())
 }
