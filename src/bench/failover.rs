@@ -9,6 +9,7 @@
 //! set to 6 s for these runs: the group notices the loss only after it.
 
 use super::{Bench, BenchError, Target, kafka_tools};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -31,6 +32,13 @@ pub struct FailoverRun {
     /// SIGKILL to the broker listing one member fewer in the group (the
     /// session timeout, in the broker's own rhythm of checking it).
     pub noticed_seconds: Option<f64>,
+}
+
+impl FailoverRun {
+    /// `noticed_seconds` as the reports print it.
+    pub fn noticed(&self) -> String {
+        self.noticed_seconds.map_or("?".to_string(), |s| format!("{s:.1} s"))
+    }
 }
 
 impl Bench {
@@ -76,7 +84,12 @@ impl Bench {
             before.keys().map(|p| (*p, at_kill.get(p).map_or(0, |(o, _)| *o) + 1)).collect();
         self.wait_committed(&group, &topics.input, &past, Duration::from_secs(300))?;
         let seconds = killed.elapsed().as_secs_f64();
-        let noticed_seconds = noticed.join().ok().flatten();
+        let run = FailoverRun {
+            standby_replicas,
+            session_timeout_ms: SESSION_TIMEOUT_MS,
+            seconds,
+            noticed_seconds: noticed.join().ok().flatten(),
+        };
         more += kafka_tools::produce_file(&self.kafka(), &topics.input, &rest)?;
         let ends = kafka_tools::high_watermarks(&self.kafka(), &topics.input)?;
         self.wait_committed(&group, &topics.input, &ends, Duration::from_secs(300))?;
@@ -84,11 +97,11 @@ impl Bench {
         survivor.finish()?;
         say!(
             "failover with {standby_replicas} standby replicas: {seconds:.1} s from SIGKILL to every partition committing again, the loss noticed by the group after {} ({} events; session timeout {} s)",
-            noticed_seconds.map_or("?".to_string(), |s| format!("{s:.1} s")),
+            run.noticed(),
             produced + more,
             SESSION_TIMEOUT_MS / 1000
         );
-        Ok(FailoverRun { standby_replicas, session_timeout_ms: SESSION_TIMEOUT_MS, seconds, noticed_seconds })
+        Ok(run)
     }
 
     /// Seconds from `since` until the broker lists fewer than `members`
@@ -102,8 +115,9 @@ impl Bench {
     ) -> std::thread::JoinHandle<Option<f64>> {
         let (kafka, group) = (self.kafka(), group.to_string());
         std::thread::spawn(move || {
+            let consumer: BaseConsumer = kafka.consumer().create().ok()?;
             while since.elapsed() < Duration::from_secs(60) {
-                if kafka_tools::group_members(&kafka, &group).is_ok_and(|n| n < members) {
+                if kafka_tools::group_members(&consumer, &group).is_ok_and(|n| n < members) {
                     return Some(since.elapsed().as_secs_f64());
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -782,7 +782,7 @@ pub fn table(r: &Results) -> String {
             "failover, {} standby replicas: {:.1} s from SIGKILL to every partition committing again, the loss noticed by the group after {} (session timeout {} s)",
             f.standby_replicas,
             f.seconds,
-            f.noticed_seconds.map_or("?".to_string(), |s| format!("{s:.1} s")),
+            f.noticed(),
             f.session_timeout_ms / 1000
         );
     }

@@ -470,9 +470,9 @@ pub fn committed_offsets(
         .collect())
 }
 
-/// How many members the broker lists in `group` (0 if it does not know it).
-pub fn group_members(kafka: &Connection, group: &str) -> Result<usize, ToolError> {
-    let consumer: BaseConsumer = kafka.consumer().create()?;
+/// How many members the broker lists in `group` (0 if it does not know
+/// it), asked through `consumer` (any, e.g. `Connection::consumer`'s).
+pub fn group_members(consumer: &BaseConsumer, group: &str) -> Result<usize, ToolError> {
     let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10))?;
     Ok(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum())
 }

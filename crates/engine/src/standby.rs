@@ -61,8 +61,8 @@ pub fn placement(owners: &Owners, me: &str, replicas: usize) -> BTreeSet<u32> {
         let after = (1..ring.len()).map(|k| ring[(i + k) % ring.len()]);
         for (p, _) in owners.by_partition.iter().filter(|(_, o)| *o == owner) {
             let heir = heirs.get(p).map(String::as_str);
-            let mut holders = heir.into_iter().chain(after.clone().filter(|r| Some(*r) != heir));
-            if holders.by_ref().take(copies).any(|h| h == me) {
+            let holders = heir.into_iter().chain(after.clone().filter(|r| Some(*r) != heir));
+            if holders.take(copies).any(|h| h == me) {
                 out.insert(*p);
             }
         }
