@@ -87,7 +87,7 @@ pub(super) fn produce<'e>(
                 Destination::DeadLetter => &topics.dead_letter,
                 Destination::Input => &topics.input,
                 Destination::Changelog | Destination::ChangelogTombstone => {
-                    produce_change(producer, topics, txn, &m)?;
+                    produce_change(producer, topics, &m)?;
                     continue;
                 }
             };
@@ -109,12 +109,13 @@ pub(super) fn produce<'e>(
 
 /// Produces a changelog message: to the changelog's partition of the
 /// state's own (the first bytes of its key after the family), a tombstone
-/// for a delete, naming its transaction as every message does (a restore
-/// stops after the transaction that committed the group's offset).
+/// for a delete. Unlike the other topics' records it carries no
+/// `accrual.txn` header: readers of the changelog (restores, standby
+/// copies) go by its progress records, and the header was a fifth of a
+/// record's bytes and a header list librdkafka allocates per message.
 fn produce_change(
     producer: &BaseProducer,
     topics: &crate::config::TopicsConfig,
-    txn: &str,
     m: &outbox::Message<'_>,
 ) -> Result<(), TxnFailure> {
     let Some(topic) = &topics.changelog else {
@@ -128,9 +129,7 @@ fn produce_change(
         return Err(TxnFailure::Abortable("an outbox changelog message has no partition in its key".into()));
     };
     let partition = change.partition().unwrap_or_default() as i32;
-    let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: HEADER_TXN, value: Some(txn) });
-    let mut record: BaseRecord<'_, [u8], [u8]> =
-        BaseRecord::to(topic).key(m.key).partition(partition).headers(headers);
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(m.key).partition(partition);
     if let Some(value) = value {
         record = record.payload(value);
     }
