@@ -129,10 +129,6 @@ pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
         .set("enable.idempotence", "true")
         .set("transaction.timeout.ms", config.kafka.transaction_timeout_ms.to_string());
     default(&mut c, config, "linger.ms", "5");
-    // Nothing here reads a delivered message's report (a failed one fails
-    // its transaction): librdkafka frees delivered messages on its own
-    // thread instead of handing each to ours.
-    default(&mut c, config, "delivery.report.only.error", "true");
     for (k, v) in &config.kafka.producer_properties {
         c.set(k, v);
     }
