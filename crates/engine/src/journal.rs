@@ -2,8 +2,10 @@
 //! and whether each committed or aborted.
 //!
 //! Every transaction gets an id, `<instance>:<epoch>:<sequence>`, stamped on
-//! each message it publishes (header `accrual.txn`; also set as the metadata
-//! of the offsets it commits, for operators, where the broker keeps it). The
+//! each accrual, dead letter and derived event it publishes (header
+//! `accrual.txn`; not on changelog records, whose readers go by progress
+//! records; also set as the metadata of the offsets it commits, for
+//! operators, where the broker keeps it). The
 //! epoch grows at every start and every new producer. An entry is written
 //! `open` in the same RocksDB batch as the state it publishes. That batch
 //! also records the outcome of every earlier transaction already known;
