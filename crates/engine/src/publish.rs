@@ -111,8 +111,8 @@ pub(super) fn produce<'e>(
 /// state's own (the first bytes of its key after the family), a tombstone
 /// for a delete. Unlike the other topics' records it carries no
 /// `accrual.txn` header: readers of the changelog (restores, standby
-/// copies) go by its progress records, and the header was a fifth of a
-/// record's bytes and a header list librdkafka allocates per message.
+/// copies) go by its progress records, and each record would otherwise
+/// carry its bytes and a header list librdkafka allocates per message.
 fn produce_change(
     producer: &BaseProducer,
     topics: &crate::config::TopicsConfig,
