@@ -119,6 +119,7 @@ fn end(
         std::thread::sleep(Duration::from_millis(300));
         return Err(TxnFailure::Abortable("failpoint fail-kafka-commit: the commit failed".into()));
     }
+    crate::kafka_tools::flush_promptly(producer, timeout).map_err(classify)?;
     let mut attempt = 0;
     loop {
         match producer.commit_transaction(timeout) {

@@ -210,6 +210,26 @@ pub fn send<C: ProducerContext>(
     }
 }
 
+/// Waits until every message produced is delivered, serving delivery
+/// reports meanwhile; `Flush(OperationTimedOut)` if `timeout` passes first.
+/// rdkafka's own flush, which `commit_transaction` calls first, polls in
+/// steps of 100 ms that each run to their end: a transaction whose last
+/// messages were still in flight would wait up to 100 ms more to commit.
+pub fn flush_promptly<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => {
+                producer.poll(Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// A message read back, with its headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumed {
