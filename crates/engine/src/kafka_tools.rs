@@ -223,12 +223,17 @@ pub fn flush_promptly<C: ProducerContext>(
     loop {
         match producer.flush(Duration::ZERO) {
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => {
-                producer.poll(Duration::from_millis(1));
+                producer.poll(FLUSH_STEP);
             }
             done => return done,
         }
     }
 }
+
+/// How long [`flush_promptly`] polls between checks. A poll runs to its
+/// end, and its last millisecond spins (rdkafka waits whole
+/// milliseconds): shorter steps cost CPU, longer ones delay the commit.
+const FLUSH_STEP: Duration = Duration::from_millis(5);
 
 /// A message read back, with its headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
