@@ -1,11 +1,12 @@
 //! The Kafka commit of a cycle, on a thread of its own.
 //!
-//! The broker takes a fixed time to commit a transaction, whatever its
-//! size (about 100 ms on the local broker: as long as a whole cycle's
-//! processing). So once a cycle's state is committed in RocksDB and its
-//! records are produced, the commit runs here while the engine's thread
-//! polls, processes and commits to RocksDB the next cycle; that cycle
-//! waits for the outcome before it begins its own transaction. At most one
+//! A commit waits for every record of the cycle to be delivered, then for
+//! the round trips of the offsets and of the commit itself: tens of
+//! milliseconds, a good part of a cycle. So once a cycle's state is
+//! committed in RocksDB and its records are produced, the commit runs here
+//! while the engine's thread polls, processes and commits to RocksDB the
+//! next cycle; that cycle waits for the outcome before it begins its own
+//! transaction. At most one
 //! transaction is in flight, each commits (or is aborted and published
 //! again) before the next begins, and the rebalance callback waits for it,
 //! so partitions never move while their offsets are being committed.
