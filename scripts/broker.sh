@@ -15,7 +15,10 @@
 # Environment: ACCRUAL_BROKER_ADDR (default 127.0.0.1:9092), ACCRUAL_BROKER_DIR
 # (data, log and PID file; default ~/.cache/accrual/broker/run);
 # ACCRUAL_BROKER_TLS_CERT and ACCRUAL_BROKER_TLS_KEY (PEM files: the listener
-# takes TLS only); ACCRUAL_BROKER_AUTH=1 (clients must log in with SASL).
+# takes TLS only); ACCRUAL_BROKER_AUTH=1 (clients must log in with SASL);
+# ACCRUAL_BROKER_LOG (the broker's log filter, default warn; not RUST_LOG,
+# which is the engine's: at info the broker logs every request, gigabytes
+# in a benchmark, and slows down until producers time out).
 # Storage is SQLite (durable across broker restarts); --memory keeps it in memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +77,7 @@ cmd_start() {
   # The SQLite path is relative to the broker's working directory.
   (
     cd "$DATA"
-    RUST_LOG="${RUST_LOG:-warn}" nohup "$BIN" broker \
+    RUST_LOG="${ACCRUAL_BROKER_LOG:-warn}" nohup "$BIN" broker \
       --listener-url "tcp://$ADDR" --advertised-listener-url "tcp://$ADDR" \
       --storage-engine "$storage" --group-initial-rebalance-delay 0s ${security[@]+"${security[@]}"} \
       >>"$LOG" 2>&1 &
