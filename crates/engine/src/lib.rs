@@ -78,7 +78,9 @@ pub enum EngineError {
     Assignment(rebalance::AssignmentError),
     #[error("a worker thread stopped (see the log for its panic)")]
     WorkerStopped,
-    #[error("starting a worker thread: {0}")]
+    /// A thread of the engine's own (a worker, the ticker, the rules
+    /// watcher, the group watcher, the standby replicas) could not start.
+    #[error("starting a thread: {0}")]
     WorkerStart(#[source] std::io::Error),
     #[error("the consumer has no group metadata (not in a group)")]
     NoGroupMetadata,
@@ -236,8 +238,7 @@ pub fn run(
     };
     let owners = Arc::new(std::sync::RwLock::new(owners::Owners::default()));
     if config.http.enabled || config.engine.standby_replicas > 0 {
-        owners::watch(&config, owners.clone(), OWNERS_REFRESH)
-            .map_err(|e| EngineError::Http(format!("starting the group watcher: {e}")))?;
+        owners::watch(&config, owners.clone(), OWNERS_REFRESH).map_err(EngineError::WorkerStart)?;
     }
     // Up before Kafka is reached: /healthz answers while the broker is down.
     let (metrics, partitions) = start_http(&config, &store, &shared, &assignment, &owners)?;
@@ -250,7 +251,7 @@ pub fn run(
             owners,
         }
         .start()
-        .map_err(|e| EngineError::Http(format!("starting the standby replicas: {e}")))?,
+        .map_err(EngineError::WorkerStart)?,
     };
     let consumer = clients::consumer(&config, context).map_err(kafka("creating the consumer"))?;
     let producer = Arc::new(clients::producer(&config).map_err(kafka("creating the producer"))?);
