@@ -6,10 +6,10 @@
 //! committed in RocksDB and its records are produced, the commit runs here
 //! while the engine's thread polls, processes and commits to RocksDB the
 //! next cycle; that cycle waits for the outcome before it begins its own
-//! transaction. At most one
-//! transaction is in flight, each commits (or is aborted and published
-//! again) before the next begins, and the rebalance callback waits for it,
-//! so partitions never move while their offsets are being committed.
+//! transaction. At most one transaction is in flight, each commits (or is
+//! aborted and published again) before the next begins, and the rebalance
+//! callback waits for it, so partitions never move while their offsets are
+//! being committed.
 
 use super::journal::{Journal, TxnId, TxnStatus};
 use super::{Failpoint, TxnFailure, classify};
