@@ -99,8 +99,7 @@ pub fn passthrough(
         }
         let group = consumer.group_metadata().ok_or(EngineError::NoGroupMetadata)?;
         producer.send_offsets_to_transaction(&tpl, &group, timeout).map_err(kafka("sending offsets"))?;
-        crate::kafka_tools::flush_promptly(&producer, timeout).map_err(kafka("flushing"))?;
-        producer.commit_transaction(timeout).map_err(kafka("committing"))?;
+        crate::kafka_tools::commit_transaction(&producer, timeout).map_err(kafka("committing"))?;
         producer.poll(Duration::ZERO);
         summary.events += polled.len() as u64;
         summary.records += polled.len() as u64;

@@ -120,10 +120,9 @@ fn end(
         std::thread::sleep(Duration::from_millis(300));
         return Err(TxnFailure::Abortable("failpoint fail-kafka-commit: the commit failed".into()));
     }
-    crate::kafka_tools::flush_promptly(producer, timeout).map_err(classify)?;
     let mut attempt = 0;
     loop {
-        match producer.commit_transaction(timeout) {
+        match crate::kafka_tools::commit_transaction(producer, timeout) {
             Ok(()) => break,
             Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 3 => attempt += 1,
             Err(e) => return Err(classify(e)),

@@ -5,8 +5,8 @@
 //! each accrual, dead letter and derived event it publishes (header
 //! `accrual.txn`; not on changelog records, whose readers go by progress
 //! records; also set as the metadata of the offsets it commits, for
-//! operators, where the broker keeps it). The
-//! epoch grows at every start and every new producer. An entry is written
+//! operators, where the broker keeps it). The epoch grows at every start
+//! and every new producer. An entry is written
 //! `open` in the same RocksDB batch as the state it publishes. That batch
 //! also records the outcome of every earlier transaction already known;
 //! the one still committing on its own thread (the previous cycle's) is

@@ -210,11 +210,21 @@ pub fn send<C: ProducerContext>(
     }
 }
 
+/// Commits the producer's open transaction once its messages are
+/// delivered ([`flush_promptly`]): rdkafka's `commit_transaction` flushes
+/// first with its own flush, which would make every transaction whose last
+/// messages were still in flight wait up to 100 ms more.
+pub fn commit_transaction<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    flush_promptly(producer, timeout)?;
+    producer.commit_transaction(timeout)
+}
+
 /// Waits until every message produced is delivered, serving delivery
 /// reports meanwhile; `Flush(OperationTimedOut)` if `timeout` passes first.
-/// rdkafka's own flush, which `commit_transaction` calls first, polls in
-/// steps of 100 ms that each run to their end: a transaction whose last
-/// messages were still in flight would wait up to 100 ms more to commit.
+/// rdkafka's own flush polls in steps of 100 ms that each run to their end.
 pub fn flush_promptly<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,
