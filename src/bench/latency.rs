@@ -162,7 +162,7 @@ impl Probe {
             std::thread::sleep(Duration::from_millis(1));
         }
         let sending = started.elapsed().as_secs_f64();
-        self.producer.flush(Duration::from_secs(60))?;
+        kafka_tools::flush_promptly(&self.producer, Duration::from_secs(60))?;
         let delivered: Vec<(usize, i32, i64)> = std::mem::take(&mut *lock(&self.producer.context().0));
         // Outputs arrive until the target has caught up.
         let mut last = (usize::MAX, Instant::now());

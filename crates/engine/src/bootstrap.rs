@@ -82,7 +82,7 @@ pub fn publish_state(
         if cancelled() {
             return Err(RestoreError::Cancelled);
         }
-        let _ = producer.flush(Duration::from_millis(500));
+        let _ = crate::kafka_tools::flush_promptly(&producer, Duration::from_millis(500));
         let now_waiting = producer.in_flight_count();
         if now_waiting < waiting {
             since = Instant::now();

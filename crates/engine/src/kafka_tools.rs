@@ -104,7 +104,7 @@ pub fn tick(kafka: &Connection, topic: &str, at: Timestamp, id: &str) -> Result<
     let n = partitions(kafka, topic)?;
     let producer: BaseProducer = kafka.producer().create()?;
     send_clock(&producer, topic, at, id, &(0..n).collect::<Vec<_>>())?;
-    producer.flush(Duration::from_secs(30))?;
+    flush_promptly(&producer, Duration::from_secs(30))?;
     Ok(n)
 }
 
@@ -188,7 +188,7 @@ pub fn produce_file_as_of(
             producer.poll(Duration::ZERO);
         }
     }
-    producer.flush(Duration::from_secs(60))?;
+    flush_promptly(&producer, Duration::from_secs(60))?;
     Ok(count)
 }
 
@@ -224,7 +224,8 @@ pub fn commit_transaction<C: ProducerContext>(
 
 /// Waits until every message produced is delivered, serving delivery
 /// reports meanwhile; `Flush(OperationTimedOut)` if `timeout` passes first.
-/// rdkafka's own flush polls in steps of 100 ms that each run to their end.
+/// rdkafka's own flush polls in steps of 100 ms that each run to their end,
+/// so every wait for deliveries here (commits, clocks, the tools) uses this.
 pub fn flush_promptly<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,

@@ -92,7 +92,7 @@ impl Clock {
             }
             producer.poll(Duration::ZERO);
         }
-        if let Err(e) = producer.flush(self.timeout) {
+        if let Err(e) = crate::kafka_tools::flush_promptly(&producer, self.timeout) {
             tracing::warn!(error = %e, "clocks not delivered before stopping");
         }
     }
