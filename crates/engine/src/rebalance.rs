@@ -156,8 +156,6 @@ pub fn topic_partitions<C: ConsumerContext>(
     (!t.partitions().is_empty()).then_some(t.partitions().len() as u32)
 }
 
-/// How many input messages a partition whose progress is `next` lost, when
-/// its log now starts at `log_start`.
 /// The consumer group generation librdkafka holds (-1 if it knows none):
 /// the crate does not expose it, librdkafka's C API does.
 pub fn group_generation<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> i32 {
@@ -184,6 +182,8 @@ pub fn committed_offset(committed: &TopicPartitionList, topic: &str, partition: 
     })
 }
 
+/// How many input messages a partition whose progress is `next` lost, when
+/// its log now starts at `log_start`.
 pub fn input_gap(next: u64, log_start: i64) -> Option<u64> {
     u64::try_from(log_start).ok().filter(|&low| low > next).map(|low| low - next)
 }
