@@ -69,6 +69,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         topics.iter().map(|(_, name, configs)| (*name, args.partitions, &configs[..])).collect();
     let kafka = Connection::of(&config.kafka);
     kafka_tools::create_topics_replicated(&kafka, &specs, args.replication_factor)?;
+    // An existing changelog keeps its configs: say so if they cannot hold the state.
+    if let Some(changelog) = &t.changelog {
+        accrual::engine::changelog_topic::check(&kafka, changelog, &t.input)?;
+    }
     for (_, name, configs) in &topics {
         let partitions = kafka_tools::partitions(&kafka, name).unwrap_or(args.partitions);
         let configs: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();

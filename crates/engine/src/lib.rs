@@ -17,6 +17,7 @@
 
 pub mod api;
 mod bootstrap;
+pub mod changelog_topic;
 pub mod clients;
 mod committer;
 pub mod config;
@@ -74,6 +75,8 @@ pub enum EngineError {
     Outbox { partition: u32, offset: u64, detail: String },
     #[error("{0}")]
     PartitionCount(String),
+    #[error("kafka.topics.changelog: {0}")]
+    ChangelogTopic(kafka_tools::ToolError),
     #[error(transparent)]
     Assignment(rebalance::AssignmentError),
     #[error("a worker thread stopped (see the log for its panic)")]
@@ -306,6 +309,10 @@ pub fn run(
             engine.partitions.store(count, Ordering::Relaxed);
         }
         None => tracing::warn!("could not read the input topic's partition count"),
+    }
+    if let Some(changelog) = &engine.config.kafka.topics.changelog {
+        changelog_topic::check(&clients::Connection::of(&engine.config.kafka), changelog, input)
+            .map_err(EngineError::ChangelogTopic)?;
     }
     engine.consumer.subscribe(&[&engine.config.kafka.topics.input]).map_err(kafka("subscribing"))?;
     tracing::info!(
