@@ -298,3 +298,44 @@ fn turning_the_changelog_on_where_state_exists_publishes_that_state_first() {
     assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
     assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
 }
+
+#[test]
+fn a_cycle_whose_dedupe_keys_outgrow_one_message_is_published_and_restored() {
+    // One partition, every event in one cycle, each event id at the
+    // longest accepted (128 bytes): the cycle's dedupe keys are ~1.4 MB,
+    // more than a broker takes in one message by default.
+    let setup = Setup::new("changelog-big-cycle", 1).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup.config(dir.path(), "node-a", "max_batch = 10000");
+    let one_cycle = [("ACCRUAL_ENGINE__COMMIT_INTERVAL_MS", "5000")];
+    let run_until_idle = |config: &std::path::Path| {
+        let mut engine = EngineProcess::spawn(config, &one_cycle, Some(12));
+        assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+        engine.report()
+    };
+    let state = dir.path().join("node-a");
+    let lines: Vec<String> = events(10_000, 21)
+        .iter()
+        .map(|line| {
+            let mut event: serde_json::Value = serde_json::from_str(line).expect("a generated event");
+            let id = event["event_id"].as_str().expect("an event id").to_string();
+            event["event_id"] = serde_json::Value::String(format!("{id:x>128}"));
+            event.to_string()
+        })
+        .collect();
+    setup.produce(dir.path(), &lines);
+    let report = run_until_idle(&config);
+    assert_eq!((report.events, report.aborted), (lines.len() as u64, 0), "{report:?}");
+    assert!(report.transactions <= 3, "the events were meant to share a cycle: {report:?}");
+    let before = engine_accounts(&state, 1);
+    let entries_before = stored_entries(&state, 1);
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &journal(&state));
+    assert!(before == reference_accounts, "balances differ from simulate");
+
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, 1, "{report:?}");
+    assert!(engine_accounts(&state, 1) == before, "restored balances differ");
+    assert!(stored_entries(&state, 1) == entries_before, "restored state differs byte for byte");
+}

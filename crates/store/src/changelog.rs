@@ -226,8 +226,8 @@ pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, St
     Ok(out)
 }
 
-/// Dedupe keys per group in a snapshot: a group well under Kafka's
-/// default largest message (1 MB).
+/// Dedupe keys per group in a snapshot (a group is split further when
+/// its bytes pass the bound of `dedupe_groups`).
 const SNAPSHOT_GROUP_KEYS: u64 = 8_192;
 
 /// The partition's whole state as changelog changes, its progress last,
@@ -261,7 +261,7 @@ pub fn snapshot<E: From<StoreError>>(
     let mut group = dedupe_groups::Pending::default();
     let mut index = WriteBatch::default();
     let mut publish_group = |group: &mut dedupe_groups::Pending, index: &mut WriteBatch| -> Result<(), E> {
-        if let Some((key, value)) = group.take(partition, u64::MAX - count) {
+        for (key, value) in group.take(partition, u64::MAX - count) {
             index.put_cf(store.cf(CF_META), &key, []);
             each(&Change { family: Family::DedupeGroup, key: &key, value: Some(&value) })?;
             count += 1;

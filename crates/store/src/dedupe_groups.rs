@@ -1,6 +1,7 @@
 //! A cycle's dedupe keys as ONE changelog message per partition (a
-//! group), and a tombstone for the group once every key in it has
-//! expired, so the changelog holds only the dedupe keys still remembered.
+//! group; a few when they would not fit one message), and a tombstone for
+//! the group once every key in it has expired, so the changelog holds only
+//! the dedupe keys still remembered.
 //!
 //! One message per event id would add a message to every event and never
 //! be deleted: dedupe keys expire by time (the compaction filter), not by
@@ -19,34 +20,63 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
 const INDEX: &[u8] = b"dedupe_group/";
 
-/// The dedupe keys of one partition's cycle, as they are staged.
+/// The dedupe keys of one partition's cycle, as they are staged: one
+/// group, or several when they would not fit one Kafka message.
 #[derive(Default)]
 pub(crate) struct Pending {
+    /// Groups already at [`MAX_GROUP_BYTES`].
+    full: Vec<Group>,
+    open: Group,
+}
+
+#[derive(Default)]
+struct Group {
     entries: Writer,
     count: u64,
     latest: Option<i64>,
 }
 
+/// The most bytes of keys a group holds: far below the message size
+/// brokers accept by default (1 MB), whatever the event ids' length and
+/// the cycle's size (`max_batch`).
+const MAX_GROUP_BYTES: usize = 256 * 1024;
+
 impl Pending {
     pub(crate) fn add(&mut self, event_id: &[u8], seen_at: i64) {
-        self.entries.bytes(event_id);
-        self.entries.i64(seen_at);
-        self.count += 1;
-        self.latest = Some(self.latest.map_or(seen_at, |t| t.max(seen_at)));
+        if self.open.entries.buf.len() >= MAX_GROUP_BYTES {
+            self.full.push(std::mem::take(&mut self.open));
+        }
+        let group = &mut self.open;
+        group.entries.bytes(event_id);
+        group.entries.i64(seen_at);
+        group.count += 1;
+        group.latest = Some(group.latest.map_or(seen_at, |t| t.max(seen_at)));
     }
 
     pub(crate) fn len(&self) -> u64 {
-        self.count
+        self.full.iter().map(|g| g.count).sum::<u64>() + self.open.count
     }
 
-    /// The group's index key and message value, if it holds any key; the
-    /// group is empty afterwards.
-    pub(crate) fn take(&mut self, partition: u32, next_offset: u64) -> Option<(Vec<u8>, Vec<u8>)> {
-        let latest = self.latest.take()?;
-        let mut value = Writer::with_capacity(self.entries.buf.len() + 10);
-        value.u64(std::mem::take(&mut self.count));
-        value.buf.append(&mut self.entries.buf);
-        Some((index_key(partition, latest, next_offset), value.buf))
+    /// Each group's index key and message value (none if no key is
+    /// pending); empty afterwards. A cycle's first group is keyed by its
+    /// latest time and `next_offset`, any further one by the same and its
+    /// number, so each is a key of its own.
+    pub(crate) fn take(&mut self, partition: u32, next_offset: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let open = std::mem::take(&mut self.open);
+        let groups = std::mem::take(&mut self.full).into_iter().chain(std::iter::once(open));
+        let mut out = Vec::new();
+        for (number, mut group) in groups.enumerate() {
+            let Some(latest) = group.latest else { continue };
+            let mut value = Writer::with_capacity(group.entries.buf.len() + 10);
+            value.u64(group.count);
+            value.buf.append(&mut group.entries.buf);
+            let mut key = index_key(partition, latest, next_offset);
+            if number > 0 {
+                key.extend_from_slice(&(number as u32).to_be_bytes());
+            }
+            out.push((key, value.buf));
+        }
+        out
     }
 }
 
@@ -140,16 +170,49 @@ mod tests {
     #[test]
     fn a_group_holds_each_key_once_and_is_empty_after_it_is_taken() {
         let mut pending = Pending::default();
-        assert!(pending.take(1, 10).is_none());
+        assert!(pending.take(1, 10).is_empty());
         pending.add(b"e-1", 50);
         pending.add(b"e-2", 40);
-        let (key, value) = pending.take(1, 10).unwrap();
-        assert_eq!(key, index_key(1, 50, 10), "keyed by its latest time");
-        let mut r = Reader::new(&value);
+        let groups = pending.take(1, 10);
+        assert_eq!(groups.len(), 1);
+        let (key, value) = &groups[0];
+        assert_eq!(key, &index_key(1, 50, 10), "keyed by its latest time");
+        let mut r = Reader::new(value);
         assert_eq!(r.count().unwrap(), 2);
         assert_eq!((r.bytes().unwrap(), r.i64().unwrap()), (&b"e-1"[..], 50));
         assert_eq!((r.bytes().unwrap(), r.i64().unwrap()), (&b"e-2"[..], 40));
         assert!(r.is_empty());
-        assert!(pending.take(1, 11).is_none());
+        assert!(pending.take(1, 11).is_empty());
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    fn a_cycle_too_large_for_one_message_is_several_groups_each_under_the_bound() {
+        let mut pending = Pending::default();
+        // The longest event ids (128 bytes) in a cycle of 60,000 events.
+        let ids: Vec<Vec<u8>> = (0..60_000).map(|i| format!("{i:0>128}").into_bytes()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            pending.add(id, i as i64);
+        }
+        assert_eq!(pending.len(), 60_000);
+        let groups = pending.take(3, 77);
+        assert!(groups.len() > 1, "{} groups", groups.len());
+        let keys: std::collections::BTreeSet<_> = groups.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys.len(), groups.len(), "every group has a key of its own");
+        assert!(keys.iter().all(|k| is_index_key(k)));
+        let mut read = Vec::new();
+        for (key, value) in &groups {
+            assert!(value.len() < 300 * 1024, "a group of {} bytes", value.len());
+            let mut r = Reader::new(value);
+            let mut latest = i64::MIN;
+            for _ in 0..r.count().unwrap() {
+                read.push(r.bytes().unwrap().to_vec());
+                latest = latest.max(r.i64().unwrap());
+            }
+            assert!(r.is_empty());
+            assert!(key.starts_with(&index_key(3, latest, 77)), "keyed by its own latest time");
+        }
+        assert_eq!(read, ids, "every key once, in order");
+        assert!(pending.take(3, 78).is_empty());
     }
 }

@@ -564,12 +564,12 @@ impl LedgerBatch<'_> {
         }
     }
 
-    /// Publishes the partition's pending dedupe keys as one group, and
+    /// Publishes the partition's pending dedupe keys as groups, and
     /// tombstones for the groups expired at `horizon` (see `dedupe_groups`).
     fn capture_dedupe_groups(&mut self, partition: u32, next_offset: u64, horizon: i64) {
         let Some(capture) = &mut self.capture else { return };
         let meta = self.store.cf(CF_META);
-        if let Some((key, value)) = capture.dedupe.take(partition, next_offset) {
+        for (key, value) in capture.dedupe.take(partition, next_offset) {
             self.batch.put_cf(meta, &key, []);
             capture.record(Family::DedupeGroup, &key, Some(&value));
         }
