@@ -24,7 +24,17 @@ fn events(n: u64, seed: u64) -> Vec<String> {
 }
 
 fn run_until_idle(config: &std::path::Path) -> accrual::engine::RunSummary {
-    let mut engine = EngineProcess::spawn(config, &[], Some(3));
+    run_until_idle_with(config, &[], 3)
+}
+
+/// The same with environment variables set, stopping after `idle` seconds
+/// without input.
+fn run_until_idle_with(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+    idle: u64,
+) -> accrual::engine::RunSummary {
+    let mut engine = EngineProcess::spawn(config, env, Some(idle));
     assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
     engine.report()
 }
@@ -307,12 +317,9 @@ fn a_cycle_whose_dedupe_keys_outgrow_one_message_is_published_and_restored() {
     let setup = Setup::new("changelog-big-cycle", 1).with_changelog();
     let dir = tempfile::tempdir().unwrap();
     let config = setup.config(dir.path(), "node-a", "max_batch = 10000");
+    // Idle longer than a cycle polls, or an empty cycle would end the run.
     let one_cycle = [("ACCRUAL_ENGINE__COMMIT_INTERVAL_MS", "5000")];
-    let run_until_idle = |config: &std::path::Path| {
-        let mut engine = EngineProcess::spawn(config, &one_cycle, Some(12));
-        assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
-        engine.report()
-    };
+    let run_until_idle = |config: &std::path::Path| run_until_idle_with(config, &one_cycle, 12);
     let state = dir.path().join("node-a");
     let lines: Vec<String> = events(10_000, 21)
         .iter()

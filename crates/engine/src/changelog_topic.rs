@@ -7,10 +7,8 @@
 //! broker's defaults (`cleanup.policy=delete`) is refused before any state
 //! goes to it.
 
-use crate::clients::Reader;
-use crate::kafka_tools::{Connection, ToolError, partitions};
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use std::time::Duration;
+use crate::kafka_tools::{Admin, Connection, ToolError, partitions};
+use rdkafka::admin::ResourceSpecifier;
 
 /// Checks the changelog topic against the input topic. A broker that will
 /// not describe the topic's configs (no DescribeConfigs permission, an old
@@ -71,11 +69,9 @@ fn policy_problem(policy: Option<&str>) -> Option<String> {
 
 /// The topic's `cleanup.policy`, as the broker describes it.
 fn cleanup_policy(kafka: &Connection, topic: &str) -> Result<Option<String>, ToolError> {
-    let admin: AdminClient<Reader> = kafka.client().create_with_context(Reader)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let timeout = Some(Duration::from_secs(30));
-    let options = AdminOptions::new().request_timeout(timeout);
-    let described = runtime.block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options))?;
+    let admin = Admin::connect(kafka)?;
+    let described =
+        admin.wait(admin.client.describe_configs(&[ResourceSpecifier::Topic(topic)], &admin.options))?;
     let not_described = |message: String| ToolError::Topic { topic: topic.to_string(), message };
     let resource = described
         .into_iter()

@@ -57,9 +57,7 @@ pub fn create_topics_replicated(
     topics: &[TopicSpec<'_>],
     replication: i32,
 ) -> Result<(), ToolError> {
-    // Errors (an unreachable broker, a refused login) are logged as they
-    // happen, and the request gives up after its timeout.
-    let admin: AdminClient<Reader> = kafka.client().create_with_context(Reader)?;
+    let admin = Admin::connect(kafka)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, p, configs)| {
@@ -67,10 +65,7 @@ pub fn create_topics_replicated(
             configs.iter().fold(topic, |t, (k, v)| t.set(k, v))
         })
         .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let timeout = Some(Duration::from_secs(30));
-    let options = AdminOptions::new().operation_timeout(timeout).request_timeout(timeout);
-    let results = runtime.block_on(admin.create_topics(&new, &options))?;
+    let results = admin.wait(admin.client.create_topics(&new, &admin.options))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -78,6 +73,31 @@ pub fn create_topics_replicated(
         }
     }
     Ok(())
+}
+
+/// An admin client, and a runtime to wait for its requests on. Errors (an
+/// unreachable broker, a refused login) are logged as they happen, and a
+/// request gives up after 30 s.
+pub(crate) struct Admin {
+    pub(crate) client: AdminClient<Reader>,
+    pub(crate) options: AdminOptions,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    pub(crate) fn connect(kafka: &Connection) -> Result<Admin, ToolError> {
+        let timeout = Some(Duration::from_secs(30));
+        Ok(Admin {
+            client: kafka.client().create_with_context(Reader)?,
+            options: AdminOptions::new().operation_timeout(timeout).request_timeout(timeout),
+            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        })
+    }
+
+    /// Waits for a request made with `client`.
+    pub(crate) fn wait<F: std::future::Future>(&self, request: F) -> F::Output {
+        self.runtime.block_on(request)
+    }
 }
 
 /// Partition count of a topic.
