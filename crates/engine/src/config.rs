@@ -225,6 +225,11 @@ pub struct EngineSection {
     /// changelog (see `standby`; needs `kafka.topics.changelog`).
     #[serde(default, deserialize_with = "number")]
     pub standby_replicas: usize,
+    /// With a changelog: how long the state of a partition this instance
+    /// neither owns nor copies stays on disk before it is dropped (see
+    /// `leftovers`).
+    #[serde(default = "default_state_cleanup_delay_ms", deserialize_with = "number")]
+    pub state_cleanup_delay_ms: u64,
 }
 
 fn default_group_id() -> String {
@@ -253,6 +258,9 @@ fn default_write_buffer_mb() -> usize {
 }
 fn default_account_cache_mb() -> usize {
     256
+}
+fn default_state_cleanup_delay_ms() -> u64 {
+    600_000
 }
 fn default_workers() -> usize {
     1

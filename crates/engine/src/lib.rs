@@ -25,6 +25,7 @@ mod failpoint;
 pub mod forward;
 pub mod journal;
 pub mod kafka_tools;
+mod leftovers;
 pub mod metrics;
 pub mod outbox;
 pub mod owners;
@@ -245,9 +246,10 @@ pub fn run(
     }
     // Up before Kafka is reached: /healthz answers while the broker is down.
     let (metrics, partitions) = start_http(&config, &store, &shared, &assignment, &owners)?;
-    let standby = match config.engine.standby_replicas {
-        0 => None,
-        _ => standby::Standby {
+    // Keeps copies, and drops what partitions that moved away left behind.
+    let standby = match &config.kafka.topics.changelog {
+        None => None,
+        Some(_) => standby::Standby {
             config: Arc::new(config.clone()),
             store: store.clone(),
             assignment: assignment.clone(),

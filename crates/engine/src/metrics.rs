@@ -49,6 +49,8 @@ pub const RESTORING: &str = "accrual_restoring_partitions";
 pub const RESTORE_LEFT: &str = "accrual_restore_records_left";
 pub const STANDBY_PARTITIONS: &str = "accrual_standby_partitions";
 pub const STANDBY_LAG: &str = "accrual_standby_lag_records";
+pub const IDLE_STATE: &str = "accrual_idle_state_partitions";
+pub const STATE_DROPPED: &str = "accrual_state_dropped_partitions_total";
 pub const LAST_COMMIT: &str = "accrual_last_commit_timestamp_seconds";
 pub const READY: &str = "accrual_ready";
 pub const RULES_INFO: &str = "accrual_rules_info";
@@ -160,6 +162,16 @@ fn describe() {
         "Partitions this instance keeps warm copies of (standbys)"
     );
     describe_gauge!(STANDBY_LAG, Unit::Count, "Changelog records the standby copies have not applied yet");
+    describe_gauge!(
+        IDLE_STATE,
+        Unit::Count,
+        "Partitions whose state is on this instance's disk though it neither owns nor copies them (dropped after engine.state_cleanup_delay_ms)"
+    );
+    describe_counter!(
+        STATE_DROPPED,
+        Unit::Count,
+        "Partitions whose state this instance dropped, owned elsewhere and held by the changelog"
+    );
     describe_gauge!(LAST_COMMIT, Unit::Seconds, "Unix time of the last committed Kafka transaction");
     describe_gauge!(READY, Unit::Count, "1 when every assigned partition is recovered and consuming");
     describe_gauge!(
@@ -353,6 +365,15 @@ pub fn restoring(applied: u64, partitions: usize, left: u64) {
 pub fn standby(partitions: usize, lag: i64) {
     gauge!(STANDBY_PARTITIONS).set(partitions as f64);
     gauge!(STANDBY_LAG).set(lag.max(0) as f64);
+}
+
+/// Partitions whose state is here, neither owned nor copied.
+pub fn idle_state_partitions(partitions: usize) {
+    gauge!(IDLE_STATE).set(partitions as f64);
+}
+
+pub fn state_dropped() {
+    counter!(STATE_DROPPED).increment(1);
 }
 
 pub fn input_gap(messages: u64) {

@@ -115,16 +115,17 @@ pub fn describe(
     Ok(owners)
 }
 
-/// The instance that wrote each partition's last progress record to the
-/// changelog `topic` (of `partitions` partitions), read from its tail.
+/// The instance that wrote the last progress record of each of
+/// `partitions` to the changelog `topic`, read from its tail.
 pub fn last_writers(
     consumer: &crate::clients::ChangelogReader,
     topic: &str,
-    partitions: u32,
+    partitions: &[u32],
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<BTreeMap<u32, String>> {
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
+    for &p in partitions {
+        let p = p as i32;
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Offset((high - TAIL).max(low)))?;
@@ -202,7 +203,8 @@ fn read(
     if (0..partitions).all(|p| owners.by_partition.contains_key(&p)) {
         return Ok(owners);
     }
-    for (p, writer) in last_writers(tail_reader, changelog, partitions, timeout)? {
+    let all: Vec<u32> = (0..partitions).collect();
+    for (p, writer) in last_writers(tail_reader, changelog, &all, timeout)? {
         owners.by_partition.entry(p).or_insert(writer);
     }
     Ok(owners)

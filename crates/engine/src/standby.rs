@@ -17,8 +17,13 @@
 //! while the partition is not assigned here: the check and the write are
 //! made under the assignment's lock, which the rebalance callback takes to
 //! assign a partition.
+//!
+//! The same thread owns every local state that is not the engine's: it
+//! also drops what partitions that moved away left behind (see
+//! `leftovers`), so it runs whenever there is a changelog, copies or not.
 
 use crate::config::EngineConfig;
+use crate::leftovers::Leftovers;
 use crate::owners::Owners;
 use crate::rebalance::{Assignment, EngineContext};
 use accrual_store::Store;
@@ -148,12 +153,16 @@ impl Standby {
     fn run(self, consumer: &crate::clients::ChangelogReader, stop: &AtomicBool) {
         let Some(topic) = self.config.kafka.topics.changelog.clone() else { return };
         let mut tailing: BTreeMap<u32, TailBatch> = BTreeMap::new();
+        let mut leftovers = Leftovers::new(Duration::from_millis(self.config.engine.state_cleanup_delay_ms));
         let mut planned = Instant::now() - PLAN_EVERY;
         while !stop.load(Ordering::Relaxed) {
             if planned.elapsed() >= PLAN_EVERY {
                 planned = Instant::now();
                 if let Err(e) = self.plan(consumer, &topic, &mut tailing) {
                     tracing::warn!(error = %e, "standby replicas: could not follow the changelog");
+                }
+                if let Err(e) = self.clean_up(&topic, &tailing, &mut leftovers) {
+                    tracing::warn!(error = %e, "could not drop the state of partitions owned elsewhere");
                 }
                 let lag = tailing.keys().map(|&p| lag(consumer, &topic, p)).sum();
                 crate::metrics::standby(tailing.len(), lag);
@@ -178,7 +187,9 @@ impl Standby {
         let mut wanted = {
             let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
             let mut wanted = placement(&owners, me, replicas);
-            wanted.extend(owners.by_partition.iter().filter(|(_, o)| *o == me).map(|(p, _)| *p));
+            if replicas > 0 {
+                wanted.extend(owners.by_partition.iter().filter(|(_, o)| *o == me).map(|(p, _)| *p));
+            }
             wanted
         };
         {
@@ -226,13 +237,62 @@ impl Standby {
         }
     }
 
-    /// Drops the local state of `p`, unless the partition is assigned here.
-    fn drop_copy(&self, p: u32) -> Result<(), String> {
+    /// Drops the local state of `p`, unless the partition is assigned here
+    /// (then false).
+    fn drop_copy(&self, p: u32) -> Result<bool, String> {
         let a = EngineContext::lock(&self.assignment);
         if assigned_here(&a, p) {
+            return Ok(false);
+        }
+        self.store.drop_partition(p).map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    /// Drops the state of partitions neither assigned nor copied here for
+    /// the cleanup delay, if the changelog vouches for them (`leftovers`).
+    fn clean_up(
+        &self,
+        topic: &str,
+        tailing: &BTreeMap<u32, TailBatch>,
+        leftovers: &mut Leftovers,
+    ) -> Result<(), String> {
+        let local = self.store.partitions().map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let due = {
+            let a = EngineContext::lock(&self.assignment);
+            leftovers.due(&local, |p| assigned_here(&a, p) || tailing.contains_key(&p), now)
+        };
+        crate::metrics::idle_state_partitions(leftovers.idle());
+        if due.is_empty() {
             return Ok(());
         }
-        self.store.drop_partition(p).map_err(|e| e.to_string())
+        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
+        let reader = crate::clients::changelog_reader(&self.config).map_err(|e| e.to_string())?;
+        let vouched =
+            crate::owners::last_writers(&reader, topic, &due, timeout).map_err(|e| e.to_string())?;
+        for p in due {
+            if !vouched.contains_key(&p) {
+                tracing::info!(
+                    partition = p,
+                    "kept the local state of a partition owned elsewhere: the changelog's tail shows no progress record of it (yet), so this may be its only copy"
+                );
+                leftovers.postpone(p, now);
+                continue;
+            }
+            if !self.drop_copy(p)? {
+                continue; // assigned here meanwhile
+            }
+            leftovers.dropped(p);
+            self.store.reclaim_partition(p);
+            crate::metrics::state_dropped();
+            tracing::info!(
+                partition = p,
+                cleanup_delay_ms = self.config.engine.state_cleanup_delay_ms,
+                "dropped the local state of a partition neither owned nor copied here: the changelog holds it"
+            );
+        }
+        crate::metrics::idle_state_partitions(leftovers.idle());
+        Ok(())
     }
 
     /// Keeps a changelog record; a progress record ends its batch, which

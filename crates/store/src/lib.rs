@@ -50,6 +50,15 @@ const RULES_VERSION: &[u8] = b"rules_version";
 /// Prefix of engine-wide meta keys: no Kafka partition is 0xFFFFFFFF.
 const GLOBAL: [u8; 4] = [0xff; 4];
 
+/// The keys of `partition`, from (inclusive) and to (exclusive); none for
+/// the engine-wide keys' prefix.
+fn partition_range(partition: u32) -> Option<(Vec<u8>, Vec<u8>)> {
+    if partition == u32::MAX {
+        return None;
+    }
+    Some((partition.to_be_bytes().to_vec(), (partition + 1).to_be_bytes().to_vec()))
+}
+
 fn global_key(name: &[u8]) -> Vec<u8> {
     let mut key = GLOBAL.to_vec();
     key.extend_from_slice(name);
@@ -478,14 +487,7 @@ impl Store {
 
     /// Removes everything stored for a partition.
     pub fn drop_partition(&self, partition: u32) -> Result<(), StoreError> {
-        if partition == u32::MAX {
-            return Ok(()); // the engine-wide keys, not a partition
-        }
-        let from = partition.to_be_bytes().to_vec();
-        let to = match partition.checked_add(1) {
-            Some(next) => next.to_be_bytes().to_vec(),
-            None => vec![0xff; 5],
-        };
+        let Some((from, to)) = partition_range(partition) else { return Ok(()) };
         let mut batch = WriteBatch::default();
         for cf in FAMILIES {
             batch.delete_range_cf(self.cf(cf), &from, &to);
@@ -493,11 +495,23 @@ impl Store {
         self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))
     }
 
+    /// Compacts a dropped partition's key range, so its files go now rather
+    /// than whenever compaction would reach them.
+    pub fn reclaim_partition(&self, partition: u32) {
+        let Some((from, to)) = partition_range(partition) else { return };
+        for cf in FAMILIES {
+            self.db.compact_range_cf(self.cf(cf), Some(&from), Some(&to));
+        }
+    }
+
     /// The partitions this store holds progress for.
     pub fn partitions(&self) -> Result<Vec<u32>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_META), IteratorMode::Start) {
             let (key, _) = item.map_err(|e| self.db_err(e))?;
+            if key.starts_with(&GLOBAL) {
+                break; // the engine-wide keys (the journal's) sort last
+            }
             if key.len() == 4 + PROGRESS.len() && &key[4..] == PROGRESS {
                 out.push(u32::from_be_bytes([key[0], key[1], key[2], key[3]]));
             }

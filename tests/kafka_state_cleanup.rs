@@ -1,0 +1,144 @@
+//! What a partition leaves behind on an instance it moved away from: with a
+//! changelog, its state is dropped after `engine.state_cleanup_delay_ms`
+//! (a later owner restores from the changelog anyway), unless the
+//! changelog does not hold the partition yet.
+
+mod common;
+
+use accrual::datagen::GenOptions;
+use common::kafka::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+fn events(n: u64, seed: u64) -> Vec<String> {
+    let opts = GenOptions {
+        events: n,
+        accounts: 300,
+        seed,
+        days: 60,
+        start: common::past_start(),
+        refund_percent: 3.0,
+        ..GenOptions::default()
+    };
+    common::generated_lines(&opts)
+}
+
+/// The partitions named by `message` lines of the log (`partition=N`).
+fn partitions_logged(engine: &EngineProcess, message: &str) -> BTreeSet<u32> {
+    engine
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(message))
+        .filter_map(|l| l.split("partition=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+/// Waits until `ready` holds of the engine's log; panics with the log if
+/// it does not within `timeout`.
+fn wait_for(engine: &EngineProcess, timeout: Duration, what: &str, ready: impl Fn(&EngineProcess) -> bool) {
+    let started = Instant::now();
+    while !ready(engine) {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} not seen within {timeout:?}; log:\n{}",
+            engine.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_committed(setup: &Setup) {
+    assert!(setup.wait_all_committed(Duration::from_secs(120)), "lag {:?}", setup.lag());
+}
+
+const DROPPED: &str = "dropped the local state of a partition";
+const KEPT: &str = "kept the local state of a partition owned elsewhere";
+const CLEANUP: &str = "state_cleanup_delay_ms = 3000";
+
+#[test]
+fn the_state_of_partitions_that_moved_away_is_dropped_after_the_delay_and_restored_when_they_return() {
+    let setup = Setup::new("cleanup", 4).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(3_000, 5);
+    let (first, rest) = lines.split_at(1_200);
+    let (second, third) = rest.split_at(900);
+    let a_state = dir.path().join("node-a");
+
+    setup.produce(dir.path(), first);
+    let mut a = EngineProcess::spawn(&setup.config(dir.path(), "node-a", CLEANUP), &[], None);
+    wait_committed(&setup);
+
+    // A second instance joins: half the partitions move to it, and what
+    // they left on node-a's disk goes once the delay has passed.
+    let mut b = EngineProcess::spawn(&setup.config(dir.path(), "node-b", CLEANUP), &[], None);
+    wait_for(&a, Duration::from_secs(60), "two partitions revoked", |a| {
+        partitions_logged(a, "partition revoked").len() == 2
+    });
+    let revoked_at = Instant::now();
+    let moved = partitions_logged(&a, "partition revoked");
+    wait_for(&a, Duration::from_secs(60), "their state dropped", |a| partitions_logged(a, DROPPED) == moved);
+    assert!(revoked_at.elapsed() >= Duration::from_millis(2_500), "dropped before the delay passed");
+    assert!(!a.log_text().contains(KEPT), "the changelog holds every partition here");
+    setup.produce(dir.path(), second);
+    wait_committed(&setup);
+
+    // node-b stops: its partitions come back to node-a, which has to
+    // restore them from the changelog, and goes on exactly as before.
+    b.terminate();
+    assert!(b.wait(Duration::from_secs(60)).success(), "{}", b.log_text());
+    setup.produce(dir.path(), third);
+    wait_committed(&setup);
+    a.terminate();
+    assert!(a.wait(Duration::from_secs(60)).success(), "{}", a.log_text());
+    let report = a.report();
+    assert_eq!(report.restored_partitions, 2, "the returning partitions were restored: {report:?}");
+    assert!(report.restored_changes > 0, "{report:?}");
+
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    let mut txns = journal(&a_state);
+    txns.extend(journal(&dir.path().join("node-b")));
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(
+        engine_accounts(&a_state, setup.partitions) == reference_accounts,
+        "balances differ from simulate"
+    );
+}
+
+#[test]
+fn state_the_changelog_does_not_hold_yet_stays_where_it_is() {
+    // node-a builds its state before the changelog is turned on.
+    let plain = Setup::new("keep", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(2_000, 8);
+    let (first, second) = lines.split_at(1_200);
+    plain.produce(dir.path(), first);
+    let mut a = EngineProcess::spawn(&plain.config(dir.path(), "node-a", ""), &[], Some(3));
+    assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log_text());
+    let setup = plain.with_changelog();
+
+    // node-b, without state, starts first and refuses both partitions
+    // (the changelog cannot restore them yet); node-a joins and gets one.
+    let mut b = EngineProcess::spawn(&setup.config(dir.path(), "node-b", CLEANUP), &[], None);
+    wait_for(&b, Duration::from_secs(60), "both partitions refused", |b| {
+        b.log_text().matches("partition refused").count() >= 2
+    });
+    let mut a = EngineProcess::spawn(&setup.config(dir.path(), "node-a", CLEANUP), &[], None);
+    wait_for(&a, Duration::from_secs(60), "the other partition kept", |a| a.log_text().contains(KEPT));
+    assert!(!a.log_text().contains(DROPPED), "{}", a.log_text());
+
+    // node-b stops: node-a publishes the state it kept, and goes on.
+    b.terminate();
+    assert!(b.wait(Duration::from_secs(60)).success(), "{}", b.log_text());
+    setup.produce(dir.path(), second);
+    wait_committed(&setup);
+    a.terminate();
+    assert!(a.wait(Duration::from_secs(60)).success(), "{}", a.log_text());
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &journal(&dir.path().join("node-a")));
+    assert!(
+        engine_accounts(&dir.path().join("node-a"), setup.partitions) == reference_accounts,
+        "balances differ from simulate"
+    );
+    assert_eq!(b.report().events, 0, "node-b refused all it was given");
+}
