@@ -1,7 +1,7 @@
-//! What a partition leaves behind on an instance it moved away from: with a
-//! changelog, its state is dropped after `engine.state_cleanup_delay_ms`
-//! (a later owner restores from the changelog anyway), unless the
-//! changelog does not hold the partition yet.
+//! What a partition leaves behind on an instance it moved away from, with
+//! a changelog: if it comes back soon, only the changelog's tail since is
+//! read; after `engine.state_cleanup_delay_ms` it is dropped (unless the
+//! changelog does not hold the partition yet), and a return restores it.
 
 mod common;
 
@@ -55,6 +55,57 @@ fn wait_committed(setup: &Setup) {
 const DROPPED: &str = "dropped the local state of a partition";
 const KEPT: &str = "kept the local state of a partition owned elsewhere";
 const CLEANUP: &str = "state_cleanup_delay_ms = 3000";
+const CAUGHT_UP: &str = "this instance's former state caught up on the changelog's tail";
+
+#[test]
+fn a_partition_back_on_its_former_owner_soon_reads_only_the_changelogs_tail() {
+    let setup = Setup::new("comeback", 4).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(2_400, 9);
+    let (first, rest) = lines.split_at(1_800);
+    let (second, third) = rest.split_at(300);
+    let a_state = dir.path().join("node-a");
+
+    setup.produce(dir.path(), first);
+    let mut a = EngineProcess::spawn(&setup.config(dir.path(), "node-a", ""), &[], None);
+    wait_committed(&setup);
+    let mut b = EngineProcess::spawn(&setup.config(dir.path(), "node-b", ""), &[], None);
+    wait_for(&a, Duration::from_secs(60), "two partitions revoked", |a| {
+        partitions_logged(a, "partition revoked").len() == 2
+    });
+    let moved = partitions_logged(&a, "partition revoked");
+    setup.produce(dir.path(), second);
+    wait_committed(&setup);
+
+    // node-b leaves: its partitions return to node-a, which still holds
+    // them as it left them and reads only what node-b added.
+    b.terminate();
+    assert!(b.wait(Duration::from_secs(60)).success(), "{}", b.log_text());
+    wait_for(&a, Duration::from_secs(60), "the moved partitions caught up", |a| {
+        partitions_logged(a, CAUGHT_UP) == moved
+    });
+    setup.produce(dir.path(), third);
+    wait_committed(&setup);
+    a.terminate();
+    assert!(a.wait(Duration::from_secs(60)).success(), "{}", a.log_text());
+    let (a_report, b_report) = (a.report(), b.report());
+    assert_eq!(a_report.restored_partitions, 2, "{a_report:?}");
+    assert!(
+        a_report.restored_changes < b_report.restored_changes,
+        "the tail ({} changes) is less than the state node-b restored ({})",
+        a_report.restored_changes,
+        b_report.restored_changes
+    );
+
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    let mut txns = journal(&a_state);
+    txns.extend(journal(&dir.path().join("node-b")));
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(
+        engine_accounts(&a_state, setup.partitions) == reference_accounts,
+        "balances differ from simulate"
+    );
+}
 
 #[test]
 fn the_state_of_partitions_that_moved_away_is_dropped_after_the_delay_and_restored_when_they_return() {
@@ -94,6 +145,7 @@ fn the_state_of_partitions_that_moved_away_is_dropped_after_the_delay_and_restor
     let report = a.report();
     assert_eq!(report.restored_partitions, 2, "the returning partitions were restored: {report:?}");
     assert!(report.restored_changes > 0, "{report:?}");
+    assert!(!a.log_text().contains(CAUGHT_UP), "dropped state cannot be caught up");
 
     let (reference, reference_accounts) = reference(dir.path(), &lines);
     let mut txns = journal(&a_state);

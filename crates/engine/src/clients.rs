@@ -8,8 +8,10 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, ProducerContext};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// Where Kafka is and how to reach it: the `[kafka]` section's brokers and
 /// `properties` (SASL, SSL, ...), with its consumer- and producer-only
@@ -121,7 +123,48 @@ pub fn consumer<C: ConsumerContext>(config: &EngineConfig, context: C) -> KafkaR
     c.create_with_context(context)
 }
 
-pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
+/// The engine's transactional producer.
+pub type EngineProducer = BaseProducer<ProgressDeliveries>;
+
+/// The engine's producer's delivery reports: the changelog offset each
+/// partition's progress record was delivered at, since the last
+/// [`ProgressDeliveries::take`]. Once the transaction commits, that is
+/// where the partition's state as this instance left it ends in the
+/// changelog (`accrual_store::changelog::OwnerPosition`).
+#[derive(Default)]
+pub struct ProgressDeliveries {
+    changelog: Option<String>,
+    delivered: Mutex<BTreeMap<u32, i64>>,
+}
+
+impl ProgressDeliveries {
+    /// The progress records delivered since the last call, by partition.
+    pub fn take(&self) -> BTreeMap<u32, i64> {
+        std::mem::take(&mut *self.delivered.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl ClientContext for ProgressDeliveries {}
+
+impl ProducerContext for ProgressDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let Ok(m) = result else { return };
+        // Most messages are not changelog records: their keys fail first.
+        let partition = m
+            .key()
+            .and_then(|key| accrual_store::changelog::from_message(key, None))
+            .filter(accrual_store::changelog::is_progress)
+            .and_then(|change| change.partition());
+        let Some(partition) = partition else { return };
+        if self.changelog.as_deref() == Some(m.topic()) {
+            self.delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, m.offset());
+        }
+    }
+}
+
+pub fn producer(config: &EngineConfig) -> KafkaResult<EngineProducer> {
     let mut c = base(config);
     c.set("transactional.id", config.transactional_id())
         // Events for other accounts must land where that account's events do.
@@ -132,7 +175,9 @@ pub fn producer(config: &EngineConfig) -> KafkaResult<BaseProducer> {
     for (k, v) in &config.kafka.producer_properties {
         c.set(k, v);
     }
-    c.create()
+    let context =
+        ProgressDeliveries { changelog: config.kafka.topics.changelog.clone(), ..Default::default() };
+    c.create_with_context(context)
 }
 
 /// An idempotent, non-transactional producer, for publishing a

@@ -13,11 +13,13 @@
 
 use super::journal::{Journal, TxnId, TxnStatus};
 use super::{Failpoint, TxnFailure, classify};
+use crate::clients::EngineProducer;
 use accrual_store::{Store, StoreError};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::TopicPartitionList;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,13 +64,16 @@ pub struct Finished {
     pub at: Instant,
     /// The wall clock at the end, in ms (for the end-to-end latency metric).
     pub wall_ms: i64,
+    /// If committed: the changelog offset of each partition's progress
+    /// record in it.
+    pub progress_at: BTreeMap<u32, i64>,
 }
 
 /// Adds the input offsets `tpl` to the open transaction and commits it,
 /// retrying retriable errors (3 times each); unless `member_until` has
 /// passed (see [`end`]).
 pub fn commit(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     tpl: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
     timeout: Duration,
@@ -80,7 +85,7 @@ pub fn commit(
 }
 
 fn add_offsets(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     tpl: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
     timeout: Duration,
@@ -100,7 +105,7 @@ fn add_offsets(
 /// it was paused, say) and given its partitions to another, which a broker
 /// that does not fence by generation would let both commit.
 fn end(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     timeout: Duration,
     failpoint: &Failpoint,
     member_until: Instant,
@@ -138,7 +143,7 @@ fn end(
 /// to without a WAL sync, if so) is synced: the sync runs alongside the
 /// offsets' round trips to the broker, which make nothing visible.
 fn commit_durably(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     tpl: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
     timeout: Duration,
@@ -164,7 +169,7 @@ fn commit_durably(
 /// Aborts the open transaction. librdkafka waits for the delivery reports
 /// of what was sent, which nobody serves during the call on a
 /// `BaseProducer`: so they are served here while it runs on a thread.
-pub fn abort(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaError> {
+pub fn abort(producer: &EngineProducer, timeout: Duration) -> Result<(), KafkaError> {
     std::thread::scope(|scope| {
         let aborting = scope.spawn(|| producer.abort_transaction(timeout));
         while !aborting.is_finished() {
@@ -176,7 +181,7 @@ pub fn abort(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaErro
 
 /// A cycle's Kafka commit, to run on its own thread.
 pub struct Job {
-    pub producer: Arc<BaseProducer>,
+    pub producer: Arc<EngineProducer>,
     /// The input offsets, with the transaction id as their metadata.
     pub tpl: TopicPartitionList,
     pub group: ConsumerGroupMetadata,
@@ -212,7 +217,9 @@ pub fn spawn(job: Job, gate: Arc<Gate>) -> std::io::Result<JoinHandle<Finished>>
             }
             failpoint.hit("after-recording-a-failed-commit");
         }
-        Finished { result, durable, at: Instant::now(), wall_ms: super::wall_clock().0 }
+        // Every delivery report was served before the commit.
+        let progress_at = if result.is_ok() { producer.context().take() } else { BTreeMap::new() };
+        Finished { result, durable, at: Instant::now(), wall_ms: super::wall_clock().0, progress_at }
     })
 }
 

@@ -52,7 +52,7 @@ use journal::{Journal, TxnId, TxnStatus};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rebalance::{Assignment, EngineContext};
 use std::collections::BTreeMap;
@@ -162,7 +162,7 @@ struct Engine {
     config: EngineConfig,
     store: Arc<Store>,
     consumer: BaseConsumer<EngineContext>,
-    producer: Arc<BaseProducer>,
+    producer: Arc<clients::EngineProducer>,
     assignment: Arc<Mutex<Assignment>>,
     journal: Journal,
     /// The cycle's processing, by partition, on worker threads.
@@ -179,6 +179,8 @@ struct Engine {
     /// Outcomes to record and outbox to clear in the next RocksDB batch.
     pending_marks: Vec<Decided>,
     pending_clear: BTreeMap<u32, u64>,
+    /// Where committed state ends in the changelog, to record likewise.
+    pending_positions: BTreeMap<u32, accrual_store::changelog::OwnerPosition>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Partitions of the input topic, for the API's account lookup.
     partitions: Arc<std::sync::atomic::AtomicU32>,
@@ -294,6 +296,7 @@ pub fn run(
         timeout,
         pending_marks: Vec::new(),
         pending_clear: BTreeMap::new(),
+        pending_positions: BTreeMap::new(),
         metrics,
         partitions,
         rebalances_seen: 0,
@@ -405,6 +408,7 @@ fn join_commit(handle: std::thread::JoinHandle<committer::Finished>) -> committe
         durable: Ok(()),
         at: Instant::now(),
         wall_ms: wall_clock().0,
+        progress_at: BTreeMap::new(),
     })
 }
 
@@ -757,8 +761,22 @@ impl Engine {
         self.pending_marks.push(Decided { id, status: TxnStatus::Committed, offsets });
     }
 
+    /// Where each partition's state as committed (its progress at the
+    /// committed offset) ends in the changelog: just past its progress
+    /// record there (see `restore`: a former owner catches up from it).
+    fn note_positions(&mut self, offsets: &[(u32, u64)], progress_at: &BTreeMap<u32, i64>, wall_ms: i64) {
+        for &(p, next_offset) in offsets {
+            if let Some(&at) = progress_at.get(&p) {
+                let position =
+                    accrual_store::changelog::OwnerPosition { next_offset, position: at + 1, at_ms: wall_ms };
+                self.pending_positions.insert(p, position);
+            }
+        }
+    }
+
     fn flush_marks(&mut self) -> Result<(), EngineError> {
-        if self.pending_marks.is_empty() && self.pending_clear.is_empty() {
+        if self.pending_marks.is_empty() && self.pending_clear.is_empty() && self.pending_positions.is_empty()
+        {
             return Ok(());
         }
         let store = self.store.clone();
@@ -775,6 +793,9 @@ impl Engine {
         }
         for (p, x) in std::mem::take(&mut self.pending_clear) {
             batch.clear_outbox_below(p, x);
+        }
+        for (p, at) in std::mem::take(&mut self.pending_positions) {
+            batch.set_owner_position(p, at);
         }
     }
 
@@ -1012,6 +1033,7 @@ impl Engine {
                     "cycle committed"
                 );
                 crate::metrics::committed(took, &f.report, finished.wall_ms);
+                self.note_positions(&f.offsets, &finished.progress_at, finished.wall_ms);
                 self.committed(f.id, f.offsets, finished.at);
                 Ok(())
             }

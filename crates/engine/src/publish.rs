@@ -3,9 +3,10 @@
 
 use super::outbox::{self, Destination, HEADER_TXN};
 use super::{CommittedCycle, Failpoint, InFlight, TxnFailure, classify, committer, join_commit};
+use crate::clients::EngineProducer;
 use accrual_store::{Store, StoreError};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use std::time::{Duration, Instant};
 
 /// The cycle's RocksDB commit (unsynced: the Kafka commit's thread syncs
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 pub(super) fn write_and_begin(
     store: &Store,
     batch: accrual_store::LedgerBatch<'_>,
-    (producer, topics, failpoint): (&BaseProducer, &crate::config::TopicsConfig, &Failpoint),
+    (producer, topics, failpoint): (&EngineProducer, &crate::config::TopicsConfig, &Failpoint),
     txn: &str,
     sinks: &mut [outbox::OutboxSink],
     previous: Option<InFlight>,
@@ -59,11 +60,14 @@ pub(super) fn write_and_begin(
 /// Begins the transaction `txn` and produces the cycle's outbox into it;
 /// the failure, if any.
 pub(super) fn begin_and_produce(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     topics: &crate::config::TopicsConfig,
     txn: &str,
     sinks: &mut [outbox::OutboxSink],
 ) -> Option<TxnFailure> {
+    // Progress records delivered before (an aborted transaction's) are
+    // not this one's.
+    producer.context().take();
     producer.begin_transaction().err().map(classify).or_else(|| {
         let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
         produce(producer, topics, txn, entries).err()
@@ -73,7 +77,7 @@ pub(super) fn begin_and_produce(
 /// Produces the messages of encoded outbox entries into the open
 /// transaction `txn`.
 pub(super) fn produce<'e>(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     topics: &crate::config::TopicsConfig,
     txn: &str,
     entries: impl Iterator<Item = &'e [u8]>,
@@ -114,7 +118,7 @@ pub(super) fn produce<'e>(
 /// copies) go by its progress records, and each record would otherwise
 /// carry its bytes and a header list librdkafka allocates per message.
 fn produce_change(
-    producer: &BaseProducer,
+    producer: &EngineProducer,
     topics: &crate::config::TopicsConfig,
     m: &outbox::Message<'_>,
 ) -> Result<(), TxnFailure> {

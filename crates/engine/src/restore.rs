@@ -160,11 +160,16 @@ pub fn restore_partition(
     watch.end.store(high, Ordering::Relaxed);
     let local = store.stamped_progress(partition)?;
     let reader = Reader { consumer: &consumer, topic, partition, idle, watch };
-    // A standby's copy (see `standby`) catches up on the rest, if behind.
-    if let (Some(position), Some(copy)) = (changelog::standby_position(store, partition)?, &local) {
+    // A standby's copy (see `standby`) catches up on the rest, if behind;
+    // so does this instance's own state, left as it last committed it.
+    let continued = match changelog::standby_position(store, partition)? {
+        Some(position) => Some((position, "a standby copy")),
+        None => own_position(store, partition, local.as_ref())?.map(|p| (p, "this instance's former state")),
+    };
+    if let (Some((position, what)), Some(copy)) = (continued, &local) {
         let at = copy.progress.next_offset;
         if committed.is_none_or(|c| at < c) {
-            return catch_up(&reader, store, position, high, committed, started);
+            return catch_up(&reader, store, (position, what), high, committed, started);
         }
         if committed.is_some_and(|c| at > c) {
             // Changes of a transaction that never committed, which this
@@ -238,13 +243,38 @@ fn publish_if_missing(
     Ok(())
 }
 
-/// Applies the changelog from `position` (where a standby's copy stopped)
-/// up to the state as of the group's offset, as [`replace_partition`]
-/// does from the beginning.
+/// How long after its commit this instance's own state is caught up
+/// rather than restored: well within the changelog's `delete.retention.ms`
+/// (a day by default), so that every tombstone since is still there to
+/// read; partitions coming back after a restart or a rebalance return
+/// within minutes.
+const OWN_POSITION_MAX_AGE_MS: i64 = 60 * 60 * 1000;
+
+/// Where this instance's own state of `partition` ends in the changelog,
+/// if that state is still exactly as a committed transaction left it (its
+/// progress is the one recorded with the position) and recent (see
+/// [`OWN_POSITION_MAX_AGE_MS`]).
+pub(crate) fn own_position(
+    store: &Store,
+    partition: u32,
+    local: Option<&Stamped>,
+) -> Result<Option<i64>, RestoreError> {
+    let (Some(local), Some(own)) = (local, changelog::owner_position(store, partition)?) else {
+        return Ok(None);
+    };
+    let age_ms = crate::wall_clock().0.saturating_sub(own.at_ms);
+    let usable =
+        own.next_offset == local.progress.next_offset && (0..OWN_POSITION_MAX_AGE_MS).contains(&age_ms);
+    Ok(usable.then_some(own.position))
+}
+
+/// Applies the changelog from `position` (where a standby's copy, or this
+/// instance's own committed state, stopped: `what`) up to the state as of
+/// the group's offset, as [`replace_partition`] does from the beginning.
 fn catch_up(
     reader: &Reader<'_>,
     store: &Store,
-    position: i64,
+    (position, what): (i64, &str),
     high: i64,
     committed: Option<u64>,
     started: Instant,
@@ -256,7 +286,7 @@ fn catch_up(
         partition = reader.partition,
         position,
         changes = restored.changes,
-        "a standby copy caught up on the changelog's tail"
+        "{what} caught up on the changelog's tail"
     );
     Ok(restored)
 }

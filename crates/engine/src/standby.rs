@@ -217,8 +217,10 @@ impl Standby {
         Ok(())
     }
 
-    /// Where tailing `p` goes on: its copy's position, or from the start
-    /// (the copy dropped) if it has none or the log no longer reaches it.
+    /// Where tailing `p` goes on: its copy's position (or where this
+    /// instance's own state of it, as it last committed it, ends), or from
+    /// the start (the copy dropped) if it has none or the log no longer
+    /// reaches it.
     fn position(
         &self,
         consumer: &crate::clients::ChangelogReader,
@@ -227,7 +229,13 @@ impl Standby {
     ) -> Result<Offset, String> {
         let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
         let (low, _) = consumer.fetch_watermarks(topic, p as i32, timeout).map_err(|e| e.to_string())?;
-        let kept = changelog::standby_position(&self.store, p).map_err(|e| e.to_string())?;
+        let kept = match changelog::standby_position(&self.store, p).map_err(|e| e.to_string())? {
+            Some(position) => Some(position),
+            None => {
+                let local = self.store.stamped_progress(p).map_err(|e| e.to_string())?;
+                crate::restore::own_position(&self.store, p, local.as_ref()).map_err(|e| e.to_string())?
+            }
+        };
         match kept.filter(|&position| position >= low) {
             Some(position) => Ok(Offset::Offset(position)),
             None => {

@@ -355,6 +355,47 @@ pub fn standby_position(store: &Store, partition: u32) -> Result<Option<i64>, St
     Ok(value.and_then(|v| Some(i64::from_be_bytes(v.as_slice().try_into().ok()?))))
 }
 
+const OWNER_POSITION: &[u8] = b"owner_position";
+
+/// Where this instance's own state of a partition sits in the changelog:
+/// the state as of the progress `next_offset` is the changelog up to
+/// `position` (just past the progress record its transaction committed),
+/// recorded at `at_ms` (Unix ms). A former owner given the partition back
+/// catches up from there, as a standby's copy does, instead of restoring
+/// it all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerPosition {
+    pub next_offset: u64,
+    pub position: i64,
+    pub at_ms: i64,
+}
+
+impl super::LedgerBatch<'_> {
+    /// Records where the partition's state, as a committed transaction
+    /// left it, sits in the changelog (see [`OwnerPosition`]).
+    pub fn set_owner_position(&mut self, partition: u32, at: OwnerPosition) {
+        let mut value = Vec::with_capacity(24);
+        value.extend_from_slice(&at.next_offset.to_be_bytes());
+        value.extend_from_slice(&at.position.to_be_bytes());
+        value.extend_from_slice(&at.at_ms.to_be_bytes());
+        self.batch.put_cf(self.store.cf(CF_META), super::partition_key(partition, OWNER_POSITION), value);
+    }
+}
+
+/// The partition's [`OwnerPosition`], if recorded (and readable).
+pub fn owner_position(store: &Store, partition: u32) -> Result<Option<OwnerPosition>, StoreError> {
+    let key = super::partition_key(partition, OWNER_POSITION);
+    let value = store.db.get_cf(store.cf(CF_META), key).map_err(|e| store.db_err(e))?;
+    let field = |v: &[u8], i: usize| <[u8; 8]>::try_from(v.get(i * 8..i * 8 + 8)?).ok();
+    Ok(value.and_then(|v| {
+        Some(OwnerPosition {
+            next_offset: u64::from_be_bytes(field(&v, 0)?),
+            position: i64::from_be_bytes(field(&v, 1)?),
+            at_ms: i64::from_be_bytes(field(&v, 2)?),
+        })
+    }))
+}
+
 /// Makes a standby's copy the partition's own state (its owner took it
 /// over): it no longer follows the changelog.
 pub fn forget_standby_position(store: &Store, partition: u32) -> Result<(), StoreError> {

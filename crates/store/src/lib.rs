@@ -992,4 +992,27 @@ mod tests {
         store.commit(b).unwrap();
         assert_eq!(store.meta_scan(b"txn/").unwrap().len(), 1);
     }
+
+    #[test]
+    fn partitions_are_listed_apart_from_global_keys_and_dropping_one_takes_its_owner_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let at = changelog::OwnerPosition { next_offset: 42, position: 1_000, at_ms: 1_700_000_000_000 };
+        let mut b = store.batch();
+        for p in [1, 5] {
+            b.set_progress(p, Progress::default(), 1);
+            b.set_owner_position(p, at);
+        }
+        b.put_meta(b"txn/1", b"a");
+        store.commit(b).unwrap();
+        assert_eq!(store.partitions().unwrap(), vec![1, 5]);
+        assert_eq!(changelog::owner_position(&store, 5).unwrap(), Some(at));
+        assert_eq!(changelog::owner_position(&store, 2).unwrap(), None);
+        store.drop_partition(5).unwrap();
+        store.reclaim_partition(5);
+        assert_eq!(store.partitions().unwrap(), vec![1]);
+        assert_eq!(changelog::owner_position(&store, 5).unwrap(), None);
+        assert_eq!(changelog::owner_position(&store, 1).unwrap(), Some(at));
+        assert_eq!(store.meta(b"txn/1").unwrap(), Some(b"a".to_vec()));
+    }
 }
