@@ -164,7 +164,7 @@ pub fn restore_partition(
     // so does this instance's own state, left as it last committed it.
     let continued = match changelog::standby_position(store, partition)? {
         Some(position) => Some((position, "a standby copy")),
-        None => own_position(store, partition, local.as_ref())?.map(|p| (p, "this instance's former state")),
+        None => own_position(store, partition)?.map(|p| (p, "this instance's former state")),
     };
     if let (Some((position, what)), Some(copy)) = (continued, &local) {
         let at = copy.progress.next_offset;
@@ -254,14 +254,9 @@ const OWN_POSITION_MAX_AGE_MS: i64 = 60 * 60 * 1000;
 /// if that state is still exactly as a committed transaction left it (its
 /// progress is the one recorded with the position) and recent (see
 /// [`OWN_POSITION_MAX_AGE_MS`]).
-pub(crate) fn own_position(
-    store: &Store,
-    partition: u32,
-    local: Option<&Stamped>,
-) -> Result<Option<i64>, RestoreError> {
-    let (Some(local), Some(own)) = (local, changelog::owner_position(store, partition)?) else {
-        return Ok(None);
-    };
+pub(crate) fn own_position(store: &Store, partition: u32) -> Result<Option<i64>, StoreError> {
+    let Some(own) = changelog::owner_position(store, partition)? else { return Ok(None) };
+    let Some(local) = store.stamped_progress(partition)? else { return Ok(None) };
     let age_ms = crate::wall_clock().0.saturating_sub(own.at_ms);
     let usable =
         own.next_offset == local.progress.next_offset && (0..OWN_POSITION_MAX_AGE_MS).contains(&age_ms);

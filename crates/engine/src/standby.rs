@@ -231,10 +231,7 @@ impl Standby {
         let (low, _) = consumer.fetch_watermarks(topic, p as i32, timeout).map_err(|e| e.to_string())?;
         let kept = match changelog::standby_position(&self.store, p).map_err(|e| e.to_string())? {
             Some(position) => Some(position),
-            None => {
-                let local = self.store.stamped_progress(p).map_err(|e| e.to_string())?;
-                crate::restore::own_position(&self.store, p, local.as_ref()).map_err(|e| e.to_string())?
-            }
+            None => crate::restore::own_position(&self.store, p).map_err(|e| e.to_string())?,
         };
         match kept.filter(|&position| position >= low) {
             Some(position) => Ok(Offset::Offset(position)),
