@@ -8,6 +8,11 @@
 #
 #   scripts/restore-bench.sh              100,000 and 1,000,000 accounts
 #   scripts/restore-bench.sh 10000000     any counts
+#   scripts/restore-bench.sh --comeback 1000000
+#       instead of deleting the state: a second instance joins (restoring
+#       half the partitions in full), a tail of 1% of the events is
+#       processed, the second instance stops and its partitions return to
+#       the first, which reads only the changelog's tail since they left
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -22,8 +27,49 @@ rm -rf "$ACCRUAL_BROKER_DIR"
 scripts/broker.sh start --memory
 trap 'scripts/broker.sh stop >/dev/null || true' EXIT
 work="$ACCRUAL_CACHE/restore-bench"
+comeback=false
+if [ "${1:-}" = "--comeback" ]; then comeback=true; shift; fi
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(100000 1000000)
+
+# The restores an instance's log reports, one line each.
+restores() { grep -E "caught up|partition restored from the changelog" "$1" | sed 's/.*INFO //'; }
+
+# Waits until the log `$1` holds `$2` partitions taken up: restored, or
+# (`$3` set) kept as they were.
+wait_taken() {
+  local pattern='partition restored from the changelog'
+  [ -n "${3:-}" ] && pattern="$pattern|its local state continues the group's"
+  until [ "$(grep -cE "$pattern" "$1")" -ge "$2" ]; do sleep 1; done
+}
+
+# A second instance takes half the partitions and gives them back.
+comeback() {
+  local run=$1 accounts=$2
+  local tail_start
+  tail_start="$(date -u -d '-9 days' +%Y-%m-%dT00:00:00Z)"
+  "$bin" gen --events $((accounts / 100)) --accounts "$accounts" --skew 0 --seed 4 --start "$tail_start" \
+    --days 1 --refunds 0 --reversals 0 --out "$run/tail.ndjson"
+  export ACCRUAL_KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS=6000
+  RUST_LOG=info "$bin" run --config config/engine.toml >"$run/first.log" 2>&1 &
+  local first=$!
+  wait_taken "$run/first.log" 8 kept
+  ACCRUAL_ENGINE__INSTANCE_ID=node-2 ACCRUAL_ENGINE__STATE_DIR="$run/state-2" RUST_LOG=info \
+    "$bin" run --config config/engine.toml >"$run/second.log" 2>&1 &
+  local second=$!
+  wait_taken "$run/second.log" 4
+  sleep 3
+  "$bin" produce --brokers "$ACCRUAL_BROKER_ADDR" --topic "$ACCRUAL_KAFKA__TOPICS__INPUT" \
+    --input "$run/tail.ndjson" >/dev/null
+  sleep 10
+  kill -TERM "$second" && wait "$second" || true
+  wait_taken "$run/first.log" 4
+  kill -TERM "$first" && wait "$first" || true
+  echo "$accounts accounts; the second instance restoring its half in full:"
+  restores "$run/second.log"
+  echo "the same partitions back on the first instance:"
+  restores "$run/first.log" | tail -8
+}
 
 for accounts in "${counts[@]}"; do
   run="$work/$accounts"
@@ -47,6 +93,10 @@ for accounts in "${counts[@]}"; do
   RUST_LOG=warn "$bin" run --config config/engine.toml --stop-when-idle 5 --report "$run/build.json" \
     >"$run/build.log" 2>&1
   state_mb="$(du -sm "$run/state" | cut -f1)"
+  if $comeback; then
+    comeback "$run" "$accounts"
+    continue
+  fi
   rm -rf "$run/state"
   RUST_LOG=info "$bin" run --config config/engine.toml --stop-when-idle 5 --report "$run/restore.json" \
     >"$run/restore.log" 2>&1

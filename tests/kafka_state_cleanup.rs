@@ -7,7 +7,8 @@ mod common;
 
 use accrual::datagen::GenOptions;
 use common::kafka::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn events(n: u64, seed: u64) -> Vec<String> {
@@ -52,6 +53,39 @@ fn wait_committed(setup: &Setup) {
     assert!(setup.wait_all_committed(Duration::from_secs(120)), "lag {:?}", setup.lag());
 }
 
+/// node-a processes `first` on its own, then node-b joins and takes half
+/// the partitions (of 4): both running, with the partitions that moved.
+fn half_moves_to_a_new_instance(
+    setup: &Setup,
+    dir: &Path,
+    first: &[String],
+    extra_engine: &str,
+) -> (EngineProcess, EngineProcess, BTreeSet<u32>) {
+    setup.produce(dir, first);
+    let a = EngineProcess::spawn(&setup.config(dir, "node-a", extra_engine), &[], None);
+    wait_committed(setup);
+    let b = EngineProcess::spawn(&setup.config(dir, "node-b", extra_engine), &[], None);
+    wait_for(&a, Duration::from_secs(60), "two partitions revoked", |a| {
+        partitions_logged(a, "partition revoked").len() == 2
+    });
+    let moved = partitions_logged(&a, "partition revoked");
+    (a, b, moved)
+}
+
+/// Every accrual of `lines` published exactly once (by the journals of
+/// `instances`), and node-a, which ends with every partition, holding
+/// `simulate`'s balances.
+fn assert_as_simulate(setup: &Setup, dir: &Path, lines: &[String], instances: &[&str]) {
+    let (reference, reference_accounts) = reference(dir, lines);
+    let mut txns = BTreeMap::new();
+    for instance in instances {
+        txns.extend(journal(&dir.join(instance)));
+    }
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    let accounts = engine_accounts(&dir.join("node-a"), setup.partitions);
+    assert!(accounts == reference_accounts, "balances differ from simulate");
+}
+
 const DROPPED: &str = "dropped the local state of a partition";
 const KEPT: &str = "kept the local state of a partition owned elsewhere";
 const CLEANUP: &str = "state_cleanup_delay_ms = 3000";
@@ -64,16 +98,8 @@ fn a_partition_back_on_its_former_owner_soon_reads_only_the_changelogs_tail() {
     let lines = events(2_400, 9);
     let (first, rest) = lines.split_at(1_800);
     let (second, third) = rest.split_at(300);
-    let a_state = dir.path().join("node-a");
 
-    setup.produce(dir.path(), first);
-    let mut a = EngineProcess::spawn(&setup.config(dir.path(), "node-a", ""), &[], None);
-    wait_committed(&setup);
-    let mut b = EngineProcess::spawn(&setup.config(dir.path(), "node-b", ""), &[], None);
-    wait_for(&a, Duration::from_secs(60), "two partitions revoked", |a| {
-        partitions_logged(a, "partition revoked").len() == 2
-    });
-    let moved = partitions_logged(&a, "partition revoked");
+    let (mut a, mut b, moved) = half_moves_to_a_new_instance(&setup, dir.path(), first, "");
     setup.produce(dir.path(), second);
     wait_committed(&setup);
 
@@ -97,14 +123,7 @@ fn a_partition_back_on_its_former_owner_soon_reads_only_the_changelogs_tail() {
         b_report.restored_changes
     );
 
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    let mut txns = journal(&a_state);
-    txns.extend(journal(&dir.path().join("node-b")));
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(
-        engine_accounts(&a_state, setup.partitions) == reference_accounts,
-        "balances differ from simulate"
-    );
+    assert_as_simulate(&setup, dir.path(), &lines, &["node-a", "node-b"]);
 }
 
 #[test]
@@ -114,20 +133,11 @@ fn the_state_of_partitions_that_moved_away_is_dropped_after_the_delay_and_restor
     let lines = events(3_000, 5);
     let (first, rest) = lines.split_at(1_200);
     let (second, third) = rest.split_at(900);
-    let a_state = dir.path().join("node-a");
 
-    setup.produce(dir.path(), first);
-    let mut a = EngineProcess::spawn(&setup.config(dir.path(), "node-a", CLEANUP), &[], None);
-    wait_committed(&setup);
-
-    // A second instance joins: half the partitions move to it, and what
-    // they left on node-a's disk goes once the delay has passed.
-    let mut b = EngineProcess::spawn(&setup.config(dir.path(), "node-b", CLEANUP), &[], None);
-    wait_for(&a, Duration::from_secs(60), "two partitions revoked", |a| {
-        partitions_logged(a, "partition revoked").len() == 2
-    });
+    // What the partitions that moved left on node-a's disk goes once the
+    // delay has passed.
+    let (mut a, mut b, moved) = half_moves_to_a_new_instance(&setup, dir.path(), first, CLEANUP);
     let revoked_at = Instant::now();
-    let moved = partitions_logged(&a, "partition revoked");
     wait_for(&a, Duration::from_secs(60), "their state dropped", |a| partitions_logged(a, DROPPED) == moved);
     assert!(revoked_at.elapsed() >= Duration::from_millis(2_500), "dropped before the delay passed");
     assert!(!a.log_text().contains(KEPT), "the changelog holds every partition here");
@@ -147,14 +157,7 @@ fn the_state_of_partitions_that_moved_away_is_dropped_after_the_delay_and_restor
     assert!(report.restored_changes > 0, "{report:?}");
     assert!(!a.log_text().contains(CAUGHT_UP), "dropped state cannot be caught up");
 
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    let mut txns = journal(&a_state);
-    txns.extend(journal(&dir.path().join("node-b")));
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(
-        engine_accounts(&a_state, setup.partitions) == reference_accounts,
-        "balances differ from simulate"
-    );
+    assert_as_simulate(&setup, dir.path(), &lines, &["node-a", "node-b"]);
 }
 
 #[test]
@@ -186,11 +189,6 @@ fn state_the_changelog_does_not_hold_yet_stays_where_it_is() {
     wait_committed(&setup);
     a.terminate();
     assert!(a.wait(Duration::from_secs(60)).success(), "{}", a.log_text());
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &journal(&dir.path().join("node-a")));
-    assert!(
-        engine_accounts(&dir.path().join("node-a"), setup.partitions) == reference_accounts,
-        "balances differ from simulate"
-    );
+    assert_as_simulate(&setup, dir.path(), &lines, &["node-a"]);
     assert_eq!(b.report().events, 0, "node-b refused all it was given");
 }
