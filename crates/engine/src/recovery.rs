@@ -104,6 +104,8 @@ impl Engine {
             store.commit(batch)?;
             match self.transact(&id, entries.iter().map(Vec::as_slice), &offsets) {
                 Ok(()) => {
+                    let progress_at = self.producer.context().take();
+                    self.note_positions(&offsets, &progress_at, crate::wall_clock().0);
                     self.committed(id, offsets, Instant::now());
                     let mut a = EngineContext::lock(&self.assignment);
                     for &(p, _, x) in ranges {
@@ -236,6 +238,7 @@ impl Engine {
         offsets: &[(u32, u64)],
     ) -> Result<(), TxnFailure> {
         let txn = id.to_string();
+        self.producer.context().take(); // an earlier transaction's progress records
         self.producer.begin_transaction().map_err(classify)?;
         produce(&self.producer, &self.config.kafka.topics, &txn, entries)?;
         self.commit_offsets(&txn, offsets)
