@@ -162,9 +162,18 @@ pub fn restore_partition(
     let reader = Reader { consumer: &consumer, topic, partition, idle, watch };
     // A standby's copy (see `standby`) catches up on the rest, if behind;
     // so does this instance's own state, left as it last committed it.
-    let continued = match changelog::standby_position(store, partition)? {
-        Some(position) => Some((position, "a standby copy")),
-        None => own_position(store, partition)?.map(|p| (p, "this instance's former state")),
+    let continued = match continuation(store, partition)? {
+        Continuation::Copy(position) => Some((position, "a standby copy")),
+        Continuation::Own(position) => Some((position, "this instance's former state")),
+        // Unless it is the group's state already (checked below).
+        Continuation::StaleCopy if local.as_ref().map(|l| l.progress.next_offset) != committed => {
+            tracing::info!(
+                partition,
+                "a standby copy too old to catch up (tombstones since may be gone): replacing it"
+            );
+            return replace_partition(&reader, store, low, high, committed, started);
+        }
+        Continuation::StaleCopy | Continuation::None => None,
     };
     if let (Some((position, what)), Some(copy)) = (continued, &local) {
         let at = copy.progress.next_offset;
@@ -243,24 +252,35 @@ fn publish_if_missing(
     Ok(())
 }
 
-/// How long after its commit this instance's own state is caught up
-/// rather than restored: well within the changelog's `delete.retention.ms`
-/// (a day by default), so that every tombstone since is still there to
-/// read; partitions coming back after a restart or a rebalance return
-/// within minutes.
-const OWN_POSITION_MAX_AGE_MS: i64 = 60 * 60 * 1000;
+/// Where a partition's local state continues in the changelog.
+pub(crate) enum Continuation {
+    /// A standby's copy, at this position.
+    Copy(i64),
+    /// A standby's copy whose last record is too old to catch up from
+    /// (`changelog::may_catch_up`): read it all again.
+    StaleCopy,
+    /// This instance's own state, exactly as a committed transaction left
+    /// it (its progress is the one recorded with the position), recently.
+    Own(i64),
+    None,
+}
 
-/// Where this instance's own state of `partition` ends in the changelog,
-/// if that state is still exactly as a committed transaction left it (its
-/// progress is the one recorded with the position) and recent (see
-/// [`OWN_POSITION_MAX_AGE_MS`]).
-pub(crate) fn own_position(store: &Store, partition: u32) -> Result<Option<i64>, StoreError> {
-    let Some(own) = changelog::owner_position(store, partition)? else { return Ok(None) };
-    let Some(local) = store.stamped_progress(partition)? else { return Ok(None) };
-    let age_ms = crate::wall_clock().0.saturating_sub(own.at_ms);
-    let usable =
-        own.next_offset == local.progress.next_offset && (0..OWN_POSITION_MAX_AGE_MS).contains(&age_ms);
-    Ok(usable.then_some(own.position))
+/// Where `partition`'s local state continues in the changelog, if it may
+/// catch up on the tail from there (see [`Continuation`]).
+pub(crate) fn continuation(store: &Store, partition: u32) -> Result<Continuation, StoreError> {
+    let now = crate::wall_clock().0;
+    if let Some(copy) = changelog::standby_position(store, partition)? {
+        return Ok(match changelog::may_catch_up(copy.written_at_ms, now) {
+            true => Continuation::Copy(copy.position),
+            false => Continuation::StaleCopy,
+        });
+    }
+    let Some(own) = changelog::owner_position(store, partition)? else { return Ok(Continuation::None) };
+    let Some(local) = store.stamped_progress(partition)? else { return Ok(Continuation::None) };
+    Ok(match own.next_offset == local.progress.next_offset && changelog::may_catch_up(Some(own.at_ms), now) {
+        true => Continuation::Own(own.position),
+        false => Continuation::None,
+    })
 }
 
 /// Applies the changelog from `position` (where a standby's copy, or this

@@ -26,6 +26,7 @@ use crate::config::EngineConfig;
 use crate::leftovers::Leftovers;
 use crate::owners::Owners;
 use crate::rebalance::{Assignment, EngineContext};
+use crate::restore::Continuation;
 use accrual_store::Store;
 use accrual_store::changelog::{self, TailBatch};
 use rdkafka::Message;
@@ -229,9 +230,9 @@ impl Standby {
     ) -> Result<Offset, String> {
         let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
         let (low, _) = consumer.fetch_watermarks(topic, p as i32, timeout).map_err(|e| e.to_string())?;
-        let kept = match changelog::standby_position(&self.store, p).map_err(|e| e.to_string())? {
-            Some(position) => Some(position),
-            None => crate::restore::own_position(&self.store, p).map_err(|e| e.to_string())?,
+        let kept = match crate::restore::continuation(&self.store, p).map_err(|e| e.to_string())? {
+            Continuation::Copy(position) | Continuation::Own(position) => Some(position),
+            Continuation::StaleCopy | Continuation::None => None,
         };
         match kept.filter(|&position| position >= low) {
             Some(position) => Ok(Offset::Offset(position)),
@@ -331,7 +332,9 @@ impl Standby {
             tail.clear();
             return;
         }
-        if let Err(e) = tail.write(&self.store, p, m.offset() + 1) {
+        let at =
+            changelog::CopyPosition { position: m.offset() + 1, written_at_ms: m.timestamp().to_millis() };
+        if let Err(e) = tail.write(&self.store, p, at) {
             tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy");
         }
     }

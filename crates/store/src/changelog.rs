@@ -333,11 +333,16 @@ impl TailBatch {
         stage(store, &mut self.batch, change)
     }
 
-    /// Writes the changes added since the last write, with `next_position`.
-    pub fn write(&mut self, store: &Store, partition: u32, next_position: i64) -> Result<(), StoreError> {
+    /// Writes the changes added since the last write, with the position
+    /// to read on from (see [`CopyPosition`]).
+    pub fn write(&mut self, store: &Store, partition: u32, at: CopyPosition) -> Result<(), StoreError> {
         let mut batch = std::mem::take(&mut self.batch);
         let key = super::partition_key(partition, STANDBY_POSITION);
-        batch.put_cf(store.cf(CF_META), key, next_position.to_be_bytes());
+        let mut value = at.position.to_be_bytes().to_vec();
+        if let Some(written) = at.written_at_ms {
+            value.extend_from_slice(&written.to_be_bytes());
+        }
+        batch.put_cf(store.cf(CF_META), key, value);
         store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
     }
 
@@ -347,12 +352,42 @@ impl TailBatch {
     }
 }
 
-/// Where a standby's copy of the partition continues in the changelog, if
-/// the partition's state is such a copy.
-pub fn standby_position(store: &Store, partition: u32) -> Result<Option<i64>, StoreError> {
+/// Where a standby's copy continues in the changelog (just past the
+/// progress record of the last batch it wrote), and when that record was
+/// written (its message's timestamp, Unix ms; none if unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyPosition {
+    pub position: i64,
+    pub written_at_ms: Option<i64>,
+}
+
+/// The standby copy's [`CopyPosition`], if the partition's state is such
+/// a copy.
+pub fn standby_position(store: &Store, partition: u32) -> Result<Option<CopyPosition>, StoreError> {
     let key = super::partition_key(partition, STANDBY_POSITION);
     let value = store.db.get_cf(store.cf(CF_META), key).map_err(|e| store.db_err(e))?;
-    Ok(value.and_then(|v| Some(i64::from_be_bytes(v.as_slice().try_into().ok()?))))
+    let field = |v: &[u8], i: usize| <[u8; 8]>::try_from(v.get(i * 8..i * 8 + 8)?).ok();
+    Ok(value.and_then(|v| {
+        Some(CopyPosition {
+            position: i64::from_be_bytes(field(&v, 0)?),
+            written_at_ms: field(&v, 1).map(i64::from_be_bytes),
+        })
+    }))
+}
+
+/// How long after the record it continues from a copy (or an owner's own
+/// state, [`OwnerPosition`]) may catch up on the changelog's tail: well
+/// within `delete.retention.ms` (a day by default), so that every
+/// tombstone written since is still in the log. Everything after the
+/// record was written after it; tombstones go no sooner than
+/// `delete.retention.ms` after they were written.
+pub const CATCH_UP_WITHIN_MS: i64 = 60 * 60 * 1000;
+
+/// Whether state continuing from a record written at `written_at_ms` may
+/// catch up at `now_ms` (see [`CATCH_UP_WITHIN_MS`]); not if the time is
+/// unknown or in the future (a clock moved back).
+pub fn may_catch_up(written_at_ms: Option<i64>, now_ms: i64) -> bool {
+    written_at_ms.is_some_and(|at| (0..CATCH_UP_WITHIN_MS).contains(&now_ms.saturating_sub(at)))
 }
 
 const OWNER_POSITION: &[u8] = b"owner_position";

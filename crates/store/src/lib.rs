@@ -1015,4 +1015,25 @@ mod tests {
         assert_eq!(changelog::owner_position(&store, 1).unwrap(), Some(at));
         assert_eq!(store.meta(b"txn/1").unwrap(), Some(b"a".to_vec()));
     }
+
+    #[test]
+    fn a_copys_position_keeps_when_its_record_was_written_and_only_recent_ones_may_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let at = changelog::CopyPosition { position: 77, written_at_ms: Some(1_700_000_000_000) };
+        changelog::TailBatch::default().write(&store, 3, at).unwrap();
+        assert_eq!(changelog::standby_position(&store, 3).unwrap(), Some(at));
+        // Written before record times were kept: the time is unknown.
+        let unknown = changelog::CopyPosition { position: 78, written_at_ms: None };
+        changelog::TailBatch::default().write(&store, 3, unknown).unwrap();
+        assert_eq!(changelog::standby_position(&store, 3).unwrap(), Some(unknown));
+
+        let written = 1_700_000_000_000;
+        let within = changelog::CATCH_UP_WITHIN_MS;
+        assert!(changelog::may_catch_up(Some(written), written));
+        assert!(changelog::may_catch_up(Some(written), written + within - 1));
+        assert!(!changelog::may_catch_up(Some(written), written + within), "tombstones may be gone");
+        assert!(!changelog::may_catch_up(Some(written), written - 1), "a clock that moved back");
+        assert!(!changelog::may_catch_up(None, written), "unknown age");
+    }
 }
