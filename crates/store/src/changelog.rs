@@ -366,11 +366,10 @@ pub struct CopyPosition {
 pub fn standby_position(store: &Store, partition: u32) -> Result<Option<CopyPosition>, StoreError> {
     let key = super::partition_key(partition, STANDBY_POSITION);
     let value = store.db.get_cf(store.cf(CF_META), key).map_err(|e| store.db_err(e))?;
-    let field = |v: &[u8], i: usize| <[u8; 8]>::try_from(v.get(i * 8..i * 8 + 8)?).ok();
     Ok(value.and_then(|v| {
         Some(CopyPosition {
-            position: i64::from_be_bytes(field(&v, 0)?),
-            written_at_ms: field(&v, 1).map(i64::from_be_bytes),
+            position: i64::from_be_bytes(word(&v, 0)?),
+            written_at_ms: word(&v, 1).map(i64::from_be_bytes),
         })
     }))
 }
@@ -421,14 +420,18 @@ impl super::LedgerBatch<'_> {
 pub fn owner_position(store: &Store, partition: u32) -> Result<Option<OwnerPosition>, StoreError> {
     let key = super::partition_key(partition, OWNER_POSITION);
     let value = store.db.get_cf(store.cf(CF_META), key).map_err(|e| store.db_err(e))?;
-    let field = |v: &[u8], i: usize| <[u8; 8]>::try_from(v.get(i * 8..i * 8 + 8)?).ok();
     Ok(value.and_then(|v| {
         Some(OwnerPosition {
-            next_offset: u64::from_be_bytes(field(&v, 0)?),
-            position: i64::from_be_bytes(field(&v, 1)?),
-            at_ms: i64::from_be_bytes(field(&v, 2)?),
+            next_offset: u64::from_be_bytes(word(&v, 0)?),
+            position: i64::from_be_bytes(word(&v, 1)?),
+            at_ms: i64::from_be_bytes(word(&v, 2)?),
         })
     }))
+}
+
+/// The `i`-th 8-byte word of a stored value, if it has one.
+fn word(value: &[u8], i: usize) -> Option<[u8; 8]> {
+    value.get(i * 8..i * 8 + 8)?.try_into().ok()
 }
 
 /// Makes a standby's copy the partition's own state (its owner took it
