@@ -55,6 +55,16 @@ fn a_compacted_co_partitioned_changelog_passes_and_every_other_is_refused() {
     let policy = [("cleanup.policy", "compact,delete")];
     kafka_tools::create_topics_with(&setup.kafka(), &[(&both, 4, &policy[..])]).expect("topic");
     assert!(refusal(&setup, &both).contains("retention.ms"));
+
+    // Tombstones that go before a catch-up could read them.
+    let brief = format!("{}.brief", setup.input);
+    let configs = [("cleanup.policy", "compact"), ("delete.retention.ms", "60000")];
+    kafka_tools::create_topics_with(&setup.kafka(), &[(&brief, 4, &configs[..])]).expect("topic");
+    assert!(refusal(&setup, &brief).contains("delete.retention.ms is \"60000\""));
+    let lasting = format!("{}.lasting", setup.input);
+    let configs = [("cleanup.policy", "compact"), ("delete.retention.ms", "86400000")];
+    kafka_tools::create_topics_with(&setup.kafka(), &[(&lasting, 4, &configs[..])]).expect("topic");
+    changelog_topic::check(&setup.kafka(), &lasting, &setup.input).expect("a day of tombstones");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! than `retention.ms` and a restore could not tell. `accrual topics` and
 //! `accrual run` check it, so a topic made by other tooling with the
 //! broker's defaults (`cleanup.policy=delete`) is refused before any state
-//! goes to it.
+//! goes to it. Its `delete.retention.ms`, when set, must keep tombstones
+//! long enough for a state catching up on the changelog's tail (a standby
+//! copy, a partition back on its former owner) to read them.
 
 use crate::kafka_tools::{Admin, Connection, ToolError, partitions};
 use rdkafka::admin::ResourceSpecifier;
@@ -26,8 +28,10 @@ pub fn check(kafka: &Connection, changelog: &str, input: &str) -> Result<(), Too
              published to the changelog partition of the same number, so both need the same count"
         )));
     }
-    match cleanup_policy(kafka, changelog) {
-        Ok(policy) => policy_problem(policy.as_deref()).map_or(Ok(()), |why| Err(problem(why))),
+    match described(kafka, changelog) {
+        Ok(configs) => policy_problem(configs.policy.as_deref())
+            .or_else(|| tombstones_problem(configs.delete_retention_ms.as_deref()))
+            .map_or(Ok(()), |why| Err(problem(why))),
         Err(e) => {
             tracing::warn!(
                 topic = changelog,
@@ -67,8 +71,32 @@ fn policy_problem(policy: Option<&str>) -> Option<String> {
     None
 }
 
-/// The topic's `cleanup.policy`, as the broker describes it.
-fn cleanup_policy(kafka: &Connection, topic: &str) -> Result<Option<String>, ToolError> {
+/// What is wrong with a changelog's `delete.retention.ms`, if anything:
+/// state may catch up on the tail from a record up to
+/// `CATCH_UP_WITHIN_MS` old, and must find every tombstone written since.
+/// Not set: the default (a day) applies.
+fn tombstones_problem(delete_retention_ms: Option<&str>) -> Option<String> {
+    let least = 2 * accrual_store::changelog::CATCH_UP_WITHIN_MS;
+    let value = delete_retention_ms?;
+    match value.trim().parse::<i64>() {
+        Ok(ms) if ms >= least => None,
+        _ => Some(format!(
+            "delete.retention.ms is {value:?}: tombstones must stay at least {least} ms, since a standby copy or a \
+             partition back on its former owner catches up on the changelog's tail from records up to an hour \
+             old and would miss deletions whose tombstones are gone (set delete.retention.ms to {least} or more; \
+             the default is 86400000)"
+        )),
+    }
+}
+
+/// The configs the check reads, as the broker describes them.
+struct Described {
+    policy: Option<String>,
+    delete_retention_ms: Option<String>,
+}
+
+/// The topic's configs the check needs, as the broker describes them.
+fn described(kafka: &Connection, topic: &str) -> Result<Described, ToolError> {
     let admin = Admin::connect(kafka)?;
     let described =
         admin.wait(admin.client.describe_configs(&[ResourceSpecifier::Topic(topic)], &admin.options))?;
@@ -78,12 +106,24 @@ fn cleanup_policy(kafka: &Connection, topic: &str) -> Result<Option<String>, Too
         .next()
         .ok_or_else(|| not_described("the broker described no configs".into()))?
         .map_err(|code| not_described(format!("describing its configs: {code}")))?;
-    Ok(resource.get("cleanup.policy").and_then(|e| e.value.clone()))
+    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    Ok(Described { policy: value("cleanup.policy"), delete_retention_ms: value("delete.retention.ms") })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::policy_problem;
+    use super::{policy_problem, tombstones_problem};
+
+    #[test]
+    fn tombstones_must_outlive_a_catch_up() {
+        assert_eq!(tombstones_problem(None), None, "the default, a day");
+        assert_eq!(tombstones_problem(Some("86400000")), None);
+        assert_eq!(tombstones_problem(Some("7200000")), None);
+        for short in ["7199999", "60000", "-1", "soon"] {
+            let why = tombstones_problem(Some(short)).expect("refused");
+            assert!(why.contains("delete.retention.ms") && why.contains("7200000 or more"), "{why}");
+        }
+    }
 
     #[test]
     fn only_compaction_without_deletion_keeps_every_state() {
