@@ -150,7 +150,7 @@ impl ProducerContext for ProgressDeliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let Ok(m) = result else { return };
+        let (Some(changelog), Ok(m)) = (&self.changelog, result) else { return };
         // Most messages are not changelog records: their keys fail first.
         let partition = m
             .key()
@@ -158,7 +158,7 @@ impl ProducerContext for ProgressDeliveries {
             .filter(accrual_store::changelog::is_progress)
             .and_then(|change| change.partition());
         let Some(partition) = partition else { return };
-        if self.changelog.as_deref() == Some(m.topic()) {
+        if changelog == m.topic() {
             self.delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, m.offset());
         }
     }

@@ -65,13 +65,17 @@ pub(super) fn begin_and_produce(
     txn: &str,
     sinks: &mut [outbox::OutboxSink],
 ) -> Option<TxnFailure> {
-    // Progress records delivered before (an aborted transaction's) are
-    // not this one's.
-    producer.context().take();
-    producer.begin_transaction().err().map(classify).or_else(|| {
+    begin(producer).err().map(classify).or_else(|| {
         let entries = sinks.iter_mut().flat_map(|s| s.entries().map(|(_, entry)| entry));
         produce(producer, topics, txn, entries).err()
     })
+}
+
+/// Begins a transaction. Progress records delivered before (an aborted
+/// transaction's) are not this one's: forgotten first.
+pub(super) fn begin(producer: &EngineProducer) -> rdkafka::error::KafkaResult<()> {
+    producer.context().take();
+    producer.begin_transaction()
 }
 
 /// Produces the messages of encoded outbox entries into the open

@@ -238,8 +238,7 @@ impl Engine {
         offsets: &[(u32, u64)],
     ) -> Result<(), TxnFailure> {
         let txn = id.to_string();
-        self.producer.context().take(); // an earlier transaction's progress records
-        self.producer.begin_transaction().map_err(classify)?;
+        crate::publish::begin(&self.producer).map_err(classify)?;
         produce(&self.producer, &self.config.kafka.topics, &txn, entries)?;
         self.commit_offsets(&txn, offsets)
     }
