@@ -2,8 +2,9 @@
 //! outbox, alongside its RocksDB commit.
 
 use super::outbox::{self, Destination, HEADER_TXN};
-use super::{CommittedCycle, Failpoint, InFlight, TxnFailure, classify, committer, join_commit};
+use super::{Failpoint, TxnFailure, classify, committer};
 use crate::clients::EngineProducer;
+use crate::cycle::{CommittedCycle, InFlight, join_commit};
 use accrual_store::{Store, StoreError};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
