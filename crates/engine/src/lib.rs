@@ -201,28 +201,8 @@ pub fn run(
     stop: Arc<AtomicBool>,
     options: RunOptions,
 ) -> Result<RunSummary, EngineError> {
-    let timeline = Arc::new(Timeline::load(&config.engine.rules)?);
+    let (timeline, store) = open_state(&config)?;
     let e = &config.engine;
-    let store = Arc::new(Store::open(
-        &e.state_dir,
-        &StoreOptions {
-            sync: e.sync_wal,
-            block_cache_bytes: e.block_cache_mb << 20,
-            write_buffer_bytes: e.write_buffer_mb << 20,
-        },
-    )?);
-    if let Some(recorded) = store.rules_version()? {
-        let recorded = Timeline::parse_record(&recorded);
-        if let Some(why) = reload::check_at_start(&timeline, &recorded, &store, &e.instance_id)? {
-            return Err(EngineError::RulesHistory(format!("{}: {why}", e.rules.display())));
-        }
-        if let Some(from) = timeline.first_difference(&recorded) {
-            tracing::info!(from = %from, versions = %timeline.label(), "rules changed; events from that instant on are computed by the new versions")
-        }
-    }
-    let mut batch = store.batch();
-    batch.set_rules_version(&timeline.record());
-    store.commit(batch)?;
     let shared: api::SharedTimeline = Arc::new(std::sync::RwLock::new(timeline.clone()));
 
     let timeout = Duration::from_millis(e.kafka_timeout_ms);
@@ -305,19 +285,7 @@ pub fn run(
         shared_rules: shared,
     };
     engine.resolve_journal()?;
-    let input = &engine.config.kafka.topics.input;
-    match rebalance::topic_partitions(&engine.consumer, input, engine.timeout) {
-        Some(count) => {
-            rebalance::check_partition_count(&engine.store, input, count)
-                .map_err(EngineError::PartitionCount)?;
-            engine.partitions.store(count, Ordering::Relaxed);
-        }
-        None => tracing::warn!("could not read the input topic's partition count"),
-    }
-    if let Some(changelog) = &engine.config.kafka.topics.changelog {
-        changelog_topic::check(&clients::Connection::of(&engine.config.kafka), changelog, input)
-            .map_err(EngineError::ChangelogTopic)?;
-    }
+    engine.check_topics()?;
     engine.consumer.subscribe(&[&engine.config.kafka.topics.input]).map_err(kafka("subscribing"))?;
     tracing::info!(
         instance = %engine.config.engine.instance_id,
@@ -329,23 +297,44 @@ pub fn run(
     engine.main_loop(&stop, &options)?;
     // Stopped before the partitions are given up (the consumer closes).
     engine.standby = None;
-    {
-        let a = EngineContext::lock(&engine.assignment);
-        engine.summary.refused_partitions = a.refusals;
-        engine.summary.restored_partitions = a.restores;
-        engine.summary.restored_changes = a.restored_changes;
-        engine.summary.restored_bytes = a.restored_bytes;
-        engine.summary.restore_longest = a.restore_longest;
-    }
+    engine.count_restores();
     tracing::info!(summary = ?engine.summary, "engine stopped");
     Ok(engine.summary)
 }
 
-/// Installs the metrics and starts the HTTP listener (if enabled); returns
-/// the metrics and the input topic's partition count it reads.
+/// Opens the state directory and loads the rules, refusing rules that
+/// disagree with what the state has applied; records the rules' version.
+fn open_state(config: &EngineConfig) -> Result<(Arc<Timeline>, Arc<Store>), EngineError> {
+    let timeline = Arc::new(Timeline::load(&config.engine.rules)?);
+    let e = &config.engine;
+    let store = Arc::new(Store::open(
+        &e.state_dir,
+        &StoreOptions {
+            sync: e.sync_wal,
+            block_cache_bytes: e.block_cache_mb << 20,
+            write_buffer_bytes: e.write_buffer_mb << 20,
+        },
+    )?);
+    if let Some(recorded) = store.rules_version()? {
+        let recorded = Timeline::parse_record(&recorded);
+        if let Some(why) = reload::check_at_start(&timeline, &recorded, &store, &e.instance_id)? {
+            return Err(EngineError::RulesHistory(format!("{}: {why}", e.rules.display())));
+        }
+        if let Some(from) = timeline.first_difference(&recorded) {
+            tracing::info!(from = %from, versions = %timeline.label(), "rules changed; events from that instant on are computed by the new versions")
+        }
+    }
+    let mut batch = store.batch();
+    batch.set_rules_version(&timeline.record());
+    store.commit(batch)?;
+    Ok((timeline, store))
+}
+
 /// How often the group's partition owners are read, for lookups.
 const OWNERS_REFRESH: Duration = Duration::from_secs(2);
 
+/// Installs the metrics and starts the HTTP listener (if enabled); returns
+/// the metrics and the input topic's partition count it reads.
 fn start_http(
     config: &EngineConfig,
     store: &Arc<Store>,
@@ -386,6 +375,35 @@ fn start_http(
 }
 
 impl Engine {
+    /// Checks the input topic's partition count against the state's, and
+    /// the changelog topic (present, co-partitioned, compacted).
+    fn check_topics(&mut self) -> Result<(), EngineError> {
+        let input = &self.config.kafka.topics.input;
+        match rebalance::topic_partitions(&self.consumer, input, self.timeout) {
+            Some(count) => {
+                rebalance::check_partition_count(&self.store, input, count)
+                    .map_err(EngineError::PartitionCount)?;
+                self.partitions.store(count, Ordering::Relaxed);
+            }
+            None => tracing::warn!("could not read the input topic's partition count"),
+        }
+        if let Some(changelog) = &self.config.kafka.topics.changelog {
+            changelog_topic::check(&clients::Connection::of(&self.config.kafka), changelog, input)
+                .map_err(EngineError::ChangelogTopic)?;
+        }
+        Ok(())
+    }
+
+    /// The run's restores and refusals, into its summary.
+    fn count_restores(&mut self) {
+        let a = EngineContext::lock(&self.assignment);
+        self.summary.refused_partitions = a.refusals;
+        self.summary.restored_partitions = a.restores;
+        self.summary.restored_changes = a.restored_changes;
+        self.summary.restored_bytes = a.restored_bytes;
+        self.summary.restore_longest = a.restore_longest;
+    }
+
     /// Reads the rules again and, if they may replace the running ones,
     /// applies them from the next cycle on (see `reload`).
     fn reload_rules(&mut self) -> Result<(), EngineError> {
