@@ -38,8 +38,10 @@ macro_rules! say {
 
 mod failover;
 mod restore;
+mod table;
 pub use failover::FailoverRun;
 pub use restore::RestoreRun;
+pub use table::table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -705,119 +707,6 @@ fn machine() -> Machine {
         accrual_version: env!("CARGO_PKG_VERSION").to_string(),
         build: if cfg!(debug_assertions) { "debug" } else { "optimised" }.to_string(),
     }
-}
-
-/// The results as a table for the terminal.
-pub fn table(r: &Results) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let m = &r.machine;
-    let _ = writeln!(
-        s,
-        "\nmachine: {} cores, {}, {} GiB, Linux {}",
-        m.cores,
-        m.cpu,
-        m.memory_bytes >> 30,
-        m.kernel
-    );
-    let _ = writeln!(
-        s,
-        "settings: {} events, {} partitions, commit interval {} ms, max batch {}, sync WAL {}",
-        r.settings.events,
-        r.settings.partitions,
-        r.settings.commit_interval_ms,
-        r.settings.max_batch,
-        r.settings.sync_wal
-    );
-    let _ = writeln!(
-        s,
-        "\n{:<10} {:>10} {:>12} {:>10} {:>14} {:>10}",
-        "run", "partitions", "events/s", "seconds", "peak RSS MiB", "CPU s/M"
-    );
-    // The median round's runs (each round's are in the progress above).
-    let mut row = |t: &Throughput, label: &str| {
-        let _ = writeln!(
-            s,
-            "{label:<10} {:>10} {:>12.0} {:>10.2} {:>14} {:>10.2}",
-            t.partitions,
-            t.events_per_second,
-            t.seconds,
-            t.peak_rss_bytes >> 20,
-            t.cpu_seconds_per_million_events
-        );
-    };
-    row(&r.baseline, "baseline");
-    row(&r.accrual, "accrual");
-    for (b, a) in &r.scaling_partitions {
-        row(b, "baseline");
-        row(a, "accrual");
-    }
-    if r.rounds.len() > 1 {
-        let each: Vec<String> = r.rounds.iter().map(|x| format!("{:.2}", x.ratio)).collect();
-        let _ = writeln!(
-            s,
-            "ratio accrual/baseline: {:.2} (the median of {} rounds: {}; its runs above)",
-            r.ratio,
-            r.rounds.len(),
-            each.join(", ")
-        );
-    } else {
-        let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
-    }
-    if let Some(x) = &r.restore {
-        let _ = writeln!(
-            s,
-            "restore from the changelog: {} records ({} MiB) of {} partitions in {:.2} s: {:.0} records/s, {:.1} MiB/s",
-            x.records,
-            x.bytes >> 20,
-            x.partitions,
-            x.seconds,
-            x.records_per_second,
-            x.mib_per_second
-        );
-    }
-    for f in &r.failover {
-        let _ = writeln!(
-            s,
-            "failover, {} standby replicas: {:.1} s from SIGKILL to every partition committing again, the loss noticed by the group after {} (session timeout {} s)",
-            f.standby_replicas,
-            f.seconds,
-            f.noticed(),
-            f.session_timeout_ms / 1000
-        );
-    }
-    if !r.latency.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n{:<10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            "latency", "offered/s", "sent/s", "p50 ms", "p99 ms", "max ms"
-        );
-        for l in &r.latency {
-            let _ = writeln!(
-                s,
-                "{:<10} {:>10} {:>10.0} {:>10.1} {:>10.1} {:>10.1}",
-                l.target, l.offered_per_second, l.sent_per_second, l.p50_ms, l.p99_ms, l.max_ms
-            );
-        }
-    }
-    if !r.scaling_state.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n{:<12} {:>12} {:>14} {:>14}",
-            "accounts", "events/s", "peak RSS MiB", "disk B/account"
-        );
-        for st in &r.scaling_state {
-            let _ = writeln!(
-                s,
-                "{:<12} {:>12.0} {:>14} {:>14.0}",
-                st.accounts,
-                st.run.events_per_second,
-                st.run.peak_rss_bytes >> 20,
-                st.disk_bytes_per_account
-            );
-        }
-    }
-    s
 }
 
 #[cfg(test)]
