@@ -16,6 +16,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets --features accrual/failpoints -- -D warnings
+echo "== rustdoc: every intra-doc link resolves (private items documented, as the team reads them)"
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+  cargo doc --locked --workspace --no-deps --document-private-items
 echo "== the core crate and its tests build without RocksDB and librdkafka"
 if cargo tree --locked -p accrual-core -e normal,build,dev | grep -E 'rocksdb|rdkafka'; then
   echo "accrual-core depends on RocksDB or librdkafka" >&2

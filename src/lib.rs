@@ -12,7 +12,7 @@
 //!   [`metrics`], [`kafka_tools`].
 //!
 //! Its own modules: [`simulate`] (the file-based run of rules), [`backtest`]
-//! (two rule sets compared), [`bench`] (the
+//! (two rule sets compared), [`bench`](mod@bench) (the
 //! end-to-end benchmark) and [`allocator`] (the binary's and benches').
 
 pub use accrual_core::{accrue, events, money, partitioner, pipeline, rules, state, time, typed_toml};

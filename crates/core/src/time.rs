@@ -353,7 +353,7 @@ impl fmt::Display for Timestamp {
 /// The program's local time, for calendar months, weekdays and campaign
 /// windows: a fixed UTC offset, or a zone of the IANA time zone database
 /// with its daylight saving rules. Zones come from the database compiled
-/// into the binary ([`TZDB_VERSION`]), never the system's, and its version
+/// into the binary ([`tzdb_version`]), never the system's, and its version
 /// is part of the rules version: an update of the database can never move
 /// a period boundary silently.
 #[derive(Debug, Clone, PartialEq)]

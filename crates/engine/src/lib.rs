@@ -4,7 +4,7 @@
 //!
 //! One thread runs commit cycles. A cycle polls up to `max_batch` messages
 //! (or for `commit_interval_ms`), runs each partition's messages through the
-//! [`Processor`], commits state, outbox, progress and a journal entry in ONE
+//! [`Processor`](accrual_core::pipeline::Processor), commits state, outbox, progress and a journal entry in ONE
 //! synced RocksDB WriteBatch, then publishes the outbox and commits the
 //! input offsets in ONE Kafka transaction. The Kafka commit runs on a
 //! thread of its own while the next cycle polls, processes and commits to

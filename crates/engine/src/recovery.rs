@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Engine {
-    /// Decides the transaction a crash left open (see [`journal`]).
+    /// Decides the transaction a crash left open (see [`crate::journal`]).
     pub(super) fn resolve_journal(&mut self) -> Result<(), EngineError> {
         // Each partition once, though two entries may name it.
         let open: std::collections::BTreeSet<u32> = Journal::open_entries(&self.store)?

@@ -4,7 +4,7 @@
 //! or restored alone. A batch of work is committed as ONE `WriteBatch`.
 //!
 //! Layout (partition as 4 big-endian bytes, offsets as 8):
-//! - `accounts`: partition ++ account id -> [`AccountState`] (versioned)
+//! - `accounts`: partition ++ account id -> [`AccountState`](accrual_core::state::AccountState) (versioned)
 //! - `purchases`: partition ++ account id length ++ account id ++ sequence
 //!   number -> one retained purchase (see `accounts.rs`)
 //! - `dedupe`:   partition ++ event id -> event time first seen
