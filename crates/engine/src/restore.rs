@@ -270,17 +270,14 @@ pub(crate) enum Continuation {
 pub(crate) fn continuation(store: &Store, partition: u32) -> Result<Continuation, StoreError> {
     let now = crate::wall_clock().0;
     if let Some(copy) = changelog::standby_position(store, partition)? {
-        return Ok(match changelog::may_catch_up(copy.written_at_ms, now) {
-            true => Continuation::Copy(copy.position),
-            false => Continuation::StaleCopy,
-        });
+        let fresh = changelog::may_catch_up(copy.written_at_ms, now);
+        return Ok(if fresh { Continuation::Copy(copy.position) } else { Continuation::StaleCopy });
     }
     let Some(own) = changelog::owner_position(store, partition)? else { return Ok(Continuation::None) };
     let Some(local) = store.stamped_progress(partition)? else { return Ok(Continuation::None) };
-    Ok(match own.next_offset == local.progress.next_offset && changelog::may_catch_up(Some(own.at_ms), now) {
-        true => Continuation::Own(own.position),
-        false => Continuation::None,
-    })
+    let unchanged = own.next_offset == local.progress.next_offset;
+    let fresh = changelog::may_catch_up(Some(own.at_ms), now);
+    Ok(if unchanged && fresh { Continuation::Own(own.position) } else { Continuation::None })
 }
 
 /// Applies the changelog from `position` (where a standby's copy, or this
