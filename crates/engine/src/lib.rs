@@ -13,7 +13,8 @@
 //! replaced) and the outbox is published again, never skipped
 //! ([`recovery`]). A cycle's steps are in [`cycle`], the producing in
 //! [`publish`], the test-only crash points in [`failpoint`]. The protocol
-//! and its crash points: `docs/exactly-once.md`.
+//! and its crash points: `docs/exactly-once.md`. Partitions are taken up
+//! after their restore in [`takeover`]; rules are reloaded in [`reload`].
 
 pub mod api;
 mod bootstrap;
@@ -37,13 +38,13 @@ mod reload;
 pub mod report;
 pub mod restore;
 pub mod standby;
+mod takeover;
 mod ticker;
 mod workers;
 
 use cycle::{InFlight, Polled};
 use failpoint::Failpoint;
 use publish::produce;
-use rebalance::Owned;
 
 use crate::config::EngineConfig;
 use accrual_core::rules::{RulesError, Timeline};
@@ -52,7 +53,6 @@ use journal::{Journal, TxnId, TxnStatus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rebalance::{Assignment, EngineContext};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -404,73 +404,6 @@ impl Engine {
         self.summary.restore_longest = a.restore_longest;
     }
 
-    /// Reads the rules again and, if they may replace the running ones,
-    /// applies them from the next cycle on (see `reload`).
-    fn reload_rules(&mut self) -> Result<(), EngineError> {
-        let path = &self.config.engine.rules;
-        let outcome = reload::reload(path, &self.timeline, &self.store)?;
-        crate::metrics::rules_reloaded(outcome.result());
-        match outcome {
-            reload::Reload::Applied(next, from) => {
-                self.workers.set_timeline(&next);
-                *self.shared_rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
-                crate::metrics::rules_in_use(Some(&self.timeline), &next);
-                if let Some(m) = &self.metrics {
-                    m.set_programs(&next);
-                }
-                let mut batch = self.store.batch();
-                batch.set_rules_version(&next.record());
-                self.store.commit(batch)?;
-                let from = reload::since(from, &next.first().timezone);
-                tracing::info!(rules = %path.display(), versions = %next.label(), from = %from, "rules reloaded");
-                self.timeline = next;
-                self.retry_refused_over_rules()?;
-            }
-            reload::Reload::Unchanged => {
-                tracing::info!(rules = %path.display(), "rules read again: unchanged")
-            }
-            reload::Reload::Refused(why) | reload::Reload::Invalid(why) => {
-                tracing::error!(rules = %path.display(), "rules reload refused, the running rules stay: {why}")
-            }
-        }
-        Ok(())
-    }
-
-    /// After a reload: the partitions refused because they were processed
-    /// under other rules go through their restore again (their state is
-    /// kept if it still continues the group's), and are taken up if the
-    /// rules agree now (`finish_restores`).
-    fn retry_refused_over_rules(&mut self) -> Result<(), EngineError> {
-        let retry: Vec<u32> = EngineContext::lock(&self.assignment)
-            .refused
-            .iter()
-            .filter(|(_, why)| why.starts_with(reload::REFUSED_OVER_RULES))
-            .map(|(p, _)| *p)
-            .collect();
-        if retry.is_empty() {
-            return Ok(());
-        }
-        let topic = &self.config.kafka.topics.input;
-        let mut tpl = TopicPartitionList::new();
-        for p in &retry {
-            tpl.add_partition(topic, *p as i32);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, self.timeout)
-            .map_err(kafka("reading the group's offsets"))?;
-        let context = self.consumer.context();
-        let mut a = EngineContext::lock(&self.assignment);
-        for p in retry {
-            let offset = rebalance::committed_offset(&committed, topic, p);
-            tracing::info!(partition = p, "rules reloaded: checking the refused partition again");
-            if let Err(reason) = context.start_restore(&mut a, p, offset) {
-                context.refuse(&mut a, p, reason);
-            }
-        }
-        Ok(())
-    }
-
     fn main_loop(&mut self, stop: &AtomicBool, options: &RunOptions) -> Result<(), EngineError> {
         let interval = Duration::from_millis(self.config.engine.commit_interval_ms);
         let max_batch = self.config.engine.max_batch;
@@ -550,105 +483,6 @@ impl Engine {
             self.refresh_partition_count();
         }
         crate::metrics::assignment(assigned, refused, ready, &lag);
-    }
-
-    /// Takes up partitions whose restore finished: owned from the group's
-    /// offset, their cached states dropped, resumed there; or refused.
-    fn finish_restores(&mut self) -> Result<(), EngineError> {
-        let finished: Vec<(u32, restore::Restoring)> = {
-            let mut a = EngineContext::lock(&self.assignment);
-            let (done, stopping): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut a.cancelled).into_iter().partition(|(_, r)| r.is_finished());
-            a.cancelled = stopping;
-            drop(done);
-            let ready: Vec<u32> =
-                a.restoring.iter().filter(|(_, r)| r.is_finished()).map(|(p, _)| *p).collect();
-            a.taking_up.extend(ready.iter().copied());
-            ready.into_iter().filter_map(|p| a.restoring.remove(&p).map(|r| (p, r))).collect()
-        };
-        let Some(from) = self.config.kafka.topics.changelog.clone() else { return Ok(()) };
-        for (p, restoring) in finished {
-            let (committed, reported) = (restoring.committed, restoring.reported);
-            let owned = restore::outcome(&from, committed, restoring.join())
-                .and_then(|restored| self.take_up(p, committed, reported, restored));
-            let owned = match owned {
-                Ok(owned) => owned,
-                Err(reason) => {
-                    tracing::error!(partition = p, "partition refused: {reason}");
-                    let mut a = EngineContext::lock(&self.assignment);
-                    a.taking_up.remove(&p);
-                    a.refused.insert(p, reason);
-                    a.refusals += 1;
-                    continue;
-                }
-            };
-            {
-                let mut a = EngineContext::lock(&self.assignment);
-                a.taking_up.remove(&p);
-                a.owned.insert(p, owned);
-            }
-            let topic = &self.config.kafka.topics.input;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(topic, p as i32);
-            let start = Offset::Offset(owned.progress.next_offset as i64);
-            self.consumer
-                .seek(topic, p as i32, start, self.timeout)
-                .map_err(kafka("seeking a restored partition to where its state ends"))?;
-            self.consumer.resume(&tpl).map_err(kafka("resuming a restored partition"))?;
-        }
-        Ok(())
-    }
-
-    /// Where a partition whose state was checked against the changelog
-    /// starts: from its own state if that was kept (the outbox protocol
-    /// then handles state ahead of the group), else from the restored
-    /// state's progress.
-    fn take_up(
-        &self,
-        p: u32,
-        committed: Option<u64>,
-        reported: u64,
-        restored: restore::Restored,
-    ) -> Result<Owned, String> {
-        reload::check_partition(&self.store, &self.timeline, p)?;
-        // A standby's copy is this instance's own state from now on.
-        accrual_store::changelog::forget_standby_position(&self.store, p).map_err(|e| e.to_string())?;
-        if restored.kept {
-            let owned = rebalance::start_offset(restored.progress, committed)
-                .and_then(|owned| self.consumer.context().check_gap(&self.consumer, p, owned))?;
-            tracing::info!(
-                partition = p,
-                start_offset = owned.progress.next_offset,
-                committed_offset = committed,
-                recovery = owned.needs_recovery,
-                "partition assigned; its local state continues the group's"
-            );
-            return Ok(owned);
-        }
-        let progress = restored.progress.unwrap_or_default();
-        let mut a = EngineContext::lock(&self.assignment);
-        // An empty changelog (a new partition) restores nothing.
-        if restored.changes > 0 {
-            crate::metrics::restored(
-                restored.changes.saturating_sub(reported),
-                restored.bytes,
-                restored.elapsed,
-            );
-            a.restores += 1;
-            a.restored_changes += restored.changes;
-            a.restored_bytes += restored.bytes;
-            a.restore_longest = a.restore_longest.max(restored.elapsed);
-        }
-        tracing::info!(
-            partition = p,
-            changes = restored.changes,
-            bytes = restored.bytes,
-            seconds = restored.elapsed.as_secs_f64(),
-            start_offset = progress.next_offset,
-            "partition restored from the changelog"
-        );
-        a.restored_to_forget.push(p);
-        Ok(Owned { progress, committed, needs_recovery: false })
     }
 
     fn refresh_partition_count(&self) {

@@ -24,6 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
+use crate::rebalance::{self, EngineContext};
+use crate::{Engine, EngineError, kafka};
+use rdkafka::consumer::Consumer;
+use rdkafka::topic_partition_list::TopicPartitionList;
+
 /// What reading the rules again came to.
 pub enum Reload {
     /// The new timeline, to apply from the next cycle, and the instant
@@ -188,4 +193,74 @@ pub fn watch(path: PathBuf, every: Duration, flag: &Arc<AtomicBool>) -> std::io:
         }
     })?;
     Ok(())
+}
+
+/// The engine's side: applying a reload between two cycles.
+impl Engine {
+    /// Reads the rules again and, if they may replace the running ones,
+    /// applies them from the next cycle on (see `reload`).
+    pub(crate) fn reload_rules(&mut self) -> Result<(), EngineError> {
+        let path = &self.config.engine.rules;
+        let outcome = reload(path, &self.timeline, &self.store)?;
+        crate::metrics::rules_reloaded(outcome.result());
+        match outcome {
+            Reload::Applied(next, from) => {
+                self.workers.set_timeline(&next);
+                *self.shared_rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+                crate::metrics::rules_in_use(Some(&self.timeline), &next);
+                if let Some(m) = &self.metrics {
+                    m.set_programs(&next);
+                }
+                let mut batch = self.store.batch();
+                batch.set_rules_version(&next.record());
+                self.store.commit(batch)?;
+                let from = since(from, &next.first().timezone);
+                tracing::info!(rules = %path.display(), versions = %next.label(), from = %from, "rules reloaded");
+                self.timeline = next;
+                self.retry_refused_over_rules()?;
+            }
+            Reload::Unchanged => {
+                tracing::info!(rules = %path.display(), "rules read again: unchanged")
+            }
+            Reload::Refused(why) | Reload::Invalid(why) => {
+                tracing::error!(rules = %path.display(), "rules reload refused, the running rules stay: {why}")
+            }
+        }
+        Ok(())
+    }
+
+    /// After a reload: the partitions refused because they were processed
+    /// under other rules go through their restore again (their state is
+    /// kept if it still continues the group's), and are taken up if the
+    /// rules agree now (`finish_restores`).
+    fn retry_refused_over_rules(&mut self) -> Result<(), EngineError> {
+        let retry: Vec<u32> = EngineContext::lock(&self.assignment)
+            .refused
+            .iter()
+            .filter(|(_, why)| why.starts_with(REFUSED_OVER_RULES))
+            .map(|(p, _)| *p)
+            .collect();
+        if retry.is_empty() {
+            return Ok(());
+        }
+        let topic = &self.config.kafka.topics.input;
+        let mut tpl = TopicPartitionList::new();
+        for p in &retry {
+            tpl.add_partition(topic, *p as i32);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(kafka("reading the group's offsets"))?;
+        let context = self.consumer.context();
+        let mut a = EngineContext::lock(&self.assignment);
+        for p in retry {
+            let offset = rebalance::committed_offset(&committed, topic, p);
+            tracing::info!(partition = p, "rules reloaded: checking the refused partition again");
+            if let Err(reason) = context.start_restore(&mut a, p, offset) {
+                context.refuse(&mut a, p, reason);
+            }
+        }
+        Ok(())
+    }
 }
