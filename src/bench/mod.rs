@@ -19,14 +19,9 @@ pub mod seed;
 
 use crate::config::EngineConfig;
 use crate::datagen::{self, GenOptions};
-use crate::events::Decoder;
 use crate::kafka_tools;
-use crate::store::StoreOptions;
-use latency::{LatencyResult, Outgoing, Probe};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Progress on stdout; a closed pipe is not an error.
 macro_rules! say {
@@ -38,9 +33,13 @@ macro_rules! say {
 
 mod failover;
 mod restore;
+mod results;
+mod sweeps;
 mod table;
 pub use failover::FailoverRun;
 pub use restore::RestoreRun;
+pub use results::{Machine, Results, Round, Settings, StateSizeRun, Throughput};
+use results::{machine, median_round};
 pub use table::table;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,83 +131,6 @@ pub struct BenchOptions {
 }
 
 pub use crate::engine::report::{RunReport, write_report};
-
-/// One measured run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Throughput {
-    pub target: String,
-    pub partitions: i32,
-    pub events: u64,
-    pub records: u64,
-    pub transactions: u64,
-    pub seconds: f64,
-    pub events_per_second: f64,
-    pub peak_rss_bytes: u64,
-    pub cpu_seconds: f64,
-    pub cpu_seconds_per_million_events: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StateSizeRun {
-    pub accounts: u64,
-    pub seed_seconds: f64,
-    /// State directory after seeding, per account.
-    pub disk_bytes_per_account: f64,
-    pub run: Throughput,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub memory_bytes: u64,
-    pub kernel: String,
-    pub accrual_version: String,
-    pub build: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub brokers: String,
-    pub events: u64,
-    pub accounts: u64,
-    pub skew: f64,
-    pub partitions: i32,
-    pub rules: String,
-    pub commit_interval_ms: u64,
-    pub max_batch: usize,
-    pub sync_wal: bool,
-}
-
-/// One throughput round: both targets over the same events.
-#[derive(Debug, Clone, Serialize)]
-pub struct Round {
-    pub baseline: Throughput,
-    pub accrual: Throughput,
-    /// accrual events/s over baseline events/s.
-    pub ratio: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Results {
-    pub machine: Machine,
-    pub settings: Settings,
-    pub produce_events_per_second: f64,
-    /// The median round's runs (the only round's, by default).
-    pub baseline: Throughput,
-    pub accrual: Throughput,
-    /// The median round's accrual events/s over baseline events/s.
-    pub ratio: f64,
-    /// Every round, in the order run.
-    pub rounds: Vec<Round>,
-    pub latency: Vec<LatencyResult>,
-    pub scaling_partitions: Vec<(Throughput, Throughput)>,
-    pub scaling_state: Vec<StateSizeRun>,
-    /// With `--changelog`: the first round's state restored from it.
-    pub restore: Option<RestoreRun>,
-    /// With `--changelog --failover`.
-    pub failover: Vec<FailoverRun>,
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
@@ -548,97 +470,6 @@ impl Bench {
         );
         Ok(t)
     }
-
-    /// Latency of a target at each offered load, on topics of its own.
-    fn latency(&mut self, target: Target) -> Result<Vec<LatencyResult>, BenchError> {
-        let o = self.opts.clone();
-        let total: u64 = o.latency_rates.iter().map(|r| r * o.latency_seconds).sum::<u64>() + 1_000;
-        let events = outgoing(&self.generate("latency", total, o.accounts, o.seed + 2)?)?;
-        let topics = self.topics(&format!("lat-{}", target.name()), o.partitions)?;
-        let mut probe = Probe::start(&self.kafka(), &topics.input, &topics.output)?;
-        let running = self.start(target, &topics, None, None)?;
-        let log = running.log.clone();
-        let mut feed = events.iter();
-        let measured = (|| -> Result<Vec<LatencyResult>, BenchError> {
-            probe.warm_up(&mut feed, Duration::from_secs(60)).map_err(BenchError::Run)?;
-            let mut results = Vec::new();
-            for &rate in &o.latency_rates {
-                let r = probe.measure(
-                    target.name(),
-                    rate,
-                    o.latency_seconds,
-                    &mut feed,
-                    Duration::from_secs(3),
-                )?;
-                say!(
-                    "{:<8} at {:>6}/s offered ({:.0}/s sent): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} events matched)",
-                    r.target,
-                    r.offered_per_second,
-                    r.sent_per_second,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.max_ms,
-                    r.matched,
-                    r.sent
-                );
-                results.push(r);
-            }
-            Ok(results)
-        })();
-        child::terminate(&running.child);
-        let finished = running.finish();
-        drop(probe);
-        let results = measured.map_err(|e| BenchError::Run(format!("{e}; see {}", log.display())))?;
-        finished?;
-        Ok(results)
-    }
-
-    /// Accrual over `accounts` accounts already in state.
-    fn state_size(&mut self, accounts: u64) -> Result<StateSizeRun, BenchError> {
-        let o = self.opts.clone();
-        let run = self.runs + 1;
-        let state = o.work_dir.join(format!("state-{run}"));
-        let e = &self.config.engine;
-        let options = StoreOptions {
-            sync: false,
-            block_cache_bytes: e.block_cache_mb << 20,
-            write_buffer_bytes: e.write_buffer_mb << 20,
-        };
-        let rules = Arc::new(crate::rules::load(&e.rules)?);
-        let started = Instant::now();
-        let seeded = seed::seed(
-            &state,
-            &options,
-            rules,
-            accounts,
-            o.partitions as u32,
-            self.config.kafka.partitioner,
-        )?;
-        let seed_seconds = started.elapsed().as_secs_f64();
-        let disk = seed::disk_bytes(&state);
-        say!(
-            "seeded {seeded} accounts in {seed_seconds:.1} s (written and compacted), {} MiB on disk",
-            disk >> 20
-        );
-        let file = self.generate(&format!("accounts-{accounts}"), o.scaling_events, accounts, o.seed + 3)?;
-        let topics = self.topics(&format!("s{accounts}"), o.partitions)?;
-        let n = kafka_tools::produce_file(&self.kafka(), &topics.input, &file)?;
-        let run = self.throughput(Target::Accrual, &topics, o.partitions, Some(&state), n)?;
-        Ok(StateSizeRun {
-            accounts,
-            seed_seconds,
-            disk_bytes_per_account: disk as f64 / seeded.max(1) as f64,
-            run,
-        })
-    }
-}
-
-/// The round whose ratio is the median (the lower middle one of an even
-/// number of rounds).
-fn median_round(rounds: &[Round]) -> &Round {
-    let mut order: Vec<&Round> = rounds.iter().collect();
-    order.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
-    order[(order.len() - 1) / 2]
 }
 
 /// A target running as a child process.
@@ -662,82 +493,5 @@ impl Running {
             )));
         }
         Ok(usage)
-    }
-}
-
-/// The events of a file, keyed by account as producers key them.
-fn outgoing(path: &Path) -> Result<Vec<Outgoing>, BenchError> {
-    let text = std::fs::read(path).map_err(io(path.display().to_string()))?;
-    let mut decoder = Decoder::new();
-    let now = crate::time::wall_clock();
-    Ok(text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            let event = decoder.decode(line).ok();
-            Outgoing {
-                key: event.as_ref().map(|e| e.account_id.as_bytes().to_vec()).unwrap_or_default(),
-                timestamp: kafka_tools::stamp(event.map_or(now, |e| e.occurred_at), now),
-                payload: line.to_vec(),
-            }
-        })
-        .collect())
-}
-
-fn machine() -> Machine {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = read("/proc/meminfo");
-    let memory_kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        memory_bytes: memory_kb * 1024,
-        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-        accrual_version: env!("CARGO_PKG_VERSION").to_string(),
-        build: if cfg!(debug_assertions) { "debug" } else { "optimised" }.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn round(ratio: f64) -> Round {
-        let t = |target: &str, events_per_second: f64| Throughput {
-            target: target.into(),
-            partitions: 8,
-            events: 100,
-            records: 100,
-            transactions: 1,
-            seconds: 1.0,
-            events_per_second,
-            peak_rss_bytes: 0,
-            cpu_seconds: 0.0,
-            cpu_seconds_per_million_events: 0.0,
-        };
-        Round { baseline: t("baseline", 100.0), accrual: t("accrual", 100.0 * ratio), ratio }
-    }
-
-    #[test]
-    fn the_median_round_is_the_middle_ratio_or_the_lower_middle_one() {
-        assert_eq!(median_round(&[round(0.7)]).ratio, 0.7);
-        assert_eq!(median_round(&[round(0.8), round(0.6), round(0.7)]).ratio, 0.7);
-        assert_eq!(median_round(&[round(0.8), round(0.6)]).ratio, 0.6);
-        let four = [round(0.9), round(0.5), round(0.7), round(0.6)];
-        let median = median_round(&four);
-        assert_eq!(median.ratio, 0.6);
-        // Its runs come with it, so the table's numbers and ratio agree.
-        assert_eq!(median.accrual.events_per_second, 60.0);
     }
 }

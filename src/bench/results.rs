@@ -1,0 +1,150 @@
+//! What `accrual bench` measured: the results it writes as JSON and
+//! prints as a table, and the machine it ran on.
+
+use super::FailoverRun;
+use super::RestoreRun;
+use super::latency::LatencyResult;
+use serde::Serialize;
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub target: String,
+    pub partitions: i32,
+    pub events: u64,
+    pub records: u64,
+    pub transactions: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub peak_rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub cpu_seconds_per_million_events: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateSizeRun {
+    pub accounts: u64,
+    pub seed_seconds: f64,
+    /// State directory after seeding, per account.
+    pub disk_bytes_per_account: f64,
+    pub run: Throughput,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_bytes: u64,
+    pub kernel: String,
+    pub accrual_version: String,
+    pub build: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub brokers: String,
+    pub events: u64,
+    pub accounts: u64,
+    pub skew: f64,
+    pub partitions: i32,
+    pub rules: String,
+    pub commit_interval_ms: u64,
+    pub max_batch: usize,
+    pub sync_wal: bool,
+}
+
+/// One throughput round: both targets over the same events.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub baseline: Throughput,
+    pub accrual: Throughput,
+    /// accrual events/s over baseline events/s.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub produce_events_per_second: f64,
+    /// The median round's runs (the only round's, by default).
+    pub baseline: Throughput,
+    pub accrual: Throughput,
+    /// The median round's accrual events/s over baseline events/s.
+    pub ratio: f64,
+    /// Every round, in the order run.
+    pub rounds: Vec<Round>,
+    pub latency: Vec<LatencyResult>,
+    pub scaling_partitions: Vec<(Throughput, Throughput)>,
+    pub scaling_state: Vec<StateSizeRun>,
+    /// With `--changelog`: the first round's state restored from it.
+    pub restore: Option<RestoreRun>,
+    /// With `--changelog --failover`.
+    pub failover: Vec<FailoverRun>,
+}
+
+/// The round whose ratio is the median (the lower middle one of an even
+/// number of rounds).
+pub(super) fn median_round(rounds: &[Round]) -> &Round {
+    let mut order: Vec<&Round> = rounds.iter().collect();
+    order.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+    order[(order.len() - 1) / 2]
+}
+
+pub(super) fn machine() -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = read("/proc/meminfo");
+    let memory_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes: memory_kb * 1024,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        accrual_version: env!("CARGO_PKG_VERSION").to_string(),
+        build: if cfg!(debug_assertions) { "debug" } else { "optimised" }.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(ratio: f64) -> Round {
+        let t = |target: &str, events_per_second: f64| Throughput {
+            target: target.into(),
+            partitions: 8,
+            events: 100,
+            records: 100,
+            transactions: 1,
+            seconds: 1.0,
+            events_per_second,
+            peak_rss_bytes: 0,
+            cpu_seconds: 0.0,
+            cpu_seconds_per_million_events: 0.0,
+        };
+        Round { baseline: t("baseline", 100.0), accrual: t("accrual", 100.0 * ratio), ratio }
+    }
+
+    #[test]
+    fn the_median_round_is_the_middle_ratio_or_the_lower_middle_one() {
+        assert_eq!(median_round(&[round(0.7)]).ratio, 0.7);
+        assert_eq!(median_round(&[round(0.8), round(0.6), round(0.7)]).ratio, 0.7);
+        assert_eq!(median_round(&[round(0.8), round(0.6)]).ratio, 0.6);
+        let four = [round(0.9), round(0.5), round(0.7), round(0.6)];
+        let median = median_round(&four);
+        assert_eq!(median.ratio, 0.6);
+        // Its runs come with it, so the table's numbers and ratio agree.
+        assert_eq!(median.accrual.events_per_second, 60.0);
+    }
+}
