@@ -21,7 +21,11 @@ use crate::config::EngineConfig;
 use crate::datagen::{self, GenOptions};
 use crate::kafka_tools;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Cores found busy before the first round above which the run warns:
+/// the bench's own idle broker and the kernel stay well below.
+const BUSY_WARNING_CORES: f64 = 0.1;
 
 /// Progress on stdout; a closed pipe is not an error.
 macro_rules! say {
@@ -39,7 +43,7 @@ mod table;
 pub use failover::FailoverRun;
 pub use restore::RestoreRun;
 pub use results::{Machine, Results, Round, Settings, StateSizeRun, Throughput};
-use results::{machine, median_round};
+use results::{busy_cores, machine, median_round};
 pub use table::table;
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +218,13 @@ impl Bench {
         let produced = kafka_tools::produce_file(&self.kafka(), &topics.input, &events)?;
         let produce_rate = produced as f64 / started.elapsed().as_secs_f64().max(1e-9);
         say!("produced {produced} events ({produce_rate:.0}/s)");
+        let busy_before = busy_cores(Duration::from_secs(1));
+        if let Some(busy) = busy_before.filter(|b| *b >= BUSY_WARNING_CORES) {
+            say!(
+                "warning: {busy:.2} cores were busy before the first round (other processes, e.g. a broker \
+                 compacting or a build): every figure below is lower than on an idle machine"
+            );
+        }
         let mut rounds = Vec::new();
         for n in 1..=o.rounds {
             if o.rounds > 1 {
@@ -260,7 +271,7 @@ impl Bench {
             }
         }
         let results = Results {
-            machine: machine(),
+            machine: machine(busy_before),
             settings: Settings {
                 brokers: self.brokers.clone(),
                 events: o.events,

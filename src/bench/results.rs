@@ -5,6 +5,7 @@ use super::FailoverRun;
 use super::RestoreRun;
 use super::latency::LatencyResult;
 use serde::Serialize;
+use std::time::Duration;
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +39,10 @@ pub struct Machine {
     pub kernel: String,
     pub accrual_version: String,
     pub build: String,
+    /// Cores other processes kept busy in the second before the first
+    /// round (none where `/proc/stat` cannot be read): a broker compacting
+    /// in the background or a build takes CPU the runs then lack.
+    pub busy_cores_before: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +96,7 @@ pub(super) fn median_round(rounds: &[Round]) -> &Round {
     order[(order.len() - 1) / 2]
 }
 
-pub(super) fn machine() -> Machine {
+pub(super) fn machine(busy_cores_before: Option<f64>) -> Machine {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let cpu = cpuinfo
@@ -113,7 +118,31 @@ pub(super) fn machine() -> Machine {
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         accrual_version: env!("CARGO_PKG_VERSION").to_string(),
         build: if cfg!(debug_assertions) { "debug" } else { "optimised" }.to_string(),
+        busy_cores_before,
     }
+}
+
+/// How many cores were busy, on average, over the next `over`.
+pub(super) fn busy_cores(over: Duration) -> Option<f64> {
+    let read = || std::fs::read_to_string("/proc/stat").ok().and_then(|t| cpu_times(&t));
+    let (busy0, total0) = read()?;
+    std::thread::sleep(over);
+    let (busy1, total1) = read()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / total as f64 * cores as f64)
+}
+
+/// Busy and total time of all CPUs from `/proc/stat`'s first line (`cpu
+/// user nice system idle iowait irq softirq steal ...`, in clock ticks):
+/// everything but idle and iowait counts as busy.
+fn cpu_times(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+    // guest and guest_nice are already counted in user and nice.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle, total))
 }
 
 #[cfg(test)]
@@ -134,6 +163,15 @@ mod tests {
             cpu_seconds_per_million_events: 0.0,
         };
         Round { baseline: t("baseline", 100.0), accrual: t("accrual", 100.0 * ratio), ratio }
+    }
+
+    #[test]
+    fn busy_time_is_all_but_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(cpu_times(stat), Some((160, 1000)));
+        assert_eq!(cpu_times("cpu0 1 2 3 4\n"), None, "the first line must be the total");
+        assert_eq!(cpu_times("cpu  1 x 3 4\n"), None);
+        assert_eq!(cpu_times(""), None);
     }
 
     #[test]

@@ -19,11 +19,12 @@ fn setup(s: &mut String, r: &Results) {
     let m = &r.machine;
     let _ = writeln!(
         s,
-        "\nmachine: {} cores, {}, {} GiB, Linux {}",
+        "\nmachine: {} cores, {}, {} GiB, Linux {}{}",
         m.cores,
         m.cpu,
         m.memory_bytes >> 30,
-        m.kernel
+        m.kernel,
+        m.busy_cores_before.map_or_else(String::new, |b| format!("; {b:.2} cores busy before the run"))
     );
     let _ = writeln!(
         s,
@@ -173,6 +174,7 @@ mod tests {
                 kernel: "6".into(),
                 accrual_version: "0".into(),
                 build: "release".into(),
+                busy_cores_before: Some(0.02),
             },
             settings: Settings {
                 brokers: "127.0.0.1:9092".into(),
@@ -201,7 +203,7 @@ mod tests {
     #[test]
     fn the_table_has_both_runs_and_the_ratio_and_no_changelog_lines_without_them() {
         let t = table(&results());
-        assert!(t.contains("machine: 2 cores, cpu, 24 GiB"), "{t}");
+        assert!(t.contains("machine: 2 cores, cpu, 24 GiB, Linux 6; 0.02 cores busy before the run"), "{t}");
         assert!(t.contains("baseline            8         1000"), "{t}");
         assert!(t.contains("accrual             8          750"), "{t}");
         assert!(t.contains("ratio accrual/baseline: 0.75\n"), "{t}");
