@@ -48,6 +48,12 @@ fn bench_runs_every_part_and_reports_consistent_numbers() {
     let lower = num(&rounds[0], "ratio").min(num(&rounds[1], "ratio"));
     assert!((num(&r, "ratio") - lower).abs() < 1e-9);
     assert!(stdout.contains("the median of 2 rounds"), "{stdout}");
+    // Without --changelog, no run without it either.
+    assert!(r["accrual_without_changelog"].is_null() && r["changelog_ratio"].is_null(), "{r}");
+    assert!(!stdout.contains("accrual without the changelog"), "{stdout}");
+    // The machine's load before the rounds, measured (not asserted low:
+    // the suite's other tests share the machine).
+    assert!(num(&r["machine"], "busy_cores_before") >= 0.0, "{}", r["machine"]);
 
     let latency = r["latency"].as_array().unwrap();
     assert_eq!(latency.len(), 4, "two targets at two rates: {latency:?}");
@@ -87,6 +93,7 @@ fn bench_with_the_changelog_reports_restore_and_failover() {
     let (stdout, r) = bench(work.path(), &args.split_whitespace().collect::<Vec<_>>());
     for line in [
         "ratio accrual/baseline:",
+        "accrual without the changelog:",
         "restore from the changelog:",
         "failover, 0 standby",
         "failover, 1 standby",
@@ -95,6 +102,12 @@ fn bench_with_the_changelog_reports_restore_and_failover() {
     }
 
     let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
+    // The changelog's own cost: accrual again without it, same events.
+    let without = &r["accrual_without_changelog"];
+    assert_eq!(without["target"], "accrual-no-changelog", "{without}");
+    assert_eq!(without["events"], r["accrual"]["events"], "{without}");
+    let expected = num(&r["accrual"], "events_per_second") / num(without, "events_per_second");
+    assert!((num(&r, "changelog_ratio") - expected).abs() < 1e-9, "{r}");
     let restore = &r["restore"];
     assert_eq!(restore["partitions"], 4, "{restore}");
     // At least an account state and a progress record per partition.

@@ -43,7 +43,7 @@ mod table;
 pub use failover::FailoverRun;
 pub use restore::RestoreRun;
 pub use results::{Machine, Results, Round, Settings, StateSizeRun, Throughput};
-use results::{busy_cores, machine, median_round};
+use results::{busy_cores, machine, median_changelog_ratio, median_round};
 pub use table::table;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +139,10 @@ pub use crate::engine::report::{RunReport, write_report};
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
     Baseline,
+    /// With the state changelog if `--changelog` is given.
     Accrual,
+    /// With `--changelog`: accrual once more without it, for its cost.
+    AccrualWithoutChangelog,
 }
 
 impl Target {
@@ -147,6 +150,7 @@ impl Target {
         match self {
             Target::Baseline => "baseline",
             Target::Accrual => "accrual",
+            Target::AccrualWithoutChangelog => "accrual-no-changelog",
         }
     }
 }
@@ -238,7 +242,8 @@ impl Bench {
         if o.rounds > 1 {
             say!("median ratio of {} rounds: {:.2}", o.rounds, median.ratio);
         }
-        let Round { baseline, accrual, ratio } = median;
+        let changelog_ratio = median_changelog_ratio(&rounds);
+        let Round { baseline, accrual, ratio, accrual_without_changelog, .. } = median;
         let restore = match (o.changelog, self.first_accrual) {
             (true, Some(run)) => Some(self.restore_rate(&topics, run)?),
             _ => None,
@@ -287,6 +292,8 @@ impl Bench {
             baseline,
             accrual,
             ratio,
+            accrual_without_changelog,
+            changelog_ratio,
             rounds,
             latency,
             scaling_partitions,
@@ -305,12 +312,14 @@ impl Bench {
     /// order of round `n`. Each writes to topics of its own, and the state
     /// accrual built is removed once measured.
     fn round(&mut self, n: u32, topics: &Topics, partitions: i32, events: u64) -> Result<Round, BenchError> {
-        let order = if n % 2 == 1 {
-            [Target::Baseline, Target::Accrual]
-        } else {
-            [Target::Accrual, Target::Baseline]
-        };
-        let (mut baseline, mut accrual) = (None, None);
+        let mut order = vec![Target::Baseline, Target::Accrual];
+        if self.opts.changelog {
+            order.push(Target::AccrualWithoutChangelog);
+        }
+        if n % 2 == 0 {
+            order.reverse();
+        }
+        let (mut baseline, mut accrual, mut without_changelog) = (None, None, None);
         for target in order {
             let own;
             let topics = if n == 1 {
@@ -331,13 +340,19 @@ impl Bench {
                     self.first_accrual.get_or_insert(self.runs);
                     accrual = Some(t);
                 }
+                Target::AccrualWithoutChangelog => without_changelog = Some(t),
             }
         }
         let (Some(baseline), Some(accrual)) = (baseline, accrual) else {
             return Err(BenchError::Run("a round ran without both targets".into()));
         };
         let ratio = accrual.events_per_second / baseline.events_per_second.max(1e-9);
-        Ok(Round { baseline, accrual, ratio })
+        let changelog_ratio =
+            without_changelog.as_ref().map(|w| accrual.events_per_second / w.events_per_second.max(1e-9));
+        if let Some(r) = changelog_ratio {
+            say!("accrual with the changelog/without it: {r:.2}");
+        }
+        Ok(Round { baseline, accrual, ratio, accrual_without_changelog: without_changelog, changelog_ratio })
     }
 
     /// Generated events in a file of the work directory.
@@ -403,7 +418,7 @@ impl Bench {
     fn child_args(&self, target: Target, idle: Option<&str>, report: &Path) -> Vec<String> {
         let command = match target {
             Target::Baseline => "bench-baseline",
-            Target::Accrual => "run",
+            Target::Accrual | Target::AccrualWithoutChangelog => "run",
         };
         let mut args = vec![command.to_string(), "--config".into(), self.opts.config.display().to_string()];
         if let Some(idle) = idle {

@@ -65,6 +65,10 @@ pub struct Round {
     pub accrual: Throughput,
     /// accrual events/s over baseline events/s.
     pub ratio: f64,
+    /// With `--changelog`: accrual without it, over the same events.
+    pub accrual_without_changelog: Option<Throughput>,
+    /// With `--changelog`: accrual's events/s with it over without it.
+    pub changelog_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +81,11 @@ pub struct Results {
     pub accrual: Throughput,
     /// The median round's accrual events/s over baseline events/s.
     pub ratio: f64,
+    /// With `--changelog`: the median round's accrual run without it.
+    pub accrual_without_changelog: Option<Throughput>,
+    /// With `--changelog`: the median over the rounds of accrual's events/s
+    /// with it over without it (the changelog's own cost).
+    pub changelog_ratio: Option<f64>,
     /// Every round, in the order run.
     pub rounds: Vec<Round>,
     pub latency: Vec<LatencyResult>,
@@ -94,6 +103,14 @@ pub(super) fn median_round(rounds: &[Round]) -> &Round {
     let mut order: Vec<&Round> = rounds.iter().collect();
     order.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
     order[(order.len() - 1) / 2]
+}
+
+/// The median of the rounds' changelog ratios (the lower middle one of an
+/// even number), if they have them.
+pub(super) fn median_changelog_ratio(rounds: &[Round]) -> Option<f64> {
+    let mut ratios: Vec<f64> = rounds.iter().filter_map(|r| r.changelog_ratio).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len().checked_sub(1)? / 2).copied()
 }
 
 pub(super) fn machine(busy_cores_before: Option<f64>) -> Machine {
@@ -162,7 +179,26 @@ mod tests {
             cpu_seconds: 0.0,
             cpu_seconds_per_million_events: 0.0,
         };
-        Round { baseline: t("baseline", 100.0), accrual: t("accrual", 100.0 * ratio), ratio }
+        Round {
+            baseline: t("baseline", 100.0),
+            accrual: t("accrual", 100.0 * ratio),
+            ratio,
+            accrual_without_changelog: None,
+            changelog_ratio: None,
+        }
+    }
+
+    #[test]
+    fn the_changelog_ratio_is_the_median_of_the_rounds_that_have_one() {
+        let with = |ratio: f64, changelog: f64| Round { changelog_ratio: Some(changelog), ..round(ratio) };
+        assert_eq!(median_changelog_ratio(&[round(0.5), round(0.6)]), None);
+        assert_eq!(median_changelog_ratio(&[with(0.5, 0.9)]), Some(0.9));
+        // Its own median, not the median round's: 0.8 here, where the
+        // median round by the ratio (0.5) has 0.7.
+        let three = [with(0.4, 0.8), with(0.5, 0.7), with(0.6, 0.9)];
+        assert_eq!(median_round(&three).changelog_ratio, Some(0.7));
+        assert_eq!(median_changelog_ratio(&three), Some(0.8));
+        assert_eq!(median_changelog_ratio(&[with(0.5, 0.9), with(0.5, 0.7)]), Some(0.7));
     }
 
     #[test]

@@ -74,6 +74,25 @@ fn throughput(s: &mut String, r: &Results) {
     } else {
         let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
     }
+    without_changelog(s, r);
+}
+
+/// With `--changelog`: accrual without it, and the changelog's own cost.
+fn without_changelog(s: &mut String, r: &Results) {
+    let (Some(w), Some(ratio)) = (&r.accrual_without_changelog, r.changelog_ratio) else { return };
+    let each: Vec<String> =
+        r.rounds.iter().filter_map(|x| x.changelog_ratio).map(|x| format!("{x:.2}")).collect();
+    let _ = writeln!(
+        s,
+        "accrual without the changelog: {:.0} events/s, {:.2} CPU s/M; with it over without: {ratio:.2}{}",
+        w.events_per_second,
+        w.cpu_seconds_per_million_events,
+        if each.len() > 1 {
+            format!(" (the median of {} rounds: {})", each.len(), each.join(", "))
+        } else {
+            String::new()
+        }
+    );
 }
 
 /// Restore rate and failover times, when measured.
@@ -165,7 +184,13 @@ mod tests {
 
     fn results() -> Results {
         let (baseline, accrual) = (run("baseline", 1000.0), run("accrual", 750.0));
-        let round = Round { baseline: baseline.clone(), accrual: accrual.clone(), ratio: 0.75 };
+        let round = Round {
+            baseline: baseline.clone(),
+            accrual: accrual.clone(),
+            ratio: 0.75,
+            accrual_without_changelog: None,
+            changelog_ratio: None,
+        };
         Results {
             machine: Machine {
                 cpu: "cpu".into(),
@@ -191,6 +216,8 @@ mod tests {
             baseline,
             accrual,
             ratio: 0.75,
+            accrual_without_changelog: None,
+            changelog_ratio: None,
             rounds: vec![round],
             latency: vec![],
             scaling_partitions: vec![],
@@ -208,6 +235,29 @@ mod tests {
         assert!(t.contains("accrual             8          750"), "{t}");
         assert!(t.contains("ratio accrual/baseline: 0.75\n"), "{t}");
         assert!(!t.contains("restore") && !t.contains("failover") && !t.contains("latency"), "{t}");
+        assert!(!t.contains("changelog"), "{t}");
+    }
+
+    #[test]
+    fn the_run_without_the_changelog_and_its_ratio_are_printed_when_measured() {
+        let mut r = results();
+        let without = run("accrual-no-changelog", 900.0);
+        r.rounds = [(0.75, 0.83), (0.70, 0.86), (0.80, 0.81)]
+            .iter()
+            .map(|&(ratio, changelog)| Round {
+                ratio,
+                accrual_without_changelog: Some(without.clone()),
+                changelog_ratio: Some(changelog),
+                ..r.rounds[0].clone()
+            })
+            .collect();
+        r.accrual_without_changelog = Some(without);
+        r.changelog_ratio = Some(0.83);
+        let t = table(&r);
+        assert!(
+            t.contains("accrual without the changelog: 900 events/s, 500.00 CPU s/M; with it over without: 0.83 (the median of 3 rounds: 0.83, 0.86, 0.81)\n"),
+            "{t}"
+        );
     }
 
     #[test]
