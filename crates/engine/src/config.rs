@@ -417,9 +417,21 @@ impl EngineConfig {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let fail = |field: &str, message: String| {
-            Err(ConfigError::Invalid { origin: file.to_string(), field: field.to_string(), message })
+        let invalid = |(field, message): (String, String)| ConfigError::Invalid {
+            origin: file.to_string(),
+            field,
+            message,
         };
+        self.validate_kafka().map_err(invalid)?;
+        self.validate_http().map_err(invalid)?;
+        self.validate_engine().map_err(invalid)
+    }
+
+    /// The `[kafka]` section: brokers, names, distinct topics, and no
+    /// client property the engine manages itself. An error is the field
+    /// and what is wrong with it (as in the other sections' checks).
+    fn validate_kafka(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
         let k = &self.kafka;
         if k.brokers.split(',').all(|b| b.trim().is_empty()) {
             return fail("kafka.brokers", "must list at least one host:port".into());
@@ -455,6 +467,12 @@ impl EngineConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The `[http]` section: the listener and how peers are reached.
+    fn validate_http(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
         let h = &self.http;
         let peers = h.peers.iter().map(|(id, url)| (format!("http.peers.{id}"), url));
         for (field, url) in
@@ -470,7 +488,16 @@ impl EngineConfig {
         if !h.peer_url.is_empty() && !h.peer_url.contains("{instance_id}") {
             return fail("http.peer_url", "must contain {instance_id}, replaced by the owner's id".into());
         }
-        let e = &self.engine;
+        if h.enabled && h.listen.parse::<std::net::SocketAddr>().is_err() {
+            return fail("http.listen", format!("\"{}\" is not an address like 127.0.0.1:9464", h.listen));
+        }
+        Ok(())
+    }
+
+    /// The `[engine]` section's ranges, and what they depend on elsewhere.
+    fn validate_engine(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
+        let (e, k) = (&self.engine, &self.kafka);
         if e.standby_replicas > 0 && k.topics.changelog.is_none() {
             return fail(
                 "engine.standby_replicas",
@@ -505,12 +532,6 @@ impl EngineConfig {
             return fail(
                 "engine.kafka_timeout_ms",
                 format!("must be at least 1000, got {}", e.kafka_timeout_ms),
-            );
-        }
-        if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return fail(
-                "http.listen",
-                format!("\"{}\" is not an address like 127.0.0.1:9464", self.http.listen),
             );
         }
         if e.block_cache_mb == 0 || e.write_buffer_mb == 0 {
