@@ -15,7 +15,8 @@ use crate::metrics::Metrics;
 use crate::rebalance::{Assignment, EngineContext};
 use accrual_core::accrue::balance_view;
 use accrual_core::partitioner::Partitioner;
-use accrual_core::rules::Timeline;
+use accrual_core::rules::{Rules, Timeline};
+use accrual_core::state::AccountState;
 use accrual_store::Store;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -285,7 +286,13 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
     // The version in force at the account's time decides its caps' limits.
     let rules =
         state.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).at(account.watermark).clone();
-    let view = balance_view(&rules, &account, 5);
+    json_response(StatusCode::OK, balance_json(&id, partition, &account, &rules))
+}
+
+/// An account's balance as the lookup answers it: each program's amounts
+/// in its own decimals, the tier and the caps, as of the account's time.
+fn balance_json(id: &str, partition: u32, account: &AccountState, rules: &Rules) -> Value {
+    let view = balance_view(rules, account, 5);
     let programs: Vec<Value> = view
         .programs
         .iter()
@@ -312,25 +319,22 @@ async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers:
             "next_threshold": t.next.as_ref().map(|(_, v)| v.to_string()),
         })
     });
-    json_response(
-        StatusCode::OK,
-        json!({
-            "account_id": id,
-            "partition": partition,
-            "as_of": account.watermark.to_string(),
-            "rules_version": rules.version.to_string(),
-            "tier": view.tier,
-            "tier_progress": progress,
-            "programs": programs,
-            "caps": view.caps.iter().map(|c| json!({
-                "cap": c.cap,
-                "description": c.description,
-                "period": c.period,
-                "measure": c.measure,
-                "used": c.used.to_string(),
-                "limit": c.limit.to_string(),
-                "left": c.left.to_string(),
-            })).collect::<Vec<_>>(),
-        }),
-    )
+    json!({
+        "account_id": id,
+        "partition": partition,
+        "as_of": account.watermark.to_string(),
+        "rules_version": rules.version.to_string(),
+        "tier": view.tier,
+        "tier_progress": progress,
+        "programs": programs,
+        "caps": view.caps.iter().map(|c| json!({
+            "cap": c.cap,
+            "description": c.description,
+            "period": c.period,
+            "measure": c.measure,
+            "used": c.used.to_string(),
+            "limit": c.limit.to_string(),
+            "left": c.left.to_string(),
+        })).collect::<Vec<_>>(),
+    })
 }
