@@ -93,10 +93,11 @@ pub struct BenchOptions {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
-    /// Throughput rounds over the same events, baseline and accrual
-    /// alternating (baseline first in odd rounds, accrual first in even
-    /// ones); the ratio reported is the median round's. On a VM whose
-    /// neighbours come and go, one pair can be off by a tenth either way.
+    /// Throughput rounds over the same events, baseline and accrual (and
+    /// with `--changelog` accrual without it) alternating (baseline first
+    /// in odd rounds, last in even ones); the ratio reported is the median
+    /// round's. On a VM whose neighbours come and go, one pair can be off
+    /// by a tenth either way.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
     #[arg(long, default_value_t = 42)]
@@ -308,8 +309,8 @@ impl Bench {
         Ok(results)
     }
 
-    /// Baseline and accrual over the events in `topics.input`, in the
-    /// order of round `n`. Each writes to topics of its own, and the state
+    /// Baseline and accrual (with `--changelog`, accrual without it too)
+    /// over the events in `topics.input`, in the order of round `n`. Each writes to topics of its own, and the state
     /// accrual built is removed once measured.
     fn round(&mut self, n: u32, topics: &Topics, partitions: i32, events: u64) -> Result<Round, BenchError> {
         let mut order = vec![Target::Baseline, Target::Accrual];

@@ -98,19 +98,23 @@ pub struct Results {
 }
 
 /// The round whose ratio is the median (the lower middle one of an even
-/// number of rounds).
+/// number of rounds). `--rounds` is at least 1.
 pub(super) fn median_round(rounds: &[Round]) -> &Round {
-    let mut order: Vec<&Round> = rounds.iter().collect();
-    order.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
-    order[(order.len() - 1) / 2]
+    lower_middle(rounds.iter().collect(), |r| r.ratio).expect("at least one round")
 }
 
 /// The median of the rounds' changelog ratios (the lower middle one of an
 /// even number), if they have them.
 pub(super) fn median_changelog_ratio(rounds: &[Round]) -> Option<f64> {
-    let mut ratios: Vec<f64> = rounds.iter().filter_map(|r| r.changelog_ratio).collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios.get(ratios.len().checked_sub(1)? / 2).copied()
+    lower_middle(rounds.iter().filter_map(|r| r.changelog_ratio).collect(), |x| *x)
+}
+
+/// The middle item by `key`, the lower middle one of an even number; none
+/// of none.
+fn lower_middle<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
+    items.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = items.len().checked_sub(1)? / 2;
+    Some(items.swap_remove(middle))
 }
 
 pub(super) fn machine(busy_cores_before: Option<f64>) -> Machine {

@@ -62,36 +62,34 @@ fn throughput(s: &mut String, r: &Results) {
         row(b, "baseline");
         row(a, "accrual");
     }
-    if r.rounds.len() > 1 {
-        let each: Vec<String> = r.rounds.iter().map(|x| format!("{:.2}", x.ratio)).collect();
-        let _ = writeln!(
-            s,
-            "ratio accrual/baseline: {:.2} (the median of {} rounds: {}; its runs above)",
-            r.ratio,
-            r.rounds.len(),
-            each.join(", ")
-        );
-    } else {
-        let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
+    let each: Vec<f64> = r.rounds.iter().map(|x| x.ratio).collect();
+    match of_rounds(&each) {
+        Some(rounds) => {
+            let _ = writeln!(s, "ratio accrual/baseline: {:.2} ({rounds}; its runs above)", r.ratio);
+        }
+        None => {
+            let _ = writeln!(s, "ratio accrual/baseline: {:.2}", r.ratio);
+        }
     }
     without_changelog(s, r);
+}
+
+/// "the median of 3 rounds: 0.53, 0.54, 0.51", for more than one round.
+fn of_rounds(each: &[f64]) -> Option<String> {
+    let list: Vec<String> = each.iter().map(|x| format!("{x:.2}")).collect();
+    (list.len() > 1).then(|| format!("the median of {} rounds: {}", list.len(), list.join(", ")))
 }
 
 /// With `--changelog`: accrual without it, and the changelog's own cost.
 fn without_changelog(s: &mut String, r: &Results) {
     let (Some(w), Some(ratio)) = (&r.accrual_without_changelog, r.changelog_ratio) else { return };
-    let each: Vec<String> =
-        r.rounds.iter().filter_map(|x| x.changelog_ratio).map(|x| format!("{x:.2}")).collect();
+    let each: Vec<f64> = r.rounds.iter().filter_map(|x| x.changelog_ratio).collect();
     let _ = writeln!(
         s,
         "accrual without the changelog: {:.0} events/s, {:.2} CPU s/M; with it over without: {ratio:.2}{}",
         w.events_per_second,
         w.cpu_seconds_per_million_events,
-        if each.len() > 1 {
-            format!(" (the median of {} rounds: {})", each.len(), each.join(", "))
-        } else {
-            String::new()
-        }
+        of_rounds(&each).map_or_else(String::new, |rounds| format!(" ({rounds})"))
     );
 }
 

@@ -431,7 +431,6 @@ impl EngineConfig {
     /// client property the engine manages itself. An error is the field
     /// and what is wrong with it (as in the other sections' checks).
     fn validate_kafka(&self) -> Result<(), (String, String)> {
-        let fail = |field: &str, message: String| Err((field.to_string(), message));
         let k = &self.kafka;
         if k.brokers.split(',').all(|b| b.trim().is_empty()) {
             return fail("kafka.brokers", "must list at least one host:port".into());
@@ -472,7 +471,6 @@ impl EngineConfig {
 
     /// The `[http]` section: the listener and how peers are reached.
     fn validate_http(&self) -> Result<(), (String, String)> {
-        let fail = |field: &str, message: String| Err((field.to_string(), message));
         let h = &self.http;
         let peers = h.peers.iter().map(|(id, url)| (format!("http.peers.{id}"), url));
         for (field, url) in
@@ -496,7 +494,6 @@ impl EngineConfig {
 
     /// The `[engine]` section's ranges, and what they depend on elsewhere.
     fn validate_engine(&self) -> Result<(), (String, String)> {
-        let fail = |field: &str, message: String| Err((field.to_string(), message));
         let (e, k) = (&self.engine, &self.kafka);
         if e.standby_replicas > 0 && k.topics.changelog.is_none() {
             return fail(
@@ -597,6 +594,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: String) {
         }
     }
     current.insert(last.clone(), toml::Value::String(value));
+}
+
+/// A failed check of `EngineConfig::validate`'s sections: the field and
+/// what is wrong with it.
+fn fail(field: &str, message: String) -> Result<(), (String, String)> {
+    Err((field.to_string(), message))
 }
 
 #[cfg(test)]
