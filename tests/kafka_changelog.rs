@@ -39,21 +39,6 @@ fn run_until_idle_with(
     engine.report()
 }
 
-/// Every stored key and value of the state's partitions, but dedupe keys
-/// (which RocksDB's compaction may drop once expired, at any time).
-fn stored_entries(state: &std::path::Path, partitions: i32) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
-    let store = open_store(state);
-    let mut all = Vec::new();
-    for p in 0..partitions as u32 {
-        for (family, key, value) in accrual::store::changelog::partition_entries(&store, p).unwrap() {
-            if family != accrual::store::changelog::Family::Dedupe {
-                all.push((p, key, value));
-            }
-        }
-    }
-    all
-}
-
 #[test]
 fn a_lost_state_directory_is_restored_from_the_changelog_with_identical_balances_and_output() {
     let setup = Setup::new("changelog", 4).with_changelog();

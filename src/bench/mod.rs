@@ -486,7 +486,7 @@ impl Bench {
             cpu_seconds_per_million_events: usage.cpu_seconds * 1e6 / r.events.max(1) as f64,
         };
         say!(
-            "{:<8} {:>2} partitions: {} events in {:.2} s, {:.0} events/s, peak RSS {} MiB, {:.1} CPU s per million",
+            "{:<20} {:>2} partitions: {} events in {:.2} s, {:.0} events/s, peak RSS {} MiB, {:.1} CPU s per million",
             t.target,
             partitions,
             t.events,

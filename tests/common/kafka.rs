@@ -331,6 +331,50 @@ pub fn engine_accounts(state_dir: &Path, partitions: i32) -> BTreeMap<String, Ac
     all
 }
 
+/// Every stored key and value of a state directory's partitions, but
+/// dedupe keys (which RocksDB's compaction may drop once expired, at any
+/// time): what a restore from the changelog must give back byte for byte.
+pub fn stored_entries(state: &Path, partitions: i32) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
+    let store = open_store(state);
+    let mut all = Vec::new();
+    for p in 0..partitions as u32 {
+        for (family, key, value) in
+            accrual::store::changelog::partition_entries(&store, p).expect("state entries")
+        {
+            if family != accrual::store::changelog::Family::Dedupe {
+                all.push((p, key, value));
+            }
+        }
+    }
+    all
+}
+
+/// Fails naming what differs between two [`stored_entries`]: how many
+/// entries each side alone holds, and the first few of them (partition,
+/// key and value in hex).
+pub fn assert_same_entries(
+    expected: &[(u32, Vec<u8>, Vec<u8>)],
+    actual: &[(u32, Vec<u8>, Vec<u8>)],
+    what: &str,
+) {
+    if expected == actual {
+        return;
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let show = |(p, k, v): &&(u32, Vec<u8>, Vec<u8>)| format!("  p{p} key {} value {}", hex(k), hex(v));
+    let only_expected: Vec<_> = expected.iter().filter(|e| !actual.contains(e)).collect();
+    let only_actual: Vec<_> = actual.iter().filter(|e| !expected.contains(e)).collect();
+    panic!(
+        "{what}: {} entries expected, {} found; {} only expected, e.g.\n{}\n{} only found, e.g.\n{}",
+        expected.len(),
+        actual.len(),
+        only_expected.len(),
+        only_expected.iter().take(4).map(show).collect::<Vec<_>>().join("\n"),
+        only_actual.len(),
+        only_actual.iter().take(4).map(show).collect::<Vec<_>>().join("\n"),
+    );
+}
+
 /// The engine's journal: transaction id -> outcome.
 pub fn journal(state_dir: &Path) -> BTreeMap<String, TxnStatus> {
     let store = open_store(state_dir);
