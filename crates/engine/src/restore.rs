@@ -311,6 +311,13 @@ fn finish(
     started: Instant,
 ) -> Result<Restored, RestoreError> {
     let (changes, bytes) = (restore.changes, restore.bytes);
+    if restore.dropped() > 0 {
+        tracing::info!(
+            partition,
+            batches = restore.dropped(),
+            "left out changelog batches of transactions that never committed (this broker shows them)"
+        );
+    }
     restore.finish()?;
     let progress = store.progress(partition)?;
     Ok(Restored { progress, kept: false, changes, bytes, elapsed: started.elapsed() })

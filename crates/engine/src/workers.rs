@@ -139,6 +139,7 @@ impl Worker {
                 None => OutboxSink::new(partition),
             };
             let started_at = progress.next_offset;
+            batch.starts_at(partition, started_at);
             let stats =
                 self.processor.process(store, partition, &mut progress, &inputs, &mut batch, &mut sink)?;
             let changes = batch.take_changes()?;

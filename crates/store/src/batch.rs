@@ -28,6 +28,7 @@ impl Store {
             horizons: Vec::new(),
             capture: None,
             owner: Vec::new(),
+            starts: Vec::new(),
         }
     }
 
@@ -77,6 +78,9 @@ pub struct LedgerBatch<'s> {
     pub(crate) capture: Option<Capture>,
     /// Appended to every progress record (see [`LedgerBatch::owned_by`]).
     pub(crate) owner: Vec<u8>,
+    /// Where each partition's inputs in this batch start (see
+    /// [`LedgerBatch::starts_at`]).
+    pub(crate) starts: Vec<(u32, u64)>,
 }
 
 impl LedgerBatch<'_> {
@@ -85,6 +89,16 @@ impl LedgerBatch<'_> {
     pub fn owned_by(mut self, owner: &owner::Owner, rules: &str) -> Self {
         self.owner = owner::encode(owner, rules);
         self
+    }
+
+    /// Records that the partition's inputs in this batch start at
+    /// `offset` (its progress before them). The progress records of an
+    /// owned batch carry it (see [`owner::cycle_start`]).
+    pub fn starts_at(&mut self, partition: u32, offset: u64) {
+        match self.starts.iter_mut().find(|(p, _)| *p == partition) {
+            Some(start) => start.1 = offset,
+            None => self.starts.push((partition, offset)),
+        }
     }
 
     /// Also keeps every change the batch processor stages (account states,
@@ -179,7 +193,14 @@ impl LedgerBatch<'_> {
         self.scratch.u8(META_FORMAT);
         self.scratch.u64(progress.next_offset);
         self.scratch.i64(progress.stream_time.0);
-        self.scratch.buf.extend_from_slice(&self.owner);
+        if !self.owner.is_empty() {
+            self.scratch.buf.extend_from_slice(&self.owner);
+            if let Some(&(_, start)) = self.starts.iter().find(|(p, _)| *p == partition) {
+                self.scratch.u64(start);
+            }
+        }
+        // A later progress of the partition in this batch starts here.
+        self.starts_at(partition, progress.next_offset);
         let key = partition_key(partition, PROGRESS);
         self.batch.put_cf(self.store.cf(CF_META), &key, &self.scratch.buf);
         capture(&mut self.capture, Family::Progress, &key, Some(&self.scratch.buf));
@@ -267,6 +288,7 @@ impl Store {
             horizons,
             capture: None,
             owner: Vec::new(),
+            starts: Vec::new(),
         }
     }
 }

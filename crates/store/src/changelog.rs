@@ -10,6 +10,7 @@
 //! that commits their inputs, so the changelog holds exactly the state of
 //! the committed offsets.
 
+use super::segments::{Encoded, Segments};
 use super::{
     CF_ACCOUNTS, CF_DEDUPE, CF_META, CF_PURCHASES, CF_TIMERS, PROGRESS, Store, StoreError, dedupe_groups,
 };
@@ -143,9 +144,11 @@ pub fn from_message<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Change
 pub struct Restore<'s> {
     store: &'s Store,
     batch: WriteBatch,
+    /// The changes read, a batch of the writer's at a time.
+    segments: Segments,
     /// The last progress of each partition restored.
     progress: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Changes written so far.
+    /// Changes read so far.
     pub changes: u64,
     /// Their keys' and values' bytes.
     pub bytes: u64,
@@ -156,20 +159,52 @@ const RESTORE_BATCH_BYTES: usize = 32 << 20;
 
 impl<'s> Restore<'s> {
     pub fn new(store: &'s Store) -> Restore<'s> {
-        Restore { store, batch: WriteBatch::default(), progress: Default::default(), changes: 0, bytes: 0 }
+        Restore {
+            store,
+            batch: WriteBatch::default(),
+            segments: Segments::default(),
+            progress: Default::default(),
+            changes: 0,
+            bytes: 0,
+        }
     }
 
+    /// Reads a change. A writer's batch is written once the next one shows
+    /// it committed (see `segments`).
     pub fn apply(&mut self, change: &Change<'_>) -> Result<(), StoreError> {
         match change.value {
             Some(value) if is_progress(change) => {
                 self.progress.insert(change.key.to_vec(), value.to_vec());
+                if let Some(kept) = self.segments.end(value) {
+                    self.stage(&kept)?;
+                }
             }
-            _ => stage(self.store, &mut self.batch, change)?,
+            _ => self.segments.add(change),
         }
         self.changes += 1;
         self.bytes += (change.key.len() + change.value.map_or(0, <[u8]>::len)) as u64;
+        // Only a snapshot's batch grows this large (a cycle's is a few MB):
+        // written as it is read, not held back.
+        if self.segments.open_bytes() >= RESTORE_BATCH_BYTES {
+            for rest in self.segments.rest() {
+                self.stage(&rest)?;
+            }
+        }
         if self.batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
             self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writer's batches left out as never committed.
+    pub fn dropped(&self) -> u64 {
+        self.segments.dropped
+    }
+
+    fn stage(&mut self, changes: &Encoded) -> Result<(), StoreError> {
+        let changes = changes.changes().map_err(|e| self.store.corrupt("changes read back", u32::MAX, e))?;
+        for change in &changes {
+            stage(self.store, &mut self.batch, change)?;
         }
         Ok(())
     }
@@ -181,6 +216,9 @@ impl<'s> Restore<'s> {
 
     /// Writes what is left, the progress with it, and syncs it.
     pub fn finish(mut self) -> Result<(), StoreError> {
+        for rest in self.segments.rest() {
+            self.stage(&rest)?;
+        }
         for (key, value) in std::mem::take(&mut self.progress) {
             self.batch.put_cf(self.store.cf(CF_META), key, value);
         }

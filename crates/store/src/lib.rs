@@ -23,6 +23,7 @@ pub mod changelog;
 mod dedupe_groups;
 mod ledger;
 pub mod owner;
+mod segments;
 
 pub use accrual_core::pipeline::Progress;
 pub use batch::{LedgerBatch, Staged};

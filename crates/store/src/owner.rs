@@ -55,6 +55,19 @@ pub(crate) fn encode(owner: &Owner, rules: &str) -> Vec<u8> {
     w.buf
 }
 
+/// Where the inputs of the batch a progress record ends started (the
+/// partition's progress before them), if the record says: written after
+/// the owner and the rules, so that the changelog's readers can tell a
+/// batch of a transaction that never committed (see `segments`).
+pub fn cycle_start(value: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(value);
+    decode_progress_from(&mut r).ok()?;
+    r.i64().ok()?;
+    r.str().ok()?;
+    r.str().ok()?;
+    r.u64().ok()
+}
+
 /// A progress record's value, with its owner if it has one.
 pub fn decode(value: &[u8]) -> Result<Stamped, CodecError> {
     let mut r = Reader::new(value);
