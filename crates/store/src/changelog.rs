@@ -91,15 +91,20 @@ pub(crate) fn capture(capture: &mut Option<Capture>, family: Family, key: &[u8],
 
 impl Capture {
     pub(crate) fn record(&mut self, family: Family, key: &[u8], value: Option<&[u8]>) {
-        self.buf.u8(family as u8);
-        self.buf.bytes(key);
-        match value {
-            Some(value) => {
-                self.buf.u8(1);
-                self.buf.bytes(value);
-            }
-            None => self.buf.u8(0),
+        encode(&mut self.buf, &Change { family, key, value });
+    }
+}
+
+/// Appends a change as [`changes`] reads it back.
+pub(crate) fn encode(w: &mut Writer, change: &Change<'_>) {
+    w.u8(change.family as u8);
+    w.bytes(change.key);
+    match change.value {
+        Some(value) => {
+            w.u8(1);
+            w.bytes(value);
         }
+        None => w.u8(0),
     }
 }
 

@@ -13,7 +13,7 @@
 //! the same changes, so keeping either copy gives the same state. Records
 //! without a start (older changelogs, a snapshot's) keep what is held.
 
-use super::changelog::{Change, changes};
+use super::changelog::{Change, changes, encode};
 use super::{decode_progress, owner};
 use accrual_core::state::codec::{CodecError, Writer};
 
@@ -27,16 +27,7 @@ impl Encoded {
     }
 
     fn push(&mut self, change: &Change<'_>) {
-        let w = &mut self.0;
-        w.u8(change.family as u8);
-        w.bytes(change.key);
-        match change.value {
-            Some(value) => {
-                w.u8(1);
-                w.bytes(value);
-            }
-            None => w.u8(0),
-        }
+        encode(&mut self.0, change);
     }
 }
 
