@@ -93,12 +93,16 @@ impl LedgerBatch<'_> {
 
     /// Records that the partition's inputs in this batch start at
     /// `offset` (its progress before them). The progress records of an
-    /// owned batch carry it (see [`owner::cycle_start`]).
+    /// owned batch carry it (see [`owner::Stamped::start`]).
     pub fn starts_at(&mut self, partition: u32, offset: u64) {
-        match self.starts.iter_mut().find(|(p, _)| *p == partition) {
-            Some(start) => start.1 = offset,
+        match self.start_of(partition) {
+            Some(start) => *start = offset,
             None => self.starts.push((partition, offset)),
         }
+    }
+
+    fn start_of(&mut self, partition: u32) -> Option<&mut u64> {
+        self.starts.iter_mut().find(|(p, _)| *p == partition).map(|(_, start)| start)
     }
 
     /// Also keeps every change the batch processor stages (account states,
@@ -195,7 +199,7 @@ impl LedgerBatch<'_> {
         self.scratch.i64(progress.stream_time.0);
         if !self.owner.is_empty() {
             self.scratch.buf.extend_from_slice(&self.owner);
-            if let Some(&(_, start)) = self.starts.iter().find(|(p, _)| *p == partition) {
+            if let Some(start) = self.start_of(partition).copied() {
                 self.scratch.u64(start);
             }
         }

@@ -24,12 +24,14 @@ impl std::fmt::Display for Owner {
 /// A partition's progress and who recorded it (none: written before owners
 /// were recorded, or by `simulate`), with the rules timeline it was
 /// processed under (`rules::Timeline::record`; none: written before
-/// timelines were recorded).
+/// timelines were recorded) and where the batch it ends started (none:
+/// not recorded, see [`crate::batch::LedgerBatch::starts_at`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamped {
     pub progress: Progress,
     pub owner: Option<Owner>,
     pub rules: Option<String>,
+    pub start: Option<u64>,
 }
 
 impl Stamped {
@@ -55,30 +57,29 @@ pub(crate) fn encode(owner: &Owner, rules: &str) -> Vec<u8> {
     w.buf
 }
 
-/// Where the inputs of the batch a progress record ends started (the
-/// partition's progress before them), if the record says: written after
-/// the owner and the rules, so that the changelog's readers can tell a
-/// batch of a transaction that never committed (see `segments`).
-pub fn cycle_start(value: &[u8]) -> Option<u64> {
-    let mut r = Reader::new(value);
-    decode_progress_from(&mut r).ok()?;
-    r.i64().ok()?;
-    r.str().ok()?;
-    r.str().ok()?;
-    r.u64().ok()
-}
-
-/// A progress record's value, with its owner if it has one.
+/// A progress record's value, with its owner if it has one. Each field
+/// after the progress is optional, later ones only written with earlier
+/// ones: the owner, the rules timeline, and where the batch's inputs
+/// started (the partition's progress before them), which lets the
+/// changelog's readers tell a batch of a transaction that never
+/// committed (see `segments`).
 pub fn decode(value: &[u8]) -> Result<Stamped, CodecError> {
     let mut r = Reader::new(value);
     let progress = decode_progress_from(&mut r)?;
+    let mut stamped = Stamped { progress, owner: None, rules: None, start: None };
     if r.is_empty() {
-        return Ok(Stamped { progress, owner: None, rules: None });
+        return Ok(stamped);
     }
     let generation = i32::try_from(r.i64()?).map_err(|_| CodecError::Corrupt("owner generation"))?;
     let instance = r.str()?.to_string();
-    let rules = if r.is_empty() { None } else { Some(r.str()?.to_string()) };
-    Ok(Stamped { progress, owner: Some(Owner { instance, generation }), rules })
+    stamped.owner = Some(Owner { instance, generation });
+    if !r.is_empty() {
+        stamped.rules = Some(r.str()?.to_string());
+    }
+    if !r.is_empty() {
+        stamped.start = Some(r.u64()?);
+    }
+    Ok(stamped)
 }
 
 #[cfg(test)]
@@ -92,6 +93,7 @@ mod tests {
             progress: Progress { next_offset, stream_time: Timestamp(0) },
             owner: owner.map(|(instance, generation)| Owner { instance: instance.into(), generation }),
             rules: None,
+            start: None,
         }
     }
 
@@ -111,9 +113,10 @@ mod tests {
         let rules = Some("- 0123abcd".to_string());
         assert_eq!(
             store.stamped_progress(3).unwrap(),
-            Some(Stamped { progress, owner: Some(owner.clone()), rules })
+            Some(Stamped { progress, owner: Some(owner.clone()), rules, start: None })
         );
-        assert_eq!(store.stamped_progress(4).unwrap(), Some(Stamped { progress, owner: None, rules: None }));
+        let unowned = Stamped { progress, owner: None, rules: None, start: None };
+        assert_eq!(store.stamped_progress(4).unwrap(), Some(unowned));
         // A record from before timelines were recorded: its owner alone.
         let mut older = Writer::default();
         older.u8(crate::META_FORMAT);
@@ -122,7 +125,31 @@ mod tests {
         older.i64(7);
         older.str("node-2");
         let read = decode(&older.buf).unwrap();
-        assert_eq!(read, Stamped { progress, owner: Some(owner), rules: None });
+        assert_eq!(read, Stamped { progress, owner: Some(owner), rules: None, start: None });
+    }
+
+    #[test]
+    fn an_owned_progress_record_says_where_its_batch_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let owner = Owner { instance: "node-2".into(), generation: 7 };
+        let at = |next_offset| Progress { next_offset, stream_time: Timestamp(9) };
+        let mut b = store.batch().owned_by(&owner, "r");
+        b.starts_at(3, 600);
+        b.set_progress(3, at(712), 5);
+        store.commit(b).unwrap();
+        assert_eq!(store.stamped_progress(3).unwrap().and_then(|s| s.start), Some(600));
+        let mut b = store.batch().owned_by(&owner, "r");
+        b.starts_at(3, 712);
+        b.set_progress(3, at(720), 5);
+        b.set_progress(3, at(730), 5);
+        store.commit(b).unwrap();
+        let read = store.stamped_progress(3).unwrap();
+        assert_eq!(
+            read.and_then(|s| s.start),
+            Some(720),
+            "a later progress in a batch starts at the earlier"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! one) does.
 //!
 //! Each batch's changes end with its progress record, which says where
-//! the batch's inputs started (`owner::cycle_start`). A batch that starts
+//! the batch's inputs started (`owner::Stamped::start`). A batch that starts
 //! before the end of the batch held back means its writer processed those
 //! inputs again: the held batch never committed (the instance died before
 //! its state or its transaction committed), and is dropped. Otherwise the
@@ -14,7 +14,7 @@
 //! without a start (older changelogs, a snapshot's) keep what is held.
 
 use super::changelog::{Change, changes, encode};
-use super::{decode_progress, owner};
+use super::owner;
 use accrual_core::state::codec::{CodecError, Writer};
 
 /// Changes, encoded as captured (see `changelog::changes`).
@@ -55,8 +55,9 @@ impl Segments {
     /// Ends the batch being read with its progress record (`progress`, its
     /// value): returns the batch held before it if that one committed.
     pub(crate) fn end(&mut self, progress: &[u8]) -> Option<Encoded> {
-        let start = owner::cycle_start(progress);
-        let end = decode_progress(progress).map_or(u64::MAX, |p| p.next_offset);
+        let stamped = owner::decode(progress).ok();
+        let start = stamped.as_ref().and_then(|s| s.start);
+        let end = stamped.map_or(u64::MAX, |s| s.progress.next_offset);
         let batch = std::mem::take(&mut self.open);
         match self.held.replace((batch, end)) {
             Some((_, held_end)) if start.is_some_and(|start| start < held_end) => {
