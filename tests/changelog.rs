@@ -175,3 +175,92 @@ fn captured_changes_restore_the_same_state_whole_or_compacted() {
         assert!(kept > 0 && kept * 4 < all, "partition {partition}: {kept} of {all} dedupe keys kept");
     }
 }
+
+/// One owned batch of partition 1 over `lines` from `first`, its changes
+/// captured as messages; committed to `store` or, if not `commit`, dropped
+/// (a transaction that never committed: its records are in the log all
+/// the same on a broker that shows aborted transactions).
+fn owned_batch(store: &Store, lines: &[String], first: u64, commit: bool) -> Vec<Message> {
+    let rules = accrual::rules::load(&repo_path("config/rules.lifecycle.toml")).unwrap();
+    // A fresh processor, as after a crash: nothing of the dropped batch is
+    // remembered.
+    let mut processor = Processor::new(std::sync::Arc::new(rules)).with_received_by(test_now());
+    let mut progress = store.progress(1).unwrap().unwrap_or_default();
+    assert_eq!(progress.next_offset, first);
+    let inputs: Vec<Input<'_>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Input { offset: first + i as u64, key: b"", payload: l.as_bytes(), timestamp: None })
+        .collect();
+    let owner = accrual::store::owner::Owner { instance: "node-a".into(), generation: 3 };
+    let mut batch = store.batch().owned_by(&owner, "r").capturing_changes();
+    batch.starts_at(1, first);
+    processor.process(store, 1, &mut progress, &inputs, &mut batch, &mut Ignore).unwrap();
+    let mut key = Vec::new();
+    let mut messages = Vec::new();
+    for change in changelog::changes(&batch.take_changes().unwrap()).unwrap() {
+        changelog::message_key(&change, &mut key);
+        messages.push((key.clone(), change.value.map(<[u8]>::to_vec)));
+    }
+    if commit {
+        store.commit(batch).unwrap();
+    }
+    messages
+}
+
+/// The diagnosed crash: a batch over 1,250..1,500 never committed, and its
+/// inputs were processed again in a batch ending at 1,460. A standby copy
+/// tailing the log (which shows the aborted batch) holds each batch back
+/// and leaves that one out; its last batch is written once the group's
+/// committed offset is where it ends.
+#[test]
+fn a_standby_copy_leaves_out_a_batch_that_never_committed() {
+    let lines = lines();
+    let lines = &lines[..3_000];
+    let event_ids: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("event_id").and_then(|id| id.as_str()).map(str::to_string))
+        .collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let owner = open(dirs[0].path());
+    let mut log = Vec::new();
+    for (from, to) in [(0, 250), (250, 600), (600, 1_000), (1_000, 1_250)] {
+        log.extend(owned_batch(&owner, &lines[from..to], from as u64, true));
+    }
+    let aborted = owned_batch(&owner, &lines[1_250..1_500], 1_250, false);
+    log.extend(aborted.iter().cloned());
+    for (from, to) in [(1_250, 1_460), (1_460, 2_000), (2_000, 3_000)] {
+        log.extend(owned_batch(&owner, &lines[from..to], from as u64, true));
+    }
+    // The aborted batch's dedupe group is keyed by where it ends: nothing
+    // committed overwrites it, so a copy that kept it would differ.
+    let group = |(k, v): &&Message| k[0] == Family::DedupeGroup as u8 && v.is_some();
+    let stray = aborted.iter().find(group).expect("the aborted batch has a dedupe group");
+    assert!(!log.iter().filter(|m| !aborted.contains(m)).any(|(k, _)| *k == stray.0));
+
+    let copy = open(dirs[1].path());
+    let mut tail = changelog::TailBatch::default();
+    let mut left_out = 0;
+    for (position, (key, value)) in log.iter().enumerate() {
+        let change = changelog::from_message(key, value.as_deref()).expect("a change");
+        tail.add(&copy, &change).unwrap();
+        if let Some(progress) = change.value.filter(|_| changelog::is_progress(&change)) {
+            let at = changelog::CopyPosition { position: position as i64 + 1, written_at_ms: None };
+            left_out += u32::from(tail.end(&copy, 1, progress, at).unwrap());
+        }
+    }
+    assert_eq!(left_out, 1, "the aborted batch is left out, and only it");
+    assert_eq!(tail.held_end(), Some(3_000), "the last batch is held back");
+    assert!(copy.progress(1).unwrap().unwrap().next_offset == 2_000, "the copy is as of the batch before");
+    assert!(!tail.confirm(&copy, 1, 2_000).unwrap(), "the group has not committed the held batch");
+    assert!(tail.confirm(&copy, 1, 3_000).unwrap(), "the group committed it");
+    assert_eq!(tail.held_end(), None);
+    let position = changelog::standby_position(&copy, 1).unwrap().map(|at| at.position);
+    assert_eq!(position, Some(log.len() as i64), "the copy goes on after the last record");
+    let entries = changelog::partition_entries(&copy, 1).unwrap();
+    assert!(
+        !entries.iter().any(|(family, key, _)| *family == Family::DedupeGroup && key[..] == stray.0[1..])
+    );
+    assert!(state(&copy, 1, &event_ids) == state(&owner, 1, &event_ids), "the copy differs from the owner");
+}

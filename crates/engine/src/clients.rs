@@ -246,6 +246,15 @@ fn changelog_consumer(config: &EngineConfig, reads_to_end: bool) -> KafkaResult<
     c.create_with_context(Reader)
 }
 
+/// A client that reads the group's committed offsets (a standby copy
+/// confirms the batch it holds with them): it never subscribes, so it
+/// never joins the group.
+pub fn group_offsets_reader(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
+    let mut c = base(config);
+    c.set("group.id", &config.kafka.group_id).set("enable.auto.commit", "false");
+    c.create()
+}
+
 /// A client outside the group, for reading the group's description.
 pub fn plain_consumer(config: &EngineConfig) -> KafkaResult<BaseConsumer> {
     let mut c = base(config);

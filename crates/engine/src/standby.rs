@@ -16,7 +16,11 @@
 //! progress record and the changelog offset to go on from), and only
 //! while the partition is not assigned here: the check and the write are
 //! made under the assignment's lock, which the rebalance callback takes to
-//! assign a partition.
+//! assign a partition. Each batch is held back until the next one shows
+//! it committed, or the group's committed offset is where it ends (see
+//! `changelog::TailBatch`): a broker that shows aborted transactions to
+//! `read_committed` readers (the local one) would otherwise leave a
+//! batch that never committed in the copy.
 //!
 //! The same thread owns every local state that is not the engine's: it
 //! also drops what partitions that moved away left behind (see
@@ -30,7 +34,7 @@ use crate::restore::Continuation;
 use accrual_store::Store;
 use accrual_store::changelog::{self, TailBatch};
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -42,6 +46,10 @@ use std::time::{Duration, Instant};
 
 /// How often the copies to keep are worked out again.
 const PLAN_EVERY: Duration = Duration::from_secs(2);
+
+/// How often batches held back are checked against the group's committed
+/// offsets.
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
 /// The partitions `me` keeps copies of. The first copy of a partition
 /// goes where the group's assignor would move it if its owner were lost
@@ -136,7 +144,9 @@ impl Standby {
     /// Runs on a thread of its own until the returned handle is dropped
     /// (none if the changelog cannot be read).
     pub fn start(self) -> std::io::Result<Option<Running>> {
-        let consumer = match crate::clients::changelog_reader(&self.config) {
+        let clients = crate::clients::changelog_reader(&self.config)
+            .and_then(|c| Ok((c, crate::clients::group_offsets_reader(&self.config)?)));
+        let (consumer, group) = match clients {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "standby replicas cannot read the changelog; none are kept");
@@ -147,16 +157,23 @@ impl Standby {
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("standby".into())
-            .spawn(move || self.run(&consumer, &stopped))?;
+            .spawn(move || self.run(&consumer, &group, &stopped))?;
         Ok(Some(Running { stop, thread: Some(thread) }))
     }
 
-    fn run(self, consumer: &crate::clients::ChangelogReader, stop: &AtomicBool) {
+    fn run(self, consumer: &crate::clients::ChangelogReader, group: &BaseConsumer, stop: &AtomicBool) {
         let Some(topic) = self.config.kafka.topics.changelog.clone() else { return };
         let mut tailing: BTreeMap<u32, TailBatch> = BTreeMap::new();
         let mut leftovers = Leftovers::new(Duration::from_millis(self.config.engine.state_cleanup_delay_ms));
         let mut planned = Instant::now() - PLAN_EVERY;
+        let mut confirmed = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if confirmed.elapsed() >= CONFIRM_EVERY {
+                confirmed = Instant::now();
+                if let Err(e) = self.confirm(group, &mut tailing) {
+                    tracing::debug!(error = %e, "standby replicas: could not read the group's offsets");
+                }
+            }
             if planned.elapsed() >= PLAN_EVERY {
                 planned = Instant::now();
                 if let Err(e) = self.plan(consumer, &topic, &mut tailing) {
@@ -301,8 +318,38 @@ impl Standby {
         Ok(())
     }
 
-    /// Keeps a changelog record; a progress record ends its batch, which
-    /// is written then.
+    /// Writes the batches held back that the group's committed offsets
+    /// show committed.
+    fn confirm(
+        &self,
+        group: &BaseConsumer,
+        tailing: &mut BTreeMap<u32, TailBatch>,
+    ) -> Result<(), KafkaError> {
+        let topic = &self.config.kafka.topics.input;
+        let mut tpl = TopicPartitionList::new();
+        for (&p, _) in tailing.iter().filter(|(_, tail)| tail.held_end().is_some()) {
+            tpl.add_partition(topic, p as i32);
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
+        let committed = group.committed_offsets(tpl, timeout)?;
+        let a = EngineContext::lock(&self.assignment);
+        for (&p, tail) in tailing.iter_mut() {
+            let Some(offset) = crate::rebalance::committed_offset(&committed, topic, p) else { continue };
+            if assigned_here(&a, p) {
+                continue;
+            }
+            if let Err(e) = tail.confirm(&self.store, p, offset) {
+                tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy");
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a changelog record; a progress record ends its batch, and the
+    /// batch before it is written then if it committed.
     fn take(&self, tailing: &mut BTreeMap<u32, TailBatch>, m: &BorrowedMessage<'_>) {
         let p = m.partition() as u32;
         let Some(tail) = tailing.get_mut(&p) else { return };
@@ -324,9 +371,7 @@ impl Standby {
             }
             return;
         }
-        if !changelog::is_progress(&change) {
-            return;
-        }
+        let Some(progress) = change.value.filter(|_| changelog::is_progress(&change)) else { return };
         let a = EngineContext::lock(&self.assignment);
         if assigned_here(&a, p) {
             tail.clear();
@@ -334,8 +379,14 @@ impl Standby {
         }
         let at =
             changelog::CopyPosition { position: m.offset() + 1, written_at_ms: m.timestamp().to_millis() };
-        if let Err(e) = tail.write(&self.store, p, at) {
-            tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy");
+        match tail.end(&self.store, p, progress, at) {
+            Ok(true) => tracing::info!(
+                partition = p,
+                offset = m.offset(),
+                "standby replicas: left out a changelog batch that never committed (its inputs were processed again)"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy"),
         }
     }
 }

@@ -150,7 +150,7 @@ pub struct Restore<'s> {
     store: &'s Store,
     batch: WriteBatch,
     /// The changes read, a batch of the writer's at a time.
-    segments: Segments,
+    segments: Segments<Encoded>,
     /// The last progress of each partition restored.
     progress: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     /// Changes read so far.
@@ -184,13 +184,13 @@ impl<'s> Restore<'s> {
                     self.stage(&kept)?;
                 }
             }
-            _ => self.segments.add(change),
+            _ => self.segments.open().push(change),
         }
         self.changes += 1;
         self.bytes += (change.key.len() + change.value.map_or(0, <[u8]>::len)) as u64;
         // Only a snapshot's batch grows this large (a cycle's is a few MB):
         // written as it is read, not held back.
-        if self.segments.open_bytes() >= RESTORE_BATCH_BYTES {
+        if self.segments.open().len() >= RESTORE_BATCH_BYTES {
             for rest in self.segments.rest() {
                 self.stage(&rest)?;
             }
@@ -362,37 +362,84 @@ fn stage(store: &Store, batch: &mut WriteBatch, change: &Change<'_>) -> Result<(
 
 const STANDBY_POSITION: &[u8] = b"standby_position";
 
-/// One batch's changes, as a standby reads them from the changelog: kept
-/// until its progress record arrives, then written with the changelog
+/// A standby's copy of a partition, as it reads the changelog: a batch's
+/// changes are kept until its progress record arrives, then held back
+/// until the next batch shows it committed (see `segments`), or the
+/// group's committed offset is where it ends (an owner with no more
+/// input writes no next batch). A batch is written with the changelog
 /// offset to read on from, in one write, so a standby's state is always
-/// the owner's state as of some batch.
+/// the owner's state as of some committed batch.
 #[derive(Default)]
 pub struct TailBatch {
-    batch: WriteBatch,
+    segments: Segments<WriteBatch>,
+    /// Where the copy goes on from once the held batch is written.
+    held_at: Option<CopyPosition>,
 }
 
 impl TailBatch {
     pub fn add(&mut self, store: &Store, change: &Change<'_>) -> Result<(), StoreError> {
-        stage(store, &mut self.batch, change)
+        stage(store, self.segments.open(), change)
     }
 
-    /// Writes the changes added since the last write, with the position
-    /// to read on from (see [`CopyPosition`]).
-    pub fn write(&mut self, store: &Store, partition: u32, at: CopyPosition) -> Result<(), StoreError> {
-        let mut batch = std::mem::take(&mut self.batch);
-        let key = super::partition_key(partition, STANDBY_POSITION);
-        let mut value = at.position.to_be_bytes().to_vec();
-        if let Some(written) = at.written_at_ms {
-            value.extend_from_slice(&written.to_be_bytes());
+    /// Ends the batch being read with its progress record (`progress`, its
+    /// value; the record read on from is `at`): writes the batch held
+    /// before it unless this one shows it never committed, and holds this
+    /// one. Returns whether the held batch was left out.
+    pub fn end(
+        &mut self,
+        store: &Store,
+        partition: u32,
+        progress: &[u8],
+        at: CopyPosition,
+    ) -> Result<bool, StoreError> {
+        let dropped = self.segments.dropped;
+        let held_at = self.held_at.replace(at);
+        if let (Some(batch), Some(held_at)) = (self.segments.end(progress), held_at) {
+            write_copy(store, partition, batch, held_at)?;
         }
-        batch.put_cf(store.cf(CF_META), key, value);
-        store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
+        Ok(self.segments.dropped > dropped)
     }
 
-    /// Drops the changes added since the last write.
-    pub fn clear(&mut self) {
-        self.batch.clear();
+    /// Where the inputs of the batch held back end, if one is held.
+    pub fn held_end(&self) -> Option<u64> {
+        self.segments.held_end()
     }
+
+    /// Writes the batch held back if the group's committed offset for the
+    /// partition, `committed`, is where it ends: its transaction, or one
+    /// that processed the same inputs from the same state (the same
+    /// changes), committed. Returns whether it was written.
+    pub fn confirm(&mut self, store: &Store, partition: u32, committed: u64) -> Result<bool, StoreError> {
+        if self.held_end() != Some(committed) {
+            return Ok(false);
+        }
+        match (self.segments.take_held(), self.held_at.take()) {
+            (Some(batch), Some(at)) => write_copy(store, partition, batch, at).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Drops everything read and not written.
+    pub fn clear(&mut self) {
+        *self = TailBatch::default();
+    }
+}
+
+/// Writes a batch of a copy's changes with the position to read on from
+/// (see [`CopyPosition`]).
+pub(crate) fn write_copy(
+    store: &Store,
+    partition: u32,
+    mut batch: WriteBatch,
+    at: CopyPosition,
+) -> Result<(), StoreError> {
+    let key = super::partition_key(partition, STANDBY_POSITION);
+    let mut value = at.position.to_be_bytes().to_vec();
+    if let Some(written) = at.written_at_ms {
+        value.extend_from_slice(&written.to_be_bytes());
+    }
+    batch.put_cf(store.cf(CF_META), key, value);
+    store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
 }
 
 /// Where a standby's copy continues in the changelog (just past the

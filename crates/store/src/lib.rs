@@ -762,11 +762,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
         let at = changelog::CopyPosition { position: 77, written_at_ms: Some(1_700_000_000_000) };
-        changelog::TailBatch::default().write(&store, 3, at).unwrap();
+        changelog::write_copy(&store, 3, rocksdb::WriteBatch::default(), at).unwrap();
         assert_eq!(changelog::standby_position(&store, 3).unwrap(), Some(at));
         // Written before record times were kept: the time is unknown.
         let unknown = changelog::CopyPosition { position: 78, written_at_ms: None };
-        changelog::TailBatch::default().write(&store, 3, unknown).unwrap();
+        changelog::write_copy(&store, 3, rocksdb::WriteBatch::default(), unknown).unwrap();
         assert_eq!(changelog::standby_position(&store, 3).unwrap(), Some(unknown));
 
         let written = 1_700_000_000_000;

@@ -12,6 +12,12 @@
 //! held batch is kept. A batch published again from the outbox repeats
 //! the same changes, so keeping either copy gives the same state. Records
 //! without a start (older changelogs, a snapshot's) keep what is held.
+//!
+//! A restore writes the last batch held when it reaches the end of the
+//! log (it verifies progress against the group's offset after). A standby
+//! copy, which never reaches an end, also writes it once the group's
+//! committed offset for the partition is where the batch ends (see
+//! `changelog::TailBatch`).
 
 use super::changelog::{Change, changes, encode};
 use super::owner;
@@ -26,35 +32,42 @@ impl Encoded {
         changes(&self.0.buf)
     }
 
-    fn push(&mut self, change: &Change<'_>) {
+    pub(crate) fn push(&mut self, change: &Change<'_>) {
         encode(&mut self.0, change);
+    }
+
+    /// Bytes of the changes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.buf.len()
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Segments {
+/// One writer's batches, `B` each (changes as a restore or a standby copy
+/// keeps them), the last one held back.
+pub(crate) struct Segments<B> {
     /// The changes read since the last progress record.
-    open: Encoded,
+    open: B,
     /// The last batch ended, and the offset its inputs end at.
-    held: Option<(Encoded, u64)>,
+    held: Option<(B, u64)>,
     /// Batches dropped as never committed.
     pub(crate) dropped: u64,
 }
 
-impl Segments {
-    /// A change of the batch being read.
-    pub(crate) fn add(&mut self, change: &Change<'_>) {
-        self.open.push(change);
+impl<B: Default> Default for Segments<B> {
+    fn default() -> Self {
+        Segments { open: B::default(), held: None, dropped: 0 }
     }
+}
 
-    /// Bytes of the batch being read.
-    pub(crate) fn open_bytes(&self) -> usize {
-        self.open.0.buf.len()
+impl<B: Default> Segments<B> {
+    /// The batch being read.
+    pub(crate) fn open(&mut self) -> &mut B {
+        &mut self.open
     }
 
     /// Ends the batch being read with its progress record (`progress`, its
     /// value): returns the batch held before it if that one committed.
-    pub(crate) fn end(&mut self, progress: &[u8]) -> Option<Encoded> {
+    pub(crate) fn end(&mut self, progress: &[u8]) -> Option<B> {
         let stamped = owner::decode(progress).ok();
         let start = stamped.as_ref().and_then(|s| s.start);
         let end = stamped.map_or(u64::MAX, |s| s.progress.next_offset);
@@ -68,10 +81,20 @@ impl Segments {
         }
     }
 
+    /// Where the inputs of the batch held back end, if one is.
+    pub(crate) fn held_end(&self) -> Option<u64> {
+        self.held.as_ref().map(|(_, end)| *end)
+    }
+
+    /// The batch held back, known to have committed some other way.
+    pub(crate) fn take_held(&mut self) -> Option<B> {
+        self.held.take().map(|(held, _)| held)
+    }
+
     /// Everything not returned yet, the held batch first: at the end of a
     /// read, or when a batch grows too large to hold (only a snapshot's).
-    pub(crate) fn rest(&mut self) -> impl Iterator<Item = Encoded> + use<> {
-        let held = self.held.take().map(|(held, _)| held);
+    pub(crate) fn rest(&mut self) -> impl Iterator<Item = B> + use<B> {
+        let held = self.take_held();
         held.into_iter().chain(Some(std::mem::take(&mut self.open)))
     }
 }
@@ -105,10 +128,10 @@ mod tests {
 
     #[test]
     fn a_batch_is_kept_once_the_next_starts_where_it_ends() {
-        let mut s = Segments::default();
-        s.add(&change(b"1"));
+        let mut s = Segments::<Encoded>::default();
+        s.open().push(&change(b"1"));
         assert!(s.end(&progress(Some(0), 10)).is_none(), "held back until the next batch");
-        s.add(&change(b"2"));
+        s.open().push(&change(b"2"));
         assert_eq!(keys(s.end(&progress(Some(10), 20))), [b"1".to_vec()]);
         let rest: Vec<_> = s.rest().flat_map(|b| keys(Some(b))).collect();
         assert_eq!(rest, [b"2".to_vec()], "the last batch at the end of the read");
@@ -119,14 +142,14 @@ mod tests {
     fn a_batch_whose_inputs_were_processed_again_is_dropped() {
         // The diagnosed case: a batch 600..720 never committed; its
         // inputs were processed again, that batch ending at 712.
-        let mut s = Segments::default();
-        s.add(&change(b"before"));
+        let mut s = Segments::<Encoded>::default();
+        s.open().push(&change(b"before"));
         s.end(&progress(Some(480), 600));
-        s.add(&change(b"aborted"));
+        s.open().push(&change(b"aborted"));
         assert_eq!(keys(s.end(&progress(Some(600), 720))), [b"before".to_vec()]);
-        s.add(&change(b"retry"));
+        s.open().push(&change(b"retry"));
         assert!(s.end(&progress(Some(600), 712)).is_none(), "the aborted batch is dropped");
-        s.add(&change(b"next"));
+        s.open().push(&change(b"next"));
         assert_eq!(keys(s.end(&progress(Some(712), 832))), [b"retry".to_vec()]);
         assert_eq!(s.dropped, 1);
     }
@@ -135,24 +158,24 @@ mod tests {
     fn two_batches_left_behind_by_a_crash_are_told_apart() {
         // C committed its state but not its transaction, P not even its
         // state; the restart publishes C again (C') and goes on (Q).
-        let mut s = Segments::default();
-        s.add(&change(b"C"));
+        let mut s = Segments::<Encoded>::default();
+        s.open().push(&change(b"C"));
         s.end(&progress(Some(0), 10));
-        s.add(&change(b"P"));
+        s.open().push(&change(b"P"));
         assert_eq!(keys(s.end(&progress(Some(10), 20))), [b"C".to_vec()]);
-        s.add(&change(b"C'"));
+        s.open().push(&change(b"C'"));
         assert!(s.end(&progress(Some(0), 10)).is_none(), "P never committed");
-        s.add(&change(b"Q"));
+        s.open().push(&change(b"Q"));
         assert_eq!(keys(s.end(&progress(Some(10), 30))), [b"C'".to_vec()]);
         assert_eq!(s.dropped, 1);
     }
 
     #[test]
     fn records_without_a_start_keep_what_is_held() {
-        let mut s = Segments::default();
-        s.add(&change(b"1"));
+        let mut s = Segments::<Encoded>::default();
+        s.open().push(&change(b"1"));
         s.end(&progress(None, 10));
-        s.add(&change(b"2"));
+        s.open().push(&change(b"2"));
         assert_eq!(keys(s.end(&progress(None, 5))), [b"1".to_vec()]);
     }
 }
