@@ -301,6 +301,7 @@ fn with_standbys_a_lost_nodes_partitions_restore_only_the_tail() {
         taken.len() == 2 && from_copies == taken,
         "node-c's 2 partitions were not all taken over from copies: taken {taken:?}, from copies {from_copies:?}\n{takeover}"
     );
+    eprintln!("the takeover applied {restored} changes; the changelog held {changelog_records} records");
     assert!(
         restored * 10 < changelog_records as u64,
         "{restored} changes restored, of {changelog_records} in the changelog: more than its tail\n{takeover}"
