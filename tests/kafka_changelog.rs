@@ -5,6 +5,7 @@
 mod common;
 
 use accrual::datagen::GenOptions;
+use accrual::engine::journal::TxnStatus;
 use common::kafka::*;
 use std::time::Duration;
 
@@ -330,4 +331,99 @@ fn a_cycle_whose_dedupe_keys_outgrow_one_message_is_published_and_restored() {
     assert_eq!(report.restored_partitions, 1, "{report:?}");
     assert!(engine_accounts(&state, 1) == before, "restored balances differ");
     assert!(stored_entries(&state, 1) == entries_before, "restored state differs byte for byte");
+}
+
+/// A deployment without a changelog crashes once its first cycle's state
+/// is committed, its transaction still open: the local state is ahead of
+/// the group's offset (which is none), its outbox not yet published.
+fn crash_ahead_without_a_changelog(setup: &Setup, dir: &std::path::Path, lines: &[String]) {
+    let plain = Setup { changelog: None, ..setup.clone() };
+    setup.produce(dir, lines);
+    let config = plain.config(dir, "node-a", "");
+    assert_aborted(&mut EngineProcess::spawn(
+        &config,
+        &[("ACCRUAL_FAILPOINT", "after-state-commit:1")],
+        None,
+    ));
+}
+
+const AHEAD: &str = "its local state is ahead of the group's offset";
+
+/// Then the changelog is turned on, and the engine crashes again before it
+/// commits the outbox it publishes again. The changelog must not hold the
+/// state meanwhile: it was never committed. A lost disk then leaves only
+/// what the group committed (nothing), and every accrual is published
+/// once, the balances are `simulate`'s.
+#[test]
+fn state_ahead_of_the_group_stays_out_of_the_changelog_until_its_outbox_commits() {
+    let setup = Setup::new("changelog-ahead", 3).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("node-a");
+    let lines = events(3_000, 37);
+    let (first, second) = lines.split_at(2_000);
+    crash_ahead_without_a_changelog(&setup, dir.path(), first);
+    let config = setup.config(dir.path(), "node-a", "");
+    let mut crashed = EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", "before-kafka-commit:1")], None);
+    assert_aborted(&mut crashed);
+    let log = crashed.log_text();
+    assert!(log.contains(AHEAD), "no partition was ahead of the group:\n{log}");
+    assert!(!log.contains("published its local state"), "state ahead of the group published:\n{log}");
+    let changelog = setup.changelog.as_deref().unwrap();
+    assert!(setup.read(changelog).is_empty(), "the changelog holds state the group never committed");
+
+    // Its recovery's transaction never committed (it crashed before); the
+    // lost disk takes the journal that would have recorded so.
+    let mut txns = journal(&state);
+    let open: Vec<_> = txns.iter_mut().filter(|(_, s)| **s == TxnStatus::Open).collect();
+    assert!(open.len() <= 1, "one transaction open at most: {open:?}");
+    open.into_iter().for_each(|(_, status)| *status = TxnStatus::Aborted);
+    std::fs::remove_dir_all(&state).unwrap();
+    setup.produce(dir.path(), second);
+    run_until_idle(&config);
+    txns.extend(journal(&state));
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+}
+
+/// Without the second crash, the outbox is published again and committed,
+/// and then the state goes to the changelog, before new work: a lost disk
+/// afterwards restores it byte for byte.
+#[test]
+fn state_ahead_of_the_group_is_published_to_the_changelog_once_its_outbox_commits() {
+    let setup = Setup::new("changelog-ahead-published", 3).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("node-a");
+    let lines = events(3_000, 41);
+    let (first, second) = lines.split_at(2_000);
+    crash_ahead_without_a_changelog(&setup, dir.path(), first);
+    let mut txns = journal(&state);
+    let config = setup.config(dir.path(), "node-a", "");
+    setup.produce(dir.path(), second);
+    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    let log = engine.log_text();
+    let ahead = log.lines().filter(|l| l.contains(AHEAD)).count();
+    let after = log.lines().filter(|l| l.contains("to the changelog once its outbox was")).count();
+    let before = log.lines().filter(|l| l.contains("published its local state")).count();
+    assert!(
+        ahead > 0 && after == ahead,
+        "{ahead} partitions ahead, {after} published after their outbox:\n{log}"
+    );
+    assert_eq!(
+        before + after,
+        setup.partitions as usize,
+        "every partition's state is published once:\n{log}"
+    );
+    assert!(engine.report().recoveries > 0, "the outbox was not published again");
+    let entries = stored_entries(&state, setup.partitions);
+    txns.extend(journal(&state));
+
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
+    assert_same_entries(&entries, &stored_entries(&state, setup.partitions), "restored state");
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
 }

@@ -11,9 +11,8 @@ use accrual::datagen::{self, GenOptions};
 use accrual::engine::journal::TxnStatus;
 use accrual::engine::report::RunReport;
 use common::kafka::*;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 fn events(n: u64, seed: u64) -> Vec<String> {
     let opts = GenOptions {
@@ -49,28 +48,6 @@ fn finish_and_verify(setup: &Setup, dir: &Path, config: &Path, lines: &[String])
         "balances differ from the reference"
     );
     last.report()
-}
-
-/// A small PRNG for kill timings, seeded from the clock unless
-/// ACCRUAL_CRASH_SEED repeats a run.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
-/// The seed of the kill timings: ACCRUAL_CRASH_SEED repeats a run.
-fn crash_seed() -> u64 {
-    std::env::var("ACCRUAL_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
-    })
-}
-
-fn soak() -> bool {
-    std::env::var("ACCRUAL_SOAK").is_ok_and(|v| v == "1")
 }
 
 /// Starts the engine `kills` times, each killed with SIGKILL at a random
@@ -172,17 +149,6 @@ fn prepared_on(setup: Setup, seed: u64) -> Prepared {
     setup.produce(dir.path(), &lines);
     let config = setup.config(dir.path(), "node-1", "max_batch = 250");
     Prepared { setup, dir, lines, config }
-}
-
-/// Waits for a run that a failure point must abort (SIGABRT).
-fn assert_aborted(crashed: &mut EngineProcess) {
-    let status = crashed.wait(Duration::from_secs(120));
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGABRT),
-        "the failpoint should have aborted it:\n{}",
-        crashed.log_text()
-    );
 }
 
 /// Crashes at one step of the protocol, then restarts and verifies.

@@ -335,11 +335,15 @@ pub fn engine_accounts(state_dir: &Path, partitions: i32) -> BTreeMap<String, Ac
 /// dedupe keys (which RocksDB's compaction may drop once expired, at any
 /// time): what a restore from the changelog must give back byte for byte.
 pub fn stored_entries(state: &Path, partitions: i32) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
-    let store = open_store(state);
+    entries_of(&open_store(state), partitions)
+}
+
+/// [`stored_entries`] of an open store (a running engine's, read only).
+pub fn entries_of(store: &Store, partitions: i32) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
     let mut all = Vec::new();
     for p in 0..partitions as u32 {
         for (family, key, value) in
-            accrual::store::changelog::partition_entries(&store, p).expect("state entries")
+            accrual::store::changelog::partition_entries(store, p).expect("state entries")
         {
             if family != accrual::store::changelog::Family::Dedupe {
                 all.push((p, key, value));
@@ -438,11 +442,59 @@ pub fn assert_exactly_once(
     let mut expected = reference.to_vec();
     expected.sort();
     let missing: BTreeSet<&String> = expected.iter().filter(|r| !committed_view.contains(r)).collect();
-    assert!(missing.is_empty(), "{} accruals missing, e.g. {:?}", missing.len(), missing.iter().next());
+    if let Some(first) = missing.iter().next() {
+        // Where the missing records went: published by which transactions.
+        let mut by_txn: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in
+            published.iter().filter(|m| missing.contains(&String::from_utf8_lossy(&m.payload).to_string()))
+        {
+            *by_txn.entry(m.header("accrual.txn").unwrap_or("?")).or_default() += 1;
+        }
+        let seen: Vec<String> =
+            by_txn.iter().map(|(txn, n)| format!("{txn} ({:?}): {n}", committed.get(*txn))).collect();
+        panic!(
+            "{} accruals missing, e.g. {first:?}; copies published by transactions that did not commit: {seen:?} (none: never published)",
+            missing.len()
+        );
+    }
     assert_eq!(
         committed_view.len(),
         expected.len(),
         "committed records are not exactly the reference (duplicates)"
     );
     assert!(committed_view == expected, "committed records differ from the reference");
+}
+
+/// A small PRNG for kill timings, seeded from the clock unless
+/// ACCRUAL_CRASH_SEED repeats a run.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// The seed of the kill timings: ACCRUAL_CRASH_SEED repeats a run.
+pub fn crash_seed() -> u64 {
+    std::env::var("ACCRUAL_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
+    })
+}
+
+/// Whether the long versions of the slow tests run (ACCRUAL_SOAK=1).
+pub fn soak() -> bool {
+    std::env::var("ACCRUAL_SOAK").is_ok_and(|v| v == "1")
+}
+
+/// Waits for a run that a failure point must abort (SIGABRT).
+pub fn assert_aborted(crashed: &mut EngineProcess) {
+    let status = crashed.wait(Duration::from_secs(120));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGABRT),
+        "the failpoint should have aborted it:\n{}",
+        crashed.log_text()
+    );
 }

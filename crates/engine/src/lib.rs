@@ -75,6 +75,8 @@ pub enum EngineError {
     Outbox { partition: u32, offset: u64, detail: String },
     #[error("{0}")]
     PartitionCount(String),
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
     #[error("kafka.topics.changelog: {0}")]
     ChangelogTopic(kafka_tools::ToolError),
     #[error(transparent)]

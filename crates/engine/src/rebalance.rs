@@ -27,6 +27,9 @@ pub struct Owned {
     /// be published again before new work.
     pub committed: Option<u64>,
     pub needs_recovery: bool,
+    /// Its state goes to the changelog once the recovery committed (see
+    /// `restore::Restored::publish_after_recovery`).
+    pub publish_after_recovery: bool,
 }
 
 /// What the engine owns, shared between the rebalance callback and the loop.
@@ -100,9 +103,12 @@ pub enum AssignmentError {
 /// committed offset.
 pub fn start_offset(local: Option<Progress>, committed: Option<u64>) -> Result<Owned, String> {
     match (local, committed) {
-        (None, None) | (None, Some(0)) => {
-            Ok(Owned { progress: Progress::default(), committed, needs_recovery: false })
-        }
+        (None, None) | (None, Some(0)) => Ok(Owned {
+            progress: Progress::default(),
+            committed,
+            needs_recovery: false,
+            publish_after_recovery: false,
+        }),
         (None, Some(y)) => Err(format!(
             "no local state, but the group has committed offset {y}: this instance would recompute balances from \
              nothing. Moving state between instances arrives with the changelog; until then run each partition on \
@@ -115,7 +121,8 @@ pub fn start_offset(local: Option<Progress>, committed: Option<u64>) -> Result<O
         )),
         (Some(p), y) => {
             let committed_at = y.unwrap_or(0);
-            Ok(Owned { progress: p, committed, needs_recovery: committed_at < p.next_offset })
+            let needs_recovery = committed_at < p.next_offset;
+            Ok(Owned { progress: p, committed, needs_recovery, publish_after_recovery: false })
         }
     }
 }

@@ -107,18 +107,49 @@ impl Engine {
                     let progress_at = self.producer.context().take();
                     self.note_positions(&offsets, &progress_at, crate::wall_clock().0);
                     self.committed(id, offsets, Instant::now());
+                    let mut publish = Vec::new();
                     let mut a = EngineContext::lock(&self.assignment);
                     for &(p, _, x) in ranges {
                         if let Some(o) = a.owned.get_mut(&p) {
                             o.needs_recovery = false;
                             o.committed = Some(x);
+                            if std::mem::take(&mut o.publish_after_recovery) {
+                                publish.push(p);
+                            }
                         }
                     }
-                    return Ok(());
+                    drop(a);
+                    return self.publish_states(&publish);
                 }
                 Err(failure) => self.after_failure(id, &offsets, failure, started)?,
             }
         }
+    }
+
+    /// Publishes the state of partitions whose changelog held nothing of
+    /// them while their local state was ahead of the group's offset, now
+    /// that the recovery committed it (see
+    /// `restore::Restored::publish_after_recovery`). Before new work: the
+    /// changelog must hold the state the partition's next changes apply
+    /// to. Cut short by a crash, the next assignment publishes it (the
+    /// changelog still holds no progress of the partition, or only the
+    /// outbox's changes, made to an empty state).
+    fn publish_states(&self, partitions: &[u32]) -> Result<(), EngineError> {
+        let Some(topic) = self.config.kafka.topics.changelog.as_deref() else { return Ok(()) };
+        for &p in partitions {
+            let started = Instant::now();
+            let records =
+                crate::bootstrap::publish_state(&self.config, &self.store, topic, p, self.timeout, &|| {
+                    false
+                })?;
+            tracing::info!(
+                partition = p,
+                records,
+                seconds = started.elapsed().as_secs_f64(),
+                "published the partition's state to the changelog once its outbox was"
+            );
+        }
+        Ok(())
     }
 
     /// Handles a failed transaction: abort it or replace the producer; gives

@@ -108,6 +108,13 @@ pub struct Restored {
     pub progress: Option<Progress>,
     /// The local state was kept: it continues the group's.
     pub kept: bool,
+    /// Kept, but the changelog holds nothing of the partition and the
+    /// local state is ahead of the group's offset (work a crash left
+    /// uncommitted): the state is published to the changelog once the
+    /// outbox is published again and committed, not before. Published
+    /// now, the changelog would hold changes whose accruals never
+    /// committed, and a restore elsewhere would start after them.
+    pub publish_after_recovery: bool,
     /// Changelog records applied, and their keys' and values' bytes.
     pub changes: u64,
     pub bytes: u64,
@@ -188,12 +195,15 @@ pub fn restore_partition(
         }
     }
     if let Some(local) = local.filter(|l| committed.is_none_or(|c| l.progress.next_offset >= c)) {
+        let mut publish_after_recovery = false;
         let kept = match reader.committed_stamp(low, high, committed)? {
             // Nothing to prove against: the changelog holds nothing of it
             // at the group's offset, and is given the state if it holds
             // nothing of it at all.
             None => {
-                publish_if_missing(config, store, &reader, low, high, committed)?;
+                let ahead = committed.unwrap_or(0) < local.progress.next_offset;
+                publish_after_recovery =
+                    publish_if_missing(config, store, &reader, (low, high), committed, ahead)?;
                 true
             }
             Some(theirs) if local.continues(&theirs) => true,
@@ -214,6 +224,7 @@ pub fn restore_partition(
             return Ok(Restored {
                 progress: Some(local.progress),
                 kept: true,
+                publish_after_recovery,
                 changes: 0,
                 bytes: 0,
                 elapsed: started.elapsed(),
@@ -225,18 +236,29 @@ pub fn restore_partition(
 
 /// Publishes the local state to the changelog if the changelog holds no
 /// progress of the partition at all (it was turned on where state already
-/// existed; see `bootstrap`).
+/// existed; see `bootstrap`); unless that state is `ahead` of the group's
+/// offset: then returns true, and the state is published after the
+/// outbox (see [`Restored::publish_after_recovery`]).
 fn publish_if_missing(
     config: &EngineConfig,
     store: &Store,
     reader: &Reader<'_>,
-    low: i64,
-    high: i64,
+    (low, high): (i64, i64),
     committed: Option<u64>,
-) -> Result<(), RestoreError> {
+    ahead: bool,
+) -> Result<bool, RestoreError> {
     // Without a committed offset, the search just made was for any.
     if committed.is_some() && reader.committed_stamp(low, high, None)?.is_some() {
-        return Ok(());
+        return Ok(false);
+    }
+    if ahead {
+        tracing::info!(
+            partition = reader.partition,
+            committed_offset = committed,
+            "the changelog holds nothing of this partition, and its local state is ahead of the group's offset: \
+             the state is published once its outbox is published again"
+        );
+        return Ok(true);
     }
     let watch = reader.watch;
     let cancelled = || watch.cancel.load(Ordering::Relaxed);
@@ -249,7 +271,7 @@ fn publish_if_missing(
         seconds = started.elapsed().as_secs_f64(),
         "the changelog held nothing of this partition: published its local state to it"
     );
-    Ok(())
+    Ok(false)
 }
 
 /// Where a partition's local state continues in the changelog.
@@ -320,7 +342,14 @@ fn finish(
     }
     restore.finish()?;
     let progress = store.progress(partition)?;
-    Ok(Restored { progress, kept: false, changes, bytes, elapsed: started.elapsed() })
+    Ok(Restored {
+        progress,
+        kept: false,
+        publish_after_recovery: false,
+        changes,
+        bytes,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Reads the changelog from `start` into `restore`, up to the first

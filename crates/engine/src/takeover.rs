@@ -70,8 +70,9 @@ impl Engine {
         // A standby's copy is this instance's own state from now on.
         accrual_store::changelog::forget_standby_position(&self.store, p).map_err(|e| e.to_string())?;
         if restored.kept {
-            let owned = rebalance::start_offset(restored.progress, committed)
+            let mut owned = rebalance::start_offset(restored.progress, committed)
                 .and_then(|owned| self.consumer.context().check_gap(&self.consumer, p, owned))?;
+            owned.publish_after_recovery = restored.publish_after_recovery && owned.needs_recovery;
             tracing::info!(
                 partition = p,
                 start_offset = owned.progress.next_offset,
@@ -104,6 +105,6 @@ impl Engine {
             "partition restored from the changelog"
         );
         a.restored_to_forget.push(p);
-        Ok(Owned { progress, committed, needs_recovery: false })
+        Ok(Owned { progress, committed, needs_recovery: false, publish_after_recovery: false })
     }
 }
