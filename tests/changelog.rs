@@ -124,6 +124,15 @@ fn state(store: &Store, partition: u32, event_ids: &[String]) -> String {
     format!("{entries:?}\n{accounts:?}\n{timers:?}\n{progress:?}\n{seen:?}")
 }
 
+/// The event ids among `lines` (those that parse).
+fn event_ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("event_id").and_then(|id| id.as_str()).map(str::to_string))
+        .collect()
+}
+
 fn decode_seen(value: &[u8]) -> i64 {
     accrual::state::codec::Reader::new(value).i64().unwrap()
 }
@@ -136,11 +145,7 @@ fn dedupe_keys(store: &Store, partition: u32) -> usize {
 #[test]
 fn captured_changes_restore_the_same_state_whole_or_compacted() {
     let lines = lines();
-    let event_ids: Vec<String> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("event_id").and_then(|id| id.as_str()).map(str::to_string))
-        .collect();
+    let event_ids = event_ids(&lines);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let original = open(dirs[0].path());
     let messages = process_capturing(&original, &lines);
@@ -217,11 +222,7 @@ fn owned_batch(store: &Store, lines: &[String], first: u64, commit: bool) -> Vec
 fn a_standby_copy_leaves_out_a_batch_that_never_committed() {
     let lines = lines();
     let lines = &lines[..3_000];
-    let event_ids: Vec<String> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("event_id").and_then(|id| id.as_str()).map(str::to_string))
-        .collect();
+    let event_ids = event_ids(lines);
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let owner = open(dirs[0].path());
     let mut log = Vec::new();

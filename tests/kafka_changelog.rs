@@ -76,9 +76,7 @@ fn a_lost_state_directory_is_restored_from_the_changelog_with_identical_balances
     assert!(report.events > 0, "{report:?}");
     assert_eq!(report.restored_partitions, 0, "its own state is kept: {report:?}");
     txns.extend(journal(&state));
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
 
     // And the changelog holds state only: a key per change, in the
     // partition of the state it belongs to.
@@ -154,9 +152,7 @@ fn a_restore_stops_at_the_transaction_that_committed_the_groups_offsets() {
     assert_eq!(report.refused_partitions, 0, "{report:?}");
     assert_eq!(report.events, second.len() as u64, "the uncommitted input is processed again: {report:?}");
     txns.extend(journal(&state));
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
 }
 
 #[test]
@@ -177,9 +173,7 @@ fn without_group_offsets_the_changelog_says_where_a_partition_resumes() {
     assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
     assert_eq!(report.events, second.len() as u64, "only what the changelog had not seen: {report:?}");
     txns.extend(journal(&dir.path().join("node-b")));
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(engine_accounts(&dir.path().join("node-b"), setup.partitions) == reference_accounts);
+    assert_simulated(&setup, dir.path(), &lines, &txns, &dir.path().join("node-b"));
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -290,9 +284,7 @@ fn turning_the_changelog_on_where_state_exists_publishes_that_state_first() {
     let report = run_until_idle(&config);
     assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
     assert!(stored_entries(&state, setup.partitions) == entries, "restored state differs byte for byte");
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
 }
 
 #[test]
@@ -381,9 +373,7 @@ fn state_ahead_of_the_group_stays_out_of_the_changelog_until_its_outbox_commits(
     setup.produce(dir.path(), second);
     run_until_idle(&config);
     txns.extend(journal(&state));
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
 }
 
 /// Without the second crash, the outbox is published again and committed,
@@ -423,7 +413,5 @@ fn state_ahead_of_the_group_is_published_to_the_changelog_once_its_outbox_commit
     let report = run_until_idle(&config);
     assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
     assert_same_entries(&entries, &stored_entries(&state, setup.partitions), "restored state");
-    let (reference, reference_accounts) = reference(dir.path(), &lines);
-    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
-    assert!(engine_accounts(&state, setup.partitions) == reference_accounts, "balances differ from simulate");
+    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
 }

@@ -415,6 +415,21 @@ pub fn broker_filters_aborted() -> bool {
     })
 }
 
+/// The published accruals are `simulate`'s over `lines`, each exactly
+/// once (by the transactions' outcomes, `txns`), and the balances in
+/// `state` are its too.
+pub fn assert_simulated(
+    setup: &Setup,
+    dir: &Path,
+    lines: &[String],
+    txns: &BTreeMap<String, TxnStatus>,
+    state: &Path,
+) {
+    let (reference, reference_accounts) = reference(dir, lines);
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, txns);
+    assert!(engine_accounts(state, setup.partitions) == reference_accounts, "balances differ from simulate");
+}
+
 /// Checks the published accruals against the reference, exactly once:
 /// the copies from committed transactions are exactly the reference; every
 /// other copy comes from a transaction that never committed.
