@@ -144,9 +144,7 @@ impl Standby {
     /// Runs on a thread of its own until the returned handle is dropped
     /// (none if the changelog cannot be read).
     pub fn start(self) -> std::io::Result<Option<Running>> {
-        let clients = crate::clients::changelog_reader(&self.config)
-            .and_then(|c| Ok((c, crate::clients::group_offsets_reader(&self.config)?)));
-        let (consumer, group) = match clients {
+        let consumer = match crate::clients::changelog_reader(&self.config) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "standby replicas cannot read the changelog; none are kept");
@@ -157,20 +155,22 @@ impl Standby {
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("standby".into())
-            .spawn(move || self.run(&consumer, &group, &stopped))?;
+            .spawn(move || self.run(&consumer, &stopped))?;
         Ok(Some(Running { stop, thread: Some(thread) }))
     }
 
-    fn run(self, consumer: &crate::clients::ChangelogReader, group: &BaseConsumer, stop: &AtomicBool) {
+    fn run(self, consumer: &crate::clients::ChangelogReader, stop: &AtomicBool) {
         let Some(topic) = self.config.kafka.topics.changelog.clone() else { return };
         let mut tailing: BTreeMap<u32, TailBatch> = BTreeMap::new();
         let mut leftovers = Leftovers::new(Duration::from_millis(self.config.engine.state_cleanup_delay_ms));
         let mut planned = Instant::now() - PLAN_EVERY;
         let mut confirmed = Instant::now();
+        // Made when a copy first holds a batch: none with no copies.
+        let mut group: Option<BaseConsumer> = None;
         while !stop.load(Ordering::Relaxed) {
             if confirmed.elapsed() >= CONFIRM_EVERY {
                 confirmed = Instant::now();
-                if let Err(e) = self.confirm(group, &mut tailing) {
+                if let Err(e) = self.confirm(&mut group, &mut tailing) {
                     tracing::debug!(error = %e, "standby replicas: could not read the group's offsets");
                 }
             }
@@ -322,7 +322,7 @@ impl Standby {
     /// show committed.
     fn confirm(
         &self,
-        group: &BaseConsumer,
+        group: &mut Option<BaseConsumer>,
         tailing: &mut BTreeMap<u32, TailBatch>,
     ) -> Result<(), KafkaError> {
         let topic = &self.config.kafka.topics.input;
@@ -334,6 +334,10 @@ impl Standby {
             return Ok(());
         }
         let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
+        let group = match group {
+            Some(group) => group,
+            None => group.insert(crate::clients::group_offsets_reader(&self.config)?),
+        };
         let committed = group.committed_offsets(tpl, timeout)?;
         let a = EngineContext::lock(&self.assignment);
         for (&p, tail) in tailing.iter_mut() {
