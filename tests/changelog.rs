@@ -254,8 +254,8 @@ fn a_standby_copy_leaves_out_a_batch_that_never_committed() {
     assert_eq!(left_out, 1, "the aborted batch is left out, and only it");
     assert_eq!(tail.held_end(), Some(3_000), "the last batch is held back");
     assert!(copy.progress(1).unwrap().unwrap().next_offset == 2_000, "the copy is as of the batch before");
-    assert!(!tail.confirm(&copy, 1, 2_000).unwrap(), "the group has not committed the held batch");
-    assert!(tail.confirm(&copy, 1, 3_000).unwrap(), "the group committed it");
+    assert!(!tail.confirm(&copy, 2_000).unwrap(), "the group has not committed the held batch");
+    assert!(tail.confirm(&copy, 3_000).unwrap(), "the group committed it");
     assert_eq!(tail.held_end(), None);
     let position = changelog::standby_position(&copy, 1).unwrap().map(|at| at.position);
     assert_eq!(position, Some(log.len() as i64), "the copy goes on after the last record");

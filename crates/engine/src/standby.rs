@@ -345,7 +345,7 @@ impl Standby {
             if assigned_here(&a, p) {
                 continue;
             }
-            if let Err(e) = tail.confirm(&self.store, p, offset) {
+            if let Err(e) = tail.confirm(&self.store, offset) {
                 tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy");
             }
         }

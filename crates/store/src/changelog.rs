@@ -216,7 +216,7 @@ impl<'s> Restore<'s> {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.batch);
-        self.store.db.write_opt(batch, &self.store.write).map_err(|e| self.store.db_err(e))
+        self.store.write_raw(batch)
     }
 
     /// Writes what is left, the progress with it, and syncs it.
@@ -324,7 +324,7 @@ pub fn snapshot<E: From<StoreError>>(
         }
     }
     publish_group(&mut group, &mut index)?;
-    store.db.write_opt(index, &store.write).map_err(|e| store.db_err(e))?;
+    store.write_raw(index)?;
     each(&Change { family: Family::Progress, key: &progress_key, value: Some(&progress) })?;
     Ok(count + 1)
 }
@@ -371,9 +371,8 @@ const STANDBY_POSITION: &[u8] = b"standby_position";
 /// the owner's state as of some committed batch.
 #[derive(Default)]
 pub struct TailBatch {
+    /// Each batch with the position to read on from once it is written.
     segments: Segments<WriteBatch>,
-    /// Where the copy goes on from once the held batch is written.
-    held_at: Option<CopyPosition>,
 }
 
 impl TailBatch {
@@ -392,10 +391,10 @@ impl TailBatch {
         progress: &[u8],
         at: CopyPosition,
     ) -> Result<bool, StoreError> {
+        put_copy_position(store, self.segments.open(), partition, at);
         let dropped = self.segments.dropped;
-        let held_at = self.held_at.replace(at);
-        if let (Some(batch), Some(held_at)) = (self.segments.end(progress), held_at) {
-            write_copy(store, partition, batch, held_at)?;
+        if let Some(batch) = self.segments.end(progress) {
+            store.write_raw(batch)?;
         }
         Ok(self.segments.dropped > dropped)
     }
@@ -409,13 +408,13 @@ impl TailBatch {
     /// partition, `committed`, is where it ends: its transaction, or one
     /// that processed the same inputs from the same state (the same
     /// changes), committed. Returns whether it was written.
-    pub fn confirm(&mut self, store: &Store, partition: u32, committed: u64) -> Result<bool, StoreError> {
+    pub fn confirm(&mut self, store: &Store, committed: u64) -> Result<bool, StoreError> {
         if self.held_end() != Some(committed) {
             return Ok(false);
         }
-        match (self.segments.take_held(), self.held_at.take()) {
-            (Some(batch), Some(at)) => write_copy(store, partition, batch, at).map(|()| true),
-            _ => Ok(false),
+        match self.segments.take_held() {
+            Some(batch) => store.write_raw(batch).map(|()| true),
+            None => Ok(false),
         }
     }
 
@@ -425,21 +424,15 @@ impl TailBatch {
     }
 }
 
-/// Writes a batch of a copy's changes with the position to read on from
-/// (see [`CopyPosition`]).
-pub(crate) fn write_copy(
-    store: &Store,
-    partition: u32,
-    mut batch: WriteBatch,
-    at: CopyPosition,
-) -> Result<(), StoreError> {
+/// Puts a copy's position to read on from (see [`CopyPosition`]) in the
+/// batch that brings the copy there.
+pub(crate) fn put_copy_position(store: &Store, batch: &mut WriteBatch, partition: u32, at: CopyPosition) {
     let key = super::partition_key(partition, STANDBY_POSITION);
     let mut value = at.position.to_be_bytes().to_vec();
     if let Some(written) = at.written_at_ms {
         value.extend_from_slice(&written.to_be_bytes());
     }
     batch.put_cf(store.cf(CF_META), key, value);
-    store.db.write_opt(batch, &store.write).map_err(|e| store.db_err(e))
 }
 
 /// Where a standby's copy continues in the changelog (just past the

@@ -449,6 +449,12 @@ impl Store {
         for cf in FAMILIES {
             batch.delete_range_cf(self.cf(cf), &from, &to);
         }
+        self.write_raw(batch)
+    }
+
+    /// Writes `batch` as it is (no ledger bookkeeping), with the store's
+    /// write options.
+    pub(crate) fn write_raw(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.db.write_opt(batch, &self.write).map_err(|e| self.db_err(e))
     }
 
@@ -762,11 +768,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
         let at = changelog::CopyPosition { position: 77, written_at_ms: Some(1_700_000_000_000) };
-        changelog::write_copy(&store, 3, rocksdb::WriteBatch::default(), at).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        changelog::put_copy_position(&store, &mut batch, 3, at);
+        store.write_raw(batch).unwrap();
         assert_eq!(changelog::standby_position(&store, 3).unwrap(), Some(at));
         // Written before record times were kept: the time is unknown.
         let unknown = changelog::CopyPosition { position: 78, written_at_ms: None };
-        changelog::write_copy(&store, 3, rocksdb::WriteBatch::default(), unknown).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        changelog::put_copy_position(&store, &mut batch, 3, unknown);
+        store.write_raw(batch).unwrap();
         assert_eq!(changelog::standby_position(&store, 3).unwrap(), Some(unknown));
 
         let written = 1_700_000_000_000;
