@@ -265,3 +265,97 @@ fn a_standby_copy_leaves_out_a_batch_that_never_committed() {
     );
     assert!(state(&copy, 1, &event_ids) == state(&owner, 1, &event_ids), "the copy differs from the owner");
 }
+
+/// What a compacted topic keeps, in the log's order: the last message of
+/// each key where it was written, without tombstones.
+fn compacted_in_order(messages: &[Message]) -> Vec<Message> {
+    let last: BTreeMap<&[u8], usize> = messages.iter().enumerate().map(|(i, (k, _))| (&k[..], i)).collect();
+    let kept = messages.iter().enumerate().filter(|(i, (k, v))| last[&k[..]] == *i && v.is_some());
+    kept.map(|(_, m)| m.clone()).collect()
+}
+
+/// A partition's snapshot (see `changelog::snapshot`) as messages.
+fn snapshot(store: &Store) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let mut key = Vec::new();
+    changelog::snapshot(store, 1, |change| -> Result<(), accrual::store::StoreError> {
+        changelog::message_key(change, &mut key);
+        messages.push((key.clone(), change.value.map(<[u8]>::to_vec)));
+        Ok(())
+    })
+    .unwrap();
+    messages
+}
+
+/// A standby copy of partition 1 fed `log`, its last batch confirmed by
+/// the group's offset `committed`.
+fn tailed(copy: &Store, log: &[Message], committed: u64) {
+    let mut tail = changelog::TailBatch::default();
+    for (position, (key, value)) in log.iter().enumerate() {
+        let change = changelog::from_message(key, value.as_deref()).expect("a change");
+        tail.add(copy, &change).unwrap();
+        if let Some(progress) = change.value.filter(|_| changelog::is_progress(&change)) {
+            let at = changelog::CopyPosition { position: position as i64 + 1, written_at_ms: None };
+            tail.end(copy, 1, progress, at).unwrap();
+        }
+    }
+    assert!(tail.confirm(copy, committed).unwrap(), "the last batch is the group's");
+}
+
+/// The changelog was turned off while batches 1,000..2,000 ran (their
+/// changes, deletes too, never reached it), then on again: the state is
+/// published as a snapshot that starts with a reset. A restore (of the
+/// whole log or of what compaction leaves) and a standby copy give the
+/// owner's state, not the older keys from before the reset.
+#[test]
+fn a_snapshot_replaces_what_a_changelog_that_was_off_holds() {
+    let lines = lines();
+    let lines = &lines[..3_000];
+    let event_ids = event_ids(lines);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let owner = open(dirs[0].path());
+    let mut log = Vec::new();
+    for (from, to) in [(0, 500), (500, 1_000)] {
+        log.extend(owned_batch(&owner, &lines[from..to], from as u64, true));
+    }
+    for (from, to) in [(1_000, 1_500), (1_500, 2_000)] {
+        owned_batch(&owner, &lines[from..to], from as u64, true);
+    }
+    // Keys the log holds that the owner's state no longer has (deleted
+    // while the changelog was off): without the reset a restore keeps them.
+    let stale: Vec<Vec<u8>> = {
+        let held = compacted_in_order(&log);
+        let now: Vec<Vec<u8>> = changelog::partition_entries(&owner, 1)
+            .unwrap()
+            .into_iter()
+            .map(|(family, key, _)| [&[family as u8][..], &key].concat())
+            .collect();
+        held.into_iter().map(|(k, _)| k).filter(|k| !now.contains(k)).collect()
+    };
+    assert!(stale.len() > 10, "only {} keys gone while the changelog was off", stale.len());
+    let snapshot = snapshot(&owner);
+    assert_eq!(snapshot[0].0[0], Family::Reset as u8, "a snapshot starts with a reset");
+    let snapshot_at = log.len();
+    log.extend(snapshot.iter().cloned());
+    log.extend(owned_batch(&owner, &lines[2_000..3_000], 2_000, true));
+    let want = state(&owner, 1, &event_ids);
+
+    let whole = open(dirs[1].path());
+    restore(&whole, &log);
+    assert!(state(&whole, 1, &event_ids) == want, "restored from the whole log");
+    let latest = compacted_in_order(&log);
+    assert!(stale.iter().all(|k| latest.iter().any(|(key, _)| key == k)), "compaction keeps the stale keys");
+    let from_compacted = open(dirs[2].path());
+    restore(&from_compacted, &latest);
+    assert!(state(&from_compacted, 1, &event_ids) == want, "restored from the compacted log");
+    let copy = open(dirs[3].path());
+    tailed(&copy, &log, 3_000);
+    assert!(state(&copy, 1, &event_ids) == want, "the standby copy differs from the owner");
+
+    // A snapshot cut short leaves a reset and no progress after it: a
+    // restore then holds no progress, and is refused, not taken as state.
+    let cut = tempfile::tempdir().unwrap();
+    let cut_short = open(cut.path());
+    restore(&cut_short, &log[..snapshot_at + snapshot.len() / 2]);
+    assert_eq!(cut_short.progress(1).unwrap(), None, "a restore cut in a snapshot holds no progress");
+}

@@ -1,17 +1,19 @@
-//! Publishing a partition's whole local state to a changelog that holds
-//! nothing of it: turning the changelog on for a deployment that already
-//! has state. Without it the changelog would hold only what changes from
-//! then on, and a restore would silently miss every account that had not
-//! changed since.
+//! Publishing a partition's whole local state to a changelog that does
+//! not hold it: turning the changelog on for a deployment that already
+//! has state, or on again after it was off for a while. Without it the
+//! changelog would hold only what changes from then on, and a restore
+//! would silently miss every account that had not changed since, or take
+//! the older state of those that changed while it was off.
 //!
 //! It runs in the partition's restore step, so the partition stays paused
-//! at the group's offset and its state cannot change meanwhile; the
-//! state's progress record goes last. The producer is idempotent but not
-//! transactional: a snapshot cut short leaves no progress record, so the
-//! changelog still holds none, and the next assignment publishes the
-//! state again (the same keys, overwritten); another instance given the
-//! partition meanwhile finds no state at the group's offset and refuses
-//! it, as it would without a changelog.
+//! at the group's offset and its state cannot change meanwhile. The
+//! snapshot starts with a reset (readers drop what they read before it)
+//! and ends with the state's progress record. The producer is idempotent
+//! but not transactional: a snapshot cut short leaves a reset with no
+//! progress record after it, so the changelog holds no progress of the
+//! partition since its last reset, and the next assignment publishes the
+//! state again; another instance given the partition meanwhile restores
+//! no progress, and refuses it, as it would without a changelog.
 
 use crate::clients;
 use crate::config::EngineConfig;

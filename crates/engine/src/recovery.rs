@@ -126,14 +126,16 @@ impl Engine {
         }
     }
 
-    /// Publishes the state of partitions whose changelog held nothing of
-    /// them while their local state was ahead of the group's offset, now
+    /// Publishes the state of partitions whose changelog did not hold it
+    /// while their local state was ahead of the group's offset, now
     /// that the recovery committed it (see
     /// `restore::Restored::publish_after_recovery`). Before new work: the
     /// changelog must hold the state the partition's next changes apply
-    /// to. Cut short by a crash, the next assignment publishes it (the
-    /// changelog still holds no progress of the partition, or only the
-    /// outbox's changes, made to an empty state).
+    /// to. Cut short by a crash, the next assignment publishes it: the
+    /// changelog still holds no progress of the partition at the group's
+    /// offset since its last reset (the outbox was staged with the
+    /// changelog off, or the changelog would have been given the state
+    /// before that cycle).
     fn publish_states(&self, partitions: &[u32]) -> Result<(), EngineError> {
         let Some(topic) = self.config.kafka.topics.changelog.as_deref() else { return Ok(()) };
         for &p in partitions {

@@ -108,8 +108,8 @@ pub struct Restored {
     pub progress: Option<Progress>,
     /// The local state was kept: it continues the group's.
     pub kept: bool,
-    /// Kept, but the changelog holds nothing of the partition and the
-    /// local state is ahead of the group's offset (work a crash left
+    /// Kept, but the changelog does not hold the group's state of the
+    /// partition (see [`publish_local_state`]) and the local state is ahead of the group's offset (work a crash left
     /// uncommitted): the state is published to the changelog once the
     /// outbox is published again and committed, not before. Published
     /// now, the changelog would hold changes whose accruals never
@@ -197,13 +197,12 @@ pub fn restore_partition(
     if let Some(local) = local.filter(|l| committed.is_none_or(|c| l.progress.next_offset >= c)) {
         let mut publish_after_recovery = false;
         let kept = match reader.committed_stamp(low, high, committed)? {
-            // Nothing to prove against: the changelog holds nothing of it
-            // at the group's offset, and is given the state if it holds
-            // nothing of it at all.
+            // Nothing to prove against: the changelog does not hold the
+            // group's state of the partition, and is given the local state.
             None => {
                 let ahead = committed.unwrap_or(0) < local.progress.next_offset;
                 publish_after_recovery =
-                    publish_if_missing(config, store, &reader, (low, high), committed, ahead)?;
+                    publish_local_state(config, store, &reader, (low, high), committed, ahead)?;
                 true
             }
             Some(theirs) if local.continues(&theirs) => true,
@@ -234,12 +233,16 @@ pub fn restore_partition(
     replace_partition(&reader, store, low, high, committed, started)
 }
 
-/// Publishes the local state to the changelog if the changelog holds no
-/// progress of the partition at all (it was turned on where state already
-/// existed; see `bootstrap`); unless that state is `ahead` of the group's
-/// offset: then returns true, and the state is published after the
+/// Publishes the local state to the changelog, which holds no progress of
+/// the partition at the group's offset since its last reset: nothing of
+/// the partition (it was turned on where state already existed; see
+/// `bootstrap`), or an older state (it was turned off for a while, and
+/// misses the changes made meanwhile). The snapshot starts with a reset,
+/// so that restores and standby copies drop the older state, keys the
+/// local state no longer has too. If the local state is `ahead` of the
+/// group's offset, returns true instead: it is published after the
 /// outbox (see [`Restored::publish_after_recovery`]).
-fn publish_if_missing(
+fn publish_local_state(
     config: &EngineConfig,
     store: &Store,
     reader: &Reader<'_>,
@@ -247,29 +250,34 @@ fn publish_if_missing(
     committed: Option<u64>,
     ahead: bool,
 ) -> Result<bool, RestoreError> {
+    let partition = reader.partition;
     // Without a committed offset, the search just made was for any.
-    if committed.is_some() && reader.committed_stamp(low, high, None)?.is_some() {
-        return Ok(false);
-    }
+    let held = match committed {
+        Some(_) => reader.committed_stamp(low, high, None)?.map(|s| s.progress.next_offset),
+        None => None,
+    };
+    let held_text = held
+        .map_or_else(|| "nothing of this partition".to_string(), |at| format!("its state up to offset {at}"));
     if ahead {
         tracing::info!(
-            partition = reader.partition,
+            partition,
             committed_offset = committed,
-            "the changelog holds nothing of this partition, and its local state is ahead of the group's offset: \
+            "the changelog holds {held_text}, and its local state is ahead of the group's offset: \
              the state is published once its outbox is published again"
         );
         return Ok(true);
     }
     let watch = reader.watch;
     let cancelled = || watch.cancel.load(Ordering::Relaxed);
-    let (partition, started) = (reader.partition, Instant::now());
+    let started = Instant::now();
     let published =
         crate::bootstrap::publish_state(config, store, reader.topic, partition, reader.idle, &cancelled)?;
     tracing::info!(
         partition,
+        committed_offset = committed,
         records = published,
         seconds = started.elapsed().as_secs_f64(),
-        "the changelog held nothing of this partition: published its local state to it"
+        "the changelog held {held_text}, not the group's: published its local state to it"
     );
     Ok(false)
 }
@@ -436,9 +444,11 @@ impl Reader<'_> {
     }
 
     /// The last progress record at `target` (the group's offset; none: the
-    /// last of all), read from the changelog's tail: each transaction ends
-    /// with its partitions' progress, so it is near the end; the window
-    /// read grows until it is found or the whole log was read.
+    /// last of all) since the partition's last reset (a snapshot replaced
+    /// what came before it), read from the changelog's tail: each
+    /// transaction ends with its partitions' progress, so it is near the
+    /// end; the window read grows until it is found, a reset is, or the
+    /// whole log was read.
     fn committed_stamp(
         &self,
         low: i64,
@@ -451,16 +461,20 @@ impl Reader<'_> {
         let mut window = 1024i64;
         loop {
             let from = high.saturating_sub(window).max(low);
-            let mut found = None;
+            let (mut found, mut reset) = (None, false);
             self.read(Offset::Offset(from), high - 1, &mut |m| {
-                if let Some(stamped) = changelog::stamped_of(&self.change(m)?) {
+                let change = self.change(m)?;
+                if changelog::is_reset(&change) {
+                    (found, reset) = (None, true);
+                }
+                if let Some(stamped) = changelog::stamped_of(&change) {
                     if target.is_none_or(|t| stamped.progress.next_offset == t) {
                         found = Some(stamped);
                     }
                 }
                 Ok(true)
             })?;
-            if found.is_some() || from == low {
+            if found.is_some() || reset || from == low {
                 return Ok(found);
             }
             window = window.saturating_mul(16);

@@ -29,6 +29,10 @@ pub enum Family {
     /// A cycle's dedupe keys in one message (see `dedupe_groups`); older
     /// changelogs carry them one by one, as [`Family::Dedupe`].
     DedupeGroup = 5,
+    /// The start of a snapshot (see [`snapshot`]): the partition's state is
+    /// what follows, nothing before it. Its key is the partition's, so a
+    /// compacted log keeps the last one.
+    Reset = 6,
 }
 
 impl Family {
@@ -40,6 +44,7 @@ impl Family {
             3 => Family::Timers,
             4 => Family::Progress,
             5 => Family::DedupeGroup,
+            6 => Family::Reset,
             _ => return None,
         })
     }
@@ -50,7 +55,8 @@ impl Family {
             Family::Purchases => CF_PURCHASES,
             Family::Dedupe => CF_DEDUPE,
             Family::Timers => CF_TIMERS,
-            Family::Progress | Family::DedupeGroup => CF_META,
+            // A reset is never stored as a key (see `stage`).
+            Family::Progress | Family::DedupeGroup | Family::Reset => CF_META,
         }
     }
 }
@@ -177,6 +183,12 @@ impl<'s> Restore<'s> {
     /// Reads a change. A writer's batch is written once the next one shows
     /// it committed (see `segments`).
     pub fn apply(&mut self, change: &Change<'_>) -> Result<(), StoreError> {
+        if let Some(partition) = change.partition().filter(|_| is_reset(change)) {
+            // What was read before is no longer the partition's: neither
+            // its changes (staged as gone, see `stage`) nor its progress.
+            let prefix = partition.to_be_bytes();
+            self.progress.retain(|key, _| !key.starts_with(&prefix));
+        }
         match change.value {
             Some(value) if is_progress(change) => {
                 self.progress.insert(change.key.to_vec(), value.to_vec());
@@ -273,10 +285,12 @@ pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, St
 /// its bytes pass the bound of `dedupe_groups`).
 const SNAPSHOT_GROUP_KEYS: u64 = 8_192;
 
-/// The partition's whole state as changelog changes, its progress last,
-/// handed to `each`: what a changelog that holds nothing of the partition
-/// is given before it can restore it (turning the changelog on where
-/// state already exists). Dedupe keys go as groups, their index entries
+/// The partition's whole state as changelog changes, a reset first and its
+/// progress last, handed to `each`: what a changelog that does not hold the
+/// partition's state is given before it can restore it (turning the
+/// changelog on where state already exists, or on again after it was off).
+/// The reset makes readers drop what they read before it, keys this state
+/// no longer has too. Dedupe keys go as groups, their index entries
 /// written to the store so that they expire like a cycle's; their index
 /// keys end in offsets counted down from `u64::MAX`, which no cycle's
 /// group uses. Returns the number of changes; none without progress.
@@ -288,8 +302,10 @@ pub fn snapshot<E: From<StoreError>>(
     let progress_key = super::partition_key(partition, PROGRESS);
     let progress = store.db.get_cf(store.cf(CF_META), &progress_key).map_err(|e| store.db_err(e))?;
     let Some(progress) = progress else { return Ok(0) };
+    let reset_key = super::partition_key(partition, RESET);
+    each(&Change { family: Family::Reset, key: &reset_key, value: Some(&progress) })?;
     let prefix = partition.to_be_bytes();
-    let mut count = 0u64;
+    let mut count = 1u64;
     for family in [Family::Accounts, Family::Purchases, Family::Timers] {
         let cf = store.cf(family.column_family());
         for item in store.db.prefix_iterator_cf(cf, prefix) {
@@ -341,13 +357,30 @@ pub fn is_progress(change: &Change<'_>) -> bool {
     change.family == Family::Progress && change.key.get(4..) == Some(PROGRESS)
 }
 
+/// The key of a partition's reset (see [`Family::Reset`]).
+const RESET: &[u8] = b"reset";
+
+/// Whether a change is a partition's reset: the state is what follows it.
+/// Its value is the progress of the snapshot it starts (for reading the
+/// log by hand).
+pub fn is_reset(change: &Change<'_>) -> bool {
+    change.family == Family::Reset
+}
+
 /// A progress record's progress and owner (see [`progress_of`]).
 pub fn stamped_of(change: &Change<'_>) -> Option<super::owner::Stamped> {
     change.value.filter(|_| is_progress(change)).and_then(|v| super::owner::decode(v).ok())
 }
 
-/// A change as writes (a put, or a delete for a tombstone) in `batch`.
+/// A change as writes (a put, or a delete for a tombstone; a reset deletes
+/// the whole partition) in `batch`.
 fn stage(store: &Store, batch: &mut WriteBatch, change: &Change<'_>) -> Result<(), StoreError> {
+    if change.family == Family::Reset {
+        if let Some(partition) = change.partition() {
+            store.stage_drop_partition(batch, partition);
+        }
+        return Ok(());
+    }
     if change.family == Family::DedupeGroup {
         return dedupe_groups::stage(store, batch, change.key, change.value)
             .map_err(|e| store.corrupt("changelog dedupe group", change.partition().unwrap_or(u32::MAX), e));

@@ -444,12 +444,18 @@ impl Store {
 
     /// Removes everything stored for a partition.
     pub fn drop_partition(&self, partition: u32) -> Result<(), StoreError> {
-        let Some((from, to)) = partition_range(partition) else { return Ok(()) };
         let mut batch = WriteBatch::default();
+        self.stage_drop_partition(&mut batch, partition);
+        self.write_raw(batch)
+    }
+
+    /// Stages removing everything stored for a partition in `batch`: what
+    /// the batch puts after it stays.
+    pub(crate) fn stage_drop_partition(&self, batch: &mut WriteBatch, partition: u32) {
+        let Some((from, to)) = partition_range(partition) else { return };
         for cf in FAMILIES {
             batch.delete_range_cf(self.cf(cf), &from, &to);
         }
-        self.write_raw(batch)
     }
 
     /// Writes `batch` as it is (no ledger bookkeeping), with the store's
