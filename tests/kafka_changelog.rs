@@ -287,6 +287,52 @@ fn turning_the_changelog_on_where_state_exists_publishes_that_state_first() {
     assert_simulated(&setup, dir.path(), &lines, &txns, &state);
 }
 
+/// The changelog is turned off for a while and on again: it holds an
+/// older state of each partition, and misses what changed meanwhile. The
+/// state is published to it again before new work, so that a lost disk
+/// afterwards restores the state as it was, not the older one.
+#[test]
+fn turning_the_changelog_off_and_on_again_publishes_the_state_it_missed() {
+    let setup = Setup::new("changelog-off-on", 3).with_changelog();
+    let plain = Setup { changelog: None, ..setup.clone() };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("node-a");
+    let lines = events(4_500, 43);
+    let (on, rest) = lines.split_at(1_500);
+    let (off, again) = rest.split_at(1_500);
+
+    setup.produce(dir.path(), on);
+    run_until_idle(&setup.config(dir.path(), "node-a", ""));
+    let mut txns = journal(&state);
+    setup.produce(dir.path(), off);
+    let report = run_until_idle(&plain.config(dir.path(), "node-a", ""));
+    assert!(report.events > 0, "{report:?}");
+
+    setup.produce(dir.path(), again);
+    let config = setup.config(dir.path(), "node-a", "");
+    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    let log = engine.log_text();
+    let published = log.lines().filter(|l| l.contains("published its local state")).count();
+    assert_eq!(published, setup.partitions as usize, "every partition's state once:\n{log}");
+    assert!(log.contains("the changelog held its state up to offset"), "{log}");
+    assert_eq!(engine.report().restored_partitions, 0, "its own state is kept");
+
+    // Restarted as it is, nothing is published again: the changelog holds
+    // the group's state now.
+    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    assert!(!engine.log_text().contains("published its local state"), "{}", engine.log_text());
+    let entries = stored_entries(&state, setup.partitions);
+    txns.extend(journal(&state));
+
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(&config);
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
+    assert_same_entries(&entries, &stored_entries(&state, setup.partitions), "restored state");
+    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
+}
+
 #[test]
 fn a_cycle_whose_dedupe_keys_outgrow_one_message_is_published_and_restored() {
     // One partition, every event in one cycle, each event id at the
