@@ -104,7 +104,7 @@ impl Restoring {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
     /// The partition's progress as the changelog left it (none: the
-    /// changelog held nothing for it).
+    /// changelog held no progress of it since its last reset).
     pub progress: Option<Progress>,
     /// The local state was kept: it continues the group's.
     pub kept: bool,
@@ -256,8 +256,11 @@ fn publish_local_state(
         Some(_) => reader.committed_stamp(low, high, None)?.map(|s| s.progress.next_offset),
         None => None,
     };
-    let held_text = held
-        .map_or_else(|| "nothing of this partition".to_string(), |at| format!("its state up to offset {at}"));
+    // What the changelog holds of the partition, for the log.
+    let held_text = held.map_or_else(
+        || "nothing of this partition".to_string(),
+        |at| format!("its state up to offset {at}, not the group's"),
+    );
     if ahead {
         tracing::info!(
             partition,
@@ -277,7 +280,7 @@ fn publish_local_state(
         committed_offset = committed,
         records = published,
         seconds = started.elapsed().as_secs_f64(),
-        "the changelog held {held_text}, not the group's: published its local state to it"
+        "the changelog held {held_text}: published its local state to it"
     );
     Ok(false)
 }
