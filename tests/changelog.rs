@@ -287,10 +287,11 @@ fn snapshot(store: &Store) -> Vec<Message> {
     messages
 }
 
-/// A standby copy of partition 1 fed `log`, its last batch confirmed by
-/// the group's offset `committed`.
-fn tailed(copy: &Store, log: &[Message], committed: u64) {
-    let mut tail = changelog::TailBatch::default();
+/// A standby copy of partition 1 fed `log` (writing snapshots in parts of
+/// 4 kB), its last batch confirmed by the group's offset `committed`
+/// unless none.
+fn tailed(copy: &Store, log: &[Message], committed: Option<u64>) {
+    let mut tail = changelog::TailBatch::with_part_bytes(4_096);
     for (position, (key, value)) in log.iter().enumerate() {
         let change = changelog::from_message(key, value.as_deref()).expect("a change");
         tail.add(copy, &change).unwrap();
@@ -299,7 +300,9 @@ fn tailed(copy: &Store, log: &[Message], committed: u64) {
             tail.end(copy, 1, progress, at).unwrap();
         }
     }
-    assert!(tail.confirm(copy, committed).unwrap(), "the last batch is the group's");
+    if let Some(committed) = committed {
+        assert!(tail.confirm(copy, committed).unwrap(), "the last batch is the group's");
+    }
 }
 
 /// The changelog was turned off while batches 1,000..2,000 ran (their
@@ -349,13 +352,22 @@ fn a_snapshot_replaces_what_a_changelog_that_was_off_holds() {
     restore(&from_compacted, &latest);
     assert!(state(&from_compacted, 1, &event_ids) == want, "restored from the compacted log");
     let copy = open(dirs[3].path());
-    tailed(&copy, &log, 3_000);
+    tailed(&copy, &log, Some(3_000));
     assert!(state(&copy, 1, &event_ids) == want, "the standby copy differs from the owner");
 
     // A snapshot cut short leaves a reset and no progress after it: a
     // restore then holds no progress, and is refused, not taken as state.
     let cut = tempfile::tempdir().unwrap();
     let cut_short = open(cut.path());
-    restore(&cut_short, &log[..snapshot_at + snapshot.len() / 2]);
+    let cut_log = &log[..snapshot_at + snapshot.len() / 2];
+    restore(&cut_short, cut_log);
     assert_eq!(cut_short.progress(1).unwrap(), None, "a restore cut in a snapshot holds no progress");
+    // A standby copy writes a snapshot in parts, and one cut short holds
+    // no progress and no position to read on from: never taken for state.
+    let cut_copy = tempfile::tempdir().unwrap();
+    let cut_copy = open(cut_copy.path());
+    tailed(&cut_copy, cut_log, None);
+    assert!(changelog::partition_entries(&cut_copy, 1).unwrap().len() > 10, "parts of the snapshot written");
+    assert_eq!(cut_copy.progress(1).unwrap(), None, "a copy cut in a snapshot holds no progress");
+    assert_eq!(changelog::standby_position(&cut_copy, 1).unwrap(), None);
 }

@@ -401,16 +401,45 @@ const STANDBY_POSITION: &[u8] = b"standby_position";
 /// group's committed offset is where it ends (an owner with no more
 /// input writes no next batch). A batch is written with the changelog
 /// offset to read on from, in one write, so a standby's state is always
-/// the owner's state as of some committed batch.
-#[derive(Default)]
+/// the owner's state as of some committed batch. A snapshot (see
+/// [`snapshot`]) is the exception: written in parts as it is read.
 pub struct TailBatch {
     /// Each batch with the position to read on from once it is written.
     segments: Segments<WriteBatch>,
+    /// A reset came since the last progress record: the batch being read
+    /// is a snapshot.
+    in_snapshot: bool,
+    /// A snapshot's bytes written at a time.
+    part_bytes: usize,
+}
+
+impl Default for TailBatch {
+    fn default() -> Self {
+        TailBatch::with_part_bytes(RESTORE_BATCH_BYTES)
+    }
 }
 
 impl TailBatch {
+    /// A copy that writes a snapshot `part_bytes` at a time.
+    pub fn with_part_bytes(part_bytes: usize) -> TailBatch {
+        TailBatch { segments: Segments::default(), in_snapshot: false, part_bytes }
+    }
+
+    /// Stages a change in the batch being read. A snapshot may be a
+    /// partition's whole state, and is never aborted (it is published
+    /// outside transactions): it is written as it grows, not held in
+    /// memory. Its reset, written with the first part, removes the copy's
+    /// position and progress, so a copy cut short in a snapshot is never
+    /// taken for state; the batch held back goes too, which the reset
+    /// replaces.
     pub fn add(&mut self, store: &Store, change: &Change<'_>) -> Result<(), StoreError> {
-        stage(store, self.segments.open(), change)
+        self.in_snapshot |= is_reset(change);
+        stage(store, self.segments.open(), change)?;
+        if self.in_snapshot && self.segments.open().size_in_bytes() >= self.part_bytes {
+            drop(self.segments.take_held());
+            store.write_raw(std::mem::take(self.segments.open()))?;
+        }
+        Ok(())
     }
 
     /// Ends the batch being read with its progress record (`progress`, its
@@ -425,6 +454,7 @@ impl TailBatch {
         at: CopyPosition,
     ) -> Result<bool, StoreError> {
         put_copy_position(store, self.segments.open(), partition, at);
+        self.in_snapshot = false;
         let dropped = self.segments.dropped;
         if let Some(batch) = self.segments.end(progress) {
             store.write_raw(batch)?;
@@ -453,7 +483,7 @@ impl TailBatch {
 
     /// Drops everything read and not written.
     pub fn clear(&mut self) {
-        *self = TailBatch::default();
+        *self = TailBatch::with_part_bytes(self.part_bytes);
     }
 }
 
