@@ -295,6 +295,9 @@ fn tailed(copy: &Store, log: &[Message], committed: Option<u64>) {
     for (position, (key, value)) in log.iter().enumerate() {
         let change = changelog::from_message(key, value.as_deref()).expect("a change");
         tail.add(copy, &change).unwrap();
+        if tail.part_due() {
+            tail.write_part(copy).unwrap();
+        }
         if let Some(progress) = change.value.filter(|_| changelog::is_progress(&change)) {
             let at = changelog::CopyPosition { position: position as i64 + 1, written_at_ms: None };
             tail.end(copy, 1, progress, at).unwrap();

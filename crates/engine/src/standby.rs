@@ -339,17 +339,34 @@ impl Standby {
             None => group.insert(crate::clients::group_offsets_reader(&self.config)?),
         };
         let committed = group.committed_offsets(tpl, timeout)?;
-        let a = EngineContext::lock(&self.assignment);
-        for (&p, tail) in tailing.iter_mut() {
-            let Some(offset) = crate::rebalance::committed_offset(&committed, topic, p) else { continue };
-            if assigned_here(&a, p) {
-                continue;
-            }
-            if let Err(e) = tail.confirm(&self.store, offset) {
-                tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy");
+        let mut failed = Vec::new();
+        {
+            let a = EngineContext::lock(&self.assignment);
+            for (&p, tail) in tailing.iter_mut() {
+                let Some(offset) = crate::rebalance::committed_offset(&committed, topic, p) else { continue };
+                if assigned_here(&a, p) {
+                    continue;
+                }
+                if let Err(e) = tail.confirm(&self.store, offset) {
+                    failed.push((p, e));
+                }
             }
         }
+        for (p, e) in failed {
+            self.abandon(tailing, p, &e);
+        }
         Ok(())
+    }
+
+    /// Drops a copy that cannot follow (a change it could not stage, or a
+    /// write that failed and took a batch with it); the next plan starts
+    /// it again from the changelog's beginning.
+    fn abandon(&self, tailing: &mut BTreeMap<u32, TailBatch>, p: u32, error: &dyn std::fmt::Display) {
+        tracing::warn!(partition = p, error = %error, "standby replicas: dropping the copy");
+        tailing.remove(&p);
+        if let Err(e) = self.drop_copy(p) {
+            tracing::warn!(partition = p, error = %e, "standby replicas: could not drop the copy");
+        }
     }
 
     /// Keeps a changelog record; a progress record ends its batch, and the
@@ -365,33 +382,43 @@ impl Standby {
             );
             return;
         };
-        if let Err(e) = tail.add(&self.store, &change) {
-            // The copy cannot follow: it is dropped, and the next plan
-            // starts it again from the changelog's beginning.
-            tracing::warn!(partition = p, offset = m.offset(), error = %e, "standby replicas: dropping the copy");
-            tailing.remove(&p);
-            if let Err(e) = self.drop_copy(p) {
-                tracing::warn!(partition = p, error = %e, "standby replicas: could not drop the copy");
-            }
-            return;
+        if let Err(e) = self.follow(p, tail, &change, m) {
+            self.abandon(tailing, p, &e);
         }
-        let Some(progress) = change.value.filter(|_| changelog::is_progress(&change)) else { return };
+    }
+
+    /// Stages a change in the copy of `p`, and writes what is due: a
+    /// snapshot's part, or the batch a progress record shows committed.
+    fn follow(
+        &self,
+        p: u32,
+        tail: &mut TailBatch,
+        change: &changelog::Change<'_>,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<(), accrual_store::StoreError> {
+        tail.add(&self.store, change)?;
+        let progress = change.value.filter(|_| changelog::is_progress(change));
+        if progress.is_none() && !tail.part_due() {
+            return Ok(());
+        }
+        // Written under the lock, so that no restore of the partition here
+        // starts meanwhile.
         let a = EngineContext::lock(&self.assignment);
         if assigned_here(&a, p) {
             tail.clear();
-            return;
+            return Ok(());
         }
+        let Some(progress) = progress else { return tail.write_part(&self.store) };
         let at =
             changelog::CopyPosition { position: m.offset() + 1, written_at_ms: m.timestamp().to_millis() };
-        match tail.end(&self.store, p, progress, at) {
-            Ok(true) => tracing::info!(
+        if tail.end(&self.store, p, progress, at)? {
+            tracing::info!(
                 partition = p,
                 offset = m.offset(),
                 "standby replicas: left out a changelog batch that never committed (its inputs were processed again)"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(partition = p, error = %e, "standby replicas: could not write the copy"),
+            );
         }
+        Ok(())
     }
 }
 

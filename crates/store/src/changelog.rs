@@ -425,21 +425,27 @@ impl TailBatch {
         TailBatch { segments: Segments::default(), in_snapshot: false, part_bytes }
     }
 
-    /// Stages a change in the batch being read. A snapshot may be a
-    /// partition's whole state, and is never aborted (it is published
-    /// outside transactions): it is written as it grows, not held in
-    /// memory. Its reset, written with the first part, removes the copy's
-    /// position and progress, so a copy cut short in a snapshot is never
-    /// taken for state; the batch held back goes too, which the reset
-    /// replaces.
+    /// Stages a change in the batch being read.
     pub fn add(&mut self, store: &Store, change: &Change<'_>) -> Result<(), StoreError> {
         self.in_snapshot |= is_reset(change);
-        stage(store, self.segments.open(), change)?;
-        if self.in_snapshot && self.segments.open().size_in_bytes() >= self.part_bytes {
-            drop(self.segments.take_held());
-            store.write_raw(std::mem::take(self.segments.open()))?;
-        }
-        Ok(())
+        stage(store, self.segments.open(), change)
+    }
+
+    /// Whether the batch being read is a snapshot grown to a part's size
+    /// (see [`TailBatch::write_part`]).
+    pub fn part_due(&mut self) -> bool {
+        self.in_snapshot && self.segments.open().size_in_bytes() >= self.part_bytes
+    }
+
+    /// Writes the snapshot read so far. A snapshot may be a partition's
+    /// whole state, and is never aborted (it is published outside
+    /// transactions): it is written as it grows, not held in memory. Its
+    /// reset, written with the first part, removes the copy's position and
+    /// progress, so a copy cut short in a snapshot is never taken for
+    /// state; the batch held back goes too, which the reset replaces.
+    pub fn write_part(&mut self, store: &Store) -> Result<(), StoreError> {
+        drop(self.segments.take_held());
+        store.write_raw(std::mem::take(self.segments.open()))
     }
 
     /// Ends the batch being read with its progress record (`progress`, its
