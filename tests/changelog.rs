@@ -28,6 +28,13 @@ impl Sink for Ignore {
 /// A changelog message: key, and value or none (a tombstone).
 type Message = (Vec<u8>, Option<Vec<u8>>);
 
+/// The changelog message of a change.
+fn message(change: &changelog::Change<'_>) -> Message {
+    let mut key = Vec::new();
+    changelog::message_key(change, &mut key);
+    (key, change.value.map(<[u8]>::to_vec))
+}
+
 fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, &StoreOptions { sync: false, ..StoreOptions::default() }).unwrap()
 }
@@ -56,7 +63,6 @@ fn process_capturing(store: &Store, lines: &[String]) -> Vec<Message> {
     let rules = accrual::rules::load(&repo_path("config/rules.lifecycle.toml")).unwrap();
     let mut processor = Processor::new(std::sync::Arc::new(rules)).with_received_by(test_now());
     let mut messages = Vec::new();
-    let mut key = Vec::new();
     for (n, chunk) in lines.chunks(250).enumerate() {
         let partition = 1 + (n % 2) as u32;
         let mut progress = store.progress(partition).unwrap().unwrap_or_default();
@@ -76,8 +82,7 @@ fn process_capturing(store: &Store, lines: &[String]) -> Vec<Message> {
         let captured = batch.take_changes().unwrap();
         for change in changelog::changes(&captured).unwrap() {
             assert_eq!(change.partition(), Some(partition), "a change of another partition");
-            changelog::message_key(&change, &mut key);
-            messages.push((key.clone(), change.value.map(<[u8]>::to_vec)));
+            messages.push(message(&change));
         }
         store.commit(batch).unwrap();
     }
@@ -201,12 +206,8 @@ fn owned_batch(store: &Store, lines: &[String], first: u64, commit: bool) -> Vec
     let mut batch = store.batch().owned_by(&owner, "r").capturing_changes();
     batch.starts_at(1, first);
     processor.process(store, 1, &mut progress, &inputs, &mut batch, &mut Ignore).unwrap();
-    let mut key = Vec::new();
-    let mut messages = Vec::new();
-    for change in changelog::changes(&batch.take_changes().unwrap()).unwrap() {
-        changelog::message_key(&change, &mut key);
-        messages.push((key.clone(), change.value.map(<[u8]>::to_vec)));
-    }
+    let changes = batch.take_changes().unwrap();
+    let messages = changelog::changes(&changes).unwrap().iter().map(message).collect();
     if commit {
         store.commit(batch).unwrap();
     }
@@ -277,10 +278,8 @@ fn compacted_in_order(messages: &[Message]) -> Vec<Message> {
 /// A partition's snapshot (see `changelog::snapshot`) as messages.
 fn snapshot(store: &Store) -> Vec<Message> {
     let mut messages = Vec::new();
-    let mut key = Vec::new();
     changelog::snapshot(store, 1, |change| -> Result<(), accrual::store::StoreError> {
-        changelog::message_key(change, &mut key);
-        messages.push((key.clone(), change.value.map(<[u8]>::to_vec)));
+        messages.push(message(change));
         Ok(())
     })
     .unwrap();

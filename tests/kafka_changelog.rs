@@ -40,6 +40,33 @@ fn run_until_idle_with(
     engine.report()
 }
 
+/// Runs until idle; its log and report.
+fn run_logged(config: &std::path::Path) -> (String, accrual::engine::RunSummary) {
+    let mut engine = EngineProcess::spawn(config, &[], Some(3));
+    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
+    (engine.log_text(), engine.report())
+}
+
+/// The disk is lost: the changelog alone gives the state back byte for
+/// byte, every accrual was published once and the balances are
+/// `simulate`'s (`txns`: the journals of the runs before this state's).
+fn assert_a_lost_disk_restores_it(
+    setup: &Setup,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    lines: &[String],
+    mut txns: std::collections::BTreeMap<String, TxnStatus>,
+) {
+    let state = dir.join("node-a");
+    let entries = stored_entries(&state, setup.partitions);
+    txns.extend(journal(&state));
+    std::fs::remove_dir_all(&state).unwrap();
+    let report = run_until_idle(config);
+    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
+    assert_same_entries(&entries, &stored_entries(&state, setup.partitions), "restored state");
+    assert_simulated(setup, dir, lines, &txns, &state);
+}
+
 #[test]
 fn a_lost_state_directory_is_restored_from_the_changelog_with_identical_balances_and_output() {
     let setup = Setup::new("changelog", 4).with_changelog();
@@ -265,26 +292,18 @@ fn turning_the_changelog_on_where_state_exists_publishes_that_state_first() {
     run_until_idle(&plain.config(dir.path(), "node-a", ""));
     let changelog = setup.changelog.as_deref().unwrap();
     assert!(setup.read(changelog).is_empty(), "nothing was published without a changelog");
-    let mut txns = journal(&state);
+    let txns = journal(&state);
 
     // Then the changelog is turned on, and a few accounts change.
     let config = setup.config(dir.path(), "node-a", "");
     setup.produce(dir.path(), second);
-    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
-    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
-    let published = engine.log_text().matches("published its local state").count();
-    assert_eq!(published, setup.partitions as usize, "{}", engine.log_text());
-    assert_eq!(engine.report().restored_partitions, 0, "its own state is kept");
-    let entries = stored_entries(&state, setup.partitions);
-    txns.extend(journal(&state));
+    let (log, report) = run_logged(&config);
+    assert_eq!(log.matches("published its local state").count(), setup.partitions as usize, "{log}");
+    assert_eq!(report.restored_partitions, 0, "its own state is kept");
 
-    // The disk is lost: the changelog alone gives every account back,
-    // those the later events never touched too.
-    std::fs::remove_dir_all(&state).unwrap();
-    let report = run_until_idle(&config);
-    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
-    assert!(stored_entries(&state, setup.partitions) == entries, "restored state differs byte for byte");
-    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
+    // A lost disk gives every account back, those the later events never
+    // touched too.
+    assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }
 
 /// The changelog is turned off for a while and on again: it holds an
@@ -307,30 +326,21 @@ fn turning_the_changelog_off_and_on_again_publishes_the_state_it_missed() {
     setup.produce(dir.path(), off);
     let report = run_until_idle(&plain.config(dir.path(), "node-a", ""));
     assert!(report.events > 0, "{report:?}");
+    txns.extend(journal(&state));
 
     setup.produce(dir.path(), again);
     let config = setup.config(dir.path(), "node-a", "");
-    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
-    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
-    let log = engine.log_text();
+    let (log, report) = run_logged(&config);
     let published = log.lines().filter(|l| l.contains("published its local state")).count();
     assert_eq!(published, setup.partitions as usize, "every partition's state once:\n{log}");
     assert!(log.contains("the changelog held its state up to offset"), "{log}");
-    assert_eq!(engine.report().restored_partitions, 0, "its own state is kept");
+    assert_eq!(report.restored_partitions, 0, "its own state is kept");
 
     // Restarted as it is, nothing is published again: the changelog holds
     // the group's state now.
-    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
-    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
-    assert!(!engine.log_text().contains("published its local state"), "{}", engine.log_text());
-    let entries = stored_entries(&state, setup.partitions);
-    txns.extend(journal(&state));
-
-    std::fs::remove_dir_all(&state).unwrap();
-    let report = run_until_idle(&config);
-    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
-    assert_same_entries(&entries, &stored_entries(&state, setup.partitions), "restored state");
-    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
+    let (log, _) = run_logged(&config);
+    assert!(!log.contains("published its local state"), "{log}");
+    assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }
 
 #[test]
@@ -433,12 +443,10 @@ fn state_ahead_of_the_group_is_published_to_the_changelog_once_its_outbox_commit
     let lines = events(3_000, 41);
     let (first, second) = lines.split_at(2_000);
     crash_ahead_without_a_changelog(&setup, dir.path(), first);
-    let mut txns = journal(&state);
+    let txns = journal(&state);
     let config = setup.config(dir.path(), "node-a", "");
     setup.produce(dir.path(), second);
-    let mut engine = EngineProcess::spawn(&config, &[], Some(3));
-    assert!(engine.wait(Duration::from_secs(180)).success(), "{}", engine.log_text());
-    let log = engine.log_text();
+    let (log, report) = run_logged(&config);
     let ahead = log.lines().filter(|l| l.contains(AHEAD)).count();
     let after = log.lines().filter(|l| l.contains("to the changelog once its outbox was")).count();
     let before = log.lines().filter(|l| l.contains("published its local state")).count();
@@ -451,13 +459,6 @@ fn state_ahead_of_the_group_is_published_to_the_changelog_once_its_outbox_commit
         setup.partitions as usize,
         "every partition's state is published once:\n{log}"
     );
-    assert!(engine.report().recoveries > 0, "the outbox was not published again");
-    let entries = stored_entries(&state, setup.partitions);
-    txns.extend(journal(&state));
-
-    std::fs::remove_dir_all(&state).unwrap();
-    let report = run_until_idle(&config);
-    assert_eq!(report.restored_partitions, setup.partitions as u64, "{report:?}");
-    assert_same_entries(&entries, &stored_entries(&state, setup.partitions), "restored state");
-    assert_simulated(&setup, dir.path(), &lines, &txns, &state);
+    assert!(report.recoveries > 0, "the outbox was not published again");
+    assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }
