@@ -396,3 +396,72 @@ fn after_sigkills_every_standby_copy_equals_its_owners_state() {
     let states: Vec<PathBuf> = ["node-a", "node-b"].into_iter().map(|n| dir.path().join(n)).collect();
     assert!(committed_balances(&setup, &states) == reference_accounts, "balances differ from simulate");
 }
+
+/// A record of another partition in a changelog partition (a topic that is
+/// not co-partitioned, or a record written by hand) is left out of the
+/// standby copy that reads it: a reset of a partition owned here would
+/// otherwise drop that partition's state with the copy's next batch.
+#[test]
+fn a_standby_copy_leaves_out_changes_of_other_partitions() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let setup = Setup::new("standby-foreign", 2).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str| setup.config(dir.path(), name, "max_batch = 120\nstandby_replicas = 1");
+    let lines = events(2_000);
+    let (first, second) = lines.split_at(1_000);
+    let mut nodes: Vec<EngineProcess> = ["node-a", "node-b"]
+        .into_iter()
+        .map(|name| {
+            let engine = EngineProcess::spawn(&config(name), &[], None);
+            wait_assigned(&engine);
+            engine
+        })
+        .collect();
+    stream(&setup, dir.path(), first, "two instances");
+    let started = Instant::now();
+    while !nodes.iter().all(|n| n.log_text().contains("keeping warm copies"))
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Into each changelog partition, a reset of the other.
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let changelog = setup.changelog.as_deref().unwrap();
+    for (into, of) in [(0i32, 1u32), (1, 0)] {
+        let key =
+            [&[accrual::store::changelog::Family::Reset as u8][..], &of.to_be_bytes(), b"reset"].concat();
+        let record = BaseRecord::<[u8], [u8]>::to(changelog).partition(into).key(&key).payload(b"x");
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    stream(&setup, dir.path(), second, "after the foreign records");
+    std::thread::sleep(Duration::from_secs(3)); // the copies' next batches
+
+    let mut reports = Vec::new();
+    for engine in &mut nodes {
+        stop(engine, &mut reports);
+    }
+    let warned =
+        nodes.iter().filter(|n| n.log_text().contains("not a change of this engine's to this partition"));
+    assert_eq!(warned.count(), 2, "each copy read the other partition's reset");
+    let (reference, reference_accounts) = reference(dir.path(), &lines);
+    let states: Vec<PathBuf> = ["node-a", "node-b"].into_iter().map(|n| dir.path().join(n)).collect();
+    // Each instance holds both partitions as the group committed them: the
+    // one it owned, and its copy of the other. A reset taken into a copy
+    // dropped the owned one.
+    let committed =
+        accrual::kafka_tools::committed_offsets(&setup.kafka(), &setup.group, &setup.input).unwrap();
+    for state in &states {
+        let store = open_store(state);
+        for p in 0..setup.partitions {
+            let at = store.progress(p as u32).unwrap().map(|x| x.next_offset as i64);
+            assert_eq!(at, Some(committed[&p].0), "{}: partition {p}", state.display());
+        }
+    }
+    let mut txns = journal(&states[0]);
+    txns.extend(journal(&states[1]));
+    assert_exactly_once(&setup.read(&setup.accruals), &reference, &txns);
+    assert!(committed_balances(&setup, &states) == reference_accounts, "balances differ from simulate");
+}

@@ -374,11 +374,14 @@ impl Standby {
     fn take(&self, tailing: &mut BTreeMap<u32, TailBatch>, m: &BorrowedMessage<'_>) {
         let p = m.partition() as u32;
         let Some(tail) = tailing.get_mut(&p) else { return };
-        let Some(change) = m.key().and_then(|key| changelog::from_message(key, m.payload())) else {
+        let change = m.key().and_then(|key| changelog::from_message(key, m.payload()));
+        // A change of another partition would write (or, a reset, drop)
+        // that partition's state, which may be owned here.
+        let Some(change) = change.filter(|c| c.partition() == Some(p)) else {
             tracing::warn!(
                 partition = p,
                 offset = m.offset(),
-                "standby replicas: not a change of this engine's"
+                "standby replicas: not a change of this engine's to this partition (is the topic co-partitioned?)"
             );
             return;
         };
