@@ -109,11 +109,12 @@ pub struct Restored {
     /// The local state was kept: it continues the group's.
     pub kept: bool,
     /// Kept, but the changelog does not hold the group's state of the
-    /// partition (see [`publish_local_state`]) and the local state is ahead of the group's offset (work a crash left
-    /// uncommitted): the state is published to the changelog once the
-    /// outbox is published again and committed, not before. Published
-    /// now, the changelog would hold changes whose accruals never
-    /// committed, and a restore elsewhere would start after them.
+    /// partition (see [`publish_local_state`]) and the local state is
+    /// ahead of the group's offset (work a crash left uncommitted): the
+    /// state is published to the changelog once the outbox is published
+    /// again and committed, not before. Published now, the changelog
+    /// would hold changes whose accruals never committed, and a restore
+    /// elsewhere would start after them.
     pub publish_after_recovery: bool,
     /// Changelog records applied, and their keys' and values' bytes.
     pub changes: u64,
