@@ -170,25 +170,52 @@ fn state_the_changelog_does_not_hold_yet_stays_where_it_is() {
     plain.produce(dir.path(), first);
     let mut a = EngineProcess::spawn(&plain.config(dir.path(), "node-a", ""), &[], Some(3));
     assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log_text());
-    let setup = plain.with_changelog();
+    assert_the_only_state_is_kept(&plain.with_changelog(), dir.path(), second, &lines);
+}
 
-    // node-b, without state, starts first and refuses both partitions
-    // (the changelog cannot restore them yet); node-a joins and gets one.
-    let mut b = EngineProcess::spawn(&setup.config(dir.path(), "node-b", CLEANUP), &[], None);
+/// The same where the changelog was on, then off for a while: it holds
+/// progress records, but older than the group's offset, so not the
+/// state either.
+#[test]
+fn state_a_changelog_that_was_off_misses_stays_where_it_is() {
+    let setup = Setup::new("keep-off", 2).with_changelog();
+    let plain = Setup { changelog: None, ..setup.clone() };
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(3_000, 9);
+    let (on, rest) = lines.split_at(1_000);
+    let (off, later) = rest.split_at(1_000);
+    // Each run writes its config (both setups write the same file).
+    for (part, with) in [(on, &setup), (off, &plain)] {
+        setup.produce(dir.path(), part);
+        let mut a = EngineProcess::spawn(&with.config(dir.path(), "node-a", ""), &[], Some(3));
+        assert!(a.wait(Duration::from_secs(120)).success(), "{}", a.log_text());
+    }
+    let changelog = setup.changelog.as_deref().unwrap();
+    assert!(!setup.read(changelog).is_empty(), "the changelog holds the state as it was before");
+    assert_the_only_state_is_kept(&setup, dir.path(), later, &lines);
+}
+
+/// node-a holds the only state of two partitions the changelog (`setup`'s)
+/// does not hold. node-b, without state, starts first and refuses both
+/// (the changelog cannot restore them); node-a joins and gets one, and
+/// keeps the other's state past the cleanup delay. Once node-b stops,
+/// node-a publishes the state it kept and goes on with `later`.
+fn assert_the_only_state_is_kept(setup: &Setup, dir: &Path, later: &[String], lines: &[String]) {
+    let mut b = EngineProcess::spawn(&setup.config(dir, "node-b", CLEANUP), &[], None);
     wait_for(&b, Duration::from_secs(60), "both partitions refused", |b| {
         b.log_text().matches("partition refused").count() >= 2
     });
-    let mut a = EngineProcess::spawn(&setup.config(dir.path(), "node-a", CLEANUP), &[], None);
+    let mut a = EngineProcess::spawn(&setup.config(dir, "node-a", CLEANUP), &[], None);
     wait_for(&a, Duration::from_secs(60), "the other partition kept", |a| a.log_text().contains(KEPT));
     assert!(!a.log_text().contains(DROPPED), "{}", a.log_text());
 
-    // node-b stops: node-a publishes the state it kept, and goes on.
     b.terminate();
     assert!(b.wait(Duration::from_secs(60)).success(), "{}", b.log_text());
-    setup.produce(dir.path(), second);
-    wait_committed(&setup);
+    setup.produce(dir, later);
+    wait_committed(setup);
     a.terminate();
     assert!(a.wait(Duration::from_secs(60)).success(), "{}", a.log_text());
-    assert_as_simulate(&setup, dir.path(), &lines, &["node-a"]);
+    assert!(!a.log_text().contains(DROPPED), "{}", a.log_text());
+    assert_as_simulate(setup, dir, lines, &["node-a"]);
     assert_eq!(b.report().events, 0, "node-b refused all it was given");
 }

@@ -10,9 +10,10 @@
 //! that comes straight back, its state still the group's.
 //!
 //! A partition's state is dropped only when the changelog's tail shows a
-//! progress record of it: until then (the changelog was just turned on and
-//! the partition's state is not yet published) the local state may be its
-//! only copy. The standby thread runs the cleanup (see `standby`).
+//! progress record of it at the group's offset: until then (the changelog
+//! was just turned on, or on again after it was off, and the partition's
+//! state is not yet published) the local state may be its only copy.
+//! The standby thread runs the cleanup (see `standby`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -14,6 +14,7 @@
 
 use crate::config::EngineConfig;
 use accrual_store::changelog;
+use accrual_store::owner::Stamped;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -123,6 +124,19 @@ pub fn last_writers(
     partitions: &[u32],
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<BTreeMap<u32, String>> {
+    let stamps = tail_progress(consumer, topic, partitions, timeout)?;
+    Ok(stamps.into_iter().filter_map(|(p, stamped)| Some((p, stamped.owner?.instance))).collect())
+}
+
+/// The last progress record of each of `partitions` in the changelog
+/// `topic`'s tail, since the last reset there (a snapshot cut short holds
+/// no progress after its reset).
+pub fn tail_progress(
+    consumer: &crate::clients::ChangelogReader,
+    topic: &str,
+    partitions: &[u32],
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<BTreeMap<u32, Stamped>> {
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         let p = p as i32;
@@ -131,16 +145,22 @@ pub fn last_writers(
             tpl.add_partition_offset(topic, p, Offset::Offset((high - TAIL).max(low)))?;
         }
     }
-    let mut writers = BTreeMap::new();
+    let mut stamps = BTreeMap::new();
     let mut open = tpl.count();
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
     while open > 0 && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let change = m.key().and_then(|key| changelog::from_message(key, m.payload()));
-                if let Some(owner) = change.as_ref().and_then(changelog::stamped_of).and_then(|s| s.owner) {
-                    writers.insert(m.partition() as u32, owner.instance);
+                let Some(change) = m.key().and_then(|key| changelog::from_message(key, m.payload())) else {
+                    continue;
+                };
+                let p = m.partition() as u32;
+                if changelog::is_reset(&change) {
+                    stamps.remove(&p);
+                }
+                if let Some(stamped) = changelog::stamped_of(&change) {
+                    stamps.insert(p, stamped);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
@@ -148,7 +168,7 @@ pub fn last_writers(
             None => {}
         }
     }
-    Ok(writers)
+    Ok(stamps)
 }
 
 /// Records read from the end of each changelog partition for its last

@@ -35,7 +35,7 @@ use accrual_store::Store;
 use accrual_store::changelog::{self, TailBatch};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,7 +165,8 @@ impl Standby {
         let mut leftovers = Leftovers::new(Duration::from_millis(self.config.engine.state_cleanup_delay_ms));
         let mut planned = Instant::now() - PLAN_EVERY;
         let mut confirmed = Instant::now();
-        // Made when a copy first holds a batch: none with no copies.
+        // Made when first needed (a copy holds a batch, or state left
+        // behind is due to be dropped): none on an instance with neither.
         let mut group: Option<BaseConsumer> = None;
         while !stop.load(Ordering::Relaxed) {
             if confirmed.elapsed() >= CONFIRM_EVERY {
@@ -179,7 +180,7 @@ impl Standby {
                 if let Err(e) = self.plan(consumer, &topic, &mut tailing) {
                     tracing::warn!(error = %e, "standby replicas: could not follow the changelog");
                 }
-                if let Err(e) = self.clean_up(&topic, &tailing, &mut leftovers) {
+                if let Err(e) = self.clean_up(&topic, &mut group, &tailing, &mut leftovers) {
                     tracing::warn!(error = %e, "could not drop the state of partitions owned elsewhere");
                 }
                 let lag = tailing.keys().map(|&p| lag(consumer, &topic, p)).sum();
@@ -276,6 +277,7 @@ impl Standby {
     fn clean_up(
         &self,
         topic: &str,
+        group: &mut Option<BaseConsumer>,
         tailing: &BTreeMap<u32, TailBatch>,
         leftovers: &mut Leftovers,
     ) -> Result<(), String> {
@@ -289,15 +291,12 @@ impl Standby {
         if due.is_empty() {
             return Ok(());
         }
-        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
-        let reader = crate::clients::changelog_reader(&self.config).map_err(|e| e.to_string())?;
-        let vouched =
-            crate::owners::last_writers(&reader, topic, &due, timeout).map_err(|e| e.to_string())?;
+        let vouched = self.vouched(topic, group, &due).map_err(|e| e.to_string())?;
         for p in due {
-            if !vouched.contains_key(&p) {
+            if !vouched.contains(&p) {
                 tracing::info!(
                     partition = p,
-                    "kept the local state of a partition owned elsewhere: the changelog's tail shows no progress record of it (yet), so this may be its only copy"
+                    "kept the local state of a partition owned elsewhere: the changelog's tail shows no progress record of it at the group's offset (yet), so this may be its only copy"
                 );
                 leftovers.postpone(p, now);
                 continue;
@@ -318,6 +317,32 @@ impl Standby {
         Ok(())
     }
 
+    /// The partitions of `due` whose state the changelog holds as the group
+    /// committed it: its tail's last progress record since a reset is at
+    /// the group's offset or past it. One at an older offset (it was off
+    /// for a while) does not hold the changes since, which this instance's
+    /// state may be the only copy of. The offsets are read first: the
+    /// tail read after them is as new at least.
+    fn vouched(&self, topic: &str, group: &mut Option<BaseConsumer>, due: &[u32]) -> KafkaResult<Vec<u32>> {
+        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
+        let input = &self.config.kafka.topics.input;
+        let mut tpl = TopicPartitionList::new();
+        for &p in due {
+            tpl.add_partition(input, p as i32);
+        }
+        let committed = group_reader(&self.config, group)?.committed_offsets(tpl, timeout)?;
+        let reader = crate::clients::changelog_reader(&self.config)?;
+        let stamps = crate::owners::tail_progress(&reader, topic, due, timeout)?;
+        Ok(stamps
+            .into_iter()
+            .filter(|(p, stamped)| {
+                let at = crate::rebalance::committed_offset(&committed, input, *p);
+                at.is_none_or(|at| stamped.progress.next_offset >= at)
+            })
+            .map(|(p, _)| p)
+            .collect())
+    }
+
     /// Writes the batches held back that the group's committed offsets
     /// show committed.
     fn confirm(
@@ -334,11 +359,7 @@ impl Standby {
             return Ok(());
         }
         let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
-        let group = match group {
-            Some(group) => group,
-            None => group.insert(crate::clients::group_offsets_reader(&self.config)?),
-        };
-        let committed = group.committed_offsets(tpl, timeout)?;
+        let committed = group_reader(&self.config, group)?.committed_offsets(tpl, timeout)?;
         let mut failed = Vec::new();
         {
             let a = EngineContext::lock(&self.assignment);
@@ -422,6 +443,17 @@ impl Standby {
             );
         }
         Ok(())
+    }
+}
+
+/// The client that reads the group's committed offsets, made on first use.
+fn group_reader<'g>(
+    config: &EngineConfig,
+    group: &'g mut Option<BaseConsumer>,
+) -> KafkaResult<&'g BaseConsumer> {
+    match group {
+        Some(group) => Ok(group),
+        None => Ok(group.insert(crate::clients::group_offsets_reader(config)?)),
     }
 }
 
