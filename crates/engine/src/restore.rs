@@ -197,13 +197,14 @@ pub fn restore_partition(
     }
     if let Some(local) = local.filter(|l| committed.is_none_or(|c| l.progress.next_offset >= c)) {
         let mut publish_after_recovery = false;
-        let kept = match reader.committed_stamp(low, high, committed)? {
+        let stamps = reader.stamps(low, high, committed)?;
+        let kept = match stamps.at_target {
             // Nothing to prove against: the changelog does not hold the
             // group's state of the partition, and is given the local state.
             None => {
                 let ahead = committed.unwrap_or(0) < local.progress.next_offset;
-                publish_after_recovery =
-                    publish_local_state(config, store, &reader, (low, high), committed, ahead)?;
+                let held = stamps.last.map(|s| s.progress.next_offset);
+                publish_after_recovery = publish_local_state(config, store, &reader, committed, held, ahead)?;
                 true
             }
             Some(theirs) if local.continues(&theirs) => true,
@@ -237,26 +238,21 @@ pub fn restore_partition(
 /// Publishes the local state to the changelog, which holds no progress of
 /// the partition at the group's offset since its last reset: nothing of
 /// the partition (it was turned on where state already existed; see
-/// `bootstrap`), or an older state (it was turned off for a while, and
-/// misses the changes made meanwhile). The snapshot starts with a reset,
-/// so that restores and standby copies drop the older state, keys the
-/// local state no longer has too. If the local state is `ahead` of the
-/// group's offset, returns true instead: it is published after the
-/// outbox (see [`Restored::publish_after_recovery`]).
+/// `bootstrap`), or an older state up to `held` (it was turned off for a
+/// while, and misses the changes made meanwhile). The snapshot starts
+/// with a reset, so that restores and standby copies drop the older
+/// state, keys the local state no longer has too. If the local state is
+/// `ahead` of the group's offset, returns true instead: it is published
+/// after the outbox (see [`Restored::publish_after_recovery`]).
 fn publish_local_state(
     config: &EngineConfig,
     store: &Store,
     reader: &Reader<'_>,
-    (low, high): (i64, i64),
     committed: Option<u64>,
+    held: Option<u64>,
     ahead: bool,
 ) -> Result<bool, RestoreError> {
     let partition = reader.partition;
-    // Without a committed offset, the search just made was for any.
-    let held = match committed {
-        Some(_) => reader.committed_stamp(low, high, None)?.map(|s| s.progress.next_offset),
-        None => None,
-    };
     // What the changelog holds of the partition, for the log.
     let held_text = held.map_or_else(
         || "nothing of this partition".to_string(),
@@ -416,6 +412,13 @@ fn replace_partition(
     finish(restore, store, partition, started)
 }
 
+/// Progress records of a partition's changelog (see [`Reader::stamps`]).
+#[derive(Default)]
+struct Stamps {
+    at_target: Option<Stamped>,
+    last: Option<Stamped>,
+}
+
 /// Reads one changelog partition.
 struct Reader<'a> {
     consumer: &'a crate::clients::ChangelogReader,
@@ -447,38 +450,35 @@ impl Reader<'_> {
         Ok(change)
     }
 
-    /// The last progress record at `target` (the group's offset; none: the
-    /// last of all) since the partition's last reset (a snapshot replaced
-    /// what came before it), read from the changelog's tail: each
-    /// transaction ends with its partitions' progress, so it is near the
-    /// end; the window read grows until it is found, a reset is, or the
-    /// whole log was read.
-    fn committed_stamp(
-        &self,
-        low: i64,
-        high: i64,
-        target: Option<u64>,
-    ) -> Result<Option<Stamped>, RestoreError> {
+    /// The progress records since the partition's last reset (a snapshot
+    /// replaced what came before it): the last at `target` (the group's
+    /// offset; none: any), and the last of all. Read from the changelog's
+    /// tail: each transaction ends with its partitions' progress, so the
+    /// target is near the end; the window read grows until it is found, a
+    /// reset is, or the whole log was read (then `last` is the last since
+    /// the reset, too).
+    fn stamps(&self, low: i64, high: i64, target: Option<u64>) -> Result<Stamps, RestoreError> {
         if high <= low {
-            return Ok(None);
+            return Ok(Stamps::default());
         }
         let mut window = 1024i64;
         loop {
             let from = high.saturating_sub(window).max(low);
-            let (mut found, mut reset) = (None, false);
+            let (mut found, mut reset) = (Stamps::default(), false);
             self.read(Offset::Offset(from), high - 1, &mut |m| {
                 let change = self.change(m)?;
                 if changelog::is_reset(&change) {
-                    (found, reset) = (None, true);
+                    (found, reset) = (Stamps::default(), true);
                 }
                 if let Some(stamped) = changelog::stamped_of(&change) {
                     if target.is_none_or(|t| stamped.progress.next_offset == t) {
-                        found = Some(stamped);
+                        found.at_target = Some(stamped.clone());
                     }
+                    found.last = Some(stamped);
                 }
                 Ok(true)
             })?;
-            if found.is_some() || reset || from == low {
+            if found.at_target.is_some() || reset || from == low {
                 return Ok(found);
             }
             window = window.saturating_mul(16);

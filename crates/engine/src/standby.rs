@@ -324,22 +324,38 @@ impl Standby {
     /// state may be the only copy of. The offsets are read first: the
     /// tail read after them is as new at least.
     fn vouched(&self, topic: &str, group: &mut Option<BaseConsumer>, due: &[u32]) -> KafkaResult<Vec<u32>> {
-        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
-        let input = &self.config.kafka.topics.input;
-        let mut tpl = TopicPartitionList::new();
-        for &p in due {
-            tpl.add_partition(input, p as i32);
-        }
-        let committed = group_reader(&self.config, group)?.committed_offsets(tpl, timeout)?;
+        let committed = self.committed_offsets(group, due)?;
         let reader = crate::clients::changelog_reader(&self.config)?;
+        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
         let stamps = crate::owners::tail_progress(&reader, topic, due, timeout)?;
         Ok(stamps
             .into_iter()
-            .filter(|(p, stamped)| {
-                let at = crate::rebalance::committed_offset(&committed, input, *p);
-                at.is_none_or(|at| stamped.progress.next_offset >= at)
-            })
+            .filter(|(p, stamped)| committed.get(p).is_none_or(|&at| stamped.progress.next_offset >= at))
             .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// The group's committed input offsets of `partitions` (those it has
+    /// committed), read through the client made on first use.
+    fn committed_offsets(
+        &self,
+        group: &mut Option<BaseConsumer>,
+        partitions: &[u32],
+    ) -> KafkaResult<BTreeMap<u32, u64>> {
+        let input = &self.config.kafka.topics.input;
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(input, p as i32);
+        }
+        let group = match group {
+            Some(group) => group,
+            None => group.insert(crate::clients::group_offsets_reader(&self.config)?),
+        };
+        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
+        let committed = group.committed_offsets(tpl, timeout)?;
+        Ok(partitions
+            .iter()
+            .filter_map(|&p| Some((p, crate::rebalance::committed_offset(&committed, input, p)?)))
             .collect())
     }
 
@@ -350,21 +366,17 @@ impl Standby {
         group: &mut Option<BaseConsumer>,
         tailing: &mut BTreeMap<u32, TailBatch>,
     ) -> Result<(), KafkaError> {
-        let topic = &self.config.kafka.topics.input;
-        let mut tpl = TopicPartitionList::new();
-        for (&p, _) in tailing.iter().filter(|(_, tail)| tail.held_end().is_some()) {
-            tpl.add_partition(topic, p as i32);
-        }
-        if tpl.count() == 0 {
+        let held: Vec<u32> =
+            tailing.iter().filter(|(_, tail)| tail.held_end().is_some()).map(|(&p, _)| p).collect();
+        if held.is_empty() {
             return Ok(());
         }
-        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
-        let committed = group_reader(&self.config, group)?.committed_offsets(tpl, timeout)?;
+        let committed = self.committed_offsets(group, &held)?;
         let mut failed = Vec::new();
         {
             let a = EngineContext::lock(&self.assignment);
             for (&p, tail) in tailing.iter_mut() {
-                let Some(offset) = crate::rebalance::committed_offset(&committed, topic, p) else { continue };
+                let Some(&offset) = committed.get(&p) else { continue };
                 if assigned_here(&a, p) {
                     continue;
                 }
@@ -443,17 +455,6 @@ impl Standby {
             );
         }
         Ok(())
-    }
-}
-
-/// The client that reads the group's committed offsets, made on first use.
-fn group_reader<'g>(
-    config: &EngineConfig,
-    group: &'g mut Option<BaseConsumer>,
-) -> KafkaResult<&'g BaseConsumer> {
-    match group {
-        Some(group) => Ok(group),
-        None => Ok(group.insert(crate::clients::group_offsets_reader(config)?)),
     }
 }
 
