@@ -444,6 +444,9 @@ fn state_ahead_of_the_group_is_published_to_the_changelog_once_its_outbox_commit
     let (first, second) = lines.split_at(2_000);
     crash_ahead_without_a_changelog(&setup, dir.path(), first);
     let txns = journal(&state);
+    // The crashed cycle may have polled only some partitions: the others
+    // hold no state to publish.
+    let with_state = open_store(&state).partitions().unwrap().len();
     let config = setup.config(dir.path(), "node-a", "");
     setup.produce(dir.path(), second);
     let (log, report) = run_logged(&config);
@@ -454,11 +457,7 @@ fn state_ahead_of_the_group_is_published_to_the_changelog_once_its_outbox_commit
         ahead > 0 && after == ahead,
         "{ahead} partitions ahead, {after} published after their outbox:\n{log}"
     );
-    assert_eq!(
-        before + after,
-        setup.partitions as usize,
-        "every partition's state is published once:\n{log}"
-    );
+    assert_eq!(before + after, with_state, "every partition's state is published once:\n{log}");
     assert!(report.recoveries > 0, "the outbox was not published again");
     assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }
