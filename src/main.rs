@@ -43,6 +43,12 @@ enum Command {
     Produce(cli::produce::Args),
     /// Read a topic from the beginning (read_committed by default).
     Consume(cli::consume::Args),
+    /// Check a state directory against the state changelog, or publish a
+    /// partition's state to the changelog again.
+    Changelog {
+        #[command(subcommand)]
+        what: cli::changelog::What,
+    },
     /// Show what the engine keeps in a state directory.
     Inspect {
         #[command(subcommand)]
@@ -76,6 +82,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::Inspect { what } => cli::inspect::run(what),
+        Command::Changelog { what } => cli::changelog::run(what),
         Command::CheckConfig(args) => cli::check_config::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Backtest(args) => cli::backtest::run(args),

@@ -342,6 +342,12 @@ fn a_snapshot_replaces_what_a_changelog_that_was_off_holds() {
     assert_eq!(snapshot[0].0[0], Family::Reset as u8, "a snapshot starts with a reset");
     let snapshot_at = log.len();
     log.extend(snapshot.iter().cloned());
+    // The snapshot alone gives the owner's state, dedupe groups included:
+    // the groups the owner indexed before are replaced by the snapshot's.
+    let just_after = tempfile::tempdir().unwrap();
+    let just_after = open(just_after.path());
+    restore(&just_after, &log);
+    assert!(state(&just_after, 1, &event_ids) == state(&owner, 1, &event_ids), "restored from the snapshot");
     log.extend(owned_batch(&owner, &lines[2_000..3_000], 2_000, true));
     let want = state(&owner, 1, &event_ids);
 

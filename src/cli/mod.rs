@@ -3,6 +3,7 @@
 //! printing to stdout.
 
 pub mod backtest;
+pub mod changelog;
 pub mod check_config;
 pub mod consume;
 pub mod generate;

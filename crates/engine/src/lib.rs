@@ -18,6 +18,7 @@
 
 pub mod api;
 mod bootstrap;
+pub mod changelog_check;
 pub mod changelog_topic;
 pub mod clients;
 mod committer;

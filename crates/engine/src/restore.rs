@@ -361,27 +361,55 @@ fn finish(
 }
 
 /// Reads the changelog from `start` into `restore`, up to the first
-/// progress record at `committed` (or to `high`).
+/// progress record at `committed` (or to `high`). A reset after that
+/// record (the state published again at the same offset: `accrual
+/// changelog republish`) replaces what came before it, so the read goes on
+/// from the last reset, up to its first progress record at `committed`.
 fn apply_from<'s>(
     reader: &Reader<'_>,
     mut restore: Restore<'s>,
-    start: Offset,
+    mut start: Offset,
     high: i64,
     committed: Option<u64>,
 ) -> Result<Restore<'s>, RestoreError> {
+    loop {
+        let Some(reached) = apply_until(reader, &mut restore, start, high, committed)? else {
+            return Ok(restore);
+        };
+        match reader.last_reset(reached + 1, high)? {
+            Some(reset) => start = Offset::Offset(reset),
+            None => return Ok(restore),
+        }
+    }
+}
+
+/// Reads the changelog from `start` into `restore` up to the first
+/// progress record at `committed`, and returns its offset; none if the
+/// read reached `high` first.
+fn apply_until(
+    reader: &Reader<'_>,
+    restore: &mut Restore<'_>,
+    start: Offset,
+    high: i64,
+    committed: Option<u64>,
+) -> Result<Option<i64>, RestoreError> {
     let watch = reader.watch;
+    let mut reached = None;
     let mut applying = |m: &BorrowedMessage<'_>| -> Result<bool, RestoreError> {
         let change = reader.change(m)?;
         restore.apply(&change)?;
         watch.applied.fetch_add(1, Ordering::Relaxed);
         watch.position.store(m.offset() + 1, Ordering::Relaxed);
-        let reached = changelog::progress_of(&change).map(|p| p.next_offset);
-        Ok(committed.is_none() || reached != committed)
+        let at = changelog::progress_of(&change).map(|p| p.next_offset);
+        if committed.is_some() && at == committed {
+            reached = Some(m.offset());
+        }
+        Ok(reached.is_none())
     };
     if high > 0 {
         reader.read(start, high - 1, &mut applying)?;
     }
-    Ok(restore)
+    Ok(reached)
 }
 
 fn describe(stamped: &Stamped) -> String {
@@ -483,6 +511,20 @@ impl Reader<'_> {
             }
             window = window.saturating_mul(16);
         }
+    }
+
+    /// The offset of the last reset from `from` to the end (`high`), if any.
+    fn last_reset(&self, from: i64, high: i64) -> Result<Option<i64>, RestoreError> {
+        let mut last = None;
+        if from < high {
+            self.read(Offset::Offset(from), high - 1, &mut |m| {
+                if changelog::is_reset(&self.change(m)?) {
+                    last = Some(m.offset());
+                }
+                Ok(true)
+            })?;
+        }
+        Ok(last)
     }
 
     /// Reads the partition from `start` until offset `end` (or its end

@@ -342,21 +342,11 @@ impl Standby {
         group: &mut Option<BaseConsumer>,
         partitions: &[u32],
     ) -> KafkaResult<BTreeMap<u32, u64>> {
-        let input = &self.config.kafka.topics.input;
-        let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
-            tpl.add_partition(input, p as i32);
-        }
         let group = match group {
             Some(group) => group,
             None => group.insert(crate::clients::group_offsets_reader(&self.config)?),
         };
-        let timeout = Duration::from_millis(self.config.engine.kafka_timeout_ms);
-        let committed = group.committed_offsets(tpl, timeout)?;
-        Ok(partitions
-            .iter()
-            .filter_map(|&p| Some((p, crate::rebalance::committed_offset(&committed, input, p)?)))
-            .collect())
+        crate::changelog_check::group_offsets(&self.config, group, partitions)
     }
 
     /// Writes the batches held back that the group's committed offsets

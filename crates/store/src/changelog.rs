@@ -49,6 +49,19 @@ impl Family {
         })
     }
 
+    /// The family's name, for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Accounts => "accounts",
+            Family::Purchases => "purchases",
+            Family::Dedupe => "dedupe",
+            Family::Timers => "timers",
+            Family::Progress => "progress",
+            Family::DedupeGroup => "dedupe groups",
+            Family::Reset => "reset",
+        }
+    }
+
     fn column_family(self) -> &'static str {
         match self {
             Family::Accounts => CF_ACCOUNTS,
@@ -247,38 +260,50 @@ impl<'s> Restore<'s> {
 /// A stored key and value of a family the changelog carries.
 pub type Entry = (Family, Vec<u8>, Vec<u8>);
 
+/// The families a partition's state is compared in, in the order
+/// [`entries`] yields them.
+pub const STATE_FAMILIES: [Family; 6] = [
+    Family::Accounts,
+    Family::Purchases,
+    Family::Dedupe,
+    Family::Timers,
+    Family::Progress,
+    Family::DedupeGroup,
+];
+
 /// Every key and value a partition holds in the families the changelog
-/// carries, in family then key order: what a restore must reproduce.
-pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, StoreError> {
+/// carries, in family (as [`STATE_FAMILIES`]) then key order: what a
+/// restore must reproduce.
+pub fn entries(store: &Store, partition: u32) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
     let prefix = partition.to_be_bytes();
-    let mut out = Vec::new();
-    let families = [
-        Family::Accounts,
-        Family::Purchases,
-        Family::Dedupe,
-        Family::Timers,
-        Family::Progress,
-        Family::DedupeGroup,
-    ];
-    for family in families {
+    STATE_FAMILIES.into_iter().flat_map(move |family| {
         let cf = store.cf(family.column_family());
-        for item in store.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
-            let (key, value) = item.map_err(|e| store.db_err(e))?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let change = Change { family, key: &key, value: Some(&value) };
-            let kept = match family {
-                Family::Progress => is_progress(&change),
-                Family::DedupeGroup => dedupe_groups::is_index_key(&key),
-                _ => true,
-            };
-            if kept {
-                out.push((family, key.to_vec(), value.to_vec()));
-            }
-        }
+        store
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+            .map(move |item| item.map_err(|e| store.db_err(e)))
+            .take_while(move |item| {
+                item.as_ref().is_ok_and(|(key, _)| key.starts_with(&prefix)) || item.is_err()
+            })
+            .filter(move |item| item.as_ref().map_or(true, |(key, value)| carried(family, key, value)))
+            .map(move |item| item.map(|(key, value)| (family, key.into_vec(), value.into_vec())))
+    })
+}
+
+/// Whether a stored key of `family` is part of the state the changelog
+/// carries (the `meta` family holds other keys beside progress and the
+/// dedupe groups' index).
+fn carried(family: Family, key: &[u8], value: &[u8]) -> bool {
+    match family {
+        Family::Progress => is_progress(&Change { family, key, value: Some(value) }),
+        Family::DedupeGroup => dedupe_groups::is_index_key(key),
+        _ => true,
     }
-    Ok(out)
+}
+
+/// [`entries`], collected.
+pub fn partition_entries(store: &Store, partition: u32) -> Result<Vec<Entry>, StoreError> {
+    entries(store, partition).collect()
 }
 
 /// Dedupe keys per group in a snapshot (a group is split further when
@@ -291,7 +316,8 @@ const SNAPSHOT_GROUP_KEYS: u64 = 8_192;
 /// changelog on where state already exists, or on again after it was off).
 /// The reset makes readers drop what they read before it, keys this state
 /// no longer has too. Dedupe keys go as groups, their index entries
-/// written to the store so that they expire like a cycle's; their index
+/// written to the store in place of those it had (a restore of the
+/// snapshot holds only these), so that they expire like a cycle's; their index
 /// keys end in offsets counted down from `u64::MAX`, which no cycle's
 /// group uses. Returns the number of changes; none without progress.
 pub fn snapshot<E: From<StoreError>>(
@@ -318,7 +344,10 @@ pub fn snapshot<E: From<StoreError>>(
         }
     }
     let mut group = dedupe_groups::Pending::default();
+    // The snapshot's groups hold every dedupe key: they replace the
+    // groups indexed so far, as in a restore of the snapshot.
     let mut index = WriteBatch::default();
+    dedupe_groups::stage_drop_index(store, &mut index, partition);
     let mut publish_group = |group: &mut dedupe_groups::Pending, index: &mut WriteBatch| -> Result<(), E> {
         for (key, value) in group.take(partition, u64::MAX - count) {
             index.put_cf(store.cf(CF_META), &key, []);

@@ -92,6 +92,17 @@ fn index_key(partition: u32, latest: i64, next_offset: u64) -> Vec<u8> {
     key
 }
 
+/// Stages deleting every index entry of the partition's groups in `batch`
+/// (a snapshot's groups replace them).
+pub(crate) fn stage_drop_index(store: &Store, batch: &mut WriteBatch, partition: u32) {
+    let from = partition_key(partition, INDEX);
+    let mut to = from.clone();
+    if let Some(last) = to.last_mut() {
+        *last += 1; // past every key that starts with the index's prefix
+    }
+    batch.delete_range_cf(store.cf(CF_META), from, to);
+}
+
 /// Whether a `meta` key is a dedupe group's index entry.
 pub(crate) fn is_index_key(key: &[u8]) -> bool {
     key.get(4..).is_some_and(|k| k.starts_with(INDEX))

@@ -20,6 +20,7 @@
 mod accounts;
 mod batch;
 pub mod changelog;
+pub mod compare;
 mod dedupe_groups;
 mod ledger;
 pub mod owner;
