@@ -294,12 +294,19 @@ fn turning_the_changelog_on_where_state_exists_publishes_that_state_first() {
     assert!(setup.read(changelog).is_empty(), "nothing was published without a changelog");
     let txns = journal(&state);
 
-    // Then the changelog is turned on, and a few accounts change.
+    // Then the changelog is turned on, and a few accounts change. Before
+    // the engine publishes the state, the check says the changelog cannot
+    // restore it; after, that it restores it as it is.
     let config = setup.config(dir.path(), "node-a", "");
+    let (out, ok) = changelog_command(&config, &["check"]);
+    assert!(!ok && out.matches("FAILED: this is the group's state").count() == 3, "{out}");
+    assert!(out.contains("the changelog at no progress since its last reset"), "{out}");
     setup.produce(dir.path(), second);
     let (log, report) = run_logged(&config);
     assert_eq!(log.matches("published its local state").count(), setup.partitions as usize, "{log}");
     assert_eq!(report.restored_partitions, 0, "its own state is kept");
+    let (out, ok) = changelog_command(&config, &["check"]);
+    assert!(ok && out.matches(": the same (").count() == 3, "{out}");
 
     // A lost disk gives every account back, those the later events never
     // touched too.
@@ -337,9 +344,11 @@ fn turning_the_changelog_off_and_on_again_publishes_the_state_it_missed() {
     assert_eq!(report.restored_partitions, 0, "its own state is kept");
 
     // Restarted as it is, nothing is published again: the changelog holds
-    // the group's state now.
+    // the group's state now, byte for byte.
     let (log, _) = run_logged(&config);
     assert!(!log.contains("published its local state"), "{log}");
+    let (out, ok) = changelog_command(&config, &["check"]);
+    assert!(ok && out.matches(": the same (").count() == 3, "{out}");
     assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }
 

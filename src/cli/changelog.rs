@@ -93,11 +93,10 @@ fn check(args: StateArgs, scratch_dir: Option<PathBuf>) -> Result<ExitCode> {
 /// One line for a partition: its offsets, and what the comparison found.
 fn describe(c: &PartitionCheck) -> String {
     let at = c.local.progress.next_offset;
-    let offsets = format!(
-        "this state at input offset {at}, the changelog's at {}, the group's at {}",
-        c.changelog.map_or("none since its last reset".into(), |o| o.to_string()),
-        c.group.map_or("none".into(), |o| o.to_string()),
-    );
+    let changelog = c.changelog.map_or("no progress since its last reset".into(), |o| format!("offset {o}"));
+    let group = c.group.map_or("no offset".into(), |o| format!("offset {o}"));
+    let offsets =
+        format!("this state at input offset {at}, the changelog at {changelog}, the group at {group}");
     let verdict = match &c.comparison {
         Some(x) if x.differing() == 0 => format!("the same ({} keys)", x.local_entries),
         Some(x) => {
