@@ -3,7 +3,8 @@
 # from the changelog"): for each account count, streams one purchase per
 # account through the engine with a changelog, deletes the state
 # directory, starts the engine again and reports what the restores of its
-# 8 partitions applied and how long they took. A broker of its own on
+# 8 partitions applied and how long they took, then how long `accrual
+# changelog check` takes over the restored state. A broker of its own on
 # 127.0.0.1:19094 (in memory).
 #
 #   scripts/restore-bench.sh              100,000 and 1,000,000 accounts
@@ -116,4 +117,11 @@ print(f"{int(accounts):>10,} accounts (state directory {state_mb} MiB): restored
       f"partitions, {changes:,} records, {bytes_ / 2**20:.0f} MiB, in {slowest:.1f} s "
       f"({changes / max(slowest, 1e-9):,.0f} records/s, {bytes_ / 2**20 / max(slowest, 1e-9):.1f} MiB/s)")
 PY
+  # The restored state checked against the changelog: every partition
+  # restored again into a scratch directory, one after the other, and
+  # compared key by key.
+  check_start=$(date +%s.%N)
+  "$bin" changelog check --config config/engine.toml --scratch-dir "$run" >"$run/check.txt"
+  check_end=$(date +%s.%N)
+  echo "  accrual changelog check in $(python3 -c "print(f'{$check_end - $check_start:.1f}')") s: $(tail -1 "$run/check.txt")"
 done

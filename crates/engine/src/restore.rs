@@ -345,7 +345,8 @@ fn finish(
         tracing::info!(
             partition,
             batches = restore.dropped(),
-            "left out changelog batches of transactions that never committed (this broker shows them)"
+            "left out changelog batches a later one replaced: transactions that never committed (this broker \
+             shows them), or a state published again (`accrual changelog republish`)"
         );
     }
     restore.finish()?;
