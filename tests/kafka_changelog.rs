@@ -203,6 +203,43 @@ fn without_group_offsets_the_changelog_says_where_a_partition_resumes() {
     assert_simulated(&setup, dir.path(), &lines, &txns, &dir.path().join("node-b"));
 }
 
+/// A snapshot cut short (a reset, part of a state, no progress after it)
+/// and no group offsets (expired): nothing says where that state ends, so
+/// the partition is refused, not processed again from the start on a
+/// partial state.
+#[test]
+fn a_snapshot_cut_short_without_group_offsets_is_refused() {
+    use accrual::store::changelog::Family;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let setup = Setup::new("changelog-cut", 2).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = events(1_000, 9);
+    setup.produce(dir.path(), &lines);
+    run_until_idle(&setup.config(dir.path(), "node-a", ""));
+
+    // Partition 0's state published again, cut short after one account.
+    let (key, value) = account_entries(&dir.path().join("node-a"), 0).remove(0);
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let changelog = setup.changelog.as_deref().unwrap();
+    let reset = [&[Family::Reset as u8][..], &0u32.to_be_bytes(), b"reset"].concat();
+    let account = [&[Family::Accounts as u8][..], &key].concat();
+    for (k, v) in [(&reset, &b"cut"[..]), (&account, &value[..])] {
+        producer
+            .send(BaseRecord::<[u8], [u8]>::to(changelog).partition(0).key(k).payload(v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // The group's offsets are gone (here: another group), and so is the state.
+    let renamed = Setup { group: format!("{}-renamed", setup.group), ..setup.clone() };
+    let report = run_until_idle(&renamed.config(dir.path(), "node-b", ""));
+    assert_eq!(report.refused_partitions, 1, "{report:?}");
+    assert_eq!(report.restored_partitions, 1, "partition 1 from its changelog: {report:?}");
+    assert_eq!(report.events, 0, "nothing processed again: {report:?}");
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -7,7 +7,7 @@ mod common;
 use accrual::datagen::GenOptions;
 use accrual::simulate::{self, SimulateOptions};
 use common::d;
-use common::http::{get, get_with_head, metric};
+use common::http::{get, get_retrying, metric};
 use common::kafka::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -220,8 +220,10 @@ fn an_account_of_a_partition_owned_elsewhere_is_answered_by_its_owner() {
     let mut served_by = BTreeMap::new();
     for n in 1..=12 {
         let path = format!("/v1/accounts/acc-{n:07}/balance");
-        let (sa, head_a, body_a) = get_with_head(a_addr, &path, &auth).unwrap();
-        let (sb, head_b, body_b) = get_with_head(b_addr, &path, &auth).unwrap();
+        // Until the instances have read the owners (every 2 s, longer on
+        // a busy machine), a lookup answers 503 and says to retry.
+        let (sa, head_a, body_a) = get_retrying(a_addr, &path, &auth, Duration::from_secs(20)).unwrap();
+        let (sb, head_b, body_b) = get_retrying(b_addr, &path, &auth, Duration::from_secs(20)).unwrap();
         // node-a answers every account: its own, or node-b's through node-b.
         assert_eq!(sa, 200, "{path}: {head_a}\n{body_a}");
         let forwarded = head_a.to_ascii_lowercase().contains("x-accrual-served-by: node-b");

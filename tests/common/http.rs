@@ -9,6 +9,25 @@ pub fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Resu
     get_with_head(address, path, headers).map(|(status, _, body)| (status, body))
 }
 
+/// [`get_with_head`], asked again while the answer is 503 (which says to
+/// retry: the engine does not know yet what it is asked), for up to
+/// `patience`.
+pub fn get_retrying(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    patience: Duration,
+) -> std::io::Result<(u16, String, String)> {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = get_with_head(address, path, headers)?;
+        if answer.0 != 503 || started.elapsed() > patience {
+            return Ok(answer);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// [`get`], with the response's head (status line and headers) too.
 pub fn get_with_head(
     address: &str,

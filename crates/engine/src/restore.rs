@@ -581,8 +581,20 @@ pub fn outcome(
     }
     let ends = restored.progress.map_or(0, |r| r.next_offset);
     // Without group offsets (expired, or never committed) the changelog's
-    // own progress says where the partition resumes.
-    let Some(committed) = committed else { return Ok(restored) };
+    // own progress says where the partition resumes; an empty changelog
+    // (a new partition) from the start. Changes with no progress after
+    // them say nothing of where they end.
+    let Some(committed) = committed else {
+        if restored.progress.is_none() && restored.changes > 0 {
+            return Err(format!(
+                "the changelog {topic} holds changes of this partition but no progress record since its last \
+                 reset (a snapshot cut short), and the group has no committed offset: nothing says where \
+                 this state ends. Refusing to start it from the beginning; the instance that holds the \
+                 partition's state publishes it again when it is assigned the partition"
+            ));
+        }
+        return Ok(restored);
+    };
     if ends < committed {
         return Err(format!(
             "the changelog {topic} holds this partition's state up to offset {ends}, but the group has committed \
@@ -598,4 +610,34 @@ pub fn outcome(
         ));
     }
     Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accrual_core::time::Timestamp;
+
+    fn restored(at: Option<u64>, changes: u64) -> Result<Restored, RestoreError> {
+        Ok(Restored {
+            progress: at.map(|next_offset| Progress { next_offset, stream_time: Timestamp(0) }),
+            kept: false,
+            publish_after_recovery: false,
+            changes,
+            bytes: changes * 10,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn a_restore_is_taken_only_where_its_progress_says_the_state_ends() {
+        let taken = |committed, at, changes| outcome("log", committed, restored(at, changes));
+        assert!(taken(Some(10), Some(10), 5).is_ok());
+        assert!(taken(Some(10), Some(8), 5).unwrap_err().contains("the changelog is incomplete"));
+        assert!(taken(Some(10), Some(12), 5).unwrap_err().contains("never committed"));
+        assert!(taken(None, Some(12), 5).is_ok(), "without group offsets the changelog's progress decides");
+        assert!(taken(None, None, 0).is_ok(), "an empty changelog: a new partition, from the start");
+        let cut = taken(None, None, 40).unwrap_err();
+        assert!(cut.contains("no progress record since its last reset"), "{cut}");
+        assert!(taken(Some(10), None, 40).is_err(), "a snapshot cut short, with group offsets");
+    }
 }
