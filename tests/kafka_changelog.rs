@@ -386,6 +386,9 @@ fn turning_the_changelog_off_and_on_again_publishes_the_state_it_missed() {
     assert!(!log.contains("published its local state"), "{log}");
     let (out, ok) = changelog_command(&config, &["check"]);
     assert!(ok && out.matches(": the same (").count() == 3, "{out}");
+    let (out, ok) = changelog_command(&config, &["check", "--partition", "1", "--partition", "7"]);
+    assert!(ok && out.contains("partition 7: this state directory holds no state of it"), "{out}");
+    assert!(out.contains("1 partitions of") && out.contains("1 the same"), "{out}");
     assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }
 
@@ -628,5 +631,8 @@ fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_bac
     assert_eq!(out.matches("records of its state to the changelog").count(), 2, "{out}");
     let (out, ok) = changelog_command(&config, &["check"]);
     assert!(ok && out.matches(": the same (").count() == 3, "{out}");
+    let (out, ok) = changelog_command(&config, &["check", "--partition", "1", "--partition", "7"]);
+    assert!(ok && out.contains("partition 7: this state directory holds no state of it"), "{out}");
+    assert!(out.contains("1 partitions of") && out.contains("1 the same"), "{out}");
     assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
 }

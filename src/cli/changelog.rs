@@ -60,10 +60,14 @@ fn check(args: StateArgs, scratch_dir: Option<PathBuf>) -> Result<ExitCode> {
     let config = load_config(&args.config)?;
     let dir = args.state_dir.unwrap_or_else(|| config.engine.state_dir.clone());
     let local = Store::open_read_only(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let held = local.partitions()?;
     let partitions = match args.partitions.is_empty() {
-        true => local.partitions()?,
+        true => held.clone(),
         false => args.partitions,
     };
+    for p in partitions.iter().filter(|p| !held.contains(p)) {
+        say!("partition {p}: this state directory holds no state of it; not checked");
+    }
     let scratch_root = scratch_dir.unwrap_or_else(std::env::temp_dir);
     let scratch_dir = tempfile::Builder::new()
         .prefix("accrual-changelog-check-")
