@@ -210,7 +210,6 @@ fn without_group_offsets_the_changelog_says_where_a_partition_resumes() {
 #[test]
 fn a_snapshot_cut_short_without_group_offsets_is_refused() {
     use accrual::store::changelog::Family;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let setup = Setup::new("changelog-cut", 2).with_changelog();
     let dir = tempfile::tempdir().unwrap();
     let lines = events(1_000, 9);
@@ -219,18 +218,11 @@ fn a_snapshot_cut_short_without_group_offsets_is_refused() {
 
     // Partition 0's state published again, cut short after one account.
     let (key, value) = account_entries(&dir.path().join("node-a"), 0).remove(0);
-    let producer: BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
-    let changelog = setup.changelog.as_deref().unwrap();
-    let reset = [&[Family::Reset as u8][..], &0u32.to_be_bytes(), b"reset"].concat();
-    let account = [&[Family::Accounts as u8][..], &key].concat();
-    for (k, v) in [(&reset, &b"cut"[..]), (&account, &value[..])] {
-        producer
-            .send(BaseRecord::<[u8], [u8]>::to(changelog).partition(0).key(k).payload(v))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let reset = [&0u32.to_be_bytes()[..], b"reset"].concat();
+    setup.write_to_changelog(&[
+        (0, changelog_key(Family::Reset, &reset), Some(b"cut".to_vec())),
+        (0, changelog_key(Family::Accounts, &key), Some(value)),
+    ]);
 
     // The group's offsets are gone (here: another group), and so is the state.
     let renamed = Setup { group: format!("{}-renamed", setup.group), ..setup.clone() };
@@ -541,7 +533,6 @@ fn account_entries(state: &std::path::Path, partition: u32) -> Vec<(Vec<u8>, Vec
 /// state again, but not while an instance runs.
 #[test]
 fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_back() {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let setup = Setup::new("changelog-check", 3).with_changelog();
     let dir = tempfile::tempdir().unwrap();
     let config = setup.config(dir.path(), "node-a", "");
@@ -562,21 +553,12 @@ fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_bac
     };
     let (zero, one) = (untouched(0), untouched(1));
     assert!(zero.len() > 2 && one.len() > 2, "{} and {} accounts", zero.len(), one.len());
-    let producer: BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
-    let changelog = setup.changelog.as_deref().unwrap();
-    let message_key = |key: &[u8]| [&[accrual::store::changelog::Family::Accounts as u8][..], key].concat();
-    for (key, _) in &zero[..2] {
-        let key = message_key(key);
-        producer
-            .send(BaseRecord::<[u8], [u8]>::to(changelog).partition(0).key(&key))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    let key = message_key(&one[0].0);
-    let record = BaseRecord::<[u8], [u8]>::to(changelog).partition(1).key(&key).payload(&one[1].1);
-    producer.send(record).map_err(|(e, _)| e).unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let account = |key: &[u8]| changelog_key(accrual::store::changelog::Family::Accounts, key);
+    setup.write_to_changelog(&[
+        (0, account(&zero[0].0), None),
+        (0, account(&zero[1].0), None),
+        (1, account(&one[0].0), Some(one[1].1.clone())),
+    ]);
 
     let (out, ok) = changelog_command(&config, &["check"]);
     assert!(!ok, "a different changelog fails the check:\n{out}");

@@ -403,7 +403,6 @@ fn after_sigkills_every_standby_copy_equals_its_owners_state() {
 /// otherwise drop that partition's state with the copy's next batch.
 #[test]
 fn a_standby_copy_leaves_out_changes_of_other_partitions() {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let setup = Setup::new("standby-foreign", 2).with_changelog();
     let dir = tempfile::tempdir().unwrap();
     let config = |name: &str| setup.config(dir.path(), name, "max_batch = 120\nstandby_replicas = 1");
@@ -426,16 +425,10 @@ fn a_standby_copy_leaves_out_changes_of_other_partitions() {
     }
 
     // Into each changelog partition, a reset of the other.
-    let producer: BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
-    let changelog = setup.changelog.as_deref().unwrap();
-    for (into, of) in [(0i32, 1u32), (1, 0)] {
-        let key =
-            [&[accrual::store::changelog::Family::Reset as u8][..], &of.to_be_bytes(), b"reset"].concat();
-        let record = BaseRecord::<[u8], [u8]>::to(changelog).partition(into).key(&key).payload(b"x");
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let reset = |of: u32| {
+        changelog_key(accrual::store::changelog::Family::Reset, &[&of.to_be_bytes()[..], b"reset"].concat())
+    };
+    setup.write_to_changelog(&[(0, reset(1), Some(b"x".to_vec())), (1, reset(0), Some(b"x".to_vec()))]);
     stream(&setup, dir.path(), second, "after the foreign records");
     std::thread::sleep(Duration::from_secs(3)); // the copies' next batches
 

@@ -172,6 +172,23 @@ workers = 2
         assert_eq!(n as usize, lines.len());
     }
 
+    /// Writes records into the state changelog by hand, each (partition,
+    /// message key, value or none for a tombstone), and waits until they
+    /// are delivered: what a tampered or stale changelog holds.
+    pub fn write_to_changelog(&self, records: &[ChangelogRecord]) {
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("producer");
+        let changelog = self.changelog.as_deref().expect("a changelog");
+        for (partition, key, value) in records {
+            let mut record = BaseRecord::<[u8], [u8]>::to(changelog).partition(*partition).key(&key[..]);
+            if let Some(value) = value {
+                record = record.payload(&value[..]);
+            }
+            producer.send(record).map_err(|(e, _)| e).expect("send to the changelog");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+
     pub fn read(&self, topic: &str) -> Vec<Consumed> {
         kafka_tools::read_topic(&self.kafka(), topic, true, Duration::from_secs(5)).expect("read topic")
     }
@@ -329,6 +346,19 @@ pub fn engine_accounts(state_dir: &Path, partitions: i32) -> BTreeMap<String, Ac
         }
     }
     all
+}
+
+/// A record written into the changelog by hand: partition, message key,
+/// value (none: a tombstone).
+pub type ChangelogRecord = (i32, Vec<u8>, Option<Vec<u8>>);
+
+/// The changelog message key of a stored key of `family` (a partition's
+/// reset: its partition's 4 bytes then `reset`).
+pub fn changelog_key(family: accrual::store::changelog::Family, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let change = accrual::store::changelog::Change { family, key, value: None };
+    accrual::store::changelog::message_key(&change, &mut out);
+    out
 }
 
 /// Every stored key and value of a state directory's partitions, but
