@@ -526,6 +526,46 @@ fn account_entries(state: &std::path::Path, partition: u32) -> Vec<(Vec<u8>, Vec
     entries.into_iter().filter(|e| e.0 == Family::Accounts).map(|(_, k, v)| (k, v)).collect()
 }
 
+/// Makes the changelog restore other values than the state holds, as a
+/// changelog an earlier version left stale would: partition 0's loses two
+/// accounts, partition 1's gives one account another's state, all
+/// accounts the events still to come (`later`) leave alone. Checks that
+/// `accrual changelog check` names them; returns the first lost account.
+fn corrupt_changelog(
+    setup: &Setup,
+    config: &std::path::Path,
+    state: &std::path::Path,
+    later: &str,
+) -> String {
+    let untouched = |p: u32| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let quoted = |key: &[u8]| format!("\"{}\"", String::from_utf8_lossy(&key[4..]));
+        account_entries(state, p).into_iter().filter(|(key, _)| !later.contains(&quoted(key))).collect()
+    };
+    let (zero, one) = (untouched(0), untouched(1));
+    assert!(zero.len() > 2 && one.len() > 2, "{} and {} accounts", zero.len(), one.len());
+    let account = |key: &[u8]| changelog_key(accrual::store::changelog::Family::Accounts, key);
+    setup.write_to_changelog(&[
+        (0, account(&zero[0].0), None),
+        (0, account(&zero[1].0), None),
+        (1, account(&one[0].0), Some(one[1].1.clone())),
+    ]);
+
+    let (out, ok) = changelog_command(config, &["check"]);
+    assert!(!ok, "a different changelog fails the check:\n{out}");
+    assert!(out.contains("partition 0: DIFFERENT: 2 of"), "{out}");
+    assert!(out.contains("(0 with other values, 2 only here, 0 only in the changelog)"), "{out}");
+    let lost = String::from_utf8_lossy(&zero[0].0[4..]).to_string();
+    assert!(out.contains(&format!("accounts \"{lost}\" only here")), "{out}");
+    assert!(out.contains("partition 1: DIFFERENT: 1 of"), "{out}");
+    assert!(out.contains("(1 with other values, 0 only here, 0 only in the changelog)"), "{out}");
+    assert!(out.contains("partition 2: the same"), "{out}");
+    assert!(
+        out.contains("1 the same, 2 different, 0 not restored by the changelog, 0 not compared"),
+        "{out}"
+    );
+    lost
+}
+
 /// The changelog restores other values than the state it should hold
 /// (here keys deleted and changed by hand, as in a changelog an earlier
 /// version left stale): `accrual changelog check` names the partitions
@@ -544,35 +584,7 @@ fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_bac
     let (out, ok) = changelog_command(&config, &["check"]);
     assert!(ok && out.matches(": the same (").count() == 3, "{out}");
 
-    // Partition 0's changelog loses two accounts, partition 1's gives one
-    // account another's state: accounts the later events leave alone.
-    let later: String = second.concat();
-    let untouched = |p: u32| -> Vec<(Vec<u8>, Vec<u8>)> {
-        let quoted = |key: &[u8]| format!("\"{}\"", String::from_utf8_lossy(&key[4..]));
-        account_entries(&state, p).into_iter().filter(|(key, _)| !later.contains(&quoted(key))).collect()
-    };
-    let (zero, one) = (untouched(0), untouched(1));
-    assert!(zero.len() > 2 && one.len() > 2, "{} and {} accounts", zero.len(), one.len());
-    let account = |key: &[u8]| changelog_key(accrual::store::changelog::Family::Accounts, key);
-    setup.write_to_changelog(&[
-        (0, account(&zero[0].0), None),
-        (0, account(&zero[1].0), None),
-        (1, account(&one[0].0), Some(one[1].1.clone())),
-    ]);
-
-    let (out, ok) = changelog_command(&config, &["check"]);
-    assert!(!ok, "a different changelog fails the check:\n{out}");
-    assert!(out.contains("partition 0: DIFFERENT: 2 of"), "{out}");
-    assert!(out.contains("(0 with other values, 2 only here, 0 only in the changelog)"), "{out}");
-    let lost = String::from_utf8_lossy(&zero[0].0[4..]).to_string();
-    assert!(out.contains(&format!("accounts \"{lost}\" only here")), "{out}");
-    assert!(out.contains("partition 1: DIFFERENT: 1 of"), "{out}");
-    assert!(out.contains("(1 with other values, 0 only here, 0 only in the changelog)"), "{out}");
-    assert!(out.contains("partition 2: the same"), "{out}");
-    assert!(
-        out.contains("1 the same, 2 different, 0 not restored by the changelog, 0 not compared"),
-        "{out}"
-    );
+    let lost = corrupt_changelog(&setup, &config, &state, &second.concat());
 
     // The engine goes on: the changelog has a progress record at the
     // group's offset again, and still restores the wrong accounts.
@@ -594,7 +606,7 @@ fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_bac
     let copy_dir_arg = copy.to_str().unwrap();
     let (out, ok) =
         changelog_command(&config, &["republish", "--state-dir", copy_dir_arg, "--partition", "0"]);
-    assert!(!ok && out.contains("members: stop every instance first; not republished"), "{out}");
+    assert!(!ok && out.contains("members: stop every instance first, or ask the partition's owner"), "{out}");
     let (out, ok) = changelog_command(&config, &["republish", "--partition", "0"]);
     assert!(!ok && out.contains("opening"), "{out}");
     engine.terminate();
@@ -617,4 +629,61 @@ fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_bac
     assert!(ok && out.contains("partition 7: this state directory holds no state of it"), "{out}");
     assert!(out.contains("1 partitions of") && out.contains("1 the same"), "{out}");
     assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, txns);
+}
+
+/// The same repair while the engine runs: asked over HTTP, the owner
+/// publishes each partition's state again between two cycles, with the
+/// partition paused meanwhile and events streaming; the changelog then
+/// restores the state byte for byte, and every accrual is published once.
+#[test]
+fn an_owner_asked_publishes_its_state_again_while_it_runs() {
+    use common::http::{get, post};
+    let setup = Setup::new("changelog-online", 3).with_changelog();
+    let dir = tempfile::tempdir().unwrap();
+    let address = "127.0.0.1:19484";
+    let config = setup.config_http(dir.path(), "node-a", "max_batch = 300", address, "t0ken");
+    let state = dir.path().join("node-a");
+    let lines = events(4_000, 73);
+    let (first, second) = lines.split_at(2_500);
+    setup.produce(dir.path(), first);
+    run_until_idle(&config);
+    let lost = corrupt_changelog(&setup, &config, &state, &second.concat());
+
+    let mut engine = EngineProcess::spawn(&config, &[], None);
+    let started = std::time::Instant::now();
+    while !matches!(get(address, "/readyz", &[]), Ok((200, _))) {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready:\n{}", engine.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let auth = [("Authorization", "Bearer t0ken")];
+    let ask = |p: u32, headers: &[(&str, &str)]| {
+        post(address, &format!("/v1/partitions/{p}/changelog/republish"), headers).unwrap()
+    };
+    let (status, body) = ask(0, &[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = ask(7, &auth);
+    assert_eq!(status, 421, "a partition it does not own: {body}");
+    setup.produce(dir.path(), second);
+    for p in [0, 1] {
+        let (status, body) = ask(p, &auth);
+        assert_eq!(status, 202, "{body}");
+    }
+    let published = "published the partition's whole state to the changelog again, as asked";
+    let resumed = "partition resumed; its state was published to the changelog again";
+    let started = std::time::Instant::now();
+    while engine.log_text().matches(resumed).count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "not resumed:\n{}", engine.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = engine.log_text();
+    assert_eq!(log.matches(published).count(), 2, "{log}");
+    engine.terminate();
+    assert!(engine.wait(Duration::from_secs(60)).success(), "{}", engine.log_text());
+    // What it had not processed yet, if anything.
+    run_until_idle(&config);
+
+    let (out, ok) = changelog_command(&config, &["check"]);
+    assert!(ok && out.matches(": the same (").count() == 3, "{out}");
+    assert!(!out.contains(&lost), "{out}");
+    assert_a_lost_disk_restores_it(&setup, dir.path(), &config, &lines, journal(&state));
 }

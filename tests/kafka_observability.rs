@@ -1,13 +1,14 @@
 //! The HTTP surface of a running engine: `/metrics` counts what was
 //! processed; the balance lookup (auth, unknown accounts, partitions owned
-//! elsewhere); readiness while a partition recovers.
+//! elsewhere); readiness while a partition recovers; no republish without
+//! a changelog.
 
 mod common;
 
 use accrual::datagen::GenOptions;
 use accrual::simulate::{self, SimulateOptions};
 use common::d;
-use common::http::{get, get_retrying, metric};
+use common::http::{get, get_retrying, metric, post};
 use common::kafka::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -49,6 +50,10 @@ fn metrics_count_what_was_processed_and_the_balance_lookup_answers() {
     let mut engine = EngineProcess::spawn(&config, &[("ACCRUAL_LOG__FORMAT", "json")], None);
     wait_ready(address);
     assert!(setup.wait_all_committed(Duration::from_secs(120)), "lag {:?}", setup.lag());
+    // Without a changelog there is nothing to publish a state to again.
+    let auth = [("Authorization", "Bearer s3cret")];
+    let (status, body) = post(address, "/v1/partitions/0/changelog/republish", &auth).unwrap();
+    assert!(status == 409 && body.contains("no changelog"), "{status} {body}");
 
     // What simulate says this input is.
     let input = dir.path().join("input.ndjson");

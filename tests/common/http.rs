@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET for tests (no client library needed).
+//! A minimal HTTP/1.1 client for tests (no client library needed).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,15 +28,33 @@ pub fn get_retrying(
     }
 }
 
+/// POSTs to `path` on `address`, without a body; returns the status and
+/// the body.
+pub fn post(address: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+    let mut with_length = headers.to_vec();
+    with_length.push(("Content-Length", "0"));
+    ask("POST", address, path, &with_length).map(|(status, _, body)| (status, body))
+}
+
 /// [`get`], with the response's head (status line and headers) too.
 pub fn get_with_head(
     address: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String, String)> {
+    ask("GET", address, path, headers)
+}
+
+/// `method` `path` on `address`: the status, the response's head and body.
+fn ask(
+    method: &str,
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -2,7 +2,10 @@
 //! (Prometheus), `/healthz` (alive), `/readyz` (every assigned partition
 //! recovered and consuming), and `GET /v1/accounts/{id}/balance`, served
 //! from RocksDB for accounts of partitions this instance owns, and
-//! forwarded to the owner for the others (see `forward`). Read-only.
+//! forwarded to the owner for the others (see `forward`). One endpoint
+//! acts: `POST /v1/partitions/{p}/changelog/republish` asks the engine to
+//! publish an owned partition's whole state to the changelog again (see
+//! `republish`); it changes no state.
 //!
 //! It starts with the process, before Kafka is reached, so `/healthz`
 //! answers while the broker is down. A flood of balance lookups cannot
@@ -13,6 +16,7 @@
 
 use crate::metrics::Metrics;
 use crate::rebalance::{Assignment, EngineContext};
+use crate::restore::Purpose;
 use accrual_core::accrue::balance_view;
 use accrual_core::partitioner::Partitioner;
 use accrual_core::rules::{Rules, Timeline};
@@ -23,7 +27,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -57,6 +61,8 @@ pub struct ApiState {
     pub metrics: Option<Arc<Metrics>>,
     /// Where lookups of other instances' partitions go.
     pub peers: Arc<crate::forward::Peers>,
+    /// Whether the state has a changelog (`kafka.topics.changelog`).
+    pub changelog: bool,
 }
 
 /// Whether the instance is ready, and if not, why.
@@ -70,7 +76,7 @@ pub fn readiness(a: &Assignment) -> Result<(), Vec<String>> {
             why.push(format!("partition {p} is recovering"));
         }
     }
-    for (p, r) in &a.restoring {
+    for (p, r) in a.restoring.iter().filter(|(_, r)| r.purpose == Purpose::Restore) {
         let applied = r.watch.applied.load(std::sync::atomic::Ordering::Relaxed);
         why.push(format!(
             "partition {p} is restoring from the changelog: {applied} records applied, about {} left",
@@ -100,6 +106,7 @@ pub fn serve(listen: &str, state: ApiState) -> std::io::Result<SocketAddr> {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/v1/partitions/{partition}/changelog/republish", post(republish))
         .merge(accounts)
         .layer(middleware::from_fn(guard))
         .with_state(state);
@@ -175,8 +182,23 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
-    match readiness(&EngineContext::lock(&state.assignment)) {
-        Ok(()) => json_response(StatusCode::OK, json!({"ready": true})),
+    let a = EngineContext::lock(&state.assignment);
+    match readiness(&a) {
+        Ok(()) => {
+            // Paused while its state is published again, but its lookups
+            // are answered: still ready.
+            let republishing: Vec<u32> = a
+                .restoring
+                .iter()
+                .filter(|(_, r)| r.purpose == Purpose::Republish)
+                .map(|(p, _)| *p)
+                .collect();
+            if republishing.is_empty() {
+                json_response(StatusCode::OK, json!({"ready": true}))
+            } else {
+                json_response(StatusCode::OK, json!({"ready": true, "republishing": republishing}))
+            }
+        }
         Err(why) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false, "reasons": why})),
     }
 }
@@ -191,7 +213,12 @@ enum LocalAnswer {
 
 /// `None`: the partition is not assigned here.
 fn local_answer(a: &Assignment, partition: u32) -> Option<LocalAnswer> {
-    if a.restoring.contains_key(&partition) {
+    let restoring = a.restoring.get(&partition).map(|r| r.purpose);
+    if restoring == Some(Purpose::Republish) {
+        // Its state does not change while it is published.
+        return Some(LocalAnswer::Here);
+    }
+    if restoring.is_some() {
         return Some(LocalAnswer::Unavailable(format!(
             "partition {partition} is restoring from the changelog; retry shortly"
         )));
@@ -235,12 +262,62 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
     same(given.as_bytes(), token.as_bytes())
 }
 
+fn unauthorized() -> Response {
+    let mut response =
+        json_response(StatusCode::UNAUTHORIZED, json!({"error": "a bearer token is required"}));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Asks the engine to publish `partition`'s whole state to the changelog
+/// again (see `republish`): accepted (202) if this instance owns it, ready;
+/// the log and `/readyz` ("republishing") say when it is done.
+async fn republish(
+    State(state): State<ApiState>,
+    Path(partition): Path<u32>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let conflict =
+        |why: String| json_response(StatusCode::CONFLICT, json!({"error": why, "partition": partition}));
+    if !state.changelog {
+        return conflict("the state has no changelog (kafka.topics.changelog) to publish to".into());
+    }
+    let mut a = EngineContext::lock(&state.assignment);
+    match local_answer(&a, partition) {
+        Some(LocalAnswer::Here) if a.owned.contains_key(&partition) => {}
+        Some(LocalAnswer::Here) => {
+            return conflict(format!("partition {partition}'s state is being published already"));
+        }
+        Some(LocalAnswer::Unavailable(why)) => {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": why, "partition": partition}),
+            );
+        }
+        None => {
+            drop(a);
+            let mut body = json!({"error": format!("partition {partition} is not owned by this instance: ask its owner"), "partition": partition});
+            if let Some((owner, url)) = state.peers.owner(partition) {
+                body["owner"] = json!(owner);
+                body["owner_url"] = json!(url);
+            }
+            return json_response(StatusCode::MISDIRECTED_REQUEST, body);
+        }
+    }
+    a.republish_asked.insert(partition);
+    tracing::info!(partition, "asked to publish the partition's whole state to the changelog again");
+    json_response(
+        StatusCode::ACCEPTED,
+        json!({"partition": partition, "accepted": true, "message": "its state is published between two cycles; /readyz lists it under \"republishing\" until done, and the log says when"}),
+    )
+}
+
 async fn balance(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
-        let mut response =
-            json_response(StatusCode::UNAUTHORIZED, json!({"error": "a bearer token is required"}));
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return unauthorized();
     }
     let partitions = state.partitions.load(Ordering::Relaxed);
     if partitions == 0 {

@@ -17,7 +17,7 @@
 
 use crate::clients;
 use crate::config::EngineConfig;
-use crate::restore::RestoreError;
+use crate::restore::{RestoreError, Restored, Watch};
 use accrual_store::Store;
 use accrual_store::changelog;
 use rdkafka::ClientContext;
@@ -97,4 +97,46 @@ pub fn publish_state(
         Some(reason) => Err(failed(reason)),
         None => Ok(sent),
     }
+}
+
+/// Publishes an owned partition's whole state to its changelog again, as
+/// an operator asked (a changelog `accrual changelog check` found
+/// different, or one an earlier version may have left stale), while the
+/// engine runs: the partition is paused at `committed`, the group's
+/// offset, with no transaction of it open, and its state is kept as it
+/// is. Cut short (revoked, or stopping), the changelog holds a reset with
+/// no progress after it, as a snapshot cut short on assignment does, and
+/// the partition's next assignment publishes the state again.
+pub fn republish_partition(
+    config: &EngineConfig,
+    store: &Store,
+    topic: &str,
+    partition: u32,
+    committed: Option<u64>,
+    idle: Duration,
+    watch: &Watch,
+) -> Result<Restored, RestoreError> {
+    let started = Instant::now();
+    let local = store.stamped_progress(partition)?;
+    let at = local.as_ref().map(|l| l.progress.next_offset);
+    let (Some(local), true) = (local, at.is_some() && at == committed) else {
+        let reason = format!("its local state ends at {at:?}, not at the group's offset {committed:?}");
+        return Err(RestoreError::Publish { topic: topic.to_string(), partition, reason });
+    };
+    let records = publish_state(config, store, topic, partition, idle, &|| watch.cancelled())?;
+    tracing::info!(
+        partition,
+        records,
+        committed_offset = committed,
+        seconds = started.elapsed().as_secs_f64(),
+        "published the partition's whole state to the changelog again, as asked"
+    );
+    Ok(Restored {
+        progress: Some(local.progress),
+        kept: true,
+        publish_after_recovery: false,
+        changes: 0,
+        bytes: 0,
+        elapsed: started.elapsed(),
+    })
 }

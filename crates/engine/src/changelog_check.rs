@@ -154,7 +154,10 @@ pub fn republish(config: &EngineConfig, store: &Store, partition: u32) -> Result
     let members = crate::kafka_tools::group_members(&client, group)
         .map_err(|e| refused(format!("cannot tell whether group {group:?} has members ({e})")))?;
     if members > 0 {
-        return Err(refused(format!("group {group:?} has {members} members: stop every instance first")));
+        return Err(refused(format!(
+            "group {group:?} has {members} members: stop every instance first, or ask the partition's owner \
+             while it runs (POST /v1/partitions/{partition}/changelog/republish)"
+        )));
     }
     let Some(local) = store.stamped_progress(partition)? else {
         return Err(refused("this state directory holds no state of it".into()));

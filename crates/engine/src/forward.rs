@@ -42,6 +42,15 @@ impl Peers {
         Peers { instance, config, owners, client }
     }
 
+    /// The instance the group gave `partition` to, if known and not this
+    /// one, and its address, if configured.
+    pub fn owner(&self, partition: u32) -> Option<(String, Option<String>)> {
+        let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
+        let owner = owners.by_partition.get(&partition).filter(|o| **o != self.instance)?.clone();
+        let base = self.config.peer(&owner);
+        Some((owner, base))
+    }
+
     /// Answers a lookup (`path`) of an account of `partition`, which this
     /// instance does not own, from the partition's owner.
     pub async fn forward(&self, partition: u32, path: &str, headers: &HeaderMap) -> Response {

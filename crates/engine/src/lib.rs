@@ -37,6 +37,7 @@ pub mod rebalance;
 mod recovery;
 mod reload;
 pub mod report;
+mod republish;
 pub mod restore;
 pub mod standby;
 mod takeover;
@@ -101,6 +102,16 @@ pub enum EngineError {
          instance may own now (a restart rejoins the group, and local state is checked against the group's)"
     )]
     NotMember(String),
+    #[error(
+        "publishing partition {partition}'s state to the changelog again, as asked, failed: {source}. The \
+         engine stops: the changelog may hold only part of the state now, and the partition must not go on \
+         until it holds it whole (restarted, the instance publishes it when the partition is assigned to it)"
+    )]
+    Republish {
+        partition: u32,
+        #[source]
+        source: restore::RestoreError,
+    },
 }
 
 impl From<rebalance::AssignmentError> for EngineError {
@@ -370,6 +381,7 @@ fn start_http(
             token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
             metrics: metrics.clone(),
             peers: Arc::new(peers),
+            changelog: config.kafka.topics.changelog.is_some(),
         };
         crate::api::serve(&config.http.listen, api)
             .map_err(|e| EngineError::Http(format!("HTTP listener {}: {e}", config.http.listen)))?;
@@ -425,6 +437,7 @@ impl Engine {
             self.recover_assigned()?;
             self.finish_restores()?;
             self.observe_assignment();
+            self.start_republishes()?;
             if !polled.is_empty() {
                 last_input = Instant::now();
                 self.first_input.get_or_insert(last_input);
@@ -470,7 +483,9 @@ impl Engine {
                 r.reported = now;
                 left += r.watch.left();
             }
-            crate::metrics::restoring(applied, a.restoring.len(), left);
+            let republishing =
+                a.restoring.values().filter(|r| r.purpose == restore::Purpose::Republish).count();
+            crate::metrics::restoring(applied, a.restoring.len() - republishing, left);
             let lag: BTreeMap<u32, i64> = a
                 .owned
                 .iter()
@@ -478,7 +493,8 @@ impl Engine {
                     a.stable_offsets.get(p).map(|s| (*p, (s - o.progress.next_offset as i64).max(0)))
                 })
                 .collect();
-            (a.rebalances, a.owned.len(), a.refused.len(), crate::api::readiness(&a).is_ok(), lag)
+            let owned = a.owned.len() + republishing;
+            (a.rebalances, owned, a.refused.len(), crate::api::readiness(&a).is_ok(), lag)
         };
         if rebalances > self.rebalances_seen {
             crate::metrics::rebalances(rebalances - self.rebalances_seen);

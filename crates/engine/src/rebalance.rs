@@ -70,6 +70,9 @@ pub struct Assignment {
     /// This instance and the group generation it holds its partitions in,
     /// recorded with every batch's progress.
     pub owner: Arc<Owner>,
+    /// Owned partitions whose whole state an operator asked to publish to
+    /// the changelog again (see `republish`), taken by the next cycle.
+    pub republish_asked: BTreeSet<u32>,
 }
 
 /// What an assigned partition is to do.
@@ -356,8 +359,8 @@ impl EngineContext {
             committed,
             idle: self.timeout,
         };
-        let restoring =
-            crate::restore::Restoring::start(job).map_err(|e| format!("starting its restore: {e}"))?;
+        let restoring = crate::restore::Restoring::start(job, crate::restore::Purpose::Restore)
+            .map_err(|e| format!("starting its restore: {e}"))?;
         a.refused.remove(&p);
         a.owned.remove(&p);
         a.restoring.insert(p, restoring);

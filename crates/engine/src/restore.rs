@@ -42,6 +42,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Whether the work was asked to stop (the partition was revoked).
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
     /// Records of the changelog not read yet.
     pub fn left(&self) -> u64 {
         (self.end.load(Ordering::Relaxed) - self.position.load(Ordering::Relaxed)).max(0) as u64
@@ -57,7 +62,20 @@ pub struct Restoring {
     pub watch: Arc<Watch>,
     /// Records already counted in the metrics.
     pub reported: u64,
+    pub purpose: Purpose,
     handle: JoinHandle<Result<Restored, RestoreError>>,
+}
+
+/// Why a partition is paused on a thread of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Assigned: its state is checked against the changelog, restored if
+    /// it must be.
+    Restore,
+    /// Owned, and its whole state published to the changelog again, as
+    /// an operator asked (`POST /v1/partitions/{p}/changelog/republish`):
+    /// the state stays as it is and answers lookups meanwhile.
+    Republish,
 }
 
 /// What a restore needs to run on its own thread.
@@ -71,17 +89,28 @@ pub struct RestoreJob {
 }
 
 impl Restoring {
-    pub fn start(job: RestoreJob) -> std::io::Result<Restoring> {
+    pub fn start(job: RestoreJob, purpose: Purpose) -> std::io::Result<Restoring> {
         let watch = Arc::new(Watch::default());
         let committed = job.committed;
-        let handle = std::thread::Builder::new().name(format!("restore-{}", job.partition)).spawn({
+        let name = match purpose {
+            Purpose::Restore => format!("restore-{}", job.partition),
+            Purpose::Republish => format!("republish-{}", job.partition),
+        };
+        let handle = std::thread::Builder::new().name(name).spawn({
             let watch = watch.clone();
             move || {
                 let RestoreJob { config, store, topic, partition, committed, idle } = job;
-                restore_partition(&config, &store, &topic, partition, committed, idle, &watch)
+                match purpose {
+                    Purpose::Restore => {
+                        restore_partition(&config, &store, &topic, partition, committed, idle, &watch)
+                    }
+                    Purpose::Republish => crate::bootstrap::republish_partition(
+                        &config, &store, &topic, partition, committed, idle, &watch,
+                    ),
+                }
             }
         })?;
-        Ok(Restoring { committed, watch, reported: 0, handle })
+        Ok(Restoring { committed, watch, reported: 0, purpose, handle })
     }
 
     pub fn is_finished(&self) -> bool {
@@ -268,7 +297,7 @@ fn publish_local_state(
         return Ok(true);
     }
     let watch = reader.watch;
-    let cancelled = || watch.cancel.load(Ordering::Relaxed);
+    let cancelled = || watch.cancelled();
     let started = Instant::now();
     let published =
         crate::bootstrap::publish_state(config, store, reader.topic, partition, reader.idle, &cancelled)?;
@@ -542,7 +571,7 @@ impl Reader<'_> {
         self.consumer.assign(&tpl).map_err(|e| self.kafka(e))?;
         let mut last = Instant::now();
         loop {
-            if self.watch.cancel.load(Ordering::Relaxed) {
+            if self.watch.cancelled() {
                 return Err(RestoreError::Cancelled);
             }
             match self.consumer.poll(Duration::from_millis(100)) {

@@ -24,9 +24,15 @@ impl Engine {
         };
         let Some(from) = self.config.kafka.topics.changelog.clone() else { return Ok(()) };
         for (p, restoring) in finished {
-            let (committed, reported) = (restoring.committed, restoring.reported);
-            let owned = restore::outcome(&from, committed, restoring.join())
-                .and_then(|restored| self.take_up(p, committed, reported, restored));
+            let (committed, reported, purpose) = (restoring.committed, restoring.reported, restoring.purpose);
+            let result = match (purpose, restoring.join()) {
+                (restore::Purpose::Republish, Err(source)) => {
+                    return Err(EngineError::Republish { partition: p, source });
+                }
+                (_, result) => result,
+            };
+            let owned = restore::outcome(&from, committed, result)
+                .and_then(|restored| self.take_up(p, committed, reported, restored, purpose));
             let owned = match owned {
                 Ok(owned) => owned,
                 Err(reason) => {
@@ -65,6 +71,7 @@ impl Engine {
         committed: Option<u64>,
         reported: u64,
         restored: restore::Restored,
+        purpose: restore::Purpose,
     ) -> Result<Owned, String> {
         reload::check_partition(&self.store, &self.timeline, p)?;
         // A standby's copy is this instance's own state from now on.
@@ -73,12 +80,18 @@ impl Engine {
             let mut owned = rebalance::start_offset(restored.progress, committed)
                 .and_then(|owned| self.consumer.context().check_gap(&self.consumer, p, owned))?;
             owned.publish_after_recovery = restored.publish_after_recovery && owned.needs_recovery;
+            let what = match purpose {
+                restore::Purpose::Restore => "partition assigned; its local state continues the group's",
+                restore::Purpose::Republish => {
+                    "partition resumed; its state was published to the changelog again"
+                }
+            };
             tracing::info!(
                 partition = p,
                 start_offset = owned.progress.next_offset,
                 committed_offset = committed,
                 recovery = owned.needs_recovery,
-                "partition assigned; its local state continues the group's"
+                "{what}"
             );
             return Ok(owned);
         }
