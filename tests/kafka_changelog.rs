@@ -665,7 +665,16 @@ fn an_owner_asked_publishes_its_state_again_while_it_runs() {
     assert_eq!(status, 421, "a partition it does not own: {body}");
     setup.produce(dir.path(), second);
     for p in [0, 1] {
-        let (status, body) = ask(p, &auth);
+        // Ready may come before its partitions (between a revoke and an
+        // assignment): asked again while it does not own them yet.
+        let started = std::time::Instant::now();
+        let (status, body) = loop {
+            let (status, body) = ask(p, &auth);
+            if status == 202 || started.elapsed() > Duration::from_secs(30) {
+                break (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert_eq!(status, 202, "{body}");
     }
     let published = "published the partition's whole state to the changelog again, as asked";

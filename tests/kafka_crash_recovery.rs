@@ -259,8 +259,11 @@ fn a_failed_commit_is_recorded_before_its_partitions_can_move() {
     let points = "fail-kafka-commit:3,after-recording-a-failed-commit";
     assert_aborted(&mut EngineProcess::spawn(&config, &[("ACCRUAL_FAILPOINT", points)], None));
     // The third transaction of the first epoch failed.
-    let failed = "node-1:1:2";
     let state_dir = dir.path().join("node-1");
+    let first_epoch =
+        journal(&state_dir).keys().filter_map(|id| id.split(':').nth(1)?.parse::<u64>().ok()).min();
+    let failed = format!("node-1:{}:2", first_epoch.expect("a transaction"));
+    let failed = failed.as_str();
     assert_eq!(journal(&state_dir).get(failed), Some(&TxnStatus::Aborted), "{:?}", journal(&state_dir));
     let report = finish_and_verify(&setup, dir.path(), &config, &lines);
     assert!(report.resolved.iter().all(|r| r.txn != failed), "decided again at the restart: {report:?}");

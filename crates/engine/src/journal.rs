@@ -6,7 +6,9 @@
 //! `accrual.txn`; not on changelog records, whose readers go by progress
 //! records; also set as the metadata of the offsets it commits, for
 //! operators, where the broker keeps it). The epoch grows at every start
-//! and every new producer. An entry is written
+//! and every new producer, and is at least the start's Unix time in
+//! seconds, so that a state directory lost and started afresh does not
+//! repeat the ids its predecessor gave. An entry is written
 //! `open` in the same RocksDB batch as the state it publishes. That batch
 //! also records the outcome of every earlier transaction already known;
 //! the one still committing on its own thread (the previous cycle's) is
@@ -148,9 +150,19 @@ impl Journal {
 
     /// [`Journal::start`], keeping `keep` entries (at least [`OPEN_SCAN`]).
     pub fn start_keeping(store: &Store, instance: &str, keep: u64) -> Result<Journal, StoreError> {
+        let unix_seconds = (accrual_core::time::wall_clock().0 / 1000).max(0) as u64;
+        Self::start_at(store, instance, keep, unix_seconds)
+    }
+
+    /// [`Journal::start_keeping`] at `unix_seconds`: the new epoch is the
+    /// stored one's next, or that time if later. So a state directory lost
+    /// and started afresh (restored from the changelog) does not hand out
+    /// the ids the lost one did, unless that one moved to a new epoch more
+    /// often than once a second since its last start.
+    fn start_at(store: &Store, instance: &str, keep: u64, unix_seconds: u64) -> Result<Journal, StoreError> {
         let keep = keep.max(OPEN_SCAN as u64);
         let mut journal = Journal { instance: instance.to_string(), epoch: 0, next_seq: 0, keep };
-        journal.epoch = Self::stored_epoch(store)?;
+        journal.epoch = Self::stored_epoch(store)?.max(unix_seconds.saturating_sub(1));
         let mut batch = store.batch();
         batch.put_meta(INSTANCE, instance.as_bytes());
         // Every start is a new epoch: prune across epochs, or a node
@@ -278,7 +290,7 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
         let keep = 100;
         for restart in 0..300u64 {
-            let mut j = Journal::start_keeping(&store, "node-1", keep).unwrap();
+            let mut j = Journal::start_at(&store, "node-1", keep, 0).unwrap();
             assert!(j.resolve_open(&store, |_| Some(u64::MAX)).unwrap().len() <= 2);
             for i in 0..7 {
                 let mut batch = store.batch();
@@ -295,7 +307,7 @@ mod tests {
             assert!(n <= keep + 7, "restart {restart}: {n} entries");
         }
         assert_eq!(Journal::open_entries(&store).unwrap().len(), 2);
-        let j = Journal::start_keeping(&store, "node-1", keep).unwrap();
+        let j = Journal::start_at(&store, "node-1", keep, 0).unwrap();
         assert_eq!(Journal::open_entries(&store).unwrap().len(), 2, "pruning kept the open ones");
         let decided = j.resolve_open(&store, |_| Some(0)).unwrap();
         assert_eq!(decided.len(), 2);
@@ -305,10 +317,27 @@ mod tests {
     }
 
     #[test]
+    fn an_epoch_is_at_least_its_start_time_so_a_fresh_directory_does_not_repeat_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let j = Journal::start_at(&store, "node-1", KEEP, 1_000).unwrap();
+        assert_eq!(j.epoch(), 1_000);
+        // Started again within the same second, or with the clock set back.
+        assert_eq!(Journal::start_at(&store, "node-1", KEEP, 1_000).unwrap().epoch(), 1_001);
+        assert_eq!(Journal::start_at(&store, "node-1", KEEP, 5).unwrap().epoch(), 1_002);
+        assert_eq!(Journal::start_at(&store, "node-1", KEEP, 2_000).unwrap().epoch(), 2_000);
+        // The directory is lost: a fresh one, started later, goes on past it.
+        let fresh = tempfile::tempdir().unwrap();
+        let store = Store::open(fresh.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
+        let later = Journal::start(&store, "node-1").unwrap();
+        assert!(later.epoch() > 1_700_000_000, "{}", later.epoch());
+    }
+
+    #[test]
     fn ids_epochs_and_resolution() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions { sync: false, ..Default::default() }).unwrap();
-        let mut j = Journal::start(&store, "node-1").unwrap();
+        let mut j = Journal::start_at(&store, "node-1", KEEP, 0).unwrap();
         assert_eq!(j.epoch(), 1);
         let mut batch = store.batch();
         let a = j.open(&mut batch, &[(0, 10)]);
@@ -326,7 +355,7 @@ mod tests {
 
         // Restart: a new epoch. c is the newest open entry and the group has
         // reached its offset on partition 3: it committed; b, older, did not.
-        let j2 = Journal::start(&store, "node-1").unwrap();
+        let j2 = Journal::start_at(&store, "node-1", KEEP, 0).unwrap();
         assert_eq!(j2.epoch(), 2);
         let decided = j2
             .resolve_open(&store, |p| match p {
