@@ -17,7 +17,7 @@
 
 use crate::clients;
 use crate::config::EngineConfig;
-use crate::restore::{RestoreError, Restored, Watch};
+use crate::restore::{RestoreError, RestoreJob, Restored, Watch};
 use accrual_store::Store;
 use accrual_store::changelog;
 use rdkafka::ClientContext;
@@ -107,15 +107,9 @@ pub fn publish_state(
 /// is. Cut short (revoked, or stopping), the changelog holds a reset with
 /// no progress after it, as a snapshot cut short on assignment does, and
 /// the partition's next assignment publishes the state again.
-pub fn republish_partition(
-    config: &EngineConfig,
-    store: &Store,
-    topic: &str,
-    partition: u32,
-    committed: Option<u64>,
-    idle: Duration,
-    watch: &Watch,
-) -> Result<Restored, RestoreError> {
+pub fn republish_partition(job: &RestoreJob, watch: &Watch) -> Result<Restored, RestoreError> {
+    let RestoreJob { config, store, topic, partition, committed, idle } = job;
+    let (partition, committed) = (*partition, *committed);
     let started = Instant::now();
     let local = store.stamped_progress(partition)?;
     let at = local.as_ref().map(|l| l.progress.next_offset);
@@ -123,7 +117,7 @@ pub fn republish_partition(
         let reason = format!("its local state ends at {at:?}, not at the group's offset {committed:?}");
         return Err(RestoreError::Publish { topic: topic.to_string(), partition, reason });
     };
-    let records = publish_state(config, store, topic, partition, idle, &|| watch.cancelled())?;
+    let records = publish_state(config, store, topic, partition, *idle, &|| watch.cancelled())?;
     tracing::info!(
         partition,
         records,

@@ -98,16 +98,12 @@ impl Restoring {
         };
         let handle = std::thread::Builder::new().name(name).spawn({
             let watch = watch.clone();
-            move || {
-                let RestoreJob { config, store, topic, partition, committed, idle } = job;
-                match purpose {
-                    Purpose::Restore => {
-                        restore_partition(&config, &store, &topic, partition, committed, idle, &watch)
-                    }
-                    Purpose::Republish => crate::bootstrap::republish_partition(
-                        &config, &store, &topic, partition, committed, idle, &watch,
-                    ),
+            move || match purpose {
+                Purpose::Restore => {
+                    let RestoreJob { config, store, topic, partition, committed, idle } = &job;
+                    restore_partition(config, store, topic, *partition, *committed, *idle, &watch)
                 }
+                Purpose::Republish => crate::bootstrap::republish_partition(&job, &watch),
             }
         })?;
         Ok(Restoring { committed, watch, reported: 0, purpose, handle })
