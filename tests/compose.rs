@@ -8,7 +8,7 @@
 mod common;
 
 use accrual::kafka_tools::{self, Connection};
-use common::http::get;
+use common::http::{get, wait_ready};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -87,11 +87,7 @@ fn the_compose_stack_runs_three_instances_scraped_by_prometheus() {
     eprintln!("accruals flowing and 3 targets up {:.0} s after `up`", started.elapsed().as_secs_f64());
 
     for address in INSTANCES {
-        let ready = Instant::now();
-        while !matches!(get(address, "/readyz", &[]), Ok((200, _))) {
-            assert!(ready.elapsed() < Duration::from_secs(60), "{address} not ready:\n{}", logs());
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        assert!(wait_ready(address, Duration::from_secs(60)), "{address} not ready:\n{}", logs());
         // Any instance answers any account: its own, or forwarded (503
         // "retry" until it has learnt the owners from the changelog).
         for account in ["acc-0000001", "acc-0000002", "acc-0000003", "acc-0000004"] {

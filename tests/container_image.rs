@@ -8,10 +8,10 @@
 mod common;
 
 use accrual::datagen::GenOptions;
-use common::http::get;
+use common::http::wait_ready;
 use common::kafka::*;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TAG: &str = "localhost/accrual:test";
 
@@ -93,11 +93,7 @@ fn the_image_runs_the_engine_against_the_broker_healthy_and_exactly_once() {
 
     setup.produce(dir.path(), &lines);
     assert!(setup.wait_all_committed(Duration::from_secs(120)), "not all input committed:\n{}", logs());
-    let ready = Instant::now();
-    while !matches!(get(listen, "/readyz", &[]), Ok((200, _))) {
-        assert!(ready.elapsed() < Duration::from_secs(30), "never ready:\n{}", logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(wait_ready(listen, Duration::from_secs(30)), "never ready:\n{}", logs());
     // The image's own HEALTHCHECK, run inside the container.
     let health = podman(&["healthcheck", "run", &name]);
     assert!(health.status.success(), "health check: {}\n{}", text(&health), logs());

@@ -637,7 +637,7 @@ fn the_changelog_check_finds_what_a_changelog_lost_and_republishing_gives_it_bac
 /// restores the state byte for byte, and every accrual is published once.
 #[test]
 fn an_owner_asked_publishes_its_state_again_while_it_runs() {
-    use common::http::{get, post};
+    use common::http::{post, wait_ready};
     let setup = Setup::new("changelog-online", 3).with_changelog();
     let dir = tempfile::tempdir().unwrap();
     let address = "127.0.0.1:19484";
@@ -650,11 +650,7 @@ fn an_owner_asked_publishes_its_state_again_while_it_runs() {
     let lost = corrupt_changelog(&setup, &config, &state, &second.concat());
 
     let mut engine = EngineProcess::spawn(&config, &[], None);
-    let started = std::time::Instant::now();
-    while !matches!(get(address, "/readyz", &[]), Ok((200, _))) {
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready:\n{}", engine.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(wait_ready(address, Duration::from_secs(60)), "never ready:\n{}", engine.log_text());
     let auth = [("Authorization", "Bearer t0ken")];
     let ask = |p: u32, headers: &[(&str, &str)]| {
         post(address, &format!("/v1/partitions/{p}/changelog/republish"), headers).unwrap()

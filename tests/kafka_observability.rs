@@ -29,14 +29,7 @@ fn events(n: u64, seed: u64) -> Vec<String> {
 }
 
 fn wait_ready(address: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if matches!(get(address, "/readyz", &[]), Ok((200, _))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{address} never became ready");
+    assert!(common::http::wait_ready(address, Duration::from_secs(60)), "{address} never became ready");
 }
 
 #[test]

@@ -9,6 +9,19 @@ pub fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Resu
     get_with_head(address, path, headers).map(|(status, _, body)| (status, body))
 }
 
+/// Whether `/readyz` on `address` answers 200 within `patience` (asked
+/// every 100 ms).
+pub fn wait_ready(address: &str, patience: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while !matches!(get(address, "/readyz", &[]), Ok((200, _))) {
+        if started.elapsed() > patience {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
 /// [`get_with_head`], asked again while the answer is 503 (which says to
 /// retry: the engine does not know yet what it is asked), for up to
 /// `patience`.

@@ -187,12 +187,7 @@ async fn ready(State(state): State<ApiState>) -> Response {
         Ok(()) => {
             // Paused while its state is published again, but its lookups
             // are answered: still ready.
-            let republishing: Vec<u32> = a
-                .restoring
-                .iter()
-                .filter(|(_, r)| r.purpose == Purpose::Republish)
-                .map(|(p, _)| *p)
-                .collect();
+            let republishing: Vec<u32> = a.republishing().collect();
             if republishing.is_empty() {
                 json_response(StatusCode::OK, json!({"ready": true}))
             } else {

@@ -483,8 +483,7 @@ impl Engine {
                 r.reported = now;
                 left += r.watch.left();
             }
-            let republishing =
-                a.restoring.values().filter(|r| r.purpose == restore::Purpose::Republish).count();
+            let republishing = a.republishing().count();
             crate::metrics::restoring(applied, a.restoring.len() - republishing, left);
             let lag: BTreeMap<u32, i64> = a
                 .owned

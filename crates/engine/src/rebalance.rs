@@ -75,6 +75,15 @@ pub struct Assignment {
     pub republish_asked: BTreeSet<u32>,
 }
 
+impl Assignment {
+    /// Owned partitions whose state is being published to the changelog
+    /// again (paused, but answering lookups).
+    pub fn republishing(&self) -> impl Iterator<Item = u32> + '_ {
+        let republish = |r: &crate::restore::Restoring| r.purpose == crate::restore::Purpose::Republish;
+        self.restoring.iter().filter(move |(_, r)| republish(r)).map(|(p, _)| *p)
+    }
+}
+
 /// What an assigned partition is to do.
 enum Start {
     Own(Owned),

@@ -23,11 +23,11 @@ impl Engine {
     /// Starts the republishes asked for since the last cycle.
     pub(crate) fn start_republishes(&mut self) -> Result<(), EngineError> {
         let asked = std::mem::take(&mut EngineContext::lock(&self.assignment).republish_asked);
-        let Some(source) = &self.consumer.context().changelog else { return Ok(()) };
-        let (config, topic) = (source.config.clone(), source.topic.clone());
         if asked.is_empty() {
             return Ok(());
         }
+        let Some(source) = &self.consumer.context().changelog else { return Ok(()) };
+        let (config, topic) = (source.config.clone(), source.topic.clone());
         // The state published must be the group's: no transaction of the
         // partition may be open.
         self.finish_inflight()?;
